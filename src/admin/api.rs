@@ -1,0 +1,126 @@
+//! The JSON shapes of the admin API (DESIGN §6), shared by the daemon and `hooklog-replay`.
+//! Fields may be added, never renamed: scripts depend on them.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+use crate::log::LogStats;
+
+/// `GET /admin/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// Log bounds and size.
+    pub log: LogStats,
+    /// One entry per consumer.
+    pub consumers: Vec<ConsumerStatus>,
+}
+
+/// A consumer's state in [`Status`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConsumerStatus {
+    /// Consumer name.
+    pub name: String,
+    /// Last fully processed sequence.
+    pub cursor: u64,
+    /// Events behind the end of the log.
+    pub lag: u64,
+    /// `running`, `paused`, `idle` (waiting for configuration), `failed`, or `stored` (a cursor
+    /// with no consumer running in this process).
+    pub state: String,
+    /// Records in its dead-letter list.
+    pub dead_letters: u64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+}
+
+/// One record as JSON (`GET /admin/events`, `GET /admin/events/{seq}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventJson {
+    /// Sequence.
+    pub seq: u64,
+    /// Receipt time, RFC 3339 UTC with microseconds.
+    pub received_at: String,
+    /// Source name.
+    pub source: String,
+    /// Path and query as received (secrets redacted).
+    pub route: String,
+    /// Kept headers.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The body: UTF-8 text, or base64 when `body_encoding` is `base64`.
+    pub body: String,
+    /// `utf8` or `base64`.
+    pub body_encoding: String,
+    /// How it was verified.
+    pub verified: String,
+}
+
+impl EventJson {
+    /// Converts a record.
+    pub fn from_event(ev: &Event) -> EventJson {
+        let (body, body_encoding) = match std::str::from_utf8(&ev.body) {
+            Ok(s) => (s.to_owned(), "utf8"),
+            Err(_) => (
+                base64::engine::general_purpose::STANDARD.encode(&ev.body),
+                "base64",
+            ),
+        };
+        EventJson {
+            seq: ev.seq.0,
+            received_at: ev.received_at.to_rfc3339(),
+            source: ev.source.as_str().to_owned(),
+            route: ev.route.clone(),
+            headers: ev.headers.iter().cloned().collect(),
+            body,
+            body_encoding: body_encoding.to_owned(),
+            verified: ev.verification.label(),
+        }
+    }
+
+    /// The body bytes.
+    pub fn body_bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        decode_body(&self.body, Some(&self.body_encoding))
+    }
+}
+
+/// `GET /admin/events` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventPage {
+    /// The records, in order.
+    pub events: Vec<EventJson>,
+    /// Pass as `after` to get the next page.
+    pub next_after: u64,
+}
+
+/// `POST /admin/events` request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppendRequest {
+    /// One of the non-webhook sources: `backfill-openphone`, `backfill-twilio`, `outbound`,
+    /// `internal`.
+    pub source: String,
+    /// A route label, e.g. `/v1/messages/AC123`.
+    pub route: String,
+    /// Headers to keep with the record.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The body (text, or base64 with `body_encoding: "base64"`).
+    pub body: String,
+    /// `utf8` (default) or `base64`.
+    #[serde(default)]
+    pub body_encoding: Option<String>,
+}
+
+/// `POST /admin/events` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Appended {
+    /// The sequence the record got.
+    pub seq: u64,
+}
+
+/// Decodes a body given with an optional encoding name.
+pub fn decode_body(body: &str, encoding: Option<&str>) -> Result<Vec<u8>, base64::DecodeError> {
+    match encoding {
+        Some("base64") => base64::engine::general_purpose::STANDARD.decode(body),
+        _ => Ok(body.as_bytes().to_vec()),
+    }
+}

@@ -1,0 +1,115 @@
+//! The one mapping from failures to HTTP answers, for the edge and the admin API alike.
+//!
+//! Every handler returns `Result<Response, ApiError>`; [`ApiError::into_response`] is the only
+//! place a status code is chosen for an error, so DESIGN §3's table lives here.
+
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+
+use crate::edge::verifier::{Provider, Rejection};
+use crate::log::LogError;
+
+/// Seconds a provider is told to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+/// A request that cannot be answered with success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No such route → 404.
+    #[error("not found")]
+    NotFound,
+    /// The route exists for other methods → 405 with `Allow`.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    /// The body exceeds the configured limit → 413.
+    #[error("body larger than {0} bytes")]
+    PayloadTooLarge(u64),
+    /// The webhook did not verify (401 Quo/SalesMsg, 403 Twilio) or its provider is not
+    /// configured (503).
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The append failed: nothing was acknowledged → 503 with `Retry-After`.
+    #[error("append failed: {0}")]
+    AppendFailed(LogError),
+    /// Missing or wrong admin token → 401.
+    #[error("missing or invalid admin token")]
+    Unauthorized,
+    /// A malformed admin request → 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The client stopped sending the body or sent a broken one → 400.
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    /// A read of the log failed → 500 (logged; the body carries the message for operators,
+    /// the admin API being private).
+    #[error("log error: {0}")]
+    Log(#[from] LogError),
+    /// Not ready to serve (readiness probe) → 503.
+    #[error("not ready: {0}")]
+    NotReady(String),
+}
+
+impl ApiError {
+    /// The status code for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Rejected(Rejection::NotConfigured(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Rejected(Rejection::Unverified(Provider::Twilio, _)) => StatusCode::FORBIDDEN,
+            ApiError::Rejected(Rejection::Unverified(_, _)) => StatusCode::UNAUTHORIZED,
+            ApiError::AppendFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable label for the `outcome` metric and the JSON body.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::PayloadTooLarge(_) => "too_large",
+            ApiError::Rejected(Rejection::NotConfigured(_)) => "not_configured",
+            ApiError::Rejected(Rejection::Unverified(_, e)) => e.reason(),
+            ApiError::AppendFailed(_) => "append_failed",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BodyRead(_) => "body_read",
+            ApiError::Log(_) => "log_error",
+            ApiError::NotReady(_) => "not_ready",
+        }
+    }
+
+    /// The HTTP answer: a small JSON body `{"error": kind, "message": …}`.
+    pub fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, status = status.as_u16(), "request failed");
+        }
+        let body = serde_json::json!({ "error": self.kind(), "message": self.to_string() });
+        let mut resp = Response::new(body.to_string().into());
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        match &self {
+            ApiError::MethodNotAllowed(allow) => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::AppendFailed(_) | ApiError::Rejected(Rejection::NotConfigured(_)) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

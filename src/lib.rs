@@ -1,0 +1,239 @@
+//! hooklog: the webhook backbone for Quo (OpenPhone), Twilio and SalesMsg.
+//!
+//! # Layout
+//!
+//! - [`config`]: one `Config`, layered defaults < TOML < `HOOKLOG_*` env, validated at start.
+//! - [`event`]: the one envelope stored in the log, and its versioned encoding.
+//! - [`edge`]: the public listener: routes, signature verification ([`edge::verify`], one
+//!   pure module per scheme), TwiML answers.
+//! - [`log`]: the `Log` trait and the sled engine with its group-commit writer.
+//! - [`admin`]: the token-protected admin API used by `hooklog-replay`.
+//! - [`metrics`], [`error`] (the one error → HTTP mapping), [`http`] (shared plumbing),
+//!   [`fixture`] (signed request files used by tests and smoke tests).
+//!
+//! [`run`] is the daemon: it binds nothing itself (the caller passes bound listeners, so tests
+//! use `127.0.0.1:0`) and returns after a graceful shutdown.
+
+pub mod admin;
+pub mod config;
+pub mod edge;
+pub mod error;
+pub mod event;
+pub mod fixture;
+pub mod http;
+pub mod log;
+pub mod metrics;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Config;
+use crate::log::sled::{SledLog, SledOptions};
+use crate::log::Log;
+use crate::metrics::Metrics;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The data directory cannot be created or used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The log could not be opened or closed cleanly.
+    #[error(transparent)]
+    Log(#[from] log::LogError),
+    /// The admin token could not be loaded or created.
+    #[error(transparent)]
+    Token(#[from] admin::TokenError),
+    /// A signing key could not be decoded.
+    #[error(transparent)]
+    Keys(#[from] edge::verifier::VerifierError),
+}
+
+/// Bound sockets for [`run`].
+pub struct Listeners {
+    /// One per `server.listen` address; each serves every public route.
+    pub public: Vec<TcpListener>,
+    /// The admin API.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    pub async fn bind(config: &Config) -> Result<Listeners, RunError> {
+        let mut public = Vec::new();
+        for addr in &config.server.listen {
+            public.push(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| RunError::Bind {
+                        addr: *addr,
+                        source,
+                    })?,
+            );
+        }
+        let addr = config.server.admin_listen;
+        let admin = TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Bind { addr, source })?;
+        Ok(Listeners { public, admin })
+    }
+}
+
+/// The directory of the sled log inside a data directory.
+pub fn log_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("log")
+}
+
+/// sled options from configuration.
+pub fn sled_options(config: &Config) -> SledOptions {
+    SledOptions {
+        cache_capacity: config.log.cache_mb * 1024 * 1024,
+        ..SledOptions::default()
+    }
+}
+
+/// Creates the data directory (mode 0700: it holds the admin token and raw webhooks).
+pub fn prepare_data_dir(dir: &Path) -> Result<(), RunError> {
+    let err = |source| RunError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir).map_err(err)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the daemon on the embedded sled log in `config.data_dir` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    prepare_data_dir(&config.data_dir)?;
+    let metrics = Metrics::new();
+    let dir = log_dir(&config.data_dir);
+    let options = sled_options(&config);
+    let m = metrics.clone();
+    let log = tokio::task::spawn_blocking(move || SledLog::open(&dir, &options, m))
+        .await
+        .map_err(|e| log::LogError::Storage(format!("log open task failed: {e}")))??;
+    run_with_log(config, listeners, Arc::new(log), metrics, shutdown).await
+}
+
+/// Runs the daemon on a given log (tests use this to inject a failing one).
+pub async fn run_with_log(
+    config: Config,
+    listeners: Listeners,
+    log: Arc<dyn Log>,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    prepare_data_dir(&config.data_dir)?;
+    let token = admin::load_or_create_token(&config)?;
+    let verifier = edge::verifier::Verifier::from_config(&config)?;
+    for provider in [
+        edge::verifier::Provider::OpenPhone,
+        edge::verifier::Provider::Twilio,
+        edge::verifier::Provider::SalesMsg,
+    ] {
+        if !verifier.is_configured(provider) {
+            tracing::warn!(
+                provider = provider.as_str(),
+                "no keys configured: its webhooks are answered 503 until configured"
+            );
+        }
+    }
+    let ready = Arc::new(AtomicBool::new(false));
+    let edge = Arc::new(edge::Edge::new(
+        verifier,
+        log.clone(),
+        metrics.clone(),
+        config.server.max_body_bytes,
+        &config.twilio.voice,
+        ready.clone(),
+    ));
+    let admin = Arc::new(admin::Admin::new(token, log.clone(), metrics.clone()));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners.public {
+        let addr = listener.local_addr().ok();
+        let edge = edge.clone();
+        let filter = http::raw(move |req| edge.clone().handle(req));
+        let server = warp::serve(filter).serve_incoming_with_graceful_shutdown(
+            TcpListenerStream::new(listener),
+            stopped(stop_rx.clone()),
+        );
+        tracing::info!(addr = ?addr, "webhook listener up");
+        servers.spawn(server);
+    }
+    {
+        let addr = listeners.admin.local_addr().ok();
+        let filter = http::raw(move |req| admin.clone().handle(req));
+        let server = warp::serve(filter).serve_incoming_with_graceful_shutdown(
+            TcpListenerStream::new(listeners.admin),
+            stopped(stop_rx.clone()),
+        );
+        tracing::info!(addr = ?addr, "admin listener up");
+        servers.spawn(server);
+    }
+    ready.store(true, Ordering::Release);
+    tracing::info!(data_dir = %config.data_dir.display(), "hooklog is ready");
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    ready.store(false, Ordering::Release);
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let drained = tokio::time::timeout(grace, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "connections still open after the grace period; closing them"
+        );
+        servers.abort_all();
+    }
+    // Everything acknowledged is already flushed; this commits any append still queued
+    // (its request was cut off) and stops the writer.
+    let closing = log.clone();
+    tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .map_err(|e| log::LogError::Storage(format!("log close task failed: {e}")))??;
+    tracing::info!("hooklog stopped");
+    Ok(())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,142 @@
+//! The durable event log: the `Log` trait and its engines.
+//!
+//! The log is the source of truth (guarantee 3): one record per accepted request, appended
+//! in sequence order, never rewritten. Everything else (dedup verdicts, projections,
+//! dispatch) is derived from it through per-consumer cursors.
+//!
+//! Invariants every engine keeps:
+//! - **Ack after durable.** [`Log::append`] resolves `Ok(seq)` only after the record is
+//!   written *and* flushed; the edge answers 2xx only then (guarantee 1). A failed flush
+//!   resolves every waiter of that batch with an error, so the edge answers 503.
+//! - **One writer assigns sequences.** Sequence numbers are contiguous, start at 1, and are
+//!   assigned in the order records become durable, so a range-tailing reader never skips one.
+//! - **Cursors never pass the log.** A cursor names the last sequence a consumer has fully
+//!   processed; `0` means nothing yet.
+//!
+//! Engines: [`sled::SledLog`] (embedded, the default). The trait is object-safe so a second
+//! engine (NATS JetStream) can sit behind `Arc<dyn Log>` without consumers knowing.
+
+pub mod sled;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use crate::event::{DecodeError, Event, Seq, Verified};
+
+/// Why a log operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The storage engine reported an error (I/O, disk full, corruption found by sled).
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A stored record could not be decoded. The log refuses to skip it silently.
+    #[error("record {seq} cannot be decoded: {source}")]
+    Corrupt {
+        /// The sequence of the bad record.
+        seq: Seq,
+        /// What was wrong with it.
+        source: DecodeError,
+    },
+    /// The writer has stopped (shutdown in progress, or it died); nothing more is accepted.
+    #[error("the log writer has stopped")]
+    WriterStopped,
+    /// The data directory was written by an incompatible build, or is not a hooklog log.
+    #[error("incompatible data directory: {0}")]
+    Incompatible(String),
+    /// The data directory is locked by another process (a running daemon).
+    #[error("the data directory is in use by another process (is the daemon running?): {0}")]
+    Locked(String),
+    /// A cursor name that cannot be stored (empty, or too long).
+    #[error("invalid consumer name `{0}`")]
+    InvalidCursorName(String),
+}
+
+/// Size and bounds of the log, for status and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogStats {
+    /// First sequence still stored (0 when empty).
+    pub first_seq: u64,
+    /// Last durable sequence (0 when empty).
+    pub last_seq: u64,
+    /// Number of records stored.
+    pub count: u64,
+    /// Bytes the engine uses on disk.
+    pub bytes: u64,
+}
+
+/// The future returned by [`Log::append`]: resolves once the record is durable, or failed.
+#[must_use = "an append is only durable once its ticket resolves"]
+pub struct AppendTicket {
+    rx: oneshot::Receiver<Result<Seq, LogError>>,
+}
+
+impl AppendTicket {
+    /// A ticket and the sender that completes it (for engines).
+    pub fn channel() -> (oneshot::Sender<Result<Seq, LogError>>, AppendTicket) {
+        let (tx, rx) = oneshot::channel();
+        (tx, AppendTicket { rx })
+    }
+
+    /// A ticket that has already failed.
+    pub fn failed(err: LogError) -> AppendTicket {
+        let (tx, ticket) = AppendTicket::channel();
+        let _ = tx.send(Err(err));
+        ticket
+    }
+
+    /// Waits for the ticket on a thread that is not inside an async runtime.
+    pub fn wait_blocking(self) -> Result<Seq, LogError> {
+        self.rx
+            .blocking_recv()
+            .unwrap_or(Err(LogError::WriterStopped))
+    }
+}
+
+impl Future for AppendTicket {
+    type Output = Result<Seq, LogError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(LogError::WriterStopped)))
+    }
+}
+
+/// An append-only, durable, sequence-numbered event log with consumer cursors.
+pub trait Log: Send + Sync + 'static {
+    /// Queues a verified request for the next group commit. The ticket resolves to its
+    /// sequence once flushed; dropping the ticket does not cancel the append.
+    fn append(&self, event: Verified) -> AppendTicket;
+
+    /// Up to `limit` records with sequence greater than `after`, in order.
+    fn read(&self, after: Seq, limit: usize) -> Result<Vec<Event>, LogError>;
+
+    /// One record.
+    fn get(&self, seq: Seq) -> Result<Option<Event>, LogError>;
+
+    /// Bounds and size.
+    fn stats(&self) -> Result<LogStats, LogError>;
+
+    /// A consumer's cursor: the last sequence it has fully processed (0 if never stored).
+    fn cursor(&self, consumer: &str) -> Result<Seq, LogError>;
+
+    /// Stores a consumer's cursor. Durable at the next group commit or background flush; a
+    /// cursor lost in a crash only means reprocessing (consumers are at-least-once).
+    fn store_cursor(&self, consumer: &str, seq: Seq) -> Result<(), LogError>;
+
+    /// Every stored cursor, by name.
+    fn cursors(&self) -> Result<Vec<(String, Seq)>, LogError>;
+
+    /// Watches the last durable sequence (a wake-up for tailing readers).
+    fn watch_last_seq(&self) -> watch::Receiver<Seq>;
+
+    /// Whether appends are currently succeeding (the writer runs and its last commit worked).
+    fn is_writable(&self) -> bool;
+
+    /// Stops accepting appends, commits what is queued, flushes and waits for the writer.
+    /// Idempotent.
+    fn close(&self) -> Result<(), LogError>;
+}

@@ -1,0 +1,120 @@
+//! `hooklog`: the daemon. Thin: parse arguments, load configuration, hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hooklog::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "hooklog",
+    version,
+    about = "Verified, durable webhook log for Quo, Twilio and SalesMsg"
+)]
+struct Cli {
+    /// Configuration file (default: $HOOKLOG_CONFIG, else ./hooklog.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon until SIGTERM or SIGINT.
+    Serve,
+    /// Validate the configuration and print it with secrets redacted.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hooklog: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let (config, prov) = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::CheckConfig => {
+            match &prov.file {
+                Some(f) => println!("# configuration from {} and the environment", f.display()),
+                None => println!("# no configuration file: embedded defaults and the environment"),
+            }
+            print!("{}", config.to_redacted_toml());
+            println!("# ok");
+            Ok(())
+        }
+        Command::Serve => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async move {
+                match &prov.file {
+                    Some(f) => tracing::info!(file = %f.display(), "configuration loaded"),
+                    None => {
+                        tracing::info!("no configuration file: running on the embedded defaults")
+                    }
+                }
+                let listeners = hooklog::Listeners::bind(&config).await?;
+                hooklog::run(config, listeners, shutdown_signal()).await?;
+                Ok(())
+            })
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the daemon");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received");
+}

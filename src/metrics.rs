@@ -1,0 +1,143 @@
+//! Prometheus metrics, one registry per running instance.
+//!
+//! A registry per [`Metrics`] (not the process-global default) so that several servers can
+//! run in one test process without sharing counters. Every collector hooklog exports is
+//! declared here, so `/metrics` and the dashboards have one place to look.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// The collectors of one hooklog instance.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook and admin requests by route and outcome (`accepted`, `rejected`, `unavailable`, …).
+    pub requests: IntCounterVec,
+    /// Verification failures by provider and reason (`bad_signature`, `stale_timestamp`, …).
+    pub verify_failures: IntCounterVec,
+    /// Time from the start of an append to its durable acknowledgement, by source.
+    pub append_latency: HistogramVec,
+    /// Requests served by one group commit (one flush).
+    pub batch_size: prometheus::Histogram,
+    /// Failed group commits (each answers 503 to every request in it).
+    pub append_failures: prometheus::IntCounter,
+    /// The last durable sequence number.
+    pub last_seq: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every collector.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        // Each collector below has a fixed, valid name and label set and is registered once in
+        // a fresh registry, which are the only ways construction or registration can fail.
+        #[allow(clippy::expect_used)]
+        let m = {
+            let requests = IntCounterVec::new(
+                Opts::new(
+                    "hooklog_requests_total",
+                    "HTTP requests by route and outcome",
+                ),
+                &["route", "outcome"],
+            )
+            .expect("valid metric");
+            let verify_failures = IntCounterVec::new(
+                Opts::new(
+                    "hooklog_verify_failures_total",
+                    "Webhook verification failures by provider and reason",
+                ),
+                &["provider", "reason"],
+            )
+            .expect("valid metric");
+            let append_latency = HistogramVec::new(
+                HistogramOpts::new(
+                    "hooklog_append_latency_seconds",
+                    "Time from append request to durable acknowledgement",
+                )
+                .buckets(vec![
+                    0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1,
+                    0.25, 0.5, 1.0, 2.5,
+                ]),
+                &["source"],
+            )
+            .expect("valid metric");
+            let batch_size = prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "hooklog_append_batch_size",
+                    "Appends acknowledged by one group commit (one flush)",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ]),
+            )
+            .expect("valid metric");
+            let append_failures = prometheus::IntCounter::new(
+                "hooklog_append_failures_total",
+                "Group commits that failed (every request in them got a 503)",
+            )
+            .expect("valid metric");
+            let last_seq = IntGauge::new(
+                "hooklog_log_last_seq",
+                "Last durable sequence number in the log",
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(requests.clone()))
+                .expect("registered once");
+            registry
+                .register(Box::new(verify_failures.clone()))
+                .expect("registered once");
+            registry
+                .register(Box::new(append_latency.clone()))
+                .expect("registered once");
+            registry
+                .register(Box::new(batch_size.clone()))
+                .expect("registered once");
+            registry
+                .register(Box::new(append_failures.clone()))
+                .expect("registered once");
+            registry
+                .register(Box::new(last_seq.clone()))
+                .expect("registered once");
+            Metrics {
+                registry,
+                requests,
+                verify_failures,
+                append_latency,
+                batch_size,
+                append_failures,
+                last_seq,
+            }
+        };
+        m
+    }
+
+    /// Registers an extra collector (gauges computed at scrape time by other modules).
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
+    /// The Prometheus text exposition of every collector.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Text encoding only fails on a writer error, and a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
