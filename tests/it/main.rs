@@ -1,0 +1,10 @@
+//! Integration tests: the real server on ephemeral loopback ports (and, for crash and signal
+//! tests, the real binary).
+
+#![allow(clippy::unwrap_used)]
+
+mod admin;
+mod crash;
+mod edge;
+mod fixtures;
+mod util;
