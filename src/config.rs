@@ -395,10 +395,12 @@ impl Config {
         let de = serde_path_to_error::Deserializer::new(toml::Value::Table(root), &mut track);
         let config = Config::deserialize(de).map_err(|e| {
             let key = track.path().to_string();
+            // toml appends "in `key`" on a second line; the key is already named.
+            let message = e.to_string().lines().next().unwrap_or_default().to_owned();
             ConfigError::Invalid {
                 origin: prov.origin(&key),
                 key,
-                message: e.to_string(),
+                message,
             }
         })?;
         config.validate(&prov)?;

@@ -1,5 +1,6 @@
 //! `hooklog`: the daemon. Thin: parse arguments, load configuration, hand over to the library.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,13 +55,17 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     let (config, prov) = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::CheckConfig => {
-            match &prov.file {
-                Some(f) => println!("# configuration from {} and the environment", f.display()),
-                None => println!("# no configuration file: embedded defaults and the environment"),
+            let source = match &prov.file {
+                Some(f) => format!("# configuration from {} and the environment", f.display()),
+                None => "# no configuration file: embedded defaults and the environment".to_owned(),
+            };
+            let text = format!("{source}\n{}# ok\n", config.to_redacted_toml());
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                // A closed pipe (`| head`) is the reader's choice, not an error.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
             }
-            print!("{}", config.to_redacted_toml());
-            println!("# ok");
-            Ok(())
         }
         Command::Serve => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -87,6 +92,7 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
