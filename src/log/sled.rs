@@ -559,4 +559,75 @@ mod tests {
         assert_eq!(metrics.batch_size.get_sample_sum() as u64, 50);
         assert_eq!(metrics.last_seq.get(), 50);
     }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Append(usize),
+        Read { after: u64, limit: usize },
+        StoreCursor { name: u8, seq: u64 },
+        Reopen,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (1usize..20).prop_map(Op::Append),
+            3 => (0u64..80, 1usize..30).prop_map(|(after, limit)| Op::Read { after, limit }),
+            2 => (0u8..3, 0u64..80).prop_map(|(name, seq)| Op::StoreCursor { name, seq }),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// The log behaves like a plain vector with a map of cursors, across reopens.
+        #[test]
+        fn the_log_matches_a_vector_model_across_reopens(ops in proptest::collection::vec(op(), 1..25)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = open(dir.path());
+            let mut model: Vec<Vec<u8>> = Vec::new();
+            let mut cursors = std::collections::BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Append(n) => {
+                        let tickets: Vec<_> = (0..n).map(|i| {
+                            let v = verified(model.len() + i);
+                            (v.body.clone(), log.append(v))
+                        }).collect();
+                        for (body, t) in tickets {
+                            let seq = t.wait_blocking().unwrap();
+                            model.push(body);
+                            proptest::prop_assert_eq!(seq.0 as usize, model.len());
+                        }
+                    }
+                    Op::Read { after, limit } => {
+                        let got: Vec<(u64, Vec<u8>)> = log.read(Seq(after), limit).unwrap()
+                            .into_iter().map(|e| (e.seq.0, e.body)).collect();
+                        let want: Vec<(u64, Vec<u8>)> = model.iter().enumerate()
+                            .map(|(i, b)| (i as u64 + 1, b.clone()))
+                            .filter(|(s, _)| *s > after).take(limit).collect();
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                    Op::StoreCursor { name, seq } => {
+                        let name = format!("consumer-{name}");
+                        log.store_cursor(&name, Seq(seq)).unwrap();
+                        cursors.insert(name, seq);
+                    }
+                    Op::Reopen => {
+                        log.close().unwrap();
+                        drop(log);
+                        log = open(dir.path());
+                    }
+                }
+                let stats = log.stats().unwrap();
+                proptest::prop_assert_eq!(stats.last_seq as usize, model.len());
+                proptest::prop_assert_eq!(stats.count as usize, model.len());
+                proptest::prop_assert_eq!(stats.first_seq, if model.is_empty() { 0 } else { 1 });
+                let stored: std::collections::BTreeMap<String, u64> =
+                    log.cursors().unwrap().into_iter().map(|(k, v)| (k, v.0)).collect();
+                proptest::prop_assert_eq!(&stored, &cursors);
+            }
+        }
+    }
 }
