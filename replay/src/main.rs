@@ -1,1 +1,52 @@
-fn main() {}
+//! `hooklog-replay`: the gap-recovery CLI. Thin: parse arguments, build the [`Context`], run
+//! one subcommand, turn the outcome into an exit code.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the clap definitions (global options and one `Args` struct per subcommand).
+//! - [`context`]: configuration, admin URL, token, and the choice of [`backend`]: the
+//!   daemon's admin API, or the data directory directly when the daemon is stopped.
+//! - [`backend`]: the small [`backend::Backend`] trait and its two implementations.
+//! - One module per subcommand: [`status`], [`tail`], [`show`].
+//! - [`output`] (stdout that ends quietly when the reader goes away, tables, previews),
+//!   [`signals`] (SIGINT/SIGTERM while following).
+//!
+//! Exit codes: 0 ok (also when stdout is closed under us: `tail -f | head` is not an error),
+//! 1 error, 2 usage (clap).
+
+mod backend;
+mod cli;
+mod context;
+mod output;
+mod show;
+mod signals;
+mod status;
+mod tail;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+use context::Context;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if output::is_stdout_closed(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hooklog-replay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Context::load(&cli.global)?;
+    match &cli.command {
+        Command::Status => status::run(&ctx),
+        Command::Tail(args) => tail::run(&ctx, args),
+        Command::Show(args) => show::run(&ctx, args),
+    }
+}

@@ -1,0 +1,138 @@
+//! `status`: the log's bounds and size, and each consumer's cursor, lag, state, dead letters
+//! and last error. `--json` prints the admin API's `GET /admin/status` document as it came.
+
+use hooklog::admin::api::Status;
+
+use crate::context::Context;
+use crate::output::{human_bytes, one_line, table, Out};
+
+/// Runs `status`.
+pub fn run(ctx: &Context) -> anyhow::Result<()> {
+    let (mut backend, reply) = ctx.first(|b| b.status())?;
+    backend.release()?;
+    let mut out = Out::stdout();
+    if ctx.json {
+        out.line(&reply.json)?;
+    } else {
+        let text = render(&reply.status, &backend.describe(), backend.is_direct());
+        out.write(&text)?;
+    }
+    out.flush()
+}
+
+/// The text form.
+fn render(status: &Status, source: &str, direct: bool) -> String {
+    let log = &status.log;
+    let mut text = table(
+        &["log", ""],
+        &[
+            vec!["source".into(), source.to_owned()],
+            vec!["first seq".into(), log.first_seq.to_string()],
+            vec!["last seq".into(), log.last_seq.to_string()],
+            vec!["count".into(), log.count.to_string()],
+            vec!["size".into(), human_bytes(log.bytes)],
+        ],
+    );
+    text.push('\n');
+    if status.consumers.is_empty() {
+        text.push_str("no consumer has stored a cursor yet\n");
+        return text;
+    }
+    let rows: Vec<Vec<String>> = status
+        .consumers
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.cursor.to_string(),
+                c.lag.to_string(),
+                c.state.clone(),
+                if direct {
+                    "?".to_owned()
+                } else {
+                    c.dead_letters.to_string()
+                },
+                c.last_error
+                    .as_deref()
+                    .map(|e| one_line(e, Some(80)))
+                    .unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    text.push_str(&table(
+        &[
+            "consumer",
+            "cursor",
+            "lag",
+            "state",
+            "dead letters",
+            "last error",
+        ],
+        &rows,
+    ));
+    if direct {
+        text.push_str(
+            "\n(read from the data directory: with the daemon stopped only the stored cursors \
+             are known, not consumer states or dead letters)\n",
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hooklog::admin::api::ConsumerStatus;
+    use hooklog::log::LogStats;
+
+    fn status() -> Status {
+        Status {
+            log: LogStats {
+                first_seq: 1,
+                last_seq: 42,
+                count: 42,
+                bytes: 12_897_485,
+            },
+            consumers: vec![
+                ConsumerStatus {
+                    name: "dedup".into(),
+                    cursor: 40,
+                    lag: 2,
+                    state: "running".into(),
+                    dead_letters: 1,
+                    last_error: Some("bad\nbody".into()),
+                },
+                ConsumerStatus {
+                    name: "postgres".into(),
+                    cursor: 42,
+                    lag: 0,
+                    state: "idle".into(),
+                    dead_letters: 0,
+                    last_error: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_text_status_is_an_aligned_table_with_a_readable_size() {
+        let text = render(&status(), "the admin API at http://x", false);
+        assert!(text.contains("size       12.3 MiB\n"), "{text}");
+        assert!(text.contains("last seq   42\n"), "{text}");
+        assert!(text.contains(
+            "consumer  cursor  lag  state    dead letters  last error\n\
+             dedup     40      2    running  1             bad\\nbody\n\
+             postgres  42      0    idle     0             -\n"
+        ));
+    }
+
+    #[test]
+    fn a_direct_status_says_what_it_cannot_know() {
+        let text = render(&status(), "/data/log (read directly)", true);
+        assert!(text.contains("dedup     40      2    running  ?"), "{text}");
+        assert!(
+            text.ends_with("not consumer states or dead letters)\n"),
+            "{text}"
+        );
+    }
+}

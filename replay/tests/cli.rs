@@ -1,0 +1,586 @@
+//! `hooklog-replay` against a real daemon: each test starts `hooklog::run` in-process on
+//! `127.0.0.1:0` with its own data directory, fills the log through `POST /admin/events`, and
+//! runs the built binary as a child process.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A daemon running on its own runtime, with its data directory in a tempdir.
+struct Daemon {
+    runtime: tokio::runtime::Runtime,
+    task: Option<tokio::task::JoinHandle<Result<(), hooklog::RunError>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    admin_url: String,
+    config: PathBuf,
+    data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        Daemon::start_with("")
+    }
+
+    /// Starts a daemon; `server_extra` is appended to the `[server]` section.
+    fn start_with(server_extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let config = dir.path().join("hooklog.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[server]\nlisten = [\"127.0.0.1:0\"]\n\
+                 admin_listen = \"127.0.0.1:0\"\nshutdown_grace_secs = 2\n{server_extra}\n",
+                data_dir.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        Daemon::launch(config, data_dir, Some(dir))
+    }
+
+    /// A new daemon on `old`'s data directory with its admin API at the same address (so a
+    /// client of `old` finds it). Call after `old.stop()`.
+    fn restart_on(old: &Daemon) -> Daemon {
+        let addr = old.admin_url.trim_start_matches("http://");
+        let text = std::fs::read_to_string(&old.config).unwrap().replace(
+            "admin_listen = \"127.0.0.1:0\"",
+            &format!("admin_listen = \"{addr}\""),
+        );
+        let config = old.config.with_file_name("restarted.toml");
+        std::fs::write(&config, text).unwrap();
+        Daemon::launch(config, old.data_dir.clone(), None)
+    }
+
+    fn launch(config: PathBuf, data_dir: PathBuf, dir: Option<tempfile::TempDir>) -> Daemon {
+        let (cfg, _) = hooklog::config::Config::load_from(Some(&config), Vec::new()).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listeners = runtime.block_on(hooklog::Listeners::bind(&cfg)).unwrap();
+        let admin_url = format!("http://{}", listeners.admin.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = runtime.spawn(hooklog::run(cfg, listeners, async move {
+            let _ = stopped.await;
+        }));
+        let daemon = Daemon {
+            runtime,
+            task: Some(task),
+            stop: Some(stop),
+            admin_url,
+            config,
+            data_dir,
+            _dir: dir,
+        };
+        daemon.wait_until_up();
+        daemon
+    }
+
+    /// The listener is bound before `run` starts, but the token file and the log are made
+    /// inside it: wait until the API answers.
+    fn wait_until_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match ureq::get(&format!("{}/admin/status", self.admin_url)).call() {
+                Err(ureq::Error::Status(401, _)) | Ok(_) => return,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "the daemon did not come up: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(hooklog::admin::token_path(&self.data_dir))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// Appends through the admin API; returns the sequence.
+    fn append(&self, headers: Value, body: &str) -> u64 {
+        let resp = ureq::post(&format!("{}/admin/events", self.admin_url))
+            .set("Authorization", &format!("Bearer {}", self.token()))
+            .send_json(serde_json::json!({
+                "source": "backfill-twilio",
+                "route": "/test",
+                "headers": headers,
+                "body": body,
+            }))
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let v: Value = resp.into_json().unwrap();
+        v["seq"].as_u64().unwrap()
+    }
+
+    fn append_many(&self, n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|i| self.append(serde_json::json!({}), &format!("Body=hi+{i}")))
+            .collect()
+    }
+
+    /// Resolves the shutdown future and waits for `run` to return.
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            self.runtime.block_on(task).unwrap().unwrap();
+        }
+    }
+
+    /// The CLI with this daemon's config and admin URL.
+    fn cli(&self) -> Command {
+        cli(&self.config, &self.admin_url)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cli().args(args).output().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.stop();
+        }
+    }
+}
+
+fn cli(config: &Path, admin_url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooklog-replay"));
+    // The config loader reads every HOOKLOG_* variable; keep the child's environment clean.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOOKLOG_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--admin-url")
+        .arg(admin_url)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    o
+}
+
+fn json_lines(o: &Output) -> Vec<Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+/// Waits for a child, killing it after `limit`.
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the CLI did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn status_json_shows_the_last_seq_and_count() {
+    let daemon = Daemon::start();
+    daemon.append_many(3);
+    let o = ok(daemon.run(&["status", "--json"]));
+    let text = stdout(&o);
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["log"]["first_seq"], 1);
+    assert_eq!(v["log"]["last_seq"], 3);
+    assert_eq!(v["log"]["count"], 3);
+    assert!(v["consumers"].is_array());
+}
+
+#[test]
+fn status_text_shows_the_bounds_and_a_readable_size() {
+    let daemon = Daemon::start();
+    daemon.append_many(2);
+    let text = stdout(&ok(daemon.run(&["status"])));
+    assert!(text.contains("last seq   2"), "{text}");
+    assert!(text.contains("count      2"), "{text}");
+    assert!(
+        text.contains(" B\n") || text.contains("iB\n"),
+        "size in human units: {text}"
+    );
+}
+
+#[test]
+fn tail_after_a_seq_returns_exactly_the_later_events_in_order() {
+    let daemon = Daemon::start();
+    daemon.append_many(5);
+    let o = ok(daemon.run(&["tail", "--after", "1", "--json"]));
+    let events = json_lines(&o);
+    assert_eq!(seqs(&events), vec![2, 3, 4, 5]);
+    assert_eq!(events[0]["body"], "Body=hi+1");
+    assert_eq!(events[0]["source"], "backfill-twilio");
+}
+
+#[test]
+fn tail_without_after_shows_the_last_ten_events() {
+    let daemon = Daemon::start();
+    daemon.append_many(12);
+    let events = json_lines(&ok(daemon.run(&["tail", "--json"])));
+    assert_eq!(seqs(&events), (3..=12).collect::<Vec<_>>());
+}
+
+#[test]
+fn tail_reads_past_one_page_and_stops_at_the_limit() {
+    let daemon = Daemon::start();
+    // 600 > the CLI's page of 500.
+    let body = r#"[{"x":1}]"#;
+    for _ in 0..600 {
+        daemon.append(
+            serde_json::json!({"content-type": "application/json"}),
+            body,
+        );
+    }
+    let all = json_lines(&ok(daemon.run(&["tail", "--after", "0", "--json"])));
+    assert_eq!(seqs(&all), (1..=600).collect::<Vec<_>>());
+    let some = json_lines(&ok(
+        daemon.run(&["tail", "--after", "0", "--limit", "502", "--json"])
+    ));
+    assert_eq!(seqs(&some), (1..=502).collect::<Vec<_>>());
+}
+
+#[test]
+fn tail_text_prints_one_line_per_event_with_a_preview() {
+    let daemon = Daemon::start();
+    daemon.append(serde_json::json!({}), "Body=line+one\nline two");
+    let text = stdout(&ok(daemon.run(&["tail", "--after", "0"])));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].starts_with("1  "), "{text}");
+    assert!(
+        lines[0].contains("  backfill-twilio  /test  admin-token  Body=line+one\\nline two"),
+        "{text}"
+    );
+}
+
+#[test]
+fn show_json_round_trips_the_body() {
+    let daemon = Daemon::start();
+    daemon.append_many(1);
+    let body = "{\"z\":1,\"a\":[\"x\\ny\"]}\n";
+    let seq = daemon.append(
+        serde_json::json!({"Content-Type": "application/json"}),
+        body,
+    );
+    let o = ok(daemon.run(&["show", &seq.to_string(), "--json"]));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["seq"], seq);
+    assert_eq!(v["body"], body);
+    assert_eq!(v["body_encoding"], "utf8");
+    assert_eq!(v["headers"]["content-type"], "application/json");
+}
+
+#[test]
+fn show_pretty_prints_json_and_decodes_form_fields() {
+    let daemon = Daemon::start();
+    let json = daemon.append(
+        serde_json::json!({"content-type": "application/json"}),
+        r#"{"type":"message.received","data":{"id":1}}"#,
+    );
+    let form = daemon.append(
+        serde_json::json!({"content-type": "application/x-www-form-urlencoded"}),
+        "Body=hi+there&From=%2B15551234567",
+    );
+    let text = stdout(&ok(daemon.run(&["show", &json.to_string()])));
+    assert!(text.contains("content-type: application/json"), "{text}");
+    assert!(
+        text.contains("{\n  \"type\": \"message.received\",\n  \"data\": {\n    \"id\": 1\n  }\n}"),
+        "{text}"
+    );
+    let text = stdout(&ok(daemon.run(&["show", &form.to_string()])));
+    assert!(
+        text.contains("form fields\nBody = hi there\nFrom = +15551234567\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn show_of_a_missing_seq_exits_1_and_names_the_bounds() {
+    let daemon = Daemon::start();
+    daemon.append_many(3);
+    let o = daemon.run(&["show", "99"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "hooklog-replay: no event 99 (log holds 1..=3)"
+    );
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn a_usage_error_exits_2() {
+    let o = Command::new(env!("CARGO_BIN_EXE_hooklog-replay"))
+        .args(["show", "not-a-number"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn the_token_is_read_from_the_data_dir_when_not_configured() {
+    let daemon = Daemon::start();
+    daemon.append_many(1);
+    assert!(hooklog::admin::token_path(&daemon.data_dir).exists());
+    let o = ok(daemon.run(&["status", "--json"]));
+    assert!(stderr(&o).is_empty(), "no fallback: {}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["log"]["last_seq"], 1);
+}
+
+#[test]
+fn the_configured_token_is_used_and_no_token_file_is_needed() {
+    let daemon = Daemon::start_with("admin_token = \"configured-token-0123456789\"");
+    assert!(!hooklog::admin::token_path(&daemon.data_dir).exists());
+    let o = ok(daemon.run(&["status", "--json"]));
+    assert!(stderr(&o).is_empty(), "no fallback: {}", stderr(&o));
+}
+
+#[test]
+fn a_wrong_token_gives_a_clear_401_error() {
+    let daemon = Daemon::start();
+    let o = daemon.run(&["--token", "not-the-token-at-all", "status"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.starts_with("hooklog-replay: "), "{err}");
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("refused the token from --token"), "{err}");
+    assert!(!err.contains("reading"), "a 401 must not fall back: {err}");
+}
+
+#[test]
+fn a_missing_token_file_is_named_in_the_401_error() {
+    let daemon = Daemon::start();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = daemon.run(&["--data-dir", elsewhere.path().to_str().unwrap(), "status"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("admin.token does not exist"), "{err}");
+}
+
+#[test]
+fn after_shutdown_status_and_tail_read_the_data_directory_directly() {
+    let mut daemon = Daemon::start();
+    daemon.append_many(4);
+    let live = json_lines(&ok(daemon.run(&["tail", "--after", "0", "--json"])));
+    let live_status: Value =
+        serde_json::from_str(stdout(&ok(daemon.run(&["status", "--json"]))).trim()).unwrap();
+    daemon.stop();
+
+    let o = ok(daemon.run(&["status", "--json"]));
+    let note = format!(
+        "hooklog-replay: daemon not reachable at {}; reading {} directly\n",
+        daemon.admin_url,
+        hooklog::log_dir(&daemon.data_dir).display()
+    );
+    assert_eq!(stderr(&o), note);
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["log"]["last_seq"], live_status["log"]["last_seq"]);
+    assert_eq!(v["log"]["count"], 4);
+
+    let o = ok(daemon.run(&["tail", "--after", "0", "--json"]));
+    assert_eq!(stderr(&o), note);
+    assert_eq!(json_lines(&o), live);
+
+    let o = ok(daemon.run(&["show", "2", "--json"]));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v, live[1]);
+
+    // --direct skips the API: no note.
+    let o = ok(daemon.run(&["--direct", "tail", "--after", "2", "--json"]));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    assert_eq!(seqs(&json_lines(&o)), vec![3, 4]);
+}
+
+#[test]
+fn direct_reading_while_the_daemon_runs_is_refused_with_a_hint() {
+    let daemon = Daemon::start();
+    daemon.append_many(1);
+    let o = daemon.run(&["--direct", "status"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("drop --direct"), "{err}");
+
+    // The daemon holds the directory but the API is at another address.
+    let o = cli(&daemon.config, "http://127.0.0.1:1")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("the daemon seems to be running") && err.contains("--admin-url"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reading_a_directory_without_a_log_does_not_create_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("hooklog.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n", data.to_str().unwrap()),
+    )
+    .unwrap();
+    let o = cli(&config, "http://127.0.0.1:1")
+        .args(["status"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("there is no hooklog log in"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!data.exists());
+}
+
+#[test]
+fn tail_follow_picks_up_events_appended_while_it_runs() {
+    let daemon = Daemon::start();
+    let last = *daemon.append_many(2).last().unwrap();
+    let mut child = daemon
+        .cli()
+        .args(["tail", "--follow", "--limit", "3", "--json", "--after"])
+        .arg(last.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it reach the end of the log and start polling before anything new arrives.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it must wait for new events"
+    );
+    let new = daemon.append_many(3);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+    let o = child.wait_with_output().unwrap();
+    assert!(status.success(), "{}", stderr(&o));
+    assert_eq!(seqs(&json_lines(&o)), new);
+}
+
+#[test]
+fn tail_follow_exits_quietly_when_stdout_is_closed() {
+    let daemon = Daemon::start();
+    daemon.append_many(1);
+    let mut child = daemon
+        .cli()
+        .args(["tail", "--follow", "--after", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.starts_with("1  "), "{first}");
+    drop(reader);
+    daemon.append_many(1);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+    let o = child.wait_with_output().unwrap();
+    assert!(status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "quietly: {}", stderr(&o));
+}
+
+#[cfg(unix)]
+#[test]
+fn tail_follow_stops_cleanly_on_sigterm() {
+    let daemon = Daemon::start();
+    daemon.append_many(1);
+    let mut child = daemon
+        .cli()
+        .args(["tail", "--follow", "--after", "0", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn tail_follow_carries_on_across_a_daemon_restart() {
+    let mut daemon = Daemon::start();
+    daemon.append_many(2);
+    daemon.stop();
+    // Following the stopped daemon's directory: reads it, lets go of it, waits for the API.
+    let mut child = cli(&daemon.config, &daemon.admin_url)
+        .args(["tail", "--follow", "--after", "0", "--limit", "3", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it says it has let go of the directory and waits for the daemon.
+    let mut notes = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("waiting for it at") {
+        let mut line = String::new();
+        assert!(notes.read_line(&mut line).unwrap() > 0, "stderr: {said}");
+        said.push_str(&line);
+    }
+    assert!(
+        said.starts_with("hooklog-replay: daemon not reachable at "),
+        "{said}"
+    );
+    // The daemon can start on the same data directory while the follower waits.
+    let restarted = Daemon::restart_on(&daemon);
+    let third = restarted.append(serde_json::json!({}), "Body=after+restart");
+    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+    let o = child.wait_with_output().unwrap();
+    assert!(status.success(), "{said}");
+    assert_eq!(third, 3);
+    assert_eq!(seqs(&json_lines(&o)), vec![1, 2, 3]);
+}
