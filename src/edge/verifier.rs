@@ -9,9 +9,11 @@ use crate::config::Config;
 use crate::edge::verify::{self, HmacKey, KeyError, VerifyError};
 use crate::event::{Micros, Source, Verification, Verified};
 
-/// Headers kept in the record: what re-verification and dedup need, plus the content type
-/// and user agent for forensics. Everything else (tunnel headers, cookies) is dropped.
+/// Headers kept in the record: what re-verification and dedup need, plus the host, content
+/// type and user agent for forensics (the host is also a hint for which public URL Twilio
+/// signed). Everything else (tunnel headers, cookies) is dropped.
 pub const KEPT_HEADERS: &[&str] = &[
+    "host",
     "content-type",
     "user-agent",
     "openphone-signature",
@@ -140,7 +142,7 @@ pub struct Verifier {
     quo_keys: Vec<HmacKey>,
     quo_tolerance_secs: u64,
     twilio_tokens: Vec<HmacKey>,
-    public_urls: Vec<String>,
+    public_urls: verify::twilio::TwilioUrls,
     salesmsg_secrets: Vec<HmacKey>,
 }
 
@@ -172,7 +174,7 @@ impl Verifier {
                 .iter()
                 .map(|t| HmacKey::from_utf8(t.expose()))
                 .collect(),
-            public_urls: config.server.public_urls.clone(),
+            public_urls: verify::twilio::TwilioUrls::new(&config.server.public_urls),
             salesmsg_secrets: config
                 .salesmsg
                 .secrets
@@ -245,7 +247,7 @@ impl Verifier {
             }
             WebhookRoute::TwilioVoice | WebhookRoute::TwilioCallback => {
                 let path_and_query = req.path_and_query();
-                let (token, url) = verify::twilio::verify(
+                let (token, url) = verify::twilio::verify_with(
                     &verify::twilio::TwilioRequest {
                         path_and_query: &path_and_query,
                         content_type: req.header("content-type"),
@@ -254,6 +256,7 @@ impl Verifier {
                     },
                     &self.twilio_tokens,
                     &self.public_urls,
+                    req.header("host"),
                 )
                 .map_err(fail)?;
                 (

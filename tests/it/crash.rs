@@ -28,29 +28,45 @@ struct Daemon {
     public: SocketAddr,
 }
 
-fn spawn_daemon(data_dir: &Path, public: u16, admin: u16) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_hooklog"))
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .env("HOOKLOG_DATA_DIR", data_dir)
-        .env("HOOKLOG_SERVER_LISTEN", format!("127.0.0.1:{public}"))
-        .env("HOOKLOG_SERVER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
-        .env("HOOKLOG_TWILIO_AUTH_TOKENS", TOKEN)
-        .env("HOOKLOG_SERVER_PUBLIC_URLS", BASE)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the hooklog binary starts");
-    let public = SocketAddr::from(([127, 0, 0, 1], public));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while util::get(public, "/readyz").0 != 200 {
-        assert!(Instant::now() < deadline, "daemon not ready in time");
-        std::thread::sleep(Duration::from_millis(20));
+fn spawn_daemon(data_dir: &Path, ports: &mut (u16, u16)) -> Daemon {
+    // A port found free can be taken by another test before the daemon binds it; the daemon
+    // then exits at once, and we try again on new ports.
+    for _attempt in 0..5 {
+        let (public, admin) = *ports;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hooklog"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("HOOKLOG_DATA_DIR", data_dir)
+            .env("HOOKLOG_SERVER_LISTEN", format!("127.0.0.1:{public}"))
+            .env("HOOKLOG_SERVER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+            .env("HOOKLOG_TWILIO_AUTH_TOKENS", TOKEN)
+            .env("HOOKLOG_SERVER_PUBLIC_URLS", BASE)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the hooklog binary starts");
+        let public = SocketAddr::from(([127, 0, 0, 1], public));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if util::get(public, "/readyz").0 == 200 {
+                return Daemon { child, public };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                eprintln!("daemon exited with {status} before it was ready; retrying on new ports");
+                *ports = (free_port(), free_port());
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon not ready in time");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    Daemon { child, public }
+    panic!("the daemon could not start on five pairs of ports");
 }
 
 /// Sends signed webhooks from `clients` threads until `stop`, recording every acknowledged id.
@@ -123,12 +139,12 @@ fn stored_sids(data_dir: &Path) -> Vec<String> {
 #[test]
 fn acked_events_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let (public, admin) = (free_port(), free_port());
+    let mut ports = (free_port(), free_port());
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut rng = rand::thread_rng();
     const ROUNDS: usize = 5;
     for round in 0..ROUNDS {
-        let mut daemon = spawn_daemon(dir.path(), public, admin);
+        let mut daemon = spawn_daemon(dir.path(), &mut ports);
         let stop = Arc::new(AtomicBool::new(false));
         let clients = load(daemon.public, round, 8, stop.clone(), acked.clone());
         let before = acked.lock().unwrap().len();
@@ -175,7 +191,7 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = spawn_daemon(dir.path(), free_port(), free_port());
+    let mut daemon = spawn_daemon(dir.path(), &mut (free_port(), free_port()));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let clients = load(daemon.public, 0, 4, stop.clone(), acked.clone());

@@ -11,7 +11,6 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use sha1::Sha1;
 use sha2::Sha256;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
@@ -168,7 +167,9 @@ pub(crate) fn hmac_sha256(key: &HmacKey, parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+#[cfg(test)]
 pub(crate) fn hmac_sha1(key: &HmacKey, parts: &[&[u8]]) -> [u8; 20] {
+    use sha1::Sha1;
     // HMAC is defined for keys of any length, so this cannot fail.
     let mut mac = Hmac::<Sha1>::new_from_slice(key.as_bytes()).expect("HMAC takes any key");
     for part in parts {

@@ -9,11 +9,12 @@
 //! sorted order. A JSON body is not appended: Twilio puts `bodySHA256=<hex>` in the query
 //! instead, so the signature covers the body only through that hash, which we check.
 
-use super::{ct_eq, decode_mac, first_match, hmac_sha1, HmacKey, VerifyError, B64};
+use super::{ct_eq, decode_mac, first_match, HmacKey, VerifyError, B64};
 use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 const HEADER: &str = "x-twilio-signature";
 
@@ -35,12 +36,56 @@ pub struct TwilioRequest<'a> {
 /// Verifies `req` against every token and every URL variant of every base URL. Returns
 /// `(token index, base URL index)` of the first match. An empty token or base URL list is
 /// [`VerifyError::NoKeys`]: neither can be verified without the other.
+///
+/// Convenience form of [`verify_with`] that prepares the URLs on each call.
 pub fn verify(
     req: &TwilioRequest<'_>,
     tokens: &[HmacKey],
     public_base_urls: &[String],
 ) -> Result<(usize, usize), VerifyError> {
-    if tokens.is_empty() || public_base_urls.is_empty() {
+    verify_with(req, tokens, &TwilioUrls::new(public_base_urls), None)
+}
+
+/// The configured public base URLs with their default-port variants, prepared once at start-up
+/// so the hot path does not rebuild them per request.
+#[derive(Clone, Debug, Default)]
+pub struct TwilioUrls {
+    /// (index of the configured base, one variant of it without the request target).
+    variants: Vec<(usize, String)>,
+}
+
+impl TwilioUrls {
+    /// Prepares every base and its variants.
+    pub fn new(public_base_urls: &[String]) -> TwilioUrls {
+        TwilioUrls {
+            variants: public_base_urls
+                .iter()
+                .enumerate()
+                .flat_map(|(index, base)| url_variants(base).into_iter().map(move |v| (index, v)))
+                .collect(),
+        }
+    }
+
+    /// Whether no base URL is configured.
+    pub fn is_empty(&self) -> bool {
+        self.variants.is_empty()
+    }
+}
+
+/// Like [`verify`], with prepared URLs and an optional `host` hint (the request's `Host`
+/// header): variants whose host matches it are tried first, so the usual request costs one
+/// HMAC per token instead of one per variant.
+///
+/// URL variants are tried one after the other and the search stops at the first that matches:
+/// the configured URLs are public, so the time that reveals which one matched leaks nothing.
+/// Within one URL every token is tried, in constant time, whatever matched.
+pub fn verify_with(
+    req: &TwilioRequest<'_>,
+    tokens: &[HmacKey],
+    urls: &TwilioUrls,
+    host: Option<&str>,
+) -> Result<(usize, usize), VerifyError> {
+    if tokens.is_empty() || urls.is_empty() {
         return Err(VerifyError::NoKeys);
     }
     let signature = req.signature.trim();
@@ -49,42 +94,41 @@ pub fn verify(
     }
     let signature = decode_mac::<20>(signature).ok_or(VerifyError::MalformedHeader(HEADER))?;
 
-    let appended = if is_json(req.content_type) {
+    let fields = if is_json(req.content_type) {
         check_body_hash(req.path_and_query, req.body)?;
-        String::new()
+        FormFields::default()
     } else {
-        sorted_form_fields(req.body)
+        FormFields::parse(req.body)
     };
 
-    let urls: Vec<(usize, String)> = public_base_urls
+    let hinted = |variant: &str| host.is_some_and(|h| host_of(variant).eq_ignore_ascii_case(h));
+    let ordered = urls
+        .variants
         .iter()
-        .enumerate()
-        .flat_map(|(index, base)| {
-            url_variants(base)
-                .into_iter()
-                .map(move |url| (index, url + req.path_and_query))
-        })
-        .collect();
-    let per_token = urls.len();
-    let hit = first_match(tokens.len() * per_token, |candidate| {
-        let token = &tokens[candidate / per_token];
-        let url = &urls[candidate % per_token].1;
-        let mac = hmac_sha1(token, &[url.as_bytes(), appended.as_bytes()]);
-        ct_eq(&mac, &signature) & !token.is_empty()
-    })
-    .ok_or(VerifyError::BadSignature)?;
-    Ok((hit / per_token, urls[hit % per_token].0))
+        .filter(|(_, v)| hinted(v))
+        .chain(urls.variants.iter().filter(|(_, v)| !hinted(v)));
+    for (base_index, variant) in ordered {
+        let hit = first_match(tokens.len(), |t| {
+            let token = &tokens[t];
+            let mac = fields.mac(token, &[variant.as_bytes(), req.path_and_query.as_bytes()]);
+            ct_eq(&mac, &signature) & !token.is_empty()
+        });
+        if let Some(token_index) = hit {
+            return Ok((token_index, *base_index));
+        }
+    }
+    Err(VerifyError::BadSignature)
 }
 
 /// Computes the `X-Twilio-Signature` for a request to the full `url`. For JSON the caller
 /// puts `bodySHA256=<`[`body_sha256_hex`]`>` in `url`'s query itself.
 pub fn sign(token: &HmacKey, url: &str, content_type: Option<&str>, body: &[u8]) -> String {
-    let appended = if is_json(content_type) {
-        String::new()
+    let fields = if is_json(content_type) {
+        FormFields::default()
     } else {
-        sorted_form_fields(body)
+        FormFields::parse(body)
     };
-    B64.encode(hmac_sha1(token, &[url.as_bytes(), appended.as_bytes()]))
+    B64.encode(fields.mac(token, &[url.as_bytes()]))
 }
 
 /// Lower-case hex SHA-256 of `body`, as Twilio puts in `bodySHA256`.
@@ -114,22 +158,110 @@ fn check_body_hash(path_and_query: &str, body: &[u8]) -> Result<(), VerifyError>
     }
 }
 
-/// `name value` for every field, sorted by name then value, distinct values only: what
-/// twilio-python and twilio-node do (Java keeps one value per name; Twilio's own rule for
-/// repeated names is undocumented, and its standard webhooks never repeat one).
-fn sorted_form_fields(body: &[u8]) -> String {
-    let mut fields: BTreeMap<Cow<'_, str>, BTreeSet<Cow<'_, str>>> = BTreeMap::new();
-    for (name, value) in form_urlencoded::parse(body) {
-        fields.entry(name).or_default().insert(value);
-    }
-    let mut out = String::new();
-    for (name, values) in &fields {
-        for value in values {
-            out.push_str(name);
-            out.push_str(value);
+/// The form fields of a body, percent-decoded into one buffer and sorted by name then value
+/// with repeated (name, value) pairs dropped: what twilio-python and twilio-node sign (Java
+/// keeps one value per name; Twilio's own rule for repeated names is undocumented, and its
+/// standard webhooks never repeat one). One buffer and index pairs instead of a map of
+/// strings: this runs on every Twilio request.
+#[derive(Default)]
+struct FormFields {
+    buf: Vec<u8>,
+    pairs: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl FormFields {
+    fn parse(body: &[u8]) -> FormFields {
+        let mut f = FormFields {
+            buf: Vec::with_capacity(body.len()),
+            pairs: Vec::with_capacity(32),
+        };
+        for piece in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+            let (name, value) = match piece.iter().position(|&b| b == b'=') {
+                Some(i) => (&piece[..i], &piece[i + 1..]),
+                None => (piece, &b""[..]),
+            };
+            let name = f.decode(name);
+            let value = f.decode(value);
+            f.pairs.push((name, value));
         }
+        let buf = &f.buf;
+        f.pairs.sort_unstable_by(|a, b| {
+            buf[a.0.clone()]
+                .cmp(&buf[b.0.clone()])
+                .then_with(|| buf[a.1.clone()].cmp(&buf[b.1.clone()]))
+        });
+        f.pairs.dedup_by(|a, b| {
+            buf[a.0.clone()] == buf[b.0.clone()] && buf[a.1.clone()] == buf[b.1.clone()]
+        });
+        f
     }
-    out
+
+    /// Percent-decodes `raw` (`+` is a space, a `%` not followed by two hex digits stays) onto
+    /// the buffer; bytes that are not UTF-8 become U+FFFD, as the official libraries read them.
+    fn decode(&mut self, raw: &[u8]) -> Range<usize> {
+        let start = self.buf.len();
+        let mut rest = raw;
+        // Copy runs of plain bytes at once; only `+` and `%` need work.
+        while let Some(i) = rest.iter().position(|&b| b == b'+' || b == b'%') {
+            self.buf.extend_from_slice(&rest[..i]);
+            if rest[i] == b'+' {
+                self.buf.push(b' ');
+                rest = &rest[i + 1..];
+                continue;
+            }
+            match (
+                rest.get(i + 1).and_then(|&b| hex_val(b)),
+                rest.get(i + 2).and_then(|&b| hex_val(b)),
+            ) {
+                (Some(h), Some(l)) => {
+                    self.buf.push(h << 4 | l);
+                    rest = &rest[i + 3..];
+                }
+                _ => {
+                    self.buf.push(b'%');
+                    rest = &rest[i + 1..];
+                }
+            }
+        }
+        self.buf.extend_from_slice(rest);
+        let decoded = &self.buf[start..];
+        if !decoded.is_ascii() && std::str::from_utf8(decoded).is_err() {
+            let lossy = String::from_utf8_lossy(decoded).into_owned();
+            self.buf.truncate(start);
+            self.buf.extend_from_slice(lossy.as_bytes());
+        }
+        start..self.buf.len()
+    }
+
+    /// HMAC-SHA1 over `prefix` parts then every `name` + `value`, without building the string.
+    fn mac(&self, token: &HmacKey, prefix: &[&[u8]]) -> [u8; 20] {
+        // HMAC is defined for keys of any length, so this cannot fail.
+        #[allow(clippy::expect_used)]
+        let mut mac = Hmac::<Sha1>::new_from_slice(token.as_bytes()).expect("HMAC takes any key");
+        for part in prefix {
+            mac.update(part);
+        }
+        for (name, value) in &self.pairs {
+            mac.update(&self.buf[name.clone()]);
+            mac.update(&self.buf[value.clone()]);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The `host[:port]` of a URL variant, for matching the `Host` header.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
 }
 
 /// The base (one trailing `/` dropped) as given, plus the same with the scheme's default
@@ -168,7 +300,63 @@ fn url_variants(base: &str) -> Vec<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::edge::verify::hmac_sha1;
     use proptest::prelude::*;
+
+    /// The string the fields contribute to the signed data.
+    fn sorted_form_fields(body: &[u8]) -> String {
+        let f = FormFields::parse(body);
+        f.pairs
+            .iter()
+            .map(|(n, v)| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&f.buf[n.clone()]),
+                    String::from_utf8_lossy(&f.buf[v.clone()])
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn form_decoding_matches_the_url_standard() {
+        let body = b"a=1+2&b=%41%zz%4&c&=x&d=%E2%82%AC&e=%FF";
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(body)
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+        let f = FormFields::parse(body);
+        let mut mine: Vec<(String, String)> = f
+            .pairs
+            .iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8(f.buf[n.clone()].to_vec()).unwrap(),
+                    String::from_utf8(f.buf[v.clone()].to_vec()).unwrap(),
+                )
+            })
+            .collect();
+        let mut want = pairs;
+        want.sort();
+        mine.sort();
+        assert_eq!(mine, want);
+    }
+
+    proptest! {
+        #[test]
+        fn form_decoding_agrees_with_form_urlencoded_on_any_bytes(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut want: Vec<(String, String)> = form_urlencoded::parse(&body)
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .collect();
+            want.sort();
+            want.dedup();
+            let f = FormFields::parse(&body);
+            let mine: Vec<(String, String)> = f.pairs.iter().map(|(n, v)| (
+                String::from_utf8(f.buf[n.clone()].to_vec()).unwrap(),
+                String::from_utf8(f.buf[v.clone()].to_vec()).unwrap(),
+            )).collect();
+            prop_assert_eq!(mine, want);
+        }
+    }
 
     const TOKEN: &str = "12345";
     const BASE: &str = "https://mycompany.com";
