@@ -814,6 +814,7 @@ fn print_summary(since: SystemTime, stats: &RunStats) {
         "quo_standard_webhooks",
         "twilio_form_2urls",
         "twilio_form_1url",
+        "twilio_form_2urls_host",
         "salesmsg",
     ] {
         if let Some(ns) = estimate_ns("verify", name, None, since) {
