@@ -135,6 +135,14 @@ pub struct Config {
     pub twilio: TwilioConfig,
     /// SalesMsg.
     pub salesmsg: SalesMsgConfig,
+    /// The dedup consumer.
+    pub dedup: DedupConfig,
+    /// The shared consumer driver.
+    pub consumers: ConsumersConfig,
+    /// Operator alerts (Discord).
+    pub alerts: crate::alerts::AlertsConfig,
+    /// The staleness monitor.
+    pub staleness: crate::staleness::StalenessConfig,
 }
 
 impl Default for Config {
@@ -146,6 +154,54 @@ impl Default for Config {
             openphone: OpenPhoneConfig::default(),
             twilio: TwilioConfig::default(),
             salesmsg: SalesMsgConfig::default(),
+            dedup: DedupConfig::default(),
+            consumers: ConsumersConfig::default(),
+            alerts: crate::alerts::AlertsConfig::default(),
+            staleness: crate::staleness::StalenessConfig::default(),
+        }
+    }
+}
+
+/// `[dedup]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// How long a key is remembered, in hours of event time. Quo retries for ~28 h.
+    #[serde(deserialize_with = "de::parsed")]
+    pub ttl_hours: u64,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig { ttl_hours: 72 }
+    }
+}
+
+/// `[consumers]`: the shared driver's pacing.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumersConfig {
+    /// Most records per batch.
+    #[serde(deserialize_with = "de::parsed")]
+    pub batch_size: usize,
+    /// First retry delay after a transient failure, in milliseconds (doubles, with jitter).
+    #[serde(deserialize_with = "de::parsed")]
+    pub backoff_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[serde(deserialize_with = "de::parsed")]
+    pub backoff_max_ms: u64,
+    /// Consecutive failures of one consumer before an alert.
+    #[serde(deserialize_with = "de::parsed")]
+    pub alert_after_failures: u32,
+}
+
+impl Default for ConsumersConfig {
+    fn default() -> Self {
+        ConsumersConfig {
+            batch_size: 512,
+            backoff_base_ms: 200,
+            backoff_max_ms: 30_000,
+            alert_after_failures: 5,
         }
     }
 }
@@ -440,6 +496,36 @@ impl Config {
                 ));
             }
         }
+        if !(1..=24 * 365).contains(&self.dedup.ttl_hours) {
+            return Err(bad(
+                "dedup.ttl_hours",
+                format!("{} is outside 1..=8760", self.dedup.ttl_hours),
+            ));
+        }
+        if !(1..=100_000).contains(&self.consumers.batch_size) {
+            return Err(bad(
+                "consumers.batch_size",
+                format!("{} is outside 1..=100000", self.consumers.batch_size),
+            ));
+        }
+        if self.consumers.backoff_base_ms == 0
+            || self.consumers.backoff_max_ms < self.consumers.backoff_base_ms
+        {
+            return Err(bad(
+                "consumers.backoff_max_ms",
+                "backoff_base_ms must be ≥ 1 and backoff_max_ms ≥ backoff_base_ms".into(),
+            ));
+        }
+        for (section, result) in [
+            ("alerts", self.alerts.validate()),
+            ("staleness", self.staleness.validate()),
+        ] {
+            if let Err(message) = result {
+                // The sections' messages start with the bare key name.
+                let key = message.split(':').next().unwrap_or_default().trim();
+                return Err(bad(&format!("{section}.{key}"), message));
+            }
+        }
         if self.log.cache_mb == 0 {
             return Err(bad("log.cache_mb", "must be at least 1".into()));
         }
@@ -630,7 +716,7 @@ fn resolve_files(
 
 /// Deserializers that accept a value's natural TOML type or a string (from the environment
 /// or a `*_file`), so the type information stays on the struct fields.
-mod de {
+pub(crate) mod de {
     use super::*;
 
     #[derive(Deserialize)]
@@ -650,7 +736,7 @@ mod de {
     }
 
     /// A value, or a string that parses to it.
-    pub fn parsed<'de, D, T>(d: D) -> Result<T, D::Error>
+    pub(crate) fn parsed<'de, D, T>(d: D) -> Result<T, D::Error>
     where
         D: Deserializer<'de>,
         T: FromStr + Deserialize<'de>,
@@ -663,7 +749,7 @@ mod de {
     }
 
     /// Like [`parsed`], for optional keys; an empty string means unset.
-    pub fn opt_parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    pub(crate) fn opt_parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
     where
         D: Deserializer<'de>,
         T: FromStr + Deserialize<'de>,
@@ -677,7 +763,7 @@ mod de {
     }
 
     /// A list, or one string with items separated by commas or newlines.
-    pub fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    pub(crate) fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
     where
         D: Deserializer<'de>,
         T: FromStr,

@@ -15,7 +15,9 @@
 //! use `127.0.0.1:0`) and returns after a graceful shutdown.
 
 pub mod admin;
+pub mod alerts;
 pub mod config;
+pub mod consumers;
 pub mod edge;
 pub mod error;
 pub mod event;
@@ -23,6 +25,10 @@ pub mod fixture;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod optout;
+pub mod parse;
+pub mod staleness;
+pub mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,6 +74,15 @@ pub enum RunError {
     /// A signing key could not be decoded.
     #[error(transparent)]
     Keys(#[from] edge::verifier::VerifierError),
+    /// A consumer could not be started.
+    #[error("consumer: {0}")]
+    Consumer(String),
+}
+
+impl From<state::StateError> for RunError {
+    fn from(e: state::StateError) -> Self {
+        RunError::Consumer(e.to_string())
+    }
 }
 
 /// Bound sockets for [`run`].
@@ -171,6 +186,12 @@ pub async fn run_with_log(
             );
         }
     }
+    let alerter = alerts::Alerter::new(&config.alerts, Some(&metrics));
+    let registry = Arc::new(consumers::Registry::default());
+    let (consumers_stop, consumers_rx) = watch::channel(false);
+    let consumer_tasks =
+        start_consumers(&config, &log, &metrics, &alerter, &registry, consumers_rx)?;
+
     let ready = Arc::new(AtomicBool::new(false));
     let edge = Arc::new(edge::Edge::new(
         verifier,
@@ -180,7 +201,12 @@ pub async fn run_with_log(
         &config.twilio.voice,
         ready.clone(),
     ));
-    let admin = Arc::new(admin::Admin::new(token, log.clone(), metrics.clone()));
+    let admin = Arc::new(admin::Admin::new(
+        token,
+        log.clone(),
+        metrics.clone(),
+        registry.clone(),
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -224,6 +250,19 @@ pub async fn run_with_log(
         );
         servers.abort_all();
     }
+    // Consumers finish the batch in hand and save their cursors.
+    let _ = consumers_stop.send(true);
+    let mut consumer_tasks = consumer_tasks;
+    if tokio::time::timeout(grace, async {
+        while consumer_tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("consumers still busy after the grace period; stopping them");
+        consumer_tasks.abort_all();
+    }
+    alerter.flush(Duration::from_secs(5)).await;
     // Everything acknowledged is already flushed; this commits any append still queued
     // (its request was cut off) and stops the writer.
     let closing = log.clone();
@@ -232,6 +271,63 @@ pub async fn run_with_log(
         .map_err(|e| log::LogError::Storage(format!("log close task failed: {e}")))??;
     tracing::info!("hooklog stopped");
     Ok(())
+}
+
+/// Starts the consumers of this stage: dedup, compliance (inbound), and the staleness monitor.
+fn start_consumers(
+    config: &Config,
+    log: &Arc<dyn Log>,
+    metrics: &Metrics,
+    alerter: &alerts::Alerter,
+    registry: &Arc<consumers::Registry>,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinSet<()>, RunError> {
+    let store = log.state();
+    let ctx = consumers::DriverContext {
+        log: log.clone(),
+        store: store.clone(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        alerter: alerter.clone(),
+        config: consumers::DriverConfig {
+            batch_size: config.consumers.batch_size,
+            backoff_base: Duration::from_millis(config.consumers.backoff_base_ms),
+            backoff_max: Duration::from_millis(config.consumers.backoff_max_ms),
+            alert_after_failures: config.consumers.alert_after_failures,
+            ..consumers::DriverConfig::default()
+        },
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let dedup = consumers::dedup::Dedup::new(store.as_ref(), config.dedup.ttl_hours)?;
+    tasks.spawn(consumers::spawn_driver(dedup, ctx.clone(), stop.clone()));
+    let compliance = consumers::compliance::Compliance::new(store.as_ref(), alerter.clone())?;
+    tasks.spawn(consumers::spawn_driver(
+        compliance,
+        ctx.clone(),
+        stop.clone(),
+    ));
+
+    let monitor = staleness::StalenessMonitor::new(config.staleness.clone())
+        .map_err(|e| RunError::Consumer(format!("staleness: {e}")))?;
+    let monitor = Arc::new(std::sync::Mutex::new(monitor));
+    // The monitor lives in memory: replay the last two days of inbound messages into it.
+    let since = event::Micros(event::Micros::now().0 - 48 * 3_600_000_000);
+    let start = log.seq_at_or_after(since)?;
+    log.store_cursor(
+        consumers::staleness::NAME,
+        event::Seq(start.0.saturating_sub(1)),
+    )?;
+    let feeder = consumers::staleness::Staleness::new(store.as_ref(), monitor.clone())?;
+    tasks.spawn(consumers::spawn_driver(feeder, ctx, stop.clone()));
+    if config.staleness.enabled {
+        tasks.spawn(consumers::staleness::run_timer(
+            monitor,
+            alerter.clone(),
+            Duration::from_secs(config.staleness.check_interval_secs),
+            stop,
+        ));
+    }
+    Ok(tasks)
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -89,7 +89,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // ureq logs request URLs at debug level, and the Discord webhook URL is a secret.
+        .add_directive("ureq=warn".parse().unwrap_or_default());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

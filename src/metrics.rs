@@ -5,7 +5,8 @@
 //! declared here, so `/metrics` and the dashboards have one place to look.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The collectors of one hooklog instance.
@@ -24,6 +25,16 @@ pub struct Metrics {
     pub append_failures: prometheus::IntCounter,
     /// The last durable sequence number.
     pub last_seq: IntGauge,
+    /// Each consumer's cursor.
+    pub consumer_cursor: IntGaugeVec,
+    /// Records between each consumer's cursor and the end of the log.
+    pub consumer_lag: IntGaugeVec,
+    /// Records each consumer has processed.
+    pub consumer_processed: IntCounterVec,
+    /// Records in each consumer's dead-letter list.
+    pub consumer_dead_letters: IntGaugeVec,
+    /// Failed batches (transient errors, retried) and poison records, by consumer and kind.
+    pub consumer_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,6 +105,48 @@ impl Metrics {
                 "Last durable sequence number in the log",
             )
             .expect("valid metric");
+            let gauge = |name: &str, help: &str| {
+                IntGaugeVec::new(Opts::new(name, help), &["consumer"]).expect("valid metric")
+            };
+            let consumer_cursor = gauge(
+                "hooklog_consumer_cursor",
+                "Last sequence each consumer has processed",
+            );
+            let consumer_lag = gauge(
+                "hooklog_consumer_lag",
+                "Records between a consumer's cursor and the end of the log",
+            );
+            let consumer_dead_letters = gauge(
+                "hooklog_consumer_dead_letters",
+                "Records in a consumer's dead-letter list",
+            );
+            let consumer_processed = IntCounterVec::new(
+                Opts::new(
+                    "hooklog_consumer_processed_total",
+                    "Records processed by each consumer",
+                ),
+                &["consumer"],
+            )
+            .expect("valid metric");
+            let consumer_errors = IntCounterVec::new(
+                Opts::new(
+                    "hooklog_consumer_errors_total",
+                    "Consumer failures by kind (transient, poison)",
+                ),
+                &["consumer", "kind"],
+            )
+            .expect("valid metric");
+            for c in [&consumer_cursor, &consumer_lag, &consumer_dead_letters] {
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("registered once");
+            }
+            registry
+                .register(Box::new(consumer_processed.clone()))
+                .expect("registered once");
+            registry
+                .register(Box::new(consumer_errors.clone()))
+                .expect("registered once");
             registry
                 .register(Box::new(requests.clone()))
                 .expect("registered once");
@@ -120,6 +173,11 @@ impl Metrics {
                 batch_size,
                 append_failures,
                 last_seq,
+                consumer_cursor,
+                consumer_lag,
+                consumer_processed,
+                consumer_dead_letters,
+                consumer_errors,
             }
         };
         m

@@ -124,3 +124,41 @@ pub fn decode_body(body: &str, encoding: Option<&str>) -> Result<Vec<u8>, base64
         _ => Ok(body.as_bytes().to_vec()),
     }
 }
+
+/// `POST /admin/consumers/{name}/rewind` request.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RewindRequest {
+    /// Process records after this sequence again.
+    #[serde(default)]
+    pub to_seq: Option<u64>,
+    /// Or: process records received at or after this time (RFC 3339) again.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Report what would happen without changing anything.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Re-send irreversible effects too (dispatch, sender; later stages). Refused for now.
+    #[serde(default)]
+    pub redeliver: bool,
+}
+
+/// `POST /admin/dead-letters/redrive` request (empty body: every consumer, every record).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RedriveRequest {
+    /// Only this consumer.
+    #[serde(default)]
+    pub consumer: Option<String>,
+    /// Only this record.
+    #[serde(default)]
+    pub seq: Option<u64>,
+}
+
+/// `POST /admin/optouts` request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OptOutRequest {
+    /// The number to suppress.
+    pub number: String,
+    /// Why (kept as evidence).
+    #[serde(default)]
+    pub reason: Option<String>,
+}

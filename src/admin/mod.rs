@@ -17,6 +17,7 @@ use warp::http::{header, Method, StatusCode};
 use warp::reply::Response;
 
 use crate::config::{Config, Secret};
+use crate::consumers::{self, compliance, Registry};
 use crate::error::ApiError;
 use crate::event::{Micros, Seq, Source, Verification, Verified};
 use crate::http::{self, BodyStream, RawRequest};
@@ -94,15 +95,22 @@ pub struct Admin {
     token: Secret,
     log: Arc<dyn Log>,
     metrics: Metrics,
+    registry: Arc<Registry>,
 }
 
 impl Admin {
     /// Builds the admin state.
-    pub fn new(token: Secret, log: Arc<dyn Log>, metrics: Metrics) -> Admin {
+    pub fn new(
+        token: Secret,
+        log: Arc<dyn Log>,
+        metrics: Metrics,
+        registry: Arc<Registry>,
+    ) -> Admin {
         Admin {
             token,
             log,
             metrics,
+            registry,
         }
     }
 
@@ -171,13 +179,189 @@ impl Admin {
                 let ev = self.log.get(Seq(seq))?.ok_or(ApiError::NotFound)?;
                 Ok(http::json(StatusCode::OK, &EventJson::from_event(&ev)))
             }
+            ["admin", "consumers", name, action] => {
+                method(&req.method, Method::POST)?;
+                let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
+                self.consumer_action(name, action, &body).await
+            }
+            ["admin", "dead-letters"] => {
+                method(&req.method, Method::GET)?;
+                let only = query_param(req.query.as_deref(), "consumer");
+                let mut all = Vec::new();
+                for name in self.registry.names() {
+                    if only.as_deref().is_none_or(|o| o == name) {
+                        all.extend(
+                            consumers::dead_letters(self.log.state().as_ref(), &name)
+                                .map_err(state_err)?,
+                        );
+                    }
+                }
+                Ok(http::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "dead_letters": all }),
+                ))
+            }
+            ["admin", "dead-letters", "redrive"] => {
+                method(&req.method, Method::POST)?;
+                let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
+                let req: api::RedriveRequest = parse_json_or_empty(&body)?;
+                let names = match &req.consumer {
+                    Some(c) => vec![c.clone()],
+                    None => self.registry.names(),
+                };
+                let mut reports = Vec::new();
+                for name in names {
+                    reports.push(
+                        self.registry
+                            .redrive(&name, req.seq.map(Seq))
+                            .await
+                            .map_err(control_err)?,
+                    );
+                }
+                Ok(http::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "redriven": reports }),
+                ))
+            }
+            ["admin", "optouts"] if req.method == Method::POST => {
+                let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
+                let add: api::OptOutRequest = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid opt-out: {e}")))?;
+                let seq = self.optout_change("add", &add.number, add.reason).await?;
+                Ok(http::json(StatusCode::ACCEPTED, &Appended { seq }))
+            }
+            ["admin", "optouts"] => {
+                method(&req.method, Method::GET)
+                    .map_err(|_| ApiError::MethodNotAllowed("GET, POST"))?;
+                let list = compliance::list(self.log.state().as_ref()).map_err(state_err)?;
+                Ok(http::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "optouts": list }),
+                ))
+            }
+            ["admin", "optouts", number] => {
+                method(&req.method, Method::DELETE)?;
+                let number = form_urlencoded::parse(format!("n={number}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                let seq = self.optout_change("remove", &number, None).await?;
+                Ok(http::json(StatusCode::ACCEPTED, &Appended { seq }))
+            }
             _ => Err(ApiError::NotFound),
         }
     }
 
-    /// The status document.
+    async fn consumer_action(
+        &self,
+        name: &str,
+        action: &str,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        match action {
+            "rewind" => {
+                let req: api::RewindRequest = serde_json::from_slice(body)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid rewind request: {e}")))?;
+                let to = match (req.to_seq, req.since.as_deref()) {
+                    (Some(n), None) => Seq(n),
+                    (None, Some(since)) => {
+                        let at = chrono::DateTime::parse_from_rfc3339(since).map_err(|e| {
+                            ApiError::BadRequest(format!("since=`{since}` is not RFC 3339: {e}"))
+                        })?;
+                        let seq = self
+                            .log
+                            .seq_at_or_after(crate::event::Micros(at.timestamp_micros()))?;
+                        Seq(seq.0.saturating_sub(1))
+                    }
+                    _ => {
+                        return Err(ApiError::BadRequest(
+                            "give exactly one of `to_seq` and `since`".into(),
+                        ))
+                    }
+                };
+                let report = self
+                    .registry
+                    .rewind(name, to, req.dry_run)
+                    .await
+                    .map_err(control_err)?;
+                Ok(http::json(StatusCode::OK, &report))
+            }
+            "pause" | "resume" => {
+                self.registry
+                    .set_paused(name, action == "pause")
+                    .await
+                    .map_err(control_err)?;
+                Ok(http::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "consumer": name, "action": action }),
+                ))
+            }
+            _ => Err(ApiError::NotFound),
+        }
+    }
+
+    /// Appends an operator's change to the suppression list; the compliance consumer applies it.
+    async fn optout_change(
+        &self,
+        action: &str,
+        number: &str,
+        reason: Option<String>,
+    ) -> Result<u64, ApiError> {
+        let normalized = compliance::normalize_e164(number).ok_or_else(|| {
+            ApiError::BadRequest(format!("`{number}` is not a phone number (E.164 expected)"))
+        })?;
+        let change = compliance::AdminChange {
+            action: action.to_owned(),
+            number: normalized,
+            reason,
+        };
+        let body = serde_json::to_vec(&change).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let verified = Verified::new(
+            Micros::now(),
+            Source::Internal,
+            compliance::ADMIN_ROUTE.to_owned(),
+            vec![("content-type".into(), "application/json".into())],
+            body,
+            Verification::AdminToken,
+        );
+        Ok(self
+            .log
+            .append(verified)
+            .await
+            .map_err(ApiError::AppendFailed)?
+            .0)
+    }
+
+    /// The status document: the log, and every consumer (running here or with a stored cursor).
     pub fn status(&self) -> Result<Status, ApiError> {
-        Ok(status_of(self.log.as_ref())?)
+        let mut status = status_of(self.log.as_ref())?;
+        let store = self.log.state();
+        for info in self.registry.infos() {
+            let dead = consumers::dead_letters(store.as_ref(), &info.name)
+                .map_err(state_err)?
+                .len() as u64;
+            let state = serde_json::to_value(info.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            match status.consumers.iter_mut().find(|c| c.name == info.name) {
+                Some(c) => {
+                    c.state = state;
+                    c.dead_letters = dead;
+                    c.last_error = info.last_error.clone();
+                }
+                None => status.consumers.push(api::ConsumerStatus {
+                    name: info.name.clone(),
+                    cursor: 0,
+                    lag: status.log.last_seq,
+                    state,
+                    dead_letters: dead,
+                    last_error: info.last_error.clone(),
+                }),
+            }
+        }
+        status.consumers.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(status)
     }
 
     async fn append(&self, body: &[u8]) -> Result<Appended, ApiError> {
@@ -249,13 +433,42 @@ pub fn status_of(log: &dyn Log) -> Result<Status, crate::log::LogError> {
 fn method(got: &Method, want: Method) -> Result<(), ApiError> {
     if *got == want {
         Ok(())
+    } else if want == Method::POST {
+        Err(ApiError::MethodNotAllowed("POST"))
+    } else if want == Method::DELETE {
+        Err(ApiError::MethodNotAllowed("DELETE"))
     } else {
-        Err(ApiError::MethodNotAllowed(if want == Method::POST {
-            "POST"
-        } else {
-            "GET"
-        }))
+        Err(ApiError::MethodNotAllowed("GET"))
     }
+}
+
+fn state_err(e: crate::state::StateError) -> ApiError {
+    ApiError::Log(crate::log::LogError::Storage(e.to_string()))
+}
+
+fn control_err(e: consumers::ControlError) -> ApiError {
+    match e {
+        consumers::ControlError::Unknown(..) => ApiError::BadRequest(e.to_string()),
+        consumers::ControlError::Stopped(_) => ApiError::NotReady(e.to_string()),
+        consumers::ControlError::Failed(_) => {
+            ApiError::Log(crate::log::LogError::Storage(e.to_string()))
+        }
+    }
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn parse_json_or_empty<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid request: {e}")))
 }
 
 fn page_params(query: Option<&str>) -> Result<(u64, usize), ApiError> {

@@ -139,4 +139,27 @@ pub trait Log: Send + Sync + 'static {
     /// Stops accepting appends, commits what is queued, flushes and waits for the writer.
     /// Idempotent.
     fn close(&self) -> Result<(), LogError>;
+
+    /// Where consumers keep their state, next to the log so that both survive together.
+    fn state(&self) -> std::sync::Arc<dyn crate::state::StateStore>;
+
+    /// The sequence of the first record received at or after `at` (for `rewind --since`);
+    /// one past the end if none.
+    fn seq_at_or_after(&self, at: crate::event::Micros) -> Result<Seq, LogError> {
+        let stats = self.stats()?;
+        if stats.count == 0 {
+            return Ok(Seq(stats.last_seq + 1));
+        }
+        // Receipt times follow sequence order to within the concurrency of one batch, which
+        // is close enough for choosing where a replay starts.
+        let (mut lo, mut hi) = (stats.first_seq, stats.last_seq + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.get(Seq(mid))? {
+                Some(ev) if ev.received_at < at => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(Seq(lo))
+    }
 }

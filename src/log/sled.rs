@@ -113,6 +113,22 @@ fn storage(e: sled::Error) -> LogError {
 impl SledLog {
     /// Opens (or creates) the log in `dir` and starts its writer thread.
     pub fn open(dir: &Path, options: &SledOptions, metrics: Metrics) -> Result<SledLog, LogError> {
+        // sled's background threads keep the file lock for a moment after the previous
+        // handle is dropped (a restart, a tool that just closed it): retry briefly before
+        // reporting the directory as in use.
+        let mut attempt = 0;
+        loop {
+            match Self::open_once(dir, options, metrics.clone()) {
+                Err(LogError::Locked(_)) if attempt < 20 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(dir: &Path, options: &SledOptions, metrics: Metrics) -> Result<SledLog, LogError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity)
@@ -286,6 +302,10 @@ impl Log for SledLog {
 
     fn is_writable(&self) -> bool {
         self.shared.writable.load(Ordering::Acquire)
+    }
+
+    fn state(&self) -> Arc<dyn crate::state::StateStore> {
+        Arc::new(crate::state::SledState::new(self.db.clone()))
     }
 
     fn close(&self) -> Result<(), LogError> {

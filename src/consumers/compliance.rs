@@ -1,0 +1,297 @@
+//! The compliance consumer, inbound half: the suppression list.
+//!
+//! Every inbound message (Quo, Twilio, SalesMsg; any line) is classified by
+//! [`crate::optout::classify`]. An opt-out suppresses the sender's E.164 number across every
+//! line and both providers from the moment it is projected; an exact START/UNSTOP/YES from a
+//! suppressed number resubscribes it; HELP is recognised and logged. Ambiguous messages count
+//! as opt-outs (compliance fails closed) and raise an alert so a human can review them.
+//! Operators add and remove entries through the admin API, which appends `internal` events
+//! (route [`ADMIN_ROUTE`]): the log stays the source of truth and a rebuild reproduces the list.
+//!
+//! Records flagged duplicate by dedup (its upstream) are skipped. A record that cannot be
+//! parsed is poison (dead-lettered).
+//!
+//! Key layout (trees of consumer `compliance`):
+//!
+//! | tree          | key                  | value                       |
+//! |---------------|----------------------|-----------------------------|
+//! | `suppression` | E.164 number, UTF-8  | JSON [`OptOutEntry`]        |
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::dedup::{self, Verdicts};
+use super::{BatchError, Consumer};
+use crate::alerts::{Alert, Alerter, Severity};
+use crate::event::{Event, Source};
+use crate::optout::{self, Confidence, Verdict};
+use crate::parse::{self, Data, Direction, Kind};
+use crate::state::{for_each, KvTree, StateError, StateStore};
+
+/// The consumer's name.
+pub const NAME: &str = "compliance";
+/// Route of the `internal` events the admin API appends for manual list changes.
+pub const ADMIN_ROUTE: &str = "/internal/optouts";
+
+/// One number on the suppression list, with the evidence of its latest change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptOutEntry {
+    /// E.164.
+    pub number: String,
+    /// `opted_out` (suppressed) or `resubscribed`.
+    pub state: String,
+    /// The record that set this state.
+    pub seq: u64,
+    /// `openphone`, `twilio`, `salesmsg`, or `admin`.
+    pub provider: String,
+    /// The line (number or provider line id) the message was sent to, if known.
+    pub line: Option<String>,
+    /// The message text (or the operator's reason).
+    pub text: String,
+    /// When the record was received (RFC 3339).
+    pub at: String,
+    /// `keyword`, `phrase`, `ambiguous`, `opt_out_type`, `admin`, `opt_in`.
+    pub how: String,
+    /// The classifier's reason.
+    pub reason: String,
+}
+
+impl OptOutEntry {
+    /// Whether the number must not be messaged.
+    pub fn is_suppressed(&self) -> bool {
+        self.state == "opted_out"
+    }
+}
+
+/// A manual change appended through the admin API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdminChange {
+    /// `add` (suppress) or `remove` (lift).
+    pub action: String,
+    /// The number.
+    pub number: String,
+    /// Why (kept as evidence).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Normalises a phone number to E.164; US numbers may come without `+1`.
+pub fn normalize_e164(raw: &str) -> Option<String> {
+    let digits: String = raw.chars().filter(|c| c.is_ascii_digit()).collect();
+    let plus = raw.trim_start().starts_with('+');
+    let e164 = match (plus, digits.len()) {
+        (true, 8..=15) => format!("+{digits}"),
+        (false, 10) => format!("+1{digits}"),
+        (false, 11) if digits.starts_with('1') => format!("+{digits}"),
+        _ => return None,
+    };
+    Some(e164)
+}
+
+/// The whole suppression list (suppressed and resubscribed entries), by number.
+pub fn list(store: &dyn StateStore) -> Result<Vec<OptOutEntry>, StateError> {
+    let tree = store.tree(NAME, "suppression")?;
+    let mut out = Vec::new();
+    for_each(tree.as_ref(), &[], |_, v| {
+        out.push(decode(v)?);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// Whether `number` is suppressed.
+pub fn is_suppressed(store: &dyn StateStore, number: &str) -> Result<bool, StateError> {
+    let Some(n) = normalize_e164(number) else {
+        return Ok(false);
+    };
+    let tree = store.tree(NAME, "suppression")?;
+    Ok(tree
+        .get(n.as_bytes())?
+        .map(|v| decode(&v))
+        .transpose()?
+        .is_some_and(|e| e.is_suppressed()))
+}
+
+fn decode(v: &[u8]) -> Result<OptOutEntry, StateError> {
+    serde_json::from_slice(v).map_err(|e| StateError::Corrupt {
+        tree: "compliance/suppression".into(),
+        message: e.to_string(),
+    })
+}
+
+/// The compliance consumer.
+pub struct Compliance {
+    suppression: Arc<dyn KvTree>,
+    verdicts: Verdicts,
+    alerter: Alerter,
+}
+
+impl Compliance {
+    /// Opens its trees in `store`.
+    pub fn new(store: &dyn StateStore, alerter: Alerter) -> Result<Compliance, StateError> {
+        Ok(Compliance {
+            suppression: store.tree(NAME, "suppression")?,
+            verdicts: Verdicts::open(store)?,
+            alerter,
+        })
+    }
+
+    fn get(&self, number: &str) -> Result<Option<OptOutEntry>, StateError> {
+        self.suppression
+            .get(number.as_bytes())?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn put(&self, entry: &OptOutEntry) -> Result<(), StateError> {
+        let json = serde_json::to_vec(entry).map_err(|e| StateError::Storage(e.to_string()))?;
+        self.suppression.insert(entry.number.as_bytes(), &json)
+    }
+
+    fn process(&self, event: &Event) -> Result<(), BatchError> {
+        match self.verdicts.get(event.seq)? {
+            Some(v) if v.is_duplicate() => return Ok(()),
+            Some(_) => {}
+            // The driver never lets this consumer pass dedup, so a missing verdict means dedup
+            // was rewound under us: wait for it.
+            None => {
+                return Err(BatchError::Transient(format!(
+                    "no dedup verdict yet for record {}",
+                    event.seq
+                )))
+            }
+        }
+        if event.source == Source::Internal && event.route == ADMIN_ROUTE {
+            return self.admin_change(event);
+        }
+        let parsed = parse::parse(event).map_err(|e| BatchError::Poison {
+            seq: event.seq,
+            error: e.to_string(),
+        })?;
+        let Data::Message(msg) = &parsed.data else {
+            return Ok(());
+        };
+        if parsed.kind != Kind::MessageReceived || msg.direction != Direction::Inbound {
+            return Ok(());
+        }
+        let Some(number) = normalize_e164(&msg.from) else {
+            tracing::warn!(seq = event.seq.0, from = %msg.from, "inbound message from a number that is not E.164; not classified");
+            return Ok(());
+        };
+        let text = msg.text.clone().unwrap_or_default();
+        let verdict = optout::classify(&text, msg.opt_out_type.as_deref());
+        let line = msg.line_id.clone().or_else(|| msg.to.first().cloned());
+        let evidence = |state: &str, how: &str, reason: String| OptOutEntry {
+            number: number.clone(),
+            state: state.to_owned(),
+            seq: event.seq.0,
+            provider: parsed.provider.as_str().to_owned(),
+            line: line.clone(),
+            text: text.clone(),
+            at: event.received_at.to_rfc3339(),
+            how: how.to_owned(),
+            reason,
+        };
+        match verdict {
+            Verdict::OptOut { confidence, reason } => {
+                let how = match (confidence, msg.opt_out_type.is_some()) {
+                    (_, true) => "opt_out_type",
+                    (Confidence::Keyword, _) => "keyword",
+                    (Confidence::Phrase, _) => "phrase",
+                    (Confidence::Ambiguous, _) => "ambiguous",
+                };
+                self.put(&evidence("opted_out", how, reason.to_owned()))?;
+                tracing::info!(seq = event.seq.0, number = %number, how, "opt-out recorded");
+                if confidence == Confidence::Ambiguous {
+                    self.alerter.raise(Alert {
+                        key: "optout_review".into(),
+                        severity: Severity::Warning,
+                        title: format!("Ambiguous reply from {number} treated as an opt-out"),
+                        reason: format!("record {}: \"{}\" ({reason})", event.seq, truncate(&text, 200)),
+                        next_step: format!(
+                            "review it; if it is not an opt-out, `curl -X DELETE …/admin/optouts/{number}` (the suppression stays until then)"
+                        ),
+                    });
+                }
+            }
+            Verdict::OptIn { keyword } => {
+                if self.get(&number)?.is_some_and(|e| e.is_suppressed()) {
+                    self.put(&evidence(
+                        "resubscribed",
+                        "opt_in",
+                        format!("keyword:{keyword}"),
+                    ))?;
+                    tracing::info!(seq = event.seq.0, number = %number, "resubscribed");
+                }
+            }
+            Verdict::Help => {
+                tracing::info!(seq = event.seq.0, number = %number, "HELP received");
+            }
+            Verdict::None => {}
+        }
+        Ok(())
+    }
+
+    fn admin_change(&self, event: &Event) -> Result<(), BatchError> {
+        let poison = |error: String| BatchError::Poison {
+            seq: event.seq,
+            error,
+        };
+        let change: AdminChange = serde_json::from_slice(&event.body)
+            .map_err(|e| poison(format!("invalid opt-out change: {e}")))?;
+        let number = normalize_e164(&change.number)
+            .ok_or_else(|| poison(format!("`{}` is not a phone number", change.number)))?;
+        let state = match change.action.as_str() {
+            "add" => "opted_out",
+            "remove" => "resubscribed",
+            other => return Err(poison(format!("unknown action `{other}`"))),
+        };
+        self.put(&OptOutEntry {
+            number,
+            state: state.to_owned(),
+            seq: event.seq.0,
+            provider: "admin".into(),
+            line: None,
+            text: change.reason.unwrap_or_default(),
+            at: event.received_at.to_rfc3339(),
+            how: "admin".into(),
+            reason: format!("admin:{}", change.action),
+        })?;
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+impl Consumer for Compliance {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn upstreams(&self) -> &'static [&'static str] {
+        &[dedup::NAME]
+    }
+
+    fn reset(&mut self) -> Result<(), BatchError> {
+        self.suppression.clear()?;
+        Ok(())
+    }
+
+    async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+        for event in batch {
+            match self.process(event) {
+                Ok(()) => {}
+                // Earlier records of the batch are applied; the driver records the poison one.
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,267 @@
+//! The dedup consumer: marks every record original or duplicate, so that downstream consumers
+//! skip provider retries, backfilled copies of delivered events, and redeliveries.
+//!
+//! Each record has one or more dedup keys ([`crate::parse::Parsed::dedup_keys`]: a retry
+//! shares one with its original, a backfilled copy shares one with its webhook twin, two
+//! genuinely different events share none). A record is a duplicate of the earliest record
+//! that holds any of its keys, if that record is within the window.
+//!
+//! The window is measured in event time, here the record's `received_at` (part of the log,
+//! so a rewind computes the same verdicts): a key seen at time `t` expires at `t + ttl`
+//! (72 h by default, longer than Quo's ~28 h retry schedule). Expired keys are pruned as
+//! event time advances, so storage stays bounded by the traffic of one window.
+//!
+//! Key layout (trees of consumer `dedup`):
+//!
+//! | tree       | key                                   | value                                   |
+//! |------------|---------------------------------------|-----------------------------------------|
+//! | `keys`     | dedup key, UTF-8                      | first seq `u64` BE, expires-at µs `i64` BE |
+//! | `expiry`   | expires-at µs (`i64` as biased `u64` BE) + dedup key | empty                   |
+//! | `verdicts` | seq `u64` BE                          | `0` original, or `1` + original seq `u64` BE |
+//!
+//! Idempotence: a key stores the *first* sequence that claimed it, and a record is a
+//! duplicate only of a strictly earlier one, so handling a batch twice gives the same verdicts.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BatchError, Consumer};
+use crate::event::{Event, Seq};
+use crate::state::{KvTree, StateError, StateStore};
+
+/// The consumer's name (and cursor name).
+pub const NAME: &str = "dedup";
+/// Default window.
+pub const DEFAULT_TTL_HOURS: u64 = 72;
+/// Prune expired keys every this many records.
+const PRUNE_EVERY: u64 = 256;
+
+/// A record's dedup verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// First time this fact was seen in the window.
+    Original,
+    /// The same fact as an earlier record.
+    Duplicate {
+        /// The earlier record.
+        of: u64,
+    },
+}
+
+impl Verdict {
+    /// Whether downstream consumers should skip the record.
+    pub fn is_duplicate(self) -> bool {
+        matches!(self, Verdict::Duplicate { .. })
+    }
+
+    fn encode(self) -> Vec<u8> {
+        match self {
+            Verdict::Original => vec![0],
+            Verdict::Duplicate { of } => {
+                let mut v = vec![1];
+                v.extend_from_slice(&of.to_be_bytes());
+                v
+            }
+        }
+    }
+
+    fn decode(v: &[u8]) -> Result<Verdict, StateError> {
+        match v {
+            [0] => Ok(Verdict::Original),
+            [1, rest @ ..] if rest.len() == 8 => Ok(Verdict::Duplicate {
+                of: u64::from_be_bytes(rest.try_into().map_err(|_| corrupt("verdict"))?),
+            }),
+            _ => Err(corrupt("verdict")),
+        }
+    }
+}
+
+fn corrupt(what: &str) -> StateError {
+    StateError::Corrupt {
+        tree: format!("dedup/{what}"),
+        message: "unexpected value length".into(),
+    }
+}
+
+/// The verdict recorded for `seq`, if dedup has processed it.
+pub fn verdict(store: &dyn StateStore, seq: Seq) -> Result<Option<Verdict>, StateError> {
+    let tree = store.tree(NAME, "verdicts")?;
+    tree.get(&seq.to_key())?
+        .map(|v| Verdict::decode(&v))
+        .transpose()
+}
+
+/// Reads verdicts for downstream consumers (opened once).
+#[derive(Clone)]
+pub struct Verdicts(Arc<dyn KvTree>);
+
+impl Verdicts {
+    /// Opens the verdict tree.
+    pub fn open(store: &dyn StateStore) -> Result<Verdicts, StateError> {
+        Ok(Verdicts(store.tree(NAME, "verdicts")?))
+    }
+
+    /// The verdict for `seq`, if dedup has processed it.
+    pub fn get(&self, seq: Seq) -> Result<Option<Verdict>, StateError> {
+        self.0
+            .get(&seq.to_key())?
+            .map(|v| Verdict::decode(&v))
+            .transpose()
+    }
+}
+
+/// The dedup consumer.
+pub struct Dedup {
+    keys: Arc<dyn KvTree>,
+    expiry: Arc<dyn KvTree>,
+    verdicts: Arc<dyn KvTree>,
+    ttl_micros: i64,
+}
+
+fn bias(t: i64) -> [u8; 8] {
+    // Flip the sign bit so that big-endian byte order is numeric order for negative times too.
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+impl Dedup {
+    /// Opens its trees in `store`.
+    pub fn new(store: &dyn StateStore, ttl_hours: u64) -> Result<Dedup, StateError> {
+        Ok(Dedup {
+            keys: store.tree(NAME, "keys")?,
+            expiry: store.tree(NAME, "expiry")?,
+            verdicts: store.tree(NAME, "verdicts")?,
+            ttl_micros: i64::try_from(ttl_hours.saturating_mul(3_600_000_000)).unwrap_or(i64::MAX),
+        })
+    }
+
+    fn keys_of(event: &Event) -> Vec<String> {
+        match crate::parse::parse(event) {
+            Ok(p) => p.dedup_keys,
+            // A record that does not parse still dedups against an identical retry; the
+            // consumers that need its content dead-letter it themselves.
+            Err(_) => vec![format!(
+                "body:unparsed:{}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&event.body))
+            )],
+        }
+    }
+
+    /// Decides and records the verdict of one record.
+    fn process(&self, event: &Event) -> Result<Verdict, StateError> {
+        let t = event.received_at.0;
+        let keys = Self::keys_of(event);
+        let mut verdict = Verdict::Original;
+        let mut stored = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let entry = self
+                .keys
+                .get(key.as_bytes())?
+                .map(|v| decode_entry(&v))
+                .transpose()?;
+            if let Some((first, expires)) = entry {
+                if first < event.seq.0 && t <= expires {
+                    // The earliest original wins when several keys match.
+                    verdict = match verdict {
+                        Verdict::Duplicate { of } if of <= first => verdict,
+                        _ => Verdict::Duplicate { of: first },
+                    };
+                }
+            }
+            stored.push(entry);
+        }
+        for (key, entry) in keys.iter().zip(stored) {
+            let claim = match entry {
+                None => true,
+                // Replaying this very record: keep its claim as it is.
+                Some((first, _)) if first >= event.seq.0 => first > event.seq.0,
+                // An expired claim is taken over by this record, a live one is kept.
+                Some((_, expires)) => t > expires,
+            };
+            if claim {
+                let expires = t.saturating_add(self.ttl_micros);
+                self.keys
+                    .insert(key.as_bytes(), &encode_entry(event.seq.0, expires))?;
+                let mut ix = bias(expires).to_vec();
+                ix.extend_from_slice(key.as_bytes());
+                self.expiry.insert(&ix, &[])?;
+            }
+        }
+        self.verdicts
+            .insert(&event.seq.to_key(), &verdict.encode())?;
+        if event.seq.0 % PRUNE_EVERY == 0 {
+            self.prune(t)?;
+        }
+        Ok(verdict)
+    }
+
+    /// Removes keys that expired before `now` (event time).
+    fn prune(&self, now: i64) -> Result<usize, StateError> {
+        let mut removed = 0;
+        loop {
+            let page = self.expiry.scan(&[], 512)?;
+            if page.is_empty() {
+                return Ok(removed);
+            }
+            for (ix, _) in &page {
+                let (exp_bytes, key) = ix.split_at(8.min(ix.len()));
+                let exp = (u64::from_be_bytes(exp_bytes.try_into().map_err(|_| corrupt("expiry"))?)
+                    ^ (1 << 63)) as i64;
+                if exp >= now {
+                    return Ok(removed);
+                }
+                // The key may have been claimed again since; only drop it if this is its
+                // current expiry.
+                if let Some(v) = self.keys.get(key)? {
+                    if decode_entry(&v)?.1 == exp {
+                        self.keys.remove(key)?;
+                        removed += 1;
+                    }
+                }
+                self.expiry.remove(ix)?;
+            }
+        }
+    }
+
+    /// Number of live keys (for tests and status).
+    pub fn key_count(&self) -> Result<usize, StateError> {
+        self.keys.len()
+    }
+}
+
+fn encode_entry(first: u64, expires: i64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&first.to_be_bytes());
+    v[8..].copy_from_slice(&expires.to_be_bytes());
+    v
+}
+
+fn decode_entry(v: &[u8]) -> Result<(u64, i64), StateError> {
+    let bytes: [u8; 16] = v.try_into().map_err(|_| corrupt("keys"))?;
+    let (a, b) = bytes.split_at(8);
+    Ok((
+        u64::from_be_bytes(a.try_into().map_err(|_| corrupt("keys"))?),
+        i64::from_be_bytes(b.try_into().map_err(|_| corrupt("keys"))?),
+    ))
+}
+
+impl Consumer for Dedup {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn reset(&mut self) -> Result<(), BatchError> {
+        self.keys.clear()?;
+        self.expiry.clear()?;
+        self.verdicts.clear()?;
+        Ok(())
+    }
+
+    async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+        for event in batch {
+            self.process(event)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,724 @@
+//! Consumers: independent projections of the log, each behind one small trait, all run by one
+//! shared driver.
+//!
+//! A consumer has a name, a durable cursor (stored with the log: the last sequence it has fully
+//! processed), optional upstreams, and its own state trees ([`state`]). The driver owns
+//! everything around the consumer's logic: reading batches after the cursor, never passing an
+//! upstream's cursor, saving the cursor **after** the effect (at-least-once), retrying transient
+//! failures with exponential backoff and full jitter, dead-lettering poison records (the cursor
+//! moves on, an alert fires), pause/resume, rewind, redrive, graceful shutdown and metrics.
+//!
+//! Invariants:
+//! - A consumer's cursor never exceeds the end of the log nor any upstream's cursor.
+//! - A batch is handled in sequence order; if the process dies before its cursor is saved the
+//!   batch is handled again, so [`Consumer::handle`] must be idempotent per record.
+//! - A poison record is never skipped silently: it is in the dead-letter list (tree
+//!   `dead_letters`, key = sequence big-endian, value = JSON [`DeadLetter`]) until redriven.
+//! - Consumers with derived state are rebuilt from the first record on a rewind
+//!   ([`RewindMode::Rebuild`]), which reproduces the same state because projections are pure
+//!   functions of the log.
+
+pub mod compliance;
+pub mod dedup;
+pub mod staleness;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::alerts::{Alert, Alerter, Severity};
+use crate::event::{Event, Micros, Seq};
+use crate::log::{Log, LogError};
+use crate::metrics::Metrics;
+use crate::state::{self, KvTree, StateError, StateStore};
+
+/// Why a batch failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Worth retrying the same batch (a network blip, a locked database): the driver backs off
+    /// and retries, the cursor stays.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Record `seq` can never be processed (it does not parse, it breaks an invariant). Every
+    /// record of the batch before it has been applied; the driver dead-letters `seq` and
+    /// continues after it.
+    #[error("record {seq} is poison: {error}")]
+    Poison {
+        /// The bad record.
+        seq: Seq,
+        /// Why.
+        error: String,
+    },
+}
+
+impl From<StateError> for BatchError {
+    fn from(e: StateError) -> Self {
+        BatchError::Transient(e.to_string())
+    }
+}
+
+/// What a rewind does to a consumer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RewindMode {
+    /// The consumer's state is derived from the whole log (dedup windows, the suppression
+    /// list): a rewind clears it and replays from the first record. The result is the same
+    /// state, recomputed.
+    Rebuild,
+    /// The consumer's effects are idempotent upserts: a rewind moves the cursor back only.
+    Replay,
+}
+
+/// One projection of the log.
+pub trait Consumer: Send + 'static {
+    /// Unique name; also the cursor's name.
+    fn name(&self) -> &'static str;
+    /// Consumers whose cursor this one must never pass.
+    fn upstreams(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// How a rewind treats this consumer.
+    fn rewind_mode(&self) -> RewindMode {
+        RewindMode::Rebuild
+    }
+    /// Clears derived state before a rebuild.
+    fn reset(&mut self) -> Result<(), BatchError>;
+    /// Applies a batch, in order. Must be idempotent per record.
+    fn handle(&mut self, batch: &[Event]) -> impl Future<Output = Result<(), BatchError>> + Send;
+}
+
+/// A dead-lettered record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The consumer that could not process it.
+    pub consumer: String,
+    /// The record.
+    pub seq: u64,
+    /// Why.
+    pub error: String,
+    /// When it was dead-lettered (RFC 3339).
+    pub at: String,
+    /// How many times it has been tried (1 + redrives).
+    pub attempts: u32,
+}
+
+/// A consumer's state as reported by status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Processing or waiting for new records.
+    Running,
+    /// Paused by an operator.
+    Paused,
+    /// Backing off after a transient failure.
+    Retrying,
+    /// Stopped (shutdown).
+    Stopped,
+}
+
+/// What status shows of one consumer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConsumerInfo {
+    /// Name.
+    pub name: String,
+    /// Upstream consumers.
+    pub upstreams: Vec<String>,
+    /// Current state.
+    pub state: RunState,
+    /// The last error, if the consumer has failed since it last succeeded.
+    pub last_error: Option<String>,
+}
+
+/// The outcome of a rewind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewindReport {
+    /// The consumer.
+    pub consumer: String,
+    /// Its cursor before.
+    pub from_cursor: u64,
+    /// Its cursor after (where replay starts).
+    pub to_cursor: u64,
+    /// Records that will be processed again.
+    pub replay: u64,
+    /// Whether state is rebuilt from the first record.
+    pub rebuild: bool,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+/// The outcome of a redrive.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedriveReport {
+    /// The consumer.
+    pub consumer: String,
+    /// Records that now succeeded and left the dead-letter list.
+    pub succeeded: Vec<u64>,
+    /// Records that failed again (still dead letters, error updated).
+    pub failed: Vec<u64>,
+}
+
+enum Control {
+    Rewind {
+        to: Seq,
+        dry_run: bool,
+        reply: oneshot::Sender<Result<RewindReport, String>>,
+    },
+    Redrive {
+        seq: Option<Seq>,
+        reply: oneshot::Sender<Result<RedriveReport, String>>,
+    },
+    Pause,
+    Resume,
+}
+
+struct Entry {
+    info: Arc<Mutex<ConsumerInfo>>,
+    control: mpsc::Sender<Control>,
+}
+
+/// The running consumers, shared with the admin API.
+#[derive(Default)]
+pub struct Registry {
+    consumers: Mutex<BTreeMap<String, Entry>>,
+    /// Fired whenever a cursor moves, so downstream consumers wake without polling.
+    wake: Notify,
+}
+
+/// Why an operator command could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No consumer of that name runs here.
+    #[error("no consumer named `{0}` (running: {1})")]
+    Unknown(String, String),
+    /// The consumer has stopped.
+    #[error("consumer `{0}` has stopped")]
+    Stopped(String),
+    /// The consumer refused or failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        // Entries are only inserted whole; a panic elsewhere cannot leave one half-written.
+        self.consumers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Names of the registered consumers.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Every consumer's info.
+    pub fn infos(&self) -> Vec<ConsumerInfo> {
+        self.lock()
+            .values()
+            .map(|e| e.info.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect()
+    }
+
+    fn sender(&self, name: &str) -> Result<mpsc::Sender<Control>, ControlError> {
+        let map = self.lock();
+        map.get(name).map(|e| e.control.clone()).ok_or_else(|| {
+            ControlError::Unknown(
+                name.to_owned(),
+                map.keys().cloned().collect::<Vec<_>>().join(", "),
+            )
+        })
+    }
+
+    /// Rewinds `name` so that records after `to` are processed again.
+    pub async fn rewind(
+        &self,
+        name: &str,
+        to: Seq,
+        dry_run: bool,
+    ) -> Result<RewindReport, ControlError> {
+        let tx = self.sender(name)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Control::Rewind { to, dry_run, reply })
+            .await
+            .map_err(|_| ControlError::Stopped(name.to_owned()))?;
+        rx.await
+            .map_err(|_| ControlError::Stopped(name.to_owned()))?
+            .map_err(ControlError::Failed)
+    }
+
+    /// Re-runs `name`'s dead letters (all, or one).
+    pub async fn redrive(
+        &self,
+        name: &str,
+        seq: Option<Seq>,
+    ) -> Result<RedriveReport, ControlError> {
+        let tx = self.sender(name)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Control::Redrive { seq, reply })
+            .await
+            .map_err(|_| ControlError::Stopped(name.to_owned()))?;
+        rx.await
+            .map_err(|_| ControlError::Stopped(name.to_owned()))?
+            .map_err(ControlError::Failed)
+    }
+
+    /// Pauses or resumes `name`.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), ControlError> {
+        let tx = self.sender(name)?;
+        tx.send(if paused {
+            Control::Pause
+        } else {
+            Control::Resume
+        })
+        .await
+        .map_err(|_| ControlError::Stopped(name.to_owned()))
+    }
+}
+
+/// The dead letters of one consumer.
+pub fn dead_letters(store: &dyn StateStore, consumer: &str) -> Result<Vec<DeadLetter>, StateError> {
+    let tree = store.tree(consumer, DEAD_LETTERS)?;
+    let mut out = Vec::new();
+    state::for_each(tree.as_ref(), &[], |_, v| {
+        out.push(decode_dead_letter(v)?);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+const DEAD_LETTERS: &str = "dead_letters";
+
+fn decode_dead_letter(v: &[u8]) -> Result<DeadLetter, StateError> {
+    serde_json::from_slice(v).map_err(|e| StateError::Corrupt {
+        tree: DEAD_LETTERS.into(),
+        message: e.to_string(),
+    })
+}
+
+/// How the driver paces itself.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// Most records per batch.
+    pub batch_size: usize,
+    /// First retry delay after a transient failure.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Consecutive transient failures before an alert.
+    pub alert_after_failures: u32,
+    /// Longest wait between checks for new records (wake-ups normally come sooner).
+    pub idle_poll: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            batch_size: 512,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            alert_after_failures: 5,
+            idle_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What every driver shares.
+#[derive(Clone)]
+pub struct DriverContext {
+    /// The log.
+    pub log: Arc<dyn Log>,
+    /// Consumer state.
+    pub store: Arc<dyn StateStore>,
+    /// Status and control.
+    pub registry: Arc<Registry>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Operator alerts.
+    pub alerter: Alerter,
+    /// Pacing.
+    pub config: DriverConfig,
+}
+
+/// Exponential backoff with full jitter: a random delay in `[0, min(max, base·2^n)]`.
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(20));
+    let cap = exp.min(max);
+    let millis = cap.as_millis().max(1) as u64;
+    Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
+}
+
+/// Registers `consumer` and returns the future that drives it until `shutdown` turns true.
+pub fn spawn_driver<C: Consumer>(
+    consumer: C,
+    ctx: DriverContext,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send {
+    let (tx, rx) = mpsc::channel(16);
+    let info = Arc::new(Mutex::new(ConsumerInfo {
+        name: consumer.name().to_owned(),
+        upstreams: consumer
+            .upstreams()
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        state: RunState::Running,
+        last_error: None,
+    }));
+    ctx.registry.lock().insert(
+        consumer.name().to_owned(),
+        Entry {
+            info: info.clone(),
+            control: tx,
+        },
+    );
+    Driver {
+        consumer,
+        ctx,
+        info,
+        control: rx,
+        shutdown,
+        paused: false,
+        failures: 0,
+    }
+    .run()
+}
+
+struct Driver<C: Consumer> {
+    consumer: C,
+    ctx: DriverContext,
+    info: Arc<Mutex<ConsumerInfo>>,
+    control: mpsc::Receiver<Control>,
+    shutdown: watch::Receiver<bool>,
+    paused: bool,
+    failures: u32,
+}
+
+enum Step {
+    Continue,
+    Wait,
+}
+
+impl<C: Consumer> Driver<C> {
+    fn set_info(&self, state: RunState, error: Option<Option<String>>) {
+        let mut info = self.info.lock().unwrap_or_else(|p| p.into_inner());
+        info.state = state;
+        if let Some(e) = error {
+            info.last_error = e;
+        }
+    }
+
+    async fn run(mut self) {
+        let name = self.consumer.name();
+        let mut last_seq = self.ctx.log.watch_last_seq();
+        let registry = self.ctx.registry.clone();
+        tracing::info!(consumer = name, "consumer started");
+        loop {
+            if *self.shutdown.borrow() {
+                break;
+            }
+            let step = if self.paused {
+                Step::Wait
+            } else {
+                match self.step().await {
+                    Ok(step) => step,
+                    Err(e) => {
+                        self.transient_failure(e.to_string()).await;
+                        Step::Continue
+                    }
+                }
+            };
+            if let Step::Wait = step {
+                let wake = registry.wake.notified();
+                tokio::select! {
+                    _ = last_seq.changed() => {}
+                    _ = wake => {}
+                    cmd = self.control.recv() => match cmd {
+                        Some(cmd) => self.apply(cmd).await,
+                        None => break,
+                    },
+                    _ = self.shutdown.changed() => {}
+                    _ = tokio::time::sleep(self.ctx.config.idle_poll) => {}
+                }
+            }
+            while let Ok(cmd) = self.control.try_recv() {
+                self.apply(cmd).await;
+            }
+        }
+        self.set_info(RunState::Stopped, None);
+        tracing::info!(consumer = name, "consumer stopped");
+    }
+
+    /// Handles one batch if there is one.
+    async fn step(&mut self) -> Result<Step, StepError> {
+        let name = self.consumer.name();
+        let log = self.ctx.log.clone();
+        let cursor = log.cursor(name)?;
+        let mut limit = log.stats()?.last_seq;
+        for up in self.consumer.upstreams() {
+            limit = limit.min(log.cursor(up)?.0);
+        }
+        let lag = log.stats()?.last_seq.saturating_sub(cursor.0);
+        self.ctx
+            .metrics
+            .consumer_cursor
+            .with_label_values(&[name])
+            .set(cursor.0 as i64);
+        self.ctx
+            .metrics
+            .consumer_lag
+            .with_label_values(&[name])
+            .set(lag as i64);
+        if cursor.0 >= limit {
+            return Ok(Step::Wait);
+        }
+        let want = (limit - cursor.0).min(self.ctx.config.batch_size as u64) as usize;
+        let batch = match log.read(cursor, want) {
+            Ok(b) => b,
+            Err(LogError::Corrupt { seq, source }) => {
+                // Never skipped silently: the undecodable record is dead-lettered and alerted.
+                self.dead_letter(seq, format!("the record cannot be decoded: {source}"))?;
+                log.store_cursor(name, seq)?;
+                return Ok(Step::Continue);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(last) = batch.last().map(|e| e.seq) else {
+            return Ok(Step::Wait);
+        };
+        match self.consumer.handle(&batch).await {
+            Ok(()) => {
+                log.store_cursor(name, last)?;
+                self.ctx
+                    .metrics
+                    .consumer_processed
+                    .with_label_values(&[name])
+                    .inc_by(batch.len() as u64);
+                if self.failures > 0 {
+                    tracing::info!(
+                        consumer = name,
+                        "recovered after {} failed attempts",
+                        self.failures
+                    );
+                }
+                self.failures = 0;
+                self.set_info(RunState::Running, Some(None));
+            }
+            Err(BatchError::Transient(e)) => self.transient_failure(e).await,
+            Err(BatchError::Poison { seq, error }) => {
+                let done = batch.iter().filter(|e| e.seq < seq).count() as u64;
+                self.ctx
+                    .metrics
+                    .consumer_processed
+                    .with_label_values(&[name])
+                    .inc_by(done);
+                self.dead_letter(seq, error)?;
+                log.store_cursor(name, seq)?;
+            }
+        }
+        self.ctx.registry.wake.notify_waiters();
+        Ok(Step::Continue)
+    }
+
+    fn dead_letter(&mut self, seq: Seq, error: String) -> Result<(), StateError> {
+        let name = self.consumer.name();
+        let tree = self.ctx.store.tree(name, DEAD_LETTERS)?;
+        let attempts = match tree.get(&seq.to_key())? {
+            Some(v) => decode_dead_letter(&v)?.attempts + 1,
+            None => 1,
+        };
+        let dl = DeadLetter {
+            consumer: name.to_owned(),
+            seq: seq.0,
+            error: error.clone(),
+            at: Micros::now().to_rfc3339(),
+            attempts,
+        };
+        let json = serde_json::to_vec(&dl).map_err(|e| StateError::Storage(e.to_string()))?;
+        tree.insert(&seq.to_key(), &json)?;
+        self.ctx
+            .metrics
+            .consumer_errors
+            .with_label_values(&[name, "poison"])
+            .inc();
+        self.ctx
+            .metrics
+            .consumer_dead_letters
+            .with_label_values(&[name])
+            .set(tree.len()? as i64);
+        self.set_info(
+            RunState::Running,
+            Some(Some(format!("record {seq} dead-lettered: {error}"))),
+        );
+        tracing::error!(consumer = name, seq = seq.0, %error, "record dead-lettered");
+        self.ctx.alerter.raise(Alert {
+            key: format!("dead_letter:{name}"),
+            severity: Severity::Warning,
+            title: format!("{name}: record {seq} dead-lettered"),
+            reason: error,
+            next_step: format!(
+                "inspect with `hooklog-replay show {seq}` and `hooklog-replay dead-letters`; after a fix, `hooklog-replay redrive {name}`"
+            ),
+        });
+        Ok(())
+    }
+
+    async fn transient_failure(&mut self, error: String) {
+        let name = self.consumer.name();
+        self.failures += 1;
+        self.ctx
+            .metrics
+            .consumer_errors
+            .with_label_values(&[name, "transient"])
+            .inc();
+        self.set_info(RunState::Retrying, Some(Some(error.clone())));
+        tracing::warn!(consumer = name, attempt = self.failures, %error, "batch failed; backing off");
+        if self.failures == self.ctx.config.alert_after_failures {
+            self.ctx.alerter.raise(Alert {
+                key: format!("consumer_failing:{name}"),
+                severity: Severity::Critical,
+                title: format!("{name} keeps failing"),
+                reason: format!("{} consecutive failures; last: {error}", self.failures),
+                next_step: format!("check `hooklog-replay status` and the daemon log for {name}"),
+            });
+        }
+        let delay = backoff(
+            self.ctx.config.backoff_base,
+            self.ctx.config.backoff_max,
+            self.failures - 1,
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.shutdown.changed() => {}
+        }
+    }
+
+    async fn apply(&mut self, cmd: Control) {
+        match cmd {
+            Control::Pause => {
+                self.paused = true;
+                self.set_info(RunState::Paused, None);
+            }
+            Control::Resume => {
+                self.paused = false;
+                self.set_info(RunState::Running, None);
+            }
+            Control::Rewind { to, dry_run, reply } => {
+                let _ = reply.send(self.rewind(to, dry_run).map_err(|e| e.to_string()));
+            }
+            Control::Redrive { seq, reply } => {
+                let r = self.redrive(seq).await.map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn rewind(&mut self, to: Seq, dry_run: bool) -> Result<RewindReport, StepError> {
+        let name = self.consumer.name();
+        let log = self.ctx.log.clone();
+        let from = log.cursor(name)?;
+        let stats = log.stats()?;
+        let rebuild = self.consumer.rewind_mode() == RewindMode::Rebuild;
+        let target = if rebuild {
+            Seq(stats.first_seq.saturating_sub(1))
+        } else {
+            to.min(from)
+        };
+        let report = RewindReport {
+            consumer: name.to_owned(),
+            from_cursor: from.0,
+            to_cursor: target.0,
+            replay: stats.last_seq.saturating_sub(target.0),
+            rebuild,
+            dry_run,
+        };
+        if !dry_run {
+            if rebuild {
+                self.consumer
+                    .reset()
+                    .map_err(|e| StepError(e.to_string()))?;
+            }
+            log.store_cursor(name, target)?;
+            tracing::info!(
+                consumer = name,
+                from = from.0,
+                to = target.0,
+                rebuild,
+                "rewound"
+            );
+            self.ctx.registry.wake.notify_waiters();
+        }
+        Ok(report)
+    }
+
+    async fn redrive(&mut self, only: Option<Seq>) -> Result<RedriveReport, StepError> {
+        let name = self.consumer.name();
+        let tree = self.ctx.store.tree(name, DEAD_LETTERS)?;
+        let letters = dead_letters(self.ctx.store.as_ref(), name)?;
+        let mut report = RedriveReport {
+            consumer: name.to_owned(),
+            ..RedriveReport::default()
+        };
+        for dl in letters
+            .into_iter()
+            .filter(|d| only.is_none_or(|s| s.0 == d.seq))
+        {
+            let seq = Seq(dl.seq);
+            let outcome = match self.ctx.log.get(seq) {
+                Ok(Some(event)) => self.consumer.handle(std::slice::from_ref(&event)).await,
+                Ok(None) => Err(BatchError::Poison {
+                    seq,
+                    error: "the record is no longer in the log".into(),
+                }),
+                Err(e) => Err(BatchError::Poison {
+                    seq,
+                    error: e.to_string(),
+                }),
+            };
+            match outcome {
+                Ok(()) => {
+                    tree.remove(&seq.to_key())?;
+                    report.succeeded.push(seq.0);
+                }
+                Err(BatchError::Poison { error, .. }) | Err(BatchError::Transient(error)) => {
+                    self.dead_letter(seq, error)?;
+                    report.failed.push(seq.0);
+                }
+            }
+        }
+        self.ctx
+            .metrics
+            .consumer_dead_letters
+            .with_label_values(&[name])
+            .set(tree.len()? as i64);
+        Ok(report)
+    }
+}
+
+/// A failure of the driver's own bookkeeping (log or state access): retried like a
+/// transient batch failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StepError(String);
+
+impl From<LogError> for StepError {
+    fn from(e: LogError) -> Self {
+        StepError(e.to_string())
+    }
+}
+
+impl From<StateError> for StepError {
+    fn from(e: StateError) -> Self {
+        StepError(e.to_string())
+    }
+}
+
+/// Tree handle helper for consumers: opens `name` and keeps it.
+pub fn open_tree(
+    store: &dyn StateStore,
+    consumer: &str,
+    name: &str,
+) -> Result<Arc<dyn KvTree>, StateError> {
+    store.tree(consumer, name)
+}
