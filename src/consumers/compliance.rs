@@ -295,3 +295,206 @@ impl Consumer for Compliance {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::consumers::dedup::Dedup;
+    use crate::consumers::testutil::{dump, event, from_fixture, quo_inbound, HOUR};
+    use crate::event::{Micros, Seq};
+    use crate::state::MemState;
+    use futures_util::FutureExt;
+
+    fn project(store: &MemState, events: &[Event]) -> Result<(), BatchError> {
+        let mut dedup = Dedup::new(store, 72).unwrap();
+        dedup.handle(events).now_or_never().unwrap()?;
+        let mut c = Compliance::new(store, Alerter::disabled()).unwrap();
+        c.handle(events).now_or_never().unwrap()
+    }
+
+    fn state_of(store: &MemState, number: &str) -> Option<String> {
+        list(store)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.number == number)
+            .map(|e| e.state)
+    }
+
+    const T0: i64 = 1_776_000_000_000_000;
+
+    #[test]
+    fn a_twilio_stop_suppresses_the_sender_on_every_line_with_its_evidence() {
+        let store = MemState::default();
+        project(
+            &store,
+            &[from_fixture("twilio/sms_inbound_stop.json", 1, T0)],
+        )
+        .unwrap();
+        let entries = list(&store).unwrap();
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert!(e.is_suppressed());
+        assert_eq!(
+            (e.seq, e.provider.as_str(), e.how.as_str()),
+            (1, "twilio", "opt_out_type")
+        );
+        assert_eq!(e.text, "STOP");
+        assert!(e.line.is_some());
+        assert!(is_suppressed(&store, &e.number).unwrap());
+    }
+
+    #[test]
+    fn free_text_opt_outs_suppress_and_only_an_exact_start_resubscribes() {
+        let store = MemState::default();
+        let n = "+15555550177";
+        let events = vec![
+            quo_inbound(1, T0, "EV1", "AC1", n, "Is 3pm ok?"),
+            quo_inbound(2, T0 + HOUR, "EV2", "AC2", n, "please stop texting me"),
+            quo_inbound(3, T0 + 2 * HOUR, "EV3", "AC3", n, "yes please"),
+        ];
+        project(&store, &events).unwrap();
+        assert_eq!(state_of(&store, n).as_deref(), Some("opted_out"));
+        assert!(
+            is_suppressed(&store, "(555) 555-0177").unwrap(),
+            "numbers are normalised"
+        );
+        project(
+            &store,
+            &[quo_inbound(4, T0 + 3 * HOUR, "EV4", "AC4", n, "START")],
+        )
+        .unwrap();
+        assert_eq!(state_of(&store, n).as_deref(), Some("resubscribed"));
+        assert!(!is_suppressed(&store, n).unwrap());
+    }
+
+    #[test]
+    fn a_duplicate_is_skipped_so_a_retried_stop_does_not_undo_a_later_start() {
+        let store = MemState::default();
+        let n = "+15555550178";
+        let stop = quo_inbound(1, T0, "EVs", "ACs", n, "STOP");
+        let start = quo_inbound(2, T0 + HOUR, "EVt", "ACt", n, "START");
+        let mut retried_stop = stop.clone();
+        retried_stop.seq = Seq(3);
+        retried_stop.received_at = Micros(T0 + 2 * HOUR);
+        project(&store, &[stop, start, retried_stop]).unwrap();
+        assert_eq!(state_of(&store, n).as_deref(), Some("resubscribed"));
+    }
+
+    #[test]
+    fn operator_changes_arrive_as_log_events() {
+        let store = MemState::default();
+        let add = event(
+            1,
+            T0,
+            Source::Internal,
+            ADMIN_ROUTE,
+            r#"{"action":"add","number":"5555550190","reason":"asked by phone"}"#,
+        );
+        project(&store, &[add]).unwrap();
+        let e = &list(&store).unwrap()[0];
+        assert_eq!(
+            (e.number.as_str(), e.state.as_str(), e.how.as_str()),
+            ("+15555550190", "opted_out", "admin")
+        );
+        let remove = event(
+            2,
+            T0 + 1,
+            Source::Internal,
+            ADMIN_ROUTE,
+            r#"{"action":"remove","number":"+15555550190"}"#,
+        );
+        project(&store, &[remove]).unwrap();
+        assert_eq!(
+            state_of(&store, "+15555550190").as_deref(),
+            Some("resubscribed")
+        );
+    }
+
+    #[test]
+    fn a_poison_record_is_reported_after_the_records_before_it_are_applied() {
+        let store = MemState::default();
+        let events = vec![
+            quo_inbound(1, T0, "EV1", "AC1", "+15555550181", "STOP"),
+            event(
+                2,
+                T0 + 1,
+                Source::OpenPhone,
+                "/webhook/openphone",
+                "{not json",
+            ),
+            quo_inbound(3, T0 + 2, "EV3", "AC3", "+15555550182", "STOP"),
+        ];
+        let err = project(&store, &events).unwrap_err();
+        assert!(
+            matches!(err, BatchError::Poison { seq: Seq(2), .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            state_of(&store, "+15555550181").as_deref(),
+            Some("opted_out")
+        );
+        assert_eq!(
+            state_of(&store, "+15555550182"),
+            None,
+            "nothing after the poison record yet"
+        );
+    }
+
+    #[test]
+    fn a_rebuild_from_zero_gives_the_same_suppression_list() {
+        let store = MemState::default();
+        let texts = [
+            "STOP",
+            "hello",
+            "remove me",
+            "START",
+            "not interested",
+            "stop by tomorrow?",
+            "Unsubscribe",
+            "yes",
+        ];
+        let events: Vec<Event> = (1..=200u64)
+            .map(|s| {
+                let n = format!("+1555555{:04}", s % 17);
+                quo_inbound(
+                    s,
+                    T0 + s as i64 * 1000,
+                    &format!("EV{s}"),
+                    &format!("AC{s}"),
+                    &n,
+                    texts[s as usize % texts.len()],
+                )
+            })
+            .collect();
+        project(&store, &events).unwrap();
+        let before = dump(&store, NAME, &["suppression"]);
+        assert!(!before.is_empty());
+        let mut c = Compliance::new(&store, Alerter::disabled()).unwrap();
+        c.reset().unwrap();
+        c.handle(&events).now_or_never().unwrap().unwrap();
+        assert_eq!(dump(&store, NAME, &["suppression"]), before);
+    }
+
+    #[test]
+    fn e164_normalisation() {
+        assert_eq!(
+            normalize_e164("+1 (555) 555-0123").as_deref(),
+            Some("+15555550123")
+        );
+        assert_eq!(
+            normalize_e164("5555550123").as_deref(),
+            Some("+15555550123")
+        );
+        assert_eq!(
+            normalize_e164("15555550123").as_deref(),
+            Some("+15555550123")
+        );
+        assert_eq!(
+            normalize_e164("+447700900123").as_deref(),
+            Some("+447700900123")
+        );
+        assert_eq!(normalize_e164("USu5AsEHuQ"), None);
+        assert_eq!(normalize_e164("123"), None);
+    }
+}

@@ -265,3 +265,199 @@ impl Consumer for Dedup {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::consumers::testutil::{dump, event, from_fixture, quo_inbound, HOUR};
+    use crate::event::{Micros, Source};
+    use crate::state::MemState;
+
+    fn run(dedup: &mut Dedup, events: &[Event]) {
+        futures_util::FutureExt::now_or_never(dedup.handle(events))
+            .expect("dedup never waits")
+            .unwrap();
+    }
+
+    fn verdicts(store: &MemState, n: u64) -> Vec<Verdict> {
+        (1..=n)
+            .map(|s| verdict(store, Seq(s)).unwrap().unwrap())
+            .collect()
+    }
+
+    const TREES: &[&str] = &["keys", "expiry", "verdicts"];
+
+    #[test]
+    fn retries_backfill_twins_and_redeliveries_are_duplicates_and_a_second_contact_update_is_not() {
+        let store = MemState::default();
+        let mut dedup = Dedup::new(&store, 72).unwrap();
+        let t0 = 1_776_000_000_000_000;
+        let original = from_fixture("openphone/legacy_message_received_v4.json", 1, t0);
+        // A provider retry: same envelope, new signature header, minutes later.
+        let mut retry = original.clone();
+        retry.seq = Seq(2);
+        retry.received_at = Micros(t0 + 5 * 60_000_000);
+        retry.headers = vec![("openphone-signature".into(), "hmac;1;1;x".into())];
+        // The same message fetched by a backfill a day later.
+        let resource = serde_json::json!({
+            "id": "AC165e913969111f4e9211018fb2e56a9c", "from": "+15555550123", "to": ["+15555550100"],
+            "direction": "incoming", "text": "Is 3pm ok for the walkthrough?", "status": "received",
+            "createdAt": "2026-04-14T16:02:11.420Z", "phoneNumberId": "PNtoDbDhuz"
+        });
+        let backfill = event(
+            3,
+            t0 + 24 * HOUR,
+            Source::BackfillOpenPhone,
+            "/v1/messages/AC165e913969111f4e9211018fb2e56a9c",
+            &resource.to_string(),
+        );
+        // A redelivery after a crash of the sender side: the same Twilio request again.
+        let sms = from_fixture("twilio/sms_inbound.json", 4, t0 + HOUR);
+        let mut sms_again = sms.clone();
+        sms_again.seq = Seq(5);
+        // Two updates of one contact: different envelopes, same contact.
+        let update1 = from_fixture("openphone/legacy_contact_updated.json", 6, t0 + 2 * HOUR);
+        let body = String::from_utf8(update1.body.clone())
+            .unwrap()
+            .replace(
+                "EV0638d4bcf6c57383acb27a4fb006c9b3",
+                "EV99999999999999999999999999999999",
+            )
+            .replace("Maple & Oak Realty", "Birch Realty");
+        let update2 = event(
+            7,
+            t0 + 3 * HOUR,
+            Source::OpenPhone,
+            "/webhook/openphone",
+            &body,
+        );
+
+        run(
+            &mut dedup,
+            &[original, retry, backfill, sms, sms_again, update1, update2],
+        );
+        assert_eq!(
+            verdicts(&store, 7),
+            vec![
+                Verdict::Original,
+                Verdict::Duplicate { of: 1 },
+                Verdict::Duplicate { of: 1 },
+                Verdict::Original,
+                Verdict::Duplicate { of: 4 },
+                Verdict::Original,
+                Verdict::Original,
+            ]
+        );
+    }
+
+    #[test]
+    fn an_event_older_than_the_window_is_not_matched_and_expired_keys_are_pruned() {
+        let store = MemState::default();
+        let mut dedup = Dedup::new(&store, 72).unwrap();
+        let t0 = 1_776_000_000_000_000;
+        let first = quo_inbound(1, t0, "EVa", "ACa", "+15555550123", "hi");
+        let late = quo_inbound(2, t0 + 73 * HOUR, "EVa", "ACa", "+15555550123", "hi");
+        let within = quo_inbound(3, t0 + 74 * HOUR, "EVa", "ACa", "+15555550123", "hi");
+        run(&mut dedup, &[first, late, within]);
+        assert_eq!(
+            verdicts(&store, 3),
+            vec![
+                Verdict::Original,
+                Verdict::Original,
+                Verdict::Duplicate { of: 2 }
+            ]
+        );
+        // Fill the window with other traffic far in the future: the old keys are pruned.
+        let later: Vec<Event> = (4..=512)
+            .map(|s| {
+                quo_inbound(
+                    s,
+                    t0 + 200 * HOUR + s as i64,
+                    &format!("EV{s}"),
+                    &format!("AC{s}"),
+                    "+15555550123",
+                    "x",
+                )
+            })
+            .collect();
+        run(&mut dedup, &later);
+        assert!(store
+            .tree(NAME, "keys")
+            .unwrap()
+            .get(b"openphone:evt:EVa")
+            .unwrap()
+            .is_none());
+        assert!(
+            dedup.key_count().unwrap() <= 2 * 509,
+            "only the live window is kept"
+        );
+    }
+
+    #[test]
+    fn handling_a_batch_twice_after_a_crash_gives_the_same_verdicts() {
+        let store = MemState::default();
+        let mut dedup = Dedup::new(&store, 72).unwrap();
+        let t0 = 1_776_000_000_000_000;
+        let batch: Vec<Event> = (1..=40)
+            .map(|s| {
+                quo_inbound(
+                    s,
+                    t0 + s as i64 * 1000,
+                    &format!("EV{}", s % 13),
+                    &format!("AC{}", s % 13),
+                    "+15555550123",
+                    "x",
+                )
+            })
+            .collect();
+        run(&mut dedup, &batch);
+        let first = dump(&store, NAME, TREES);
+        // The cursor was never saved: the driver hands the same batch again.
+        run(&mut dedup, &batch);
+        assert_eq!(dump(&store, NAME, TREES), first);
+    }
+
+    #[test]
+    fn a_rebuild_from_zero_reproduces_the_whole_state() {
+        let store = MemState::default();
+        let mut dedup = Dedup::new(&store, 1).unwrap();
+        let t0 = 1_776_000_000_000_000;
+        let events: Vec<Event> = (1..=700)
+            .map(|s| {
+                quo_inbound(
+                    s,
+                    t0 + s as i64 * 20_000_000,
+                    &format!("EV{}", s % 97),
+                    &format!("AC{}", s % 89),
+                    "+15555550123",
+                    "x",
+                )
+            })
+            .collect();
+        for chunk in events.chunks(64) {
+            run(&mut dedup, chunk);
+        }
+        let before = dump(&store, NAME, TREES);
+        dedup.reset().unwrap();
+        assert!(dump(&store, NAME, TREES).is_empty());
+        for chunk in events.chunks(100) {
+            run(&mut dedup, chunk);
+        }
+        assert_eq!(dump(&store, NAME, TREES), before);
+    }
+
+    #[test]
+    fn an_unparseable_record_still_dedups_against_an_identical_copy() {
+        let store = MemState::default();
+        let mut dedup = Dedup::new(&store, 72).unwrap();
+        let a = event(1, 0, Source::OpenPhone, "/webhook/quo", "not json");
+        let mut b = a.clone();
+        b.seq = Seq(2);
+        run(&mut dedup, &[a, b]);
+        assert_eq!(
+            verdicts(&store, 2),
+            vec![Verdict::Original, Verdict::Duplicate { of: 1 }]
+        );
+    }
+}

@@ -21,6 +21,8 @@
 pub mod compliance;
 pub mod dedup;
 pub mod staleness;
+#[cfg(test)]
+mod testutil;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -721,4 +723,270 @@ pub fn open_tree(
     name: &str,
 ) -> Result<Arc<dyn KvTree>, StateError> {
     store.tree(consumer, name)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::event::{Source, Verification, Verified};
+    use crate::log::sled::{SledLog, SledOptions};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    /// Records what it saw; poisons bodies saying "poison" until healed; fails transiently
+    /// `flaky` times first.
+    struct Probe {
+        name: &'static str,
+        ups: &'static [&'static str],
+        seen: Arc<Mutex<Vec<u64>>>,
+        healed: Arc<AtomicBool>,
+        flaky: Arc<AtomicU32>,
+    }
+
+    impl Consumer for Probe {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn upstreams(&self) -> &'static [&'static str] {
+            self.ups
+        }
+        fn reset(&mut self) -> Result<(), BatchError> {
+            self.seen.lock().unwrap().clear();
+            Ok(())
+        }
+        async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+            if self.flaky.load(Ordering::SeqCst) > 0 {
+                self.flaky.fetch_sub(1, Ordering::SeqCst);
+                return Err(BatchError::Transient("the database blinked".into()));
+            }
+            for e in batch {
+                if e.body == b"poison" && !self.healed.load(Ordering::SeqCst) {
+                    return Err(BatchError::Poison {
+                        seq: e.seq,
+                        error: "cannot read it".into(),
+                    });
+                }
+                self.seen.lock().unwrap().push(e.seq.0);
+            }
+            Ok(())
+        }
+    }
+
+    fn probe(
+        name: &'static str,
+        ups: &'static [&'static str],
+    ) -> (Probe, Arc<Mutex<Vec<u64>>>, Arc<AtomicBool>, Arc<AtomicU32>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let healed = Arc::new(AtomicBool::new(false));
+        let flaky = Arc::new(AtomicU32::new(0));
+        (
+            Probe {
+                name,
+                ups,
+                seen: seen.clone(),
+                healed: healed.clone(),
+                flaky: flaky.clone(),
+            },
+            seen,
+            healed,
+            flaky,
+        )
+    }
+
+    fn setup(dir: &std::path::Path) -> (Arc<dyn Log>, DriverContext) {
+        let log: Arc<dyn Log> =
+            Arc::new(SledLog::open(dir, &SledOptions::default(), Metrics::new()).unwrap());
+        let ctx = DriverContext {
+            log: log.clone(),
+            store: log.state(),
+            registry: Arc::new(Registry::default()),
+            metrics: Metrics::new(),
+            alerter: Alerter::disabled(),
+            config: DriverConfig {
+                batch_size: 2,
+                backoff_base: Duration::from_millis(5),
+                backoff_max: Duration::from_millis(20),
+                alert_after_failures: 2,
+                idle_poll: Duration::from_millis(20),
+            },
+        };
+        (log, ctx)
+    }
+
+    async fn append(log: &Arc<dyn Log>, body: &str) {
+        let v = Verified::new(
+            Micros::now(),
+            Source::Internal,
+            "/t".into(),
+            vec![],
+            body.as_bytes().to_vec(),
+            Verification::Internal,
+        );
+        log.append(v).await.unwrap();
+    }
+
+    async fn until(mut f: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not reached in 5 s");
+    }
+
+    #[tokio::test]
+    async fn a_poison_record_is_dead_lettered_the_consumer_keeps_going_and_redrive_reruns_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path());
+        for body in ["a", "b", "poison", "d", "e"] {
+            append(&log, body).await;
+        }
+        let (p, seen, healed, _) = probe("probe", &[]);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(spawn_driver(p, ctx.clone(), rx));
+        until(|| log.cursor("probe").unwrap() == Seq(5)).await;
+        assert_eq!(*seen.lock().unwrap(), vec![1, 2, 4, 5]);
+        let dls = dead_letters(ctx.store.as_ref(), "probe").unwrap();
+        assert_eq!((dls.len(), dls[0].seq, dls[0].attempts), (1, 3, 1));
+        assert_eq!(
+            ctx.metrics
+                .consumer_dead_letters
+                .with_label_values(&["probe"])
+                .get(),
+            1
+        );
+
+        let still = ctx.registry.redrive("probe", None).await.unwrap();
+        assert_eq!(still.failed, vec![3]);
+        assert_eq!(
+            dead_letters(ctx.store.as_ref(), "probe").unwrap()[0].attempts,
+            2
+        );
+
+        healed.store(true, Ordering::SeqCst);
+        let fixed = ctx.registry.redrive("probe", None).await.unwrap();
+        assert_eq!(fixed.succeeded, vec![3]);
+        assert!(dead_letters(ctx.store.as_ref(), "probe")
+            .unwrap()
+            .is_empty());
+        assert!(seen.lock().unwrap().contains(&3));
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_with_backoff_and_the_cursor_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path());
+        append(&log, "a").await;
+        let (p, seen, _, flaky) = probe("probe", &[]);
+        flaky.store(3, Ordering::SeqCst);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(spawn_driver(p, ctx.clone(), rx));
+        until(|| log.cursor("probe").unwrap() == Seq(1)).await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![1],
+            "processed once, after the failures"
+        );
+        assert_eq!(
+            ctx.metrics
+                .consumer_errors
+                .with_label_values(&["probe", "transient"])
+                .get(),
+            3
+        );
+        assert_eq!(
+            ctx.registry.infos()[0].last_error,
+            None,
+            "cleared by the success"
+        );
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_consumer_never_passes_its_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path());
+        let (up, _, _, _) = probe("up", &[]);
+        let (down, down_seen, _, _) = probe("down", &["up"]);
+        let (stop, rx) = watch::channel(false);
+        let t1 = tokio::spawn(spawn_driver(up, ctx.clone(), rx.clone()));
+        let t2 = tokio::spawn(spawn_driver(down, ctx.clone(), rx));
+        for body in ["a", "b", "c"] {
+            append(&log, body).await;
+        }
+        until(|| log.cursor("down").unwrap() == Seq(3)).await;
+        ctx.registry.set_paused("up", true).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for body in ["d", "e", "f"] {
+            append(&log, body).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(log.cursor("up").unwrap(), Seq(3), "paused");
+        assert_eq!(
+            log.cursor("down").unwrap(),
+            Seq(3),
+            "held back by its upstream"
+        );
+        ctx.registry.set_paused("up", false).await.unwrap();
+        until(|| log.cursor("down").unwrap() == Seq(6)).await;
+        assert_eq!(*down_seen.lock().unwrap(), vec![1, 2, 3, 4, 5, 6]);
+        stop.send(true).unwrap();
+        t1.await.unwrap();
+        t2.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_rewind_rebuilds_from_the_first_record_and_a_dry_run_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path());
+        for body in ["a", "b", "c", "d"] {
+            append(&log, body).await;
+        }
+        let (p, seen, _, _) = probe("probe", &[]);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(spawn_driver(p, ctx.clone(), rx));
+        until(|| log.cursor("probe").unwrap() == Seq(4)).await;
+        let dry = ctx.registry.rewind("probe", Seq(2), true).await.unwrap();
+        assert_eq!(
+            (
+                dry.from_cursor,
+                dry.to_cursor,
+                dry.replay,
+                dry.rebuild,
+                dry.dry_run
+            ),
+            (4, 0, 4, true, true)
+        );
+        assert_eq!(log.cursor("probe").unwrap(), Seq(4));
+        ctx.registry.rewind("probe", Seq(2), false).await.unwrap();
+        until(|| seen.lock().unwrap().len() == 4 && log.cursor("probe").unwrap() == Seq(4)).await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![1, 2, 3, 4],
+            "state was reset, then rebuilt"
+        );
+        let err = ctx.registry.rewind("nope", Seq(0), true).await.unwrap_err();
+        assert!(err.to_string().contains("probe"), "{err}");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_full_jitter_and_a_cap() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(3);
+        for attempt in 0..10 {
+            let cap = (base * 2u32.pow(attempt)).min(max);
+            for _ in 0..50 {
+                assert!(backoff(base, max, attempt) <= cap);
+            }
+        }
+        let spread: std::collections::BTreeSet<_> =
+            (0..50).map(|_| backoff(base, max, 5)).collect();
+        assert!(spread.len() > 10, "jittered");
+    }
 }
