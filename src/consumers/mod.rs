@@ -772,6 +772,7 @@ mod tests {
         }
     }
 
+    #[allow(clippy::type_complexity)]
     fn probe(
         name: &'static str,
         ups: &'static [&'static str],
