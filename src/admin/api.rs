@@ -53,6 +53,10 @@ pub struct EventJson {
     pub body_encoding: String,
     /// How it was verified.
     pub verified: String,
+    /// The dedup consumer's verdict (`{"verdict":"original"}` or
+    /// `{"verdict":"duplicate","of":SEQ}`), once it has processed the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<serde_json::Value>,
 }
 
 impl EventJson {
@@ -74,6 +78,7 @@ impl EventJson {
             body,
             body_encoding: body_encoding.to_owned(),
             verified: ev.verification.label(),
+            dedup: None,
         }
     }
 

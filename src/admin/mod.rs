@@ -163,12 +163,13 @@ impl Admin {
                 let (after, limit) = page_params(req.query.as_deref())?;
                 let events = self.log.read(Seq(after), limit)?;
                 let next_after = events.last().map(|e| e.seq.0).unwrap_or(after);
+                let events = events
+                    .iter()
+                    .map(|e| self.event_json(e))
+                    .collect::<Result<_, _>>()?;
                 Ok(http::json(
                     StatusCode::OK,
-                    &EventPage {
-                        events: events.iter().map(EventJson::from_event).collect(),
-                        next_after,
-                    },
+                    &EventPage { events, next_after },
                 ))
             }
             ["admin", "events", seq] => {
@@ -177,7 +178,7 @@ impl Admin {
                     ApiError::BadRequest(format!("`{seq}` is not a sequence number"))
                 })?;
                 let ev = self.log.get(Seq(seq))?.ok_or(ApiError::NotFound)?;
-                Ok(http::json(StatusCode::OK, &EventJson::from_event(&ev)))
+                Ok(http::json(StatusCode::OK, &self.event_json(&ev)?))
             }
             ["admin", "consumers", name, action] => {
                 method(&req.method, Method::POST)?;
@@ -241,10 +242,12 @@ impl Admin {
             }
             ["admin", "optouts", number] => {
                 method(&req.method, Method::DELETE)?;
-                let number = form_urlencoded::parse(format!("n={number}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default();
+                // A path segment: `%XX` is decoded but `+` is a plus sign, not a space.
+                let number =
+                    form_urlencoded::parse(format!("n={}", number.replace('+', "%2B")).as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default();
                 let seq = self.optout_change("remove", &number, None).await?;
                 Ok(http::json(StatusCode::ACCEPTED, &Appended { seq }))
             }
@@ -298,6 +301,14 @@ impl Admin {
             }
             _ => Err(ApiError::NotFound),
         }
+    }
+
+    fn event_json(&self, ev: &crate::event::Event) -> Result<EventJson, ApiError> {
+        let mut json = EventJson::from_event(ev);
+        let verdict =
+            consumers::dedup::verdict(self.log.state().as_ref(), ev.seq).map_err(state_err)?;
+        json.dedup = verdict.and_then(|v| serde_json::to_value(v).ok());
+        Ok(json)
     }
 
     /// Appends an operator's change to the suppression list; the compliance consumer applies it.

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin;
+mod consumers;
 mod crash;
 mod edge;
 mod fixtures;
