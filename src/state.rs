@@ -80,16 +80,21 @@ pub fn for_each(
     }
 }
 
-/// The sled implementation: trees in the log's own database.
+/// The sled implementation: trees in the log's own database. Handles are shared, so that a
+/// tree cleared by its owner is seen cleared by every reader.
 #[derive(Clone)]
 pub struct SledState {
     db: sled::Db,
+    trees: Arc<Mutex<BTreeMap<String, Arc<SledTree>>>>,
 }
 
 impl SledState {
     /// State stored in `db`.
     pub fn new(db: sled::Db) -> SledState {
-        SledState { db }
+        SledState {
+            db,
+            trees: Arc::default(),
+        }
     }
 }
 
@@ -97,40 +102,63 @@ fn storage(e: sled::Error) -> StateError {
     StateError::Storage(e.to_string())
 }
 
-struct SledTree(sled::Tree);
+/// A sled tree that can be cleared by dropping and recreating it: far cheaper than deleting
+/// every key when a rebuild throws away hundreds of thousands of them.
+struct SledTree {
+    db: sled::Db,
+    name: String,
+    tree: std::sync::RwLock<sled::Tree>,
+}
+
+impl SledTree {
+    fn tree(&self) -> sled::Tree {
+        // The lock guards a handle swap only; a panic cannot leave it half-swapped.
+        self.tree.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
 
 impl KvTree for SledTree {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(self.0.get(key).map_err(storage)?.map(|v| v.to_vec()))
+        Ok(self.tree().get(key).map_err(storage)?.map(|v| v.to_vec()))
     }
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        self.0.insert(key, value).map_err(storage).map(|_| ())
+        self.tree().insert(key, value).map_err(storage).map(|_| ())
     }
     fn remove(&self, key: &[u8]) -> Result<(), StateError> {
-        self.0.remove(key).map_err(storage).map(|_| ())
+        self.tree().remove(key).map_err(storage).map(|_| ())
     }
     fn scan(&self, from: &[u8], limit: usize) -> Result<Vec<Entry>, StateError> {
-        self.0
+        self.tree()
             .range(from..)
             .take(limit)
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(storage))
             .collect()
     }
     fn len(&self) -> Result<usize, StateError> {
-        Ok(self.0.len())
+        Ok(self.tree().len())
     }
     fn clear(&self) -> Result<(), StateError> {
-        self.0.clear().map_err(storage)
+        let mut guard = self.tree.write().unwrap_or_else(|p| p.into_inner());
+        self.db.drop_tree(self.name.as_bytes()).map_err(storage)?;
+        *guard = self.db.open_tree(self.name.as_bytes()).map_err(storage)?;
+        Ok(())
     }
 }
 
 impl StateStore for SledState {
     fn tree(&self, consumer: &str, name: &str) -> Result<Arc<dyn KvTree>, StateError> {
-        let tree = self
-            .db
-            .open_tree(format!("consumer/{consumer}/{name}"))
-            .map_err(storage)?;
-        Ok(Arc::new(SledTree(tree)))
+        let name = format!("consumer/{consumer}/{name}");
+        let mut trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = trees.get(&name) {
+            return Ok(t.clone());
+        }
+        let tree = Arc::new(SledTree {
+            db: self.db.clone(),
+            name: name.clone(),
+            tree: std::sync::RwLock::new(self.db.open_tree(name.as_bytes()).map_err(storage)?),
+        });
+        trees.insert(name, tree.clone());
+        Ok(tree)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// Gap-recovery CLI for hooklog: reads the log through the daemon's admin API, or the data
 /// directory directly while the daemon is stopped.
@@ -54,12 +54,44 @@ pub struct GlobalArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Log bounds and size, and each consumer's cursor, lag, state and dead letters.
+    /// Log bounds and size, and each consumer's cursor, lag, state, dead letters and last
+    /// error.
     Status,
     /// Print events after a sequence number, optionally following new ones.
     Tail(TailArgs),
     /// Print one event in full: metadata, headers and the decoded body.
     Show(ShowArgs),
+    /// Make a consumer process records again (needs the running daemon).
+    ///
+    /// Consumers with derived state (dedup, compliance) are rebuilt from the first record
+    /// whatever the target: their state is cleared and recomputed, which gives the same
+    /// result. The others (staleness) move their cursor back to the target only (never
+    /// forward). The daemon's consumer drivers apply cursors, so a rewind cannot be done on a
+    /// stopped data directory. `--json` prints the daemon's report.
+    #[command(group(ArgGroup::new("target").required(true).args(["to_seq", "since"])))]
+    Rewind(RewindArgs),
+    /// List records consumers could not process (dead letters), by consumer and sequence.
+    ///
+    /// Errors are cut to fit $COLUMNS (default 100) in the table; --json has them in full.
+    /// Works with the daemon stopped too (reads the data directory).
+    #[command(name = "dead-letters")]
+    DeadLetters(DeadLettersArgs),
+    /// Run dead letters through their consumer again (needs the running daemon).
+    ///
+    /// Records that now succeed leave the dead-letter list; the others stay, with their error
+    /// and attempt count updated. Exits 0 either way: read the report.
+    Redrive(RedriveArgs),
+    /// List the suppression list: numbers that opted out (or resubscribed), with evidence.
+    ///
+    /// Works with the daemon stopped too (reads the data directory).
+    Optouts,
+    /// Pause a consumer (needs the running daemon).
+    ///
+    /// It finishes the batch in hand, then stops reading until `resume`; its lag grows
+    /// meanwhile. Not remembered across a daemon restart.
+    Pause(ConsumerArg),
+    /// Resume a paused consumer (needs the running daemon).
+    Resume(ConsumerArg),
 }
 
 /// `tail`.
@@ -85,6 +117,71 @@ pub struct ShowArgs {
     pub seq: u64,
 }
 
+/// `rewind`. Exactly one of `--to-seq` and `--since` is required.
+#[derive(Debug, Args)]
+pub struct RewindArgs {
+    /// The consumer (as listed by `status`).
+    pub consumer: String,
+
+    /// Process the records after sequence N again (0: all of them).
+    #[arg(long, value_name = "N")]
+    pub to_seq: Option<u64>,
+
+    /// Process the records received at or after DATE again: YYYY-MM-DD (midnight UTC) or
+    /// RFC 3339 (2026-01-01T12:00:00+02:00).
+    #[arg(long, value_name = "DATE", value_parser = parse_since)]
+    pub since: Option<String>,
+
+    /// Report what would happen without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Re-send irreversible effects too. Passed to the daemon, which ignores it at this
+    /// stage: no consumer sends anything yet.
+    #[arg(long)]
+    pub redeliver: bool,
+}
+
+/// `--since`: a date (midnight UTC) or an RFC 3339 time, sent to the daemon as RFC 3339.
+fn parse_since(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(format!("{day}T00:00:00Z"));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| {
+            format!("expected YYYY-MM-DD (midnight UTC) or RFC 3339 (2026-01-01T12:00:00Z): {e}")
+        })
+}
+
+/// `dead-letters`.
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    /// Only this consumer's.
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
+}
+
+/// `redrive`.
+#[derive(Debug, Args)]
+pub struct RedriveArgs {
+    /// Only this consumer's dead letters [default: every consumer's].
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
+
+    /// Only the dead letter of this record [default: all of them].
+    #[arg(long, value_name = "N")]
+    pub seq: Option<u64>,
+}
+
+/// `pause`, `resume`.
+#[derive(Debug, Args)]
+pub struct ConsumerArg {
+    /// The consumer (as listed by `status`).
+    pub consumer: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +190,37 @@ mod tests {
     #[test]
     fn the_command_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn since_takes_a_date_as_midnight_utc_or_an_rfc3339_time() {
+        assert_eq!(
+            parse_since("2026-01-01").as_deref(),
+            Ok("2026-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_since("2026-01-01T12:30:00+02:00").as_deref(),
+            Ok("2026-01-01T12:30:00+02:00")
+        );
+        assert!(parse_since("2026-13-01").is_err());
+        assert!(parse_since("yesterday").is_err());
+    }
+
+    #[test]
+    fn rewind_needs_exactly_one_target() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|_| ());
+        assert!(parse(&["r", "rewind", "dedup", "--to-seq", "0"]).is_ok());
+        assert!(parse(&["r", "rewind", "dedup", "--since", "2026-01-01"]).is_ok());
+        assert!(parse(&["r", "rewind", "dedup"]).is_err());
+        assert!(parse(&[
+            "r",
+            "rewind",
+            "dedup",
+            "--to-seq",
+            "0",
+            "--since",
+            "2026-01-01"
+        ])
+        .is_err());
     }
 }

@@ -7,7 +7,9 @@
 //! - [`context`]: configuration, admin URL, token, and the choice of [`backend`]: the
 //!   daemon's admin API, or the data directory directly when the daemon is stopped.
 //! - [`backend`]: the small [`backend::Backend`] trait and its two implementations.
-//! - One module per subcommand: [`status`], [`tail`], [`show`].
+//! - One module per read command: [`status`], [`tail`], [`show`], [`dead_letters`],
+//!   [`optouts`]; and [`control`] for the commands only the running daemon can carry out
+//!   (`rewind`, `redrive`, `pause`, `resume`).
 //! - [`output`] (stdout that ends quietly when the reader goes away, tables, previews),
 //!   [`signals`] (SIGINT/SIGTERM while following).
 //!
@@ -17,6 +19,9 @@
 mod backend;
 mod cli;
 mod context;
+mod control;
+mod dead_letters;
+mod optouts;
 mod output;
 mod show;
 mod signals;
@@ -48,5 +53,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => status::run(&ctx),
         Command::Tail(args) => tail::run(&ctx, args),
         Command::Show(args) => show::run(&ctx, args),
+        Command::Rewind(args) => control::rewind(&ctx, args),
+        Command::DeadLetters(args) => dead_letters::run(&ctx, args),
+        Command::Redrive(args) => control::redrive(&ctx, args),
+        Command::Optouts => optouts::run(&ctx),
+        Command::Pause(args) => control::set_paused(&ctx, args, true),
+        Command::Resume(args) => control::set_paused(&ctx, args, false),
     }
 }

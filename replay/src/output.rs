@@ -137,6 +137,59 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Columns a table may take: `$COLUMNS` when the shell exports it, else 100.
+pub fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&c| c >= 40)
+        .unwrap_or(100)
+}
+
+/// The narrowest the last column of [`fit_last_column`] gets, however wide the others are.
+const MIN_LAST_COLUMN: usize = 24;
+
+/// Cuts the last cell of each row (raw text, escaped here) so that the table fits in `width`
+/// columns; the other cells must be final. Used for free text (errors, messages) at the end
+/// of a row.
+pub fn fit_last_column(headers: &[&str], rows: &mut [Vec<String>], width: usize) {
+    let n = headers.len();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows.iter() {
+        for (w, cell) in widths.iter_mut().zip(row).take(n.saturating_sub(1)) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let used: usize = widths.iter().take(n.saturating_sub(1)).map(|w| w + 2).sum();
+    // `one_line` adds `…` after `max` characters: leave room for it.
+    let room = width.saturating_sub(used).max(MIN_LAST_COLUMN) - 1;
+    for row in rows.iter_mut() {
+        if let Some(last) = row.last_mut() {
+            *last = one_line(last, Some(room));
+        }
+    }
+}
+
+/// An RFC 3339 time as `2025-01-02T03:04:05Z` (UTC, whole seconds); other text as it is.
+pub fn short_time(rfc3339: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => t
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string(),
+        Err(_) => one_line(rfc3339, None),
+    }
+}
+
+/// `1 record`, `2 records`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +231,37 @@ mod tests {
              dedup          2     -\n\
              postgres-sync  1234  timeout\n"
         );
+    }
+
+    #[test]
+    fn the_last_column_is_cut_to_fit_the_width() {
+        let mut rows = vec![
+            vec!["compliance".into(), "17".into(), "x".repeat(200)],
+            vec!["dedup".into(), "3".into(), "short\nerror".into()],
+        ];
+        fit_last_column(&["consumer", "seq", "error"], &mut rows, 60);
+        let t = table(&["consumer", "seq", "error"], &rows);
+        assert!(t.lines().all(|l| l.chars().count() <= 60), "{t}");
+        assert!(rows[0][2].ends_with('…'));
+        assert_eq!(rows[1][2], "short\\nerror");
+        // However narrow the terminal, the text keeps a readable width.
+        let mut rows = vec![vec!["a".repeat(100), "x".repeat(200)]];
+        fit_last_column(&["a", "b"], &mut rows, 40);
+        assert_eq!(rows[0][1].chars().count(), MIN_LAST_COLUMN);
+    }
+
+    #[test]
+    fn times_are_shown_in_utc_to_the_second() {
+        assert_eq!(
+            short_time("2025-01-02T03:04:05.123456+01:00"),
+            "2025-01-02T02:04:05Z"
+        );
+        assert_eq!(short_time("not a time"), "not a time");
+    }
+
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(count(1, "record", "records"), "1 record");
+        assert_eq!(count(0, "record", "records"), "0 records");
     }
 }

@@ -1,7 +1,7 @@
-//! `show SEQ`: one event in full. Text mode prints the metadata, the kept headers and the
-//! body decoded for reading: JSON pretty-printed (keys in their original order, numbers as
-//! written), form fields one per line, other text as it is, binary as base64. `--json`
-//! prints the admin API's `EventJson`, whose body is exact.
+//! `show SEQ`: one event in full. Text mode prints the metadata (with the dedup verdict), the
+//! kept headers and the body decoded for reading: JSON pretty-printed (keys in their original
+//! order, numbers as written), form fields one per line, other text as it is, binary as
+//! base64. `--json` prints the admin API's `EventJson`, whose body is exact.
 
 use base64::Engine as _;
 use hooklog::admin::api::EventJson;
@@ -47,6 +47,7 @@ fn render(ev: &EventJson) -> String {
         ("source", ev.source.clone()),
         ("route", one_line(&ev.route, None)),
         ("verified", ev.verified.clone()),
+        ("dedup", dedup_verdict(ev.dedup.as_ref())),
     ] {
         text.push_str(&format!("{:<13}{v}\n", format!("{k}:")));
     }
@@ -82,6 +83,18 @@ fn render(ev: &EventJson) -> String {
         }
     }
     text
+}
+
+/// `original`, `duplicate of 12`, or `no verdict yet` (dedup has not reached the record).
+fn dedup_verdict(v: Option<&serde_json::Value>) -> String {
+    let Some(v) = v else {
+        return "no verdict yet".to_owned();
+    };
+    match (v["verdict"].as_str(), v["of"].as_u64()) {
+        (Some("original"), _) => "original".to_owned(),
+        (Some("duplicate"), Some(of)) => format!("duplicate of {of}"),
+        _ => one_line(&v.to_string(), None),
+    }
 }
 
 /// How to show a body: a description and the text.
@@ -239,5 +252,19 @@ mod tests {
         let (kind, body) = body_view(&[0xff; 100], Some("application/octet-stream"));
         assert_eq!(kind, "binary, base64");
         assert_eq!(body.lines().next().map(str::len), Some(76));
+    }
+
+    #[test]
+    fn the_dedup_verdict_is_spelled_out() {
+        let v = |j: &str| serde_json::from_str::<serde_json::Value>(j).ok();
+        assert_eq!(dedup_verdict(None), "no verdict yet");
+        assert_eq!(
+            dedup_verdict(v(r#"{"verdict":"original"}"#).as_ref()),
+            "original"
+        );
+        assert_eq!(
+            dedup_verdict(v(r#"{"verdict":"duplicate","of":12}"#).as_ref()),
+            "duplicate of 12"
+        );
     }
 }

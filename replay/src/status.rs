@@ -1,5 +1,7 @@
-//! `status`: the log's bounds and size, and each consumer's cursor, lag, state, dead letters
-//! and last error. `--json` prints the admin API's `GET /admin/status` document as it came.
+//! `status`: the log's bounds and size, and each consumer's cursor, lag, state (running,
+//! paused, retrying, stopped), dead letters and last error. `--json` prints the admin API's
+//! `GET /admin/status` document as it came. With the daemon stopped, the cursors and dead
+//! letters are read from the data directory; states and last errors only exist in the daemon.
 
 use hooklog::admin::api::Status;
 
@@ -43,15 +45,11 @@ fn render(status: &Status, source: &str, direct: bool) -> String {
         .iter()
         .map(|c| {
             vec![
-                c.name.clone(),
+                one_line(&c.name, None),
                 c.cursor.to_string(),
                 c.lag.to_string(),
-                c.state.clone(),
-                if direct {
-                    "?".to_owned()
-                } else {
-                    c.dead_letters.to_string()
-                },
+                one_line(&c.state, None),
+                c.dead_letters.to_string(),
                 c.last_error
                     .as_deref()
                     .map(|e| one_line(e, Some(80)))
@@ -72,8 +70,8 @@ fn render(status: &Status, source: &str, direct: bool) -> String {
     ));
     if direct {
         text.push_str(
-            "\n(read from the data directory: with the daemon stopped only the stored cursors \
-             are known, not consumer states or dead letters)\n",
+            "\n(read from the data directory: with the daemon stopped the stored cursors and \
+             dead letters are known, not consumer states or last errors)\n",
         );
     }
     text
@@ -106,7 +104,7 @@ mod tests {
                     name: "postgres".into(),
                     cursor: 42,
                     lag: 0,
-                    state: "idle".into(),
+                    state: "retrying".into(),
                     dead_letters: 0,
                     last_error: None,
                 },
@@ -120,18 +118,21 @@ mod tests {
         assert!(text.contains("size       12.3 MiB\n"), "{text}");
         assert!(text.contains("last seq   42\n"), "{text}");
         assert!(text.contains(
-            "consumer  cursor  lag  state    dead letters  last error\n\
-             dedup     40      2    running  1             bad\\nbody\n\
-             postgres  42      0    idle     0             -\n"
+            "consumer  cursor  lag  state     dead letters  last error\n\
+             dedup     40      2    running   1             bad\\nbody\n\
+             postgres  42      0    retrying  0             -\n"
         ));
     }
 
     #[test]
     fn a_direct_status_says_what_it_cannot_know() {
         let text = render(&status(), "/data/log (read directly)", true);
-        assert!(text.contains("dedup     40      2    running  ?"), "{text}");
         assert!(
-            text.ends_with("not consumer states or dead letters)\n"),
+            text.contains("dedup     40      2    running   1"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("not consumer states or last errors)\n"),
             "{text}"
         );
     }

@@ -155,6 +155,7 @@ mod tests {
             body: format!("Body=hi\nthere{}", "x".repeat(100)),
             body_encoding: "utf8".into(),
             verified: "twilio-signature (token 1)".into(),
+            dedup: None,
         };
         let line = text_line(&ev);
         assert!(line.starts_with(

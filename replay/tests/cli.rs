@@ -584,3 +584,501 @@ fn tail_follow_carries_on_across_a_daemon_restart() {
     assert_eq!(third, 3);
     assert_eq!(seqs(&json_lines(&o)), vec![1, 2, 3]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Consumers: rewind, dead letters, redrive, opt-outs, pause/resume. The daemon runs dedup,
+// compliance and staleness; an `internal` record on `/internal/optouts` is an operator's change
+// to the suppression list, and one with an unknown action is poison for compliance.
+
+/// The number the opt-out tests suppress.
+const NUMBER: &str = "+15555550123";
+
+impl Daemon {
+    /// Appends an `internal` record on the opt-out route; returns the sequence.
+    fn append_optout_change(&self, change: Value) -> u64 {
+        let resp = ureq::post(&format!("{}/admin/events", self.admin_url))
+            .set("Authorization", &format!("Bearer {}", self.token()))
+            .send_json(serde_json::json!({
+                "source": "internal",
+                "route": "/internal/optouts",
+                "headers": {"content-type": "application/json"},
+                "body": change.to_string(),
+            }))
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let v: Value = resp.into_json().unwrap();
+        v["seq"].as_u64().unwrap()
+    }
+
+    /// An operator's opt-out of [`NUMBER`].
+    fn add_optout(&self) -> u64 {
+        self.append_optout_change(
+            serde_json::json!({"action": "add", "number": NUMBER, "reason": "test"}),
+        )
+    }
+
+    /// A record compliance cannot process.
+    fn append_poison(&self) -> u64 {
+        self.append_optout_change(serde_json::json!({"action": "explode", "number": NUMBER}))
+    }
+
+    /// `status --json`, decoded.
+    fn status(&self) -> Value {
+        serde_json::from_str(stdout(&ok(self.run(&["status", "--json"]))).trim()).unwrap()
+    }
+
+    /// Polls `status --json` until `name`'s cursor reaches the log's last sequence (≤ 10 s);
+    /// returns that status.
+    fn caught_up(&self, name: &str) -> Value {
+        let mut last = Value::Null;
+        let done = poll(|| {
+            last = self.status();
+            consumer(&last, name)["cursor"] == last["log"]["last_seq"]
+        });
+        assert!(done, "{name} did not catch up: {last}");
+        last
+    }
+}
+
+/// Calls `f` every 50 ms until it is true or 10 s have passed; whether it became true.
+fn poll(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One consumer's entry in a status document.
+fn consumer<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no consumer {name} in {status}"))
+}
+
+#[test]
+fn an_operator_opt_out_is_listed_by_optouts_once_compliance_has_caught_up() {
+    let daemon = Daemon::start();
+    daemon.append_many(2);
+    let seq = daemon.add_optout();
+    daemon.caught_up("compliance");
+
+    let entries = json_lines(&ok(daemon.run(&["optouts", "--json"])));
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_eq!(e["number"], NUMBER);
+    assert_eq!(e["state"], "opted_out");
+    assert_eq!(e["how"], "admin");
+    assert_eq!(e["provider"], "admin");
+    assert_eq!(e["seq"], seq);
+    assert_eq!(e["text"], "test");
+
+    let text = stdout(&ok(daemon.run(&["optouts"])));
+    assert!(
+        text.starts_with("number        state      how    seq"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{NUMBER}  opted_out  admin  {seq}    admin     ")),
+        "{text}"
+    );
+    assert!(text.ends_with("\n1 suppressed, 0 resubscribed\n"), "{text}");
+}
+
+#[test]
+fn optouts_says_so_when_the_list_is_empty() {
+    let daemon = Daemon::start();
+    assert_eq!(stdout(&ok(daemon.run(&["optouts"]))), "no opt-outs\n");
+    assert!(stdout(&ok(daemon.run(&["optouts", "--json"]))).is_empty());
+}
+
+#[test]
+fn a_record_compliance_cannot_process_is_listed_as_its_dead_letter() {
+    let daemon = Daemon::start();
+    let seq = daemon.append_poison();
+    let status = daemon.caught_up("compliance");
+    assert_eq!(consumer(&status, "compliance")["dead_letters"], 1);
+
+    let letters = json_lines(&ok(daemon.run(&["dead-letters", "--json"])));
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["consumer"], "compliance");
+    assert_eq!(letters[0]["seq"], seq);
+    assert_eq!(letters[0]["attempts"], 1);
+    assert!(
+        letters[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown action `explode`"),
+        "{letters:?}"
+    );
+    let only = json_lines(&ok(daemon.run(&[
+        "dead-letters",
+        "--consumer",
+        "compliance",
+        "--json",
+    ])));
+    assert_eq!(only, letters);
+    assert!(json_lines(&ok(daemon.run(&[
+        "dead-letters",
+        "--consumer",
+        "dedup",
+        "--json"
+    ])))
+    .is_empty());
+
+    let text = stdout(&ok(daemon.run(&["dead-letters"])));
+    assert!(
+        text.starts_with("consumer    seq  attempts  at  "),
+        "a table: {text}"
+    );
+    assert!(
+        text.contains(&format!("\ncompliance  {seq}    1         ")),
+        "{text}"
+    );
+    assert!(text.contains("unknown action `explode`"), "{text}");
+    assert!(text.contains("1 dead letter: "), "{text}");
+    assert_eq!(
+        stdout(&ok(daemon.run(&["dead-letters", "--consumer", "dedup"]))),
+        "no dead letters\n"
+    );
+}
+
+#[test]
+fn status_text_shows_each_consumers_state_dead_letters_and_last_error() {
+    let daemon = Daemon::start();
+    let seq = daemon.append_poison();
+    daemon.caught_up("compliance");
+    let text = stdout(&ok(daemon.run(&["status"])));
+    assert!(
+        text.contains("consumer    cursor  lag  state    dead letters  last error\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "compliance  {seq}       0    running  1             record {seq} dead-lettered: "
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "\ndedup       {seq}       0    running  0             -\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\nstaleness "), "{text}");
+}
+
+#[test]
+fn dead_letters_of_an_unknown_consumer_is_an_error_not_an_empty_list() {
+    let daemon = Daemon::start();
+    let o = daemon.run(&["dead-letters", "--consumer", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "hooklog-replay: no consumer named `nope` (known: compliance, dedup, staleness)"
+    );
+}
+
+#[test]
+fn redrive_of_a_record_that_is_still_bad_reports_it_failing_and_counts_the_attempt() {
+    let daemon = Daemon::start();
+    let seq = daemon.append_poison();
+    daemon.caught_up("compliance");
+
+    let o = ok(daemon.run(&["redrive", "--consumer", "compliance", "--json"]));
+    let lines = json_lines(&o);
+    assert_eq!(lines.len(), 1, "one line: {}", stdout(&o));
+    assert_eq!(
+        lines[0],
+        serde_json::json!({"redriven": [
+            {"consumer": "compliance", "succeeded": [], "failed": [seq]}
+        ]})
+    );
+    let letters = json_lines(&ok(daemon.run(&["dead-letters", "--json"])));
+    assert_eq!(letters.len(), 1, "still a dead letter: {letters:?}");
+    assert_eq!(letters[0]["attempts"], 2);
+
+    // The text form names the failing record and its error.
+    let text = stdout(&ok(daemon.run(&["redrive", "--consumer", "compliance"])));
+    assert_eq!(
+        text,
+        format!("compliance: 0 succeeded, 1 still failing (seq {seq}: unknown action `explode`)\n")
+    );
+    let text = stdout(&ok(daemon.run(&[
+        "redrive",
+        "--consumer",
+        "compliance",
+        "--seq",
+        "999",
+    ])));
+    assert_eq!(text, "compliance: no dead letter for record 999\n");
+    let letters = json_lines(&ok(daemon.run(&["dead-letters", "--json"])));
+    assert_eq!(letters[0]["attempts"], 3);
+
+    // Without --consumer, every running consumer reports.
+    let text = stdout(&ok(daemon.run(&["redrive"])));
+    assert!(
+        text.contains("\ndedup: no dead letters\n") && text.contains("\nstaleness: no dead"),
+        "{text}"
+    );
+}
+
+#[test]
+fn redrive_of_an_unknown_consumer_exits_1_naming_the_running_ones() {
+    let daemon = Daemon::start();
+    let o = daemon.run(&["redrive", "--consumer", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "hooklog-replay: cannot redrive nope: no consumer named `nope` (running: compliance, \
+         dedup, staleness)"
+    );
+}
+
+#[test]
+fn rewind_dry_run_reports_a_rebuild_and_changes_nothing() {
+    let daemon = Daemon::start();
+    daemon.append_many(3);
+    daemon.caught_up("dedup");
+
+    let o = ok(daemon.run(&["rewind", "dedup", "--to-seq", "0", "--dry-run", "--json"]));
+    let lines = json_lines(&o);
+    assert_eq!(lines.len(), 1, "one line: {}", stdout(&o));
+    assert_eq!(
+        lines[0],
+        serde_json::json!({"consumer": "dedup", "from_cursor": 3, "to_cursor": 0,
+            "replay": 3, "rebuild": true, "dry_run": true})
+    );
+    let text = stdout(&ok(daemon.run(&[
+        "rewind",
+        "dedup",
+        "--to-seq",
+        "0",
+        "--dry-run",
+    ])));
+    assert_eq!(
+        text,
+        "dedup: would move the cursor 3 → 0 (rebuild from the first record), 3 records would \
+         be processed again (dry run: nothing changed)\n"
+    );
+    let status = daemon.status();
+    assert_eq!(consumer(&status, "dedup")["cursor"], 3, "{status}");
+    assert_eq!(consumer(&status, "dedup")["lag"], 0, "{status}");
+}
+
+#[test]
+fn rewind_to_zero_moves_the_cursor_and_dedup_catches_up_again() {
+    let daemon = Daemon::start();
+    daemon.append_many(3);
+    daemon.caught_up("dedup");
+    let text = stdout(&ok(daemon.run(&["rewind", "dedup", "--to-seq", "0"])));
+    assert_eq!(
+        text,
+        "dedup: cursor 3 → 0 (rebuild from the first record), 3 records will be processed \
+         again\n"
+    );
+    let status = daemon.caught_up("dedup");
+    assert_eq!(consumer(&status, "dedup")["cursor"], 3);
+    // The rebuilt verdicts are there again.
+    let events = json_lines(&ok(daemon.run(&["tail", "--after", "0", "--json"])));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["dedup"] == serde_json::json!({"verdict": "original"})),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_rewind_while_paused_holds_the_cursor_until_resumed() {
+    let daemon = Daemon::start();
+    daemon.append_many(3);
+    daemon.caught_up("dedup");
+    let text = stdout(&ok(daemon.run(&["pause", "dedup"])));
+    assert!(text.starts_with("dedup: pausing ("), "{text}");
+    let mut status = Value::Null;
+    assert!(
+        poll(|| {
+            status = daemon.status();
+            consumer(&status, "dedup")["state"] == "paused"
+        }),
+        "{status}"
+    );
+    let report = json_lines(&ok(
+        daemon.run(&["rewind", "dedup", "--to-seq", "0", "--json"])
+    ));
+    assert_eq!(report[0]["to_cursor"], 0);
+    assert_eq!(report[0]["dry_run"], false);
+    std::thread::sleep(Duration::from_millis(600));
+    let status = daemon.status();
+    let dedup = consumer(&status, "dedup");
+    assert_eq!(dedup["cursor"], 0, "paused: {status}");
+    assert_eq!(dedup["lag"], 3, "{status}");
+    assert_eq!(dedup["state"], "paused", "{status}");
+    assert!(
+        stdout(&ok(daemon.run(&["status"]))).contains("\ndedup       0       3    paused "),
+        "the text status shows the state"
+    );
+
+    assert_eq!(
+        stdout(&ok(daemon.run(&["resume", "dedup"]))),
+        "dedup: resumed\n"
+    );
+    let status = daemon.caught_up("dedup");
+    assert_eq!(consumer(&status, "dedup")["state"], "running", "{status}");
+}
+
+#[test]
+fn pausing_an_unknown_consumer_exits_1_naming_the_running_ones() {
+    let daemon = Daemon::start();
+    let o = daemon.run(&["pause", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot pause nope: no consumer named `nope` (running: "),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn rewind_of_an_unknown_consumer_exits_1_naming_the_running_ones() {
+    let daemon = Daemon::start();
+    let o = daemon.run(&["rewind", "nope", "--to-seq", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "hooklog-replay: cannot rewind nope: no consumer named `nope` (running: compliance, \
+         dedup, staleness)"
+    );
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn rewind_without_exactly_one_of_to_seq_and_since_is_a_usage_error() {
+    for args in [
+        &["rewind", "dedup"][..],
+        &["rewind", "dedup", "--to-seq", "0", "--since", "2026-01-01"],
+        &["rewind", "dedup", "--since", "2026-13-01"],
+        &["rewind", "dedup", "--since", "last week"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_hooklog-replay"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn rewind_since_a_date_is_accepted() {
+    let daemon = Daemon::start();
+    daemon.append_many(2);
+    daemon.caught_up("dedup");
+    for since in ["2026-01-01", "2026-01-01T00:00:00+02:00"] {
+        let o = ok(daemon.run(&["rewind", "dedup", "--since", since, "--dry-run", "--json"]));
+        let report = &json_lines(&o)[0];
+        assert_eq!(report["rebuild"], true, "{report}");
+        assert_eq!(report["to_cursor"], 0, "{report}");
+    }
+    // --redeliver is passed on, and the text says the daemon ignores it for now.
+    let o = ok(daemon.run(&[
+        "rewind",
+        "staleness",
+        "--since",
+        "2026-01-01",
+        "--dry-run",
+        "--redeliver",
+    ]));
+    assert!(
+        stderr(&o).contains("ignores it at this stage"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stdout(&o).starts_with("staleness: would move the cursor "),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn with_the_daemon_stopped_rewind_redrive_and_pause_explain_that_they_need_it() {
+    let mut daemon = Daemon::start();
+    daemon.append_many(1);
+    daemon.stop();
+    for (args, what) in [
+        (
+            &["rewind", "dedup", "--to-seq", "0"][..],
+            "a rewind needs the running daemon (cursors are applied by the consumer drivers)",
+        ),
+        (&["redrive"][..], "a redrive needs the running daemon"),
+        (
+            &["pause", "dedup"][..],
+            "pausing or resuming a consumer needs the running daemon",
+        ),
+    ] {
+        let o = daemon.run(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = stderr(&o);
+        assert!(err.starts_with(&format!("hooklog-replay: {what}")), "{err}");
+        assert!(err.contains("start hooklog"), "{err}");
+        assert!(
+            !err.contains("reading"),
+            "no fallback to the data directory: {err}"
+        );
+    }
+    let o = daemon.run(&["--direct", "rewind", "dedup", "--to-seq", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("drop --direct"), "{}", stderr(&o));
+    // Nothing was changed: the stored cursor is where the daemon left it.
+    let o = ok(daemon.run(&["status", "--json"]));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(consumer(&v, "dedup")["cursor"], 1, "{v}");
+}
+
+#[test]
+fn after_shutdown_dead_letters_and_optouts_read_the_data_directory_directly() {
+    let mut daemon = Daemon::start();
+    daemon.add_optout();
+    let poison = daemon.append_poison();
+    daemon.caught_up("compliance");
+    let live_letters = stdout(&ok(daemon.run(&["dead-letters", "--json"])));
+    let live_optouts = stdout(&ok(daemon.run(&["optouts", "--json"])));
+    assert_eq!(live_letters.lines().count(), 1, "{live_letters}");
+    assert_eq!(live_optouts.lines().count(), 1, "{live_optouts}");
+    daemon.stop();
+
+    let note = format!(
+        "hooklog-replay: daemon not reachable at {}; reading {} directly\n",
+        daemon.admin_url,
+        hooklog::log_dir(&daemon.data_dir).display()
+    );
+    let o = ok(daemon.run(&["dead-letters", "--json"]));
+    assert_eq!(stderr(&o), note);
+    assert_eq!(stdout(&o), live_letters);
+    let o = ok(daemon.run(&["optouts", "--json"]));
+    assert_eq!(stderr(&o), note);
+    assert_eq!(stdout(&o), live_optouts);
+
+    let o = ok(daemon.run(&["--direct", "dead-letters", "--consumer", "compliance"]));
+    assert!(
+        stdout(&o).contains(&format!("\ncompliance  {poison}    1  ")),
+        "{}",
+        stdout(&o)
+    );
+    let o = ok(daemon.run(&["--direct", "optouts"]));
+    assert!(stdout(&o).contains(NUMBER), "{}", stdout(&o));
+    // The stopped status knows the stored dead letters too.
+    let o = ok(daemon.run(&["--direct", "status", "--json"]));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(consumer(&v, "compliance")["dead_letters"], 1, "{v}");
+    assert_eq!(consumer(&v, "compliance")["state"], "stored", "{v}");
+}

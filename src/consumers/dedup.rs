@@ -13,11 +13,16 @@
 //!
 //! Key layout (trees of consumer `dedup`):
 //!
-//! | tree       | key                                   | value                                   |
-//! |------------|---------------------------------------|-----------------------------------------|
-//! | `keys`     | dedup key, UTF-8                      | first seq `u64` BE, expires-at µs `i64` BE |
-//! | `expiry`   | expires-at µs (`i64` as biased `u64` BE) + dedup key | empty                   |
-//! | `verdicts` | seq `u64` BE                          | `0` original, or `1` + original seq `u64` BE |
+//! | tree       | key                 | value                                        |
+//! |------------|---------------------|----------------------------------------------|
+//! | `keys`     | dedup key, UTF-8    | first seq `u64` BE, expires-at µs `i64` BE   |
+//! | `verdicts` | seq `u64` BE        | `1` + original seq `u64` BE (duplicates only) |
+//! | `meta`     | `processed`         | last seq handled, `u64` BE                   |
+//!
+//! Only duplicates get a verdict entry: a record at or below `processed` without one is an
+//! original. That keeps the common case to two reads and two writes per record. Pruning scans
+//! the key tree at most once per eighth of the window of event time, which bounds storage to
+//! about 1.125 windows of keys without an expiry index to maintain on every write.
 //!
 //! Idempotence: a key stores the *first* sequence that claimed it, and a record is a
 //! duplicate only of a strictly earlier one, so handling a batch twice gives the same verdicts.
@@ -34,8 +39,7 @@ use crate::state::{KvTree, StateError, StateStore};
 pub const NAME: &str = "dedup";
 /// Default window.
 pub const DEFAULT_TTL_HOURS: u64 = 72;
-/// Prune expired keys every this many records.
-const PRUNE_EVERY: u64 = 256;
+const PROCESSED: &[u8] = b"processed";
 
 /// A record's dedup verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,42 +91,47 @@ fn corrupt(what: &str) -> StateError {
 
 /// The verdict recorded for `seq`, if dedup has processed it.
 pub fn verdict(store: &dyn StateStore, seq: Seq) -> Result<Option<Verdict>, StateError> {
-    let tree = store.tree(NAME, "verdicts")?;
-    tree.get(&seq.to_key())?
-        .map(|v| Verdict::decode(&v))
-        .transpose()
+    Verdicts::open(store)?.get(seq)
 }
 
 /// Reads verdicts for downstream consumers (opened once).
 #[derive(Clone)]
-pub struct Verdicts(Arc<dyn KvTree>);
+pub struct Verdicts {
+    verdicts: Arc<dyn KvTree>,
+    meta: Arc<dyn KvTree>,
+}
 
 impl Verdicts {
-    /// Opens the verdict tree.
+    /// Opens the verdict trees.
     pub fn open(store: &dyn StateStore) -> Result<Verdicts, StateError> {
-        Ok(Verdicts(store.tree(NAME, "verdicts")?))
+        Ok(Verdicts {
+            verdicts: store.tree(NAME, "verdicts")?,
+            meta: store.tree(NAME, "meta")?,
+        })
     }
 
     /// The verdict for `seq`, if dedup has processed it.
     pub fn get(&self, seq: Seq) -> Result<Option<Verdict>, StateError> {
-        self.0
-            .get(&seq.to_key())?
-            .map(|v| Verdict::decode(&v))
-            .transpose()
+        if let Some(v) = self.verdicts.get(&seq.to_key())? {
+            return Verdict::decode(&v).map(Some);
+        }
+        let processed = match self.meta.get(PROCESSED)? {
+            Some(v) => Seq::from_key(&v).ok_or_else(|| corrupt("meta"))?,
+            None => Seq(0),
+        };
+        Ok((seq <= processed).then_some(Verdict::Original))
     }
 }
 
 /// The dedup consumer.
 pub struct Dedup {
     keys: Arc<dyn KvTree>,
-    expiry: Arc<dyn KvTree>,
     verdicts: Arc<dyn KvTree>,
+    meta: Arc<dyn KvTree>,
     ttl_micros: i64,
-}
-
-fn bias(t: i64) -> [u8; 8] {
-    // Flip the sign bit so that big-endian byte order is numeric order for negative times too.
-    ((t as u64) ^ (1 << 63)).to_be_bytes()
+    /// Event time of the last prune (in memory: pruning only affects storage, never verdicts,
+    /// because an expired key never matches).
+    last_prune: i64,
 }
 
 impl Dedup {
@@ -130,9 +139,10 @@ impl Dedup {
     pub fn new(store: &dyn StateStore, ttl_hours: u64) -> Result<Dedup, StateError> {
         Ok(Dedup {
             keys: store.tree(NAME, "keys")?,
-            expiry: store.tree(NAME, "expiry")?,
             verdicts: store.tree(NAME, "verdicts")?,
+            meta: store.tree(NAME, "meta")?,
             ttl_micros: i64::try_from(ttl_hours.saturating_mul(3_600_000_000)).unwrap_or(i64::MAX),
+            last_prune: i64::MIN,
         })
     }
 
@@ -149,7 +159,7 @@ impl Dedup {
     }
 
     /// Decides and records the verdict of one record.
-    fn process(&self, event: &Event) -> Result<Verdict, StateError> {
+    fn process(&mut self, event: &Event) -> Result<Verdict, StateError> {
         let t = event.received_at.0;
         let keys = Self::keys_of(event);
         let mut verdict = Verdict::Original;
@@ -183,45 +193,40 @@ impl Dedup {
                 let expires = t.saturating_add(self.ttl_micros);
                 self.keys
                     .insert(key.as_bytes(), &encode_entry(event.seq.0, expires))?;
-                let mut ix = bias(expires).to_vec();
-                ix.extend_from_slice(key.as_bytes());
-                self.expiry.insert(&ix, &[])?;
             }
         }
-        self.verdicts
-            .insert(&event.seq.to_key(), &verdict.encode())?;
-        if event.seq.0 % PRUNE_EVERY == 0 {
+        match verdict {
+            Verdict::Duplicate { .. } => self
+                .verdicts
+                .insert(&event.seq.to_key(), &verdict.encode())?,
+            // A replay may turn an earlier duplicate verdict into an original (a redriven
+            // record claimed its keys first): never leave a stale one behind.
+            Verdict::Original => {
+                if self.verdicts.get(&event.seq.to_key())?.is_some() {
+                    self.verdicts.remove(&event.seq.to_key())?;
+                }
+            }
+        }
+        if t.saturating_sub(self.last_prune) >= self.ttl_micros / 8 {
             self.prune(t)?;
+            self.last_prune = t;
         }
         Ok(verdict)
     }
 
     /// Removes keys that expired before `now` (event time).
     fn prune(&self, now: i64) -> Result<usize, StateError> {
-        let mut removed = 0;
-        loop {
-            let page = self.expiry.scan(&[], 512)?;
-            if page.is_empty() {
-                return Ok(removed);
+        let mut expired = Vec::new();
+        crate::state::for_each(self.keys.as_ref(), &[], |k, v| {
+            if decode_entry(v)?.1 < now {
+                expired.push(k.to_vec());
             }
-            for (ix, _) in &page {
-                let (exp_bytes, key) = ix.split_at(8.min(ix.len()));
-                let exp = (u64::from_be_bytes(exp_bytes.try_into().map_err(|_| corrupt("expiry"))?)
-                    ^ (1 << 63)) as i64;
-                if exp >= now {
-                    return Ok(removed);
-                }
-                // The key may have been claimed again since; only drop it if this is its
-                // current expiry.
-                if let Some(v) = self.keys.get(key)? {
-                    if decode_entry(&v)?.1 == exp {
-                        self.keys.remove(key)?;
-                        removed += 1;
-                    }
-                }
-                self.expiry.remove(ix)?;
-            }
+            Ok(true)
+        })?;
+        for k in &expired {
+            self.keys.remove(k)?;
         }
+        Ok(expired.len())
     }
 
     /// Number of live keys (for tests and status).
@@ -253,14 +258,18 @@ impl Consumer for Dedup {
 
     fn reset(&mut self) -> Result<(), BatchError> {
         self.keys.clear()?;
-        self.expiry.clear()?;
         self.verdicts.clear()?;
+        self.meta.clear()?;
+        self.last_prune = i64::MIN;
         Ok(())
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
         for event in batch {
             self.process(event)?;
+        }
+        if let Some(last) = batch.last() {
+            self.meta.insert(PROCESSED, &last.seq.to_key())?;
         }
         Ok(())
     }
@@ -286,7 +295,7 @@ mod tests {
             .collect()
     }
 
-    const TREES: &[&str] = &["keys", "expiry", "verdicts"];
+    const TREES: &[&str] = &["keys", "verdicts", "meta"];
 
     #[test]
     fn retries_backfill_twins_and_redeliveries_are_duplicates_and_a_second_contact_update_is_not() {
@@ -369,7 +378,7 @@ mod tests {
             ]
         );
         // Fill the window with other traffic far in the future: the old keys are pruned.
-        let later: Vec<Event> = (4..=512)
+        let later: Vec<Event> = (4..=40)
             .map(|s| {
                 quo_inbound(
                     s,

@@ -96,6 +96,7 @@ pub struct SledLog {
     shared: Arc<Shared>,
     last_seq: watch::Receiver<Seq>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    state: crate::state::SledState,
 }
 
 impl std::fmt::Debug for SledLog {
@@ -182,6 +183,7 @@ impl SledLog {
             .name("hooklog-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
+        let state = crate::state::SledState::new(db.clone());
         Ok(SledLog {
             db,
             events,
@@ -191,6 +193,7 @@ impl SledLog {
             shared,
             last_seq: seq_rx,
             writer: Mutex::new(Some(handle)),
+            state,
         })
     }
 
@@ -305,7 +308,7 @@ impl Log for SledLog {
     }
 
     fn state(&self) -> Arc<dyn crate::state::StateStore> {
-        Arc::new(crate::state::SledState::new(self.db.clone()))
+        Arc::new(self.state.clone())
     }
 
     fn close(&self) -> Result<(), LogError> {

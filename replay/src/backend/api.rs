@@ -1,18 +1,47 @@
-//! The admin API client (DESIGN §6): `GET /admin/status`, `GET /admin/events?after=&limit=`,
-//! `GET /admin/events/{seq}`, each with `Authorization: Bearer <token>`.
+//! The admin API client (DESIGN §6), every request with `Authorization: Bearer <token>`.
+//!
+//! Reads (the [`Backend`] trait): `GET /admin/status`, `GET /admin/events?after=&limit=`,
+//! `GET /admin/events/{seq}`, `GET /admin/dead-letters[?consumer=]`, `GET /admin/optouts`.
+//! Changes, which only the running daemon can make (inherent methods): `POST
+//! /admin/consumers/{name}/rewind|pause|resume`, `POST /admin/dead-letters/redrive`.
 //!
 //! Failures are told apart because each calls for a different reaction: connection refused
-//! is [`Unreachable`] (the caller may fall back to the data directory); 401 names where the
-//! token came from; any other status shows the server's JSON `message`.
+//! is [`Unreachable`] (the caller may fall back to the data directory, or explain that the
+//! daemon is needed); 401 names where the token came from; any other status is [`Refused`],
+//! with the server's JSON `message`.
 
 use std::io::ErrorKind;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hooklog::admin::api::{EventJson, EventPage, Status};
+use hooklog::admin::api::{EventJson, EventPage, RedriveRequest, RewindRequest, Status};
+use hooklog::consumers::compliance::OptOutEntry;
+use hooklog::consumers::{DeadLetter, RedriveReport, RewindReport};
+use serde_json::Value;
 
-use super::{Backend, StatusReply, Unreachable};
+use super::{Backend, Item, StatusReply, Unreachable};
 use crate::context::Token;
+
+/// The admin API answered with an error status other than 401.
+#[derive(Debug, thiserror::Error)]
+#[error("the admin API answered {method} {path} with {code} {text}: {message}")]
+pub struct Refused {
+    /// `GET`, `POST`.
+    pub method: &'static str,
+    /// The path asked for.
+    pub path: String,
+    /// The HTTP status.
+    pub code: u16,
+    /// Its reason phrase.
+    pub text: String,
+    /// The server's `message`, or `(no message)`.
+    pub message: String,
+}
+
+/// The [`Refused`] error in `e`'s chain, if any.
+pub fn refused_by_daemon(e: &anyhow::Error) -> Option<&Refused> {
+    e.chain().find_map(|c| c.downcast_ref::<Refused>())
+}
 
 /// Connecting to a loopback listener is immediate; a slow connect means a firewall or a
 /// wrong address, which waiting longer will not fix.
@@ -47,12 +76,46 @@ impl Api {
 
     /// `GET path`; `Ok(None)` for a 404 when `missing_ok`.
     fn call(&self, path: &str, missing_ok: bool) -> anyhow::Result<Option<ureq::Response>> {
+        self.send("GET", path, None, missing_ok)
+    }
+
+    /// `POST path` with a JSON body; the answer as JSON.
+    fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let resp = self
+            .send("POST", path, Some(body), false)?
+            .with_context(|| format!("the admin API has no {path}"))?;
+        resp.into_json()
+            .with_context(|| format!("cannot decode the answer to POST {path}"))
+    }
+
+    /// `GET path`; the answer as JSON.
+    fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .call(path, false)?
+            .with_context(|| format!("the admin API has no {path}"))?;
+        // `into_json` reads without ureq's 10 MB cap on `into_string`.
+        resp.into_json()
+            .with_context(|| format!("cannot decode the answer to GET {path}"))
+    }
+
+    /// One request; `Ok(None)` for a 404 when `missing_ok`.
+    fn send(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&Value>,
+        missing_ok: bool,
+    ) -> anyhow::Result<Option<ureq::Response>> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.agent.get(&url);
+        let mut req = self.agent.request(method, &url);
         if let Token::Found { value, .. } = &self.token {
             req = req.set("Authorization", &format!("Bearer {value}"));
         }
-        match req.call() {
+        let result = match body {
+            Some(body) => req.send_json(body),
+            None => req.call(),
+        };
+        match result {
             Ok(resp) => Ok(Some(resp)),
             Err(ureq::Error::Status(404, _)) if missing_ok => Ok(None),
             Err(ureq::Error::Status(401, _)) => Err(self.unauthorised()),
@@ -63,9 +126,14 @@ impl Api {
                     .ok()
                     .and_then(|body| server_message(&body))
                     .unwrap_or_else(|| "(no message)".to_owned());
-                Err(anyhow::anyhow!(
-                    "the admin API answered GET {path} with {code} {text}: {message}"
-                ))
+                Err(Refused {
+                    method,
+                    path: path.to_owned(),
+                    code,
+                    text,
+                    message,
+                }
+                .into())
             }
             Err(ureq::Error::Transport(t)) if refused(&t) => Err(Unreachable {
                 url: self.base.clone(),
@@ -78,6 +146,39 @@ impl Api {
                 self.base_origin
             )),
         }
+    }
+
+    /// `POST /admin/consumers/{name}/rewind`: the report, and the answer as one line of JSON.
+    pub fn rewind(&self, name: &str, req: &RewindRequest) -> anyhow::Result<Item<RewindReport>> {
+        let path = format!("/admin/consumers/{}/rewind", path_segment(name));
+        let answer = self.post(&path, &serde_json::to_value(req)?)?;
+        Item::from_json(answer)
+            .with_context(|| format!("the answer to POST {path} is not a rewind report"))
+    }
+
+    /// `POST /admin/dead-letters/redrive`: one report per consumer, and the whole answer as
+    /// one line of JSON.
+    pub fn redrive(&self, req: &RedriveRequest) -> anyhow::Result<Item<Vec<RedriveReport>>> {
+        let path = "/admin/dead-letters/redrive";
+        let answer = self.post(path, &serde_json::to_value(req)?)?;
+        let json = answer.to_string();
+        let reports = answer
+            .get("redriven")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()?
+            .with_context(|| format!("the answer to POST {path} has no `redriven` list"))?;
+        Ok(Item {
+            value: reports,
+            json,
+        })
+    }
+
+    /// `POST /admin/consumers/{name}/pause` or `…/resume`: the answer as one line of JSON.
+    pub fn set_paused(&self, name: &str, paused: bool) -> anyhow::Result<String> {
+        let action = if paused { "pause" } else { "resume" };
+        let path = format!("/admin/consumers/{}/{action}", path_segment(name));
+        Ok(self.post(&path, &serde_json::json!({}))?.to_string())
     }
 
     fn unauthorised(&self) -> anyhow::Error {
@@ -101,6 +202,38 @@ impl Api {
 fn server_message(body: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     v.get("message")?.as_str().map(str::to_owned)
+}
+
+/// `key`'s list in a JSON answer, each entry decoded.
+fn list_of<T: serde::de::DeserializeOwned>(
+    mut answer: Value,
+    key: &str,
+    path: &str,
+) -> anyhow::Result<Vec<Item<T>>> {
+    let Some(Value::Array(entries)) = answer.get_mut(key).map(Value::take) else {
+        anyhow::bail!("the answer to GET {path} has no `{key}` list");
+    };
+    entries
+        .into_iter()
+        .map(|v| {
+            Item::from_json(v)
+                .with_context(|| format!("an entry of `{key}` in the answer to GET {path}"))
+        })
+        .collect()
+}
+
+/// A consumer name as one path segment: anything but unreserved characters percent-encoded
+/// (the daemon matches names as they are; a real name never needs encoding).
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Connection refused: nothing listens at the address.
@@ -168,7 +301,37 @@ impl Backend for Api {
         }
     }
 
+    fn dead_letters(&mut self, consumer: Option<&str>) -> anyhow::Result<Vec<Item<DeadLetter>>> {
+        let path = match consumer {
+            Some(name) => format!(
+                "/admin/dead-letters?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("consumer", name)
+                    .finish()
+            ),
+            None => "/admin/dead-letters".to_owned(),
+        };
+        list_of(self.get_json(&path)?, "dead_letters", &path)
+    }
+
+    fn optouts(&mut self) -> anyhow::Result<Vec<Item<OptOutEntry>>> {
+        let path = "/admin/optouts";
+        list_of(self.get_json(path)?, "optouts", path)
+    }
+
     fn release(&mut self) -> anyhow::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_name_stays_one_path_segment() {
+        assert_eq!(path_segment("dedup"), "dedup");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(path_segment("é"), "%C3%A9");
     }
 }

@@ -7,17 +7,26 @@
 //!
 //! A directory that holds no log is refused rather than opened: opening would create an
 //! empty database there, which is not what a reader should do.
+//!
+//! Consumer state (dead letters, the suppression list) lives in the same database, in the
+//! trees `consumer/<name>/<tree>`; it is read through the library's own readers
+//! ([`consumers::dead_letters`], [`compliance::list`]) on [`Log::state`]. The consumers looked
+//! at are those with a stored cursor: every consumer that ever ran has one. Records carry
+//! their dedup verdict, as the admin API shows them.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use hooklog::admin::api::EventJson;
-use hooklog::event::Seq;
+use hooklog::consumers::compliance::{self, OptOutEntry};
+use hooklog::consumers::{self, DeadLetter};
+use hooklog::event::{Event, Seq};
 use hooklog::log::sled::{SledLog, SledOptions};
 use hooklog::log::{Log, LogError};
 use hooklog::metrics::Metrics;
+use hooklog::state::StateStore;
 
-use super::{Backend, StatusReply};
+use super::{Backend, Item, StatusReply};
 
 /// A reader of `<data_dir>/log`.
 pub struct Direct {
@@ -80,22 +89,59 @@ impl Backend for Direct {
     }
 
     fn status(&mut self) -> anyhow::Result<StatusReply> {
-        let status = hooklog::admin::status_of(self.log()?)?;
+        let log = self.log()?;
+        let mut status = hooklog::admin::status_of(log)?;
+        // The dead letters are stored; states and last errors live only in the daemon.
+        let store = log.state();
+        for c in &mut status.consumers {
+            c.dead_letters = consumers::dead_letters(store.as_ref(), &c.name)
+                .with_context(|| format!("cannot read the dead letters of {}", c.name))?
+                .len() as u64;
+        }
         let json = serde_json::to_string(&status)?;
         Ok(StatusReply { status, json })
     }
 
     fn read(&mut self, after: u64, limit: usize) -> anyhow::Result<Vec<EventJson>> {
-        let events = self.log()?.read(Seq(after), limit)?;
-        Ok(events.iter().map(EventJson::from_event).collect())
+        let log = self.log()?;
+        let store = log.state();
+        log.read(Seq(after), limit)?
+            .iter()
+            .map(|ev| event_json(store.as_ref(), ev))
+            .collect()
     }
 
     fn get(&mut self, seq: u64) -> anyhow::Result<Option<EventJson>> {
-        Ok(self
-            .log()?
-            .get(Seq(seq))?
+        let log = self.log()?;
+        let store = log.state();
+        log.get(Seq(seq))?
             .as_ref()
-            .map(EventJson::from_event))
+            .map(|ev| event_json(store.as_ref(), ev))
+            .transpose()
+    }
+
+    fn dead_letters(&mut self, consumer: Option<&str>) -> anyhow::Result<Vec<Item<DeadLetter>>> {
+        let log = self.log()?;
+        let names = match consumer {
+            Some(name) => vec![name.to_owned()],
+            None => log.cursors()?.into_iter().map(|(name, _)| name).collect(),
+        };
+        let store = log.state();
+        let mut out = Vec::new();
+        for name in names {
+            let letters = consumers::dead_letters(store.as_ref(), &name)
+                .with_context(|| format!("cannot read the dead letters of {name}"))?;
+            for dl in letters {
+                out.push(Item::new(dl)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn optouts(&mut self) -> anyhow::Result<Vec<Item<OptOutEntry>>> {
+        let list = compliance::list(self.log()?.state().as_ref())
+            .context("cannot read the suppression list")?;
+        list.into_iter().map(Item::new).collect()
     }
 
     fn release(&mut self) -> anyhow::Result<()> {
@@ -105,6 +151,15 @@ impl Backend for Direct {
         }
         Ok(())
     }
+}
+
+/// A record as the admin API shows it: with the dedup verdict stored for it, if any.
+fn event_json(store: &dyn StateStore, ev: &Event) -> anyhow::Result<EventJson> {
+    let mut json = EventJson::from_event(ev);
+    let verdict = consumers::dedup::verdict(store, ev.seq)
+        .with_context(|| format!("cannot read the dedup verdict of record {}", ev.seq))?;
+    json.dedup = verdict.map(serde_json::to_value).transpose()?;
+    Ok(json)
 }
 
 impl Drop for Direct {
