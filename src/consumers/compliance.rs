@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::dedup::{self, Verdicts};
 use super::{BatchError, Consumer};
 use crate::alerts::{Alert, Alerter, Severity};
-use crate::event::{Event, Source};
+use crate::event::{Event, Seq, Source};
 use crate::optout::{self, Confidence, Verdict};
 use crate::parse::{self, Data, Direction, Kind};
 use crate::state::{for_each, KvTree, StateError, StateStore};
@@ -149,8 +149,8 @@ impl Compliance {
         self.suppression.insert(entry.number.as_bytes(), &json)
     }
 
-    fn process(&self, event: &Event) -> Result<(), BatchError> {
-        match self.verdicts.get(event.seq)? {
+    fn process(&self, event: &Event, processed: Seq) -> Result<(), BatchError> {
+        match self.verdicts.get_below(event.seq, processed)? {
             Some(v) if v.is_duplicate() => return Ok(()),
             Some(_) => {}
             // The driver never lets this consumer pass dedup, so a missing verdict means dedup
@@ -285,8 +285,9 @@ impl Consumer for Compliance {
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+        let processed = self.verdicts.processed()?;
         for event in batch {
-            match self.process(event) {
+            match self.process(event, processed) {
                 Ok(()) => {}
                 // Earlier records of the batch are applied; the driver records the poison one.
                 Err(e) => return Err(e),
@@ -302,7 +303,7 @@ mod tests {
     use super::*;
     use crate::consumers::dedup::Dedup;
     use crate::consumers::testutil::{dump, event, from_fixture, quo_inbound, HOUR};
-    use crate::event::{Micros, Seq};
+    use crate::event::Micros;
     use crate::state::MemState;
     use futures_util::FutureExt;
 

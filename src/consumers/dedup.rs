@@ -112,14 +112,27 @@ impl Verdicts {
 
     /// The verdict for `seq`, if dedup has processed it.
     pub fn get(&self, seq: Seq) -> Result<Option<Verdict>, StateError> {
-        if let Some(v) = self.verdicts.get(&seq.to_key())? {
-            return Verdict::decode(&v).map(Some);
+        let processed = self.processed()?;
+        self.get_below(seq, processed)
+    }
+
+    /// The last record dedup has handled (read it once per batch, then use [`Self::get_below`]).
+    pub fn processed(&self) -> Result<Seq, StateError> {
+        match self.meta.get(PROCESSED)? {
+            Some(v) => Seq::from_key(&v).ok_or_else(|| corrupt("meta")),
+            None => Ok(Seq(0)),
         }
-        let processed = match self.meta.get(PROCESSED)? {
-            Some(v) => Seq::from_key(&v).ok_or_else(|| corrupt("meta"))?,
-            None => Seq(0),
-        };
-        Ok((seq <= processed).then_some(Verdict::Original))
+    }
+
+    /// The verdict for `seq`, given what [`Self::processed`] returned.
+    pub fn get_below(&self, seq: Seq, processed: Seq) -> Result<Option<Verdict>, StateError> {
+        if seq > processed {
+            return Ok(None);
+        }
+        match self.verdicts.get(&seq.to_key())? {
+            Some(v) => Verdict::decode(&v).map(Some),
+            None => Ok(Some(Verdict::Original)),
+        }
     }
 }
 
@@ -199,13 +212,9 @@ impl Dedup {
             Verdict::Duplicate { .. } => self
                 .verdicts
                 .insert(&event.seq.to_key(), &verdict.encode())?,
-            // A replay may turn an earlier duplicate verdict into an original (a redriven
-            // record claimed its keys first): never leave a stale one behind.
-            Verdict::Original => {
-                if self.verdicts.get(&event.seq.to_key())?.is_some() {
-                    self.verdicts.remove(&event.seq.to_key())?;
-                }
-            }
+            // Replaying a record gives the verdict it had (its keys still name the same first
+            // record), so an original never has a duplicate entry to remove.
+            Verdict::Original => {}
         }
         if t.saturating_sub(self.last_prune) >= self.ttl_micros / 8 {
             self.prune(t)?;
