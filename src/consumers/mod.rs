@@ -457,11 +457,13 @@ impl<C: Consumer> Driver<C> {
         let name = self.consumer.name();
         let log = self.ctx.log.clone();
         let cursor = log.cursor(name)?;
-        let mut limit = log.stats()?.last_seq;
+        // The writer publishes the last durable sequence; no need to ask the engine.
+        let last = log.watch_last_seq().borrow().0;
+        let mut limit = last;
         for up in self.consumer.upstreams() {
             limit = limit.min(log.cursor(up)?.0);
         }
-        let lag = log.stats()?.last_seq.saturating_sub(cursor.0);
+        let lag = last.saturating_sub(cursor.0);
         self.ctx
             .metrics
             .consumer_cursor
