@@ -15,13 +15,14 @@ use hooklog::alerts::Alerter;
 use hooklog::config::Config;
 use hooklog::consumers::compliance::Compliance;
 use hooklog::consumers::dedup::Dedup;
-use hooklog::consumers::Consumer;
+use hooklog::consumers::{spawn_driver, Consumer, DriverConfig, DriverContext, Registry};
 use hooklog::edge::verifier::{IncomingRequest, Verifier, WebhookRoute};
 use hooklog::edge::verify::{openphone_legacy, twilio, HmacKey};
 use hooklog::event::{Micros, Seq};
 use hooklog::log::sled::{SledLog, SledOptions};
 use hooklog::log::Log;
 use hooklog::metrics::Metrics;
+use std::sync::Arc;
 
 const EVENTS: u64 = 100_000;
 const BATCH: usize = 512;
@@ -135,7 +136,7 @@ fn fill(log: &SledLog) {
     }
 }
 
-fn rewind(log: &SledLog, dedup: &mut Dedup, compliance: &mut Compliance) -> u64 {
+fn rewind(log: &dyn Log, dedup: &mut Dedup, compliance: &mut Compliance) -> u64 {
     dedup.reset().expect("reset");
     compliance.reset().expect("reset");
     let mut after = Seq(0);
@@ -158,28 +159,117 @@ fn rewind(log: &SledLog, dedup: &mut Dedup, compliance: &mut Compliance) -> u64 
     }
 }
 
+/// The real thing: both consumers under the shared driver on a 2-worker runtime (they run
+/// concurrently, compliance behind dedup), timed from the rewind until both cursors reach the
+/// end of the log.
+fn rewind_with_drivers(rt: &tokio::runtime::Runtime, ctx: &DriverContext) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        for name in ["dedup", "compliance"] {
+            ctx.registry
+                .rewind(name, Seq(0), false)
+                .await
+                .expect("rewind");
+        }
+        loop {
+            let done = ["dedup", "compliance"]
+                .iter()
+                .all(|n| ctx.log.cursor(n).expect("cursor").0 >= EVENTS);
+            if done {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = SledLog::open(dir.path(), &SledOptions::default(), Metrics::new()).expect("open");
     fill(&log);
+    let log: Arc<dyn Log> = Arc::new(log);
     let store = log.state();
-    let mut dedup = Dedup::new(store.as_ref(), 72).expect("dedup");
-    let mut compliance = Compliance::new(store.as_ref(), Alerter::disabled()).expect("compliance");
     let mut group = c.benchmark_group("rewind");
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(EVENTS));
-    group.bench_function("dedup_and_compliance_100k", |b| {
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ctx = DriverContext {
+        log: log.clone(),
+        store: store.clone(),
+        registry: Arc::new(Registry::default()),
+        metrics: Metrics::new(),
+        alerter: Alerter::disabled(),
+        config: DriverConfig::default(),
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let dedup = Dedup::new(store.as_ref(), 72).expect("dedup");
+    let compliance = Compliance::new(store.as_ref(), Alerter::disabled()).expect("compliance");
+    let tasks = rt.block_on(async {
+        vec![
+            tokio::spawn(spawn_driver(dedup, ctx.clone(), stop_rx.clone())),
+            tokio::spawn(spawn_driver(compliance, ctx.clone(), stop_rx.clone())),
+        ]
+    });
+    group.bench_function("drivers_dedup_and_compliance_100k", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| rewind_with_drivers(&rt, &ctx)).sum())
+    });
+    stop.send(true).expect("stop");
+    rt.block_on(async {
+        for t in tasks {
+            t.await.expect("driver");
+        }
+    });
+
+    // The same work on one thread, one consumer after the other: the CPU cost per record.
+    let mut dedup = Dedup::new(store.as_ref(), 72).expect("dedup");
+    let mut compliance = Compliance::new(store.as_ref(), Alerter::disabled()).expect("compliance");
+    group.bench_function("sequential_dedup_and_compliance_100k", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                assert_eq!(rewind(&log, &mut dedup, &mut compliance), EVENTS);
+                assert_eq!(rewind(log.as_ref(), &mut dedup, &mut compliance), EVENTS);
             }
             start.elapsed()
         })
     });
     group.finish();
+
+    // What a record costs before any state is touched.
+    let sample = log.read(Seq(0), 1000).expect("read");
+    let mut micro = c.benchmark_group("per_record");
+    micro.throughput(Throughput::Elements(sample.len() as u64));
+    micro.bench_function("parse", |b| {
+        b.iter(|| {
+            sample
+                .iter()
+                .filter(|e| hooklog::parse::parse(e).is_ok())
+                .count()
+        })
+    });
+    let texts: Vec<String> = sample
+        .iter()
+        .filter_map(|e| match hooklog::parse::parse(e).ok()?.data {
+            hooklog::parse::Data::Message(m) => m.text,
+            _ => None,
+        })
+        .collect();
+    micro.throughput(Throughput::Elements(texts.len() as u64));
+    micro.bench_function("classify", |b| {
+        b.iter(|| {
+            texts
+                .iter()
+                .filter(|t| hooklog::optout::classify(t, None).is_opt_out())
+                .count()
+        })
+    });
+    micro.finish();
     log.close().expect("close");
 }
 
