@@ -15,7 +15,7 @@ use hooklog::alerts::Alerter;
 use hooklog::config::Config;
 use hooklog::consumers::compliance::Compliance;
 use hooklog::consumers::dedup::Dedup;
-use hooklog::consumers::{spawn_driver, Consumer, DriverConfig, DriverContext, Registry};
+use hooklog::consumers::{spawn_on_thread, Consumer, DriverConfig, DriverContext, Registry};
 use hooklog::edge::verifier::{IncomingRequest, Verifier, WebhookRoute};
 use hooklog::edge::verify::{openphone_legacy, twilio, HmacKey};
 use hooklog::event::{Micros, Seq};
@@ -159,9 +159,9 @@ fn rewind(log: &dyn Log, dedup: &mut Dedup, compliance: &mut Compliance) -> u64 
     }
 }
 
-/// The real thing: both consumers under the shared driver on a 2-worker runtime (they run
-/// concurrently, compliance behind dedup), timed from the rewind until both cursors reach the
-/// end of the log.
+/// The real thing: both consumers under the shared driver, each on its own thread as in the
+/// daemon (they run concurrently, compliance behind dedup), timed from the rewind until both
+/// cursors reach the end of the log.
 fn rewind_with_drivers(rt: &tokio::runtime::Runtime, ctx: &DriverContext) -> Duration {
     rt.block_on(async {
         let start = Instant::now();
@@ -211,18 +211,16 @@ fn bench(c: &mut Criterion) {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let dedup = Dedup::new(store.as_ref(), 72).expect("dedup");
     let compliance = Compliance::new(store.as_ref(), Alerter::disabled()).expect("compliance");
-    let tasks = rt.block_on(async {
-        vec![
-            tokio::spawn(spawn_driver(dedup, ctx.clone(), stop_rx.clone())),
-            tokio::spawn(spawn_driver(compliance, ctx.clone(), stop_rx.clone())),
-        ]
-    });
+    let threads = vec![
+        spawn_on_thread(dedup, ctx.clone(), stop_rx.clone()).expect("thread"),
+        spawn_on_thread(compliance, ctx.clone(), stop_rx.clone()).expect("thread"),
+    ];
     group.bench_function("drivers_dedup_and_compliance_100k", |b| {
         b.iter_custom(|iters| (0..iters).map(|_| rewind_with_drivers(&rt, &ctx)).sum())
     });
     stop.send(true).expect("stop");
     rt.block_on(async {
-        for t in tasks {
+        for t in threads {
             t.await.expect("driver");
         }
     });
@@ -235,6 +233,50 @@ fn bench(c: &mut Criterion) {
             let start = Instant::now();
             for _ in 0..iters {
                 assert_eq!(rewind(log.as_ref(), &mut dedup, &mut compliance), EVENTS);
+            }
+            start.elapsed()
+        })
+    });
+    // Each consumer alone, on one thread (dedup's verdicts from the run above stay in place
+    // for compliance).
+    group.bench_function("sequential_dedup_only_100k", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                dedup.reset().expect("reset");
+                let mut after = Seq(0);
+                while let Some(last) = {
+                    let batch = log.read(after, BATCH).expect("read");
+                    dedup
+                        .handle(&batch)
+                        .now_or_never()
+                        .expect("no await")
+                        .expect("dedup");
+                    batch.last().map(|e| e.seq)
+                } {
+                    after = last;
+                }
+            }
+            start.elapsed()
+        })
+    });
+    group.bench_function("sequential_compliance_only_100k", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                compliance.reset().expect("reset");
+                let mut after = Seq(0);
+                while let Some(last) = {
+                    let batch = log.read(after, BATCH).expect("read");
+                    compliance
+                        .handle(&batch)
+                        .now_or_never()
+                        .expect("no await")
+                        .expect("compliance");
+                    batch.last().map(|e| e.seq)
+                } {
+                    after = last;
+                }
             }
             start.elapsed()
         })

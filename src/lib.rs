@@ -298,10 +298,11 @@ fn start_consumers(
         },
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let mut threads = Vec::new();
     let dedup = consumers::dedup::Dedup::new(store.as_ref(), config.dedup.ttl_hours)?;
-    tasks.spawn(consumers::spawn_driver(dedup, ctx.clone(), stop.clone()));
+    threads.push(consumers::spawn_on_thread(dedup, ctx.clone(), stop.clone()));
     let compliance = consumers::compliance::Compliance::new(store.as_ref(), alerter.clone())?;
-    tasks.spawn(consumers::spawn_driver(
+    threads.push(consumers::spawn_on_thread(
         compliance,
         ctx.clone(),
         stop.clone(),
@@ -318,7 +319,14 @@ fn start_consumers(
         event::Seq(start.0.saturating_sub(1)),
     )?;
     let feeder = consumers::staleness::Staleness::new(store.as_ref(), monitor.clone())?;
-    tasks.spawn(consumers::spawn_driver(feeder, ctx, stop.clone()));
+    threads.push(consumers::spawn_on_thread(feeder, ctx, stop.clone()));
+    for finished in threads {
+        let finished = finished
+            .map_err(|e| RunError::Consumer(format!("cannot start a consumer thread: {e}")))?;
+        tasks.spawn(async move {
+            let _ = finished.await;
+        });
+    }
     if config.staleness.enabled {
         tasks.spawn(consumers::staleness::run_timer(
             monitor,

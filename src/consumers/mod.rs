@@ -351,6 +351,32 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
 }
 
+/// Runs `consumer` under the driver on a thread of its own (with a single-threaded runtime),
+/// until `shutdown` turns true. The returned receiver resolves when the thread has finished.
+///
+/// Why a thread: consumers are CPU-heavy during a catch-up or a rewind. On the edge's runtime
+/// they would take worker time from webhook acknowledgements, and tokio keeps a task woken by
+/// another on the same worker, so an upstream and its downstream would never run in parallel.
+pub fn spawn_on_thread<C: Consumer>(
+    consumer: C,
+    ctx: DriverContext,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<oneshot::Receiver<()>> {
+    let name = consumer.name();
+    let driver = spawn_driver(consumer, ctx, shutdown);
+    let (done, finished) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("consumer-{name}"))
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(driver),
+                Err(e) => tracing::error!(consumer = name, error = %e, "cannot start the consumer's runtime"),
+            }
+            let _ = done.send(());
+        })?;
+    Ok(finished)
+}
+
 /// Registers `consumer` and returns the future that drives it until `shutdown` turns true.
 pub fn spawn_driver<C: Consumer>(
     consumer: C,
