@@ -287,11 +287,8 @@ impl Consumer for Compliance {
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
         let processed = self.verdicts.processed()?;
         for event in batch {
-            match self.process(event, processed) {
-                Ok(()) => {}
-                // Earlier records of the batch are applied; the driver records the poison one.
-                Err(e) => return Err(e),
-            }
+            // On a poison record the earlier ones are applied; the driver records that one.
+            self.process(event, processed)?;
         }
         Ok(())
     }

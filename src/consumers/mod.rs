@@ -37,7 +37,7 @@ use crate::alerts::{Alert, Alerter, Severity};
 use crate::event::{Event, Micros, Seq};
 use crate::log::{Log, LogError};
 use crate::metrics::Metrics;
-use crate::state::{self, KvTree, StateError, StateStore};
+use crate::state::{self, StateError, StateStore};
 
 /// Why a batch failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -742,15 +742,6 @@ impl From<StateError> for StepError {
     fn from(e: StateError) -> Self {
         StepError(e.to_string())
     }
-}
-
-/// Tree handle helper for consumers: opens `name` and keeps it.
-pub fn open_tree(
-    store: &dyn StateStore,
-    consumer: &str,
-    name: &str,
-) -> Result<Arc<dyn KvTree>, StateError> {
-    store.tree(consumer, name)
 }
 
 #[cfg(test)]

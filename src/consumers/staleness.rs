@@ -59,6 +59,8 @@ impl Consumer for Staleness {
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+        // Dedup's progress once per batch, not once per record.
+        let processed = self.verdicts.processed()?;
         for event in batch {
             if !matches!(
                 event.source,
@@ -68,7 +70,7 @@ impl Consumer for Staleness {
             }
             if self
                 .verdicts
-                .get(event.seq)?
+                .get_below(event.seq, processed)?
                 .is_some_and(|v| v.is_duplicate())
             {
                 continue;
