@@ -21,10 +21,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::dedup::{self, Verdicts};
+use super::dedup::{self, RangeVerdicts, Verdicts};
 use super::{BatchError, Consumer};
 use crate::alerts::{Alert, Alerter, Severity};
-use crate::event::{Event, Seq, Source};
+use crate::event::{Event, Source};
 use crate::optout::{self, Confidence, Verdict};
 use crate::parse::{self, Data, Direction, Kind};
 use crate::state::{for_each, KvTree, StateError, StateStore};
@@ -149,8 +149,8 @@ impl Compliance {
         self.suppression.insert(entry.number.as_bytes(), &json)
     }
 
-    fn process(&self, event: &Event, processed: Seq) -> Result<(), BatchError> {
-        match self.verdicts.get_below(event.seq, processed)? {
+    fn process(&self, event: &Event, verdicts: &RangeVerdicts) -> Result<(), BatchError> {
+        match verdicts.get(event.seq) {
             Some(v) if v.is_duplicate() => return Ok(()),
             Some(_) => {}
             // The driver never lets this consumer pass dedup, so a missing verdict means dedup
@@ -285,10 +285,13 @@ impl Consumer for Compliance {
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        let processed = self.verdicts.processed()?;
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
+        let verdicts = self.verdicts.range(first.seq, last.seq)?;
         for event in batch {
             // On a poison record the earlier ones are applied; the driver records that one.
-            self.process(event, processed)?;
+            self.process(event, &verdicts)?;
         }
         Ok(())
     }
@@ -300,7 +303,7 @@ mod tests {
     use super::*;
     use crate::consumers::dedup::Dedup;
     use crate::consumers::testutil::{dump, event, from_fixture, quo_inbound, HOUR};
-    use crate::event::Micros;
+    use crate::event::{Micros, Seq};
     use crate::state::MemState;
     use futures_util::FutureExt;
 

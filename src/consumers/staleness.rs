@@ -59,8 +59,11 @@ impl Consumer for Staleness {
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        // Dedup's progress once per batch, not once per record.
-        let processed = self.verdicts.processed()?;
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
+        // Dedup's verdicts once per batch, not once per record.
+        let verdicts = self.verdicts.range(first.seq, last.seq)?;
         for event in batch {
             if !matches!(
                 event.source,
@@ -68,11 +71,7 @@ impl Consumer for Staleness {
             ) {
                 continue;
             }
-            if self
-                .verdicts
-                .get_below(event.seq, processed)?
-                .is_some_and(|v| v.is_duplicate())
-            {
+            if verdicts.get(event.seq).is_some_and(|v| v.is_duplicate()) {
                 continue;
             }
             // Unparseable records are the other consumers' business; here they just do not
