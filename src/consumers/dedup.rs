@@ -52,7 +52,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use super::{BatchError, Consumer};
+use super::{Batch, BatchError, Consumer, Record};
 use crate::event::{Event, Seq};
 use crate::state::{KvTree, StateError, StateStore};
 
@@ -288,9 +288,10 @@ impl Dedup {
         Ok(())
     }
 
-    fn keys_of(event: &Event) -> Vec<String> {
-        match crate::parse::parse(event) {
-            Ok(p) => p.dedup_keys,
+    fn keys_of(record: Record<'_>) -> Vec<String> {
+        let event = record.event;
+        match record.parsed() {
+            Ok(p) => p.dedup_keys.clone(),
             // A record that does not parse still dedups against an identical retry; the
             // consumers that need its content dead-letter it themselves.
             Err(_) => vec![format!(
@@ -301,9 +302,10 @@ impl Dedup {
     }
 
     /// Decides the verdict of one record and stages its claims.
-    fn process(&mut self, event: &Event, staged: &mut Staged) -> Verdict {
+    fn process(&mut self, record: Record<'_>, staged: &mut Staged) -> Verdict {
+        let event = record.event;
         let t = event.received_at.0;
-        let keys: Vec<KeyDigest> = Self::keys_of(event).iter().map(|k| digest(k)).collect();
+        let keys: Vec<KeyDigest> = Self::keys_of(record).iter().map(|k| digest(k)).collect();
         let mut verdict = Verdict::Original;
         let mut found = Vec::with_capacity(keys.len());
         for key in &keys {
@@ -447,19 +449,26 @@ impl Consumer for Dedup {
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+        self.handle_batch(&Batch::new(batch.to_vec())).await
+    }
+
+    async fn handle_batch(&mut self, batch: &Batch) -> Result<(), BatchError> {
         if self.stale {
             self.reload()?;
         }
         // Records up to `processed` were decided before a crash lost the driver's cursor:
         // their effects are complete, and deciding them again against a window that later
         // records have changed could give another answer.
-        let batch = &batch[batch.partition_point(|e| e.seq.0 <= self.processed)..];
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        let skip = batch
+            .events()
+            .partition_point(|e| e.seq.0 <= self.processed);
+        let events = &batch.events()[skip..];
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
         let mut staged = Staged::default();
-        for event in batch {
-            self.process(event, &mut staged);
+        for record in batch.records().skip(skip) {
+            self.process(record, &mut staged);
         }
         // From here until `processed` is written, memory may be ahead of storage: if a write
         // fails, the next call reloads the window from the journal first.
@@ -475,7 +484,7 @@ impl Consumer for Dedup {
             self.verdicts.insert(&seq.to_key(), &verdict.encode())?;
         }
         if staged.pruned {
-            let earliest = batch.iter().map(|e| e.received_at.0).min();
+            let earliest = events.iter().map(|e| e.received_at.0).min();
             self.prune_journal(earliest.unwrap_or(first.received_at.0).min(self.last_prune))?;
         }
         self.meta.insert(PROCESSED, &last.seq.to_key())?;
@@ -706,7 +715,7 @@ mod tests {
         let mut out = Vec::new();
         for e in events {
             let t = e.received_at.0;
-            let keys = Dedup::keys_of(e);
+            let keys = Dedup::keys_of(Batch::new(vec![e.clone()]).records().next().unwrap());
             let mut verdict = Verdict::Original;
             for k in &keys {
                 if let Some(&(first, expires)) = claims.get(k) {

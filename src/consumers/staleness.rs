@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::dedup::{self, Verdicts};
-use super::{BatchError, Consumer, RewindMode};
+use super::{Batch, BatchError, Consumer, RewindMode};
 use crate::alerts::Alerter;
 use crate::event::{Event, Source};
 use crate::parse::{self, Direction, Kind};
@@ -59,12 +59,18 @@ impl Consumer for Staleness {
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        self.handle_batch(&Batch::new(batch.to_vec())).await
+    }
+
+    async fn handle_batch(&mut self, batch: &Batch) -> Result<(), BatchError> {
+        let events = batch.events();
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
         // Dedup's verdicts once per batch, not once per record.
         let verdicts = self.verdicts.range(first.seq, last.seq)?;
-        for event in batch {
+        for record in batch.records() {
+            let event = record.event;
             if !matches!(
                 event.source,
                 Source::OpenPhone | Source::Twilio | Source::SalesMsg
@@ -76,7 +82,7 @@ impl Consumer for Staleness {
             }
             // Unparseable records are the other consumers' business; here they just do not
             // count as a sign of life.
-            let Ok(parsed) = parse::parse(event) else {
+            let Ok(parsed) = record.parsed() else {
                 continue;
             };
             let inbound = match &parsed.data {
