@@ -18,26 +18,29 @@
 //!   ([`RewindMode::Rebuild`]), which reproduces the same state because projections are pure
 //!   functions of the log.
 
+mod batches;
 pub mod compliance;
 pub mod dedup;
 pub mod staleness;
 #[cfg(test)]
 mod testutil;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+pub use batches::{Batch, Record};
+
+use self::batches::Batches;
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::event::{Event, Micros, Seq};
 use crate::log::{Log, LogError};
 use crate::metrics::Metrics;
-use crate::parse::{self, ParseError, Parsed};
 use crate::state::{self, StateError, StateStore};
 
 /// Why a batch failed.
@@ -101,56 +104,6 @@ pub trait Consumer: Send + 'static {
         self.handle(batch.events())
     }
 }
-
-/// A batch as the driver hands it over: the records, and each record's parse, computed at
-/// most once however many consumers handle the batch. During a rewind compliance handles the
-/// very batches dedup has just handled; reading and parsing them again took a third of its
-/// time.
-pub struct Batch {
-    events: Vec<Event>,
-    parsed: Vec<OnceLock<Result<Parsed, ParseError>>>,
-}
-
-impl Batch {
-    /// A batch of `events` (in sequence order), none parsed yet.
-    pub fn new(events: Vec<Event>) -> Batch {
-        let parsed = events.iter().map(|_| OnceLock::new()).collect();
-        Batch { events, parsed }
-    }
-
-    /// The records.
-    pub fn events(&self) -> &[Event] {
-        &self.events
-    }
-
-    /// The records with their lazily computed parses.
-    pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
-        self.events
-            .iter()
-            .zip(&self.parsed)
-            .map(|(event, parsed)| Record { event, parsed })
-    }
-}
-
-/// One record of a [`Batch`].
-#[derive(Clone, Copy)]
-pub struct Record<'a> {
-    /// The record as stored.
-    pub event: &'a Event,
-    parsed: &'a OnceLock<Result<Parsed, ParseError>>,
-}
-
-impl<'a> Record<'a> {
-    /// [`parse::parse`] of the record, computed on first use.
-    pub fn parsed(&self) -> Result<&'a Parsed, &'a ParseError> {
-        self.parsed
-            .get_or_init(|| parse::parse(self.event))
-            .as_ref()
-    }
-}
-
-/// How many batches the drivers keep for consumers that follow each other.
-const RECENT_BATCHES: usize = 8;
 
 /// A dead-lettered record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,9 +200,8 @@ pub struct Registry {
     consumers: Mutex<BTreeMap<String, Entry>>,
     /// Fired whenever a cursor moves, so downstream consumers wake without polling.
     wake: Notify,
-    /// The last full batches read, shared by the drivers (see [`Batch`]). The drivers read
-    /// only durable records, which never change, so an entry is never stale.
-    recent: Mutex<VecDeque<Arc<Batch>>>,
+    /// The batches the drivers share, with read-ahead.
+    batches: Batches,
 }
 
 /// Why an operator command could not be carried out.
@@ -267,29 +219,6 @@ pub enum ControlError {
 }
 
 impl Registry {
-    /// Up to `limit` records after `after`: a batch another driver read already, or a fresh one.
-    fn read_batch(&self, log: &dyn Log, after: Seq, limit: usize) -> Result<Arc<Batch>, LogError> {
-        let first = Seq(after.0.saturating_add(1));
-        let recent = || self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let hit = recent()
-            .iter()
-            .find(|b| b.events.len() == limit && b.events.first().is_some_and(|e| e.seq == first))
-            .cloned();
-        if let Some(batch) = hit {
-            return Ok(batch);
-        }
-        let batch = Arc::new(Batch::new(log.read(after, limit)?));
-        // A batch cut short by the end of the log grows as records arrive: not worth keeping.
-        if batch.events.len() == limit {
-            let mut recent = recent();
-            if recent.len() >= RECENT_BATCHES {
-                recent.pop_front();
-            }
-            recent.push_back(batch.clone());
-        }
-        Ok(batch)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
         // Entries are only inserted whole; a panic elsewhere cannot leave one half-written.
         self.consumers.lock().unwrap_or_else(|p| p.into_inner())
@@ -589,7 +518,7 @@ impl<C: Consumer> Driver<C> {
             return Ok(Step::Wait);
         }
         let want = (limit - cursor.0).min(self.ctx.config.batch_size as u64) as usize;
-        let batch = match self.ctx.registry.read_batch(log.as_ref(), cursor, want) {
+        let batch = match self.ctx.registry.batches.read(&log, cursor, want) {
             Ok(b) => b,
             Err(LogError::Corrupt { seq, source }) => {
                 // Never skipped silently: the undecodable record is dead-lettered and alerted.
@@ -938,70 +867,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("condition not reached in 5 s");
-    }
-
-    #[tokio::test]
-    async fn drivers_reading_the_same_full_batch_share_it_and_its_parses() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, ctx) = setup(dir.path());
-        for n in 0..10 {
-            append(&log, &format!("{{\"n\": {n}}}")).await;
-        }
-        let registry = &ctx.registry;
-        let a = registry.read_batch(log.as_ref(), Seq(2), 4).unwrap();
-        let b = registry.read_batch(log.as_ref(), Seq(2), 4).unwrap();
-        assert!(Arc::ptr_eq(&a, &b), "the second reader gets the same batch");
-        assert_eq!(a.events(), &log.read(Seq(2), 4).unwrap()[..]);
-        let first = a
-            .records()
-            .next()
-            .unwrap()
-            .parsed()
-            .ok()
-            .map(|p| p as *const Parsed);
-        let again = b
-            .records()
-            .next()
-            .unwrap()
-            .parsed()
-            .ok()
-            .map(|p| p as *const Parsed);
-        assert!(first.is_some() && first == again, "parsed once");
-        // Another start or limit is another batch.
-        assert_eq!(
-            registry
-                .read_batch(log.as_ref(), Seq(2), 3)
-                .unwrap()
-                .events()
-                .len(),
-            3
-        );
-        assert_eq!(
-            registry
-                .read_batch(log.as_ref(), Seq(3), 4)
-                .unwrap()
-                .events()[0]
-                .seq,
-            Seq(4)
-        );
-        // A batch cut short by the end of the log is not kept: it grows as records arrive.
-        assert_eq!(
-            registry
-                .read_batch(log.as_ref(), Seq(8), 4)
-                .unwrap()
-                .events()
-                .len(),
-            2
-        );
-        append(&log, "{}").await;
-        assert_eq!(
-            registry
-                .read_batch(log.as_ref(), Seq(8), 4)
-                .unwrap()
-                .events()
-                .len(),
-            3
-        );
     }
 
     #[tokio::test]
