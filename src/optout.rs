@@ -1192,25 +1192,74 @@ fn fold_pairs(tokens: Vec<Token>) -> Vec<Token> {
 // ---------------------------------------------------------------------------------------------
 // Rules 3 to 5.
 
+/// Every phrase of every list [`Message::occurrences`] searches.
+fn all_phrases() -> impl Iterator<Item = &'static str> {
+    REVOCATIONS
+        .iter()
+        .chain(SHORT_REVOCATIONS)
+        .map(|r| r.words)
+        .chain(VERBS.iter().map(|v| v.words))
+        .chain(
+            COMPLAINTS
+                .iter()
+                .chain(WRONG_PARTY)
+                .chain(DECLINES)
+                .map(|s| s.0),
+        )
+        .chain(TEXT_WELCOME.iter().chain(CALL_WELCOME).copied())
+}
+
+/// The words of every phrase, numbered: a message's words are looked up once, and phrases
+/// are then matched by number.
+static VOCABULARY: std::sync::LazyLock<std::collections::HashMap<&'static str, u16>> =
+    std::sync::LazyLock::new(|| {
+        let mut vocabulary = std::collections::HashMap::new();
+        for word in all_phrases().flat_map(|p| p.split(' ')) {
+            let next = u16::try_from(vocabulary.len()).unwrap_or(u16::MAX);
+            vocabulary.entry(word).or_insert(next);
+        }
+        vocabulary
+    });
+
 /// A phrase list indexed by first word. Matching every phrase at every position made
 /// `classify` cost ~9 µs on a one-line text (most of it comparing words of phrases that could
-/// not occur); a message is now matched only against the phrases whose first word it contains.
-/// Occurrences come out in the order the nested loop "for each phrase in list order, for each
-/// position" gives, which rules relying on "the first found among equals" need.
+/// not occur); a message is now matched only against the phrases whose first word it contains,
+/// word numbers against word numbers. Occurrences come out in the order the nested loop "for
+/// each phrase in list order, for each position" gives, which rules relying on "the first
+/// found among equals" need.
 struct Phrases {
     /// Each phrase split into words, in list order.
     words: Vec<Vec<&'static str>>,
-    /// (first word, phrase index), sorted.
-    by_first: Vec<(&'static str, usize)>,
+    /// The same, as [`VOCABULARY`] numbers.
+    ids: Vec<Vec<u16>>,
+    /// For each word number, the phrases starting with it, in list order.
+    by_first: Vec<Vec<usize>>,
 }
 
 impl Phrases {
     fn new(phrases: impl Iterator<Item = &'static str>) -> Phrases {
         let words: Vec<Vec<&'static str>> = phrases.map(|p| p.split(' ').collect()).collect();
-        let mut by_first: Vec<(&'static str, usize)> =
-            words.iter().enumerate().map(|(k, w)| (w[0], k)).collect();
-        by_first.sort_unstable();
-        Phrases { words, by_first }
+        // Every word is in the vocabulary, which is made of these very lists (a test compares
+        // the index with a plain scan); a missing one could only fail to match.
+        let ids: Vec<Vec<u16>> = words
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .map(|w| VOCABULARY.get(w).copied().unwrap_or(u16::MAX))
+                    .collect()
+            })
+            .collect();
+        let mut by_first = vec![Vec::new(); VOCABULARY.len()];
+        for (k, p) in ids.iter().enumerate() {
+            if let Some(list) = by_first.get_mut(usize::from(p[0])) {
+                list.push(k);
+            }
+        }
+        Phrases {
+            words,
+            ids,
+            by_first,
+        }
     }
 
     /// Number of words of phrase `k`.
@@ -1250,6 +1299,8 @@ struct Message<'a> {
     words: Vec<&'a str>,
     /// `breaks[i]`: sentence punctuation precedes word `i`.
     breaks: Vec<bool>,
+    /// Each word's [`VOCABULARY`] number, if it occurs in a phrase.
+    ids: Vec<Option<u16>>,
     /// Computed once: per-trigger scans would make long messages quadratic.
     profane: bool,
     texts_welcome: bool,
@@ -1261,10 +1312,12 @@ impl<'a> Message<'a> {
         let mut m = Message {
             words: tokens.iter().map(|t| unstretch(&t.text)).collect(),
             breaks: tokens.iter().map(|t| t.brk).collect(),
+            ids: Vec::new(),
             profane: false,
             texts_welcome: false,
             calls_welcome: false,
         };
+        m.ids = m.words.iter().map(|w| VOCABULARY.get(w).copied()).collect();
         m.profane = m.words.iter().any(|w| is_profane(w));
         m.texts_welcome = m.welcomes(&TEXT_WELCOME_PHRASES);
         m.calls_welcome = m.welcomes(&CALL_WELCOME_PHRASES);
@@ -1305,14 +1358,13 @@ impl<'a> Message<'a> {
     /// then position.
     fn occurrences(&self, phrases: &Phrases) -> Vec<(usize, usize)> {
         let mut found = Vec::new();
-        for (i, w) in self.words.iter().enumerate() {
-            let from = phrases.by_first.partition_point(|(f, _)| f < w);
-            for &(_, k) in phrases.by_first[from..].iter().take_while(|(f, _)| f == w) {
-                let rest = &phrases.words[k][1..];
-                let matches = rest
+        for (i, id) in self.ids.iter().enumerate() {
+            let Some(id) = id else { continue };
+            for &k in phrases.by_first.get(usize::from(*id)).into_iter().flatten() {
+                let matches = phrases.ids[k][1..]
                     .iter()
                     .enumerate()
-                    .all(|(n, p)| self.words.get(i + 1 + n) == Some(p));
+                    .all(|(n, p)| self.ids.get(i + 1 + n) == Some(&Some(*p)));
                 if matches {
                     found.push((k, i));
                 }
@@ -2228,6 +2280,22 @@ mod tests {
         " I'm interested",
         " yes please start",
     ];
+
+    #[test]
+    fn every_phrase_word_has_a_number() {
+        assert!(VOCABULARY.len() < usize::from(u16::MAX));
+        for phrases in [
+            &*REVOCATION_PHRASES,
+            &*SHORT_REVOCATION_PHRASES,
+            &*VERB_PHRASES,
+            &*SIGNAL_PHRASES,
+            &*DECLINE_PHRASES,
+            &*TEXT_WELCOME_PHRASES,
+            &*CALL_WELCOME_PHRASES,
+        ] {
+            assert!(phrases.ids.iter().flatten().all(|&id| id != u16::MAX));
+        }
+    }
 
     /// A word of some phrase (so that messages hold many whole phrases), or any word.
     fn phrase_word() -> impl Strategy<Value = String> {
