@@ -29,6 +29,10 @@ use crate::parse::{self, ParseError, Parsed};
 const RECENT_BATCHES: usize = 8;
 /// Longest wait for a batch the read-ahead is fetching.
 const READAHEAD_WAIT: Duration = Duration::from_secs(5);
+/// How many batches past the one asked for are read ahead, each by its own worker: reading
+/// and parsing cost more than dedup's and compliance's own work together, so one worker
+/// alone held a rewind back to its pace.
+const READAHEAD_DEPTH: usize = 2;
 
 /// A batch as the driver hands it over: the records, in sequence order, and each record's
 /// parse, computed on first use.
@@ -180,30 +184,36 @@ impl Batches {
         Ok(batch)
     }
 
-    /// Starts fetching the batch after `batch` if it is durable in full and not cached yet.
+    /// Starts fetching the [`READAHEAD_DEPTH`] batches after `batch` that are durable in full
+    /// and neither cached nor being fetched.
     fn read_ahead(&self, log: &Arc<dyn Log>, batch: &Batch, limit: usize) {
         let Some(last) = batch.events.last().map(|e| e.seq) else {
             return;
         };
-        let next = Seq(last.0 + 1);
-        if log.watch_last_seq().borrow().0 < last.0.saturating_add(limit as u64) {
-            return;
-        }
-        {
-            let mut cache = self.shared.lock();
-            if cache.in_flight.contains(&(next, limit)) || cache.find(next, limit).is_some() {
+        let durable = log.watch_last_seq().borrow().0;
+        for k in 0..READAHEAD_DEPTH as u64 {
+            let after = Seq(last.0.saturating_add(k * limit as u64));
+            let next = Seq(after.0 + 1);
+            if durable < after.0.saturating_add(limit as u64) {
                 return;
             }
-            cache.in_flight.push((next, limit));
-        }
-        let job = Job {
-            log: log.clone(),
-            after: last,
-            limit,
-        };
-        if let Err(e) = self.sender().map(|tx| tx.send(job)) {
-            tracing::warn!(error = %e, "read-ahead unavailable; consumers read for themselves");
-            self.shared.finish(next, limit, None);
+            {
+                let mut cache = self.shared.lock();
+                if cache.in_flight.contains(&(next, limit)) || cache.find(next, limit).is_some() {
+                    continue;
+                }
+                cache.in_flight.push((next, limit));
+            }
+            let job = Job {
+                log: log.clone(),
+                after,
+                limit,
+            };
+            if let Err(e) = self.sender().map(|tx| tx.send(job)) {
+                tracing::warn!(error = %e, "read-ahead unavailable; consumers read for themselves");
+                self.shared.finish(next, limit, None);
+                return;
+            }
         }
     }
 
@@ -213,30 +223,35 @@ impl Batches {
             return Ok(tx.clone());
         }
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        let shared = self.shared.clone();
-        std::thread::Builder::new()
-            .name("hooklog-readahead".into())
-            .spawn(move || {
-                for job in rx {
-                    let first = Seq(job.after.0 + 1);
-                    let batch = match job.log.read(job.after, job.limit) {
-                        Ok(events) if events.len() == job.limit => {
-                            let batch = Batch::new(events);
-                            for record in batch.records() {
-                                // Errors are kept in the batch for the consumers to handle.
-                                let _ = record.parsed();
-                            }
-                            Some(Arc::new(batch))
-                        }
-                        // A failed read is retried by the driver itself, which sees the error.
-                        _ => None,
-                    };
-                    shared.finish(first, job.limit, batch);
-                }
-            })
-            .map_err(|e| format!("cannot start the read-ahead thread: {e}"))?;
+        for _ in 0..READAHEAD_DEPTH {
+            let (rx, shared) = (rx.clone(), self.shared.clone());
+            std::thread::Builder::new()
+                .name("hooklog-readahead".into())
+                .spawn(move || read_ahead_worker(rx, shared))
+                .map_err(|e| format!("cannot start a read-ahead thread: {e}"))?;
+        }
         *slot = Some(tx.clone());
         Ok(tx)
+    }
+}
+
+/// Fetches batches until the [`Batches`] that started it is dropped.
+fn read_ahead_worker(jobs: crossbeam_channel::Receiver<Job>, shared: Arc<Shared>) {
+    for job in jobs {
+        let first = Seq(job.after.0 + 1);
+        let batch = match job.log.read(job.after, job.limit) {
+            Ok(events) if events.len() == job.limit => {
+                let batch = Batch::new(events);
+                for record in batch.records() {
+                    // Errors are kept in the batch for the consumers to handle.
+                    let _ = record.parsed();
+                }
+                Some(Arc::new(batch))
+            }
+            // A failed read is retried by the driver itself, which sees the error.
+            _ => None,
+        };
+        shared.finish(first, job.limit, batch);
     }
 }
 
