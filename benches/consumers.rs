@@ -168,6 +168,24 @@ fn rewind(log: &dyn Log, dedup: &mut Dedup, compliance: &mut Compliance) -> u64 
     }
 }
 
+/// One consumer rebuilt from the first record on this thread, parsing every record itself.
+fn rebuild_alone(log: &dyn Log, consumer: &mut impl Consumer) {
+    consumer.reset().expect("reset");
+    let mut after = Seq(0);
+    loop {
+        let batch = Batch::new(log.read(after, BATCH).expect("read"));
+        let Some(last) = batch.events().last().map(|e| e.seq) else {
+            return;
+        };
+        consumer
+            .handle_batch(&batch)
+            .now_or_never()
+            .expect("no await")
+            .expect("handle");
+        after = last;
+    }
+}
+
 /// The real thing: both consumers under the shared driver, each on its own thread as in the
 /// daemon (they run concurrently, compliance behind dedup), timed from the rewind until both
 /// cursors reach the end of the log.
@@ -251,55 +269,19 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                dedup.reset().expect("reset");
-                let mut after = Seq(0);
-                while let Some(last) = {
-                    let batch = Batch::new(log.read(after, BATCH).expect("read"));
-                    dedup
-                        .handle_batch(&batch)
-                        .now_or_never()
-                        .expect("no await")
-                        .expect("dedup");
-                    batch.events().last().map(|e| e.seq)
-                } {
-                    after = last;
-                }
+                rebuild_alone(log.as_ref(), &mut dedup);
             }
             start.elapsed()
         })
     });
     // Compliance reads dedup's verdicts: make sure they are all there even when a filter
     // runs this benchmark alone.
-    dedup.reset().expect("reset");
-    let mut after = Seq(0);
-    while let Some(last) = {
-        let batch = Batch::new(log.read(after, BATCH).expect("read"));
-        dedup
-            .handle_batch(&batch)
-            .now_or_never()
-            .expect("no await")
-            .expect("dedup");
-        batch.events().last().map(|e| e.seq)
-    } {
-        after = last;
-    }
+    rebuild_alone(log.as_ref(), &mut dedup);
     group.bench_function("sequential_compliance_only_100k", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                compliance.reset().expect("reset");
-                let mut after = Seq(0);
-                while let Some(last) = {
-                    let batch = Batch::new(log.read(after, BATCH).expect("read"));
-                    compliance
-                        .handle_batch(&batch)
-                        .now_or_never()
-                        .expect("no await")
-                        .expect("compliance");
-                    batch.events().last().map(|e| e.seq)
-                } {
-                    after = last;
-                }
+                rebuild_alone(log.as_ref(), &mut compliance);
             }
             start.elapsed()
         })

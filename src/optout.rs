@@ -2281,18 +2281,22 @@ mod tests {
         " yes please start",
     ];
 
+    fn indexes() -> [&'static Phrases; 7] {
+        [
+            &REVOCATION_PHRASES,
+            &SHORT_REVOCATION_PHRASES,
+            &VERB_PHRASES,
+            &SIGNAL_PHRASES,
+            &DECLINE_PHRASES,
+            &TEXT_WELCOME_PHRASES,
+            &CALL_WELCOME_PHRASES,
+        ]
+    }
+
     #[test]
     fn every_phrase_word_has_a_number() {
         assert!(VOCABULARY.len() < usize::from(u16::MAX));
-        for phrases in [
-            &*REVOCATION_PHRASES,
-            &*SHORT_REVOCATION_PHRASES,
-            &*VERB_PHRASES,
-            &*SIGNAL_PHRASES,
-            &*DECLINE_PHRASES,
-            &*TEXT_WELCOME_PHRASES,
-            &*CALL_WELCOME_PHRASES,
-        ] {
+        for phrases in indexes() {
             assert!(phrases.ids.iter().flatten().all(|&id| id != u16::MAX));
         }
     }
@@ -2300,15 +2304,7 @@ mod tests {
     /// A word of some phrase (so that messages hold many whole phrases), or any word.
     fn phrase_word() -> impl Strategy<Value = String> {
         let mut words: Vec<&'static str> = Vec::new();
-        for phrases in [
-            &*REVOCATION_PHRASES,
-            &*SHORT_REVOCATION_PHRASES,
-            &*VERB_PHRASES,
-            &*SIGNAL_PHRASES,
-            &*DECLINE_PHRASES,
-            &*TEXT_WELCOME_PHRASES,
-            &*CALL_WELCOME_PHRASES,
-        ] {
+        for phrases in indexes() {
             words.extend(phrases.words.iter().flatten());
         }
         prop_oneof![
@@ -2347,11 +2343,7 @@ mod tests {
         ) {
             let tokens = tokenize(&words.join(sep));
             let m = Message::new(&tokens);
-            for phrases in [
-                &*REVOCATION_PHRASES, &*SHORT_REVOCATION_PHRASES, &*VERB_PHRASES,
-                &*SIGNAL_PHRASES, &*DECLINE_PHRASES, &*TEXT_WELCOME_PHRASES,
-                &*CALL_WELCOME_PHRASES,
-            ] {
+            for phrases in indexes() {
                 prop_assert_eq!(m.occurrences(phrases), occurrences_by_scanning(&m, phrases));
             }
         }

@@ -290,11 +290,7 @@ impl Consumer for Compliance {
     }
 
     async fn handle_batch(&mut self, batch: &Batch) -> Result<(), BatchError> {
-        let events = batch.events();
-        let (Some(first), Some(last)) = (events.first(), events.last()) else {
-            return Ok(());
-        };
-        let verdicts = self.verdicts.range(first.seq, last.seq)?;
+        let verdicts = self.verdicts.of_batch(batch.events())?;
         for record in batch.records() {
             // On a poison record the earlier ones are applied; the driver records that one.
             self.process(record, &verdicts)?;

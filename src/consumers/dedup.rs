@@ -154,8 +154,20 @@ impl Verdicts {
         }
     }
 
-    /// The verdicts of every record in `first..=last`, read with one range scan (a downstream
-    /// consumer's batch): one point read per record cost more than the rest of its work.
+    /// The verdicts of the records of a downstream consumer's batch: [`Self::range`] from
+    /// its first to its last record.
+    pub fn of_batch(&self, batch: &[Event]) -> Result<RangeVerdicts, StateError> {
+        match (batch.first(), batch.last()) {
+            (Some(first), Some(last)) => self.range(first.seq, last.seq),
+            _ => Ok(RangeVerdicts {
+                processed: Seq(0),
+                duplicates: HashMap::new(),
+            }),
+        }
+    }
+
+    /// The verdicts of every record in `first..=last`, read with one range scan: one point
+    /// read per record cost more than the rest of a downstream consumer's work.
     pub fn range(&self, first: Seq, last: Seq) -> Result<RangeVerdicts, StateError> {
         // `processed` first: dedup writes verdicts before it, so every record at or below
         // the value read has its verdict in place when the scan runs.

@@ -63,12 +63,8 @@ impl Consumer for Staleness {
     }
 
     async fn handle_batch(&mut self, batch: &Batch) -> Result<(), BatchError> {
-        let events = batch.events();
-        let (Some(first), Some(last)) = (events.first(), events.last()) else {
-            return Ok(());
-        };
         // Dedup's verdicts once per batch, not once per record.
-        let verdicts = self.verdicts.range(first.seq, last.seq)?;
+        let verdicts = self.verdicts.of_batch(batch.events())?;
         for record in batch.records() {
             let event = record.event;
             if !matches!(
