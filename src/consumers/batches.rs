@@ -25,8 +25,11 @@ use crate::event::{Event, Seq};
 use crate::log::{Log, LogError};
 use crate::parse::{self, ParseError, Parsed};
 
-/// How many batches are kept.
+/// How many batches are kept at most.
 const RECENT_BATCHES: usize = 8;
+/// And how many bytes of record bodies at most (the parses take about as much again): bodies
+/// are ~1–2 KB, but a batch of large ones should not pin hundreds of megabytes.
+const RECENT_BYTES: usize = 32 << 20;
 /// Longest wait for a batch the read-ahead is fetching.
 const READAHEAD_WAIT: Duration = Duration::from_secs(5);
 /// How many batches past the one asked for are read ahead, each by its own worker: reading
@@ -39,13 +42,20 @@ const READAHEAD_DEPTH: usize = 2;
 pub struct Batch {
     events: Vec<Event>,
     parsed: Vec<OnceLock<Result<Parsed, ParseError>>>,
+    /// Body bytes, for the cache's budget.
+    bytes: usize,
 }
 
 impl Batch {
     /// A batch of `events` (in sequence order), none parsed yet.
     pub fn new(events: Vec<Event>) -> Batch {
         let parsed = events.iter().map(|_| OnceLock::new()).collect();
-        Batch { events, parsed }
+        let bytes = events.iter().map(|e| e.body.len()).sum();
+        Batch {
+            events,
+            parsed,
+            bytes,
+        }
     }
 
     /// The records.
@@ -114,10 +124,15 @@ impl Cache {
     }
 
     fn keep(&mut self, batch: Arc<Batch>) {
-        if self.recent.len() >= RECENT_BATCHES {
+        self.recent.push_back(batch);
+        // The newest batch stays whatever its size: the driver that read it comes back for
+        // the one after, and the next consumer for this one.
+        while self.recent.len() > 1
+            && (self.recent.len() > RECENT_BATCHES
+                || self.recent.iter().map(|b| b.bytes).sum::<usize>() > RECENT_BYTES)
+        {
             self.recent.pop_front();
         }
-        self.recent.push_back(batch);
     }
 }
 
@@ -259,7 +274,7 @@ fn read_ahead_worker(jobs: crossbeam_channel::Receiver<Job>, shared: Arc<Shared>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::event::{Micros, Source, Verification, Verified};
+    use crate::event::{Event, Micros, Source, Verification, Verified};
     use crate::log::sled::{SledLog, SledOptions};
     use crate::metrics::Metrics;
 
@@ -314,6 +329,41 @@ mod tests {
             batches.read(&log, Seq(3), 4).unwrap().events()[0].seq,
             Seq(4)
         );
+    }
+
+    #[test]
+    fn the_cache_keeps_a_few_batches_and_a_bounded_number_of_bytes() {
+        let batch = |first: u64, len: usize, body: usize| {
+            Arc::new(Batch::new(
+                (first..first + len as u64)
+                    .map(|n| Event {
+                        seq: Seq(n),
+                        received_at: Micros(0),
+                        source: Source::Internal,
+                        route: "/t".into(),
+                        headers: vec![],
+                        body: vec![b'x'; body],
+                        verification: Verification::Internal,
+                    })
+                    .collect(),
+            ))
+        };
+        let mut cache = Cache::default();
+        for k in 0..20 {
+            cache.keep(batch(k * 4 + 1, 4, 10));
+        }
+        assert_eq!(cache.recent.len(), RECENT_BATCHES);
+        assert!(cache.find(Seq(77), 4).is_some() && cache.find(Seq(1), 4).is_none());
+        // Batches of 0.4 of the budget each: two fit, a third pushes out the oldest (and
+        // every small one before it).
+        for k in 0..3 {
+            cache.keep(batch(1000 + k * 4, 4, RECENT_BYTES / 10));
+        }
+        assert_eq!(cache.recent.len(), 2);
+        assert!(cache.find(Seq(1004), 4).is_some() && cache.find(Seq(1008), 4).is_some());
+        // One batch over the whole budget is still kept, alone.
+        cache.keep(batch(2000, 1, RECENT_BYTES + 1));
+        assert_eq!(cache.recent.len(), 1);
     }
 
     #[test]
