@@ -249,8 +249,10 @@ struct Staged {
 impl Dedup {
     /// Opens its trees in `store` and loads the live window from the journal.
     pub fn new(store: &dyn StateStore, ttl_hours: u64) -> Result<Dedup, StateError> {
+        let claims = store.tree(NAME, "claims")?;
+        migrate_key_tree(store, claims.as_ref())?;
         let mut dedup = Dedup {
-            claims: store.tree(NAME, "claims")?,
+            claims,
             verdicts: store.tree(NAME, "verdicts")?,
             meta: store.tree(NAME, "meta")?,
             window: HashMap::new(),
@@ -400,6 +402,40 @@ impl Dedup {
         v.sort_unstable();
         v
     }
+}
+
+/// Moves the keys of the first layout (tree `keys`: one entry per dedup key, value first seq
+/// and expiry, 16 bytes) into one journal entry at `processed`, so that a data directory
+/// written by an earlier version keeps its window instead of forgetting it.
+fn migrate_key_tree(store: &dyn StateStore, claims: &dyn KvTree) -> Result<(), StateError> {
+    let old = store.tree(NAME, "keys")?;
+    if old.is_empty()? {
+        return Ok(());
+    }
+    let meta = store.tree(NAME, "meta")?;
+    let processed = match meta.get(PROCESSED)? {
+        Some(v) => Seq::from_key(&v).ok_or_else(|| corrupt("meta"))?,
+        None => Seq(0),
+    };
+    let mut window = HashMap::new();
+    crate::state::for_each(old.as_ref(), &[], |k, v| {
+        let bytes: [u8; 16] = v.try_into().map_err(|_| corrupt("keys"))?;
+        let (first, expires) = bytes.split_at(8);
+        let bad = |_| corrupt("keys");
+        let claim = Claim {
+            first: u64::from_be_bytes(first.try_into().map_err(bad)?),
+            expires: i64::from_be_bytes(expires.try_into().map_err(bad)?),
+        };
+        window.insert(digest(&String::from_utf8_lossy(k)), claim);
+        Ok(true)
+    })?;
+    claims.insert(&processed.to_key(), &encode_claims(&window))?;
+    old.clear()?;
+    tracing::info!(
+        keys = window.len(),
+        "dedup: moved the key tree into the journal"
+    );
+    Ok(())
 }
 
 fn digest(key: &str) -> KeyDigest {
@@ -978,5 +1014,35 @@ mod tests {
         }
         assert_eq!(range.get(Seq(26)), None, "not handled yet");
         assert!(range.get(Seq(9)).unwrap().is_duplicate());
+    }
+
+    #[test]
+    fn a_key_tree_of_the_first_layout_becomes_the_window() {
+        let store = MemState::default();
+        let t0 = 1_776_000_000_000_000;
+        let first = quo_inbound(1, t0, "EVa", "ACa", "+15555550123", "hi");
+        let keys = Dedup::keys_of(Batch::new(vec![first]).records().next().unwrap());
+        let old = store.tree(NAME, "keys").unwrap();
+        for key in &keys {
+            old.insert(
+                key.as_bytes(),
+                &[&1u64.to_be_bytes()[..], &(t0 + 72 * HOUR).to_be_bytes()].concat(),
+            )
+            .unwrap();
+        }
+        store
+            .tree(NAME, "meta")
+            .unwrap()
+            .insert(PROCESSED, &Seq(1).to_key())
+            .unwrap();
+        let mut dedup = Dedup::new(&store, 72).unwrap();
+        assert!(old.is_empty().unwrap());
+        assert_eq!(dedup.key_count(), keys.len());
+        let retry = quo_inbound(2, t0 + HOUR, "EVa", "ACa", "+15555550123", "hi");
+        run(&mut dedup, &[retry]);
+        assert_eq!(
+            verdict(&store, Seq(2)).unwrap(),
+            Some(Verdict::Duplicate { of: 1 })
+        );
     }
 }
