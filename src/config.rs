@@ -29,6 +29,7 @@ const ENV_NOT_KEYS: &[&str] = &[CONFIG_ENV];
 const SECTIONS: &[&str] = &[
     "twilio.voice",
     "openphone",
+    "postgres",
     "salesmsg",
     "server",
     "twilio",
@@ -143,6 +144,8 @@ pub struct Config {
     pub alerts: crate::alerts::AlertsConfig,
     /// The staleness monitor.
     pub staleness: crate::staleness::StalenessConfig,
+    /// The Postgres (Supabase) sync.
+    pub postgres: crate::postgres::PostgresConfig,
 }
 
 impl Default for Config {
@@ -158,6 +161,7 @@ impl Default for Config {
             consumers: ConsumersConfig::default(),
             alerts: crate::alerts::AlertsConfig::default(),
             staleness: crate::staleness::StalenessConfig::default(),
+            postgres: crate::postgres::PostgresConfig::default(),
         }
     }
 }
@@ -519,6 +523,7 @@ impl Config {
         for (section, result) in [
             ("alerts", self.alerts.validate()),
             ("staleness", self.staleness.validate()),
+            ("postgres", self.postgres.validate()),
         ] {
             if let Err(message) = result {
                 // The sections' messages start with the bare key name.

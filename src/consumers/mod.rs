@@ -20,6 +20,7 @@
 
 pub mod compliance;
 pub mod dedup;
+pub mod postgres;
 pub mod staleness;
 #[cfg(test)]
 mod testutil;
@@ -91,6 +92,28 @@ pub trait Consumer: Send + 'static {
     fn reset(&mut self) -> Result<(), BatchError>;
     /// Applies a batch, in order. Must be idempotent per record.
     fn handle(&mut self, batch: &[Event]) -> impl Future<Output = Result<(), BatchError>> + Send;
+
+    /// For a consumer that commits its own cursor together with its effects (the Postgres
+    /// sink keeps it in the same transaction as its rows): that cursor, the truth about what
+    /// has been applied. The driver asks before every batch and continues after it when it
+    /// differs from the log's cursor (a cursor save lost in a crash, a database restored from
+    /// a backup). `None`, the default: the log's cursor is the truth.
+    #[allow(clippy::manual_async_fn)]
+    fn committed_cursor(&mut self) -> impl Future<Output = Result<Option<Seq>, BatchError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// The driver moved the cursor to `to` without handing over the records in between: back
+    /// for a rewind, forward past a record that cannot be decoded. A consumer with its own
+    /// committed cursor moves it the same way; an error cancels the move.
+    #[allow(clippy::manual_async_fn)]
+    fn move_committed_cursor(
+        &mut self,
+        to: Seq,
+    ) -> impl Future<Output = Result<(), BatchError>> + Send {
+        let _ = to;
+        async { Ok(()) }
+    }
 }
 
 /// A dead-lettered record.
@@ -482,9 +505,27 @@ impl<C: Consumer> Driver<C> {
     async fn step(&mut self) -> Result<Step, StepError> {
         let name = self.consumer.name();
         let log = self.ctx.log.clone();
-        let cursor = log.cursor(name)?;
+        let mut cursor = log.cursor(name)?;
         // The writer publishes the last durable sequence; no need to ask the engine.
         let last = log.watch_last_seq().borrow().0;
+        if let Some(committed) = self.consumer.committed_cursor().await? {
+            if committed != cursor {
+                if committed.0 > last {
+                    return Err(StepError(format!(
+                        "the cursor {name} committed with its effects ({committed}) is past the end of the log ({last}): \
+                         they were made from another log; rewind {name} to re-project this one"
+                    )));
+                }
+                tracing::info!(
+                    consumer = name,
+                    log_cursor = cursor.0,
+                    committed = committed.0,
+                    "continuing from the cursor committed with the consumer's effects"
+                );
+                log.store_cursor(name, committed)?;
+                cursor = committed;
+            }
+        }
         let mut limit = last;
         for up in self.consumer.upstreams() {
             limit = limit.min(log.cursor(up)?.0);
@@ -509,6 +550,7 @@ impl<C: Consumer> Driver<C> {
             Err(LogError::Corrupt { seq, source }) => {
                 // Never skipped silently: the undecodable record is dead-lettered and alerted.
                 self.dead_letter(seq, format!("the record cannot be decoded: {source}"))?;
+                self.consumer.move_committed_cursor(seq).await?;
                 log.store_cursor(name, seq)?;
                 return Ok(Step::Continue);
             }
@@ -635,7 +677,8 @@ impl<C: Consumer> Driver<C> {
                 self.set_info(RunState::Running, None);
             }
             Control::Rewind { to, dry_run, reply } => {
-                let _ = reply.send(self.rewind(to, dry_run).map_err(|e| e.to_string()));
+                let r = self.rewind(to, dry_run).await.map_err(|e| e.to_string());
+                let _ = reply.send(r);
             }
             Control::Redrive { seq, reply } => {
                 let r = self.redrive(seq).await.map_err(|e| e.to_string());
@@ -644,7 +687,7 @@ impl<C: Consumer> Driver<C> {
         }
     }
 
-    fn rewind(&mut self, to: Seq, dry_run: bool) -> Result<RewindReport, StepError> {
+    async fn rewind(&mut self, to: Seq, dry_run: bool) -> Result<RewindReport, StepError> {
         let name = self.consumer.name();
         let log = self.ctx.log.clone();
         let from = log.cursor(name)?;
@@ -669,6 +712,7 @@ impl<C: Consumer> Driver<C> {
                     .reset()
                     .map_err(|e| StepError(e.to_string()))?;
             }
+            self.consumer.move_committed_cursor(target).await?;
             log.store_cursor(name, target)?;
             tracing::info!(
                 consumer = name,
@@ -740,6 +784,12 @@ impl From<LogError> for StepError {
 
 impl From<StateError> for StepError {
     fn from(e: StateError) -> Self {
+        StepError(e.to_string())
+    }
+}
+
+impl From<BatchError> for StepError {
+    fn from(e: BatchError) -> Self {
         StepError(e.to_string())
     }
 }
