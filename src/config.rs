@@ -28,11 +28,15 @@ const ENV_NOT_KEYS: &[&str] = &[CONFIG_ENV];
 /// Sections, longest first so `twilio.voice` wins over `twilio` when matching env names.
 const SECTIONS: &[&str] = &[
     "twilio.voice",
+    "consumers",
     "openphone",
+    "staleness",
     "postgres",
     "salesmsg",
+    "alerts",
     "server",
     "twilio",
+    "dedup",
     "log",
 ];
 
