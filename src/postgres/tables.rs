@@ -5,7 +5,8 @@
 //! `insert … select … from unnest($1, $2, …) on conflict (key) do update set …`. The SQL text
 //! is the same for every batch size, and the statement is unnamed (`execute_typed`), so the
 //! Supabase transaction pooler accepts it. `unnest` flattens two-dimensional arrays, so a
-//! per-row `text[]` travels as `jsonb` and is turned back by `hooklog_text_array`.
+//! per-row `text[]` travels as one text with its items separated by U+001F (which items never
+//! contain: it is replaced by U+FFFD) and `string_to_array` splits it again.
 //!
 //! # Merge rules (order independence)
 //!
@@ -43,30 +44,30 @@ pub enum Ty {
     Ts,
     /// `jsonb`
     Json,
-    /// `text[]` (sent as a JSON array)
+    /// `text[]` (each row's list sent as one text, items separated by U+001F)
     TextArray,
 }
 
 impl Ty {
     fn array_type(self) -> Type {
         match self {
-            Ty::Text => Type::TEXT_ARRAY,
             Ty::Int8 => Type::INT8_ARRAY,
             Ty::Int2 => Type::INT2_ARRAY,
             Ty::Bool => Type::BOOL_ARRAY,
             Ty::Ts => Type::TIMESTAMPTZ_ARRAY,
-            Ty::Json | Ty::TextArray => Type::JSONB_ARRAY,
+            Ty::Text | Ty::TextArray => Type::TEXT_ARRAY,
+            Ty::Json => Type::JSONB_ARRAY,
         }
     }
 
     fn sql_array(self) -> &'static str {
         match self {
-            Ty::Text => "text[]",
             Ty::Int8 => "bigint[]",
             Ty::Int2 => "smallint[]",
             Ty::Bool => "boolean[]",
             Ty::Ts => "timestamptz[]",
-            Ty::Json | Ty::TextArray => "jsonb[]",
+            Ty::Text | Ty::TextArray => "text[]",
+            Ty::Json => "jsonb[]",
         }
     }
 
@@ -403,7 +404,7 @@ impl Table {
             .columns
             .iter()
             .map(|c| match c.ty {
-                TextArray => format!("{q}.hooklog_text_array(u.{})", c.name),
+                TextArray => format!("string_to_array(u.{}, chr(31))", c.name),
                 _ => format!("u.{}", c.name),
             })
             .collect();
@@ -484,7 +485,7 @@ pub enum Cell {
     /// `timestamptz`
     Ts(Option<DateTime<Utc>>),
     /// `jsonb`
-    Json(Option<Value>),
+    Json(Option<JsonDoc>),
     /// `text[]`; an empty list is stored as null (nothing known), so it never hides a value
     /// another event has.
     TextArray(Option<Vec<String>>),
@@ -554,6 +555,13 @@ impl Row {
             Some(i) if self.table.columns[i].ty == cell.ty() => {
                 self.cells[i] = match cell {
                     Cell::TextArray(Some(v)) if v.is_empty() => Cell::TextArray(None),
+                    Cell::TextArray(Some(v)) if v.iter().any(|i| i.contains('\u{1f}')) => {
+                        Cell::TextArray(Some(
+                            v.into_iter()
+                                .map(|i| i.replace('\u{1f}', "\u{fffd}"))
+                                .collect(),
+                        ))
+                    }
                     other => other,
                 }
             }
@@ -601,10 +609,62 @@ pub fn texts(v: Vec<String>) -> Cell {
     Cell::TextArray(Some(v))
 }
 
-/// The columns of several rows of one table, as array parameters.
-pub enum Params {
+/// A JSON document for a `jsonb` column: a value built here, or text already known to be
+/// valid JSON (a webhook body), sent as is so that it is not parsed into a tree and written
+/// out again.
+#[derive(Clone, Debug)]
+pub enum JsonDoc {
+    /// A value.
+    Value(Value),
+    /// Valid JSON text.
+    Raw(Box<serde_json::value::RawValue>),
+}
+
+impl PartialEq for JsonDoc {
+    fn eq(&self, other: &JsonDoc) -> bool {
+        match (self, other) {
+            (JsonDoc::Value(a), JsonDoc::Value(b)) => a == b,
+            (JsonDoc::Raw(a), JsonDoc::Raw(b)) => a.get() == b.get(),
+            _ => false,
+        }
+    }
+}
+
+/// A `jsonb` parameter borrowed from a row.
+#[derive(Debug)]
+pub struct JsonParam<'a>(&'a JsonDoc);
+
+impl ToSql for JsonParam<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        if *ty == Type::JSONB {
+            // jsonb's binary format: a version byte, then the text.
+            out.put_u8(1);
+        }
+        match self.0 {
+            JsonDoc::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+            JsonDoc::Value(v) => serde_json::to_writer(out.writer(), v)?,
+        }
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB || *ty == Type::JSON
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// The columns of several rows of one table, as array parameters borrowed from the rows.
+pub enum Params<'a> {
     /// `text[]`
-    Text(Vec<Option<String>>),
+    Text(Vec<Option<&'a str>>),
+    /// `text[]` of joined lists
+    Joined(Vec<Option<String>>),
     /// `bigint[]`
     Int8(Vec<Option<i64>>),
     /// `smallint[]`
@@ -614,65 +674,71 @@ pub enum Params {
     /// `timestamptz[]`
     Ts(Vec<Option<DateTime<Utc>>>),
     /// `jsonb[]`
-    Json(Vec<Option<Value>>),
+    Json(Vec<Option<JsonParam<'a>>>),
 }
 
-impl Params {
+impl<'a> Params<'a> {
     /// Transposes `rows` (all of `table`) into one array per column.
-    pub fn columns(table: &Table, rows: &[&Row]) -> Vec<(Params, Type)> {
+    pub fn columns(table: &Table, rows: &[&'a Row]) -> Vec<(Params<'a>, Type)> {
         table
             .columns
             .iter()
             .enumerate()
             .map(|(i, c)| {
+                let cells = rows.iter().map(|r| &r.cells[i]);
                 let p = match c.ty {
                     Text => Params::Text(
-                        rows.iter()
-                            .map(|r| match &r.cells[i] {
-                                Cell::Text(v) => v.clone(),
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Text(v) => v.as_deref(),
                                 _ => None,
                             })
                             .collect(),
                     ),
                     Int8 => Params::Int8(
-                        rows.iter()
-                            .map(|r| match r.cells[i] {
-                                Cell::Int8(v) => v,
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Int8(v) => *v,
                                 _ => None,
                             })
                             .collect(),
                     ),
                     Int2 => Params::Int2(
-                        rows.iter()
-                            .map(|r| match r.cells[i] {
-                                Cell::Int2(v) => v,
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Int2(v) => *v,
                                 _ => None,
                             })
                             .collect(),
                     ),
                     Bool => Params::Bool(
-                        rows.iter()
-                            .map(|r| match r.cells[i] {
-                                Cell::Bool(v) => v,
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Bool(v) => *v,
                                 _ => None,
                             })
                             .collect(),
                     ),
                     Ts => Params::Ts(
-                        rows.iter()
-                            .map(|r| match r.cells[i] {
-                                Cell::Ts(v) => v,
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Ts(v) => *v,
                                 _ => None,
                             })
                             .collect(),
                     ),
-                    Json | TextArray => Params::Json(
-                        rows.iter()
-                            .map(|r| match &r.cells[i] {
-                                Cell::Json(v) => v.clone(),
-                                Cell::TextArray(v) => v.as_ref().map(|items| {
-                                    Value::Array(items.iter().cloned().map(Value::String).collect())
-                                }),
+                    TextArray => Params::Joined(
+                        cells
+                            .map(|cell| match cell {
+                                Cell::TextArray(v) => v.as_ref().map(|items| items.join("\u{1f}")),
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    Json => Params::Json(
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Json(v) => v.as_ref().map(JsonParam),
                                 _ => None,
                             })
                             .collect(),
@@ -687,6 +753,7 @@ impl Params {
     pub fn as_sql(&self) -> &(dyn ToSql + Sync) {
         match self {
             Params::Text(v) => v,
+            Params::Joined(v) => v,
             Params::Int8(v) => v,
             Params::Int2(v) => v,
             Params::Bool(v) => v,
@@ -698,10 +765,10 @@ impl Params {
 
 /// Splits rows into rounds in which each key appears once (Postgres refuses to update one row
 /// twice in a statement). Rows keep their order, so the rounds apply them in log order.
-pub fn rounds(rows: &[Row]) -> Vec<Vec<&Row>> {
-    let mut out: Vec<Vec<&Row>> = Vec::new();
+pub fn rounds<'a>(rows: &[&'a Row]) -> Vec<Vec<&'a Row>> {
+    let mut out: Vec<Vec<&'a Row>> = Vec::new();
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for row in rows {
+    for &row in rows {
         let n = seen.entry(row.key()).or_insert(0);
         if out.len() <= *n {
             out.push(Vec::new());
@@ -744,7 +811,7 @@ mod tests {
             "body = case when (row(coalesce(excluded.status_rank, -1), coalesce(excluded.status_seq, -1)) > row(coalesce(t.status_rank, -1), coalesce(t.status_seq, -1))) then coalesce(excluded.body, t.body) else coalesce(t.body, excluded.body) end"
         ), "{sql}");
         assert!(sql.contains("to_numbers = case when"));
-        assert!(sql.contains("\"s\".hooklog_text_array(u.to_numbers)"));
+        assert!(sql.contains("string_to_array(u.to_numbers, chr(31))"));
     }
 
     #[test]
@@ -754,14 +821,15 @@ mod tests {
                 .set("sid", text(id.to_owned()))
                 .set("first_seq", int8(seq))
         };
-        let rows = vec![
+        let rows = [
             row("a", 1),
             row("b", 2),
             row("a", 3),
             row("a", 4),
             row("c", 5),
         ];
-        let r = rounds(&rows);
+        let refs: Vec<&Row> = rows.iter().collect();
+        let r = rounds(&refs);
         let seqs: Vec<Vec<&Cell>> = r
             .iter()
             .map(|round| round.iter().map(|x| x.get("first_seq").unwrap()).collect())

@@ -1169,11 +1169,14 @@ fn a_writer_fenced_out_by_another_commits_nothing_and_resumes_from_the_stored_cu
         .collect();
     let mut sink = direct_sink(&db, &events);
     db.rt.block_on(sink.handle(&events[..5])).unwrap();
+    db.rt.block_on(sink.flush()).unwrap();
     assert_eq!(db.cursor(), 5);
 
     // Another writer (or a rewind this process did not make) moves the cursor row.
     db.exec("update $S.hooklog_cursors set epoch = epoch + 1");
-    let err = db.rt.block_on(sink.handle(&events[5..])).unwrap_err();
+    // The batch is sent while the driver moves on; its failure shows when it is settled.
+    db.rt.block_on(sink.handle(&events[5..])).unwrap();
+    let err = db.rt.block_on(sink.flush()).unwrap_err();
     assert!(
         matches!(&err, BatchError::Transient(m) if m.contains("moved under this writer")),
         "{err}"
@@ -1185,11 +1188,13 @@ fn a_writer_fenced_out_by_another_commits_nothing_and_resumes_from_the_stored_cu
     );
     assert_eq!(db.cursor(), 5);
 
+    // The driver then goes back to the cursor read again, and hands the batch again.
     assert_eq!(
         db.rt.block_on(sink.committed_cursor()).unwrap(),
         Some(hooklog::event::Seq(5))
     );
     db.rt.block_on(sink.handle(&events[5..])).unwrap();
+    db.rt.block_on(sink.flush()).unwrap();
     assert_eq!(db.count("select count(*) from $S.omni_events"), 10);
     assert_eq!(db.cursor(), 10);
 }
@@ -1215,6 +1220,15 @@ fn a_record_postgres_refuses_is_isolated_and_the_records_before_it_are_committed
     );
     db.exec("alter table $S.twilio_sms add constraint no_poison check (body <> 'poison')");
 
+    // Sent in flight: the refusal shows when it is settled; the driver then goes back to the
+    // committed cursor and hands the batch again, now run record by record.
+    db.rt.block_on(sink.handle(&events)).unwrap();
+    let err = db.rt.block_on(sink.flush()).unwrap_err();
+    assert!(err.to_string().contains("record by record"), "{err}");
+    assert_eq!(
+        db.rt.block_on(sink.committed_cursor()).unwrap(),
+        Some(hooklog::event::Seq(0))
+    );
     let err = db.rt.block_on(sink.handle(&events)).unwrap_err();
     match err {
         BatchError::Poison { seq, error } => {
@@ -1230,6 +1244,46 @@ fn a_record_postgres_refuses_is_isolated_and_the_records_before_it_are_committed
     assert_eq!(db.cursor(), 4, "the cursor passes the refused record");
     // The driver continues after it.
     db.rt.block_on(sink.handle(&events[4..])).unwrap();
+    db.rt.block_on(sink.flush()).unwrap();
     assert_eq!(db.count("select count(*) from $S.twilio_sms"), 5);
     assert_eq!(db.cursor(), 6);
+}
+
+#[test]
+fn under_the_driver_a_refused_record_is_dead_lettered_and_the_sink_goes_on() {
+    let db = Db::new();
+    let dir = tempfile::tempdir().unwrap();
+    let s = sms_server(&db, &base_url(), dir.path(), &[]);
+    assert_eq!(send_sms(&s, "SMd0"), 200);
+    synced(&s, &db);
+    db.exec("alter table $S.twilio_sms add constraint no_poison check (sid <> 'SMd3')");
+    for i in 1..=6 {
+        assert_eq!(send_sms(&s, &format!("SMd{i}")), 200);
+    }
+    synced(&s, &db);
+    let (code, body) = s.admin_get("/admin/dead-letters");
+    assert_eq!(code, 200);
+    let dl: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let letters = dl["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{body}");
+    assert_eq!(letters[0]["consumer"], "postgres");
+    assert_eq!(letters[0]["seq"], 4);
+    assert!(letters[0]["error"].as_str().unwrap().contains("no_poison"));
+    assert_eq!(db.count("select count(*) from $S.twilio_sms"), 6);
+    assert_eq!(db.count("select count(*) from $S.omni_events"), 6);
+
+    // Once the rule is lifted, a redrive projects it.
+    db.exec("alter table $S.twilio_sms drop constraint no_poison");
+    let r = util::request(
+        s.admin,
+        "POST",
+        "/admin/dead-letters/redrive",
+        &[("authorization", &format!("Bearer {}", s.token))],
+        br#"{"consumer": "postgres"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until("the redriven record", 20, || {
+        db.count("select count(*) from $S.twilio_sms") == 7
+    });
+    assert_eq!(db.count("select count(*) from $S.omni_events"), 7);
 }
