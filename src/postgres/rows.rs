@@ -604,3 +604,172 @@ pub fn optout_row(e: &OptOutEntry) -> Row {
         .set("how", text(clean(&e.how)))
         .set("reason", text(clean(&e.reason)))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::event::{Micros, Seq, Verification};
+
+    fn event(seq: u64, source: Source, route: &str, ct: Option<&str>, body: &[u8]) -> Event {
+        Event {
+            seq: Seq(seq),
+            received_at: Micros(1_776_000_000_000_000),
+            source,
+            route: route.into(),
+            headers: ct
+                .map(|c| vec![("content-type".to_owned(), c.to_owned())])
+                .unwrap_or_default(),
+            body: body.to_vec(),
+            verification: Verification::Internal,
+        }
+    }
+
+    fn value(doc: JsonDoc) -> Value {
+        match doc {
+            JsonDoc::Value(v) => v,
+            JsonDoc::Raw(r) => serde_json::from_str(r.get()).unwrap(),
+        }
+    }
+
+    const FORM: &str = "application/x-www-form-urlencoded";
+
+    #[test]
+    fn a_form_body_becomes_an_object_and_a_repeated_field_an_array() {
+        let e = event(1, Source::Twilio, "/sms", Some(FORM), b"A=1&B=x+y&A=2");
+        assert_eq!(
+            value(payload(&e)),
+            serde_json::json!({"A": ["1", "2"], "B": "x y"})
+        );
+    }
+
+    #[test]
+    fn a_json_body_is_sent_as_written() {
+        let body = br#"{ "id": "EV1",  "n": 1.50 }"#;
+        let e = event(
+            1,
+            Source::OpenPhone,
+            "/webhook/quo",
+            Some("application/json"),
+            body,
+        );
+        match payload(&e) {
+            JsonDoc::Raw(r) => assert_eq!(r.get(), r#"{ "id": "EV1",  "n": 1.50 }"#),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bodies_jsonb_would_refuse_are_kept_as_base64() {
+        for body in [
+            &br#"{"text": "a\u0000b"}"#[..],
+            br#"{"text": "\ud800 alone"}"#,
+            b"\xff\xfe not utf-8",
+            b"plain text",
+        ] {
+            let e = event(
+                1,
+                Source::SalesMsg,
+                "/webhook/salesmsg",
+                Some("application/json"),
+                body,
+            );
+            let v = value(payload(&e));
+            let b64 = v["body_base64"].as_str().unwrap_or_else(|| panic!("{v}"));
+            assert_eq!(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap(),
+                body
+            );
+        }
+        // A valid surrogate pair is text like any other.
+        let e = event(1, Source::SalesMsg, "/x", None, br#"{"t": "\ud83c\udfe0"}"#);
+        assert_eq!(value(payload(&e))["t"], "🏠");
+    }
+
+    #[test]
+    fn statuses_rank_in_the_order_a_resource_lives_them() {
+        let order = ["queued", "sending", "sent", "delivered", "read"];
+        for pair in order.windows(2) {
+            assert!(
+                message_rank(Some(pair[0])) < message_rank(Some(pair[1])),
+                "{pair:?}"
+            );
+        }
+        assert!(message_rank(None) < message_rank(Some("accepted")));
+        assert!(
+            call_rank(Some("ringing"), &Kind::CallStatus)
+                < call_rank(Some("in-progress"), &Kind::CallStatus)
+        );
+        assert!(
+            call_rank(Some("in-progress"), &Kind::CallStatus)
+                < call_rank(Some("no-answer"), &Kind::CallStatus)
+        );
+        assert_eq!(call_rank(None, &Kind::CallCompleted), 4);
+    }
+
+    #[test]
+    fn a_duplicate_and_an_unreadable_record_give_an_omni_events_row_only() {
+        let ttl = TimeDelta::hours(72);
+        let sms = event(
+            7,
+            Source::Twilio,
+            "/sms",
+            Some(FORM),
+            b"MessageSid=SM1&SmsStatus=received&From=%2B15555550123&To=%2B15555550100&Body=hi",
+        );
+        let parsed = parse::parse(&sms);
+        let original = project(&sms, &parsed, Verdict::Original, ttl);
+        let tables: Vec<&str> = original.iter().map(|r| r.table.name).collect();
+        assert_eq!(
+            tables,
+            ["omni_events", "processed_webhook_events", "twilio_sms"]
+        );
+        let dup = project(&sms, &parsed, Verdict::Duplicate { of: 3 }, ttl);
+        assert_eq!(dup.len(), 1);
+        assert_eq!(dup[0].get("duplicate_of"), Some(&Cell::Int8(Some(3))));
+        assert_eq!(dup[0].get("duplicate"), Some(&Cell::Bool(Some(true))));
+
+        let bad = event(
+            8,
+            Source::OpenPhone,
+            "/webhook/quo",
+            Some("application/json"),
+            b"[1]",
+        );
+        let rows = project(&bad, &parse::parse(&bad), Verdict::Original, ttl);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].get("kind"), Some(&text(UNPARSED.to_owned())));
+        assert_eq!(rows[0].get("provider"), Some(&text("openphone".to_owned())));
+        assert!(matches!(
+            rows[0].get("parse_error"),
+            Some(Cell::Text(Some(_)))
+        ));
+        let key = format!(
+            "body:unparsed:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"[1]"))
+        );
+        assert_eq!(rows[0].get("dedup_key"), Some(&text(key)));
+    }
+
+    #[test]
+    fn nul_characters_never_reach_a_text_column() {
+        let sms = event(
+            1,
+            Source::Twilio,
+            "/sms",
+            Some(FORM),
+            b"MessageSid=SM1&SmsStatus=received&From=%2B1555&To=%2B1556&Body=a%00b",
+        );
+        let rows = project(
+            &sms,
+            &parse::parse(&sms),
+            Verdict::Original,
+            TimeDelta::hours(1),
+        );
+        let sms_row = rows.iter().find(|r| r.table.name == "twilio_sms").unwrap();
+        assert_eq!(sms_row.get("body"), Some(&text("a\u{fffd}b".to_owned())));
+        assert!(value(payload(&sms)).get("body_base64").is_some());
+    }
+}
