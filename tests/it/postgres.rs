@@ -1287,3 +1287,54 @@ fn under_the_driver_a_refused_record_is_dead_lettered_and_the_sink_goes_on() {
     });
     assert_eq!(db.count("select count(*) from $S.omni_events"), 7);
 }
+
+#[test]
+fn hooklog_migrate_applies_the_schema_once_and_records_it() {
+    let db = Db::new();
+    let migrate = |url: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooklog"));
+        cmd.arg("migrate")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOOKLOG_POSTGRES_SCHEMA", &db.schema)
+            .current_dir(std::env::temp_dir());
+        if let Some(u) = url {
+            cmd.env("HOOKLOG_POSTGRES_URL", u);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = migrate(None);
+    assert!(!ok && err.contains("postgres.url is not set"), "{err}");
+    let (ok, out, err) = migrate(Some(&base_url()));
+    assert!(ok, "{err}");
+    assert!(out.contains("applied [1]"), "{out}");
+    let (ok, out, _) = migrate(Some(&base_url()));
+    assert!(
+        ok && out.contains("applied [], already present [1]"),
+        "{out}"
+    );
+    for t in hooklog::postgres::tables::TABLES {
+        assert_eq!(
+            db.count(&format!(
+                "select count(*) from information_schema.tables where table_schema = '{}' and table_name = '{}'",
+                db.schema, t.name
+            )),
+            1,
+            "{}",
+            t.name
+        );
+    }
+    assert_eq!(
+        db.one("select checksum from $S.hooklog_schema_migrations where version = 1"),
+        Some(hooklog::postgres::migrate::MIGRATIONS[0].checksum())
+    );
+    // A released migration that was edited is refused, never applied again.
+    db.exec("update $S.hooklog_schema_migrations set checksum = 'edited' where version = 1");
+    let (ok, _, err) = migrate(Some(&base_url()));
+    assert!(!ok && err.contains("migrations are never edited"), "{err}");
+}
