@@ -17,6 +17,11 @@
 //! - Consumers with derived state are rebuilt from the first record on a rewind
 //!   ([`RewindMode::Rebuild`]), which reproduces the same state because projections are pure
 //!   functions of the log.
+//! - A consumer that commits its own cursor together with its effects (the Postgres sink)
+//!   is the truth about its position: before each batch the driver asks for it
+//!   ([`Consumer::committed_cursor`]) and continues from there, and every move the driver makes
+//!   without handing records over (rewind, an undecodable record) is made there first
+//!   ([`Consumer::move_committed_cursor`]).
 
 pub mod compliance;
 pub mod dedup;
