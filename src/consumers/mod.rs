@@ -1050,6 +1050,94 @@ mod tests {
         task.await.unwrap();
     }
 
+    /// Keeps its own committed cursor, as the Postgres sink does.
+    struct Committing {
+        committed: Arc<Mutex<u64>>,
+        seen: Arc<Mutex<Vec<u64>>>,
+        refuse_moves: Arc<AtomicBool>,
+    }
+
+    impl Consumer for Committing {
+        fn name(&self) -> &'static str {
+            "committing"
+        }
+        fn rewind_mode(&self) -> RewindMode {
+            RewindMode::Replay
+        }
+        fn reset(&mut self) -> Result<(), BatchError> {
+            Ok(())
+        }
+        async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+            for e in batch {
+                self.seen.lock().unwrap().push(e.seq.0);
+            }
+            if let Some(last) = batch.last() {
+                *self.committed.lock().unwrap() = last.seq.0;
+            }
+            Ok(())
+        }
+        async fn committed_cursor(&mut self) -> Result<Option<Seq>, BatchError> {
+            Ok(Some(Seq(*self.committed.lock().unwrap())))
+        }
+        async fn move_committed_cursor(&mut self, to: Seq) -> Result<(), BatchError> {
+            if self.refuse_moves.load(Ordering::SeqCst) {
+                return Err(BatchError::Transient("the database is unreachable".into()));
+            }
+            *self.committed.lock().unwrap() = to.0;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_driver_follows_a_committed_cursor_and_moves_it_first_on_a_rewind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path());
+        for body in ["a", "b", "c", "d", "e", "f"] {
+            append(&log, body).await;
+        }
+        // The consumer committed up to 4, but the log's cursor save was lost (it says 1).
+        log.store_cursor("committing", Seq(1)).unwrap();
+        let committed = Arc::new(Mutex::new(4));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let refuse = Arc::new(AtomicBool::new(false));
+        let c = Committing {
+            committed: committed.clone(),
+            seen: seen.clone(),
+            refuse_moves: refuse.clone(),
+        };
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(spawn_driver(c, ctx.clone(), rx));
+        until(|| log.cursor("committing").unwrap() == Seq(6)).await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![5, 6],
+            "2..4 were not handled again"
+        );
+
+        // A rewind the consumer cannot carry out is refused and moves nothing.
+        refuse.store(true, Ordering::SeqCst);
+        let err = ctx
+            .registry
+            .rewind("committing", Seq(2), false)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("unreachable"), "{err}");
+        assert_eq!(log.cursor("committing").unwrap(), Seq(6));
+        assert_eq!(*committed.lock().unwrap(), 6);
+
+        refuse.store(false, Ordering::SeqCst);
+        let report = ctx
+            .registry
+            .rewind("committing", Seq(2), false)
+            .await
+            .unwrap();
+        assert_eq!((report.to_cursor, report.rebuild), (2, false));
+        until(|| seen.lock().unwrap().len() == 6).await;
+        assert_eq!(*seen.lock().unwrap(), vec![5, 6, 3, 4, 5, 6]);
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
     #[test]
     fn backoff_grows_exponentially_with_full_jitter_and_a_cap() {
         let base = Duration::from_millis(100);
