@@ -108,6 +108,12 @@ pub trait Consumer: Send + 'static {
         async { Ok(None) }
     }
 
+    /// The driver is stopping (shutdown): finish what is in flight. The default does nothing.
+    #[allow(clippy::manual_async_fn)]
+    fn finish(&mut self) -> impl Future<Output = Result<(), BatchError>> + Send {
+        async { Ok(()) }
+    }
+
     /// The driver moved the cursor to `to` without handing over the records in between: back
     /// for a rewind, forward past a record that cannot be decoded. A consumer with its own
     /// committed cursor moves it the same way; an error cancels the move.
@@ -501,6 +507,9 @@ impl<C: Consumer> Driver<C> {
             while let Ok(cmd) = self.control.try_recv() {
                 self.apply(cmd).await;
             }
+        }
+        if let Err(e) = self.consumer.finish().await {
+            tracing::warn!(consumer = name, error = %e, "the last batch did not complete; it is handled again at the next start");
         }
         self.set_info(RunState::Stopped, None);
         tracing::info!(consumer = name, "consumer stopped");

@@ -32,8 +32,8 @@
 //! throughput). The driver has already saved its cursor past the batch in flight; if that
 //! transaction fails, the failure is reported at the next call, the connection is dropped, and
 //! the cursor read again from Postgres takes the driver back to it. A batch at or below the
-//! committed cursor (a redrive) is committed before `handle` returns. On shutdown the batch in
-//! flight may be rolled back; it is applied again at the next start.
+//! committed cursor (a redrive) is committed before `handle` returns, and on shutdown the
+//! driver waits for the batch in flight ([`Consumer::finish`]).
 //!
 //! # Order independence, duplicates
 //!
@@ -754,6 +754,10 @@ impl Consumer for PostgresSink {
         let result = self.try_committed().await;
         self.observe(&result);
         result
+    }
+
+    async fn finish(&mut self) -> Result<(), BatchError> {
+        self.settle().await
     }
 
     async fn move_committed_cursor(&mut self, to: Seq) -> Result<(), BatchError> {

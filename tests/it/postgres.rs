@@ -1338,3 +1338,58 @@ fn hooklog_migrate_applies_the_schema_once_and_records_it() {
     let (ok, _, err) = migrate(Some(&base_url()));
     assert!(!ok && err.contains("migrations are never edited"), "{err}");
 }
+
+#[test]
+fn a_graceful_stop_commits_the_batch_in_flight() {
+    let db = Db::new();
+    let dir = tempfile::tempdir().unwrap();
+    let s = sms_server(
+        &db,
+        &base_url(),
+        dir.path(),
+        &[("HOOKLOG_POSTGRES_BATCH", "5")],
+    );
+    assert_eq!(send_sms(&s, "SMg"), 200);
+    synced(&s, &db);
+
+    // Another session holds the cursor row: the sink's transactions wait at their fence.
+    let locker = db
+        .rt
+        .block_on(hooklog::postgres::connect(
+            &base_url(),
+            None,
+            Duration::from_secs(10),
+        ))
+        .unwrap();
+    let lock = format!(
+        "begin; select seq from \"{}\".hooklog_cursors where name = 'postgres' for update",
+        db.schema
+    );
+    db.rt.block_on(locker.client.batch_execute(&lock)).unwrap();
+    for i in 0..20 {
+        assert_eq!(send_sms(&s, &format!("SMg{i}")), 200);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let stopping = std::thread::spawn(move || s.stop());
+    std::thread::sleep(Duration::from_millis(500));
+    db.rt
+        .block_on(locker.client.batch_execute("commit"))
+        .unwrap();
+    stopping.join().unwrap().unwrap();
+
+    // Everything the driver counted as handed over is committed in Postgres.
+    let log = hooklog::log::sled::SledLog::open(
+        &hooklog::log_dir(dir.path()),
+        &hooklog::log::sled::SledOptions::default(),
+        hooklog::metrics::Metrics::new(),
+    )
+    .unwrap();
+    let handed = hooklog::log::Log::cursor(&log, "postgres").unwrap().0;
+    hooklog::log::Log::close(&log).unwrap();
+    assert!(handed > 1, "the sink got past the first record: {handed}");
+    assert_eq!(
+        db.cursor(),
+        handed,
+        "the batch in flight was committed before the stop"
+    );
+}
