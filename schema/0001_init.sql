@@ -132,7 +132,8 @@ create table if not exists openphone_contacts (
     user_id        text,
     created_at     timestamptz,
     updated_at     timestamptz,
-    -- The newest update replaces the contact (ordered by its updatedAt, then the log).
+    -- The newest version replaces the contact: ordered by its updatedAt, then the log; a
+    -- deletion counts as a version without updatedAt (it fills a contact never seen updated).
     version_at     timestamptz,
     version_seq    bigint,
     deleted_at     timestamptz,           -- receipt time of the first contact.deleted

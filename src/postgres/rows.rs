@@ -510,22 +510,26 @@ fn resources(event: &Event, p: &Parsed, seq: i64, received: DateTime<Utc>, rows:
             ));
         }
         (Data::Contact(c), _) if !c.id.is_empty() => {
-            let row = Row::new(&tables::OPENPHONE_CONTACTS).set("id", text(clean(&c.id)));
-            let row = if p.kind == Kind::ContactDeleted {
-                row.set("deleted_at", ts_cell(Some(received)))
-            } else {
-                row.set("first_name", t(c.first_name.as_deref()))
-                    .set("last_name", t(c.last_name.as_deref()))
-                    .set("company", t(c.company.as_deref()))
-                    .set("role", t(c.role.as_deref()))
-                    .set("phone_numbers", list(&c.phone_numbers))
-                    .set("emails", list(&c.emails))
-                    .set("user_id", t(c.user_id.as_deref()))
-                    .set("created_at", ts_cell(c.created_at))
-                    .set("updated_at", ts_cell(c.updated_at))
-                    .set("version_at", ts_cell(c.updated_at))
-                    .set("version_seq", int8(seq))
-            };
+            let deleted = p.kind == Kind::ContactDeleted;
+            // A deletion carries the contact too; it ranks below any update that has an
+            // `updatedAt`, so it fills a contact never seen updated without hiding a newer one.
+            let row = Row::new(&tables::OPENPHONE_CONTACTS)
+                .set("id", text(clean(&c.id)))
+                .set("first_name", t(c.first_name.as_deref()))
+                .set("last_name", t(c.last_name.as_deref()))
+                .set("company", t(c.company.as_deref()))
+                .set("role", t(c.role.as_deref()))
+                .set("phone_numbers", list(&c.phone_numbers))
+                .set("emails", list(&c.emails))
+                .set("user_id", t(c.user_id.as_deref()))
+                .set("created_at", ts_cell(c.created_at))
+                .set("updated_at", ts_cell(c.updated_at))
+                .set(
+                    "version_at",
+                    ts_cell(if deleted { None } else { c.updated_at }),
+                )
+                .set("version_seq", int8(seq))
+                .set("deleted_at", ts_cell(deleted.then_some(received)));
             rows.push(seqs(row, seq));
         }
         _ => {}

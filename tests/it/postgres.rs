@@ -362,8 +362,8 @@ fn every_fixture_lands_in_the_right_tables_with_the_right_columns() {
             .map(|s| Some(s.to_owned()))
     );
     assert_eq!(
-        db.one("select deleted_at is not null from $S.openphone_contacts where id = 'CT30179080c550ebc190860c05'"),
-        Some("t".into())
+        db.rows("select deleted_at is not null, first_name from $S.openphone_contacts where id = 'CT30179080c550ebc190860c05'")[0],
+        ["t", "Mara"].map(|s| Some(s.to_owned()))
     );
     assert_eq!(
         db.one(
