@@ -48,8 +48,8 @@
 //! (exponentially, with jitter) and the next attempt reconnects. Once the sink has been failing
 //! for `postgres.alert_after_secs`, one critical alert is raised; one more says when it
 //! recovers. A record Postgres refuses as data (SQLSTATE classes 22 and 23) is isolated by
-//! re-running the batch record by record: the records before it are committed, it is
-//! dead-lettered (the cursor passes it in the same transaction), the rest go on.
+//! re-running the batch record by record: the records before it are committed, the cursor
+//! is moved past it, it is dead-lettered, and the driver goes on after it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -608,7 +608,8 @@ impl PostgresSink {
     }
 
     async fn try_handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        let Some(last) = batch.last().map(|e| e.seq) else {
+        let (Some(first), Some(last)) = (batch.first().map(|e| e.seq), batch.last().map(|e| e.seq))
+        else {
             return Ok(());
         };
         // Parse and build rows on a blocking thread: meanwhile the runtime sends the previous
@@ -621,11 +622,13 @@ impl PostgresSink {
             .map_err(transient)?;
         self.settle().await?;
         let committed = self.conn().await.map_err(transient)?.seq;
-        // A batch at or below the committed cursor is a redrive: its outcome is wanted now.
+        // A batch at or below the committed cursor is a redrive: its outcome is wanted now. A
+        // batch that overlaps one refused in flight is run carefully (record by record on a
+        // data error), whatever its length now.
         let careful = last.0 as i64 <= committed
             || self
                 .careful_until
-                .is_some_and(|until| last.0 as i64 <= until);
+                .is_some_and(|until| first.0 as i64 <= until);
         if !careful {
             self.careful_until = None;
             let commit = self.commit_of(planned, last).await.map_err(transient)?;
