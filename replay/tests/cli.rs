@@ -1013,6 +1013,8 @@ fn rewind_since_a_date_is_accepted() {
 fn with_the_daemon_stopped_rewind_redrive_and_pause_explain_that_they_need_it() {
     let mut daemon = Daemon::start();
     daemon.append_many(1);
+    // The cursor checked at the end must have been stored before the stop.
+    daemon.caught_up("dedup");
     daemon.stop();
     for (args, what) in [
         (

@@ -21,12 +21,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::dedup::{self, Verdicts};
-use super::{BatchError, Consumer};
+use super::dedup::{self, RangeVerdicts, Verdicts};
+use super::{Batch, BatchError, Consumer, Record};
 use crate::alerts::{Alert, Alerter, Severity};
-use crate::event::{Event, Seq, Source};
+use crate::event::{Event, Source};
 use crate::optout::{self, Confidence, Verdict};
-use crate::parse::{self, Data, Direction, Kind};
+use crate::parse::{Data, Direction, Kind};
 use crate::state::{for_each, KvTree, StateError, StateStore};
 
 /// The consumer's name.
@@ -149,8 +149,9 @@ impl Compliance {
         self.suppression.insert(entry.number.as_bytes(), &json)
     }
 
-    fn process(&self, event: &Event, processed: Seq) -> Result<(), BatchError> {
-        match self.verdicts.get_below(event.seq, processed)? {
+    fn process(&self, record: Record<'_>, verdicts: &RangeVerdicts) -> Result<(), BatchError> {
+        let event = record.event;
+        match verdicts.get(event.seq) {
             Some(v) if v.is_duplicate() => return Ok(()),
             Some(_) => {}
             // The driver never lets this consumer pass dedup, so a missing verdict means dedup
@@ -165,7 +166,7 @@ impl Compliance {
         if event.source == Source::Internal && event.route == ADMIN_ROUTE {
             return self.admin_change(event);
         }
-        let parsed = parse::parse(event).map_err(|e| BatchError::Poison {
+        let parsed = record.parsed().map_err(|e| BatchError::Poison {
             seq: event.seq,
             error: e.to_string(),
         })?;
@@ -285,10 +286,18 @@ impl Consumer for Compliance {
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        let processed = self.verdicts.processed()?;
-        for event in batch {
+        self.handle_batch(&Batch::new(batch.to_vec())).await
+    }
+
+    async fn handle_batch(&mut self, batch: &Batch) -> Result<(), BatchError> {
+        let events = batch.events();
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        let verdicts = self.verdicts.range(first.seq, last.seq)?;
+        for record in batch.records() {
             // On a poison record the earlier ones are applied; the driver records that one.
-            self.process(event, processed)?;
+            self.process(record, &verdicts)?;
         }
         Ok(())
     }
@@ -300,7 +309,7 @@ mod tests {
     use super::*;
     use crate::consumers::dedup::Dedup;
     use crate::consumers::testutil::{dump, event, from_fixture, quo_inbound, HOUR};
-    use crate::event::Micros;
+    use crate::event::{Micros, Seq};
     use crate::state::MemState;
     use futures_util::FutureExt;
 

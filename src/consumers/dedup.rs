@@ -11,27 +11,48 @@
 //! (72 h by default, longer than Quo's ~28 h retry schedule). Expired keys are pruned as
 //! event time advances, so storage stays bounded by the traffic of one window.
 //!
+//! # The live window is in memory, its journal in sled
+//!
+//! Every record looks up each of its keys, so the keys live in a hash map (about 48 bytes
+//! per key: a 128-bit digest of the key, the first sequence that claimed it, its expiry).
+//! Looking keys up and writing them one by one in sled cost ~25 µs per record and made
+//! dedup the bottleneck of a rewind. The map is made durable by a journal: each batch
+//! writes **one** entry holding every claim the batch made, before its verdicts and before
+//! `processed`; on open the journal is replayed in order into the map. A batch's claims
+//! reach the map only once its journal entry is written, so a failed batch leaves the map as
+//! the journal says it is, and the retry makes the same claims again.
+//!
+//! Digests are the first 16 bytes of SHA-256 of the key: a false match needs a 128-bit
+//! collision (odds about 10⁻²⁶ for a million live keys), so no key string is kept.
+//!
 //! Key layout (trees of consumer `dedup`):
 //!
-//! | tree       | key                 | value                                        |
-//! |------------|---------------------|----------------------------------------------|
-//! | `keys`     | dedup key, UTF-8    | first seq `u64` BE, expires-at µs `i64` BE   |
-//! | `verdicts` | seq `u64` BE        | `1` + original seq `u64` BE (duplicates only) |
-//! | `meta`     | `processed`         | last seq handled, `u64` BE                   |
+//! | tree       | key                         | value                                              |
+//! |------------|-----------------------------|----------------------------------------------------|
+//! | `claims`   | last seq of the batch, BE   | `1`, then per claim: digest (16 B), first seq `u64` BE, expires-at µs `i64` BE |
+//! | `verdicts` | seq `u64` BE                | `1` + original seq `u64` BE (duplicates only)      |
+//! | `meta`     | `processed`                 | last seq handled, `u64` BE                         |
 //!
 //! Only duplicates get a verdict entry: a record at or below `processed` without one is an
-//! original. That keeps the common case to two reads and two writes per record. Pruning scans
-//! the key tree at most once per eighth of the window of event time, which bounds storage to
-//! about 1.125 windows of keys without an expiry index to maintain on every write.
+//! original. Pruning drops expired claims from the map at most once per eighth of the window
+//! of event time; a journal entry is deleted once every claim in it has expired before the
+//! earliest record of the batch being handled (so a batch handled again after a crash finds
+//! the same claims), which bounds storage to about 1.125 windows of claims.
 //!
-//! Idempotence: a key stores the *first* sequence that claimed it, and a record is a
-//! duplicate only of a strictly earlier one, so handling a batch twice gives the same verdicts.
+//! Exactly once per record: a batch handed again (the driver's cursor was lost in a crash)
+//! skips the records up to `processed`, whose effects are complete. A journal entry after
+//! `processed` is from a batch that failed part-way; it is dropped when the window is
+//! reloaded, and that batch is decided again from the state before it. Deciding a record a
+//! second time against a window that later records changed could differ (a later record may
+//! have taken over a key that expired), which is why replays are skipped, not recomputed.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
-use super::{BatchError, Consumer};
+use super::{Batch, BatchError, Consumer, Record};
 use crate::event::{Event, Seq};
 use crate::state::{KvTree, StateError, StateStore};
 
@@ -40,6 +61,9 @@ pub const NAME: &str = "dedup";
 /// Default window.
 pub const DEFAULT_TTL_HOURS: u64 = 72;
 const PROCESSED: &[u8] = b"processed";
+/// Format byte of a journal entry.
+const CLAIMS_V1: u8 = 1;
+const CLAIM_LEN: usize = 32;
 
 /// A record's dedup verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,23 +134,10 @@ impl Verdicts {
         })
     }
 
-    /// The verdict for `seq`, if dedup has processed it.
+    /// The verdict for `seq`, if dedup has processed it (one record; a consumer reads its
+    /// batch with [`Self::range`]).
     pub fn get(&self, seq: Seq) -> Result<Option<Verdict>, StateError> {
-        let processed = self.processed()?;
-        self.get_below(seq, processed)
-    }
-
-    /// The last record dedup has handled (read it once per batch, then use [`Self::get_below`]).
-    pub fn processed(&self) -> Result<Seq, StateError> {
-        match self.meta.get(PROCESSED)? {
-            Some(v) => Seq::from_key(&v).ok_or_else(|| corrupt("meta")),
-            None => Ok(Seq(0)),
-        }
-    }
-
-    /// The verdict for `seq`, given what [`Self::processed`] returned.
-    pub fn get_below(&self, seq: Seq, processed: Seq) -> Result<Option<Verdict>, StateError> {
-        if seq > processed {
+        if seq > self.processed()? {
             return Ok(None);
         }
         match self.verdicts.get(&seq.to_key())? {
@@ -134,34 +145,153 @@ impl Verdicts {
             None => Ok(Some(Verdict::Original)),
         }
     }
+
+    /// The last record dedup has handled.
+    pub fn processed(&self) -> Result<Seq, StateError> {
+        match self.meta.get(PROCESSED)? {
+            Some(v) => Seq::from_key(&v).ok_or_else(|| corrupt("meta")),
+            None => Ok(Seq(0)),
+        }
+    }
+
+    /// The verdicts of every record in `first..=last`, read with one range scan (a downstream
+    /// consumer's batch): one point read per record cost more than the rest of its work.
+    pub fn range(&self, first: Seq, last: Seq) -> Result<RangeVerdicts, StateError> {
+        // `processed` first: dedup writes verdicts before it, so every record at or below
+        // the value read has its verdict in place when the scan runs.
+        let processed = self.processed()?;
+        let mut duplicates = HashMap::new();
+        crate::state::for_each(self.verdicts.as_ref(), &first.to_key(), |k, v| {
+            let seq = Seq::from_key(k).ok_or_else(|| corrupt("verdicts"))?;
+            if seq > last {
+                return Ok(false);
+            }
+            if let Verdict::Duplicate { of } = Verdict::decode(v)? {
+                duplicates.insert(seq, of);
+            }
+            Ok(true)
+        })?;
+        Ok(RangeVerdicts {
+            processed,
+            duplicates,
+        })
+    }
+}
+
+/// Verdicts of a range of records, from [`Verdicts::range`].
+pub struct RangeVerdicts {
+    processed: Seq,
+    duplicates: HashMap<Seq, u64>,
+}
+
+impl RangeVerdicts {
+    /// The verdict for `seq` (inside the range read), or `None` if dedup has not handled it.
+    pub fn get(&self, seq: Seq) -> Option<Verdict> {
+        if seq > self.processed {
+            return None;
+        }
+        Some(match self.duplicates.get(&seq) {
+            Some(&of) => Verdict::Duplicate { of },
+            None => Verdict::Original,
+        })
+    }
+}
+
+/// 128-bit digest of a dedup key.
+type KeyDigest = [u8; 16];
+
+/// Who holds a key: the first record that claimed it, and until when (event time, µs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Claim {
+    first: u64,
+    expires: i64,
 }
 
 /// The dedup consumer.
 pub struct Dedup {
-    keys: Arc<dyn KvTree>,
+    claims: Arc<dyn KvTree>,
     verdicts: Arc<dyn KvTree>,
     meta: Arc<dyn KvTree>,
+    /// Live keys (the journal replayed).
+    window: HashMap<KeyDigest, Claim>,
+    /// Journal entries still stored: key (last seq of their batch) → latest expiry in them.
+    journal: BTreeMap<u64, i64>,
+    /// The last record whose effects are all stored (`meta/processed`).
+    processed: u64,
+    /// A batch failed part-way: the window may hold claims the journal does not.
+    stale: bool,
     ttl_micros: i64,
     /// Event time of the last prune (in memory: pruning only affects storage, never verdicts,
     /// because an expired key never matches).
     last_prune: i64,
 }
 
+/// Claims made by the batch being handled, seen by its later records but not yet journaled.
+#[derive(Default)]
+struct Staged {
+    claims: HashMap<KeyDigest, Claim>,
+    duplicates: Vec<(Seq, Verdict)>,
+    pruned: bool,
+}
+
 impl Dedup {
-    /// Opens its trees in `store`.
+    /// Opens its trees in `store` and loads the live window from the journal.
     pub fn new(store: &dyn StateStore, ttl_hours: u64) -> Result<Dedup, StateError> {
-        Ok(Dedup {
-            keys: store.tree(NAME, "keys")?,
+        let mut dedup = Dedup {
+            claims: store.tree(NAME, "claims")?,
             verdicts: store.tree(NAME, "verdicts")?,
             meta: store.tree(NAME, "meta")?,
+            window: HashMap::new(),
+            journal: BTreeMap::new(),
+            processed: 0,
+            stale: true,
             ttl_micros: i64::try_from(ttl_hours.saturating_mul(3_600_000_000)).unwrap_or(i64::MAX),
             last_prune: i64::MIN,
-        })
+        };
+        dedup.reload()?;
+        Ok(dedup)
     }
 
-    fn keys_of(event: &Event) -> Vec<String> {
-        match crate::parse::parse(event) {
-            Ok(p) => p.dedup_keys,
+    /// Rebuilds the window from storage: the journal entries of complete batches, in order.
+    /// An entry after `processed` belongs to a batch that failed before its end; it is
+    /// deleted, and the batch, handled again from the state before it, journals the same
+    /// claims again.
+    fn reload(&mut self) -> Result<(), StateError> {
+        self.processed = Verdicts {
+            verdicts: self.verdicts.clone(),
+            meta: self.meta.clone(),
+        }
+        .processed()?
+        .0;
+        self.window.clear();
+        self.journal.clear();
+        let mut unfinished = Vec::new();
+        let (window, journal, processed) = (&mut self.window, &mut self.journal, self.processed);
+        crate::state::for_each(self.claims.as_ref(), &[], |k, v| {
+            let seq = Seq::from_key(k).ok_or_else(|| corrupt("claims"))?;
+            if seq.0 > processed {
+                unfinished.push(seq);
+                return Ok(true);
+            }
+            let mut latest = i64::MIN;
+            for (digest, claim) in decode_claims(v)? {
+                latest = latest.max(claim.expires);
+                window.insert(digest, claim);
+            }
+            journal.insert(seq.0, latest);
+            Ok(true)
+        })?;
+        for seq in unfinished {
+            self.claims.remove(&seq.to_key())?;
+        }
+        self.stale = false;
+        Ok(())
+    }
+
+    fn keys_of(record: Record<'_>) -> Vec<String> {
+        let event = record.event;
+        match record.parsed() {
+            Ok(p) => p.dedup_keys.clone(),
             // A record that does not parse still dedups against an identical retry; the
             // consumers that need its content dead-letter it themselves.
             Err(_) => vec![format!(
@@ -171,19 +301,20 @@ impl Dedup {
         }
     }
 
-    /// Decides and records the verdict of one record.
-    fn process(&mut self, event: &Event) -> Result<Verdict, StateError> {
+    /// Decides the verdict of one record and stages its claims.
+    fn process(&mut self, record: Record<'_>, staged: &mut Staged) -> Verdict {
+        let event = record.event;
         let t = event.received_at.0;
-        let keys = Self::keys_of(event);
+        let keys: Vec<KeyDigest> = Self::keys_of(record).iter().map(|k| digest(k)).collect();
         let mut verdict = Verdict::Original;
-        let mut stored = Vec::with_capacity(keys.len());
+        let mut found = Vec::with_capacity(keys.len());
         for key in &keys {
-            let entry = self
-                .keys
-                .get(key.as_bytes())?
-                .map(|v| decode_entry(&v))
-                .transpose()?;
-            if let Some((first, expires)) = entry {
+            let claim = staged
+                .claims
+                .get(key)
+                .or_else(|| self.window.get(key))
+                .copied();
+            if let Some(Claim { first, expires }) = claim {
                 if first < event.seq.0 && t <= expires {
                     // The earliest original wins when several keys match.
                     verdict = match verdict {
@@ -192,72 +323,112 @@ impl Dedup {
                     };
                 }
             }
-            stored.push(entry);
+            found.push(claim);
         }
-        for (key, entry) in keys.iter().zip(stored) {
-            let claim = match entry {
+        for (key, claim) in keys.iter().zip(found) {
+            let take = match claim {
                 None => true,
                 // Replaying this very record: keep its claim as it is.
-                Some((first, _)) if first >= event.seq.0 => first > event.seq.0,
+                Some(c) if c.first >= event.seq.0 => c.first > event.seq.0,
                 // An expired claim is taken over by this record, a live one is kept.
-                Some((_, expires)) => t > expires,
+                Some(c) => t > c.expires,
             };
-            if claim {
-                let expires = t.saturating_add(self.ttl_micros);
-                self.keys
-                    .insert(key.as_bytes(), &encode_entry(event.seq.0, expires))?;
+            if take {
+                let claim = Claim {
+                    first: event.seq.0,
+                    expires: t.saturating_add(self.ttl_micros),
+                };
+                staged.claims.insert(*key, claim);
             }
         }
-        match verdict {
-            Verdict::Duplicate { .. } => self
-                .verdicts
-                .insert(&event.seq.to_key(), &verdict.encode())?,
+        if verdict.is_duplicate() {
             // Replaying a record gives the verdict it had (its keys still name the same first
             // record), so an original never has a duplicate entry to remove.
-            Verdict::Original => {}
+            staged.duplicates.push((event.seq, verdict));
         }
         if t.saturating_sub(self.last_prune) >= self.ttl_micros / 8 {
-            self.prune(t)?;
+            self.window.retain(|_, c| c.expires >= t);
+            staged.claims.retain(|_, c| c.expires >= t);
             self.last_prune = t;
+            staged.pruned = true;
         }
-        Ok(verdict)
+        verdict
     }
 
-    /// Removes keys that expired before `now` (event time).
-    fn prune(&self, now: i64) -> Result<usize, StateError> {
-        let mut expired = Vec::new();
-        crate::state::for_each(self.keys.as_ref(), &[], |k, v| {
-            if decode_entry(v)?.1 < now {
-                expired.push(k.to_vec());
-            }
-            Ok(true)
-        })?;
-        for k in &expired {
-            self.keys.remove(k)?;
+    /// Deletes journal entries whose claims all expired before `horizon`.
+    fn prune_journal(&mut self, horizon: i64) -> Result<(), StateError> {
+        let dead: Vec<u64> = self
+            .journal
+            .iter()
+            .filter(|(_, &latest)| latest < horizon)
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in dead {
+            self.claims.remove(&Seq(seq).to_key())?;
+            self.journal.remove(&seq);
         }
-        Ok(expired.len())
+        Ok(())
     }
 
     /// Number of live keys (for tests and status).
-    pub fn key_count(&self) -> Result<usize, StateError> {
-        self.keys.len()
+    pub fn key_count(&self) -> usize {
+        self.window.len()
+    }
+
+    /// The live window, sorted: what a rebuild must reproduce (expired claims, which never
+    /// match, are left out: when they are pruned depends on where batches start).
+    #[cfg(test)]
+    fn live_claims(&self, now: i64) -> Vec<(KeyDigest, Claim)> {
+        let mut v: Vec<_> = self
+            .window
+            .iter()
+            .filter(|(_, c)| c.expires >= now)
+            .map(|(k, c)| (*k, *c))
+            .collect();
+        v.sort_unstable();
+        v
     }
 }
 
-fn encode_entry(first: u64, expires: i64) -> [u8; 16] {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&first.to_be_bytes());
-    v[8..].copy_from_slice(&expires.to_be_bytes());
+fn digest(key: &str) -> KeyDigest {
+    let full = sha2::Sha256::digest(key.as_bytes());
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&full[..16]);
+    d
+}
+
+fn encode_claims(claims: &HashMap<KeyDigest, Claim>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + claims.len() * CLAIM_LEN);
+    v.push(CLAIMS_V1);
+    for (digest, claim) in claims {
+        v.extend_from_slice(digest);
+        v.extend_from_slice(&claim.first.to_be_bytes());
+        v.extend_from_slice(&claim.expires.to_be_bytes());
+    }
     v
 }
 
-fn decode_entry(v: &[u8]) -> Result<(u64, i64), StateError> {
-    let bytes: [u8; 16] = v.try_into().map_err(|_| corrupt("keys"))?;
-    let (a, b) = bytes.split_at(8);
-    Ok((
-        u64::from_be_bytes(a.try_into().map_err(|_| corrupt("keys"))?),
-        i64::from_be_bytes(b.try_into().map_err(|_| corrupt("keys"))?),
-    ))
+fn decode_claims(v: &[u8]) -> Result<Vec<(KeyDigest, Claim)>, StateError> {
+    let Some((&CLAIMS_V1, rest)) = v.split_first() else {
+        return Err(corrupt("claims"));
+    };
+    if rest.len() % CLAIM_LEN != 0 {
+        return Err(corrupt("claims"));
+    }
+    rest.chunks_exact(CLAIM_LEN)
+        .map(|c| {
+            let (d, rest) = c.split_at(16);
+            let (first, expires) = rest.split_at(8);
+            let bad = |_| corrupt("claims");
+            Ok((
+                d.try_into().map_err(bad)?,
+                Claim {
+                    first: u64::from_be_bytes(first.try_into().map_err(bad)?),
+                    expires: i64::from_be_bytes(expires.try_into().map_err(bad)?),
+                },
+            ))
+        })
+        .collect()
 }
 
 impl Consumer for Dedup {
@@ -266,20 +437,59 @@ impl Consumer for Dedup {
     }
 
     fn reset(&mut self) -> Result<(), BatchError> {
-        self.keys.clear()?;
+        self.claims.clear()?;
         self.verdicts.clear()?;
         self.meta.clear()?;
+        self.window.clear();
+        self.journal.clear();
+        self.processed = 0;
+        self.stale = false;
         self.last_prune = i64::MIN;
         Ok(())
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        for event in batch {
-            self.process(event)?;
+        self.handle_batch(&Batch::new(batch.to_vec())).await
+    }
+
+    async fn handle_batch(&mut self, batch: &Batch) -> Result<(), BatchError> {
+        if self.stale {
+            self.reload()?;
         }
-        if let Some(last) = batch.last() {
-            self.meta.insert(PROCESSED, &last.seq.to_key())?;
+        // Records up to `processed` were decided before a crash lost the driver's cursor:
+        // their effects are complete, and deciding them again against a window that later
+        // records have changed could give another answer.
+        let skip = batch
+            .events()
+            .partition_point(|e| e.seq.0 <= self.processed);
+        let events = &batch.events()[skip..];
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        let mut staged = Staged::default();
+        for record in batch.records().skip(skip) {
+            self.process(record, &mut staged);
         }
+        // From here until `processed` is written, memory may be ahead of storage: if a write
+        // fails, the next call reloads the window from the journal first.
+        self.stale = true;
+        if !staged.claims.is_empty() {
+            let latest = staged.claims.values().map(|c| c.expires).max();
+            self.claims
+                .insert(&last.seq.to_key(), &encode_claims(&staged.claims))?;
+            self.journal.insert(last.seq.0, latest.unwrap_or(i64::MIN));
+            self.window.extend(staged.claims.drain());
+        }
+        for (seq, verdict) in &staged.duplicates {
+            self.verdicts.insert(&seq.to_key(), &verdict.encode())?;
+        }
+        if staged.pruned {
+            let earliest = events.iter().map(|e| e.received_at.0).min();
+            self.prune_journal(earliest.unwrap_or(first.received_at.0).min(self.last_prune))?;
+        }
+        self.meta.insert(PROCESSED, &last.seq.to_key())?;
+        self.processed = last.seq.0;
+        self.stale = false;
         Ok(())
     }
 }
@@ -304,7 +514,8 @@ mod tests {
             .collect()
     }
 
-    const TREES: &[&str] = &["keys", "verdicts", "meta"];
+    const TREES: &[&str] = &["claims", "verdicts", "meta"];
+    const VERDICT_TREES: &[&str] = &["verdicts", "meta"];
 
     #[test]
     fn retries_backfill_twins_and_redeliveries_are_duplicates_and_a_second_contact_update_is_not() {
@@ -400,15 +611,23 @@ mod tests {
             })
             .collect();
         run(&mut dedup, &later);
+        // The first batch's journal entry (claims of records 1 to 3) is gone, in memory
+        // and on disk.
+        let first_entry = Seq(3).to_key();
         assert!(store
-            .tree(NAME, "keys")
+            .tree(NAME, "claims")
             .unwrap()
-            .get(b"openphone:evt:EVa")
+            .get(&first_entry)
             .unwrap()
             .is_none());
+        assert!(!dedup.window.contains_key(&digest("openphone:evt:EVa")));
         assert!(
-            dedup.key_count().unwrap() <= 2 * 509,
+            dedup.window.values().all(|c| c.expires >= t0 + 200 * HOUR),
             "only the live window is kept"
+        );
+        assert_eq!(
+            dedup.key_count(),
+            Dedup::new(&store, 72).unwrap().key_count()
         );
     }
 
@@ -453,16 +672,27 @@ mod tests {
                 )
             })
             .collect();
+        let end = events.last().unwrap().received_at.0;
         for chunk in events.chunks(64) {
             run(&mut dedup, chunk);
         }
-        let before = dump(&store, NAME, TREES);
+        let verdicts_before = dump(&store, NAME, VERDICT_TREES);
+        let window_before = dedup.live_claims(end);
+        assert!(verdicts_before.len() > 100 && window_before.len() > 100);
         dedup.reset().unwrap();
         assert!(dump(&store, NAME, TREES).is_empty());
+        assert!(Dedup::new(&store, 1).unwrap().window.is_empty());
+        // Other batch boundaries: the journal's entries differ, what they hold does not.
         for chunk in events.chunks(100) {
             run(&mut dedup, chunk);
         }
-        assert_eq!(dump(&store, NAME, TREES), before);
+        assert_eq!(dump(&store, NAME, VERDICT_TREES), verdicts_before);
+        assert_eq!(dedup.live_claims(end), window_before);
+        // And the journal reloads into the same window.
+        assert_eq!(
+            Dedup::new(&store, 1).unwrap().live_claims(end),
+            window_before
+        );
     }
 
     #[test]
@@ -477,5 +707,264 @@ mod tests {
             verdicts(&store, 2),
             vec![Verdict::Original, Verdict::Duplicate { of: 1 }]
         );
+    }
+
+    /// The algorithm without journal, staging or pruning: one map, one record at a time.
+    fn model(events: &[Event], ttl: i64) -> Vec<Verdict> {
+        let mut claims: HashMap<String, (u64, i64)> = HashMap::new();
+        let mut out = Vec::new();
+        for e in events {
+            let t = e.received_at.0;
+            let keys = Dedup::keys_of(Batch::new(vec![e.clone()]).records().next().unwrap());
+            let mut verdict = Verdict::Original;
+            for k in &keys {
+                if let Some(&(first, expires)) = claims.get(k) {
+                    if t <= expires && !matches!(verdict, Verdict::Duplicate { of } if of <= first)
+                    {
+                        verdict = Verdict::Duplicate { of: first };
+                    }
+                }
+            }
+            for k in keys {
+                if claims.get(&k).is_none_or(|&(_, expires)| t > expires) {
+                    claims.insert(k, (e.seq.0, t + ttl));
+                }
+            }
+            out.push(verdict);
+        }
+        out
+    }
+
+    fn traffic(ids: &[(u8, u8, u16)]) -> Vec<Event> {
+        let t0 = 1_776_000_000_000_000;
+        let mut t = t0;
+        ids.iter()
+            .enumerate()
+            .map(|(n, &(envelope, message, step_minutes))| {
+                t += i64::from(step_minutes) * 60_000_000;
+                quo_inbound(
+                    n as u64 + 1,
+                    t,
+                    &format!("EV{envelope}"),
+                    &format!("AC{message}"),
+                    "+15555550123",
+                    "x",
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn restarting_after_every_batch_gives_the_verdicts_of_one_long_run() {
+        let events = traffic(
+            &(0..600u32)
+                .map(|n| ((n * 7 % 41) as u8, (n * 5 % 37) as u8, (n % 3) as u16))
+                .collect::<Vec<_>>(),
+        );
+        let store = MemState::default();
+        for (n, chunk) in events.chunks(37).enumerate() {
+            // Every batch on a freshly opened consumer (the window comes from the journal);
+            // every other batch handled twice, as after a crash before the cursor save.
+            run(&mut Dedup::new(&store, 1).unwrap(), chunk);
+            if n % 2 == 0 {
+                run(&mut Dedup::new(&store, 1).unwrap(), chunk);
+            }
+        }
+        let expected = model(&events, HOUR);
+        assert!(expected.iter().filter(|v| v.is_duplicate()).count() > 100);
+        assert!(expected.iter().filter(|v| !v.is_duplicate()).count() > 100);
+        assert_eq!(verdicts(&store, events.len() as u64), expected);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_batching_with_restarts_and_replays_matches_the_model(
+            ids in proptest::collection::vec((0u8..12, 0u8..12, 0u16..50), 1..120),
+            cuts in proptest::collection::vec((1usize..40, 0u8..4), 1..60),
+        ) {
+            let events = traffic(&ids);
+            let store = MemState::default();
+            let mut dedup = Dedup::new(&store, 1).unwrap();
+            let mut at = 0;
+            let mut cut = cuts.iter().cycle();
+            while at < events.len() {
+                let &(len, what) = cut.next().unwrap();
+                let chunk = &events[at..(at + len).min(events.len())];
+                match what {
+                    // Restart: the window is reloaded from the journal.
+                    0 => dedup = Dedup::new(&store, 1).unwrap(),
+                    // A crash before the cursor save: the batch comes again.
+                    1 => run(&mut dedup, chunk),
+                    _ => {}
+                }
+                run(&mut dedup, chunk);
+                at += chunk.len();
+            }
+            proptest::prop_assert_eq!(
+                verdicts(&store, events.len() as u64),
+                model(&events, HOUR)
+            );
+        }
+
+        #[test]
+        fn journal_entries_round_trip(
+            claims in proptest::collection::hash_map(
+                proptest::array::uniform16(proptest::num::u8::ANY),
+                (proptest::num::u64::ANY, proptest::num::i64::ANY),
+                0..50,
+            )
+        ) {
+            let claims: HashMap<KeyDigest, Claim> = claims
+                .into_iter()
+                .map(|(k, (first, expires))| (k, Claim { first, expires }))
+                .collect();
+            let back: HashMap<_, _> = decode_claims(&encode_claims(&claims)).unwrap().into_iter().collect();
+            proptest::prop_assert_eq!(back, claims);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_journal_entry_is_an_error_not_a_silent_gap() {
+        let store = MemState::default();
+        store
+            .tree(NAME, "claims")
+            .unwrap()
+            .insert(&Seq(9).to_key(), &[1, 2, 3])
+            .unwrap();
+        store
+            .tree(NAME, "meta")
+            .unwrap()
+            .insert(PROCESSED, &Seq(9).to_key())
+            .unwrap();
+        assert!(matches!(
+            Dedup::new(&store, 72),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+
+    /// A store whose `verdicts` tree refuses writes while `fail` is set.
+    struct FlakyVerdicts {
+        inner: MemState,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    struct FlakyTree {
+        inner: Arc<dyn KvTree>,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl KvTree for FlakyTree {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+            self.inner.get(key)
+        }
+        fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StateError::Storage("injected".into()));
+            }
+            self.inner.insert(key, value)
+        }
+        fn remove(&self, key: &[u8]) -> Result<(), StateError> {
+            self.inner.remove(key)
+        }
+        fn scan(&self, from: &[u8], limit: usize) -> Result<Vec<crate::state::Entry>, StateError> {
+            self.inner.scan(from, limit)
+        }
+        fn len(&self) -> Result<usize, StateError> {
+            self.inner.len()
+        }
+        fn clear(&self) -> Result<(), StateError> {
+            self.inner.clear()
+        }
+    }
+
+    impl StateStore for FlakyVerdicts {
+        fn tree(&self, consumer: &str, name: &str) -> Result<Arc<dyn KvTree>, StateError> {
+            let inner = self.inner.tree(consumer, name)?;
+            if name != "verdicts" {
+                return Ok(inner);
+            }
+            Ok(Arc::new(FlakyTree {
+                inner,
+                fail: self.fail.clone(),
+            }))
+        }
+    }
+
+    #[test]
+    fn a_batch_that_fails_part_way_is_decided_again_from_the_state_before_it() {
+        // Record 1 claims the keys; 2 and 3 are its retries; 4 comes after the window and
+        // takes the keys over. Deciding 2 again against the taken-over keys would be wrong.
+        let t0 = 1_776_000_000_000_000;
+        let events: Vec<Event> = [0, 10, 20, 61]
+            .iter()
+            .enumerate()
+            .map(|(n, minutes)| {
+                quo_inbound(
+                    n as u64 + 1,
+                    t0 + minutes * 60_000_000,
+                    "EV0",
+                    "AC0",
+                    "+15555550123",
+                    "x",
+                )
+            })
+            .collect();
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store = FlakyVerdicts {
+            inner: MemState::default(),
+            fail: fail.clone(),
+        };
+        let mut dedup = Dedup::new(&store, 1).unwrap();
+        run(&mut dedup, &events[..1]);
+        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let failed = futures_util::FutureExt::now_or_never(dedup.handle(&events[1..]))
+            .expect("dedup never waits");
+        assert!(matches!(failed, Err(BatchError::Transient(_))));
+        // The journal entry of the failed batch is there, `processed` is not.
+        assert_eq!(store.inner.tree(NAME, "claims").unwrap().len().unwrap(), 2);
+        fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        run(&mut dedup, &events[1..]);
+        let expected = model(&events, HOUR);
+        assert_eq!(
+            expected,
+            vec![
+                Verdict::Original,
+                Verdict::Duplicate { of: 1 },
+                Verdict::Duplicate { of: 1 },
+                Verdict::Original
+            ]
+        );
+        assert_eq!(verdicts(&store.inner, 4), expected);
+        assert_eq!(
+            Dedup::new(&store.inner, 1).unwrap().live_claims(t0),
+            dedup.live_claims(t0)
+        );
+    }
+
+    #[test]
+    fn a_range_read_gives_each_record_its_own_verdict() {
+        let store = MemState::default();
+        let mut dedup = Dedup::new(&store, 72).unwrap();
+        let t0 = 1_776_000_000_000_000;
+        let events: Vec<Event> = (1..=30)
+            .map(|s| {
+                quo_inbound(
+                    s,
+                    t0 + s as i64,
+                    &format!("EV{}", s % 7),
+                    "ACx",
+                    "+15555550123",
+                    "x",
+                )
+            })
+            .collect();
+        run(&mut dedup, &events[..25]);
+        let v = Verdicts::open(&store).unwrap();
+        let range = v.range(Seq(3), Seq(30)).unwrap();
+        for s in 3..=30 {
+            assert_eq!(range.get(Seq(s)), v.get(Seq(s)).unwrap(), "record {s}");
+        }
+        assert_eq!(range.get(Seq(26)), None, "not handled yet");
+        assert!(range.get(Seq(9)).unwrap().is_duplicate());
     }
 }

@@ -23,6 +23,7 @@
 //!   without handing records over (rewind, an undecodable record) is made there first
 //!   ([`Consumer::move_committed_cursor`]).
 
+mod batches;
 pub mod compliance;
 pub mod dedup;
 pub mod postgres;
@@ -39,6 +40,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+pub use batches::{Batch, Record};
+
+use self::batches::Batches;
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::event::{Event, Micros, Seq};
 use crate::log::{Log, LogError};
@@ -97,6 +101,14 @@ pub trait Consumer: Send + 'static {
     fn reset(&mut self) -> Result<(), BatchError>;
     /// Applies a batch, in order. Must be idempotent per record.
     fn handle(&mut self, batch: &[Event]) -> impl Future<Output = Result<(), BatchError>> + Send;
+    /// What the driver calls: [`Self::handle`] with the batch's shared parses. A consumer that
+    /// parses records overrides this one, so that a record is parsed once for all of them.
+    fn handle_batch(
+        &mut self,
+        batch: &Batch,
+    ) -> impl Future<Output = Result<(), BatchError>> + Send {
+        self.handle(batch.events())
+    }
 
     /// For a consumer that commits its own cursor together with its effects (the Postgres
     /// sink keeps it in the same transaction as its rows): that cursor, the truth about what
@@ -222,6 +234,8 @@ pub struct Registry {
     consumers: Mutex<BTreeMap<String, Entry>>,
     /// Fired whenever a cursor moves, so downstream consumers wake without polling.
     wake: Notify,
+    /// The batches the drivers share, with read-ahead.
+    batches: Batches,
 }
 
 /// Why an operator command could not be carried out.
@@ -559,7 +573,7 @@ impl<C: Consumer> Driver<C> {
             return Ok(Step::Wait);
         }
         let want = (limit - cursor.0).min(self.ctx.config.batch_size as u64) as usize;
-        let batch = match log.read(cursor, want) {
+        let batch = match self.ctx.registry.batches.read(&log, cursor, want) {
             Ok(b) => b,
             Err(LogError::Corrupt { seq, source }) => {
                 // Never skipped silently: the undecodable record is dead-lettered and alerted.
@@ -570,17 +584,17 @@ impl<C: Consumer> Driver<C> {
             }
             Err(e) => return Err(e.into()),
         };
-        let Some(last) = batch.last().map(|e| e.seq) else {
+        let Some(last) = batch.events().last().map(|e| e.seq) else {
             return Ok(Step::Wait);
         };
-        match self.consumer.handle(&batch).await {
+        match self.consumer.handle_batch(&batch).await {
             Ok(()) => {
                 log.store_cursor(name, last)?;
                 self.ctx
                     .metrics
                     .consumer_processed
                     .with_label_values(&[name])
-                    .inc_by(batch.len() as u64);
+                    .inc_by(batch.events().len() as u64);
                 if self.failures > 0 {
                     tracing::info!(
                         consumer = name,
@@ -593,7 +607,7 @@ impl<C: Consumer> Driver<C> {
             }
             Err(BatchError::Transient(e)) => self.transient_failure(e).await,
             Err(BatchError::Poison { seq, error }) => {
-                let done = batch.iter().filter(|e| e.seq < seq).count() as u64;
+                let done = batch.events().iter().filter(|e| e.seq < seq).count() as u64;
                 self.ctx
                     .metrics
                     .consumer_processed

@@ -234,17 +234,18 @@ struct Planner {
 impl Planner {
     /// Rows for each record of the batch.
     fn plan(&self, batch: &[Event]) -> Result<Vec<Planned>, Failure> {
-        let processed = self.verdicts.processed()?;
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(Vec::new());
+        };
+        // One range scan for the batch's verdicts.
+        let verdicts = self.verdicts.range(first.seq, last.seq)?;
         let mut planned = Vec::with_capacity(batch.len());
         let mut optouts_changed = false;
         for event in batch {
-            let verdict = self
-                .verdicts
-                .get_below(event.seq, processed)?
-                .ok_or_else(|| {
-                    // The driver never passes dedup, so dedup was rewound under us: wait for it.
-                    Failure::Transient(format!("no dedup verdict yet for record {}", event.seq))
-                })?;
+            let verdict = verdicts.get(event.seq).ok_or_else(|| {
+                // The driver never passes dedup, so dedup was rewound under us: wait for it.
+                Failure::Transient(format!("no dedup verdict yet for record {}", event.seq))
+            })?;
             let parsed = parse::parse(event);
             if verdict == Verdict::Original {
                 optouts_changed |= touches_optouts(event, &parsed);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::dedup::{self, Verdicts};
-use super::{BatchError, Consumer, RewindMode};
+use super::{Batch, BatchError, Consumer, RewindMode};
 use crate::alerts::Alerter;
 use crate::event::{Event, Source};
 use crate::parse::{self, Direction, Kind};
@@ -59,25 +59,30 @@ impl Consumer for Staleness {
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        // Dedup's progress once per batch, not once per record.
-        let processed = self.verdicts.processed()?;
-        for event in batch {
+        self.handle_batch(&Batch::new(batch.to_vec())).await
+    }
+
+    async fn handle_batch(&mut self, batch: &Batch) -> Result<(), BatchError> {
+        let events = batch.events();
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        // Dedup's verdicts once per batch, not once per record.
+        let verdicts = self.verdicts.range(first.seq, last.seq)?;
+        for record in batch.records() {
+            let event = record.event;
             if !matches!(
                 event.source,
                 Source::OpenPhone | Source::Twilio | Source::SalesMsg
             ) {
                 continue;
             }
-            if self
-                .verdicts
-                .get_below(event.seq, processed)?
-                .is_some_and(|v| v.is_duplicate())
-            {
+            if verdicts.get(event.seq).is_some_and(|v| v.is_duplicate()) {
                 continue;
             }
             // Unparseable records are the other consumers' business; here they just do not
             // count as a sign of life.
-            let Ok(parsed) = parse::parse(event) else {
+            let Ok(parsed) = record.parsed() else {
                 continue;
             };
             let inbound = match &parsed.data {
