@@ -28,10 +28,15 @@ const ENV_NOT_KEYS: &[&str] = &[CONFIG_ENV];
 /// Sections, longest first so `twilio.voice` wins over `twilio` when matching env names.
 const SECTIONS: &[&str] = &[
     "twilio.voice",
+    "consumers",
     "openphone",
+    "staleness",
+    "postgres",
     "salesmsg",
+    "alerts",
     "server",
     "twilio",
+    "dedup",
     "log",
 ];
 
@@ -143,6 +148,8 @@ pub struct Config {
     pub alerts: crate::alerts::AlertsConfig,
     /// The staleness monitor.
     pub staleness: crate::staleness::StalenessConfig,
+    /// The Postgres (Supabase) sync.
+    pub postgres: crate::postgres::PostgresConfig,
 }
 
 impl Default for Config {
@@ -158,6 +165,7 @@ impl Default for Config {
             consumers: ConsumersConfig::default(),
             alerts: crate::alerts::AlertsConfig::default(),
             staleness: crate::staleness::StalenessConfig::default(),
+            postgres: crate::postgres::PostgresConfig::default(),
         }
     }
 }
@@ -519,6 +527,7 @@ impl Config {
         for (section, result) in [
             ("alerts", self.alerts.validate()),
             ("staleness", self.staleness.validate()),
+            ("postgres", self.postgres.validate()),
         ] {
             if let Err(message) = result {
                 // The sections' messages start with the bare key name.
@@ -965,6 +974,52 @@ mod tests {
             assert!(!rendered.contains(secret), "{secret} in rendered config");
         }
         assert!(rendered.contains("<redacted>"));
+    }
+
+    #[test]
+    fn the_postgres_url_comes_from_a_file_and_never_shows_and_bad_keys_are_named() {
+        let url = file("postgres://u:pw-secret-9@db.example.com:6543/postgres?sslmode=require\n");
+        let (c, _) = Config::load_from(
+            None,
+            env(&[
+                ("HOOKLOG_POSTGRES_URL_FILE", url.path().to_str().unwrap()),
+                ("HOOKLOG_POSTGRES_BATCH", "250"),
+                ("HOOKLOG_POSTGRES_SCHEMA", "hooklog"),
+                ("HOOKLOG_POSTGRES_MIGRATE_ON_START", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.postgres.url.as_ref().unwrap().expose(),
+            "postgres://u:pw-secret-9@db.example.com:6543/postgres?sslmode=require"
+        );
+        assert_eq!(
+            (
+                c.postgres.batch,
+                c.postgres.schema.as_str(),
+                c.postgres.migrate_on_start
+            ),
+            (250, "hooklog", false)
+        );
+        assert!(!c.to_redacted_toml().contains("pw-secret-9"));
+        assert!(!format!("{c:?}").contains("pw-secret-9"));
+
+        let (c, _) = Config::load_from(None, env(&[])).unwrap();
+        assert!(c.postgres.url.is_none(), "no sync unless configured");
+        for (var, value, key) in [
+            ("HOOKLOG_POSTGRES_SCHEMA", "Bad-Name", "postgres.schema"),
+            ("HOOKLOG_POSTGRES_BATCH", "0", "postgres.batch"),
+            (
+                "HOOKLOG_POSTGRES_URL",
+                "postgres://h/db?sslmode=sometimes",
+                "postgres.url",
+            ),
+        ] {
+            let err = Config::load_from(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains(var), "{err}");
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   pure module per scheme), TwiML answers.
 //! - [`log`]: the `Log` trait and the sled engine with its group-commit writer.
 //! - [`admin`]: the token-protected admin API used by `hooklog-replay`.
+//! - [`postgres`]: connections, migrations and the row projection of the Postgres (Supabase)
+//!   sync, whose consumer is [`consumers::postgres`].
 //! - [`metrics`], [`error`] (the one error → HTTP mapping), [`http`] (shared plumbing),
 //!   [`fixture`] (signed request files used by tests and smoke tests).
 //!
@@ -34,6 +36,7 @@ pub mod log;
 pub mod metrics;
 pub mod optout;
 pub mod parse;
+pub mod postgres;
 pub mod staleness;
 pub mod state;
 
@@ -280,7 +283,8 @@ pub async fn run_with_log(
     Ok(())
 }
 
-/// Starts the consumers of this stage: dedup, compliance (inbound), and the staleness monitor.
+/// Starts the consumers of this stage: dedup, compliance (inbound), the Postgres sync (when
+/// `postgres.url` is set), and the staleness monitor.
 fn start_consumers(
     config: &Config,
     log: &Arc<dyn Log>,
@@ -314,6 +318,22 @@ fn start_consumers(
         ctx.clone(),
         stop.clone(),
     ));
+
+    if config.postgres.url.is_some() {
+        let sink = consumers::postgres::PostgresSink::new(
+            &config.postgres,
+            config.dedup.ttl_hours,
+            store.clone(),
+            alerter.clone(),
+            metrics,
+        )
+        .map_err(|e| RunError::Consumer(format!("postgres: {e}")))?;
+        let mut sink_ctx = ctx.clone();
+        sink_ctx.config.batch_size = config.postgres.batch;
+        threads.push(consumers::spawn_on_thread(sink, sink_ctx, stop.clone()));
+    } else {
+        tracing::info!("no postgres.url: the Postgres sync is off (its cursor waits)");
+    }
 
     let monitor = staleness::StalenessMonitor::new(config.staleness.clone())
         .map_err(|e| RunError::Consumer(format!("staleness: {e}")))?;

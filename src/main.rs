@@ -37,6 +37,8 @@ enum Command {
     Serve,
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
+    /// Apply the Postgres migrations of `schema/` to `postgres.url` (idempotent).
+    Migrate,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,33 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 _ => Ok(()),
             }
         }
+        Command::Migrate => {
+            let url = config
+                .postgres
+                .url
+                .clone()
+                .context("postgres.url is not set (in the file, or HOOKLOG_POSTGRES_URL / HOOKLOG_POSTGRES_URL_FILE)")?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let pg = &config.postgres;
+            let report = runtime.block_on(async {
+                let mut connected = hooklog::postgres::connect(
+                    url.expose(),
+                    pg.ca_file.as_deref(),
+                    std::time::Duration::from_secs(pg.timeout_secs),
+                )
+                .await?;
+                hooklog::postgres::migrate::migrate(&mut connected.client, &pg.schema).await
+            })?;
+            let text = format!(
+                "schema {}: applied {:?}, already present {:?}\n",
+                pg.schema, report.applied, report.present
+            );
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+            Ok(())
+        }
         Command::Serve => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -91,7 +120,9 @@ fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         // ureq logs request URLs at debug level, and the Discord webhook URL is a secret.
-        .add_directive("ureq=warn".parse().unwrap_or_default());
+        .add_directive("ureq=warn".parse().unwrap_or_default())
+        // Server NOTICEs (e.g. "schema already exists" during migrations) are not news.
+        .add_directive("tokio_postgres=warn".parse().unwrap_or_default());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -1084,3 +1084,68 @@ fn after_shutdown_dead_letters_and_optouts_read_the_data_directory_directly() {
     assert_eq!(consumer(&v, "compliance")["dead_letters"], 1, "{v}");
     assert_eq!(consumer(&v, "compliance")["state"], "stored", "{v}");
 }
+
+/// A schema of the local PostgreSQL for one test, dropped at the end.
+struct PgSchema {
+    url: String,
+    name: String,
+}
+
+impl PgSchema {
+    fn new() -> PgSchema {
+        PgSchema {
+            url: std::env::var("HOOKLOG_TEST_PG_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
+            name: format!("hl_replay_{}_{}", std::process::id(), line!()),
+        }
+    }
+
+    fn config(&self) -> String {
+        format!(
+            "\n[postgres]\nurl = {:?}\nschema = {:?}\nbatch = 2\n",
+            self.url, self.name
+        )
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            if let Ok(c) =
+                hooklog::postgres::connect(&self.url, None, Duration::from_secs(10)).await
+            {
+                let sql = format!("drop schema if exists \"{}\" cascade", self.name);
+                let _ = c.client.simple_query(&sql).await;
+            }
+        });
+    }
+}
+
+#[test]
+fn rewind_postgres_since_a_date_moves_the_sink_back_and_it_projects_again() {
+    let pg = PgSchema::new();
+    let daemon = Daemon::start_with(&pg.config());
+    daemon.append_many(5);
+    let before = daemon.caught_up("postgres");
+    assert_eq!(consumer(&before, "postgres")["cursor"], 5);
+
+    let o = ok(daemon.run(&["rewind", "postgres", "--since", "2000-01-01", "--json"]));
+    let report: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(report["consumer"], "postgres");
+    assert_eq!(report["rebuild"], false, "{report}");
+    assert_eq!(
+        (report["from_cursor"].as_u64(), report["to_cursor"].as_u64()),
+        (Some(5), Some(0))
+    );
+    assert_eq!(report["replay"], 5);
+    let after = daemon.caught_up("postgres");
+    assert_eq!(consumer(&after, "postgres")["lag"], 0);
+    assert!(
+        consumer(&after, "postgres")["last_error"].is_null(),
+        "{after}"
+    );
+}

@@ -17,10 +17,16 @@
 //! - Consumers with derived state are rebuilt from the first record on a rewind
 //!   ([`RewindMode::Rebuild`]), which reproduces the same state because projections are pure
 //!   functions of the log.
+//! - A consumer that commits its own cursor together with its effects (the Postgres sink)
+//!   is the truth about its position: before each batch the driver asks for it
+//!   ([`Consumer::committed_cursor`]) and continues from there, and every move the driver makes
+//!   without handing records over (rewind, an undecodable record) is made there first
+//!   ([`Consumer::move_committed_cursor`]).
 
 mod batches;
 pub mod compliance;
 pub mod dedup;
+pub mod postgres;
 pub mod staleness;
 #[cfg(test)]
 mod testutil;
@@ -102,6 +108,34 @@ pub trait Consumer: Send + 'static {
         batch: &Batch,
     ) -> impl Future<Output = Result<(), BatchError>> + Send {
         self.handle(batch.events())
+    }
+
+    /// For a consumer that commits its own cursor together with its effects (the Postgres
+    /// sink keeps it in the same transaction as its rows): that cursor, the truth about what
+    /// has been applied. The driver asks before every batch and continues after it when it
+    /// differs from the log's cursor (a cursor save lost in a crash, a database restored from
+    /// a backup). `None`, the default: the log's cursor is the truth.
+    #[allow(clippy::manual_async_fn)]
+    fn committed_cursor(&mut self) -> impl Future<Output = Result<Option<Seq>, BatchError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// The driver is stopping (shutdown): finish what is in flight. The default does nothing.
+    #[allow(clippy::manual_async_fn)]
+    fn finish(&mut self) -> impl Future<Output = Result<(), BatchError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// The driver moved the cursor to `to` without handing over the records in between: back
+    /// for a rewind, forward past a record that cannot be decoded. A consumer with its own
+    /// committed cursor moves it the same way; an error cancels the move.
+    #[allow(clippy::manual_async_fn)]
+    fn move_committed_cursor(
+        &mut self,
+        to: Seq,
+    ) -> impl Future<Output = Result<(), BatchError>> + Send {
+        let _ = to;
+        async { Ok(()) }
     }
 }
 
@@ -488,6 +522,9 @@ impl<C: Consumer> Driver<C> {
                 self.apply(cmd).await;
             }
         }
+        if let Err(e) = self.consumer.finish().await {
+            tracing::warn!(consumer = name, error = %e, "the last batch did not complete; it is handled again at the next start");
+        }
         self.set_info(RunState::Stopped, None);
         tracing::info!(consumer = name, "consumer stopped");
     }
@@ -496,9 +533,27 @@ impl<C: Consumer> Driver<C> {
     async fn step(&mut self) -> Result<Step, StepError> {
         let name = self.consumer.name();
         let log = self.ctx.log.clone();
-        let cursor = log.cursor(name)?;
+        let mut cursor = log.cursor(name)?;
         // The writer publishes the last durable sequence; no need to ask the engine.
         let last = log.watch_last_seq().borrow().0;
+        if let Some(committed) = self.consumer.committed_cursor().await? {
+            if committed != cursor {
+                if committed.0 > last {
+                    return Err(StepError(format!(
+                        "the cursor {name} committed with its effects ({committed}) is past the end of the log ({last}): \
+                         they were made from another log; rewind {name} to re-project this one"
+                    )));
+                }
+                tracing::info!(
+                    consumer = name,
+                    log_cursor = cursor.0,
+                    committed = committed.0,
+                    "continuing from the cursor committed with the consumer's effects"
+                );
+                log.store_cursor(name, committed)?;
+                cursor = committed;
+            }
+        }
         let mut limit = last;
         for up in self.consumer.upstreams() {
             limit = limit.min(log.cursor(up)?.0);
@@ -523,6 +578,7 @@ impl<C: Consumer> Driver<C> {
             Err(LogError::Corrupt { seq, source }) => {
                 // Never skipped silently: the undecodable record is dead-lettered and alerted.
                 self.dead_letter(seq, format!("the record cannot be decoded: {source}"))?;
+                self.consumer.move_committed_cursor(seq).await?;
                 log.store_cursor(name, seq)?;
                 return Ok(Step::Continue);
             }
@@ -649,7 +705,8 @@ impl<C: Consumer> Driver<C> {
                 self.set_info(RunState::Running, None);
             }
             Control::Rewind { to, dry_run, reply } => {
-                let _ = reply.send(self.rewind(to, dry_run).map_err(|e| e.to_string()));
+                let r = self.rewind(to, dry_run).await.map_err(|e| e.to_string());
+                let _ = reply.send(r);
             }
             Control::Redrive { seq, reply } => {
                 let r = self.redrive(seq).await.map_err(|e| e.to_string());
@@ -658,7 +715,7 @@ impl<C: Consumer> Driver<C> {
         }
     }
 
-    fn rewind(&mut self, to: Seq, dry_run: bool) -> Result<RewindReport, StepError> {
+    async fn rewind(&mut self, to: Seq, dry_run: bool) -> Result<RewindReport, StepError> {
         let name = self.consumer.name();
         let log = self.ctx.log.clone();
         let from = log.cursor(name)?;
@@ -683,6 +740,7 @@ impl<C: Consumer> Driver<C> {
                     .reset()
                     .map_err(|e| StepError(e.to_string()))?;
             }
+            self.consumer.move_committed_cursor(target).await?;
             log.store_cursor(name, target)?;
             tracing::info!(
                 consumer = name,
@@ -754,6 +812,12 @@ impl From<LogError> for StepError {
 
 impl From<StateError> for StepError {
     fn from(e: StateError) -> Self {
+        StepError(e.to_string())
+    }
+}
+
+impl From<BatchError> for StepError {
+    fn from(e: BatchError) -> Self {
         StepError(e.to_string())
     }
 }
@@ -1005,6 +1069,94 @@ mod tests {
         );
         let err = ctx.registry.rewind("nope", Seq(0), true).await.unwrap_err();
         assert!(err.to_string().contains("probe"), "{err}");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    /// Keeps its own committed cursor, as the Postgres sink does.
+    struct Committing {
+        committed: Arc<Mutex<u64>>,
+        seen: Arc<Mutex<Vec<u64>>>,
+        refuse_moves: Arc<AtomicBool>,
+    }
+
+    impl Consumer for Committing {
+        fn name(&self) -> &'static str {
+            "committing"
+        }
+        fn rewind_mode(&self) -> RewindMode {
+            RewindMode::Replay
+        }
+        fn reset(&mut self) -> Result<(), BatchError> {
+            Ok(())
+        }
+        async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+            for e in batch {
+                self.seen.lock().unwrap().push(e.seq.0);
+            }
+            if let Some(last) = batch.last() {
+                *self.committed.lock().unwrap() = last.seq.0;
+            }
+            Ok(())
+        }
+        async fn committed_cursor(&mut self) -> Result<Option<Seq>, BatchError> {
+            Ok(Some(Seq(*self.committed.lock().unwrap())))
+        }
+        async fn move_committed_cursor(&mut self, to: Seq) -> Result<(), BatchError> {
+            if self.refuse_moves.load(Ordering::SeqCst) {
+                return Err(BatchError::Transient("the database is unreachable".into()));
+            }
+            *self.committed.lock().unwrap() = to.0;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_driver_follows_a_committed_cursor_and_moves_it_first_on_a_rewind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path());
+        for body in ["a", "b", "c", "d", "e", "f"] {
+            append(&log, body).await;
+        }
+        // The consumer committed up to 4, but the log's cursor save was lost (it says 1).
+        log.store_cursor("committing", Seq(1)).unwrap();
+        let committed = Arc::new(Mutex::new(4));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let refuse = Arc::new(AtomicBool::new(false));
+        let c = Committing {
+            committed: committed.clone(),
+            seen: seen.clone(),
+            refuse_moves: refuse.clone(),
+        };
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(spawn_driver(c, ctx.clone(), rx));
+        until(|| log.cursor("committing").unwrap() == Seq(6)).await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![5, 6],
+            "2..4 were not handled again"
+        );
+
+        // A rewind the consumer cannot carry out is refused and moves nothing.
+        refuse.store(true, Ordering::SeqCst);
+        let err = ctx
+            .registry
+            .rewind("committing", Seq(2), false)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("unreachable"), "{err}");
+        assert_eq!(log.cursor("committing").unwrap(), Seq(6));
+        assert_eq!(*committed.lock().unwrap(), 6);
+
+        refuse.store(false, Ordering::SeqCst);
+        let report = ctx
+            .registry
+            .rewind("committing", Seq(2), false)
+            .await
+            .unwrap();
+        assert_eq!((report.to_cursor, report.rebuild), (2, false));
+        until(|| seen.lock().unwrap().len() == 6).await;
+        assert_eq!(*seen.lock().unwrap(), vec![5, 6, 3, 4, 5, 6]);
         stop.send(true).unwrap();
         task.await.unwrap();
     }

@@ -8,4 +8,5 @@ mod consumers;
 mod crash;
 mod edge;
 mod fixtures;
+mod postgres;
 mod util;

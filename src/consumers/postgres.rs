@@ -1,0 +1,772 @@
+//! The `postgres` consumer: the Supabase sync. It projects every record into the tables of
+//! `schema/` (see [`crate::postgres::rows`] for what goes where) over one real connection.
+//!
+//! # Exactly once
+//!
+//! A batch is one transaction: the upserts of every row of every record, then a fenced
+//! update of this sink's row in `hooklog_cursors`:
+//!
+//! ```sql
+//! update hooklog_cursors set seq = greatest(seq, $last)
+//!  where name = 'postgres' and seq = $expected and epoch = $epoch
+//! ```
+//!
+//! `$expected`/`$epoch` are what this process last read or wrote. If another writer moved
+//! the row (a second daemon on the same database, a rewind it did not see), no row matches,
+//! the transaction is rolled back, the cursor is read again and the batch retried from there.
+//! So the rows of a record are committed exactly when the cursor passes it.
+//!
+//! The Postgres cursor is the truth for this sink. The driver asks for it before each batch
+//! ([`Consumer::committed_cursor`]) and continues after it: a batch committed in Postgres whose
+//! cursor save in the log was lost by a crash is not applied again, and a database restored
+//! to an older state is filled again from where it stands. A rewind moves the Postgres cursor
+//! first (and bumps `epoch`, which fences out any writer that planned a batch before it);
+//! when Postgres is unreachable the rewind is refused rather than half done.
+//!
+//! # Pipelining
+//!
+//! [`Consumer::handle`] parses and builds the rows of a batch on a blocking thread, waits for
+//! the previous batch's transaction, then sends this one (all its statements back to back)
+//! and returns without waiting for its COMMIT: the driver reads the next batch from the log
+//! while Postgres works, so client and server run in parallel (on two cores, about 1.4× the
+//! throughput). The driver has already saved its cursor past the batch in flight; if that
+//! transaction fails, the failure is reported at the next call, the connection is dropped, and
+//! the cursor read again from Postgres takes the driver back to it. A batch at or below the
+//! committed cursor (a redrive) is committed before `handle` returns, and on shutdown the
+//! driver waits for the batch in flight ([`Consumer::finish`]).
+//!
+//! # Order independence, duplicates
+//!
+//! Upserts merge by rules that do not depend on arrival order ([`crate::postgres::tables`]).
+//! Records dedup flags as duplicates are written to `omni_events` only; this consumer waits
+//! for dedup's verdicts (upstream `dedup`) and for the suppression list (upstream
+//! `compliance`, whose entries changed by the batch's records go to `sms_optouts`).
+//!
+//! # Failures
+//!
+//! A connection or server error fails the batch transiently: the driver backs off
+//! (exponentially, with jitter) and the next attempt reconnects. Once the sink has been failing
+//! for `postgres.alert_after_secs`, one critical alert is raised; one more says when it
+//! recovers. A record Postgres refuses as data (SQLSTATE classes 22 and 23) is isolated by
+//! re-running the batch record by record: the records before it are committed, the cursor
+//! is moved past it, it is dead-lettered, and the driver goes on after it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
+use tokio_postgres::types::{ToSql, Type};
+
+use super::compliance;
+use super::dedup::{Verdict, Verdicts};
+use super::{BatchError, Consumer, RewindMode};
+use crate::alerts::{Alert, Alerter, Severity};
+use crate::event::{Event, Seq, Source};
+use crate::metrics::Metrics;
+use crate::parse::{self, Data, Direction, Kind};
+use crate::postgres::tables::{self, Params, Row, Table};
+use crate::postgres::{self as pg, describe, PgError, PostgresConfig};
+use crate::state::{StateError, StateStore};
+
+/// The consumer's name (and its row in `hooklog_cursors`).
+pub const NAME: &str = "postgres";
+
+/// The sink's own metrics (the driver's `hooklog_consumer_lag{consumer="postgres"}` is its lag).
+#[derive(Clone)]
+pub struct SinkMetrics {
+    /// 1 while a connection is up.
+    pub connected: IntGauge,
+    /// The cursor committed in Postgres.
+    pub committed_seq: IntGauge,
+    /// Seconds the sink has been failing (0 when healthy).
+    pub failing_seconds: IntGauge,
+    /// Time of one batch transaction.
+    pub batch_seconds: Histogram,
+    /// Rows upserted, by table.
+    pub rows: IntCounterVec,
+}
+
+impl SinkMetrics {
+    /// Creates the collectors and registers them with `metrics` (if not already there).
+    pub fn new(metrics: &Metrics) -> SinkMetrics {
+        // Fixed, valid names and labels: construction cannot fail.
+        #[allow(clippy::expect_used)]
+        let m = SinkMetrics {
+            connected: IntGauge::new(
+                "hooklog_postgres_connected",
+                "1 while the Postgres sink has a connection",
+            )
+            .expect("valid metric"),
+            committed_seq: IntGauge::new(
+                "hooklog_postgres_committed_seq",
+                "Cursor committed in Postgres with the projected rows",
+            )
+            .expect("valid metric"),
+            failing_seconds: IntGauge::new(
+                "hooklog_postgres_failing_seconds",
+                "Seconds the Postgres sink has been failing (0 when healthy)",
+            )
+            .expect("valid metric"),
+            batch_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "hooklog_postgres_batch_seconds",
+                    "Duration of one Postgres sink transaction",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            )
+            .expect("valid metric"),
+            rows: IntCounterVec::new(
+                Opts::new(
+                    "hooklog_postgres_rows_total",
+                    "Rows upserted by the Postgres sink, by table",
+                ),
+                &["table"],
+            )
+            .expect("valid metric"),
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
+            Box::new(m.connected.clone()),
+            Box::new(m.committed_seq.clone()),
+            Box::new(m.failing_seconds.clone()),
+            Box::new(m.batch_seconds.clone()),
+            Box::new(m.rows.clone()),
+        ];
+        for c in collectors {
+            // Already registered: a second sink on the same registry (tests) shares them.
+            let _ = metrics.register(c);
+        }
+        m
+    }
+}
+
+/// A live connection and what this process knows of the cursor row.
+struct Conn {
+    client: Arc<tokio_postgres::Client>,
+    seq: i64,
+    epoch: i64,
+}
+
+/// Statements, built once with the schema written in.
+struct Sql {
+    upserts: Vec<(&'static Table, String)>,
+    init_cursor: String,
+    read_cursor: String,
+    advance: String,
+    rewind: String,
+}
+
+impl Sql {
+    fn new(q: &str) -> Sql {
+        Sql {
+            upserts: tables::TABLES
+                .iter()
+                .map(|t| (*t, t.upsert_sql(q)))
+                .collect(),
+            init_cursor: format!(
+                "insert into {q}.hooklog_cursors (name, seq, epoch) values ($1, 0, 0) on conflict (name) do nothing"
+            ),
+            read_cursor: format!("select seq, epoch from {q}.hooklog_cursors where name = $1"),
+            advance: format!(
+                "update {q}.hooklog_cursors set seq = greatest(seq, $2), updated_at = now() \
+                 where name = $1 and seq = $3 and epoch = $4"
+            ),
+            rewind: format!(
+                "update {q}.hooklog_cursors set seq = $2, epoch = epoch + 1, updated_at = now() \
+                 where name = $1 returning seq, epoch"
+            ),
+        }
+    }
+}
+
+/// Why one attempt failed, classified once.
+enum Failure {
+    /// Postgres refused the data (SQLSTATE 22xxx, 23xxx): isolate the record.
+    Data(String),
+    /// Anything else: retry later, on a new connection if this one is gone.
+    Transient(String),
+}
+
+impl From<PgError> for Failure {
+    fn from(e: PgError) -> Self {
+        Failure::Transient(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let data = e
+            .as_db_error()
+            .is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23"));
+        if data {
+            Failure::Data(describe(&e))
+        } else {
+            Failure::Transient(format!("postgres: {}", describe(&e)))
+        }
+    }
+}
+
+impl From<StateError> for Failure {
+    fn from(e: StateError) -> Self {
+        Failure::Transient(e.to_string())
+    }
+}
+
+/// The rows of one record, kept apart so that a refused record can be found.
+#[derive(Clone)]
+struct Planned {
+    seq: Seq,
+    rows: Vec<Row>,
+}
+
+/// What turns records into rows: owned, so it runs on a blocking thread while the previous
+/// batch's transaction runs on the connection.
+#[derive(Clone)]
+struct Planner {
+    verdicts: Verdicts,
+    store: Arc<dyn StateStore>,
+    dedup_ttl: TimeDelta,
+}
+
+impl Planner {
+    /// Rows for each record of the batch.
+    fn plan(&self, batch: &[Event]) -> Result<Vec<Planned>, Failure> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(Vec::new());
+        };
+        // One range scan for the batch's verdicts.
+        let verdicts = self.verdicts.range(first.seq, last.seq)?;
+        let mut planned = Vec::with_capacity(batch.len());
+        let mut optouts_changed = false;
+        for event in batch {
+            let verdict = verdicts.get(event.seq).ok_or_else(|| {
+                // The driver never passes dedup, so dedup was rewound under us: wait for it.
+                Failure::Transient(format!("no dedup verdict yet for record {}", event.seq))
+            })?;
+            let parsed = parse::parse(event);
+            if verdict == Verdict::Original {
+                optouts_changed |= touches_optouts(event, &parsed);
+            }
+            planned.push(Planned {
+                seq: event.seq,
+                rows: pg::rows::project(event, &parsed, verdict, self.dedup_ttl),
+            });
+        }
+        if optouts_changed {
+            // The entries this batch's records set (a later record may have changed an entry
+            // since: it is projected with that record, and the higher seq wins the row).
+            let mut by_seq: HashMap<u64, &mut Planned> =
+                planned.iter_mut().map(|p| (p.seq.0, p)).collect();
+            for entry in compliance::list(self.store.as_ref())? {
+                if let Some(p) = by_seq.get_mut(&entry.seq) {
+                    p.rows.push(pg::rows::optout_row(&entry));
+                }
+            }
+        }
+        Ok(planned)
+    }
+}
+
+/// One transaction: the rows of `planned`, then the fenced cursor update to at least `last`.
+struct Commit {
+    client: Arc<tokio_postgres::Client>,
+    sql: Arc<Sql>,
+    planned: Vec<Planned>,
+    last: i64,
+    expected: i64,
+    epoch: i64,
+    timeout: Duration,
+    metrics: SinkMetrics,
+}
+
+impl Commit {
+    /// Runs it; the cursor it committed, or why not. The connection is left outside any
+    /// transaction (or is broken, which the caller sees on `is_closed`).
+    async fn run(self) -> Result<i64, Failure> {
+        let started = Instant::now();
+        let timeout = self.timeout;
+        let client = self.client.clone();
+        match tokio::time::timeout(timeout, self.transaction()).await {
+            Err(_) => Err(Failure::Transient(
+                PgError::Timeout(timeout.as_secs()).to_string(),
+            )),
+            Ok(Err(e)) => {
+                // Leave the aborted transaction (harmless if none is open); if the connection
+                // itself is gone this fails too, and the caller reconnects.
+                let _ = client.batch_execute("rollback").await;
+                Err(e)
+            }
+            Ok(Ok(seq)) => {
+                self.metrics.committed_seq.set(seq);
+                self.metrics
+                    .batch_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(seq)
+            }
+        }
+    }
+
+    async fn transaction(&self) -> Result<i64, Failure> {
+        let mut by_table: HashMap<&'static str, Vec<&Row>> = HashMap::new();
+        for p in &self.planned {
+            for row in &p.rows {
+                by_table.entry(row.table.name).or_default().push(row);
+            }
+        }
+        let mut statements: Vec<(&str, Vec<(Params, Type)>)> = Vec::new();
+        let mut counts: Vec<(&'static str, usize)> = Vec::new();
+        for (table, upsert) in &self.sql.upserts {
+            let Some(rows) = by_table.get(table.name) else {
+                continue;
+            };
+            counts.push((table.name, rows.len()));
+            for round in tables::rounds(rows) {
+                statements.push((upsert.as_str(), Params::columns(table, &round)));
+            }
+        }
+        let refs: Vec<(&str, Vec<Param>)> = statements
+            .iter()
+            .map(|(upsert, params)| {
+                (
+                    *upsert,
+                    params
+                        .iter()
+                        .map(|(p, t)| (p.as_sql(), t.clone()))
+                        .collect(),
+                )
+            })
+            .collect();
+        let fence: [Param; 4] = [
+            (&NAME, Type::TEXT),
+            (&self.last, Type::INT8),
+            (&self.expected, Type::INT8),
+            (&self.epoch, Type::INT8),
+        ];
+        let client = &self.client;
+        client.batch_execute("begin").await?;
+        // Sent back to back (tokio-postgres pipelines requests issued together); the server
+        // runs them in order, and the first error aborts the transaction.
+        let upserts = futures_util::future::try_join_all(
+            refs.iter().map(|(q, p)| client.execute_typed(q, p)),
+        );
+        let fenced = client.execute_typed(&self.sql.advance, &fence);
+        let (_, moved) = futures_util::future::try_join(upserts, fenced).await?;
+        if moved == 0 {
+            client.batch_execute("rollback").await?;
+            // Someone else moved the cursor; the caller reads it again before retrying.
+            return Err(Failure::Transient(format!(
+                "the cursor row `{NAME}` moved under this writer (expected seq {}, epoch {}): another hooklog writes to this database, or it was rewound; retrying from the stored cursor",
+                self.expected, self.epoch
+            )));
+        }
+        client.batch_execute("commit").await?;
+        for (table, n) in counts {
+            self.metrics
+                .rows
+                .with_label_values(&[table])
+                .inc_by(n as u64);
+        }
+        Ok(self.expected.max(self.last))
+    }
+}
+
+/// A statement parameter with its declared type (unnamed statements carry the types).
+type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
+/// A transaction sent while the driver reads and plans the next batch.
+struct InFlight {
+    /// The cursor it sets when it commits.
+    target: i64,
+    task: tokio::task::JoinHandle<Result<i64, Failure>>,
+}
+
+/// The Postgres sink.
+pub struct PostgresSink {
+    url: crate::config::Secret,
+    config: PostgresConfig,
+    sql: Arc<Sql>,
+    conn: Option<Conn>,
+    migrated: bool,
+    planner: Planner,
+    in_flight: Option<InFlight>,
+    /// Batches up to this cursor run one transaction at a time, record by record on a data
+    /// error: one of them was refused while in flight.
+    careful_until: Option<i64>,
+    alerter: Alerter,
+    metrics: SinkMetrics,
+    failing_since: Option<Instant>,
+    alerted: bool,
+}
+
+impl PostgresSink {
+    /// A sink for `config` (whose `url` must be set), reading verdicts and the suppression list
+    /// from `store`.
+    pub fn new(
+        config: &PostgresConfig,
+        dedup_ttl_hours: u64,
+        store: Arc<dyn StateStore>,
+        alerter: Alerter,
+        metrics: &Metrics,
+    ) -> Result<PostgresSink, PgError> {
+        let url = config
+            .url
+            .clone()
+            .ok_or_else(|| PgError::Url("not set".into()))?;
+        let q = pg::quote_schema(&config.schema)?;
+        let verdicts = Verdicts::open(store.as_ref()).map_err(|e| PgError::Db(e.to_string()))?;
+        Ok(PostgresSink {
+            url,
+            config: config.clone(),
+            sql: Arc::new(Sql::new(&q)),
+            conn: None,
+            migrated: false,
+            planner: Planner {
+                verdicts,
+                store,
+                // The config allows at most a year; the cap only keeps the arithmetic in range.
+                dedup_ttl: TimeDelta::hours(dedup_ttl_hours.min(24 * 365 * 100) as i64),
+            },
+            in_flight: None,
+            careful_until: None,
+            alerter,
+            metrics: SinkMetrics::new(metrics),
+            failing_since: None,
+            alerted: false,
+        })
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.config.timeout_secs)
+    }
+
+    /// The live connection, connecting (and migrating, once) if there is none.
+    async fn conn(&mut self) -> Result<&mut Conn, Failure> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.drop_conn();
+        }
+        if self.conn.is_none() {
+            let mut connected = pg::connect(
+                self.url.expose(),
+                self.config.ca_file.as_deref(),
+                self.timeout(),
+            )
+            .await?;
+            if self.config.migrate_on_start && !self.migrated {
+                let report =
+                    pg::migrate::migrate(&mut connected.client, &self.config.schema).await?;
+                if !report.applied.is_empty() {
+                    tracing::info!(applied = ?report.applied, schema = %self.config.schema, "postgres migrations applied");
+                }
+                self.migrated = true;
+            }
+            let client = connected.client;
+            client
+                .execute_typed(&self.sql.init_cursor, &[(&NAME, Type::TEXT)])
+                .await?;
+            let row = client
+                .query_typed_one(&self.sql.read_cursor, &[(&NAME, Type::TEXT)])
+                .await?;
+            let (seq, epoch): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+            tracing::info!(
+                tls = connected.tls,
+                schema = %self.config.schema,
+                committed = seq,
+                "postgres sink connected"
+            );
+            self.metrics.connected.set(1);
+            self.metrics.committed_seq.set(seq);
+            self.conn = Some(Conn {
+                client: Arc::new(client),
+                seq,
+                epoch,
+            });
+        }
+        match self.conn.as_mut() {
+            Some(c) => Ok(c),
+            // Set just above.
+            None => Err(Failure::Transient("no connection".into())),
+        }
+    }
+
+    fn drop_conn(&mut self) {
+        if self.conn.take().is_some() {
+            self.metrics.connected.set(0);
+        }
+    }
+
+    /// Tracks how long the sink has been failing; alerts once past the threshold and once on
+    /// recovery.
+    fn observe<T>(&mut self, result: &Result<T, BatchError>) {
+        match result {
+            Err(BatchError::Transient(error)) => {
+                let since = *self.failing_since.get_or_insert_with(Instant::now);
+                let secs = since.elapsed().as_secs();
+                self.metrics.failing_seconds.set(secs as i64);
+                if !self.alerted && secs >= self.config.alert_after_secs {
+                    self.alerted = true;
+                    self.alerter.raise(Alert {
+                        key: "postgres_sink_failing".into(),
+                        severity: Severity::Critical,
+                        title: format!("Postgres sink failing for {secs} s"),
+                        reason: format!("last error: {error}"),
+                        next_step: "check the database and postgres.url; webhooks are still \
+                                    accepted and the sink catches up by itself once Postgres \
+                                    answers (`hooklog-replay status` shows its lag)"
+                            .into(),
+                    });
+                }
+            }
+            _ => {
+                if let Some(since) = self.failing_since.take() {
+                    self.metrics.failing_seconds.set(0);
+                    if std::mem::take(&mut self.alerted) {
+                        self.alerter.raise(Alert {
+                            key: "postgres_sink_recovered".into(),
+                            severity: Severity::Info,
+                            title: "Postgres sink recovered".into(),
+                            reason: format!(
+                                "it had been failing for {} s; it now catches up",
+                                since.elapsed().as_secs()
+                            ),
+                            next_step: "none".into(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the transaction in flight, if any, and takes in its outcome. A failure drops
+    /// the connection, so the next one reads the committed cursor again and the driver goes
+    /// back to it; a data error also makes the batches up to it run carefully.
+    async fn settle(&mut self) -> Result<(), BatchError> {
+        let Some(flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let outcome = match flight.task.await {
+            Ok(r) => r,
+            Err(e) => Err(Failure::Transient(format!(
+                "the transaction task failed: {e}"
+            ))),
+        };
+        match outcome {
+            Ok(seq) => {
+                if let Some(c) = self.conn.as_mut() {
+                    c.seq = seq;
+                }
+                Ok(())
+            }
+            Err(f) => {
+                self.drop_conn();
+                let error = match f {
+                    Failure::Transient(e) => e,
+                    Failure::Data(e) => {
+                        self.careful_until = Some(flight.target);
+                        format!("{e}; running the batch again record by record")
+                    }
+                };
+                Err(BatchError::Transient(error))
+            }
+        }
+    }
+
+    /// A transaction for `planned` on the live connection (connecting if needed).
+    async fn commit_of(&mut self, planned: Vec<Planned>, last: Seq) -> Result<Commit, Failure> {
+        let conn = self.conn().await?;
+        let (client, expected, epoch) = (conn.client.clone(), conn.seq, conn.epoch);
+        Ok(Commit {
+            client,
+            sql: self.sql.clone(),
+            planned,
+            last: last.0 as i64,
+            expected,
+            epoch,
+            timeout: self.timeout(),
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    /// Commits now (not in flight); the connection's cursor follows.
+    async fn commit_now(&mut self, planned: Vec<Planned>, last: Seq) -> Result<(), Failure> {
+        let commit = self.commit_of(planned, last).await?;
+        match commit.run().await {
+            Ok(seq) => {
+                if let Some(c) = self.conn.as_mut() {
+                    c.seq = seq;
+                }
+                Ok(())
+            }
+            Err(f) => {
+                if matches!(f, Failure::Transient(_)) {
+                    self.drop_conn();
+                }
+                Err(f)
+            }
+        }
+    }
+
+    async fn try_handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+        let (Some(first), Some(last)) = (batch.first().map(|e| e.seq), batch.last().map(|e| e.seq))
+        else {
+            return Ok(());
+        };
+        // Parse and build rows on a blocking thread: meanwhile the runtime sends the previous
+        // batch's transaction, and the server works on it.
+        let planner = self.planner.clone();
+        let events = batch.to_vec();
+        let planned = tokio::task::spawn_blocking(move || planner.plan(&events))
+            .await
+            .map_err(|e| BatchError::Transient(format!("the planning task failed: {e}")))?
+            .map_err(transient)?;
+        self.settle().await?;
+        let committed = self.conn().await.map_err(transient)?.seq;
+        // A batch at or below the committed cursor is a redrive: its outcome is wanted now. A
+        // batch that overlaps one refused in flight is run carefully (record by record on a
+        // data error), whatever its length now.
+        let careful = last.0 as i64 <= committed
+            || self
+                .careful_until
+                .is_some_and(|until| first.0 as i64 <= until);
+        if !careful {
+            self.careful_until = None;
+            let commit = self.commit_of(planned, last).await.map_err(transient)?;
+            self.in_flight = Some(InFlight {
+                target: commit.expected.max(commit.last),
+                task: tokio::spawn(commit.run()),
+            });
+            return Ok(());
+        }
+        match self.commit_now(planned.clone(), last).await {
+            Ok(()) => Ok(()),
+            Err(Failure::Transient(e)) => Err(BatchError::Transient(e)),
+            Err(Failure::Data(error)) => {
+                tracing::warn!(%error, "postgres refused a batch as data; isolating the record");
+                for p in planned {
+                    let seq = p.seq;
+                    match self.commit_now(vec![p], seq).await {
+                        Ok(()) => {}
+                        Err(Failure::Transient(e)) => return Err(BatchError::Transient(e)),
+                        Err(Failure::Data(error)) => {
+                            // Pass the record in Postgres too, so that the committed cursor
+                            // and the driver's agree; it stays in the dead-letter list.
+                            self.commit_now(Vec::new(), seq).await.map_err(transient)?;
+                            return Err(BatchError::Poison { seq, error });
+                        }
+                    }
+                }
+                // Every record went in alone: the batch's refusal did not come from one record.
+                Ok(())
+            }
+        }
+    }
+
+    async fn try_move(&mut self, to: Seq) -> Result<(), BatchError> {
+        self.settle().await?;
+        let to_i = to.0 as i64;
+        let current = self.conn().await.map_err(transient)?.seq;
+        if to_i > current {
+            // Forward past an undecodable record: the same fenced move as a batch.
+            return self.commit_now(Vec::new(), to).await.map_err(transient);
+        }
+        if to_i == current {
+            return Ok(());
+        }
+        let sql = self.sql.clone();
+        let conn = self.conn().await.map_err(transient)?;
+        let row = conn
+            .client
+            .query_typed_one(&sql.rewind, &[(&NAME, Type::TEXT), (&to_i, Type::INT8)])
+            .await
+            .map_err(|e| BatchError::Transient(format!("postgres: {}", describe(&e))))?;
+        conn.seq = row
+            .try_get(0)
+            .map_err(|e| BatchError::Transient(describe(&e)))?;
+        conn.epoch = row
+            .try_get(1)
+            .map_err(|e| BatchError::Transient(describe(&e)))?;
+        let seq = conn.seq;
+        self.metrics.committed_seq.set(seq);
+        tracing::info!(to = to.0, "postgres cursor rewound");
+        Ok(())
+    }
+
+    /// Waits for the transaction in flight and reports its outcome (for benches and tests;
+    /// the driver learns it from the next call).
+    pub async fn flush(&mut self) -> Result<(), BatchError> {
+        let result = self.settle().await;
+        self.observe(&result);
+        result
+    }
+
+    async fn try_committed(&mut self) -> Result<Option<Seq>, BatchError> {
+        if let Some(flight) = &self.in_flight {
+            if !flight.task.is_finished() {
+                // It commits this cursor or fails; a failure is seen at the next call and
+                // the driver then goes back to the cursor read again.
+                return Ok(Some(Seq(flight.target.max(0) as u64)));
+            }
+        }
+        self.settle().await?;
+        let conn = self.conn().await.map_err(transient)?;
+        Ok(Some(Seq(conn.seq.max(0) as u64)))
+    }
+}
+
+fn transient(f: Failure) -> BatchError {
+    match f {
+        Failure::Transient(e) | Failure::Data(e) => BatchError::Transient(e),
+    }
+}
+
+/// Whether a record can change the suppression list (what the compliance consumer reads).
+fn touches_optouts(event: &Event, parsed: &Result<parse::Parsed, parse::ParseError>) -> bool {
+    if event.source == Source::Internal {
+        return event.route == compliance::ADMIN_ROUTE;
+    }
+    matches!(parsed, Ok(p) if p.kind == Kind::MessageReceived
+        && matches!(&p.data, Data::Message(m) if m.direction == Direction::Inbound))
+}
+
+impl Consumer for PostgresSink {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn upstreams(&self) -> &'static [&'static str] {
+        &[super::dedup::NAME, compliance::NAME]
+    }
+
+    fn rewind_mode(&self) -> RewindMode {
+        RewindMode::Replay
+    }
+
+    fn reset(&mut self) -> Result<(), BatchError> {
+        // Replay mode: the driver never clears this sink; rows are overwritten in place.
+        Ok(())
+    }
+
+    async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+        let result = self.try_handle(batch).await;
+        self.observe(&result);
+        result
+    }
+
+    async fn committed_cursor(&mut self) -> Result<Option<Seq>, BatchError> {
+        let result = self.try_committed().await;
+        self.observe(&result);
+        result
+    }
+
+    async fn finish(&mut self) -> Result<(), BatchError> {
+        self.settle().await
+    }
+
+    async fn move_committed_cursor(&mut self, to: Seq) -> Result<(), BatchError> {
+        let result = self.try_move(to).await;
+        self.observe(&result);
+        result
+    }
+}

@@ -1,0 +1,779 @@
+//! What one log record becomes in Postgres: pure functions from an [`Event`], its parse and
+//! its dedup verdict to [`Row`]s (no I/O, no clock, so a rewind produces the same rows).
+//!
+//! - Every record gives one `omni_events` row, duplicates and unreadable records included.
+//! - An original (not a duplicate) that parses also gives its dedup keys
+//!   (`processed_webhook_events`) and its resource rows: Quo messages, calls (a summary or a
+//!   transcript also attaches to its call's row), summaries, transcripts and contacts; Twilio
+//!   messages and calls (recording and transcription callbacks attach to the call); SalesMsg
+//!   events. A record of an unknown kind, or without the id its table is keyed on, gives the
+//!   `omni_events` row only.
+//! - Text never carries NUL (Postgres refuses it in `text` and `jsonb`): it is replaced by
+//!   U+FFFD in columns, and a body holding one is stored base64 in `payload`.
+//!
+//! Status ranks order the states of a resource so that a late `sent` never overwrites a
+//! `delivered` ([`message_rank`], [`call_rank`]).
+
+use base64::Engine;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Map, Value};
+
+use super::tables::{self, int8, text, texts, ts, Cell, JsonDoc, Row};
+use crate::consumers::compliance::OptOutEntry;
+use crate::consumers::dedup::Verdict;
+use crate::event::{Event, Source};
+use crate::parse::{self, Data, Direction, Kind, Parsed, Provider};
+
+/// The `kind` of a record that cannot be parsed.
+pub const UNPARSED: &str = "unparsed";
+
+/// Rank of a message status (higher = later in a message's life).
+pub fn message_rank(status: Option<&str>) -> i16 {
+    match status.map(str::to_ascii_lowercase).as_deref() {
+        Some("accepted" | "scheduled") => 1,
+        Some("queued") => 2,
+        Some("sending" | "receiving") => 3,
+        Some("sent") => 4,
+        Some("received") => 5,
+        Some("delivered" | "undelivered" | "failed" | "canceled") => 6,
+        Some("read") => 7,
+        _ => 0,
+    }
+}
+
+/// Rank of a call status; without one, the event's kind decides.
+pub fn call_rank(status: Option<&str>, kind: &Kind) -> i16 {
+    match status.map(str::to_ascii_lowercase).as_deref() {
+        Some("queued" | "initiated") => 1,
+        Some("ringing") => 2,
+        Some("in-progress" | "answered" | "active") => 3,
+        Some(
+            "completed" | "busy" | "failed" | "no-answer" | "canceled" | "missed" | "voicemail"
+            | "abandoned",
+        ) => 4,
+        _ => match kind {
+            Kind::CallRinging => 2,
+            Kind::CallCompleted | Kind::CallRecordingCompleted => 4,
+            _ => 0,
+        },
+    }
+}
+
+/// Rank of a Twilio recording or transcription status.
+fn media_rank(status: Option<&str>) -> i16 {
+    match status.map(str::to_ascii_lowercase).as_deref() {
+        Some("in-progress" | "processing") => 1,
+        Some("completed" | "absent" | "failed") => 2,
+        _ => 0,
+    }
+}
+
+fn clean(s: &str) -> String {
+    s.replace('\0', "\u{fffd}")
+}
+
+fn t(s: Option<&str>) -> Cell {
+    text(s.filter(|s| !s.is_empty()).map(clean))
+}
+
+fn ts_cell(t: Option<DateTime<Utc>>) -> Cell {
+    ts(t)
+}
+
+fn list(items: &[String]) -> Cell {
+    texts(items.iter().map(|s| clean(s)).collect())
+}
+
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// The body as JSON: the JSON itself (sent as text, never rebuilt), form fields as an object
+/// (a repeated field becomes an array), else `{"body_base64": …}`. Also base64 when jsonb
+/// would refuse the JSON (a `\u0000` escape); a surrogate escape is decoded here first, so
+/// that an unpaired one is caught on this side.
+pub fn payload(event: &Event) -> JsonDoc {
+    let base64 = || {
+        let mut m = Map::new();
+        m.insert(
+            "body_base64".into(),
+            Value::String(base64::engine::general_purpose::STANDARD.encode(&event.body)),
+        );
+        JsonDoc::Value(Value::Object(m))
+    };
+    if has_escape(&event.body, |a, b| a == b'0' && b == b'0') {
+        return base64();
+    }
+    if let Ok(text) = String::from_utf8(event.body.clone()) {
+        let surrogates = has_escape(text.as_bytes(), |a, b| {
+            a.eq_ignore_ascii_case(&b'd')
+                && matches!(b.to_ascii_lowercase(), b'8'..=b'9' | b'a'..=b'f')
+        });
+        if !surrogates {
+            if let Ok(raw) = serde_json::value::RawValue::from_string(text) {
+                return JsonDoc::Raw(raw);
+            }
+        } else if let Ok(v) = serde_json::from_str::<Value>(&text) {
+            return if has_nul(&v) {
+                base64()
+            } else {
+                JsonDoc::Value(v)
+            };
+        }
+    }
+    if !is_form(event) {
+        return base64();
+    }
+    let mut m = Map::new();
+    for (k, v) in form_urlencoded::parse(&event.body) {
+        let v = Value::String(v.into_owned());
+        match m.get_mut(k.as_ref()) {
+            Some(Value::Array(items)) => items.push(v),
+            Some(first) => {
+                let first = first.take();
+                m.insert(k.into_owned(), Value::Array(vec![first, v]));
+            }
+            None => {
+                m.insert(k.into_owned(), v);
+            }
+        }
+    }
+    let v = Value::Object(m);
+    if has_nul(&v) {
+        base64()
+    } else {
+        JsonDoc::Value(v)
+    }
+}
+
+/// Whether `body` holds a `\u` escape whose first two hex digits satisfy `first_two`.
+fn has_escape(body: &[u8], first_two: impl Fn(u8, u8) -> bool) -> bool {
+    body.windows(4)
+        .any(|w| w[0] == b'\\' && w[1] == b'u' && first_two(w[2], w[3]))
+}
+
+fn is_form(event: &Event) -> bool {
+    let declared = event
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.to_ascii_lowercase());
+    let form = match declared {
+        Some(ct) => ct.starts_with("application/x-www-form-urlencoded"),
+        // Twilio callbacks are forms; its JSON bodies parse as JSON above.
+        None => event.source == Source::Twilio,
+    };
+    form && std::str::from_utf8(&event.body).is_ok()
+}
+
+/// The dedup consumer's key for a record that does not parse (kept identical so that
+/// `omni_events.dedup_key` names the same key dedup used).
+fn unparsed_key(event: &Event) -> String {
+    format!(
+        "body:unparsed:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&event.body))
+    )
+}
+
+fn provider_of(source: Source) -> Provider {
+    match source {
+        Source::OpenPhone | Source::BackfillOpenPhone => Provider::OpenPhone,
+        Source::Twilio | Source::BackfillTwilio => Provider::Twilio,
+        Source::SalesMsg => Provider::SalesMsg,
+        Source::Outbound | Source::Internal => Provider::Hooklog,
+    }
+}
+
+fn resource_id(data: &Data) -> Option<&str> {
+    match data {
+        Data::Message(m) => Some(m.id.as_str()),
+        Data::Call(c) => Some(c.id.as_str()),
+        Data::CallSummary(s) => Some(s.call_id.as_str()),
+        Data::CallTranscript(t) => Some(t.call_id.as_str()),
+        Data::Contact(c) => Some(c.id.as_str()),
+        Data::Recording(r) => r.call_sid.as_deref().or(Some(r.recording_sid.as_str())),
+        Data::Transcription(t) => t
+            .call_sid
+            .as_deref()
+            .or(t.recording_sid.as_deref())
+            .or(Some(t.transcription_sid.as_str())),
+        Data::Other => None,
+    }
+    .filter(|s| !s.is_empty())
+}
+
+/// Every row of one record.
+pub fn project(
+    event: &Event,
+    parsed: &Result<Parsed, parse::ParseError>,
+    verdict: Verdict,
+    dedup_ttl: TimeDelta,
+) -> Vec<Row> {
+    let seq = event.seq.0 as i64;
+    let received = event.received_at.to_datetime();
+    let (provider, kind, keys, occurred, resource, error) = match parsed {
+        Ok(p) => (
+            p.provider,
+            p.kind.as_str().to_owned(),
+            p.dedup_keys.clone(),
+            p.occurred_at,
+            resource_id(&p.data),
+            None,
+        ),
+        Err(e) => (
+            provider_of(event.source),
+            UNPARSED.to_owned(),
+            vec![unparsed_key(event)],
+            None,
+            None,
+            Some(e.to_string()),
+        ),
+    };
+    let duplicate_of = match verdict {
+        Verdict::Duplicate { of } => Some(of as i64),
+        Verdict::Original => None,
+    };
+    let mut rows = vec![Row::new(&tables::OMNI_EVENTS)
+        .set("seq", int8(seq))
+        .set("source", text(event.source.as_str().to_owned()))
+        .set("route", text(clean(&event.route)))
+        .set("provider", text(provider.as_str().to_owned()))
+        .set("kind", text(clean(&kind)))
+        .set("resource_id", t(resource))
+        .set("dedup_key", text(keys.first().cloned().unwrap_or_default()))
+        .set("dedup_keys", Cell::TextArray(Some(keys.clone())))
+        .set("duplicate", Cell::Bool(Some(duplicate_of.is_some())))
+        .set("duplicate_of", int8(duplicate_of))
+        .set("occurred_at", ts_cell(occurred))
+        .set("received_at", ts_cell(Some(received)))
+        .set("payload", Cell::Json(Some(payload(event))))
+        .set("parse_error", text(error.map(|e| clean(&e))))];
+    // Duplicates are recorded in omni_events only (guarantee 5).
+    let Ok(parsed) = parsed else { return rows };
+    if duplicate_of.is_some() {
+        return rows;
+    }
+    let expires = received.checked_add_signed(dedup_ttl).unwrap_or(received);
+    for key in &keys {
+        rows.push(
+            Row::new(&tables::PROCESSED_WEBHOOK_EVENTS)
+                .set("dedup_key", text(key.clone()))
+                .set("first_seq", int8(seq))
+                .set("first_seen_at", ts_cell(Some(received)))
+                .set("expires_at", ts_cell(Some(expires))),
+        );
+    }
+    resources(event, parsed, seq, received, &mut rows);
+    rows
+}
+
+/// The other party: the sender of something inbound, the first recipient of something
+/// outbound.
+fn counterpart<'a>(
+    direction: Direction,
+    from: Option<&'a str>,
+    to: Option<&'a str>,
+) -> Option<&'a str> {
+    match direction {
+        Direction::Inbound => from,
+        Direction::Outbound => to,
+    }
+    .filter(|s| !s.is_empty())
+}
+
+fn direction(d: Direction) -> Cell {
+    text(
+        match d {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+        .to_owned(),
+    )
+}
+
+fn seqs(row: Row, seq: i64) -> Row {
+    row.set("first_seq", int8(seq)).set("last_seq", int8(seq))
+}
+
+fn resources(event: &Event, p: &Parsed, seq: i64, received: DateTime<Utc>, rows: &mut Vec<Row>) {
+    match (&p.data, p.provider) {
+        (Data::Message(m), Provider::OpenPhone) if !m.id.is_empty() => {
+            let first_to = m.to.first().map(String::as_str);
+            rows.push(seqs(
+                Row::new(&tables::OPENPHONE_MESSAGES)
+                    .set("id", text(clean(&m.id)))
+                    .set("direction", direction(m.direction))
+                    .set("from_number", t(Some(&m.from)))
+                    .set("to_numbers", list(&m.to))
+                    .set(
+                        "counterpart",
+                        t(counterpart(m.direction, Some(&m.from), first_to)),
+                    )
+                    .set("body", t(m.text.as_deref()))
+                    .set("status", t(m.status.as_deref()))
+                    .set("line_id", t(m.line_id.as_deref()))
+                    .set("conversation_id", t(m.conversation_id.as_deref()))
+                    .set("user_id", t(m.user_id.as_deref()))
+                    .set("contact_ids", list(&m.contact_ids))
+                    .set("media", list(&m.media))
+                    .set("created_at", ts_cell(m.created_at))
+                    .set(
+                        "status_rank",
+                        Cell::Int2(Some(message_rank(m.status.as_deref()))),
+                    )
+                    .set("status_seq", int8(seq)),
+                seq,
+            ));
+        }
+        (Data::Message(m), Provider::Twilio) if !m.id.is_empty() => {
+            let first_to = m.to.first().map(String::as_str);
+            rows.push(seqs(
+                Row::new(&tables::TWILIO_SMS)
+                    .set("sid", text(clean(&m.id)))
+                    .set("direction", direction(m.direction))
+                    .set("from_number", t(Some(&m.from)))
+                    .set("to_number", t(first_to))
+                    .set(
+                        "counterpart",
+                        t(counterpart(m.direction, Some(&m.from), first_to)),
+                    )
+                    .set("body", t(m.text.as_deref()))
+                    .set("status", t(m.status.as_deref()))
+                    .set("error_code", t(m.error_code.as_deref()))
+                    .set(
+                        "messaging_service_sid",
+                        t(m.messaging_service_sid.as_deref()),
+                    )
+                    .set("media", list(&m.media))
+                    .set("opt_out_type", t(m.opt_out_type.as_deref()))
+                    .set(
+                        "created_at",
+                        ts_cell(Some(m.created_at.unwrap_or(received))),
+                    )
+                    .set(
+                        "status_rank",
+                        Cell::Int2(Some(message_rank(m.status.as_deref()))),
+                    )
+                    .set("status_seq", int8(seq)),
+                seq,
+            ));
+        }
+        (Data::Message(m), Provider::SalesMsg) => {
+            rows.push(salesmsg(event, p, Some(m), seq, received))
+        }
+        (Data::Other, Provider::SalesMsg) => rows.push(salesmsg(event, p, None, seq, received)),
+        (Data::Call(c), Provider::OpenPhone) if !c.id.is_empty() => {
+            let other = c.participants.first().map(String::as_str);
+            rows.push(seqs(
+                Row::new(&tables::OPENPHONE_CALLS)
+                    .set("id", text(clean(&c.id)))
+                    .set("direction", direction(c.direction))
+                    .set("from_number", t(c.from.as_deref()))
+                    .set("to_number", t(c.to.as_deref()))
+                    .set("participants", list(&c.participants))
+                    .set(
+                        "counterpart",
+                        t(counterpart(c.direction, c.from.as_deref(), c.to.as_deref()).or(other)),
+                    )
+                    .set("status", t(c.status.as_deref()))
+                    .set("duration_secs", int8(c.duration_secs))
+                    .set("line_id", t(c.line_id.as_deref()))
+                    .set("user_id", t(c.user_id.as_deref()))
+                    .set("conversation_id", t(c.conversation_id.as_deref()))
+                    .set("created_at", ts_cell(c.created_at))
+                    .set("answered_at", ts_cell(c.answered_at))
+                    .set("completed_at", ts_cell(c.completed_at))
+                    .set("answered_by", t(c.answered_by.as_deref()))
+                    .set("recording_url", t(c.recording_url.as_deref()))
+                    .set("voicemail_url", t(c.voicemail_url.as_deref()))
+                    .set(
+                        "status_rank",
+                        Cell::Int2(Some(call_rank(c.status.as_deref(), &p.kind))),
+                    )
+                    .set("status_seq", int8(seq)),
+                seq,
+            ));
+        }
+        (Data::Call(c), Provider::Twilio) if !c.id.is_empty() => {
+            let mut row = Row::new(&tables::TWILIO_CALLS)
+                .set("sid", text(clean(&c.id)))
+                .set("direction", direction(c.direction))
+                .set("from_number", t(c.from.as_deref()))
+                .set("to_number", t(c.to.as_deref()))
+                .set(
+                    "counterpart",
+                    t(counterpart(c.direction, c.from.as_deref(), c.to.as_deref())),
+                )
+                .set("status", t(c.status.as_deref()))
+                .set("duration_secs", int8(c.duration_secs))
+                .set(
+                    "created_at",
+                    ts_cell(Some(c.created_at.unwrap_or(received))),
+                )
+                .set("completed_at", ts_cell(c.completed_at))
+                .set(
+                    "status_rank",
+                    Cell::Int2(Some(call_rank(c.status.as_deref(), &p.kind))),
+                )
+                .set("sequence_number", int8(c.sequence_number.map(i64::from)))
+                .set("status_seq", int8(seq));
+            if let Some(url) = c.recording_url.as_deref().filter(|u| !u.is_empty()) {
+                // A status callback of a recorded call names the recording: lowest rank, so
+                // the recording callback's own fields win.
+                row = row
+                    .set("recording_url", text(clean(url)))
+                    .set("recording_rank", Cell::Int2(Some(0)))
+                    .set("recording_seq", int8(seq));
+            }
+            rows.push(seqs(row, seq));
+        }
+        (Data::Recording(r), Provider::Twilio) => {
+            if let Some(call) = r.call_sid.as_deref().filter(|s| !s.is_empty()) {
+                rows.push(seqs(
+                    Row::new(&tables::TWILIO_CALLS)
+                        .set("sid", text(clean(call)))
+                        .set("recording_sid", t(Some(&r.recording_sid)))
+                        .set("recording_status", t(r.status.as_deref()))
+                        .set("recording_url", t(r.url.as_deref()))
+                        .set("recording_duration_secs", int8(r.duration_secs))
+                        .set(
+                            "recording_rank",
+                            Cell::Int2(Some(media_rank(r.status.as_deref()))),
+                        )
+                        .set("recording_seq", int8(seq)),
+                    seq,
+                ));
+            }
+        }
+        (Data::Transcription(x), Provider::Twilio) => {
+            if let Some(call) = x.call_sid.as_deref().filter(|s| !s.is_empty()) {
+                rows.push(seqs(
+                    Row::new(&tables::TWILIO_CALLS)
+                        .set("sid", text(clean(call)))
+                        .set("transcription_sid", t(Some(&x.transcription_sid)))
+                        .set("transcription_status", t(x.status.as_deref()))
+                        .set("transcription_text", t(x.text.as_deref()))
+                        .set(
+                            "transcription_rank",
+                            Cell::Int2(Some(media_rank(x.status.as_deref()))),
+                        )
+                        .set("transcription_seq", int8(seq)),
+                    seq,
+                ));
+            }
+        }
+        (Data::CallSummary(s), _) if !s.call_id.is_empty() => {
+            rows.push(seqs(
+                Row::new(&tables::OPENPHONE_CALL_SUMMARIES)
+                    .set("call_id", text(clean(&s.call_id)))
+                    .set("status", t(s.status.as_deref()))
+                    .set("summary", list(&s.summary))
+                    .set("next_steps", list(&s.next_steps))
+                    .set("status_seq", int8(seq)),
+                seq,
+            ));
+            rows.push(seqs(
+                Row::new(&tables::OPENPHONE_CALLS)
+                    .set("id", text(clean(&s.call_id)))
+                    .set("summary", list(&s.summary))
+                    .set("next_steps", list(&s.next_steps))
+                    .set("summary_seq", int8(seq)),
+                seq,
+            ));
+        }
+        (Data::CallTranscript(x), _) if !x.call_id.is_empty() => {
+            let dialogue = clean_json(serde_json::to_value(&x.dialogue).unwrap_or(Value::Null));
+            rows.push(seqs(
+                Row::new(&tables::OPENPHONE_CALL_TRANSCRIPTS)
+                    .set("call_id", text(clean(&x.call_id)))
+                    .set("status", t(x.status.as_deref()))
+                    .set("duration_secs", int8(x.duration_secs))
+                    .set("created_at", ts_cell(x.created_at))
+                    .set(
+                        "dialogue",
+                        Cell::Json(Some(JsonDoc::Value(dialogue.clone()))),
+                    )
+                    .set("status_seq", int8(seq)),
+                seq,
+            ));
+            rows.push(seqs(
+                Row::new(&tables::OPENPHONE_CALLS)
+                    .set("id", text(clean(&x.call_id)))
+                    .set("transcript", Cell::Json(Some(JsonDoc::Value(dialogue))))
+                    .set("transcript_seq", int8(seq)),
+                seq,
+            ));
+        }
+        (Data::Contact(c), _) if !c.id.is_empty() => {
+            let deleted = p.kind == Kind::ContactDeleted;
+            // A deletion carries the contact too; it ranks below any update that has an
+            // `updatedAt`, so it fills a contact never seen updated without hiding a newer one.
+            let row = Row::new(&tables::OPENPHONE_CONTACTS)
+                .set("id", text(clean(&c.id)))
+                .set("first_name", t(c.first_name.as_deref()))
+                .set("last_name", t(c.last_name.as_deref()))
+                .set("company", t(c.company.as_deref()))
+                .set("role", t(c.role.as_deref()))
+                .set("phone_numbers", list(&c.phone_numbers))
+                .set("emails", list(&c.emails))
+                .set("user_id", t(c.user_id.as_deref()))
+                .set("created_at", ts_cell(c.created_at))
+                .set("updated_at", ts_cell(c.updated_at))
+                .set(
+                    "version_at",
+                    ts_cell(if deleted { None } else { c.updated_at }),
+                )
+                .set("version_seq", int8(seq))
+                .set("deleted_at", ts_cell(deleted.then_some(received)));
+            rows.push(seqs(row, seq));
+        }
+        _ => {}
+    }
+}
+
+fn salesmsg(
+    event: &Event,
+    p: &Parsed,
+    m: Option<&parse::Message>,
+    seq: i64,
+    received: DateTime<Utc>,
+) -> Row {
+    let name = serde_json::from_slice::<Value>(&event.body)
+        .ok()
+        .and_then(|v| {
+            ["event", "type"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(Value::as_str).map(str::to_owned))
+        })
+        .unwrap_or_else(|| p.kind.as_str().to_owned());
+    let row = Row::new(&tables::SALESMSG_EVENTS)
+        .set(
+            "event_key",
+            text(p.dedup_keys.first().cloned().unwrap_or_default()),
+        )
+        .set("seq", int8(seq))
+        .set("event", text(clean(&name)))
+        .set("kind", text(clean(p.kind.as_str())))
+        .set("received_at", ts_cell(Some(received)));
+    let Some(m) = m else { return row };
+    let first_to = m.to.first().map(String::as_str);
+    row.set("message_id", t(Some(&m.id)))
+        .set("direction", direction(m.direction))
+        .set("from_number", t(Some(&m.from)))
+        .set("to_numbers", list(&m.to))
+        .set(
+            "counterpart",
+            t(counterpart(m.direction, Some(&m.from), first_to)),
+        )
+        .set("body", t(m.text.as_deref()))
+        .set("status", t(m.status.as_deref()))
+        .set("conversation_id", t(m.conversation_id.as_deref()))
+        .set("user_id", t(m.user_id.as_deref()))
+        .set("created_at", ts_cell(m.created_at))
+}
+
+fn clean_json(v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(clean(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(clean_json).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (clean(&k), clean_json(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The `sms_optouts` row of a suppression-list entry.
+pub fn optout_row(e: &OptOutEntry) -> Row {
+    let at = DateTime::parse_from_rfc3339(&e.at)
+        .map(|t| t.with_timezone(&Utc))
+        // Entries are written by the compliance consumer with `to_rfc3339`; the epoch only
+        // stands in for an entry that was corrupted on disk.
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    Row::new(&tables::SMS_OPTOUTS)
+        .set("number", text(clean(&e.number)))
+        .set("state", text(clean(&e.state)))
+        .set("seq", int8(e.seq as i64))
+        .set("provider", text(clean(&e.provider)))
+        .set("line", text(e.line.as_deref().map(clean)))
+        .set("text", text(clean(&e.text)))
+        .set("at", ts_cell(Some(at)))
+        .set("how", text(clean(&e.how)))
+        .set("reason", text(clean(&e.reason)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::event::{Micros, Seq, Verification};
+
+    fn event(seq: u64, source: Source, route: &str, ct: Option<&str>, body: &[u8]) -> Event {
+        Event {
+            seq: Seq(seq),
+            received_at: Micros(1_776_000_000_000_000),
+            source,
+            route: route.into(),
+            headers: ct
+                .map(|c| vec![("content-type".to_owned(), c.to_owned())])
+                .unwrap_or_default(),
+            body: body.to_vec(),
+            verification: Verification::Internal,
+        }
+    }
+
+    fn value(doc: JsonDoc) -> Value {
+        match doc {
+            JsonDoc::Value(v) => v,
+            JsonDoc::Raw(r) => serde_json::from_str(r.get()).unwrap(),
+        }
+    }
+
+    const FORM: &str = "application/x-www-form-urlencoded";
+
+    #[test]
+    fn a_form_body_becomes_an_object_and_a_repeated_field_an_array() {
+        let e = event(1, Source::Twilio, "/sms", Some(FORM), b"A=1&B=x+y&A=2");
+        assert_eq!(
+            value(payload(&e)),
+            serde_json::json!({"A": ["1", "2"], "B": "x y"})
+        );
+    }
+
+    #[test]
+    fn a_json_body_is_sent_as_written() {
+        let body = br#"{ "id": "EV1",  "n": 1.50 }"#;
+        let e = event(
+            1,
+            Source::OpenPhone,
+            "/webhook/quo",
+            Some("application/json"),
+            body,
+        );
+        match payload(&e) {
+            JsonDoc::Raw(r) => assert_eq!(r.get(), r#"{ "id": "EV1",  "n": 1.50 }"#),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bodies_jsonb_would_refuse_are_kept_as_base64() {
+        for body in [
+            &br#"{"text": "a\u0000b"}"#[..],
+            br#"{"text": "\ud800 alone"}"#,
+            b"\xff\xfe not utf-8",
+            b"plain text",
+        ] {
+            let e = event(
+                1,
+                Source::SalesMsg,
+                "/webhook/salesmsg",
+                Some("application/json"),
+                body,
+            );
+            let v = value(payload(&e));
+            let b64 = v["body_base64"].as_str().unwrap_or_else(|| panic!("{v}"));
+            assert_eq!(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap(),
+                body
+            );
+        }
+        // A valid surrogate pair is text like any other.
+        let e = event(1, Source::SalesMsg, "/x", None, br#"{"t": "\ud83c\udfe0"}"#);
+        assert_eq!(value(payload(&e))["t"], "🏠");
+    }
+
+    #[test]
+    fn statuses_rank_in_the_order_a_resource_lives_them() {
+        let order = ["queued", "sending", "sent", "delivered", "read"];
+        for pair in order.windows(2) {
+            assert!(
+                message_rank(Some(pair[0])) < message_rank(Some(pair[1])),
+                "{pair:?}"
+            );
+        }
+        assert!(message_rank(None) < message_rank(Some("accepted")));
+        assert!(
+            call_rank(Some("ringing"), &Kind::CallStatus)
+                < call_rank(Some("in-progress"), &Kind::CallStatus)
+        );
+        assert!(
+            call_rank(Some("in-progress"), &Kind::CallStatus)
+                < call_rank(Some("no-answer"), &Kind::CallStatus)
+        );
+        assert_eq!(call_rank(None, &Kind::CallCompleted), 4);
+    }
+
+    #[test]
+    fn a_duplicate_and_an_unreadable_record_give_an_omni_events_row_only() {
+        let ttl = TimeDelta::hours(72);
+        let sms = event(
+            7,
+            Source::Twilio,
+            "/sms",
+            Some(FORM),
+            b"MessageSid=SM1&SmsStatus=received&From=%2B15555550123&To=%2B15555550100&Body=hi",
+        );
+        let parsed = parse::parse(&sms);
+        let original = project(&sms, &parsed, Verdict::Original, ttl);
+        let tables: Vec<&str> = original.iter().map(|r| r.table.name).collect();
+        assert_eq!(
+            tables,
+            ["omni_events", "processed_webhook_events", "twilio_sms"]
+        );
+        let dup = project(&sms, &parsed, Verdict::Duplicate { of: 3 }, ttl);
+        assert_eq!(dup.len(), 1);
+        assert_eq!(dup[0].get("duplicate_of"), Some(&Cell::Int8(Some(3))));
+        assert_eq!(dup[0].get("duplicate"), Some(&Cell::Bool(Some(true))));
+
+        let bad = event(
+            8,
+            Source::OpenPhone,
+            "/webhook/quo",
+            Some("application/json"),
+            b"[1]",
+        );
+        let rows = project(&bad, &parse::parse(&bad), Verdict::Original, ttl);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].get("kind"), Some(&text(UNPARSED.to_owned())));
+        assert_eq!(rows[0].get("provider"), Some(&text("openphone".to_owned())));
+        assert!(matches!(
+            rows[0].get("parse_error"),
+            Some(Cell::Text(Some(_)))
+        ));
+        let key = format!(
+            "body:unparsed:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"[1]"))
+        );
+        assert_eq!(rows[0].get("dedup_key"), Some(&text(key)));
+    }
+
+    #[test]
+    fn nul_characters_never_reach_a_text_column() {
+        let sms = event(
+            1,
+            Source::Twilio,
+            "/sms",
+            Some(FORM),
+            b"MessageSid=SM1&SmsStatus=received&From=%2B1555&To=%2B1556&Body=a%00b",
+        );
+        let rows = project(
+            &sms,
+            &parse::parse(&sms),
+            Verdict::Original,
+            TimeDelta::hours(1),
+        );
+        let sms_row = rows.iter().find(|r| r.table.name == "twilio_sms").unwrap();
+        assert_eq!(sms_row.get("body"), Some(&text("a\u{fffd}b".to_owned())));
+        assert!(value(payload(&sms)).get("body_base64").is_some());
+    }
+}

@@ -1,0 +1,852 @@
+//! The projected tables as data: each column's type and merge rule, and the one upsert
+//! statement per table generated from them.
+//!
+//! A batch of rows for one table is sent as one statement: every column as an array parameter,
+//! `insert … select … from unnest($1, $2, …) on conflict (key) do update set …`. The SQL text
+//! is the same for every batch size, and the statement is unnamed (`execute_typed`), so the
+//! Supabase transaction pooler accepts it. `unnest` flattens two-dimensional arrays, so a
+//! per-row `text[]` travels as one text with its items separated by U+001F (which items never
+//! contain: it is replaced by U+FFFD) and `string_to_array` splits it again.
+//!
+//! # Merge rules (order independence)
+//!
+//! A row may be reached by several events of its resource, in any order. Columns are merged
+//! by rule, so the final row depends only on the set of events (and a rewind, which re-sends
+//! the same events, leaves it unchanged):
+//!
+//! - [`Merge::Always`]: the new value (tables keyed on the event itself: `omni_events`).
+//! - [`Merge::Rank`]: the precedence key of a column group. The event whose key tuple is the
+//!   highest wins the group; a missing key counts as lowest.
+//! - [`Merge::Fill`]: the winner's value when it has one, else the other's (events are partial
+//!   views: a status callback has no body, a ringing call no duration).
+//! - [`Merge::Replace`]: the winner's value, even null (a contact update is the whole contact).
+//! - [`Merge::Least`] / [`Merge::Greatest`]: the smallest / largest non-null value.
+//!
+//! Applying one row after another with these rules is commutative and associative: the
+//! result is, per group, the first non-null value in decreasing key order.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::types::{ToSql, Type};
+
+/// A column's SQL type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ty {
+    /// `text`
+    Text,
+    /// `bigint`
+    Int8,
+    /// `smallint`
+    Int2,
+    /// `boolean`
+    Bool,
+    /// `timestamptz`
+    Ts,
+    /// `jsonb`
+    Json,
+    /// `text[]` (each row's list sent as one text, items separated by U+001F)
+    TextArray,
+}
+
+impl Ty {
+    fn array_type(self) -> Type {
+        match self {
+            Ty::Int8 => Type::INT8_ARRAY,
+            Ty::Int2 => Type::INT2_ARRAY,
+            Ty::Bool => Type::BOOL_ARRAY,
+            Ty::Ts => Type::TIMESTAMPTZ_ARRAY,
+            Ty::Text | Ty::TextArray => Type::TEXT_ARRAY,
+            Ty::Json => Type::JSONB_ARRAY,
+        }
+    }
+
+    fn sql_array(self) -> &'static str {
+        match self {
+            Ty::Int8 => "bigint[]",
+            Ty::Int2 => "smallint[]",
+            Ty::Bool => "boolean[]",
+            Ty::Ts => "timestamptz[]",
+            Ty::Text | Ty::TextArray => "text[]",
+            Ty::Json => "jsonb[]",
+        }
+    }
+
+    /// The value a missing precedence key counts as (below every real one).
+    fn lowest(self) -> &'static str {
+        match self {
+            Ty::Ts => "'-infinity'::timestamptz",
+            Ty::Text => "''",
+            _ => "-1",
+        }
+    }
+}
+
+/// How a column is merged into an existing row (see the module header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// Part of the primary key.
+    Key,
+    /// Always the new value.
+    Always,
+    /// Precedence key of group `n`.
+    Rank(u8),
+    /// Group `n`'s winner's value if not null, else the other.
+    Fill(u8),
+    /// Group `n`'s winner's value.
+    Replace(u8),
+    /// The smallest non-null value.
+    Least,
+    /// The largest non-null value.
+    Greatest,
+}
+
+/// One column.
+#[derive(Clone, Copy, Debug)]
+pub struct Column {
+    /// Name.
+    pub name: &'static str,
+    /// Type.
+    pub ty: Ty,
+    /// Merge rule.
+    pub merge: Merge,
+}
+
+const fn col(name: &'static str, ty: Ty, merge: Merge) -> Column {
+    Column { name, ty, merge }
+}
+
+/// One projected table.
+#[derive(Debug)]
+pub struct Table {
+    /// Name (unqualified).
+    pub name: &'static str,
+    /// Columns, key first.
+    pub columns: &'static [Column],
+    /// Extra condition for the update (`t` is the stored row, `excluded` the new one).
+    pub update_where: Option<&'static str>,
+}
+
+use Merge::*;
+use Ty::*;
+
+/// Every record of the log.
+pub static OMNI_EVENTS: Table = Table {
+    name: "omni_events",
+    columns: &[
+        col("seq", Int8, Key),
+        col("source", Text, Always),
+        col("route", Text, Always),
+        col("provider", Text, Always),
+        col("kind", Text, Always),
+        col("resource_id", Text, Always),
+        col("dedup_key", Text, Always),
+        col("dedup_keys", TextArray, Always),
+        col("duplicate", Bool, Always),
+        col("duplicate_of", Int8, Always),
+        col("occurred_at", Ts, Always),
+        col("received_at", Ts, Always),
+        col("payload", Json, Always),
+        col("parse_error", Text, Always),
+    ],
+    update_where: None,
+};
+
+/// Dedup keys of original events. A key is taken over by a later original once the earlier
+/// claim expired (as the dedup consumer does), or by an earlier record when a rewind replays
+/// it (the later claim is then replayed too, in order).
+pub static PROCESSED_WEBHOOK_EVENTS: Table = Table {
+    name: "processed_webhook_events",
+    columns: &[
+        col("dedup_key", Text, Key),
+        col("first_seq", Int8, Always),
+        col("first_seen_at", Ts, Always),
+        col("expires_at", Ts, Always),
+    ],
+    update_where: Some("t.first_seq > excluded.first_seq or excluded.first_seen_at > t.expires_at"),
+};
+
+/// Quo messages.
+pub static OPENPHONE_MESSAGES: Table = Table {
+    name: "openphone_messages",
+    columns: &[
+        col("id", Text, Key),
+        col("direction", Text, Fill(0)),
+        col("from_number", Text, Fill(0)),
+        col("to_numbers", TextArray, Fill(0)),
+        col("counterpart", Text, Fill(0)),
+        col("body", Text, Fill(0)),
+        col("status", Text, Fill(0)),
+        col("line_id", Text, Fill(0)),
+        col("conversation_id", Text, Fill(0)),
+        col("user_id", Text, Fill(0)),
+        col("contact_ids", TextArray, Fill(0)),
+        col("media", TextArray, Fill(0)),
+        col("created_at", Ts, Fill(0)),
+        col("status_rank", Int2, Rank(0)),
+        col("status_seq", Int8, Rank(0)),
+        col("first_seq", Int8, Least),
+        col("last_seq", Int8, Greatest),
+    ],
+    update_where: None,
+};
+
+/// Quo calls, with the summary (group 1) and transcript (group 2) attached.
+pub static OPENPHONE_CALLS: Table = Table {
+    name: "openphone_calls",
+    columns: &[
+        col("id", Text, Key),
+        col("direction", Text, Fill(0)),
+        col("from_number", Text, Fill(0)),
+        col("to_number", Text, Fill(0)),
+        col("participants", TextArray, Fill(0)),
+        col("counterpart", Text, Fill(0)),
+        col("status", Text, Fill(0)),
+        col("duration_secs", Int8, Fill(0)),
+        col("line_id", Text, Fill(0)),
+        col("user_id", Text, Fill(0)),
+        col("conversation_id", Text, Fill(0)),
+        col("created_at", Ts, Fill(0)),
+        col("answered_at", Ts, Fill(0)),
+        col("completed_at", Ts, Fill(0)),
+        col("answered_by", Text, Fill(0)),
+        col("recording_url", Text, Fill(0)),
+        col("voicemail_url", Text, Fill(0)),
+        col("status_rank", Int2, Rank(0)),
+        col("status_seq", Int8, Rank(0)),
+        col("summary", TextArray, Fill(1)),
+        col("next_steps", TextArray, Fill(1)),
+        col("summary_seq", Int8, Rank(1)),
+        col("transcript", Json, Fill(2)),
+        col("transcript_seq", Int8, Rank(2)),
+        col("first_seq", Int8, Least),
+        col("last_seq", Int8, Greatest),
+    ],
+    update_where: None,
+};
+
+/// Quo call summaries.
+pub static OPENPHONE_CALL_SUMMARIES: Table = Table {
+    name: "openphone_call_summaries",
+    columns: &[
+        col("call_id", Text, Key),
+        col("status", Text, Fill(0)),
+        col("summary", TextArray, Fill(0)),
+        col("next_steps", TextArray, Fill(0)),
+        col("status_seq", Int8, Rank(0)),
+        col("first_seq", Int8, Least),
+        col("last_seq", Int8, Greatest),
+    ],
+    update_where: None,
+};
+
+/// Quo call transcripts.
+pub static OPENPHONE_CALL_TRANSCRIPTS: Table = Table {
+    name: "openphone_call_transcripts",
+    columns: &[
+        col("call_id", Text, Key),
+        col("status", Text, Fill(0)),
+        col("duration_secs", Int8, Fill(0)),
+        col("created_at", Ts, Fill(0)),
+        col("dialogue", Json, Fill(0)),
+        col("status_seq", Int8, Rank(0)),
+        col("first_seq", Int8, Least),
+        col("last_seq", Int8, Greatest),
+    ],
+    update_where: None,
+};
+
+/// Quo contacts: the newest update replaces the contact; a deletion marks it.
+pub static OPENPHONE_CONTACTS: Table = Table {
+    name: "openphone_contacts",
+    columns: &[
+        col("id", Text, Key),
+        col("first_name", Text, Replace(0)),
+        col("last_name", Text, Replace(0)),
+        col("company", Text, Replace(0)),
+        col("role", Text, Replace(0)),
+        col("phone_numbers", TextArray, Replace(0)),
+        col("emails", TextArray, Replace(0)),
+        col("user_id", Text, Replace(0)),
+        col("created_at", Ts, Replace(0)),
+        col("updated_at", Ts, Replace(0)),
+        col("version_at", Ts, Rank(0)),
+        col("version_seq", Int8, Rank(0)),
+        col("deleted_at", Ts, Least),
+        col("first_seq", Int8, Least),
+        col("last_seq", Int8, Greatest),
+    ],
+    update_where: None,
+};
+
+/// Twilio messages.
+pub static TWILIO_SMS: Table = Table {
+    name: "twilio_sms",
+    columns: &[
+        col("sid", Text, Key),
+        col("direction", Text, Fill(0)),
+        col("from_number", Text, Fill(0)),
+        col("to_number", Text, Fill(0)),
+        col("counterpart", Text, Fill(0)),
+        col("body", Text, Fill(0)),
+        col("status", Text, Fill(0)),
+        col("error_code", Text, Fill(0)),
+        col("messaging_service_sid", Text, Fill(0)),
+        col("media", TextArray, Fill(0)),
+        col("opt_out_type", Text, Fill(0)),
+        col("created_at", Ts, Least),
+        col("status_rank", Int2, Rank(0)),
+        col("status_seq", Int8, Rank(0)),
+        col("first_seq", Int8, Least),
+        col("last_seq", Int8, Greatest),
+    ],
+    update_where: None,
+};
+
+/// Twilio calls, with the recording (group 1) and transcription (group 2).
+pub static TWILIO_CALLS: Table = Table {
+    name: "twilio_calls",
+    columns: &[
+        col("sid", Text, Key),
+        col("direction", Text, Fill(0)),
+        col("from_number", Text, Fill(0)),
+        col("to_number", Text, Fill(0)),
+        col("counterpart", Text, Fill(0)),
+        col("status", Text, Fill(0)),
+        col("duration_secs", Int8, Fill(0)),
+        col("created_at", Ts, Least),
+        col("completed_at", Ts, Fill(0)),
+        col("status_rank", Int2, Rank(0)),
+        col("sequence_number", Int8, Rank(0)),
+        col("status_seq", Int8, Rank(0)),
+        col("recording_sid", Text, Fill(1)),
+        col("recording_status", Text, Fill(1)),
+        col("recording_url", Text, Fill(1)),
+        col("recording_duration_secs", Int8, Fill(1)),
+        col("recording_rank", Int2, Rank(1)),
+        col("recording_seq", Int8, Rank(1)),
+        col("transcription_sid", Text, Fill(2)),
+        col("transcription_status", Text, Fill(2)),
+        col("transcription_text", Text, Fill(2)),
+        col("transcription_rank", Int2, Rank(2)),
+        col("transcription_seq", Int8, Rank(2)),
+        col("first_seq", Int8, Least),
+        col("last_seq", Int8, Greatest),
+    ],
+    update_where: None,
+};
+
+/// SalesMsg events, keyed on their dedup key; a later original of the same key wins.
+pub static SALESMSG_EVENTS: Table = Table {
+    name: "salesmsg_events",
+    columns: &[
+        col("event_key", Text, Key),
+        col("seq", Int8, Always),
+        col("event", Text, Always),
+        col("kind", Text, Always),
+        col("message_id", Text, Always),
+        col("direction", Text, Always),
+        col("from_number", Text, Always),
+        col("to_numbers", TextArray, Always),
+        col("counterpart", Text, Always),
+        col("body", Text, Always),
+        col("status", Text, Always),
+        col("conversation_id", Text, Always),
+        col("user_id", Text, Always),
+        col("created_at", Ts, Always),
+        col("received_at", Ts, Always),
+    ],
+    update_where: Some("excluded.seq >= t.seq"),
+};
+
+/// The suppression list: each number's latest state.
+pub static SMS_OPTOUTS: Table = Table {
+    name: "sms_optouts",
+    columns: &[
+        col("number", Text, Key),
+        col("state", Text, Always),
+        col("seq", Int8, Always),
+        col("provider", Text, Always),
+        col("line", Text, Always),
+        col("text", Text, Always),
+        col("at", Ts, Always),
+        col("how", Text, Always),
+        col("reason", Text, Always),
+    ],
+    update_where: Some("excluded.seq >= t.seq"),
+};
+
+/// Every projected table, in the order a batch writes them.
+pub static TABLES: &[&Table] = &[
+    &OMNI_EVENTS,
+    &PROCESSED_WEBHOOK_EVENTS,
+    &OPENPHONE_MESSAGES,
+    &OPENPHONE_CALLS,
+    &OPENPHONE_CALL_SUMMARIES,
+    &OPENPHONE_CALL_TRANSCRIPTS,
+    &OPENPHONE_CONTACTS,
+    &TWILIO_SMS,
+    &TWILIO_CALLS,
+    &SALESMSG_EVENTS,
+    &SMS_OPTOUTS,
+];
+
+impl Table {
+    /// The upsert statement for schema `q` (already quoted).
+    pub fn upsert_sql(&self, q: &str) -> String {
+        let names: Vec<&str> = self.columns.iter().map(|c| c.name).collect();
+        let keys: Vec<&str> = self
+            .columns
+            .iter()
+            .filter(|c| c.merge == Key)
+            .map(|c| c.name)
+            .collect();
+        let select: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| match c.ty {
+                TextArray => format!("string_to_array(u.{}, chr(31))", c.name),
+                _ => format!("u.{}", c.name),
+            })
+            .collect();
+        let params: Vec<String> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("${}::{}", i + 1, c.ty.sql_array()))
+            .collect();
+        let sets: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| c.merge != Key)
+            .map(|c| format!("{} = {}", c.name, self.merge_expr(c)))
+            .collect();
+        let mut sql = format!(
+            "insert into {q}.{table} as t ({cols}) select {select} from unnest({params}) as u({cols}) on conflict ({keys}) do update set {sets}",
+            table = self.name,
+            cols = names.join(", "),
+            select = select.join(", "),
+            params = params.join(", "),
+            keys = keys.join(", "),
+            sets = sets.join(", "),
+        );
+        if let Some(w) = self.update_where {
+            sql.push_str(" where ");
+            sql.push_str(w);
+        }
+        sql
+    }
+
+    /// Whether group `g`'s new key beats the stored one.
+    fn wins(&self, g: u8) -> String {
+        let ranks: Vec<&Column> = self.columns.iter().filter(|c| c.merge == Rank(g)).collect();
+        let side = |s: &str| {
+            ranks
+                .iter()
+                .map(|c| format!("coalesce({s}.{}, {})", c.name, c.ty.lowest()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!("(row({}) > row({}))", side("excluded"), side("t"))
+    }
+
+    fn merge_expr(&self, c: &Column) -> String {
+        let n = c.name;
+        match c.merge {
+            Key | Always => format!("excluded.{n}"),
+            Rank(g) | Replace(g) => {
+                format!("case when {} then excluded.{n} else t.{n} end", self.wins(g))
+            }
+            Fill(g) => format!(
+                "case when {} then coalesce(excluded.{n}, t.{n}) else coalesce(t.{n}, excluded.{n}) end",
+                self.wins(g)
+            ),
+            Least => format!("least(t.{n}, excluded.{n})"),
+            Greatest => format!("greatest(t.{n}, excluded.{n})"),
+        }
+    }
+
+    /// The index of column `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// One value of a row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cell {
+    /// `text`
+    Text(Option<String>),
+    /// `bigint`
+    Int8(Option<i64>),
+    /// `smallint`
+    Int2(Option<i16>),
+    /// `boolean`
+    Bool(Option<bool>),
+    /// `timestamptz`
+    Ts(Option<DateTime<Utc>>),
+    /// `jsonb`
+    Json(Option<JsonDoc>),
+    /// `text[]`; an empty list is stored as null (nothing known), so it never hides a value
+    /// another event has.
+    TextArray(Option<Vec<String>>),
+}
+
+impl Cell {
+    fn null(ty: Ty) -> Cell {
+        match ty {
+            Text => Cell::Text(None),
+            Int8 => Cell::Int8(None),
+            Int2 => Cell::Int2(None),
+            Bool => Cell::Bool(None),
+            Ts => Cell::Ts(None),
+            Json => Cell::Json(None),
+            TextArray => Cell::TextArray(None),
+        }
+    }
+
+    fn ty(&self) -> Ty {
+        match self {
+            Cell::Text(_) => Text,
+            Cell::Int8(_) => Int8,
+            Cell::Int2(_) => Int2,
+            Cell::Bool(_) => Bool,
+            Cell::Ts(_) => Ts,
+            Cell::Json(_) => Json,
+            Cell::TextArray(_) => TextArray,
+        }
+    }
+
+    fn key_text(&self) -> String {
+        match self {
+            Cell::Text(v) => v.clone().unwrap_or_default(),
+            Cell::Int8(v) => v.map(|n| n.to_string()).unwrap_or_default(),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+/// A row of one table, built by column name.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// The table.
+    pub table: &'static Table,
+    cells: Vec<Cell>,
+}
+
+impl PartialEq for Row {
+    fn eq(&self, other: &Row) -> bool {
+        self.table.name == other.table.name && self.cells == other.cells
+    }
+}
+
+impl Row {
+    /// A row of nulls.
+    pub fn new(table: &'static Table) -> Row {
+        Row {
+            table,
+            cells: table.columns.iter().map(|c| Cell::null(c.ty)).collect(),
+        }
+    }
+
+    /// Sets column `name`. The names and types are fixed by this crate's code, and the unit
+    /// tests build every kind of row, so a mismatch is a bug caught there.
+    pub fn set(mut self, name: &str, cell: Cell) -> Row {
+        match self.table.index(name) {
+            Some(i) if self.table.columns[i].ty == cell.ty() => {
+                self.cells[i] = match cell {
+                    Cell::TextArray(Some(v)) if v.is_empty() => Cell::TextArray(None),
+                    Cell::TextArray(Some(v)) if v.iter().any(|i| i.contains('\u{1f}')) => {
+                        Cell::TextArray(Some(
+                            v.into_iter()
+                                .map(|i| i.replace('\u{1f}', "\u{fffd}"))
+                                .collect(),
+                        ))
+                    }
+                    other => other,
+                }
+            }
+            _ => debug_assert!(
+                false,
+                "{}.{name}: no such column of that type",
+                self.table.name
+            ),
+        }
+        self
+    }
+
+    /// The value of column `name`.
+    pub fn get(&self, name: &str) -> Option<&Cell> {
+        self.table.index(name).map(|i| &self.cells[i])
+    }
+
+    /// The primary key as text (rows with the same key cannot share one statement).
+    pub fn key(&self) -> String {
+        self.table
+            .columns
+            .iter()
+            .zip(&self.cells)
+            .filter(|(c, _)| c.merge == Key)
+            .map(|(_, v)| v.key_text())
+            .collect::<Vec<_>>()
+            .join("\u{1f}")
+    }
+}
+
+/// Shorthands for building cells.
+pub fn text(v: impl Into<Option<String>>) -> Cell {
+    Cell::Text(v.into())
+}
+/// `bigint`
+pub fn int8(v: impl Into<Option<i64>>) -> Cell {
+    Cell::Int8(v.into())
+}
+/// `timestamptz`
+pub fn ts(v: Option<DateTime<Utc>>) -> Cell {
+    Cell::Ts(v)
+}
+/// `text[]`
+pub fn texts(v: Vec<String>) -> Cell {
+    Cell::TextArray(Some(v))
+}
+
+/// A JSON document for a `jsonb` column: a value built here, or text already known to be
+/// valid JSON (a webhook body), sent as is so that it is not parsed into a tree and written
+/// out again.
+#[derive(Clone, Debug)]
+pub enum JsonDoc {
+    /// A value.
+    Value(Value),
+    /// Valid JSON text.
+    Raw(Box<serde_json::value::RawValue>),
+}
+
+impl PartialEq for JsonDoc {
+    fn eq(&self, other: &JsonDoc) -> bool {
+        match (self, other) {
+            (JsonDoc::Value(a), JsonDoc::Value(b)) => a == b,
+            (JsonDoc::Raw(a), JsonDoc::Raw(b)) => a.get() == b.get(),
+            _ => false,
+        }
+    }
+}
+
+/// A `jsonb` parameter borrowed from a row.
+#[derive(Debug)]
+pub struct JsonParam<'a>(&'a JsonDoc);
+
+impl ToSql for JsonParam<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        if *ty == Type::JSONB {
+            // jsonb's binary format: a version byte, then the text.
+            out.put_u8(1);
+        }
+        match self.0 {
+            JsonDoc::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+            JsonDoc::Value(v) => serde_json::to_writer(out.writer(), v)?,
+        }
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB || *ty == Type::JSON
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// The columns of several rows of one table, as array parameters borrowed from the rows.
+pub enum Params<'a> {
+    /// `text[]`
+    Text(Vec<Option<&'a str>>),
+    /// `text[]` of joined lists
+    Joined(Vec<Option<String>>),
+    /// `bigint[]`
+    Int8(Vec<Option<i64>>),
+    /// `smallint[]`
+    Int2(Vec<Option<i16>>),
+    /// `boolean[]`
+    Bool(Vec<Option<bool>>),
+    /// `timestamptz[]`
+    Ts(Vec<Option<DateTime<Utc>>>),
+    /// `jsonb[]`
+    Json(Vec<Option<JsonParam<'a>>>),
+}
+
+impl<'a> Params<'a> {
+    /// Transposes `rows` (all of `table`) into one array per column.
+    pub fn columns(table: &Table, rows: &[&'a Row]) -> Vec<(Params<'a>, Type)> {
+        table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let cells = rows.iter().map(|r| &r.cells[i]);
+                let p = match c.ty {
+                    Text => Params::Text(
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Text(v) => v.as_deref(),
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    Int8 => Params::Int8(
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Int8(v) => *v,
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    Int2 => Params::Int2(
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Int2(v) => *v,
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    Bool => Params::Bool(
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Bool(v) => *v,
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    Ts => Params::Ts(
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Ts(v) => *v,
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    TextArray => Params::Joined(
+                        cells
+                            .map(|cell| match cell {
+                                Cell::TextArray(v) => v.as_ref().map(|items| items.join("\u{1f}")),
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    Json => Params::Json(
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Json(v) => v.as_ref().map(JsonParam),
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                };
+                (p, c.ty.array_type())
+            })
+            .collect()
+    }
+
+    /// As a parameter.
+    pub fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Params::Text(v) => v,
+            Params::Joined(v) => v,
+            Params::Int8(v) => v,
+            Params::Int2(v) => v,
+            Params::Bool(v) => v,
+            Params::Ts(v) => v,
+            Params::Json(v) => v,
+        }
+    }
+}
+
+/// Splits rows into rounds in which each key appears once (Postgres refuses to update one row
+/// twice in a statement). Rows keep their order, so the rounds apply them in log order.
+pub fn rounds<'a>(rows: &[&'a Row]) -> Vec<Vec<&'a Row>> {
+    let mut out: Vec<Vec<&'a Row>> = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for &row in rows {
+        let n = seen.entry(row.key()).or_insert(0);
+        if out.len() <= *n {
+            out.push(Vec::new());
+        }
+        out[*n].push(row);
+        *n += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_has_a_key_and_every_group_has_a_precedence_key() {
+        for t in TABLES {
+            assert!(t.columns.iter().any(|c| c.merge == Key), "{}", t.name);
+            for c in t.columns {
+                if let Fill(g) | Replace(g) = c.merge {
+                    assert!(
+                        t.columns.iter().any(|k| k.merge == Rank(g)),
+                        "{}.{}: group {g} has no rank",
+                        t.name,
+                        c.name
+                    );
+                }
+            }
+            let sql = t.upsert_sql("\"s\"");
+            assert!(sql.starts_with(&format!("insert into \"s\".{} as t", t.name)));
+            assert_eq!(sql.matches('$').count(), t.columns.len(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_fill_column_prefers_the_winner_and_falls_back_to_the_stored_value() {
+        let sql = OPENPHONE_MESSAGES.upsert_sql("\"s\"");
+        assert!(sql.contains(
+            "body = case when (row(coalesce(excluded.status_rank, -1), coalesce(excluded.status_seq, -1)) > row(coalesce(t.status_rank, -1), coalesce(t.status_seq, -1))) then coalesce(excluded.body, t.body) else coalesce(t.body, excluded.body) end"
+        ), "{sql}");
+        assert!(sql.contains("to_numbers = case when"));
+        assert!(sql.contains("string_to_array(u.to_numbers, chr(31))"));
+    }
+
+    #[test]
+    fn rows_with_the_same_key_go_to_successive_rounds_in_order() {
+        let row = |id: &str, seq: i64| {
+            Row::new(&TWILIO_SMS)
+                .set("sid", text(id.to_owned()))
+                .set("first_seq", int8(seq))
+        };
+        let rows = [
+            row("a", 1),
+            row("b", 2),
+            row("a", 3),
+            row("a", 4),
+            row("c", 5),
+        ];
+        let refs: Vec<&Row> = rows.iter().collect();
+        let r = rounds(&refs);
+        let seqs: Vec<Vec<&Cell>> = r
+            .iter()
+            .map(|round| round.iter().map(|x| x.get("first_seq").unwrap()).collect())
+            .collect();
+        assert_eq!(
+            seqs,
+            vec![
+                vec![&int8(1), &int8(2), &int8(5)],
+                vec![&int8(3)],
+                vec![&int8(4)]
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_list_is_stored_as_null() {
+        let r = Row::new(&TWILIO_SMS).set("media", texts(vec![]));
+        assert_eq!(r.get("media"), Some(&Cell::TextArray(None)));
+    }
+}
