@@ -154,7 +154,7 @@ fn rewind(log: &dyn Log, dedup: &mut Dedup, compliance: &mut Compliance) -> u64 
         after = last.seq;
         n += batch.len() as u64;
         // One batch for both, as the drivers share it: compliance reuses dedup's parses.
-        let batch = Batch::new(batch);
+        let batch = Arc::new(Batch::new(batch));
         dedup
             .handle_batch(&batch)
             .now_or_never()
@@ -173,7 +173,7 @@ fn rebuild_alone(log: &dyn Log, consumer: &mut impl Consumer) {
     consumer.reset().expect("reset");
     let mut after = Seq(0);
     loop {
-        let batch = Batch::new(log.read(after, BATCH).expect("read"));
+        let batch = Arc::new(Batch::new(log.read(after, BATCH).expect("read")));
         let Some(last) = batch.events().last().map(|e| e.seq) else {
             return;
         };

@@ -286,10 +286,11 @@ impl Consumer for Compliance {
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        self.handle_batch(&Batch::new(batch.to_vec())).await
+        self.handle_batch(&Arc::new(Batch::new(batch.to_vec())))
+            .await
     }
 
-    async fn handle_batch(&mut self, batch: &Batch) -> Result<(), BatchError> {
+    async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
         let verdicts = self.verdicts.of_batch(batch.events())?;
         for record in batch.records() {
             // On a poison record the earlier ones are applied; the driver records that one.

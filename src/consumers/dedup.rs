@@ -497,10 +497,11 @@ impl Consumer for Dedup {
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        self.handle_batch(&Batch::new(batch.to_vec())).await
+        self.handle_batch(&Arc::new(Batch::new(batch.to_vec())))
+            .await
     }
 
-    async fn handle_batch(&mut self, batch: &Batch) -> Result<(), BatchError> {
+    async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
         if self.stale {
             self.reload()?;
         }

@@ -102,10 +102,11 @@ pub trait Consumer: Send + 'static {
     /// Applies a batch, in order. Must be idempotent per record.
     fn handle(&mut self, batch: &[Event]) -> impl Future<Output = Result<(), BatchError>> + Send;
     /// What the driver calls: [`Self::handle`] with the batch's shared parses. A consumer that
-    /// parses records overrides this one, so that a record is parsed once for all of them.
+    /// parses records overrides this one, so that a record is parsed once for all of them (the
+    /// batch is shared, so it can be handed to another thread).
     fn handle_batch(
         &mut self,
-        batch: &Batch,
+        batch: &Arc<Batch>,
     ) -> impl Future<Output = Result<(), BatchError>> + Send {
         self.handle(batch.events())
     }

@@ -61,7 +61,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::compliance;
 use super::dedup::{Verdict, Verdicts};
-use super::{BatchError, Consumer, RewindMode};
+use super::{Batch, BatchError, Consumer, RewindMode};
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::event::{Event, Seq, Source};
 use crate::metrics::Metrics;
@@ -233,26 +233,25 @@ struct Planner {
 
 impl Planner {
     /// Rows for each record of the batch.
-    fn plan(&self, batch: &[Event]) -> Result<Vec<Planned>, Failure> {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
-            return Ok(Vec::new());
-        };
+    fn plan(&self, batch: &Batch) -> Result<Vec<Planned>, Failure> {
         // One range scan for the batch's verdicts.
-        let verdicts = self.verdicts.range(first.seq, last.seq)?;
-        let mut planned = Vec::with_capacity(batch.len());
+        let verdicts = self.verdicts.of_batch(batch.events())?;
+        let mut planned = Vec::with_capacity(batch.events().len());
         let mut optouts_changed = false;
-        for event in batch {
+        for record in batch.records() {
+            let event = record.event;
             let verdict = verdicts.get(event.seq).ok_or_else(|| {
                 // The driver never passes dedup, so dedup was rewound under us: wait for it.
                 Failure::Transient(format!("no dedup verdict yet for record {}", event.seq))
             })?;
-            let parsed = parse::parse(event);
+            // Parsed once for every consumer (dedup, or the read-ahead, got there first).
+            let parsed = record.parsed();
             if verdict == Verdict::Original {
-                optouts_changed |= touches_optouts(event, &parsed);
+                optouts_changed |= touches_optouts(event, parsed);
             }
             planned.push(Planned {
                 seq: event.seq,
-                rows: pg::rows::project(event, &parsed, verdict, self.dedup_ttl),
+                rows: pg::rows::project(event, parsed, verdict, self.dedup_ttl),
             });
         }
         if optouts_changed {
@@ -608,16 +607,18 @@ impl PostgresSink {
         }
     }
 
-    async fn try_handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        let (Some(first), Some(last)) = (batch.first().map(|e| e.seq), batch.last().map(|e| e.seq))
+    async fn try_handle(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+        let events = batch.events();
+        let (Some(first), Some(last)) =
+            (events.first().map(|e| e.seq), events.last().map(|e| e.seq))
         else {
             return Ok(());
         };
-        // Parse and build rows on a blocking thread: meanwhile the runtime sends the previous
+        // Build the rows on a blocking thread: meanwhile the runtime sends the previous
         // batch's transaction, and the server works on it.
         let planner = self.planner.clone();
-        let events = batch.to_vec();
-        let planned = tokio::task::spawn_blocking(move || planner.plan(&events))
+        let shared = batch.clone();
+        let planned = tokio::task::spawn_blocking(move || planner.plan(&shared))
             .await
             .map_err(|e| BatchError::Transient(format!("the planning task failed: {e}")))?
             .map_err(transient)?;
@@ -722,7 +723,7 @@ fn transient(f: Failure) -> BatchError {
 }
 
 /// Whether a record can change the suppression list (what the compliance consumer reads).
-fn touches_optouts(event: &Event, parsed: &Result<parse::Parsed, parse::ParseError>) -> bool {
+fn touches_optouts(event: &Event, parsed: Result<&parse::Parsed, &parse::ParseError>) -> bool {
     if event.source == Source::Internal {
         return event.route == compliance::ADMIN_ROUTE;
     }
@@ -749,6 +750,11 @@ impl Consumer for PostgresSink {
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+        self.handle_batch(&Arc::new(Batch::new(batch.to_vec())))
+            .await
+    }
+
+    async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
         let result = self.try_handle(batch).await;
         self.observe(&result);
         result

@@ -59,10 +59,11 @@ impl Consumer for Staleness {
     }
 
     async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        self.handle_batch(&Batch::new(batch.to_vec())).await
+        self.handle_batch(&Arc::new(Batch::new(batch.to_vec())))
+            .await
     }
 
-    async fn handle_batch(&mut self, batch: &Batch) -> Result<(), BatchError> {
+    async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
         // Dedup's verdicts once per batch, not once per record.
         let verdicts = self.verdicts.of_batch(batch.events())?;
         for record in batch.records() {

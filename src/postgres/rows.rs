@@ -210,7 +210,7 @@ fn resource_id(data: &Data) -> Option<&str> {
 /// Every row of one record.
 pub fn project(
     event: &Event,
-    parsed: &Result<Parsed, parse::ParseError>,
+    parsed: Result<&Parsed, &parse::ParseError>,
     verdict: Verdict,
     dedup_ttl: TimeDelta,
 ) -> Vec<Row> {
@@ -724,13 +724,13 @@ mod tests {
             b"MessageSid=SM1&SmsStatus=received&From=%2B15555550123&To=%2B15555550100&Body=hi",
         );
         let parsed = parse::parse(&sms);
-        let original = project(&sms, &parsed, Verdict::Original, ttl);
+        let original = project(&sms, parsed.as_ref(), Verdict::Original, ttl);
         let tables: Vec<&str> = original.iter().map(|r| r.table.name).collect();
         assert_eq!(
             tables,
             ["omni_events", "processed_webhook_events", "twilio_sms"]
         );
-        let dup = project(&sms, &parsed, Verdict::Duplicate { of: 3 }, ttl);
+        let dup = project(&sms, parsed.as_ref(), Verdict::Duplicate { of: 3 }, ttl);
         assert_eq!(dup.len(), 1);
         assert_eq!(dup[0].get("duplicate_of"), Some(&Cell::Int8(Some(3))));
         assert_eq!(dup[0].get("duplicate"), Some(&Cell::Bool(Some(true))));
@@ -742,7 +742,7 @@ mod tests {
             Some("application/json"),
             b"[1]",
         );
-        let rows = project(&bad, &parse::parse(&bad), Verdict::Original, ttl);
+        let rows = project(&bad, parse::parse(&bad).as_ref(), Verdict::Original, ttl);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].get("kind"), Some(&text(UNPARSED.to_owned())));
         assert_eq!(rows[0].get("provider"), Some(&text("openphone".to_owned())));
@@ -768,7 +768,7 @@ mod tests {
         );
         let rows = project(
             &sms,
-            &parse::parse(&sms),
+            parse::parse(&sms).as_ref(),
             Verdict::Original,
             TimeDelta::hours(1),
         );
