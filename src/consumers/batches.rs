@@ -254,20 +254,33 @@ impl Batches {
 fn read_ahead_worker(jobs: crossbeam_channel::Receiver<Job>, shared: Arc<Shared>) {
     for job in jobs {
         let first = Seq(job.after.0 + 1);
-        let batch = match job.log.read(job.after, job.limit) {
-            Ok(events) if events.len() == job.limit => {
-                let batch = Batch::new(events);
-                for record in batch.records() {
-                    // Errors are kept in the batch for the consumers to handle.
-                    let _ = record.parsed();
-                }
-                Some(Arc::new(batch))
-            }
-            // A failed read is retried by the driver itself, which sees the error.
-            _ => None,
-        };
+        // A panic while parsing must not leave the batch marked in flight (drivers would wait
+        // for it every time): the batch is then simply not cached.
+        let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fetch(&job)))
+            .unwrap_or_else(|_| {
+                tracing::error!(
+                    after = job.after.0,
+                    "read-ahead panicked; the drivers read for themselves"
+                );
+                None
+            });
         shared.finish(first, job.limit, batch);
     }
+}
+
+/// One job: the batch, read in full and parsed, or `None` (a failed read is retried by the
+/// driver itself, which then sees the error).
+fn fetch(job: &Job) -> Option<Arc<Batch>> {
+    let events = job.log.read(job.after, job.limit).ok()?;
+    if events.len() != job.limit {
+        return None;
+    }
+    let batch = Batch::new(events);
+    for record in batch.records() {
+        // Errors are kept in the batch for the consumers to handle.
+        let _ = record.parsed();
+    }
+    Some(Arc::new(batch))
 }
 
 #[cfg(test)]
