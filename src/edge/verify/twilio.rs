@@ -167,6 +167,9 @@ fn check_body_hash(path_and_query: &str, body: &[u8]) -> Result<(), VerifyError>
 struct FormFields {
     buf: Vec<u8>,
     pairs: Vec<(Range<usize>, Range<usize>)>,
+    /// Every name and value, in signing order, back to back: hashed with one `update`
+    /// (forty small updates cost more than copying the bytes once).
+    signed: Vec<u8>,
 }
 
 impl FormFields {
@@ -174,6 +177,7 @@ impl FormFields {
         let mut f = FormFields {
             buf: Vec::with_capacity(body.len()),
             pairs: Vec::with_capacity(32),
+            signed: Vec::new(),
         };
         for piece in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
             let (name, value) = match piece.iter().position(|&b| b == b'=') {
@@ -193,6 +197,12 @@ impl FormFields {
         f.pairs.dedup_by(|a, b| {
             buf[a.0.clone()] == buf[b.0.clone()] && buf[a.1.clone()] == buf[b.1.clone()]
         });
+        let mut signed = Vec::with_capacity(f.buf.len());
+        for (name, value) in &f.pairs {
+            signed.extend_from_slice(&f.buf[name.clone()]);
+            signed.extend_from_slice(&f.buf[value.clone()]);
+        }
+        f.signed = signed;
         f
     }
 
@@ -241,10 +251,7 @@ impl FormFields {
         for part in prefix {
             mac.update(part);
         }
-        for (name, value) in &self.pairs {
-            mac.update(&self.buf[name.clone()]);
-            mac.update(&self.buf[value.clone()]);
-        }
+        mac.update(&self.signed);
         mac.finalize().into_bytes().into()
     }
 }
