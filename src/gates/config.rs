@@ -320,3 +320,177 @@ pub fn validate_lines(lines: &[LineConfig]) -> Result<(), (String, String)> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::io::Write;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const LINES: &str = r#"
+[compliance]
+quiet_end = "20:30"
+deny_list = ["Jane Doe"]
+
+[[lines]]
+id = "quo-main"
+number = "+15555550100"
+provider = "openphone"
+ten_dlc = "approved"
+business_name = "Acme Homes"
+
+[[lines]]
+id = "twilio-new"
+number = "+15555550101"
+provider = "twilio"
+ten_dlc = "pending"
+business_name = "Acme Homes"
+"#;
+
+    #[test]
+    fn compliance_and_lines_load_from_the_file_and_compliance_keys_from_the_environment() {
+        let f = file(LINES);
+        let (c, _) = Config::load_from(
+            Some(f.path()),
+            env(&[
+                ("HOOKLOG_COMPLIANCE_KILL_SWITCH", "true"),
+                ("HOOKLOG_COMPLIANCE_SHORTENER_DOMAINS", "bit.ly, t.co"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.compliance.quiet_end, HhMm::new(20, 30));
+        assert!(c.compliance.kill_switch);
+        assert_eq!(c.compliance.shortener_domains, ["bit.ly", "t.co"]);
+        assert_eq!(c.compliance.deny_list, ["Jane Doe"]);
+        assert_eq!(c.lines.len(), 2);
+        assert_eq!(c.lines[1].ten_dlc, TenDlc::Pending);
+        assert_eq!(c.lines[0].provider, Provider::Openphone);
+    }
+
+    #[test]
+    fn the_defaults_are_the_federal_window_and_three_per_recipient() {
+        let (c, _) = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.compliance.quiet_start, HhMm::new(8, 0));
+        assert_eq!(c.compliance.quiet_end, HhMm::new(21, 0));
+        assert_eq!(c.compliance.recipient_cap_24h, 3);
+        assert_eq!(c.compliance.unknown_area_code, UnknownAreaCode::Refuse);
+        assert!(c.lines.is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("HOOKLOG_COMPLIANCE_QUIET_END", "22:00")],
+                "compliance.quiet_end",
+            ),
+            (
+                &[("HOOKLOG_COMPLIANCE_QUIET_START", "07:59")],
+                "compliance.quiet_start",
+            ),
+            (
+                &[("HOOKLOG_COMPLIANCE_QUIET_START", "8am")],
+                "compliance.quiet_start",
+            ),
+            (
+                &[("HOOKLOG_COMPLIANCE_RECIPIENT_CAP_24H", "4")],
+                "compliance.recipient_cap_24h",
+            ),
+            (
+                &[("HOOKLOG_COMPLIANCE_MAX_HOLD_HOURS", "0")],
+                "compliance.max_hold_hours",
+            ),
+            (
+                &[("HOOKLOG_COMPLIANCE_UNKNOWN_AREA_CODE", "allow")],
+                "compliance.unknown_area_code",
+            ),
+            (
+                &[("HOOKLOG_COMPLIANCE_SHORTENER_DOMAINS", "https://bit.ly")],
+                "compliance.shortener_domains",
+            ),
+        ];
+        for (vars, key) in cases {
+            let err = Config::load_from(None, env(vars)).unwrap_err().to_string();
+            assert!(err.contains(key), "expected `{key}` in: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_errors_naming_the_entry_and_field() {
+        let cases = [
+            (
+                LINES.replace("+15555550101", "5555550101"),
+                "lines[1].number",
+            ),
+            (LINES.replace("twilio-new", "quo-main"), "lines[1].id"),
+            (LINES.replace("\"pending\"", "\"maybe\""), "ten_dlc"),
+            (LINES.replace("\"twilio\"", "\"salesmsg\""), "provider"),
+            (
+                LINES.replace(
+                    "business_name = \"Acme Homes\"\n\n",
+                    "business_name = \"\"\n\n",
+                ),
+                "lines[0].business_name",
+            ),
+            (
+                LINES.replace(
+                    "ten_dlc = \"approved\"",
+                    "ten_dlc = \"approved\"\ntendlc = 1",
+                ),
+                "tendlc",
+            ),
+            (LINES.replace("deny_list", "deny_words"), "deny_words"),
+        ];
+        for (text, key) in cases {
+            let f = file(&text);
+            let err = Config::load_from(Some(f.path()), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "expected `{key}` in: {err}");
+        }
+    }
+
+    #[test]
+    fn lines_cannot_be_set_from_the_environment() {
+        let err = Config::load_from(None, env(&[("HOOKLOG_LINES_ID", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HOOKLOG_LINES_ID"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_with_its_lines_uncommented_is_valid() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/hooklog.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text.find("# [[lines]]\n").unwrap();
+        let (head, tail) = text.split_at(start);
+        let lines: String = tail
+            .lines()
+            .filter(|l| !l.starts_with("# #"))
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let f = file(&format!("{head}{lines}\n"));
+        let (c, _) = Config::load_from(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(c.lines.len(), 1);
+        assert_eq!(
+            c.compliance.shortener_domains.len(),
+            DEFAULT_SHORTENERS.len()
+        );
+    }
+}

@@ -394,10 +394,21 @@ mod tests {
         );
     }
 
+    /// An independent reading of "inside": the local wall-clock time compared as a
+    /// `NaiveTime`, against both the federal window and the state's window for that day.
     fn in_own_window(tz: Tz, region: &str, t: DateTime<Utc>) -> bool {
-        let fed = every_day(H8, H21);
-        let week = state_rule(region).map_or(fed, |s| intersect(&fed, &s));
-        inside(tz, &week, t)
+        let local = t.with_timezone(&tz).naive_local();
+        let day = local.weekday().num_days_from_monday() as usize;
+        let clock =
+            |m: HhMm| chrono::NaiveTime::from_hms_opt(u32::from(m.0 / 60), u32::from(m.0 % 60), 0);
+        let within = |(s, e): (HhMm, HhMm)| {
+            let time = local.time();
+            clock(s).is_some_and(|s| time >= s)
+                && (e.0 == 24 * 60 || clock(e).is_some_and(|e| time < e))
+        };
+        let federal = within((H8, H21));
+        let state = state_rule(region).map_or(true, |week| week[day].is_some_and(within));
+        federal && state
     }
 
     proptest! {
