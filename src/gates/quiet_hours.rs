@@ -407,7 +407,7 @@ mod tests {
                 && (e.0 == 24 * 60 || clock(e).is_some_and(|e| time < e))
         };
         let federal = within((H8, H21));
-        let state = state_rule(region).map_or(true, |week| week[day].is_some_and(within));
+        let state = state_rule(region).is_none_or(|week| week[day].is_some_and(within));
         federal && state
     }
 
