@@ -465,6 +465,17 @@ business_name = "Acme Homes"
     }
 
     #[test]
+    fn the_rendered_config_with_lines_loads_back_the_same() {
+        let f = file(LINES);
+        let (c, _) = Config::load_from(Some(f.path()), env(&[])).unwrap();
+        let rendered = file(&c.to_redacted_toml());
+        let (back, _) = Config::load_from(Some(rendered.path()), env(&[])).unwrap();
+        assert_eq!(back.lines.len(), 2);
+        assert_eq!(back.lines[1].id, "twilio-new");
+        assert_eq!(back.compliance.quiet_end, HhMm::new(20, 30));
+    }
+
+    #[test]
     fn lines_cannot_be_set_from_the_environment() {
         let err = Config::load_from(None, env(&[("HOOKLOG_LINES_ID", "x")]))
             .unwrap_err()

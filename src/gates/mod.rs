@@ -438,6 +438,30 @@ mod tests {
     }
 
     #[test]
+    fn a_held_request_evaluated_again_when_the_window_opens_is_allowed() {
+        let first = ny("2026-06-10 21:30");
+        let Decision::Hold { until, .. } = run(
+            &request("quo-main", Provider::Openphone, first),
+            &[],
+            &[],
+            &ComplianceConfig::default(),
+        ) else {
+            panic!("expected a hold");
+        };
+        let mut again = request("quo-main", Provider::Openphone, until);
+        again.first_requested_at = first;
+        assert_eq!(
+            run(&again, &[], &[], &ComplianceConfig::default()),
+            Decision::Allow
+        );
+        again.now = until - Duration::minutes(1);
+        assert!(matches!(
+            run(&again, &[], &[], &ComplianceConfig::default()),
+            Decision::Hold { .. }
+        ));
+    }
+
+    #[test]
     fn a_hold_longer_than_the_maximum_is_a_refusal_counted_from_the_first_request() {
         let c = ComplianceConfig {
             max_hold_hours: 10,

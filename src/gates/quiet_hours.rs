@@ -411,25 +411,49 @@ mod tests {
         federal && state
     }
 
+    const NPAS: &[u16] = &[212, 305, 850, 208, 605, 701, 907, 214, 401, 480, 775, 205];
+
+    fn agrees_with_the_independent_reading(
+        npa: u16,
+        now: DateTime<Utc>,
+    ) -> Result<(), TestCaseError> {
+        let to = format!("+1{npa}5550100");
+        let c = check(&cfg(), &to, now).unwrap();
+        let every = c.zones.iter().all(|&tz| in_own_window(tz, &c.region, now));
+        prop_assert_eq!(c.open, every);
+        if let Some(next) = c.opens_at {
+            prop_assert!(next > now);
+            prop_assert!(c.zones.iter().all(|&tz| in_own_window(tz, &c.region, next)));
+            // Nothing earlier on the minute grid was open.
+            let before = next - Duration::minutes(1);
+            if before > now {
+                prop_assert!(!check(&cfg(), &to, before).unwrap().open);
+            }
+        }
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn open_is_never_said_outside_any_zones_window(
-            npa in prop::sample::select(vec![212u16, 305, 850, 208, 605, 701, 907, 214, 401, 480, 775]),
+            npa in prop::sample::select(NPAS),
             secs in 1_767_225_600i64..1_830_297_600, // 2026..2028
         ) {
-            let now = DateTime::from_timestamp(secs, 0).unwrap();
-            let to = format!("+1{npa}5550100");
-            let c = check(&cfg(), &to, now).unwrap();
-            let every = c.zones.iter().all(|&tz| in_own_window(tz, &c.region, now));
-            prop_assert_eq!(c.open, every);
-            if let Some(next) = c.opens_at {
-                prop_assert!(next > now);
-                prop_assert!(c.zones.iter().all(|&tz| in_own_window(tz, &c.region, next)));
-                // Nothing earlier on the minute grid was open.
-                let before = next - Duration::minutes(1);
-                if before > now {
-                    prop_assert!(!check(&cfg(), &to, before).unwrap().open);
-                }
+            agrees_with_the_independent_reading(npa, DateTime::from_timestamp(secs, 0).unwrap())?;
+        }
+
+        #[test]
+        fn open_is_never_said_outside_any_zones_window_at_the_edges(
+            npa in prop::sample::select(NPAS),
+            day in 0i64..800,
+            minute in prop::sample::select(&[479u32, 480, 539, 540, 719, 720, 1019, 1020, 1079, 1080, 1199, 1200, 1259, 1260][..]),
+        ) {
+            // A minute next to a window edge, in the local time of the area code's first zone.
+            let tz = area_codes::lookup(&format!("+1{npa}5550100")).unwrap().zones[0];
+            let date = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + Duration::days(day);
+            let naive = date.and_hms_opt(minute / 60, minute % 60, 0).unwrap();
+            if let Some(local) = tz.from_local_datetime(&naive).earliest() {
+                agrees_with_the_independent_reading(npa, local.with_timezone(&Utc))?;
             }
         }
     }
