@@ -28,6 +28,7 @@ const ENV_NOT_KEYS: &[&str] = &[CONFIG_ENV];
 /// Sections, longest first so `twilio.voice` wins over `twilio` when matching env names.
 const SECTIONS: &[&str] = &[
     "twilio.voice",
+    "compliance",
     "consumers",
     "openphone",
     "staleness",
@@ -150,6 +151,10 @@ pub struct Config {
     pub staleness: crate::staleness::StalenessConfig,
     /// The Postgres (Supabase) sync.
     pub postgres: crate::postgres::PostgresConfig,
+    /// The outbound compliance gates.
+    pub compliance: crate::gates::ComplianceConfig,
+    /// The sending lines (`[[lines]]`; file only, no environment override).
+    pub lines: Vec<crate::gates::LineConfig>,
 }
 
 impl Default for Config {
@@ -166,6 +171,8 @@ impl Default for Config {
             alerts: crate::alerts::AlertsConfig::default(),
             staleness: crate::staleness::StalenessConfig::default(),
             postgres: crate::postgres::PostgresConfig::default(),
+            compliance: crate::gates::ComplianceConfig::default(),
+            lines: Vec::new(),
         }
     }
 }
@@ -528,12 +535,21 @@ impl Config {
             ("alerts", self.alerts.validate()),
             ("staleness", self.staleness.validate()),
             ("postgres", self.postgres.validate()),
+            ("compliance", self.compliance.validate()),
         ] {
             if let Err(message) = result {
                 // The sections' messages start with the bare key name.
                 let key = message.split(':').next().unwrap_or_default().trim();
                 return Err(bad(&format!("{section}.{key}"), message));
             }
+        }
+        if let Err((key, message)) = crate::gates::config::validate_lines(&self.lines) {
+            // Origins are recorded per table, and `lines` is an array of them.
+            return Err(ConfigError::Invalid {
+                key,
+                origin: prov.origin("lines"),
+                message,
+            });
         }
         if self.log.cache_mb == 0 {
             return Err(bad("log.cache_mb", "must be at least 1".into()));

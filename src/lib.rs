@@ -10,6 +10,7 @@
 //! - [`admin`]: the token-protected admin API used by `hooklog-replay`.
 //! - [`postgres`]: connections, migrations and the row projection of the Postgres (Supabase)
 //!   sync, whose consumer is [`consumers::postgres`].
+//! - [`gates`]: the outbound compliance gates (pure units; the sender comes later).
 //! - [`metrics`], [`error`] (the one error → HTTP mapping), [`http`] (shared plumbing),
 //!   [`fixture`] (signed request files used by tests and smoke tests).
 //!
@@ -31,6 +32,7 @@ pub mod edge;
 pub mod error;
 pub mod event;
 pub mod fixture;
+pub mod gates;
 pub mod http;
 pub mod log;
 pub mod metrics;

@@ -1,0 +1,631 @@
+//! The outbound compliance gates (DESIGN §7): every outbound request passes all of them or
+//! is not sent.
+//!
+//! Pure units: no I/O, no clock, no state. The caller passes the request (with the time),
+//! the configuration, a suppression lookup, the recent sends and whether the line has texted
+//! the recipient before; [`evaluate`] returns a [`Decision`] whose reasons carry a
+//! machine-readable [`ReasonCode`] and a sentence for a human. The sender, its durable
+//! history and the decision events are later work.
+//!
+//! # Gate order
+//!
+//! Reasons are reported in the order of ref/compliance.md ("suppression → line registration →
+//! hours → frequency caps → content and identification → duplicates"):
+//!
+//! 1. [`optout`]: the recipient is not suppressed, on any line or provider;
+//! 2. [`line`]: the line is configured, on the requested provider, 10DLC approved (no
+//!    fallback to another line or provider);
+//! 3. [`quiet_hours`]: inside the window of every zone of the recipient's area code;
+//! 4. [`blast_safety`]: kill switch, per-line cap, per-recipient cap, duplicate content;
+//! 5. [`content`]: length, deny-list, link shorteners;
+//! 6. [`thread_context`]: a first message names the business and says how to opt out.
+//!
+//! Every gate runs even after one refuses, so a refusal lists every problem at once.
+//!
+//! # Deciding (fail closed)
+//!
+//! - No reason: [`Decision::Allow`].
+//! - Quiet hours is the only reason and its window opens no later than `max_hold_hours`
+//!   after the request was *first* made: [`Decision::Hold`] until then. The caller evaluates
+//!   the request again at that time (with the same `first_requested_at`), so repeated holds
+//!   cannot add up to more than the maximum.
+//! - Anything else, including a hold that would be too long: [`Decision::Refuse`] with all
+//!   the reasons. A recipient that is not a phone number, an unknown area code, and a
+//!   suppression list that cannot be read are refusals.
+
+pub mod area_codes;
+pub mod blast_safety;
+pub mod config;
+pub mod content;
+pub mod line;
+pub mod optout;
+pub mod quiet_hours;
+pub mod thread_context;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::consumers::compliance::normalize_e164;
+
+pub use blast_safety::Sent;
+pub use config::{ComplianceConfig, LineConfig, Provider, TenDlc};
+pub use optout::Suppressions;
+
+/// The gate a reason comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// [`line`]
+    Line,
+    /// [`optout`]
+    Optout,
+    /// [`quiet_hours`]
+    QuietHours,
+    /// [`blast_safety`]
+    BlastSafety,
+    /// [`content`]
+    Content,
+    /// [`thread_context`]
+    ThreadContext,
+}
+
+/// Why a request is not allowed now: stable codes for events, metrics and callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// No `[[lines]]` entry has the requested id.
+    LineUnknown,
+    /// The line sends through another provider than the one requested.
+    LineProviderMismatch,
+    /// The line's 10DLC registration is pending.
+    LineTenDlcPending,
+    /// The line's 10DLC registration was rejected.
+    LineTenDlcRejected,
+    /// The recipient is not a phone number.
+    RecipientInvalid,
+    /// The recipient is on the suppression list.
+    RecipientOptedOut,
+    /// The suppression list could not be read.
+    SuppressionUnavailable,
+    /// Outside the recipient's allowed hours (the only reason that can hold).
+    QuietHours,
+    /// Outside the allowed hours, and the window opens after the maximum hold.
+    QuietHoursHoldTooLong,
+    /// The recipient's area code is unknown, toll-free, non-geographic or not +1.
+    AreaCodeUnknown,
+    /// The kill switch is on.
+    KillSwitch,
+    /// The line reached its cap for the last 24 h.
+    LineDailyCap,
+    /// The recipient reached the cap for the last 24 h.
+    #[serde(rename = "recipient_cap_24h")]
+    RecipientCap24h,
+    /// The recipient received the same content in the last 24 h.
+    DuplicateContent,
+    /// The body is empty.
+    ContentEmpty,
+    /// The body is longer than `max_length`.
+    ContentTooLong,
+    /// The body contains a deny-list term.
+    ContentDeniedTerm,
+    /// The body links to a URL shortener.
+    ContentLinkShortener,
+    /// A first message does not name the business.
+    FirstContactMissingSender,
+    /// A first message does not say how to opt out.
+    FirstContactMissingOptOut,
+}
+
+impl ReasonCode {
+    /// The gate the code belongs to.
+    pub fn gate(self) -> Gate {
+        use ReasonCode::*;
+        match self {
+            LineUnknown | LineProviderMismatch | LineTenDlcPending | LineTenDlcRejected => {
+                Gate::Line
+            }
+            RecipientInvalid | RecipientOptedOut | SuppressionUnavailable => Gate::Optout,
+            QuietHours | QuietHoursHoldTooLong | AreaCodeUnknown => Gate::QuietHours,
+            KillSwitch | LineDailyCap | RecipientCap24h | DuplicateContent => Gate::BlastSafety,
+            ContentEmpty | ContentTooLong | ContentDeniedTerm | ContentLinkShortener => {
+                Gate::Content
+            }
+            FirstContactMissingSender | FirstContactMissingOptOut => Gate::ThreadContext,
+        }
+    }
+}
+
+/// One reason: a code and a sentence for a human.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// The machine-readable code.
+    pub code: ReasonCode,
+    /// What is wrong, for an operator.
+    pub message: String,
+}
+
+impl Reason {
+    /// A reason.
+    pub fn new(code: ReasonCode, message: impl Into<String>) -> Reason {
+        Reason {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The gate it comes from.
+    pub fn gate(&self) -> Gate {
+        self.code.gate()
+    }
+}
+
+/// The outcome for one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Send it.
+    Allow,
+    /// Outside quiet hours only: evaluate it again at `until`.
+    Hold {
+        /// When every zone's window opens.
+        until: DateTime<Utc>,
+        /// The quiet-hours reason.
+        reason: Reason,
+    },
+    /// Never send it (as it stands).
+    Refuse {
+        /// Every reason found, in gate order.
+        reasons: Vec<Reason>,
+    },
+}
+
+/// An outbound request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// `[[lines]].id` of the line to send from.
+    pub line_id: String,
+    /// The provider the caller expects the line to use; never substituted.
+    pub provider: Provider,
+    /// The recipient (E.164, or a US number that normalises to it).
+    pub to: String,
+    /// The message body.
+    pub body: String,
+    /// When the request was first made (the maximum hold counts from here).
+    pub first_requested_at: DateTime<Utc>,
+    /// The time of this evaluation.
+    pub now: DateTime<Utc>,
+}
+
+/// What the gates read besides the request.
+pub struct Inputs<'a> {
+    /// `[compliance]`.
+    pub config: &'a ComplianceConfig,
+    /// `[[lines]]`.
+    pub lines: &'a [LineConfig],
+    /// The suppression list.
+    pub suppressions: &'a dyn Suppressions,
+    /// Recent sends, at least the last 24 h, every line.
+    pub history: &'a [Sent],
+    /// Whether the request's line has ever texted the recipient (else this is a first
+    /// contact).
+    pub line_has_texted_recipient: bool,
+}
+
+/// Runs every gate on `req` and decides.
+pub fn evaluate(req: &Request, inputs: &Inputs<'_>) -> Decision {
+    let config = inputs.config;
+    let mut refusals: Vec<Reason> = Vec::new();
+    let mut hold: Option<(DateTime<Utc>, Reason)> = None;
+
+    let to = normalize_e164(&req.to);
+    match &to {
+        None => refusals.push(Reason::new(
+            ReasonCode::RecipientInvalid,
+            format!("`{}` is not a phone number", req.to),
+        )),
+        Some(to) => refusals.extend(optout::check(inputs.suppressions, to)),
+    }
+
+    let line = match line::check(inputs.lines, &req.line_id, req.provider) {
+        Ok(line) => Some(line),
+        Err(reasons) => {
+            refusals.extend(reasons);
+            // The business name is still known for the first-contact check.
+            inputs.lines.iter().find(|l| l.id == req.line_id)
+        }
+    };
+
+    if let Some(to) = &to {
+        match quiet_hours::check(config, to, req.now) {
+            Err(e) => refusals.push(Reason::new(ReasonCode::AreaCodeUnknown, e.to_string())),
+            Ok(c) if c.open => {}
+            Ok(c) => {
+                let zones: Vec<&str> = c.zones.iter().map(|z| z.name()).collect();
+                let where_ = format!("{} ({})", c.region, zones.join(", "));
+                let limit = req.first_requested_at + Duration::hours(config.max_hold_hours as i64);
+                match c.opens_at {
+                    Some(until) if until <= limit => {
+                        hold = Some((
+                            until,
+                            Reason::new(
+                                ReasonCode::QuietHours,
+                                format!("outside the allowed hours in {where_}; held until {until}"),
+                            ),
+                        ));
+                    }
+                    opens => refusals.push(Reason::new(
+                        ReasonCode::QuietHoursHoldTooLong,
+                        format!(
+                            "outside the allowed hours in {where_}; the window opens {}, more than {} h after the first request",
+                            opens.map_or_else(|| "not within 8 days".to_owned(), |t| format!("at {t}")),
+                            config.max_hold_hours
+                        ),
+                    )),
+                }
+            }
+        }
+        refusals.extend(blast_safety::check(
+            config,
+            inputs.history,
+            &req.line_id,
+            to,
+            &req.body,
+            req.now,
+        ));
+    } else if config.kill_switch {
+        refusals.extend(blast_safety::check(
+            config,
+            &[],
+            &req.line_id,
+            &req.to,
+            &req.body,
+            req.now,
+        ));
+    }
+
+    refusals.extend(content::check(config, &req.body));
+    if let Some(line) = line {
+        refusals.extend(thread_context::check(
+            line,
+            &req.body,
+            !inputs.line_has_texted_recipient,
+        ));
+    }
+
+    match (refusals.is_empty(), hold) {
+        (true, None) => Decision::Allow,
+        (true, Some((until, reason))) => Decision::Hold { until, reason },
+        (false, hold) => {
+            let mut reasons = refusals;
+            if let Some((_, reason)) = hold {
+                reasons.push(reason);
+            }
+            reasons.sort_by_key(|r| gate_rank(r.gate()));
+            Decision::Refuse { reasons }
+        }
+    }
+}
+
+fn gate_rank(gate: Gate) -> u8 {
+    match gate {
+        Gate::Optout => 0,
+        Gate::Line => 1,
+        Gate::QuietHours => 2,
+        Gate::BlastSafety => 3,
+        Gate::Content => 4,
+        Gate::ThreadContext => 5,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use chrono::{NaiveDateTime, TimeZone};
+    use chrono_tz::America::New_York;
+
+    const TO: &str = "+12125550100"; // New York, federal window
+    const BODY: &str = "Hi, Sam from Acme Homes. Still own 12 Elm St? Reply STOP to opt out";
+
+    fn ny(local: &str) -> DateTime<Utc> {
+        let n = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M").unwrap();
+        New_York
+            .from_local_datetime(&n)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn lines() -> Vec<LineConfig> {
+        vec![
+            LineConfig {
+                id: "quo-main".into(),
+                number: "+13055550000".into(),
+                provider: Provider::Openphone,
+                ten_dlc: TenDlc::Approved,
+                business_name: "Acme Homes".into(),
+            },
+            LineConfig {
+                id: "twilio-2".into(),
+                number: "+13055550001".into(),
+                provider: Provider::Twilio,
+                ten_dlc: TenDlc::Approved,
+                business_name: "Acme Homes".into(),
+            },
+            LineConfig {
+                id: "twilio-new".into(),
+                number: "+13055550002".into(),
+                provider: Provider::Twilio,
+                ten_dlc: TenDlc::Pending,
+                business_name: "Acme Homes".into(),
+            },
+        ]
+    }
+
+    fn request(line: &str, provider: Provider, at: DateTime<Utc>) -> Request {
+        Request {
+            line_id: line.into(),
+            provider,
+            to: TO.into(),
+            body: BODY.into(),
+            first_requested_at: at,
+            now: at,
+        }
+    }
+
+    fn run(
+        req: &Request,
+        suppressed: &[&str],
+        history: &[Sent],
+        config: &ComplianceConfig,
+    ) -> Decision {
+        let listed: Vec<String> = suppressed.iter().map(|s| s.to_string()).collect();
+        let lookup = move |n: &str| Ok(listed.iter().any(|s| s == n));
+        let lines = lines();
+        evaluate(
+            req,
+            &Inputs {
+                config,
+                lines: &lines,
+                suppressions: &lookup,
+                history,
+                line_has_texted_recipient: false,
+            },
+        )
+    }
+
+    fn codes(d: &Decision) -> Vec<ReasonCode> {
+        match d {
+            Decision::Refuse { reasons } => reasons.iter().map(|r| r.code).collect(),
+            Decision::Hold { reason, .. } => vec![reason.code],
+            Decision::Allow => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_compliant_first_message_at_noon_is_allowed() {
+        let d = run(
+            &request("quo-main", Provider::Openphone, ny("2026-06-10 12:00")),
+            &[],
+            &[],
+            &ComplianceConfig::default(),
+        );
+        assert_eq!(d, Decision::Allow);
+    }
+
+    #[test]
+    fn twenty_fifty_nine_is_allowed_and_twenty_one_hundred_is_held_until_eight() {
+        let c = ComplianceConfig::default();
+        let d = run(
+            &request("quo-main", Provider::Openphone, ny("2026-06-10 20:59")),
+            &[],
+            &[],
+            &c,
+        );
+        assert_eq!(d, Decision::Allow);
+        let d = run(
+            &request("quo-main", Provider::Openphone, ny("2026-06-10 21:00")),
+            &[],
+            &[],
+            &c,
+        );
+        match d {
+            Decision::Hold { until, reason } => {
+                assert_eq!(until, ny("2026-06-11 08:00"));
+                assert_eq!(reason.code, ReasonCode::QuietHours);
+            }
+            other => panic!("expected a hold, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_held_request_evaluated_again_when_the_window_opens_is_allowed() {
+        let first = ny("2026-06-10 21:30");
+        let Decision::Hold { until, .. } = run(
+            &request("quo-main", Provider::Openphone, first),
+            &[],
+            &[],
+            &ComplianceConfig::default(),
+        ) else {
+            panic!("expected a hold");
+        };
+        let mut again = request("quo-main", Provider::Openphone, until);
+        again.first_requested_at = first;
+        assert_eq!(
+            run(&again, &[], &[], &ComplianceConfig::default()),
+            Decision::Allow
+        );
+        again.now = until - Duration::minutes(1);
+        assert!(matches!(
+            run(&again, &[], &[], &ComplianceConfig::default()),
+            Decision::Hold { .. }
+        ));
+    }
+
+    #[test]
+    fn a_hold_longer_than_the_maximum_is_a_refusal_counted_from_the_first_request() {
+        let c = ComplianceConfig {
+            max_hold_hours: 10,
+            ..ComplianceConfig::default()
+        };
+        // 21:00 → 08:00 is 11 h.
+        let d = run(
+            &request("quo-main", Provider::Openphone, ny("2026-06-10 21:00")),
+            &[],
+            &[],
+            &c,
+        );
+        assert_eq!(codes(&d), [ReasonCode::QuietHoursHoldTooLong]);
+        // Re-evaluated at 23:00, first requested at 05:00: 08:00 tomorrow is 27 h after that.
+        let mut req = request("quo-main", Provider::Openphone, ny("2026-06-10 23:00"));
+        req.first_requested_at = ny("2026-06-10 05:00");
+        let d = run(&req, &[], &[], &ComplianceConfig::default());
+        assert_eq!(codes(&d), [ReasonCode::QuietHoursHoldTooLong]);
+    }
+
+    #[test]
+    fn a_recipient_opted_out_through_another_line_and_provider_is_refused() {
+        // The suppression list is per number: a STOP sent to the Quo line blocks Twilio too.
+        let d = run(
+            &request("twilio-2", Provider::Twilio, ny("2026-06-10 12:00")),
+            &[TO],
+            &[],
+            &ComplianceConfig::default(),
+        );
+        assert_eq!(codes(&d), [ReasonCode::RecipientOptedOut]);
+    }
+
+    #[test]
+    fn a_pending_line_is_refused_and_not_replaced_by_an_approved_one() {
+        let d = run(
+            &request("twilio-new", Provider::Twilio, ny("2026-06-10 12:00")),
+            &[],
+            &[],
+            &ComplianceConfig::default(),
+        );
+        assert_eq!(codes(&d), [ReasonCode::LineTenDlcPending]);
+    }
+
+    #[test]
+    fn quiet_hours_with_another_problem_is_a_refusal_listing_both_in_gate_order() {
+        let d = run(
+            &request("twilio-new", Provider::Twilio, ny("2026-06-10 22:00")),
+            &[TO],
+            &[],
+            &ComplianceConfig::default(),
+        );
+        assert_eq!(
+            codes(&d),
+            [
+                ReasonCode::RecipientOptedOut,
+                ReasonCode::LineTenDlcPending,
+                ReasonCode::QuietHours
+            ]
+        );
+    }
+
+    #[test]
+    fn the_fourth_message_in_24_hours_is_refused() {
+        let now = ny("2026-06-10 12:00");
+        let history: Vec<Sent> = (1..=3)
+            .map(|i| Sent {
+                line_id: "twilio-2".into(),
+                to: TO.into(),
+                content_hash: blast_safety::content_hash(&format!("message {i}")),
+                at: now - Duration::hours(i),
+            })
+            .collect();
+        let d = run(
+            &request("quo-main", Provider::Openphone, now),
+            &[],
+            &history,
+            &ComplianceConfig::default(),
+        );
+        assert_eq!(codes(&d), [ReasonCode::RecipientCap24h]);
+        let d = run(
+            &request("quo-main", Provider::Openphone, now),
+            &[],
+            &history[..2],
+            &ComplianceConfig::default(),
+        );
+        assert_eq!(d, Decision::Allow);
+    }
+
+    #[test]
+    fn the_kill_switch_refuses_even_a_perfect_request() {
+        let c = ComplianceConfig {
+            kill_switch: true,
+            ..ComplianceConfig::default()
+        };
+        let d = run(
+            &request("quo-main", Provider::Openphone, ny("2026-06-10 12:00")),
+            &[],
+            &[],
+            &c,
+        );
+        assert_eq!(codes(&d), [ReasonCode::KillSwitch]);
+        let mut bad = request("quo-main", Provider::Openphone, ny("2026-06-10 12:00"));
+        bad.to = "nobody".into();
+        assert_eq!(
+            codes(&run(&bad, &[], &[], &c)),
+            [ReasonCode::RecipientInvalid, ReasonCode::KillSwitch]
+        );
+    }
+
+    #[test]
+    fn content_and_first_contact_problems_are_refused_together() {
+        let c = ComplianceConfig {
+            deny_list: vec!["Jane Doe".into()],
+            ..ComplianceConfig::default()
+        };
+        let mut req = request("quo-main", Provider::Openphone, ny("2026-06-10 12:00"));
+        req.body = "Jane Doe here, see bit.ly/offer".into();
+        assert_eq!(
+            codes(&run(&req, &[], &[], &c)),
+            [
+                ReasonCode::ContentDeniedTerm,
+                ReasonCode::ContentLinkShortener,
+                ReasonCode::FirstContactMissingSender,
+                ReasonCode::FirstContactMissingOptOut,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_toll_free_recipient_is_refused_for_its_unknown_area_code() {
+        let mut req = request("quo-main", Provider::Openphone, ny("2026-06-10 12:00"));
+        req.to = "+18885550100".into();
+        assert_eq!(
+            codes(&run(&req, &[], &[], &ComplianceConfig::default())),
+            [ReasonCode::AreaCodeUnknown]
+        );
+    }
+
+    #[test]
+    fn a_failed_suppression_lookup_refuses() {
+        let lines = lines();
+        let broken = |_: &str| Err("store unavailable".to_owned());
+        let d = evaluate(
+            &request("quo-main", Provider::Openphone, ny("2026-06-10 12:00")),
+            &Inputs {
+                config: &ComplianceConfig::default(),
+                lines: &lines,
+                suppressions: &broken,
+                history: &[],
+                line_has_texted_recipient: true,
+            },
+        );
+        assert_eq!(codes(&d), [ReasonCode::SuppressionUnavailable]);
+    }
+
+    #[test]
+    fn decisions_serialise_with_snake_case_codes() {
+        let d = Decision::Refuse {
+            reasons: vec![Reason::new(ReasonCode::RecipientCap24h, "x")],
+        };
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(
+            json,
+            r#"{"decision":"refuse","reasons":[{"code":"recipient_cap_24h","message":"x"}]}"#
+        );
+    }
+}
