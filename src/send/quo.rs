@@ -90,8 +90,13 @@ pub fn classify(status: u16, body: &str) -> Outcome {
             t.contains("a2p") || t.contains("10dlc")
         }) =>
         {
+            let reason = ["message", "description", "title"]
+                .iter()
+                .map(|f| text(f))
+                .find(|t| !t.is_empty())
+                .unwrap_or("A2P registration not approved");
             Outcome::LineBlocked {
-                reason: text("message").to_owned(),
+                reason: reason.to_owned(),
             }
         }
         400..=499 => Outcome::Rejected {
@@ -235,6 +240,12 @@ mod tests {
                 status: 400,
                 code: Some("0101400".into()),
                 message: "Invalid to".into()
+            }
+        );
+        assert_eq!(
+            classify(400, r#"{"title":"10DLC campaign pending","message":""}"#),
+            Outcome::LineBlocked {
+                reason: "10DLC campaign pending".into()
             }
         );
         assert!(matches!(

@@ -26,6 +26,7 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
+        // `chunks` never yields an empty slice, so `chunk[0]` exists.
         let b = [
             chunk[0],
             chunk.get(1).copied().unwrap_or(0),
