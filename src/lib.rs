@@ -11,6 +11,7 @@
 //! - [`postgres`]: connections, migrations and the row projection of the Postgres (Supabase)
 //!   sync, whose consumer is [`consumers::postgres`].
 //! - [`gates`]: the outbound compliance gates (pure units; the sender comes later).
+//! - [`send`]: the provider send clients (Quo, Twilio), their rate limiter and 429 backoff.
 //! - [`metrics`], [`error`] (the one error → HTTP mapping), [`http`] (shared plumbing),
 //!   [`fixture`] (signed request files used by tests and smoke tests).
 //!
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod optout;
 pub mod parse;
 pub mod postgres;
+pub mod send;
 pub mod staleness;
 pub mod state;
 
