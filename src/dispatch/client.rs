@@ -178,6 +178,7 @@ impl Gateway for Client {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

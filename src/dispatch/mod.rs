@@ -172,6 +172,7 @@ fn describe(outcome: &DispatchOutcome) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::cell::RefCell;

@@ -123,6 +123,7 @@ impl DispatchRequest {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::parse::{Data, Kind, Provider};
