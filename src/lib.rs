@@ -12,6 +12,7 @@
 //!   sync, whose consumer is [`consumers::postgres`].
 //! - [`gates`]: the outbound compliance gates (pure units; the sender comes later).
 //! - [`send`]: the provider send clients (Quo, Twilio), their rate limiter and 429 backoff.
+//! - [`dispatch`]: agent routing rules, the gateway client and its circuit breaker.
 //! - [`metrics`], [`error`] (the one error → HTTP mapping), [`http`] (shared plumbing),
 //!   [`fixture`] (signed request files used by tests and smoke tests).
 //!
@@ -29,6 +30,7 @@ pub mod admin;
 pub mod alerts;
 pub mod config;
 pub mod consumers;
+pub mod dispatch;
 pub mod edge;
 pub mod error;
 pub mod event;

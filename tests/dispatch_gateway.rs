@@ -1,0 +1,409 @@
+//! The agent-gateway client against a fake gateway: a std `TcpListener` on `127.0.0.1:0`
+//! that records every request (headers, body) and answers what a test scripts (status 0: a stall). Every
+//! answer closes the connection, so each attempt is one fresh request. A "down" gateway is
+//! a port whose listener was dropped (connection refused).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hooklog::alerts::{Alert, Severity};
+use hooklog::config::Secret;
+use hooklog::dispatch::breaker::State;
+use hooklog::dispatch::{
+    dispatch_with_retries, Breaker, BreakerConfig, Client, DispatchOutcome, DispatchPolicy,
+    DispatchRequest, Gateway, GatewayOptions, PayloadInput,
+};
+use hooklog::event::{Micros, Seq};
+use hooklog::parse::{Data, Kind, Parsed, Provider};
+use hooklog::send::{AlertSink, RetryPolicy};
+use serde_json::Value;
+
+const TOKEN: &str = "gw-token-1";
+
+#[derive(Clone, Debug)]
+struct Request {
+    path: String,
+    /// Lower-cased names.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct FakeGateway {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Request>>>,
+    script: Arc<Mutex<VecDeque<(u16, String)>>>,
+}
+
+impl FakeGateway {
+    fn start() -> FakeGateway {
+        FakeGateway::on(TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// Answers 200 unless a scripted answer is queued.
+    fn on(listener: TcpListener) -> FakeGateway {
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        let (r, s) = (requests.clone(), script.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (r, s) = (r.clone(), s.clone());
+                std::thread::spawn(move || serve(stream, &r, &s));
+            }
+        });
+        FakeGateway {
+            addr,
+            requests,
+            script,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/v1/dispatch", self.addr)
+    }
+
+    fn script(&self, answers: &[(u16, &str)]) {
+        self.script
+            .lock()
+            .unwrap()
+            .extend(answers.iter().map(|(s, b)| (*s, (*b).to_owned())));
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    requests: &Mutex<Vec<Request>>,
+    script: &Mutex<VecDeque<(u16, String)>>,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let path = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap();
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).unwrap();
+    requests.lock().unwrap().push(Request {
+        path,
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    });
+    let (status, body) = script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or((200, r#"{"ok":true}"#.to_owned()));
+    let answer = format!(
+        "HTTP/1.1 {status} Fake\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if status == 0 {
+        // Scripted stall: never answer, as a hung gateway would.
+        std::thread::sleep(Duration::from_secs(2));
+        return;
+    }
+    let mut stream = stream;
+    let _ = stream.write_all(answer.as_bytes());
+}
+
+#[derive(Default)]
+struct Alerts(Mutex<Vec<Alert>>);
+
+impl AlertSink for Alerts {
+    fn raise(&self, alert: Alert) {
+        self.0.lock().unwrap().push(alert);
+    }
+}
+
+impl Alerts {
+    fn taken(&self) -> Vec<Alert> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Counts the calls that reach the client, to show an open breaker makes none.
+struct Counting<'a>(&'a Client, AtomicU32);
+
+impl Gateway for Counting<'_> {
+    fn post(&self, request: &DispatchRequest) -> DispatchOutcome {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.post(request)
+    }
+}
+
+fn client() -> Client {
+    Client::new(
+        Secret::new(TOKEN),
+        &GatewayOptions {
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(3),
+        },
+    )
+}
+
+fn parsed() -> Parsed {
+    Parsed {
+        kind: Kind::MessageReceived,
+        provider: Provider::OpenPhone,
+        occurred_at: None,
+        dedup_keys: vec!["openphone:message:AC77".into()],
+        data: Data::Other,
+    }
+}
+
+fn request(url: &str, parsed: &Parsed, opted_out: bool) -> DispatchRequest {
+    DispatchRequest::new(
+        url,
+        PayloadInput {
+            seq: Seq(9),
+            received_at: Micros(1_700_000_000_000_000),
+            parsed,
+            line: Some("+15550001111"),
+            agent: "acquisitions",
+            opted_out,
+        },
+    )
+    .unwrap()
+}
+
+fn fast(max_retries: u32) -> DispatchPolicy {
+    DispatchPolicy {
+        retry: RetryPolicy {
+            max_retries,
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(40),
+        },
+        max_elapsed: Duration::from_secs(5),
+    }
+}
+
+#[test]
+fn the_post_carries_the_bearer_token_the_idempotency_key_and_the_documented_json() {
+    let gw = FakeGateway::start();
+    let p = parsed();
+    let mut breaker = Breaker::new("gw", BreakerConfig::default());
+    let report = dispatch_with_retries(
+        &client(),
+        &mut breaker,
+        &request(&gw.url(), &p, true),
+        &fast(3),
+        &Alerts::default(),
+    );
+    assert_eq!(report.outcome, DispatchOutcome::Delivered { status: 200 });
+    let seen = gw.requests();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(r.path, "/v1/dispatch");
+    assert_eq!(r.header("authorization"), Some("Bearer gw-token-1"));
+    assert_eq!(
+        r.header("idempotency-key"),
+        Some("hooklog:9:openphone:message:AC77")
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["seq"], 9);
+    assert_eq!(body["idempotency_key"], "hooklog:9:openphone:message:AC77");
+    assert_eq!(body["dedup_key"], "openphone:message:AC77");
+    assert_eq!(body["kind"], "message.received");
+    assert_eq!(body["provider"], "openphone");
+    assert_eq!(body["line"], "+15550001111");
+    assert_eq!(body["agent"], "acquisitions");
+    assert_eq!(body["opted_out"], true);
+    assert_eq!(body["event"]["provider"], "openphone");
+}
+
+#[test]
+fn a_gateway_failing_twice_then_accepting_gets_three_attempts_with_one_key() {
+    let gw = FakeGateway::start();
+    gw.script(&[(503, "busy"), (500, "oops")]);
+    let p = parsed();
+    let mut breaker = Breaker::new("gw", BreakerConfig::default());
+    let alerts = Alerts::default();
+    let report = dispatch_with_retries(
+        &client(),
+        &mut breaker,
+        &request(&gw.url(), &p, false),
+        &fast(4),
+        &alerts,
+    );
+    assert_eq!(report.outcome, DispatchOutcome::Delivered { status: 200 });
+    assert_eq!(report.attempts.len(), 3);
+    let keys: Vec<_> = gw
+        .requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, vec!["hooklog:9:openphone:message:AC77"; 3]);
+    let bodies: Vec<_> = gw.requests().into_iter().map(|r| r.body).collect();
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert!(
+        alerts.taken().is_empty(),
+        "two failures stay under the threshold"
+    );
+}
+
+#[test]
+fn a_gateway_that_times_out_is_retried_with_the_same_key() {
+    let gw = FakeGateway::start();
+    gw.script(&[(0, "")]);
+    let p = parsed();
+    let impatient = Client::new(
+        Secret::new(TOKEN),
+        &GatewayOptions {
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_millis(300),
+        },
+    );
+    let mut breaker = Breaker::new("gw", BreakerConfig::default());
+    let report = dispatch_with_retries(
+        &impatient,
+        &mut breaker,
+        &request(&gw.url(), &p, false),
+        &fast(2),
+        &Alerts::default(),
+    );
+    assert_eq!(report.outcome, DispatchOutcome::Delivered { status: 200 });
+    assert_eq!(report.attempts.len(), 2);
+    assert!(matches!(
+        report.attempts[0].outcome,
+        DispatchOutcome::Retryable { .. }
+    ));
+    let seen = gw.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].header("idempotency-key"),
+        seen[1].header("idempotency-key")
+    );
+}
+
+#[test]
+fn a_4xx_is_not_retried() {
+    let gw = FakeGateway::start();
+    gw.script(&[(422, r#"{"error":"unknown agent"}"#)]);
+    let p = parsed();
+    let mut breaker = Breaker::new("gw", BreakerConfig::default());
+    let report = dispatch_with_retries(
+        &client(),
+        &mut breaker,
+        &request(&gw.url(), &p, false),
+        &fast(4),
+        &Alerts::default(),
+    );
+    assert_eq!(
+        report.outcome,
+        DispatchOutcome::Rejected {
+            status: 422,
+            message: "unknown agent".into()
+        }
+    );
+    assert_eq!(report.attempts.len(), 1);
+    assert_eq!(gw.requests().len(), 1);
+}
+
+#[test]
+fn a_down_gateway_opens_the_breaker_and_a_trial_after_the_cool_down_closes_it() {
+    // A port with nothing listening: connections are refused.
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let url = format!("http://{addr}/v1/dispatch");
+    let base = Instant::now();
+    let offset_ms = Arc::new(AtomicU64::new(0));
+    let o = offset_ms.clone();
+    let clock = Arc::new(move || base + Duration::from_millis(o.load(Ordering::SeqCst)));
+    let config = BreakerConfig {
+        failure_threshold: 3,
+        cool_down: Duration::from_secs(30),
+    };
+    let mut breaker = Breaker::with_clock("agents", config, clock);
+    let real = client();
+    let gateway = Counting(&real, AtomicU32::new(0));
+    let alerts = Alerts::default();
+    let p = parsed();
+    let req = request(&url, &p, false);
+
+    let report = dispatch_with_retries(&gateway, &mut breaker, &req, &fast(10), &alerts);
+    assert!(
+        matches!(report.outcome, DispatchOutcome::CircuitOpen { .. }),
+        "{report:?}"
+    );
+    assert_eq!(report.attempts.len(), 3);
+    assert!(report
+        .attempts
+        .iter()
+        .all(|a| matches!(a.outcome, DispatchOutcome::Retryable { .. })));
+    assert_eq!(gateway.1.load(Ordering::SeqCst), 3);
+    let opened = alerts.taken();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].key, "dispatch:circuit:agents");
+    assert_eq!(opened[0].severity, Severity::Critical);
+
+    // Within the cool-down: refused without a call.
+    offset_ms.store(29_000, Ordering::SeqCst);
+    for _ in 0..3 {
+        let report = dispatch_with_retries(&gateway, &mut breaker, &req, &fast(10), &alerts);
+        assert_eq!(
+            report.outcome,
+            DispatchOutcome::CircuitOpen {
+                retry_in: Duration::from_secs(1)
+            }
+        );
+        assert!(report.attempts.is_empty());
+    }
+    assert_eq!(gateway.1.load(Ordering::SeqCst), 3);
+
+    // The gateway comes back on the same port; after the cool-down one trial closes it.
+    let back = FakeGateway::on(TcpListener::bind(addr).unwrap());
+    offset_ms.store(30_000, Ordering::SeqCst);
+    let report = dispatch_with_retries(&gateway, &mut breaker, &req, &fast(10), &alerts);
+    assert_eq!(report.outcome, DispatchOutcome::Delivered { status: 200 });
+    assert_eq!(report.attempts.len(), 1);
+    assert_eq!(back.requests().len(), 1);
+    assert_eq!(breaker.state(), State::Closed { failures: 0 });
+    let all = alerts.taken();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].key, "dispatch:circuit:agents");
+    assert_eq!(all[1].severity, Severity::Info);
+}
