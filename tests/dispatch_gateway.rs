@@ -1,18 +1,18 @@
-//! The agent-gateway client against a fake gateway: a std `TcpListener` on `127.0.0.1:0`
-//! that records every request (headers, body) and answers what a test scripts (status 0: a stall). Every
-//! answer closes the connection, so each attempt is one fresh request. A "down" gateway is
-//! a port whose listener was dropped (connection refused).
+//! The agent-gateway client against a fake gateway (`common::FakeServer`). A "down"
+//! gateway is a port whose listener was dropped (connection refused).
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hooklog::alerts::{Alert, Severity};
+use common::{answer, Alerts, FakeServer, Reply};
+
+use hooklog::alerts::Severity;
 use hooklog::config::Secret;
 use hooklog::dispatch::breaker::State;
 use hooklog::dispatch::{
@@ -21,145 +21,18 @@ use hooklog::dispatch::{
 };
 use hooklog::event::{Micros, Seq};
 use hooklog::parse::{Data, Kind, Parsed, Provider};
-use hooklog::send::{AlertSink, RetryPolicy};
+use hooklog::send::RetryPolicy;
 use serde_json::Value;
 
 const TOKEN: &str = "gw-token-1";
 
-#[derive(Clone, Debug)]
-struct Request {
-    path: String,
-    /// Lower-cased names.
-    headers: Vec<(String, String)>,
-    body: String,
+/// A fake gateway: 200 unless a test scripts otherwise.
+fn gateway() -> FakeServer {
+    FakeServer::start(answer(200, r#"{"ok":true}"#))
 }
 
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-struct FakeGateway {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Request>>>,
-    script: Arc<Mutex<VecDeque<(u16, String)>>>,
-}
-
-impl FakeGateway {
-    fn start() -> FakeGateway {
-        FakeGateway::on(TcpListener::bind("127.0.0.1:0").unwrap())
-    }
-
-    /// Answers 200 unless a scripted answer is queued.
-    fn on(listener: TcpListener) -> FakeGateway {
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(VecDeque::new()));
-        let (r, s) = (requests.clone(), script.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let (r, s) = (r.clone(), s.clone());
-                std::thread::spawn(move || serve(stream, &r, &s));
-            }
-        });
-        FakeGateway {
-            addr,
-            requests,
-            script,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/v1/dispatch", self.addr)
-    }
-
-    fn script(&self, answers: &[(u16, &str)]) {
-        self.script
-            .lock()
-            .unwrap()
-            .extend(answers.iter().map(|(s, b)| (*s, (*b).to_owned())));
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-fn serve(
-    stream: TcpStream,
-    requests: &Mutex<Vec<Request>>,
-    script: &Mutex<VecDeque<(u16, String)>>,
-) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let path = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).unwrap();
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':').unwrap();
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map(|(_, v)| v.parse().unwrap())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).unwrap();
-    requests.lock().unwrap().push(Request {
-        path,
-        headers,
-        body: String::from_utf8(body).unwrap(),
-    });
-    let (status, body) = script
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or((200, r#"{"ok":true}"#.to_owned()));
-    let answer = format!(
-        "HTTP/1.1 {status} Fake\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if status == 0 {
-        // Scripted stall: never answer, as a hung gateway would.
-        std::thread::sleep(Duration::from_secs(2));
-        return;
-    }
-    let mut stream = stream;
-    let _ = stream.write_all(answer.as_bytes());
-}
-
-#[derive(Default)]
-struct Alerts(Mutex<Vec<Alert>>);
-
-impl AlertSink for Alerts {
-    fn raise(&self, alert: Alert) {
-        self.0.lock().unwrap().push(alert);
-    }
-}
-
-impl Alerts {
-    fn taken(&self) -> Vec<Alert> {
-        self.0.lock().unwrap().clone()
-    }
+fn url(gw: &FakeServer) -> String {
+    format!("http://{}/v1/dispatch", gw.addr)
 }
 
 /// Counts the calls that reach the client, to show an open breaker makes none.
@@ -220,13 +93,13 @@ fn fast(max_retries: u32) -> DispatchPolicy {
 
 #[test]
 fn the_post_carries_the_bearer_token_the_idempotency_key_and_the_documented_json() {
-    let gw = FakeGateway::start();
+    let gw = gateway();
     let p = parsed();
     let mut breaker = Breaker::new("gw", BreakerConfig::default());
     let report = dispatch_with_retries(
         &client(),
         &mut breaker,
-        &request(&gw.url(), &p, true),
+        &request(&url(&gw), &p, true),
         &fast(3),
         &Alerts::default(),
     );
@@ -255,15 +128,15 @@ fn the_post_carries_the_bearer_token_the_idempotency_key_and_the_documented_json
 
 #[test]
 fn a_gateway_failing_twice_then_accepting_gets_three_attempts_with_one_key() {
-    let gw = FakeGateway::start();
-    gw.script(&[(503, "busy"), (500, "oops")]);
+    let gw = gateway();
+    gw.script([answer(503, "busy"), answer(500, "oops")]);
     let p = parsed();
     let mut breaker = Breaker::new("gw", BreakerConfig::default());
     let alerts = Alerts::default();
     let report = dispatch_with_retries(
         &client(),
         &mut breaker,
-        &request(&gw.url(), &p, false),
+        &request(&url(&gw), &p, false),
         &fast(4),
         &alerts,
     );
@@ -285,8 +158,8 @@ fn a_gateway_failing_twice_then_accepting_gets_three_attempts_with_one_key() {
 
 #[test]
 fn a_gateway_that_times_out_is_retried_with_the_same_key() {
-    let gw = FakeGateway::start();
-    gw.script(&[(0, "")]);
+    let gw = gateway();
+    gw.script([Reply::Stall(Duration::from_secs(2))]);
     let p = parsed();
     let impatient = Client::new(
         Secret::new(TOKEN),
@@ -299,7 +172,7 @@ fn a_gateway_that_times_out_is_retried_with_the_same_key() {
     let report = dispatch_with_retries(
         &impatient,
         &mut breaker,
-        &request(&gw.url(), &p, false),
+        &request(&url(&gw), &p, false),
         &fast(2),
         &Alerts::default(),
     );
@@ -319,14 +192,14 @@ fn a_gateway_that_times_out_is_retried_with_the_same_key() {
 
 #[test]
 fn a_4xx_is_not_retried() {
-    let gw = FakeGateway::start();
-    gw.script(&[(422, r#"{"error":"unknown agent"}"#)]);
+    let gw = gateway();
+    gw.script([answer(422, r#"{"error":"unknown agent"}"#)]);
     let p = parsed();
     let mut breaker = Breaker::new("gw", BreakerConfig::default());
     let report = dispatch_with_retries(
         &client(),
         &mut breaker,
-        &request(&gw.url(), &p, false),
+        &request(&url(&gw), &p, false),
         &fast(4),
         &Alerts::default(),
     );
@@ -395,7 +268,10 @@ fn a_down_gateway_opens_the_breaker_and_a_trial_after_the_cool_down_closes_it() 
     assert_eq!(gateway.1.load(Ordering::SeqCst), 3);
 
     // The gateway comes back on the same port; after the cool-down one trial closes it.
-    let back = FakeGateway::on(TcpListener::bind(addr).unwrap());
+    let back = FakeServer::on(
+        TcpListener::bind(addr).unwrap(),
+        answer(200, r#"{"ok":true}"#),
+    );
     offset_ms.store(30_000, Ordering::SeqCst);
     let report = dispatch_with_retries(&gateway, &mut breaker, &req, &fast(10), &alerts);
     assert_eq!(report.outcome, DispatchOutcome::Delivered { status: 200 });

@@ -1,21 +1,20 @@
-//! The Quo and Twilio send clients against fake providers: a std `TcpListener` on
-//! `127.0.0.1:0` that records every request (arrival time, path, headers, body) and answers
-//! what a test scripts (success, 429, 400 with a code, 500, or a stall that never answers).
-//! Every answer closes the connection, so each send is one fresh request.
+//! The Quo and Twilio send clients against fake providers (`common::FakeServer`), scripted to
+//! answer success, 429, 400 with a code, 500, or a stall that never answers.
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use hooklog::alerts::{Alert, Severity};
+use common::{Alerts, FakeServer, Reply};
+
+use hooklog::alerts::Severity;
 use hooklog::config::Secret;
 use hooklog::send::{
-    quo, send_with_retries, twilio, AlertSink, HttpOptions, Limiter, OutboundMessage, Outcome,
-    Rate, RetryPolicy,
+    quo, send_with_retries, twilio, HttpOptions, Limiter, OutboundMessage, Outcome, Rate,
+    RetryPolicy,
 };
 use serde_json::{json, Value};
 
@@ -27,142 +26,11 @@ const TWILIO_BASIC: &str =
     "Basic QUMwMTIzNDU2Nzg5YWJjZGVmMDEyMzQ1Njc4OWFiY2RlZjp0d2lsaW8tdG9rZW4tMQ==";
 const QUO_KEY: &str = "quo-key-1";
 
-#[derive(Clone, Debug)]
-enum Reply {
-    Answer(u16, String),
-    /// Read the request, then say nothing for this long and close.
-    Stall(Duration),
-}
-
-#[derive(Clone, Debug)]
-struct Request {
-    at: Instant,
-    method: String,
-    path: String,
-    /// Lower-cased names.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-struct FakeProvider {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Request>>>,
-    script: Arc<Mutex<VecDeque<Reply>>>,
-}
-
-impl FakeProvider {
-    /// A fake that answers `default` unless a scripted reply is queued.
-    fn start(default: Reply) -> FakeProvider {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(VecDeque::new()));
-        let (r, s) = (requests.clone(), script.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let (r, s, default) = (r.clone(), s.clone(), default.clone());
-                std::thread::spawn(move || serve(stream, &r, &s, default));
-            }
-        });
-        FakeProvider {
-            addr,
-            requests,
-            script,
-        }
-    }
-
-    fn options(&self) -> HttpOptions {
-        HttpOptions {
-            timeout: Duration::from_millis(400),
-            ..HttpOptions::new(format!("http://{}", self.addr))
-        }
-    }
-
-    fn script(&self, replies: impl IntoIterator<Item = Reply>) {
-        self.script.lock().unwrap().extend(replies);
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-fn serve(
-    stream: TcpStream,
-    requests: &Mutex<Vec<Request>>,
-    script: &Mutex<VecDeque<Reply>>,
-    default: Reply,
-) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let path = parts.next().unwrap_or_default().to_owned();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).unwrap();
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':').unwrap();
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map(|(_, v)| v.parse().unwrap())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).unwrap();
-    requests.lock().unwrap().push(Request {
-        at: Instant::now(),
-        method,
-        path,
-        headers,
-        body: String::from_utf8(body).unwrap(),
-    });
-    let reply = script.lock().unwrap().pop_front().unwrap_or(default);
-    let mut stream = stream;
-    match reply {
-        Reply::Answer(status, body) => {
-            let answer = format!(
-                "HTTP/1.1 {status} Fake\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(answer.as_bytes());
-        }
-        Reply::Stall(d) => std::thread::sleep(d),
-    }
-}
-
-#[derive(Default)]
-struct Alerts(Mutex<Vec<Alert>>);
-
-impl AlertSink for Alerts {
-    fn raise(&self, alert: Alert) {
-        self.0.lock().unwrap().push(alert);
-    }
-}
-
-impl Alerts {
-    fn taken(&self) -> Vec<Alert> {
-        self.0.lock().unwrap().clone()
+/// The fake's base URL, with a short timeout so the stall tests stay quick.
+fn options(fake: &FakeServer) -> HttpOptions {
+    HttpOptions {
+        timeout: Duration::from_millis(400),
+        ..HttpOptions::new(format!("http://{}", fake.addr))
     }
 }
 
@@ -224,8 +92,8 @@ fn max_in_window(arrivals: &[Instant], window: Duration) -> usize {
 
 #[test]
 fn quo_sends_the_raw_key_without_bearer_and_one_recipient_in_an_array() {
-    let fake = FakeProvider::start(quo_ok());
-    let client = quo::Client::new(Secret::new(QUO_KEY), fake.options());
+    let fake = FakeServer::start(quo_ok());
+    let client = quo::Client::new(Secret::new(QUO_KEY), options(&fake));
     let alerts = Alerts::default();
     let report = send_with_retries(
         &client,
@@ -265,8 +133,8 @@ fn quo_sends_the_raw_key_without_bearer_and_one_recipient_in_an_array() {
 
 #[test]
 fn twilio_sends_a_form_with_basic_auth_of_sid_and_token() {
-    let fake = FakeProvider::start(twilio_ok());
-    let client = twilio::Client::new(SID, Secret::new(TOKEN), fake.options());
+    let fake = FakeServer::start(twilio_ok());
+    let client = twilio::Client::new(SID, Secret::new(TOKEN), options(&fake));
     let report = send_with_retries(
         &client,
         &unlimited(),
@@ -310,8 +178,8 @@ fn twilio_sends_a_form_with_basic_auth_of_sid_and_token() {
 
 #[test]
 fn a_429_storm_is_retried_three_times_with_backoff_then_alerted() {
-    let fake = FakeProvider::start(too_many());
-    let client = quo::Client::new(Secret::new(QUO_KEY), fake.options());
+    let fake = FakeServer::start(too_many());
+    let client = quo::Client::new(Secret::new(QUO_KEY), options(&fake));
     let alerts = Alerts::default();
     let policy = RetryPolicy {
         max_retries: 3,
@@ -347,9 +215,9 @@ fn a_429_storm_is_retried_three_times_with_backoff_then_alerted() {
 
 #[test]
 fn a_429_that_clears_is_retried_and_sent_without_an_alert() {
-    let fake = FakeProvider::start(twilio_ok());
+    let fake = FakeServer::start(twilio_ok());
     fake.script([too_many(), too_many()]);
-    let client = twilio::Client::new(SID, Secret::new(TOKEN), fake.options());
+    let client = twilio::Client::new(SID, Secret::new(TOKEN), options(&fake));
     let alerts = Alerts::default();
     let report = send_with_retries(
         &client,
@@ -372,12 +240,12 @@ fn a_429_that_clears_is_retried_and_sent_without_an_alert() {
 
 #[test]
 fn twilio_21610_is_an_opt_out_and_is_not_retried() {
-    let fake = FakeProvider::start(Reply::Answer(
+    let fake = FakeServer::start(Reply::Answer(
         400,
         json!({"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400})
             .to_string(),
     ));
-    let client = twilio::Client::new(SID, Secret::new(TOKEN), fake.options());
+    let client = twilio::Client::new(SID, Secret::new(TOKEN), options(&fake));
     let alerts = Alerts::default();
     let report = send_with_retries(
         &client,
@@ -394,13 +262,13 @@ fn twilio_21610_is_an_opt_out_and_is_not_retried() {
 
 #[test]
 fn quo_a2p_400_blocks_the_line_and_alerts() {
-    let fake = FakeProvider::start(Reply::Answer(
+    let fake = FakeServer::start(Reply::Answer(
         400,
         json!({"message": "A2P registration is not approved for this phone number",
                "code": "0206400", "status": 400, "title": "Bad Request"})
         .to_string(),
     ));
-    let client = quo::Client::new(Secret::new(QUO_KEY), fake.options());
+    let client = quo::Client::new(Secret::new(QUO_KEY), options(&fake));
     let alerts = Alerts::default();
     let report = send_with_retries(
         &client,
@@ -424,8 +292,8 @@ fn quo_a2p_400_blocks_the_line_and_alerts() {
 
 #[test]
 fn a_stalled_provider_gives_unknown_an_alert_and_no_second_request() {
-    let fake = FakeProvider::start(Reply::Stall(Duration::from_secs(2)));
-    let client = quo::Client::new(Secret::new(QUO_KEY), fake.options());
+    let fake = FakeServer::start(Reply::Stall(Duration::from_secs(2)));
+    let client = quo::Client::new(Secret::new(QUO_KEY), options(&fake));
     let alerts = Alerts::default();
     let report = send_with_retries(
         &client,
@@ -450,8 +318,8 @@ fn a_stalled_provider_gives_unknown_an_alert_and_no_second_request() {
 
 #[test]
 fn a_server_error_is_transient_and_not_retried_here() {
-    let fake = FakeProvider::start(Reply::Answer(500, "{}".into()));
-    let client = twilio::Client::new(SID, Secret::new(TOKEN), fake.options());
+    let fake = FakeServer::start(Reply::Answer(500, "{}".into()));
+    let client = twilio::Client::new(SID, Secret::new(TOKEN), options(&fake));
     let report = send_with_retries(
         &client,
         &unlimited(),
@@ -493,8 +361,8 @@ fn a_refused_connection_is_transient_because_nothing_was_sent() {
 
 #[test]
 fn quo_sends_never_exceed_10_per_second_per_key_measured_at_the_server() {
-    let fake = FakeProvider::start(quo_ok());
-    let client = quo::Client::new(Secret::new(QUO_KEY), fake.options());
+    let fake = FakeServer::start(quo_ok());
+    let client = quo::Client::new(Secret::new(QUO_KEY), options(&fake));
     let limiter = Limiter::new(Rate::QUO);
     let alerts = Alerts::default();
     // Two lines on one key: Quo's limit is per key, so they share one bucket.
@@ -528,8 +396,8 @@ fn quo_sends_never_exceed_10_per_second_per_key_measured_at_the_server() {
 
 #[test]
 fn twilio_sends_from_one_number_are_at_least_a_second_apart() {
-    let fake = FakeProvider::start(twilio_ok());
-    let client = twilio::Client::new(SID, Secret::new(TOKEN), fake.options());
+    let fake = FakeServer::start(twilio_ok());
+    let client = twilio::Client::new(SID, Secret::new(TOKEN), options(&fake));
     let limiter = Limiter::new(Rate::TWILIO);
     for _ in 0..3 {
         let r = send_with_retries(
