@@ -29,16 +29,6 @@ fn caught_up(s: &TestServer) {
     }
 }
 
-fn send(s: &TestServer, f: &Fixture) -> u16 {
-    let req = f.request_at(util::now()).unwrap();
-    let headers: Vec<(&str, &str)> = req
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    s.send(&req.method, &req.path, &headers, &req.body).status
-}
-
 fn snapshot(s: &TestServer) -> (Vec<Option<serde_json::Value>>, String) {
     let verdicts = s.events().into_iter().map(|e| e.dedup).collect();
     let (code, optouts) = s.admin_get("/admin/optouts");
@@ -56,7 +46,7 @@ fn fixtures_flow_through_dedup_and_compliance_and_a_rewind_to_zero_reproduces_th
         .filter(|f| f.expect.logged)
         .collect();
     for f in &accepted {
-        assert_eq!(send(&s, f), 200, "{}", f.description);
+        assert_eq!(s.send_fixture(f).status, 200, "{}", f.description);
     }
     // Provider retries: every Quo fixture again (same envelope, new signature), and the Twilio
     // STOP again byte for byte.
@@ -65,7 +55,7 @@ fn fixtures_flow_through_dedup_and_compliance_and_a_rewind_to_zero_reproduces_th
         .filter(|f| f.provider == "openphone" || f.body.contains("OptOutType=STOP"))
         .collect();
     for f in &retried {
-        assert_eq!(send(&s, f), 200);
+        assert_eq!(s.send_fixture(f).status, 200);
     }
     caught_up(&s);
 

@@ -69,8 +69,10 @@ fn spawn_daemon(data_dir: &Path, ports: &mut (u16, u16)) -> Daemon {
     panic!("the daemon could not start on five pairs of ports");
 }
 
-/// Sends signed webhooks from `clients` threads until `stop`, recording every acknowledged id.
-fn load(
+/// Sends signed webhooks from `clients` threads until `stop`, recording every acknowledged id
+/// (Twilio SIDs starting with `prefix`).
+pub(crate) fn load(
+    prefix: &'static str,
     addr: SocketAddr,
     round: usize,
     clients: usize,
@@ -87,7 +89,7 @@ fn load(
                     .build();
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let sid = format!("SMr{round}c{c}n{n}");
+                    let sid = format!("{prefix}r{round}c{c}n{n}");
                     n += 1;
                     let (path, headers, body) = twilio_sms(&sid);
                     let mut req = agent.post(&format!("http://{addr}{path}"));
@@ -146,7 +148,7 @@ fn acked_events_survive_kill_9() {
     for round in 0..ROUNDS {
         let mut daemon = spawn_daemon(dir.path(), &mut ports);
         let stop = Arc::new(AtomicBool::new(false));
-        let clients = load(daemon.public, round, 8, stop.clone(), acked.clone());
+        let clients = load("SM", daemon.public, round, 8, stop.clone(), acked.clone());
         let before = acked.lock().unwrap().len();
         std::thread::sleep(Duration::from_millis(rng.gen_range(150..700)));
         daemon.child.kill().unwrap(); // SIGKILL: no shutdown code runs
@@ -194,7 +196,7 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
     let mut daemon = spawn_daemon(dir.path(), &mut (free_port(), free_port()));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
-    let clients = load(daemon.public, 0, 4, stop.clone(), acked.clone());
+    let clients = load("SM", daemon.public, 0, 4, stop.clone(), acked.clone());
     std::thread::sleep(Duration::from_millis(300));
     kill(Pid::from_raw(daemon.child.id() as i32), Signal::SIGTERM).unwrap();
     let started = Instant::now();

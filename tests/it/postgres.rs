@@ -162,16 +162,6 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn send_fixture(s: &TestServer, f: &Fixture) -> u16 {
-    let req = f.request_at(util::now()).unwrap();
-    let headers: Vec<(&str, &str)> = req
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    s.send(&req.method, &req.path, &headers, &req.body).status
-}
-
 fn accepted_fixtures() -> Vec<(String, Fixture)> {
     Fixture::load_dir(&util::fixtures_dir())
         .unwrap()
@@ -207,7 +197,7 @@ fn synced(s: &TestServer, db: &Db) {
 fn send_all(s: &TestServer) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     for (name, f) in accepted_fixtures() {
-        assert_eq!(send_fixture(s, &f), 200, "{name}");
+        assert_eq!(s.send_fixture(&f).status, 200, "{name}");
         out.push((name, s.status().log.last_seq));
     }
     out
@@ -465,7 +455,7 @@ fn a_rewind_to_zero_leaves_every_table_identical() {
         .iter()
         .filter(|(_, f)| f.provider == "openphone")
     {
-        assert_eq!(send_fixture(&s, f), 200);
+        assert_eq!(s.send_fixture(f).status, 200);
     }
     synced(&s, &db);
     let last = s.status().log.last_seq;
@@ -528,7 +518,7 @@ fn status_updates_and_attachments_converge_whatever_the_arrival_order() {
         let dir = tempfile::tempdir().unwrap();
         let s = fixture_server(&db, &base_url(), dir.path(), &[]);
         for n in names {
-            assert_eq!(send_fixture(&s, &fixtures[n]), 200, "{n}");
+            assert_eq!(s.send_fixture(&fixtures[n]).status, 200, "{n}");
         }
         synced(&s, &db);
         let calls = db.rows("select sid, status, duration_secs, recording_sid, recording_status, transcription_sid, transcription_text from $S.twilio_calls order by sid");
@@ -958,35 +948,8 @@ fn killing_the_daemon_mid_batch_loses_and_doubles_nothing() {
     for round in 0..4 {
         let mut daemon = spawn_daemon(dir.path(), &db);
         let stop = Arc::new(AtomicBool::new(false));
-        let clients: Vec<_> = (0..6)
-            .map(|c| {
-                let (stop, acked, addr) = (stop.clone(), acked.clone(), daemon.public);
-                std::thread::spawn(move || {
-                    let agent = ureq::AgentBuilder::new()
-                        .timeout(Duration::from_secs(5))
-                        .build();
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let sid = format!("SMk{round}c{c}n{n}");
-                        n += 1;
-                        let (path, headers, body) = twilio_sms(&sid);
-                        let mut req = agent.post(&format!("http://{addr}{path}"));
-                        for (k, v) in &headers {
-                            req = req.set(k, v);
-                        }
-                        match req.send_bytes(&body) {
-                            Ok(r) if r.status() == 200 => acked.lock().unwrap().push(sid),
-                            _ => {
-                                if stop.load(Ordering::Relaxed) {
-                                    return;
-                                }
-                                std::thread::sleep(Duration::from_millis(5));
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
+        let clients =
+            crate::crash::load("SMk", daemon.public, round, 6, stop.clone(), acked.clone());
         // Let the sink commit a few batches, then kill while it is writing.
         std::thread::sleep(Duration::from_millis(rng.gen_range(400..1200)));
         commits_seen_at_kill.push(db.cursor());

@@ -177,6 +177,17 @@ impl TestServer {
         }
     }
 
+    /// Sends a fixture, signed now, to the webhook listener.
+    pub fn send_fixture(&self, f: &hooklog::fixture::Fixture) -> Response {
+        let req = f.request_at(now()).expect("fixture request");
+        let headers: Vec<(&str, &str)> = req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.send(&req.method, &req.path, &headers, &req.body)
+    }
+
     /// Sends a request to the webhook listener.
     pub fn send(
         &self,
