@@ -285,11 +285,6 @@ impl Consumer for Compliance {
         Ok(())
     }
 
-    async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        self.handle_batch(&Arc::new(Batch::new(batch.to_vec())))
-            .await
-    }
-
     async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
         let verdicts = self.verdicts.of_batch(batch.events())?;
         for record in batch.records() {

@@ -496,11 +496,6 @@ impl Consumer for Dedup {
         Ok(())
     }
 
-    async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        self.handle_batch(&Arc::new(Batch::new(batch.to_vec())))
-            .await
-    }
-
     async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
         if self.stale {
             self.reload()?;

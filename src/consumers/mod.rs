@@ -99,16 +99,17 @@ pub trait Consumer: Send + 'static {
     }
     /// Clears derived state before a rebuild.
     fn reset(&mut self) -> Result<(), BatchError>;
-    /// Applies a batch, in order. Must be idempotent per record.
-    fn handle(&mut self, batch: &[Event]) -> impl Future<Output = Result<(), BatchError>> + Send;
-    /// What the driver calls: [`Self::handle`] with the batch's shared parses. A consumer that
-    /// parses records overrides this one, so that a record is parsed once for all of them (the
-    /// batch is shared, so it can be handed to another thread).
+    /// Applies a batch, in order. Must be idempotent per record. The batch carries each
+    /// record's parse, computed once for every consumer that handles it, and is shared, so it
+    /// can be handed to another thread.
     fn handle_batch(
         &mut self,
         batch: &Arc<Batch>,
-    ) -> impl Future<Output = Result<(), BatchError>> + Send {
-        self.handle(batch.events())
+    ) -> impl Future<Output = Result<(), BatchError>> + Send;
+    /// [`Self::handle_batch`] on plain records (tests and benches; the driver hands batches).
+    fn handle(&mut self, batch: &[Event]) -> impl Future<Output = Result<(), BatchError>> + Send {
+        let batch = Arc::new(Batch::new(batch.to_vec()));
+        async move { self.handle_batch(&batch).await }
     }
 
     /// For a consumer that commits its own cursor together with its effects (the Postgres
@@ -852,7 +853,8 @@ mod tests {
             self.seen.lock().unwrap().clear();
             Ok(())
         }
-        async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+        async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+            let batch = batch.events();
             if self.flaky.load(Ordering::SeqCst) > 0 {
                 self.flaky.fetch_sub(1, Ordering::SeqCst);
                 return Err(BatchError::Transient("the database blinked".into()));
@@ -1091,7 +1093,8 @@ mod tests {
         fn reset(&mut self) -> Result<(), BatchError> {
             Ok(())
         }
-        async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
+        async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+            let batch = batch.events();
             for e in batch {
                 self.seen.lock().unwrap().push(e.seq.0);
             }

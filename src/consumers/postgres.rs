@@ -749,11 +749,6 @@ impl Consumer for PostgresSink {
         Ok(())
     }
 
-    async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        self.handle_batch(&Arc::new(Batch::new(batch.to_vec())))
-            .await
-    }
-
     async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
         let result = self.try_handle(batch).await;
         self.observe(&result);

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::dedup::{self, Verdicts};
 use super::{Batch, BatchError, Consumer, RewindMode};
 use crate::alerts::Alerter;
-use crate::event::{Event, Source};
+use crate::event::Source;
 use crate::parse::{self, Direction, Kind};
 use crate::staleness::StalenessMonitor;
 use crate::state::{StateError, StateStore};
@@ -56,11 +56,6 @@ impl Consumer for Staleness {
 
     fn reset(&mut self) -> Result<(), BatchError> {
         Ok(())
-    }
-
-    async fn handle(&mut self, batch: &[Event]) -> Result<(), BatchError> {
-        self.handle_batch(&Arc::new(Batch::new(batch.to_vec())))
-            .await
     }
 
     async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
