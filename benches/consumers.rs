@@ -194,7 +194,7 @@ fn rewind_with_drivers(rt: &tokio::runtime::Runtime, ctx: &DriverContext) -> Dur
         let start = Instant::now();
         for name in ["dedup", "compliance"] {
             ctx.registry
-                .rewind(name, Seq(0), false)
+                .rewind(name, Seq(0), false, false)
                 .await
                 .expect("rewind");
         }

@@ -13,6 +13,8 @@
 //! - [`gates`]: the outbound compliance gates (pure units; the sender comes later).
 //! - [`send`]: the provider send clients (Quo, Twilio), their rate limiter and 429 backoff.
 //! - [`dispatch`]: agent routing rules, the gateway client and its circuit breaker.
+//! - [`outbound`]: the records of the outbound path (request, decision, attempt, result)
+//!   and the state of a message.
 //! - [`metrics`], [`error`] (the one error → HTTP mapping), [`http`] (shared plumbing),
 //!   [`fixture`] (signed request files used by tests and smoke tests).
 //!
@@ -40,6 +42,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod optout;
+pub mod outbound;
 pub mod parse;
 pub mod postgres;
 pub mod send;

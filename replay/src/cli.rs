@@ -136,8 +136,10 @@ pub struct RewindArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Re-send irreversible effects too. Passed to the daemon, which ignores it at this
-    /// stage: no consumer sends anything yet.
+    /// Perform irreversible effects again for the rewound records: `dispatch` dispatches
+    /// them to the agents again, `sender` sends their messages again (after re-checking the
+    /// opt-out list, the kill switch and quiet hours). Without it, a rewind of those
+    /// consumers re-projects and never repeats an effect. Refused by other consumers.
     #[arg(long)]
     pub redeliver: bool,
 }

@@ -89,12 +89,6 @@ pub fn rewind(ctx: &Context, args: &RewindArgs) -> anyhow::Result<()> {
     if ctx.json {
         out.line(&report.json)?;
     } else {
-        if args.redeliver {
-            eprintln!(
-                "hooklog-replay: --redeliver was passed on; the daemon ignores it at this stage \
-                 (no consumer sends anything yet)"
-            );
-        }
         out.line(&render_rewind(&report.value))?;
     }
     out.flush()
@@ -107,6 +101,11 @@ fn render_rewind(r: &RewindReport) -> String {
         "rebuild from the first record"
     } else {
         "replay, state kept"
+    };
+    let how = if r.redeliver {
+        format!("{how}, effects redelivered")
+    } else {
+        how.to_owned()
     };
     let records = count(r.replay, "record", "records");
     let name = one_line(&r.consumer, None);
@@ -229,6 +228,7 @@ mod tests {
             to_cursor: 0,
             replay: 1234,
             rebuild,
+            redeliver: false,
             dry_run,
         }
     }

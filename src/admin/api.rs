@@ -142,7 +142,8 @@ pub struct RewindRequest {
     /// Report what would happen without changing anything.
     #[serde(default)]
     pub dry_run: bool,
-    /// Re-send irreversible effects too (dispatch, sender; later stages). Refused for now.
+    /// Perform irreversible effects again too (dispatch, sender): their effects ledgers
+    /// are bypassed for the rewound records. Refused by consumers without effects.
     #[serde(default)]
     pub redeliver: bool,
 }

@@ -284,7 +284,7 @@ impl Admin {
                 };
                 let report = self
                     .registry
-                    .rewind(name, to, req.dry_run)
+                    .rewind(name, to, req.dry_run, req.redeliver)
                     .await
                     .map_err(control_err)?;
                 Ok(http::json(StatusCode::OK, &report))

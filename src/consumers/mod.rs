@@ -122,6 +122,29 @@ pub trait Consumer: Send + 'static {
         async { Ok(None) }
     }
 
+    /// Whether this consumer has irreversible effects recorded in an effects ledger (dispatch,
+    /// sender). Only such a consumer accepts a rewind with `redeliver`.
+    fn has_effects(&self) -> bool {
+        false
+    }
+
+    /// A rewind with `redeliver` moves this consumer's cursor back to `after` from `through`:
+    /// the effects of records in `(after, through]` are to be performed again instead of
+    /// skipped by the ledger. Called before the cursor moves; an error cancels the rewind.
+    /// Only called when [`Self::has_effects`] is true.
+    fn redeliver(&mut self, after: Seq, through: Seq) -> Result<(), BatchError> {
+        let _ = (after, through);
+        Ok(())
+    }
+
+    /// The consumer is caught up (nothing new to read): time-driven work, such as
+    /// re-evaluating held requests whose time has come. Called at most once per idle poll
+    /// interval or wake-up, never concurrently with a batch. The default does nothing.
+    #[allow(clippy::manual_async_fn)]
+    fn tick(&mut self) -> impl Future<Output = Result<(), BatchError>> + Send {
+        async { Ok(()) }
+    }
+
     /// The driver is stopping (shutdown): finish what is in flight. The default does nothing.
     #[allow(clippy::manual_async_fn)]
     fn finish(&mut self) -> impl Future<Output = Result<(), BatchError>> + Send {
@@ -196,6 +219,9 @@ pub struct RewindReport {
     pub replay: u64,
     /// Whether state is rebuilt from the first record.
     pub rebuild: bool,
+    /// Effects of the records in range are performed again (dispatch, sender).
+    #[serde(default)]
+    pub redeliver: bool,
     /// Nothing was changed.
     pub dry_run: bool,
 }
@@ -215,6 +241,7 @@ enum Control {
     Rewind {
         to: Seq,
         dry_run: bool,
+        redeliver: bool,
         reply: oneshot::Sender<Result<RewindReport, String>>,
     },
     Redrive {
@@ -283,18 +310,25 @@ impl Registry {
         })
     }
 
-    /// Rewinds `name` so that records after `to` are processed again.
+    /// Rewinds `name` so that records after `to` are processed again; with `redeliver`, a
+    /// consumer with an effects ledger performs their effects again too.
     pub async fn rewind(
         &self,
         name: &str,
         to: Seq,
         dry_run: bool,
+        redeliver: bool,
     ) -> Result<RewindReport, ControlError> {
         let tx = self.sender(name)?;
         let (reply, rx) = oneshot::channel();
-        tx.send(Control::Rewind { to, dry_run, reply })
-            .await
-            .map_err(|_| ControlError::Stopped(name.to_owned()))?;
+        tx.send(Control::Rewind {
+            to,
+            dry_run,
+            redeliver,
+            reply,
+        })
+        .await
+        .map_err(|_| ControlError::Stopped(name.to_owned()))?;
         rx.await
             .map_err(|_| ControlError::Stopped(name.to_owned()))?
             .map_err(ControlError::Failed)
@@ -507,6 +541,11 @@ impl<C: Consumer> Driver<C> {
                     }
                 }
             };
+            if let (Step::Wait, false) = (&step, self.paused) {
+                if let Err(e) = self.consumer.tick().await {
+                    self.transient_failure(e.to_string()).await;
+                }
+            }
             if let Step::Wait = step {
                 let wake = registry.wake.notified();
                 tokio::select! {
@@ -706,8 +745,16 @@ impl<C: Consumer> Driver<C> {
                 self.paused = false;
                 self.set_info(RunState::Running, None);
             }
-            Control::Rewind { to, dry_run, reply } => {
-                let r = self.rewind(to, dry_run).await.map_err(|e| e.to_string());
+            Control::Rewind {
+                to,
+                dry_run,
+                redeliver,
+                reply,
+            } => {
+                let r = self
+                    .rewind(to, dry_run, redeliver)
+                    .await
+                    .map_err(|e| e.to_string());
                 let _ = reply.send(r);
             }
             Control::Redrive { seq, reply } => {
@@ -717,8 +764,18 @@ impl<C: Consumer> Driver<C> {
         }
     }
 
-    async fn rewind(&mut self, to: Seq, dry_run: bool) -> Result<RewindReport, StepError> {
+    async fn rewind(
+        &mut self,
+        to: Seq,
+        dry_run: bool,
+        redeliver: bool,
+    ) -> Result<RewindReport, StepError> {
         let name = self.consumer.name();
+        if redeliver && !self.consumer.has_effects() {
+            return Err(StepError(format!(
+                "{name} has no irreversible effects to redeliver; rewind it without --redeliver"
+            )));
+        }
         let log = self.ctx.log.clone();
         let from = log.cursor(name)?;
         let stats = log.stats()?;
@@ -734,9 +791,15 @@ impl<C: Consumer> Driver<C> {
             to_cursor: target.0,
             replay: stats.last_seq.saturating_sub(target.0),
             rebuild,
+            redeliver,
             dry_run,
         };
         if !dry_run {
+            if redeliver {
+                self.consumer
+                    .redeliver(target, from)
+                    .map_err(|e| StepError(e.to_string()))?;
+            }
             if rebuild {
                 self.consumer
                     .reset()
@@ -749,6 +812,7 @@ impl<C: Consumer> Driver<C> {
                 from = from.0,
                 to = target.0,
                 rebuild,
+                redeliver,
                 "rewound"
             );
             self.ctx.registry.wake.notify_waiters();
@@ -1051,7 +1115,11 @@ mod tests {
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(spawn_driver(p, ctx.clone(), rx));
         until(|| log.cursor("probe").unwrap() == Seq(4)).await;
-        let dry = ctx.registry.rewind("probe", Seq(2), true).await.unwrap();
+        let dry = ctx
+            .registry
+            .rewind("probe", Seq(2), true, false)
+            .await
+            .unwrap();
         assert_eq!(
             (
                 dry.from_cursor,
@@ -1063,17 +1131,113 @@ mod tests {
             (4, 0, 4, true, true)
         );
         assert_eq!(log.cursor("probe").unwrap(), Seq(4));
-        ctx.registry.rewind("probe", Seq(2), false).await.unwrap();
+        ctx.registry
+            .rewind("probe", Seq(2), false, false)
+            .await
+            .unwrap();
         until(|| seen.lock().unwrap().len() == 4 && log.cursor("probe").unwrap() == Seq(4)).await;
         assert_eq!(
             *seen.lock().unwrap(),
             vec![1, 2, 3, 4],
             "state was reset, then rebuilt"
         );
-        let err = ctx.registry.rewind("nope", Seq(0), true).await.unwrap_err();
+        let err = ctx
+            .registry
+            .rewind("nope", Seq(0), true, false)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("probe"), "{err}");
         stop.send(true).unwrap();
         task.await.unwrap();
+    }
+
+    /// Has effects: records redelivery windows and counts idle ticks.
+    struct Effectful {
+        windows: Arc<Mutex<Vec<(u64, u64)>>>,
+        ticks: Arc<AtomicU32>,
+    }
+
+    impl Consumer for Effectful {
+        fn name(&self) -> &'static str {
+            "effectful"
+        }
+        fn rewind_mode(&self) -> RewindMode {
+            RewindMode::Replay
+        }
+        fn reset(&mut self) -> Result<(), BatchError> {
+            Ok(())
+        }
+        fn has_effects(&self) -> bool {
+            true
+        }
+        fn redeliver(&mut self, after: Seq, through: Seq) -> Result<(), BatchError> {
+            self.windows.lock().unwrap().push((after.0, through.0));
+            Ok(())
+        }
+        async fn tick(&mut self) -> Result<(), BatchError> {
+            self.ticks.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn handle_batch(&mut self, _: &Arc<Batch>) -> Result<(), BatchError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn redeliver_reaches_only_a_consumer_with_effects_and_an_idle_consumer_ticks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path());
+        for body in ["a", "b", "c", "d"] {
+            append(&log, body).await;
+        }
+        let (p, _seen, _, _) = probe("probe", &[]);
+        let windows = Arc::new(Mutex::new(Vec::new()));
+        let ticks = Arc::new(AtomicU32::new(0));
+        let e = Effectful {
+            windows: windows.clone(),
+            ticks: ticks.clone(),
+        };
+        let (stop, rx) = watch::channel(false);
+        let t1 = tokio::spawn(spawn_driver(p, ctx.clone(), rx.clone()));
+        let t2 = tokio::spawn(spawn_driver(e, ctx.clone(), rx));
+        until(|| {
+            log.cursor("effectful").unwrap() == Seq(4) && log.cursor("probe").unwrap() == Seq(4)
+        })
+        .await;
+        until(|| ticks.load(Ordering::SeqCst) >= 2).await;
+
+        let err = ctx
+            .registry
+            .rewind("probe", Seq(0), false, true)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no irreversible effects"), "{err}");
+        assert_eq!(
+            log.cursor("probe").unwrap(),
+            Seq(4),
+            "a refused rewind moves nothing"
+        );
+
+        let dry = ctx
+            .registry
+            .rewind("effectful", Seq(1), true, true)
+            .await
+            .unwrap();
+        assert!(dry.redeliver && dry.dry_run);
+        assert!(
+            windows.lock().unwrap().is_empty(),
+            "a dry run redelivers nothing"
+        );
+        let report = ctx
+            .registry
+            .rewind("effectful", Seq(1), false, true)
+            .await
+            .unwrap();
+        assert!(report.redeliver);
+        assert_eq!(*windows.lock().unwrap(), vec![(1, 4)]);
+        stop.send(true).unwrap();
+        t1.await.unwrap();
+        t2.await.unwrap();
     }
 
     /// Keeps its own committed cursor, as the Postgres sink does.
@@ -1145,7 +1309,7 @@ mod tests {
         refuse.store(true, Ordering::SeqCst);
         let err = ctx
             .registry
-            .rewind("committing", Seq(2), false)
+            .rewind("committing", Seq(2), false, false)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("unreachable"), "{err}");
@@ -1155,7 +1319,7 @@ mod tests {
         refuse.store(false, Ordering::SeqCst);
         let report = ctx
             .registry
-            .rewind("committing", Seq(2), false)
+            .rewind("committing", Seq(2), false, false)
             .await
             .unwrap();
         assert_eq!((report.to_cursor, report.rebuild), (2, false));

@@ -43,7 +43,7 @@ pub mod quiet_hours;
 pub mod thread_context;
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::consumers::compliance::normalize_e164;
 
@@ -52,7 +52,7 @@ pub use config::{ComplianceConfig, LineConfig, Provider, TenDlc};
 pub use optout::Suppressions;
 
 /// The gate a reason comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Gate {
     /// [`line`]
@@ -70,7 +70,7 @@ pub enum Gate {
 }
 
 /// Why a request is not allowed now: stable codes for events, metrics and callers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {
     /// No `[[lines]]` entry has the requested id.
@@ -81,6 +81,9 @@ pub enum ReasonCode {
     LineTenDlcPending,
     /// The line's 10DLC registration was rejected.
     LineTenDlcRejected,
+    /// The provider refused a send because the line's A2P registration is not approved
+    /// (Quo's 400); blocked until an operator unblocks it.
+    LineBlocked,
     /// The recipient is not a phone number.
     RecipientInvalid,
     /// The recipient is on the suppression list.
@@ -121,9 +124,8 @@ impl ReasonCode {
     pub fn gate(self) -> Gate {
         use ReasonCode::*;
         match self {
-            LineUnknown | LineProviderMismatch | LineTenDlcPending | LineTenDlcRejected => {
-                Gate::Line
-            }
+            LineUnknown | LineProviderMismatch | LineTenDlcPending | LineTenDlcRejected
+            | LineBlocked => Gate::Line,
             RecipientInvalid | RecipientOptedOut | SuppressionUnavailable => Gate::Optout,
             QuietHours | QuietHoursHoldTooLong | AreaCodeUnknown => Gate::QuietHours,
             KillSwitch | LineDailyCap | RecipientCap24h | DuplicateContent => Gate::BlastSafety,
@@ -136,7 +138,7 @@ impl ReasonCode {
 }
 
 /// One reason: a code and a sentence for a human.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
     /// The machine-readable code.
     pub code: ReasonCode,
@@ -160,7 +162,7 @@ impl Reason {
 }
 
 /// The outcome for one request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Decision {
     /// Send it.
@@ -209,6 +211,9 @@ pub struct Inputs<'a> {
     /// Whether the request's line has ever texted the recipient (else this is a first
     /// contact).
     pub line_has_texted_recipient: bool,
+    /// Why the provider blocked the request's line, if it did (a Quo A2P refusal recorded
+    /// by the sender, until an operator unblocks the line).
+    pub line_blocked: Option<&'a str>,
 }
 
 /// Runs every gate on `req` and decides.
@@ -226,6 +231,15 @@ pub fn evaluate(req: &Request, inputs: &Inputs<'_>) -> Decision {
         Some(to) => refusals.extend(optout::check(inputs.suppressions, to)),
     }
 
+    if let Some(why) = inputs.line_blocked {
+        refusals.push(Reason::new(
+            ReasonCode::LineBlocked,
+            format!(
+                "line `{}` is blocked: {why}; an operator unblocks it once the registration is approved",
+                req.line_id
+            ),
+        ));
+    }
     let line = match line::check(inputs.lines, &req.line_id, req.provider) {
         Ok(line) => Some(line),
         Err(reasons) => {
@@ -389,6 +403,7 @@ mod tests {
                 suppressions: &lookup,
                 history,
                 line_has_texted_recipient: false,
+                line_blocked: None,
             },
         )
     }
@@ -612,9 +627,28 @@ mod tests {
                 suppressions: &broken,
                 history: &[],
                 line_has_texted_recipient: true,
+                line_blocked: None,
             },
         );
         assert_eq!(codes(&d), [ReasonCode::SuppressionUnavailable]);
+    }
+
+    #[test]
+    fn a_line_the_provider_blocked_is_refused_even_when_configured_approved() {
+        let lines = lines();
+        let nobody = |_: &str| Ok(false);
+        let d = evaluate(
+            &request("quo-main", Provider::Openphone, ny("2026-06-10 12:00")),
+            &Inputs {
+                config: &ComplianceConfig::default(),
+                lines: &lines,
+                suppressions: &nobody,
+                history: &[],
+                line_has_texted_recipient: true,
+                line_blocked: Some("Quo: A2P registration not approved"),
+            },
+        );
+        assert_eq!(codes(&d), [ReasonCode::LineBlocked]);
     }
 
     #[test]
