@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn every_record_kind_round_trips_through_the_log_encoding() {
         let id = MessageId::generate(Micros::now());
-        let records = vec![
+        let records = [
             OutboundRecord::Request(MessageRequest {
                 id: id.clone(),
                 idempotency_key: Some("k1".into()),
