@@ -105,6 +105,8 @@ pub enum ReasonCode {
     RecipientCap24h,
     /// The recipient received the same content in the last 24 h.
     DuplicateContent,
+    /// Another message already carries this request's idempotency key.
+    DuplicateRequest,
     /// The body is empty.
     ContentEmpty,
     /// The body is longer than `max_length`.
@@ -128,7 +130,9 @@ impl ReasonCode {
             | LineBlocked => Gate::Line,
             RecipientInvalid | RecipientOptedOut | SuppressionUnavailable => Gate::Optout,
             QuietHours | QuietHoursHoldTooLong | AreaCodeUnknown => Gate::QuietHours,
-            KillSwitch | LineDailyCap | RecipientCap24h | DuplicateContent => Gate::BlastSafety,
+            KillSwitch | LineDailyCap | RecipientCap24h | DuplicateContent | DuplicateRequest => {
+                Gate::BlastSafety
+            }
             ContentEmpty | ContentTooLong | ContentDeniedTerm | ContentLinkShortener => {
                 Gate::Content
             }

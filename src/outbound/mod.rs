@@ -8,7 +8,8 @@
 //! ```
 //!
 //! - [`events`]: the record bodies and routes (the on-log format of this path);
-//! - [`message`]: the state of one message, a pure fold of its records.
+//! - [`message`]: the state of one message, a pure fold of its records;
+//! - [`store`]: the trees the projection and the API keep.
 //!
 //! Invariants: a message is sent only after an `allow` decision for it is in the log; an
 //! attempt record (and the sender's ledger entry) precedes every provider call; a message
@@ -17,9 +18,11 @@
 
 pub mod events;
 pub mod message;
+pub mod store;
 
 pub use events::{
     DispatchResult, GateDecision, LineChange, MessageId, MessageRequest, OutboundRecord,
     RecordError, SendAttempt, SendResult, SendStatus, Verdict,
 };
 pub use message::{apply, Change, Message, Status, Step};
+pub use store::OutboundStore;
