@@ -155,6 +155,9 @@ pub struct Config {
     pub compliance: crate::gates::ComplianceConfig,
     /// The sending lines (`[[lines]]`; file only, no environment override).
     pub lines: Vec<crate::gates::LineConfig>,
+    /// The clock of the outbound path: the system clock, except in tests.
+    #[serde(skip)]
+    pub clock: crate::clock::Clock,
 }
 
 impl Default for Config {
@@ -173,6 +176,7 @@ impl Default for Config {
             postgres: crate::postgres::PostgresConfig::default(),
             compliance: crate::gates::ComplianceConfig::default(),
             lines: Vec::new(),
+            clock: crate::clock::Clock::system(),
         }
     }
 }

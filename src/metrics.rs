@@ -35,6 +35,8 @@ pub struct Metrics {
     pub consumer_dead_letters: IntGaugeVec,
     /// Failed batches (transient errors, retried) and poison records, by consumer and kind.
     pub consumer_errors: IntCounterVec,
+    /// Outbound gate decisions, by verdict (allow, hold, refuse).
+    pub outbound_decisions: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -136,6 +138,17 @@ impl Metrics {
                 &["consumer", "kind"],
             )
             .expect("valid metric");
+            let outbound_decisions = IntCounterVec::new(
+                Opts::new(
+                    "hooklog_outbound_decisions_total",
+                    "Outbound requests decided by the compliance gates, by verdict",
+                ),
+                &["verdict"],
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(outbound_decisions.clone()))
+                .expect("registered once");
             for c in [&consumer_cursor, &consumer_lag, &consumer_dead_letters] {
                 registry
                     .register(Box::new(c.clone()))
@@ -178,6 +191,7 @@ impl Metrics {
                 consumer_processed,
                 consumer_dead_letters,
                 consumer_errors,
+                outbound_decisions,
             }
         };
         m
