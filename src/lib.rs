@@ -226,7 +226,7 @@ pub async fn run_with_log(
         log.clone(),
         metrics.clone(),
         registry.clone(),
-    ));
+    )?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -325,6 +325,19 @@ fn start_consumers(
     let compliance = consumers::compliance::Compliance::new(store.as_ref(), alerter.clone())?;
     threads.push(consumers::spawn_on_thread(
         compliance,
+        ctx.clone(),
+        stop.clone(),
+    ));
+    let outbound = consumers::outbound::Outbound::new(
+        log.clone(),
+        config.compliance.clone(),
+        config.lines.clone(),
+        config.clock,
+        alerter.clone(),
+        metrics.clone(),
+    )?;
+    threads.push(consumers::spawn_on_thread(
+        outbound,
         ctx.clone(),
         stop.clone(),
     ));

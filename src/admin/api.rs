@@ -168,3 +168,11 @@ pub struct OptOutRequest {
     #[serde(default)]
     pub reason: Option<String>,
 }
+
+/// `POST /admin/lines/{id}/unblock` body (optional).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LineNote {
+    /// Why the line may send again (e.g. "A2P campaign approved on 2026-12-01").
+    #[serde(default)]
+    pub reason: Option<String>,
+}

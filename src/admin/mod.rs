@@ -6,6 +6,7 @@
 //! process per database, so while the daemon runs this API is how tools read and append.
 
 pub mod api;
+pub mod outbound;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -96,6 +97,7 @@ pub struct Admin {
     log: Arc<dyn Log>,
     metrics: Metrics,
     registry: Arc<Registry>,
+    outbound: outbound::OutboundApi,
 }
 
 impl Admin {
@@ -105,13 +107,14 @@ impl Admin {
         log: Arc<dyn Log>,
         metrics: Metrics,
         registry: Arc<Registry>,
-    ) -> Admin {
-        Admin {
+    ) -> Result<Admin, crate::state::StateError> {
+        Ok(Admin {
+            outbound: outbound::OutboundApi::new(log.as_ref())?,
             token,
             log,
             metrics,
             registry,
-        }
+        })
     }
 
     /// Answers one request.
@@ -140,7 +143,7 @@ impl Admin {
     }
 
     async fn dispatch(&self, req: RawRequest<BodyStream>) -> Result<Response, ApiError> {
-        if !req.path.starts_with("/admin/") {
+        if !req.path.starts_with("/admin/") && !req.path.starts_with("/v1/") {
             return Err(ApiError::NotFound);
         }
         if !self.authorised(&req) {
@@ -148,6 +151,35 @@ impl Admin {
         }
         let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
         match parts.as_slice() {
+            ["v1", "messages"] => {
+                method(&req.method, Method::POST)?;
+                let header_key = req
+                    .headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
+                let accepted = self
+                    .outbound
+                    .post(self.log.as_ref(), &body, header_key)
+                    .await?;
+                Ok(http::json(StatusCode::ACCEPTED, &accepted))
+            }
+            ["v1", "messages", id] => {
+                method(&req.method, Method::GET)?;
+                let view = self.outbound.get(self.log.as_ref(), id)?;
+                Ok(http::json(StatusCode::OK, &view))
+            }
+            ["admin", "lines", line, "unblock"] => {
+                method(&req.method, Method::POST)?;
+                let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
+                let note: api::LineNote = parse_json_or_empty(&body)?;
+                let seq = self
+                    .outbound
+                    .unblock(self.log.as_ref(), line, note.reason)
+                    .await?;
+                Ok(http::json(StatusCode::ACCEPTED, &Appended { seq }))
+            }
             ["admin", "status"] => {
                 method(&req.method, Method::GET)?;
                 Ok(http::json(StatusCode::OK, &self.status()?))

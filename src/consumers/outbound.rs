@@ -41,9 +41,7 @@ use crate::gates::{self, ComplianceConfig, Decision, Inputs, LineConfig, Provide
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::outbound::store::{OutboundStore, SentEntry};
-use crate::outbound::{
-    apply, Change, GateDecision, Message, MessageId, OutboundRecord, Status, Verdict,
-};
+use crate::outbound::{apply, Change, GateDecision, Message, MessageId, OutboundRecord, Verdict};
 use crate::parse::{Data, Direction};
 use crate::state::{StateError, StateStore};
 
@@ -405,11 +403,6 @@ impl Consumer for Outbound {
     }
 }
 
-/// The status the API reports for a message the projection has not read yet.
-pub fn requested_status() -> Status {
-    Status::Pending
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -420,7 +413,7 @@ mod tests {
     use crate::event::Event;
     use crate::gates::TenDlc;
     use crate::log::sled::{SledLog, SledOptions};
-    use crate::outbound::MessageRequest;
+    use crate::outbound::{MessageRequest, Status};
     use chrono::TimeZone;
     use tokio::sync::watch;
 

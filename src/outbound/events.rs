@@ -333,6 +333,16 @@ impl OutboundRecord {
     /// The record ready to append. A request comes from a holder of the admin token; the
     /// rest are written by hooklog itself.
     pub fn to_verified(&self, at: Micros) -> Verified {
+        let verification = match self {
+            OutboundRecord::Request(_) => Verification::AdminToken,
+            _ => Verification::Internal,
+        };
+        self.to_verified_as(at, verification)
+    }
+
+    /// The record ready to append, authenticated as `verification` (an operator's line
+    /// change comes with the admin token).
+    pub fn to_verified_as(&self, at: Micros, verification: Verification) -> Verified {
         let (source, route) = self.placement();
         let body = match self {
             OutboundRecord::Request(b) => serde_json::to_vec(b),
@@ -344,10 +354,6 @@ impl OutboundRecord {
         }
         // Plain structs of strings, numbers and enums: serde_json cannot fail on them.
         .unwrap_or_default();
-        let verification = match self {
-            OutboundRecord::Request(_) => Verification::AdminToken,
-            _ => Verification::Internal,
-        };
         Verified::new(
             at,
             source,

@@ -8,5 +8,6 @@ mod consumers;
 mod crash;
 mod edge;
 mod fixtures;
+mod outbound;
 mod postgres;
 mod util;

@@ -154,6 +154,42 @@ impl TestServer {
         .into_status_body()
     }
 
+    /// An admin request with the token and a JSON body.
+    pub fn admin_send(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        request(
+            self.admin,
+            method,
+            path,
+            &[
+                ("authorization", &format!("Bearer {}", self.token)),
+                ("content-type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .into_status_body()
+    }
+
+    /// Polls `GET path` until `done` holds for the JSON answer (10 s at most).
+    pub fn admin_until(
+        &self,
+        path: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (code, body) = self.admin_get(path);
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if code == 200 && done(&v) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "GET {path} never got there; last answer {code}: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The log status through the admin API.
     pub fn status(&self) -> Status {
         let (code, body) = self.admin_get("/admin/status");
