@@ -97,6 +97,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => {
+            #[cfg(debug_assertions)]
+            let config = debug_clock(config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -114,6 +116,20 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Debug builds only (the crash tests run the real binary at a chosen hour, because quiet
+/// hours make "send now" depend on it): `HOOKLOG_DEBUG_CLOCK_START=<RFC 3339>` starts the
+/// outbound path's clock there. Release builds do not contain this.
+#[cfg(debug_assertions)]
+fn debug_clock(mut config: Config) -> anyhow::Result<Config> {
+    if let Ok(start) = std::env::var("HOOKLOG_DEBUG_CLOCK_START") {
+        let at = chrono::DateTime::parse_from_rfc3339(&start)
+            .with_context(|| format!("HOOKLOG_DEBUG_CLOCK_START=`{start}` is not RFC 3339"))?;
+        config.clock = hooklog::clock::Clock::starting_at(at.with_timezone(&chrono::Utc));
+        tracing::warn!(start = %start, "debug build: the outbound clock is shifted");
+    }
+    Ok(config)
 }
 
 fn init_tracing(format: LogFormat) {

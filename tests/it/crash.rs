@@ -15,7 +15,7 @@ use rand::Rng;
 use crate::edge::{twilio_sms, BASE, TOKEN};
 use crate::util;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -23,12 +23,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Daemon {
-    child: Child,
-    public: SocketAddr,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) public: SocketAddr,
 }
 
 fn spawn_daemon(data_dir: &Path, ports: &mut (u16, u16)) -> Daemon {
+    spawn_daemon_with(data_dir, ports, &[])
+}
+
+/// [`spawn_daemon`] with more environment (a configuration file, provider URLs).
+pub(crate) fn spawn_daemon_with(
+    data_dir: &Path,
+    ports: &mut (u16, u16),
+    extra: &[(&str, String)],
+) -> Daemon {
     // A port found free can be taken by another test before the daemon binds it; the daemon
     // then exits at once, and we try again on new ports.
     for _attempt in 0..5 {
@@ -43,6 +52,7 @@ fn spawn_daemon(data_dir: &Path, ports: &mut (u16, u16)) -> Daemon {
             .env("HOOKLOG_SERVER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
             .env("HOOKLOG_TWILIO_AUTH_TOKENS", TOKEN)
             .env("HOOKLOG_SERVER_PUBLIC_URLS", BASE)
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin;
+#[path = "../common/mod.rs"]
+mod common;
 mod consumers;
 mod crash;
 mod edge;
