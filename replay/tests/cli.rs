@@ -783,7 +783,7 @@ fn dead_letters_of_an_unknown_consumer_is_an_error_not_an_empty_list() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         stderr(&o).trim(),
-        "hooklog-replay: no consumer named `nope` (known: compliance, dedup, staleness)"
+        "hooklog-replay: no consumer named `nope` (known: compliance, dedup, outbound, staleness)"
     );
 }
 
@@ -839,7 +839,7 @@ fn redrive_of_an_unknown_consumer_exits_1_naming_the_running_ones() {
     assert_eq!(
         stderr(&o).trim(),
         "hooklog-replay: cannot redrive nope: no consumer named `nope` (running: compliance, \
-         dedup, staleness)"
+         dedup, outbound, staleness)"
     );
 }
 
@@ -855,7 +855,7 @@ fn rewind_dry_run_reports_a_rebuild_and_changes_nothing() {
     assert_eq!(
         lines[0],
         serde_json::json!({"consumer": "dedup", "from_cursor": 3, "to_cursor": 0,
-            "replay": 3, "rebuild": true, "dry_run": true})
+            "replay": 3, "rebuild": true, "redeliver": false, "dry_run": true})
     );
     let text = stdout(&ok(daemon.run(&[
         "rewind",
@@ -956,7 +956,7 @@ fn rewind_of_an_unknown_consumer_exits_1_naming_the_running_ones() {
     assert_eq!(
         stderr(&o).trim(),
         "hooklog-replay: cannot rewind nope: no consumer named `nope` (running: compliance, \
-         dedup, staleness)"
+         dedup, outbound, staleness)"
     );
     assert!(stdout(&o).is_empty());
 }
@@ -988,20 +988,22 @@ fn rewind_since_a_date_is_accepted() {
         assert_eq!(report["rebuild"], true, "{report}");
         assert_eq!(report["to_cursor"], 0, "{report}");
     }
-    // --redeliver is passed on, and the text says the daemon ignores it for now.
-    let o = ok(daemon.run(&[
+    // --redeliver reaches the daemon, which refuses it for a consumer without effects.
+    let o = daemon.run(&[
         "rewind",
         "staleness",
         "--since",
         "2026-01-01",
         "--dry-run",
         "--redeliver",
-    ]));
+    ]);
+    assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("ignores it at this stage"),
+        stderr(&o).contains("staleness has no irreversible effects to redeliver"),
         "{}",
         stderr(&o)
     );
+    let o = ok(daemon.run(&["rewind", "staleness", "--since", "2026-01-01", "--dry-run"]));
     assert!(
         stdout(&o).starts_with("staleness: would move the cursor "),
         "{}",
