@@ -434,7 +434,7 @@ fn every_fixture_lands_in_the_right_tables_with_the_right_columns() {
     assert_eq!(db.count("select count(*) from $S.sms_optouts"), 1);
     assert_eq!(
         db.one("select applied from (select string_agg(version::text, ',') as applied from $S.hooklog_schema_migrations) m"),
-        Some("1".into()),
+        Some("1,2".into()),
         "migrated at start-up"
     );
 }
@@ -443,6 +443,9 @@ fn every_fixture_lands_in_the_right_tables_with_the_right_columns() {
 fn a_rewind_to_zero_leaves_every_table_identical() {
     let db = Db::new();
     let dir = tempfile::tempdir().unwrap();
+    // Records of the outbound path first (no route writes them yet): messages, dispatch
+    // results, line changes.
+    outbound::logged(dir.path(), &outbound::sample());
     let s = fixture_server(
         &db,
         &base_url(),
@@ -471,6 +474,10 @@ fn a_rewind_to_zero_leaves_every_table_identical() {
     db.exec("update $S.openphone_messages set body = 'tampered', status = 'sent', status_rank = 0");
     db.exec("delete from $S.twilio_calls");
     db.exec("update $S.omni_events set payload = '{}'");
+    // A message row is rewritten only by records past its `last_seq`: deleted, it is
+    // rebuilt from its request.
+    db.exec("delete from $S.outbound_messages");
+    db.exec("delete from $S.agent_dispatches");
     assert_ne!(db.hashes(), before);
 
     let r = util::request(
@@ -1376,7 +1383,7 @@ mod outbound {
     use super::{direct_sink, Db};
 
     /// The records appended to a real log in a fresh directory, read back as the sink gets them.
-    fn logged(dir: &Path, records: &[OutboundRecord]) -> Vec<Event> {
+    pub(super) fn logged(dir: &Path, records: &[OutboundRecord]) -> Vec<Event> {
         let log = hooklog::log::sled::SledLog::open(
             &hooklog::log_dir(dir),
             &hooklog::log::sled::SledOptions::default(),
@@ -1685,6 +1692,24 @@ mod outbound {
             ),
             1
         );
+    }
+
+    /// A bit of everything: a sent message, a held then refused one, dispatch results, a
+    /// line blocked and unblocked.
+    pub(super) fn sample() -> Vec<OutboundRecord> {
+        vec![
+            request(1),
+            request(2),
+            decision(1, Verdict::Allow, 1, "2026-11-30T12:00:01Z"),
+            decision(2, Verdict::Hold, 1, "2026-11-30T23:30:00Z"),
+            dispatched(1, "acquisitions", "delivered"),
+            attempt(1),
+            line("blocked", "A2P campaign suspended"),
+            result(1, SendStatus::Sent),
+            decision(2, Verdict::Refuse, 2, "2026-12-01T16:00:00Z"),
+            line("unblocked", "campaign approved again"),
+            dispatched(2, "atlas", "dead_lettered"),
+        ]
     }
 
     fn dispatched(event_seq: u64, agent: &str, outcome: &str) -> OutboundRecord {
