@@ -42,6 +42,19 @@
 //! for dedup's verdicts (upstream `dedup`) and for the suppression list (upstream
 //! `compliance`, whose entries changed by the batch's records go to `sms_optouts`).
 //!
+//! # The outbound path
+//!
+//! Records of the outbound path ([`OutboundRecord`]) give rows besides their `omni_events`
+//! one. A dispatch result is one `agent_dispatches` row keyed on its own seq (written once), a
+//! line change upserts `outbound_lines` (the higher seq wins). A message's row is not a
+//! function of one record but the fold [`crate::outbound::apply`] of all its records, so it is
+//! computed in the batch's transaction: the stored messages the batch's records are about are
+//! read (`state`, locked), the records applied in log order, and the messages that changed
+//! upserted whole. `apply` ignores a record at or below a message's `last_seq` and a request
+//! never replaces a stored message, so a batch applied again (a redrive, a rewind) writes
+//! nothing new. A record for a message whose request was never projected is skipped with a
+//! warning, as is an outbound record whose body cannot be read (its `omni_events` row stays).
+//!
 //! # Failures
 //!
 //! A connection or server error fails the batch transiently: the driver backs off
@@ -65,6 +78,7 @@ use super::{Batch, BatchError, Consumer, RewindMode};
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::event::{Event, Seq, Source};
 use crate::metrics::Metrics;
+use crate::outbound::{Message, OutboundRecord};
 use crate::parse::{self, Data, Direction, Kind};
 use crate::postgres::tables::{self, Params, Row, Table};
 use crate::postgres::{self as pg, describe, PgError, PostgresConfig};
@@ -155,6 +169,7 @@ struct Sql {
     upserts: Vec<(&'static Table, String)>,
     init_cursor: String,
     read_cursor: String,
+    load_messages: String,
     advance: String,
     rewind: String,
 }
@@ -170,6 +185,9 @@ impl Sql {
                 "insert into {q}.hooklog_cursors (name, seq, epoch) values ($1, 0, 0) on conflict (name) do nothing"
             ),
             read_cursor: format!("select seq, epoch from {q}.hooklog_cursors where name = $1"),
+            load_messages: format!(
+                "select id, state::text from {q}.outbound_messages where id = any($1) for update"
+            ),
             advance: format!(
                 "update {q}.hooklog_cursors set seq = greatest(seq, $2), updated_at = now() \
                  where name = $1 and seq = $3 and epoch = $4"
@@ -220,6 +238,9 @@ impl From<StateError> for Failure {
 struct Planned {
     seq: Seq,
     rows: Vec<Row>,
+    /// A record that changes an outbound message (request, decision, attempt, result): its
+    /// row depends on the message's stored state, so it is folded in the transaction.
+    message: Option<OutboundRecord>,
 }
 
 /// What turns records into rows: owned, so it runs on a blocking thread while the previous
@@ -249,9 +270,29 @@ impl Planner {
             if verdict == Verdict::Original {
                 optouts_changed |= touches_optouts(event, parsed);
             }
+            let mut rows = pg::rows::project(event, parsed, verdict, self.dedup_ttl);
+            let mut message = None;
+            // Duplicates stay in omni_events only, like every other record.
+            if verdict == Verdict::Original {
+                match OutboundRecord::decode(event) {
+                    None => {}
+                    Some(Err(error)) => {
+                        // Only hooklog writes these; the record stays in omni_events.
+                        tracing::warn!(%error, "unreadable outbound record: only its omni_events row is written");
+                    }
+                    Some(Ok(OutboundRecord::Dispatch(d))) => {
+                        rows.push(pg::rows::dispatch_row(event.seq.0, &d));
+                    }
+                    Some(Ok(OutboundRecord::Line(l))) => {
+                        rows.push(pg::rows::line_row(event.seq.0, &l));
+                    }
+                    Some(Ok(record)) => message = Some(record),
+                }
+            }
             planned.push(Planned {
                 seq: event.seq,
-                rows: pg::rows::project(event, parsed, verdict, self.dedup_ttl),
+                rows,
+                message,
             });
         }
         if optouts_changed {
@@ -308,12 +349,55 @@ impl Commit {
         }
     }
 
+    /// The `outbound_messages` rows of the batch's message records: the stored messages they
+    /// are about (read in this transaction, locked), with the records folded in.
+    async fn messages(&self) -> Result<Vec<Row>, Failure> {
+        let records: Vec<(u64, &OutboundRecord)> = self
+            .planned
+            .iter()
+            .filter_map(|p| p.message.as_ref().map(|m| (p.seq.0, m)))
+            .collect();
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = records
+            .iter()
+            .filter_map(|(_, r)| pg::rows::message_id(r))
+            .map(|id| id.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let stored = self
+            .client
+            .query_typed(&self.sql.load_messages, &[(&ids, Type::TEXT_ARRAY)])
+            .await?;
+        let mut messages = HashMap::with_capacity(stored.len());
+        for row in stored {
+            let id: String = row.try_get(0)?;
+            let state: String = row.try_get(1)?;
+            let message: Message = serde_json::from_str(&state).map_err(|e| {
+                // Someone edited the row: isolate the record rather than overwrite it.
+                Failure::Data(format!(
+                    "outbound_messages.state of {id} cannot be read: {e}"
+                ))
+            })?;
+            messages.insert(id, message);
+        }
+        let changed = pg::rows::fold_messages(&mut messages, &records);
+        Ok(changed
+            .iter()
+            .filter_map(|id| messages.get(id))
+            .map(pg::rows::message_row)
+            .collect())
+    }
+
     async fn transaction(&self) -> Result<i64, Failure> {
+        let client = &self.client;
+        client.batch_execute("begin").await?;
+        let messages = self.messages().await?;
         let mut by_table: HashMap<&'static str, Vec<&Row>> = HashMap::new();
-        for p in &self.planned {
-            for row in &p.rows {
-                by_table.entry(row.table.name).or_default().push(row);
-            }
+        for row in self.planned.iter().flat_map(|p| &p.rows).chain(&messages) {
+            by_table.entry(row.table.name).or_default().push(row);
         }
         let mut statements: Vec<(&str, Vec<(Params, Type)>)> = Vec::new();
         let mut counts: Vec<(&'static str, usize)> = Vec::new();
@@ -344,8 +428,6 @@ impl Commit {
             (&self.expected, Type::INT8),
             (&self.epoch, Type::INT8),
         ];
-        let client = &self.client;
-        client.batch_execute("begin").await?;
         // Sent back to back (tokio-postgres pipelines requests issued together); the server
         // runs them in order, and the first error aborts the transaction.
         let upserts = futures_util::future::try_join_all(

@@ -8,6 +8,9 @@
 //!   messages and calls (recording and transcription callbacks attach to the call); SalesMsg
 //!   events. A record of an unknown kind, or without the id its table is keyed on, gives the
 //!   `omni_events` row only.
+//! - Records of the outbound path give `agent_dispatches` ([`dispatch_row`]) and
+//!   `outbound_lines` ([`line_row`]) rows; message records are folded into the stored
+//!   message ([`fold_messages`], [`message_row`]) by the sink, in its transaction.
 //! - Text never carries NUL (Postgres refuses it in `text` and `jsonb`): it is replaced by
 //!   U+FFFD in columns, and a body holding one is stored base64 in `payload`.
 //!
@@ -18,10 +21,15 @@ use base64::Engine;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value};
 
+use std::collections::{BTreeSet, HashMap};
+
 use super::tables::{self, int8, text, texts, ts, Cell, JsonDoc, Row};
 use crate::consumers::compliance::OptOutEntry;
 use crate::consumers::dedup::Verdict;
 use crate::event::{Event, Source};
+use crate::outbound::{
+    self, Change, DispatchResult, LineChange, Message, MessageId, OutboundRecord,
+};
 use crate::parse::{self, Data, Direction, Kind, Parsed, Provider};
 
 /// The `kind` of a record that cannot be parsed.
@@ -609,6 +617,139 @@ pub fn optout_row(e: &OptOutEntry) -> Row {
         .set("reason", text(clean(&e.reason)))
 }
 
+// ---------------------------------------------------------------------------------------------
+// The outbound path
+
+/// An RFC 3339 stamp of a record (written by hooklog); `None` if it cannot be read.
+fn rfc3339(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn json_of<T: serde::Serialize>(v: &T) -> Cell {
+    // Plain structs of strings, numbers and enums: serialising them cannot fail.
+    let v = serde_json::to_value(v).unwrap_or(Value::Null);
+    Cell::Json(Some(JsonDoc::Value(clean_json(v))))
+}
+
+fn int4(n: u32) -> Cell {
+    Cell::Int4(Some(i32::try_from(n).unwrap_or(i32::MAX)))
+}
+
+/// The `agent_dispatches` row of dispatch result record `seq`.
+pub fn dispatch_row(seq: u64, d: &DispatchResult) -> Row {
+    Row::new(&tables::AGENT_DISPATCHES)
+        .set("seq", int8(seq as i64))
+        .set("event_seq", int8(d.seq as i64))
+        .set("agent", text(clean(&d.agent)))
+        .set("idempotency_key", text(clean(&d.idempotency_key)))
+        .set("kind", text(clean(&d.kind)))
+        .set("outcome", text(clean(&d.outcome)))
+        .set("status", Cell::Int4(d.status.map(i32::from)))
+        .set("attempts", int4(d.attempts))
+        .set("latency_ms", int8(d.latency_ms))
+        .set("opted_out", Cell::Bool(Some(d.opted_out)))
+        .set("redelivery", Cell::Bool(Some(d.redelivery)))
+        .set("error", text(d.error.as_deref().map(clean)))
+        .set("at", ts_cell(rfc3339(&d.at)))
+}
+
+/// The `outbound_lines` row of line change record `seq`.
+pub fn line_row(seq: u64, l: &LineChange) -> Row {
+    Row::new(&tables::OUTBOUND_LINES)
+        .set("line_id", text(clean(&l.line_id)))
+        .set("state", text(clean(&l.state)))
+        .set("reason", text(clean(&l.reason)))
+        .set("at", ts_cell(rfc3339(&l.at)))
+        .set("seq", int8(seq as i64))
+}
+
+/// The `outbound_messages` row of a message: its columns, and the message itself in `state`.
+/// Text is cleaned of NUL like every column; the fold never reads the fields that could
+/// hold one (content, the numbers as given), so the state read back folds the same.
+pub fn message_row(m: &Message) -> Row {
+    let opt = |s: &Option<String>| text(s.as_deref().map(clean));
+    Row::new(&tables::OUTBOUND_MESSAGES)
+        .set("id", text(clean(m.id.as_str())))
+        .set("idempotency_key", opt(&m.idempotency_key))
+        .set("from_line", text(clean(&m.from)))
+        .set("line_id", opt(&m.line_id))
+        .set("from_number", opt(&m.from_number))
+        .set("provider", text(m.provider.map(|p| p.as_str().to_owned())))
+        .set("to_number", text(clean(&m.to)))
+        .set("to_e164", opt(&m.to_e164))
+        .set("content", text(clean(&m.content)))
+        .set("status", text(m.status.as_str().to_owned()))
+        .set("approved", Cell::Bool(Some(m.approved)))
+        .set("reasons", json_of(&m.reasons))
+        .set(
+            "hold_until",
+            ts_cell(m.hold_until.as_deref().and_then(rfc3339)),
+        )
+        .set("evaluations", int4(m.evaluations))
+        .set("attempts", int4(m.attempts))
+        .set("provider_message_id", opt(&m.provider_id))
+        .set("error", opt(&m.error))
+        .set("requested_at", ts_cell(rfc3339(&m.requested_at)))
+        .set("updated_at", ts_cell(rfc3339(&m.updated_at)))
+        .set("request_seq", int8(m.request_seq as i64))
+        .set("last_seq", int8(m.last_seq as i64))
+        .set("history", json_of(&m.history))
+        .set("state", json_of(m))
+}
+
+/// The id of the message a record of the outbound path is about (`None` for line changes
+/// and dispatch results).
+pub fn message_id(record: &OutboundRecord) -> Option<&MessageId> {
+    match record {
+        OutboundRecord::Request(r) => Some(&r.id),
+        OutboundRecord::Decision(d) => Some(&d.id),
+        OutboundRecord::Attempt(a) => Some(&a.id),
+        OutboundRecord::Result(r) => Some(&r.id),
+        OutboundRecord::Line(_) | OutboundRecord::Dispatch(_) => None,
+    }
+}
+
+/// Applies message records (`(seq, record)`, in log order) to `messages` (the stored ones
+/// the records are about, by id) with [`outbound::apply`]. A request creates its message
+/// unless it is already there; a record at or below a message's `last_seq` changes nothing,
+/// so a batch applied again (a replay, a rewind) leaves every message as it was. A record for
+/// a message never requested is skipped with a warning. Returns the ids of the messages that
+/// changed, in order.
+pub fn fold_messages(
+    messages: &mut HashMap<String, Message>,
+    records: &[(u64, &OutboundRecord)],
+) -> BTreeSet<String> {
+    let mut changed = BTreeSet::new();
+    for &(seq, record) in records {
+        let Some(id) = message_id(record) else {
+            continue;
+        };
+        let change = match record {
+            OutboundRecord::Request(r) => {
+                if !messages.contains_key(id.as_str()) {
+                    messages.insert(id.0.clone(), Message::requested(seq, r));
+                    changed.insert(id.0.clone());
+                }
+                continue;
+            }
+            OutboundRecord::Decision(d) => Change::Decision(d),
+            OutboundRecord::Attempt(a) => Change::Attempt(a),
+            OutboundRecord::Result(r) => Change::Result(r),
+            OutboundRecord::Line(_) | OutboundRecord::Dispatch(_) => continue,
+        };
+        let Some(message) = messages.get_mut(id.as_str()) else {
+            tracing::warn!(seq, id = %id, "outbound record for a message whose request was never projected; skipped");
+            continue;
+        };
+        if outbound::apply(message, seq, change) {
+            changed.insert(id.0.clone());
+        }
+    }
+    changed
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -775,5 +916,178 @@ mod tests {
         let sms_row = rows.iter().find(|r| r.table.name == "twilio_sms").unwrap();
         assert_eq!(sms_row.get("body"), Some(&text("a\u{fffd}b".to_owned())));
         assert!(value(payload(&sms)).get("body_base64").is_some());
+    }
+
+    mod outbound_path {
+        use super::*;
+        use crate::gates::{Provider as Line, Reason, ReasonCode};
+        use crate::outbound::{
+            GateDecision, MessageRequest, SendAttempt, SendResult, SendStatus, Status,
+            Verdict as Gate,
+        };
+
+        const ID: &str = "msg_0000000000001000000000000a";
+
+        fn request() -> OutboundRecord {
+            OutboundRecord::Request(MessageRequest {
+                id: MessageId(ID.into()),
+                idempotency_key: Some("k1".into()),
+                from: "quo-main".into(),
+                provider: None,
+                to: "(212) 555-0100".into(),
+                content: "a\0b".into(),
+                requested_at: "2026-11-30T12:00:00Z".into(),
+            })
+        }
+
+        fn allow() -> OutboundRecord {
+            OutboundRecord::Decision(GateDecision {
+                id: MessageId(ID.into()),
+                verdict: Gate::Allow,
+                reasons: vec![],
+                hold_until: None,
+                line_id: Some("quo-main".into()),
+                from_number: Some("+12125550199".into()),
+                provider: Some(Line::Openphone),
+                to: Some("+12125550100".into()),
+                evaluation: 1,
+                decided_at: "2026-11-30T12:00:01Z".into(),
+            })
+        }
+
+        fn attempt() -> OutboundRecord {
+            OutboundRecord::Attempt(SendAttempt {
+                id: MessageId(ID.into()),
+                attempt: 1,
+                provider: Line::Openphone,
+                from: "+12125550199".into(),
+                to: "+12125550100".into(),
+                redelivery: false,
+                at: "2026-11-30T12:00:02Z".into(),
+            })
+        }
+
+        fn failed() -> OutboundRecord {
+            OutboundRecord::Result(SendResult {
+                id: MessageId(ID.into()),
+                attempt: 1,
+                status: SendStatus::Failed,
+                outcome: "rejected".into(),
+                provider_id: None,
+                code: Some("21610".into()),
+                error: Some("unsubscribed recipient".into()),
+                reasons: vec![Reason::new(ReasonCode::RecipientOptedOut, "opted out")],
+                tries: 1,
+                at: "2026-11-30T12:00:03Z".into(),
+            })
+        }
+
+        #[test]
+        fn message_records_fold_into_the_stored_message_and_a_second_pass_changes_nothing() {
+            let records = [request(), allow(), attempt(), failed()];
+            let batch: Vec<(u64, &OutboundRecord)> = records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i as u64 + 5, r))
+                .collect();
+            let mut stored = HashMap::new();
+            // In two batches, the second starting from the stored message.
+            assert_eq!(fold_messages(&mut stored, &batch[..2]).len(), 1);
+            let changed = fold_messages(&mut stored, &batch[2..]);
+            assert_eq!(changed.into_iter().collect::<Vec<_>>(), [ID]);
+            let m = &stored[ID];
+            assert_eq!(m.status, Status::Failed);
+            assert_eq!((m.request_seq, m.last_seq, m.history.len()), (5, 8, 4));
+            // The same records again (a redrive, a rewind): nothing changes, nothing is written.
+            let before = m.clone();
+            assert!(fold_messages(&mut stored, &batch).is_empty());
+            assert_eq!(stored[ID], before);
+        }
+
+        #[test]
+        fn a_record_for_a_message_never_requested_is_skipped() {
+            let records = [allow(), attempt()];
+            let batch: Vec<(u64, &OutboundRecord)> = vec![(1, &records[0]), (2, &records[1])];
+            let mut stored = HashMap::new();
+            assert!(fold_messages(&mut stored, &batch).is_empty());
+            assert!(stored.is_empty());
+        }
+
+        #[test]
+        fn a_message_row_mirrors_the_message_and_carries_it_whole_in_state() {
+            let records = [request(), allow(), attempt(), failed()];
+            let batch: Vec<(u64, &OutboundRecord)> = records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i as u64 + 1, r))
+                .collect();
+            let mut stored = HashMap::new();
+            fold_messages(&mut stored, &batch);
+            let row = message_row(&stored[ID]);
+            assert_eq!(row.get("status"), Some(&text("failed".to_owned())));
+            assert_eq!(row.get("provider"), Some(&text("openphone".to_owned())));
+            assert_eq!(
+                row.get("to_number"),
+                Some(&text("(212) 555-0100".to_owned()))
+            );
+            assert_eq!(row.get("to_e164"), Some(&text("+12125550100".to_owned())));
+            assert_eq!(row.get("content"), Some(&text("a\u{fffd}b".to_owned())));
+            assert_eq!(row.get("attempts"), Some(&Cell::Int4(Some(1))));
+            assert_eq!(
+                row.get("requested_at"),
+                Some(&ts(rfc3339("2026-11-30T12:00:00Z")))
+            );
+            let Some(Cell::Json(Some(reasons))) = row.get("reasons") else {
+                panic!("reasons")
+            };
+            assert_eq!(
+                value(reasons.clone()),
+                serde_json::json!([{"code": "recipient_opted_out", "message": "opted out"}])
+            );
+            let Some(Cell::Json(Some(state))) = row.get("state") else {
+                panic!("state")
+            };
+            // The state folds on: it reads back as the message (NUL aside, which jsonb refuses).
+            let back: Message = serde_json::from_value(value(state.clone())).unwrap();
+            let mut expected = stored[ID].clone();
+            expected.content = "a\u{fffd}b".into();
+            assert_eq!(back, expected);
+        }
+
+        #[test]
+        fn dispatch_results_and_line_changes_are_rows_keyed_on_their_record() {
+            let d = DispatchResult {
+                seq: 7,
+                agent: "atlas".into(),
+                idempotency_key: "hooklog:7:k".into(),
+                kind: "call.completed".into(),
+                outcome: "delivered".into(),
+                status: Some(200),
+                attempts: 2,
+                latency_ms: 120,
+                opted_out: false,
+                redelivery: false,
+                error: None,
+                at: "2026-11-30T12:00:03Z".into(),
+            };
+            let row = dispatch_row(9, &d);
+            assert_eq!(row.key(), "9");
+            assert_eq!(row.get("event_seq"), Some(&int8(7)));
+            assert_eq!(row.get("status"), Some(&Cell::Int4(Some(200))));
+            let l = LineChange {
+                line_id: "quo-main".into(),
+                state: "blocked".into(),
+                reason: "A2P".into(),
+                at: "not a time".into(),
+            };
+            let row = line_row(11, &l);
+            assert_eq!(row.key(), "quo-main");
+            assert_eq!(row.get("seq"), Some(&int8(11)));
+            assert_eq!(
+                row.get("at"),
+                Some(&ts(None)),
+                "an unreadable stamp is null"
+            );
+        }
     }
 }

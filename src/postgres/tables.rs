@@ -36,6 +36,8 @@ pub enum Ty {
     Text,
     /// `bigint`
     Int8,
+    /// `integer`
+    Int4,
     /// `smallint`
     Int2,
     /// `boolean`
@@ -52,6 +54,7 @@ impl Ty {
     fn array_type(self) -> Type {
         match self {
             Ty::Int8 => Type::INT8_ARRAY,
+            Ty::Int4 => Type::INT4_ARRAY,
             Ty::Int2 => Type::INT2_ARRAY,
             Ty::Bool => Type::BOOL_ARRAY,
             Ty::Ts => Type::TIMESTAMPTZ_ARRAY,
@@ -63,6 +66,7 @@ impl Ty {
     fn sql_array(self) -> &'static str {
         match self {
             Ty::Int8 => "bigint[]",
+            Ty::Int4 => "integer[]",
             Ty::Int2 => "smallint[]",
             Ty::Bool => "boolean[]",
             Ty::Ts => "timestamptz[]",
@@ -375,6 +379,74 @@ pub static SMS_OPTOUTS: Table = Table {
     update_where: Some("excluded.seq >= t.seq"),
 };
 
+/// Outbound messages: the row is the fold of the message's records, computed by the sink
+/// from the stored `state` and the batch's records (`crate::postgres::rows::fold_messages`),
+/// so it is written whole. A row never goes back to an earlier record.
+pub static OUTBOUND_MESSAGES: Table = Table {
+    name: "outbound_messages",
+    columns: &[
+        col("id", Text, Key),
+        col("idempotency_key", Text, Always),
+        col("from_line", Text, Always),
+        col("line_id", Text, Always),
+        col("from_number", Text, Always),
+        col("provider", Text, Always),
+        col("to_number", Text, Always),
+        col("to_e164", Text, Always),
+        col("content", Text, Always),
+        col("status", Text, Always),
+        col("approved", Bool, Always),
+        col("reasons", Json, Always),
+        col("hold_until", Ts, Always),
+        col("evaluations", Int4, Always),
+        col("attempts", Int4, Always),
+        col("provider_message_id", Text, Always),
+        col("error", Text, Always),
+        col("requested_at", Ts, Always),
+        col("updated_at", Ts, Always),
+        col("request_seq", Int8, Always),
+        col("last_seq", Int8, Always),
+        col("history", Json, Always),
+        col("state", Json, Always),
+    ],
+    update_where: Some("excluded.last_seq >= t.last_seq"),
+};
+
+/// Agent dispatch results, one per result record: written once (a replay of the record
+/// changes nothing).
+pub static AGENT_DISPATCHES: Table = Table {
+    name: "agent_dispatches",
+    columns: &[
+        col("seq", Int8, Key),
+        col("event_seq", Int8, Always),
+        col("agent", Text, Always),
+        col("idempotency_key", Text, Always),
+        col("kind", Text, Always),
+        col("outcome", Text, Always),
+        col("status", Int4, Always),
+        col("attempts", Int4, Always),
+        col("latency_ms", Int8, Always),
+        col("opted_out", Bool, Always),
+        col("redelivery", Bool, Always),
+        col("error", Text, Always),
+        col("at", Ts, Always),
+    ],
+    update_where: Some("false"),
+};
+
+/// Each line's latest block state.
+pub static OUTBOUND_LINES: Table = Table {
+    name: "outbound_lines",
+    columns: &[
+        col("line_id", Text, Key),
+        col("state", Text, Always),
+        col("reason", Text, Always),
+        col("at", Ts, Always),
+        col("seq", Int8, Always),
+    ],
+    update_where: Some("excluded.seq >= t.seq"),
+};
+
 /// Every projected table, in the order a batch writes them.
 pub static TABLES: &[&Table] = &[
     &OMNI_EVENTS,
@@ -388,6 +460,9 @@ pub static TABLES: &[&Table] = &[
     &TWILIO_CALLS,
     &SALESMSG_EVENTS,
     &SMS_OPTOUTS,
+    &OUTBOUND_MESSAGES,
+    &AGENT_DISPATCHES,
+    &OUTBOUND_LINES,
 ];
 
 impl Table {
@@ -478,6 +553,8 @@ pub enum Cell {
     Text(Option<String>),
     /// `bigint`
     Int8(Option<i64>),
+    /// `integer`
+    Int4(Option<i32>),
     /// `smallint`
     Int2(Option<i16>),
     /// `boolean`
@@ -496,6 +573,7 @@ impl Cell {
         match ty {
             Text => Cell::Text(None),
             Int8 => Cell::Int8(None),
+            Int4 => Cell::Int4(None),
             Int2 => Cell::Int2(None),
             Bool => Cell::Bool(None),
             Ts => Cell::Ts(None),
@@ -508,6 +586,7 @@ impl Cell {
         match self {
             Cell::Text(_) => Text,
             Cell::Int8(_) => Int8,
+            Cell::Int4(_) => Int4,
             Cell::Int2(_) => Int2,
             Cell::Bool(_) => Bool,
             Cell::Ts(_) => Ts,
@@ -667,6 +746,8 @@ pub enum Params<'a> {
     Joined(Vec<Option<String>>),
     /// `bigint[]`
     Int8(Vec<Option<i64>>),
+    /// `integer[]`
+    Int4(Vec<Option<i32>>),
     /// `smallint[]`
     Int2(Vec<Option<i16>>),
     /// `boolean[]`
@@ -699,6 +780,14 @@ impl<'a> Params<'a> {
                         cells
                             .map(|cell| match cell {
                                 Cell::Int8(v) => *v,
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    Int4 => Params::Int4(
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Int4(v) => *v,
                                 _ => None,
                             })
                             .collect(),
@@ -755,6 +844,7 @@ impl<'a> Params<'a> {
             Params::Text(v) => v,
             Params::Joined(v) => v,
             Params::Int8(v) => v,
+            Params::Int4(v) => v,
             Params::Int2(v) => v,
             Params::Bool(v) => v,
             Params::Ts(v) => v,

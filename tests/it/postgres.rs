@@ -434,7 +434,7 @@ fn every_fixture_lands_in_the_right_tables_with_the_right_columns() {
     assert_eq!(db.count("select count(*) from $S.sms_optouts"), 1);
     assert_eq!(
         db.one("select applied from (select string_agg(version::text, ',') as applied from $S.hooklog_schema_migrations) m"),
-        Some("1".into()),
+        Some("1,2".into()),
         "migrated at start-up"
     );
 }
@@ -443,6 +443,9 @@ fn every_fixture_lands_in_the_right_tables_with_the_right_columns() {
 fn a_rewind_to_zero_leaves_every_table_identical() {
     let db = Db::new();
     let dir = tempfile::tempdir().unwrap();
+    // Records of the outbound path first (no route writes them yet): messages, dispatch
+    // results, line changes.
+    outbound::logged(dir.path(), &outbound::sample());
     let s = fixture_server(
         &db,
         &base_url(),
@@ -471,6 +474,10 @@ fn a_rewind_to_zero_leaves_every_table_identical() {
     db.exec("update $S.openphone_messages set body = 'tampered', status = 'sent', status_rank = 0");
     db.exec("delete from $S.twilio_calls");
     db.exec("update $S.omni_events set payload = '{}'");
+    // A message row is rewritten only by records past its `last_seq`: deleted, it is
+    // rebuilt from its request.
+    db.exec("delete from $S.outbound_messages");
+    db.exec("delete from $S.agent_dispatches");
     assert_ne!(db.hashes(), before);
 
     let r = util::request(
@@ -1275,10 +1282,10 @@ fn hooklog_migrate_applies_the_schema_once_and_records_it() {
     assert!(!ok && err.contains("postgres.url is not set"), "{err}");
     let (ok, out, err) = migrate(Some(&base_url()));
     assert!(ok, "{err}");
-    assert!(out.contains("applied [1]"), "{out}");
+    assert!(out.contains("applied [1, 2]"), "{out}");
     let (ok, out, _) = migrate(Some(&base_url()));
     assert!(
-        ok && out.contains("applied [], already present [1]"),
+        ok && out.contains("applied [], already present [1, 2]"),
         "{out}"
     );
     for t in hooklog::postgres::tables::TABLES {
@@ -1355,4 +1362,531 @@ fn a_graceful_stop_commits_the_batch_in_flight() {
         handed,
         "the batch in flight was committed before the stop"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The outbound path
+
+mod outbound {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use hooklog::consumers::Consumer;
+    use hooklog::event::{Event, Micros, Seq};
+    use hooklog::gates::{Provider, Reason, ReasonCode};
+    use hooklog::log::Log;
+    use hooklog::outbound::{
+        self, Change, DispatchResult, GateDecision, LineChange, Message, MessageId, MessageRequest,
+        OutboundRecord, SendAttempt, SendResult, SendStatus, Verdict,
+    };
+
+    use super::{direct_sink, Db};
+
+    /// The records appended to a real log in a fresh directory, read back as the sink gets them.
+    pub(super) fn logged(dir: &Path, records: &[OutboundRecord]) -> Vec<Event> {
+        let log = hooklog::log::sled::SledLog::open(
+            &hooklog::log_dir(dir),
+            &hooklog::log::sled::SledOptions::default(),
+            hooklog::metrics::Metrics::new(),
+        )
+        .unwrap();
+        for (i, r) in records.iter().enumerate() {
+            log.append(r.to_verified(Micros(1_776_000_000_000_000 + i as i64)))
+                .wait_blocking()
+                .unwrap();
+        }
+        let events = log.read(Seq(0), records.len() + 1).unwrap();
+        log.close().unwrap();
+        assert_eq!(events.len(), records.len());
+        events
+    }
+
+    fn id(n: u8) -> MessageId {
+        MessageId(format!("msg_00000000000010000000000{n:03x}"))
+    }
+
+    fn request(n: u8) -> OutboundRecord {
+        OutboundRecord::Request(MessageRequest {
+            id: id(n),
+            idempotency_key: Some(format!("key-{n}")),
+            from: "quo-main".into(),
+            provider: None,
+            to: "(212) 555-0100".into(),
+            content: format!("hello {n}"),
+            requested_at: "2026-11-30T12:00:00Z".into(),
+        })
+    }
+
+    fn decision(n: u8, verdict: Verdict, evaluation: u32, at: &str) -> OutboundRecord {
+        OutboundRecord::Decision(GateDecision {
+            id: id(n),
+            verdict,
+            reasons: match verdict {
+                Verdict::Allow => vec![],
+                Verdict::Hold => vec![Reason::new(ReasonCode::QuietHours, "quiet hours")],
+                Verdict::Refuse => vec![
+                    Reason::new(ReasonCode::RecipientOptedOut, "the recipient opted out"),
+                    Reason::new(ReasonCode::QuietHours, "quiet hours"),
+                ],
+            },
+            hold_until: (verdict == Verdict::Hold).then(|| "2026-12-01T16:00:00Z".into()),
+            line_id: Some("quo-main".into()),
+            from_number: Some("+12125550199".into()),
+            provider: Some(Provider::Openphone),
+            to: Some("+12125550100".into()),
+            evaluation,
+            decided_at: at.into(),
+        })
+    }
+
+    fn attempt(n: u8) -> OutboundRecord {
+        OutboundRecord::Attempt(SendAttempt {
+            id: id(n),
+            attempt: 1,
+            provider: Provider::Openphone,
+            from: "+12125550199".into(),
+            to: "+12125550100".into(),
+            redelivery: false,
+            at: "2026-12-01T16:00:02Z".into(),
+        })
+    }
+
+    fn result(n: u8, status: SendStatus) -> OutboundRecord {
+        OutboundRecord::Result(SendResult {
+            id: id(n),
+            attempt: 1,
+            status,
+            outcome: status.as_str().into(),
+            provider_id: (status == SendStatus::Sent).then(|| "AC123".into()),
+            code: None,
+            error: (status == SendStatus::Unknown).then(|| "no answer within 10 s".into()),
+            reasons: vec![],
+            tries: 1,
+            at: "2026-12-01T16:00:03Z".into(),
+        })
+    }
+
+    /// What `outbound::apply` makes of message `n`'s records, folded here in log order.
+    fn folded(events: &[Event], n: u8) -> Message {
+        let mut message: Option<Message> = None;
+        for e in events {
+            match OutboundRecord::decode(e).unwrap().unwrap() {
+                OutboundRecord::Request(r) if r.id == id(n) => {
+                    message = Some(Message::requested(e.seq.0, &r));
+                }
+                record => {
+                    let m = message.as_mut();
+                    let change = match &record {
+                        OutboundRecord::Decision(d) if d.id == id(n) => Change::Decision(d),
+                        OutboundRecord::Attempt(a) if a.id == id(n) => Change::Attempt(a),
+                        OutboundRecord::Result(r) if r.id == id(n) => Change::Result(r),
+                        _ => continue,
+                    };
+                    outbound::apply(m.unwrap(), e.seq.0, change);
+                }
+            }
+        }
+        message.unwrap()
+    }
+
+    /// The stored message `n` (its `state`), and its whole row as text.
+    fn stored(db: &Db, n: u8) -> (Message, String) {
+        let state = db
+            .one(&format!(
+                "select state::text from $S.outbound_messages where id = '{}'",
+                id(n)
+            ))
+            .unwrap();
+        let row = db
+            .one(&format!(
+                "select x::text from $S.outbound_messages x where id = '{}'",
+                id(n)
+            ))
+            .unwrap();
+        (serde_json::from_str(&state).unwrap(), row)
+    }
+
+    fn apply(db: &Db, sink: &mut hooklog::consumers::postgres::PostgresSink, events: &[Event]) {
+        db.rt.block_on(sink.handle(events)).unwrap();
+        db.rt.block_on(sink.flush()).unwrap();
+    }
+
+    #[test]
+    fn a_sent_message_is_one_row_equal_to_the_fold_that_a_replay_or_a_rewind_leaves_identical() {
+        let db = Db::new();
+        let dir = tempfile::tempdir().unwrap();
+        let at = "2026-11-30T12:00:01Z";
+        let events = logged(
+            dir.path(),
+            &[
+                request(1),
+                decision(1, Verdict::Allow, 1, at),
+                attempt(1),
+                result(1, SendStatus::Sent),
+            ],
+        );
+        let mut sink = direct_sink(&db, &events);
+        // In two batches: the second folds onto the message the first stored.
+        apply(&db, &mut sink, &events[..2]);
+        assert_eq!(
+            db.rows("select status, approved::text, attempts::text from $S.outbound_messages"),
+            [[
+                Some("pending".into()),
+                Some("true".into()),
+                Some("0".into())
+            ]]
+        );
+        apply(&db, &mut sink, &events[2..]);
+        assert_eq!(db.cursor(), 4);
+        assert_eq!(db.count("select count(*) from $S.outbound_messages"), 1);
+        let (message, row) = stored(&db, 1);
+        assert_eq!(message, folded(&events, 1));
+        assert_eq!(
+            db.rows(
+                "select status, provider_message_id, jsonb_array_length(history)::text, \
+                 attempts::text, evaluations::text, request_seq::text, last_seq::text, \
+                 provider, from_line, line_id, from_number, to_number, to_e164, content, \
+                 idempotency_key, (requested_at = '2026-11-30T12:00:00Z')::text, \
+                 (updated_at = '2026-12-01T16:00:03Z')::text, reasons::text \
+                 from $S.outbound_messages"
+            ),
+            [[
+                "sent",
+                "AC123",
+                "4",
+                "1",
+                "1",
+                "1",
+                "4",
+                "openphone",
+                "quo-main",
+                "quo-main",
+                "+12125550199",
+                "(212) 555-0100",
+                "+12125550100",
+                "hello 1",
+                "key-1",
+                "true",
+                "true",
+                "[]"
+            ]
+            .map(|s| Some(s.to_owned()))]
+        );
+        assert_eq!(
+            db.rows(
+                "select s->>'event' from $S.outbound_messages, jsonb_array_elements(history) s"
+            ),
+            ["requested", "allowed", "attempt", "sent"].map(|s| vec![Some(s.to_owned())])
+        );
+        let hashes = db.hashes();
+
+        // The same batch again (a redrive: at or below the committed cursor).
+        apply(&db, &mut sink, &events);
+        assert_eq!(stored(&db, 1).1, row);
+        // A rewind to 0, replayed record by record.
+        db.rt.block_on(sink.move_committed_cursor(Seq(0))).unwrap();
+        assert_eq!(db.cursor(), 0);
+        for e in &events {
+            apply(&db, &mut sink, std::slice::from_ref(e));
+        }
+        assert_eq!(db.cursor(), 4);
+        assert_eq!(stored(&db, 1).1, row);
+        assert_eq!(db.hashes(), hashes, "every table as it was");
+    }
+
+    #[test]
+    fn a_held_message_allowed_later_can_end_unknown_and_a_refused_one_keeps_its_reasons() {
+        let db = Db::new();
+        let dir = tempfile::tempdir().unwrap();
+        let events = logged(
+            dir.path(),
+            &[
+                request(1),
+                decision(1, Verdict::Hold, 1, "2026-11-30T23:30:00Z"),
+                request(2),
+                decision(2, Verdict::Refuse, 1, "2026-11-30T23:30:01Z"),
+                // A late second decision for the refused message changes nothing.
+                decision(2, Verdict::Allow, 2, "2026-11-30T23:30:02Z"),
+                decision(1, Verdict::Allow, 2, "2026-12-01T16:00:00Z"),
+                attempt(1),
+                result(1, SendStatus::Unknown),
+            ],
+        );
+        let mut sink = direct_sink(&db, &events);
+        apply(&db, &mut sink, &events[..2]);
+        assert_eq!(
+            db.rows(
+                "select status, hold_until = '2026-12-01T16:00:00Z', reasons->0->>'code' \
+                 from $S.outbound_messages"
+            ),
+            [[
+                Some("held".into()),
+                Some("t".into()),
+                Some("quiet_hours".into())
+            ]]
+        );
+        apply(&db, &mut sink, &events[2..5]);
+        apply(&db, &mut sink, &events[5..]);
+
+        let (held, _) = stored(&db, 1);
+        assert_eq!(held, folded(&events, 1));
+        assert_eq!(
+            db.rows(&format!(
+                "select status, evaluations::text, attempts::text, hold_until is null, error, \
+                 provider_message_id is null from $S.outbound_messages where id = '{}'",
+                id(1)
+            )),
+            [[
+                Some("unknown".into()),
+                Some("2".into()),
+                Some("1".into()),
+                Some("t".into()),
+                Some("no answer within 10 s".into()),
+                Some("t".into())
+            ]]
+        );
+        assert_eq!(
+            db.rows(&format!(
+                "select s->>'event' from $S.outbound_messages, jsonb_array_elements(history) s \
+                 where id = '{}'",
+                id(1)
+            )),
+            ["requested", "held", "allowed", "attempt", "unknown"]
+                .map(|s| vec![Some(s.to_owned())])
+        );
+
+        let (refused, _) = stored(&db, 2);
+        assert_eq!(refused, folded(&events, 2));
+        assert_eq!(
+            db.rows(&format!(
+                "select status, approved::text, last_seq::text, jsonb_array_length(history)::text \
+                 from $S.outbound_messages where id = '{}'",
+                id(2)
+            )),
+            [[
+                Some("refused".into()),
+                Some("false".into()),
+                Some("4".into()),
+                Some("2".into())
+            ]]
+        );
+        let reasons: serde_json::Value = serde_json::from_str(
+            &db.one(&format!(
+                "select reasons::text from $S.outbound_messages where id = '{}'",
+                id(2)
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            reasons,
+            serde_json::json!([
+                {"code": "recipient_opted_out", "message": "the recipient opted out"},
+                {"code": "quiet_hours", "message": "quiet hours"}
+            ])
+        );
+        assert_eq!(
+            db.count(
+                "select count(*) from $S.outbound_messages where status = 'refused' \
+                 and reasons @> '[{\"code\": \"recipient_opted_out\"}]'"
+            ),
+            1
+        );
+    }
+
+    /// A bit of everything: a sent message, a held then refused one, dispatch results, a
+    /// line blocked and unblocked.
+    pub(super) fn sample() -> Vec<OutboundRecord> {
+        vec![
+            request(1),
+            request(2),
+            decision(1, Verdict::Allow, 1, "2026-11-30T12:00:01Z"),
+            decision(2, Verdict::Hold, 1, "2026-11-30T23:30:00Z"),
+            dispatched(1, "acquisitions", "delivered"),
+            attempt(1),
+            line("blocked", "A2P campaign suspended"),
+            result(1, SendStatus::Sent),
+            decision(2, Verdict::Refuse, 2, "2026-12-01T16:00:00Z"),
+            line("unblocked", "campaign approved again"),
+            dispatched(2, "atlas", "dead_lettered"),
+        ]
+    }
+
+    fn dispatched(event_seq: u64, agent: &str, outcome: &str) -> OutboundRecord {
+        OutboundRecord::Dispatch(DispatchResult {
+            seq: event_seq,
+            agent: agent.into(),
+            idempotency_key: format!("hooklog:{event_seq}:k"),
+            kind: "message.received".into(),
+            outcome: outcome.into(),
+            status: (outcome == "delivered").then_some(202),
+            attempts: 2,
+            latency_ms: 850,
+            opted_out: false,
+            redelivery: false,
+            error: (outcome != "delivered").then(|| "gateway said 400".into()),
+            at: "2026-11-30T12:00:03Z".into(),
+        })
+    }
+
+    fn line(state: &str, reason: &str) -> OutboundRecord {
+        OutboundRecord::Line(LineChange {
+            line_id: "quo-main".into(),
+            state: state.into(),
+            reason: reason.into(),
+            at: "2026-11-30T12:00:04Z".into(),
+        })
+    }
+
+    #[test]
+    fn dispatch_results_land_in_agent_dispatches_once_even_when_the_batch_is_applied_twice() {
+        let db = Db::new();
+        let dir = tempfile::tempdir().unwrap();
+        let events = logged(
+            dir.path(),
+            &[
+                dispatched(7, "acquisitions", "delivered"),
+                line("blocked", "A2P campaign suspended"),
+                dispatched(7, "atlas", "rejected"),
+                line("unblocked", "campaign approved again"),
+            ],
+        );
+        let mut sink = direct_sink(&db, &events);
+        let expected = [
+            [
+                "1",
+                "7",
+                "acquisitions",
+                "delivered",
+                "202",
+                "2",
+                "850",
+                "hooklog:7:k",
+            ]
+            .map(Some),
+            ["3", "7", "atlas", "rejected", "", "2", "850", "hooklog:7:k"].map(Some),
+        ]
+        .map(|r| {
+            r.map(|c| c.filter(|s| !s.is_empty()).map(str::to_owned))
+                .to_vec()
+        })
+        .to_vec();
+        let query = "select seq::text, event_seq::text, agent, outcome, status::text, \
+                     attempts::text, latency_ms::text, idempotency_key \
+                     from $S.agent_dispatches order by seq";
+        apply(&db, &mut sink, &events);
+        assert_eq!(db.rows(query), expected);
+        // Applied again: once as a redrive, once after a rewind.
+        apply(&db, &mut sink, &events);
+        db.rt.block_on(sink.move_committed_cursor(Seq(0))).unwrap();
+        apply(&db, &mut sink, &events);
+        assert_eq!(db.cursor(), 4);
+        assert_eq!(db.rows(query), expected);
+        assert_eq!(
+            db.count("select count(*) from $S.agent_dispatches where event_seq = 7 and agent = 'atlas' and error = 'gateway said 400'"),
+            1
+        );
+        // The line's latest change wins, whatever is replayed.
+        assert_eq!(
+            db.rows("select line_id, state, reason, seq::text from $S.outbound_lines"),
+            [
+                ["quo-main", "unblocked", "campaign approved again", "4"]
+                    .map(|s| Some(s.to_owned()))
+            ]
+        );
+        db.rt.block_on(sink.move_committed_cursor(Seq(1))).unwrap();
+        apply(&db, &mut sink, &events[1..2]);
+        assert_eq!(
+            db.one("select state from $S.outbound_lines"),
+            Some("unblocked".into())
+        );
+    }
+
+    #[test]
+    fn migration_0002_applies_on_a_database_migrated_with_0001_only_and_twice_is_a_no_op() {
+        use hooklog::postgres::migrate::{migrate, migrate_up_to, Report, MIGRATIONS};
+        let db = Db::new();
+        let mut client = db
+            .rt
+            .block_on(hooklog::postgres::connect(
+                &super::base_url(),
+                None,
+                Duration::from_secs(10),
+            ))
+            .unwrap()
+            .client;
+        let tables = |db: &Db| {
+            db.rows(&format!(
+                "select table_name from information_schema.tables where table_schema = '{}' \
+                 and table_name in ('outbound_messages', 'agent_dispatches', 'outbound_lines') \
+                 order by 1",
+                db.schema
+            ))
+            .len()
+        };
+        let report = db
+            .rt
+            .block_on(migrate_up_to(&mut client, &db.schema, 1))
+            .unwrap();
+        assert_eq!(
+            report,
+            Report {
+                applied: vec![1],
+                present: vec![]
+            }
+        );
+        assert_eq!(tables(&db), 0);
+        db.exec("insert into $S.hooklog_cursors (name, seq, epoch) values ('postgres', 42, 3)");
+
+        let report = db.rt.block_on(migrate(&mut client, &db.schema)).unwrap();
+        assert_eq!(
+            report,
+            Report {
+                applied: vec![2],
+                present: vec![1]
+            }
+        );
+        assert_eq!(tables(&db), 3);
+        assert_eq!(
+            db.one("select seq::text || '/' || epoch::text from $S.hooklog_cursors"),
+            Some("42/3".into()),
+            "0001's rows are untouched"
+        );
+        assert_eq!(
+            db.one("select checksum from $S.hooklog_schema_migrations where version = 2"),
+            Some(MIGRATIONS[1].checksum())
+        );
+        let indexes = db.rows(&format!(
+            "select indexname from pg_indexes where schemaname = '{}' and tablename in \
+             ('outbound_messages', 'agent_dispatches') order by 1",
+            db.schema
+        ));
+        assert_eq!(
+            indexes,
+            [
+                "agent_dispatches_event",
+                "agent_dispatches_pkey",
+                "outbound_messages_idempotency_key",
+                "outbound_messages_pkey",
+                "outbound_messages_status",
+                "outbound_messages_to"
+            ]
+            .map(|s| vec![Some(s.to_owned())])
+        );
+
+        // Twice: nothing to do; and the file itself runs again without error.
+        let report = db.rt.block_on(migrate(&mut client, &db.schema)).unwrap();
+        assert_eq!(
+            report,
+            Report {
+                applied: vec![],
+                present: vec![1, 2]
+            }
+        );
+        db.exec(&format!(
+            "begin; set local search_path to \"{}\"; {} commit;",
+            db.schema, MIGRATIONS[1].sql
+        ));
+        assert_eq!(tables(&db), 3);
+    }
 }
