@@ -35,6 +35,8 @@ pub struct Metrics {
     pub consumer_dead_letters: IntGaugeVec,
     /// Failed batches (transient errors, retried) and poison records, by consumer and kind.
     pub consumer_errors: IntCounterVec,
+    /// Outbound sends by provider and result status (`sent`, `failed`, `unknown`, `refused`).
+    pub sends: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -136,6 +138,17 @@ impl Metrics {
                 &["consumer", "kind"],
             )
             .expect("valid metric");
+            let sends = IntCounterVec::new(
+                Opts::new(
+                    "hooklog_sends_total",
+                    "Outbound SMS send results by provider and status (sent, failed, unknown, refused)",
+                ),
+                &["provider", "status"],
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(sends.clone()))
+                .expect("registered once");
             for c in [&consumer_cursor, &consumer_lag, &consumer_dead_letters] {
                 registry
                     .register(Box::new(c.clone()))
@@ -178,6 +191,7 @@ impl Metrics {
                 consumer_processed,
                 consumer_dead_letters,
                 consumer_errors,
+                sends,
             }
         };
         m
