@@ -34,6 +34,7 @@ const SECTIONS: &[&str] = &[
     "staleness",
     "postgres",
     "salesmsg",
+    "sender",
     "alerts",
     "server",
     "twilio",
@@ -155,6 +156,8 @@ pub struct Config {
     pub compliance: crate::gates::ComplianceConfig,
     /// The sending lines (`[[lines]]`; file only, no environment override).
     pub lines: Vec<crate::gates::LineConfig>,
+    /// The outbound sender.
+    pub sender: crate::consumers::sender::SenderConfig,
 }
 
 impl Default for Config {
@@ -173,6 +176,7 @@ impl Default for Config {
             postgres: crate::postgres::PostgresConfig::default(),
             compliance: crate::gates::ComplianceConfig::default(),
             lines: Vec::new(),
+            sender: crate::consumers::sender::SenderConfig::default(),
         }
     }
 }
@@ -536,6 +540,7 @@ impl Config {
             ("staleness", self.staleness.validate()),
             ("postgres", self.postgres.validate()),
             ("compliance", self.compliance.validate()),
+            ("sender", self.sender.validate()),
         ] {
             if let Err(message) = result {
                 // The sections' messages start with the bare key name.

@@ -27,6 +27,7 @@ mod batches;
 pub mod compliance;
 pub mod dedup;
 pub mod postgres;
+pub mod sender;
 pub mod staleness;
 #[cfg(test)]
 mod testutil;
