@@ -1477,6 +1477,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_result_recorded_before_the_crash_closes_the_ledger_without_a_second_result() {
+        let w = world();
+        let (id, events) = allowed(&w, QUO_LINE, TO).await;
+        let mut s = sender(&w);
+        s.handle(&events).await.unwrap();
+        project(&w);
+        // The daemon stopped after the result was flushed, before the ledger said `done`.
+        s.put_ledger(&id, 1, LedgerState::Attempting, None).unwrap();
+        let mut restarted = sender(&w);
+        restarted.handle(&events).await.unwrap();
+        assert_eq!(w.quo.calls(), 1);
+        assert_eq!(results(&history(&w, &id)).len(), 1, "no redundant result");
+        assert!(w.alerts.taken().is_empty(), "nothing to check: it was sent");
+        let entry = restarted.ledger_entry(&id).unwrap().unwrap();
+        assert_eq!(
+            (entry.state, entry.status),
+            (LedgerState::Done, Some(SendStatus::Sent))
+        );
+    }
+
+    #[tokio::test]
     async fn twilio_21610_fails_the_message_and_appends_an_opt_out_that_compliance_projects() {
         let w = world();
         w.twilio.always(Outcome::OptedOut);
