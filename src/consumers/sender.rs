@@ -34,6 +34,10 @@
 //! | after the result, before `done`                        | the projection shows the result: the ledger is closed, nothing is appended; if the projection has not read it yet, a redundant `unknown` is appended (the projection ignores it) and an alert asks for a check |
 //! | after `done`, before the cursor was saved              | the batch is handled again; `done` skips the message        |
 //!
+//! When the log refuses an append (disk full), the batch fails and is retried: a refused
+//! attempt record undoes its ledger entry (nothing was called), and the records of a call
+//! that did happen are kept in memory and appended by the retry instead of an `unknown`.
+//!
 //! # Last-moment checks (fail closed)
 //!
 //! Between the decision and the call, time passes (a queue, a retry of the batch, a
