@@ -1501,6 +1501,127 @@ mod tests {
         );
     }
 
+    /// The log, refusing every append once `allowed` reaches 0 (a full disk).
+    struct Flaky {
+        inner: Arc<dyn Log>,
+        allowed: Mutex<Option<usize>>,
+    }
+
+    impl Flaky {
+        fn allow(&self, n: Option<usize>) {
+            *self.allowed.lock().unwrap() = n;
+        }
+    }
+
+    impl Log for Flaky {
+        fn append(&self, event: Verified) -> crate::log::AppendTicket {
+            let mut allowed = self.allowed.lock().unwrap();
+            match *allowed {
+                Some(0) => crate::log::AppendTicket::failed(crate::log::LogError::Storage(
+                    "disk full".into(),
+                )),
+                Some(n) => {
+                    *allowed = Some(n - 1);
+                    self.inner.append(event)
+                }
+                None => self.inner.append(event),
+            }
+        }
+        fn read(&self, after: Seq, limit: usize) -> Result<Vec<Event>, crate::log::LogError> {
+            self.inner.read(after, limit)
+        }
+        fn get(&self, seq: Seq) -> Result<Option<Event>, crate::log::LogError> {
+            self.inner.get(seq)
+        }
+        fn stats(&self) -> Result<crate::log::LogStats, crate::log::LogError> {
+            self.inner.stats()
+        }
+        fn cursor(&self, consumer: &str) -> Result<Seq, crate::log::LogError> {
+            self.inner.cursor(consumer)
+        }
+        fn store_cursor(&self, consumer: &str, seq: Seq) -> Result<(), crate::log::LogError> {
+            self.inner.store_cursor(consumer, seq)
+        }
+        fn cursors(&self) -> Result<Vec<(String, Seq)>, crate::log::LogError> {
+            self.inner.cursors()
+        }
+        fn watch_last_seq(&self) -> tokio::sync::watch::Receiver<Seq> {
+            self.inner.watch_last_seq()
+        }
+        fn is_writable(&self) -> bool {
+            self.inner.is_writable()
+        }
+        fn close(&self) -> Result<(), crate::log::LogError> {
+            self.inner.close()
+        }
+        fn state(&self) -> Arc<dyn StateStore> {
+            self.inner.state()
+        }
+    }
+
+    fn flaky_sender(w: &World) -> (Sender, Arc<Flaky>) {
+        let flaky = Arc::new(Flaky {
+            inner: w.log.clone(),
+            allowed: Mutex::new(None),
+        });
+        let s = Sender::new(
+            flaky.clone(),
+            w.outbound.clone(),
+            ComplianceConfig::default(),
+            lines(),
+            clients(w),
+            &SenderConfig::default(),
+            w.alerts.clone(),
+            w.metrics.clone(),
+        )
+        .unwrap()
+        .with_clock(Arc::new(noon_in_new_york));
+        (s, flaky)
+    }
+
+    #[tokio::test]
+    async fn an_attempt_the_log_refused_calls_nothing_and_the_retried_batch_sends_once() {
+        let w = world();
+        let (id, events) = allowed(&w, QUO_LINE, TO).await;
+        let (mut s, flaky) = flaky_sender(&w);
+        flaky.allow(Some(0));
+        let err = s.handle(&events).await.unwrap_err();
+        assert!(matches!(err, BatchError::Transient(_)), "{err:?}");
+        assert_eq!(w.quo.calls(), 0, "never called without its attempt record");
+        assert_eq!(s.ledger_entry(&id).unwrap(), None, "the guard was undone");
+        flaky.allow(None);
+        s.handle(&events).await.unwrap();
+        assert_eq!(w.quo.calls(), 1);
+        let r = results(&history(&w, &id));
+        assert_eq!((r.len(), r[0].status), (1, SendStatus::Sent));
+    }
+
+    #[tokio::test]
+    async fn a_result_the_log_refused_is_appended_by_the_retry_without_a_second_call() {
+        let w = world();
+        let (id, events) = allowed(&w, QUO_LINE, TO).await;
+        let (mut s, flaky) = flaky_sender(&w);
+        // The attempt record goes in; the result does not.
+        flaky.allow(Some(1));
+        assert!(s.handle(&events).await.is_err());
+        assert_eq!(w.quo.calls(), 1);
+        assert!(results(&history(&w, &id)).is_empty());
+        assert_eq!(
+            s.ledger_entry(&id).unwrap().unwrap().state,
+            LedgerState::Attempting
+        );
+        flaky.allow(None);
+        s.handle(&events).await.unwrap();
+        assert_eq!(w.quo.calls(), 1, "never called twice");
+        let r = results(&history(&w, &id));
+        assert_eq!(
+            (r.len(), r[0].status, r[0].provider_id.as_deref()),
+            (1, SendStatus::Sent, Some("AC1")),
+            "the real result, not `unknown`"
+        );
+        assert!(w.alerts.taken().is_empty());
+    }
+
     #[tokio::test]
     async fn twilio_21610_fails_the_message_and_appends_an_opt_out_that_compliance_projects() {
         let w = world();
