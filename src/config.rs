@@ -34,6 +34,7 @@ const SECTIONS: &[&str] = &[
     "staleness",
     "postgres",
     "salesmsg",
+    "sender",
     "alerts",
     "server",
     "twilio",
@@ -158,6 +159,8 @@ pub struct Config {
     /// The clock of the outbound path: the system clock, except in tests.
     #[serde(skip)]
     pub clock: crate::clock::Clock,
+    /// The outbound sender.
+    pub sender: crate::consumers::sender::SenderConfig,
 }
 
 impl Default for Config {
@@ -177,6 +180,7 @@ impl Default for Config {
             compliance: crate::gates::ComplianceConfig::default(),
             lines: Vec::new(),
             clock: crate::clock::Clock::system(),
+            sender: crate::consumers::sender::SenderConfig::default(),
         }
     }
 }
@@ -540,6 +544,7 @@ impl Config {
             ("staleness", self.staleness.validate()),
             ("postgres", self.postgres.validate()),
             ("compliance", self.compliance.validate()),
+            ("sender", self.sender.validate()),
         ] {
             if let Err(message) = result {
                 // The sections' messages start with the bare key name.

@@ -10,8 +10,9 @@
 //! - [`admin`]: the token-protected admin API used by `hooklog-replay`.
 //! - [`postgres`]: connections, migrations and the row projection of the Postgres (Supabase)
 //!   sync, whose consumer is [`consumers::postgres`].
-//! - [`gates`]: the outbound compliance gates (pure units; the sender comes later).
-//! - [`send`]: the provider send clients (Quo, Twilio), their rate limiter and 429 backoff.
+//! - [`gates`]: the outbound compliance gates (pure units, run by [`consumers::outbound`]).
+//! - [`send`]: the provider send clients (Quo, Twilio), their rate limiter and 429 backoff;
+//!   the consumer that uses them is [`consumers::sender`].
 //! - [`dispatch`]: agent routing rules, the gateway client and its circuit breaker.
 //! - [`outbound`]: the records of the outbound path (request, decision, attempt, result)
 //!   and the state of a message.
@@ -294,7 +295,8 @@ pub async fn run_with_log(
 }
 
 /// Starts the consumers of this stage: dedup, compliance (inbound), the Postgres sync (when
-/// `postgres.url` is set), and the staleness monitor.
+/// `postgres.url` is set), the sender (when enabled and a provider has send credentials),
+/// and the staleness monitor.
 fn start_consumers(
     config: &Config,
     log: &Arc<dyn Log>,
@@ -356,6 +358,34 @@ fn start_consumers(
         threads.push(consumers::spawn_on_thread(sink, sink_ctx, stop.clone()));
     } else {
         tracing::info!("no postgres.url: the Postgres sync is off (its cursor waits)");
+    }
+
+    let clients = consumers::sender::SendClients::from_config(config);
+    if !config.sender.enabled {
+        tracing::info!("sender.enabled = false: the sender is off (its cursor waits)");
+    } else if clients.is_empty() {
+        tracing::info!(
+            "no send credentials (openphone.api_key, or twilio.account_sid with an auth token): \
+             the sender is off (its cursor waits)"
+        );
+    } else {
+        tracing::info!(providers = ?clients.providers(), "the sender can send through these providers");
+        let sender = consumers::sender::Sender::new(
+            log.clone(),
+            outbound::OutboundStore::open(store.as_ref())?,
+            config.compliance.clone(),
+            config.lines.clone(),
+            clients,
+            &config.sender,
+            Arc::new(alerter.clone()),
+            metrics.clone(),
+        )?
+        .with_clock(config.clock);
+        threads.push(consumers::spawn_on_thread(
+            sender,
+            ctx.clone(),
+            stop.clone(),
+        ));
     }
 
     let monitor = staleness::StalenessMonitor::new(config.staleness.clone())

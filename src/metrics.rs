@@ -37,6 +37,8 @@ pub struct Metrics {
     pub consumer_errors: IntCounterVec,
     /// Outbound gate decisions, by verdict (allow, hold, refuse).
     pub outbound_decisions: IntCounterVec,
+    /// Outbound sends by provider and result status (`sent`, `failed`, `unknown`, `refused`).
+    pub sends: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -149,6 +151,17 @@ impl Metrics {
             registry
                 .register(Box::new(outbound_decisions.clone()))
                 .expect("registered once");
+            let sends = IntCounterVec::new(
+                Opts::new(
+                    "hooklog_sends_total",
+                    "Outbound SMS send results by provider and status (sent, failed, unknown, refused)",
+                ),
+                &["provider", "status"],
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(sends.clone()))
+                .expect("registered once");
             for c in [&consumer_cursor, &consumer_lag, &consumer_dead_letters] {
                 registry
                     .register(Box::new(c.clone()))
@@ -192,6 +205,7 @@ impl Metrics {
                 consumer_dead_letters,
                 consumer_errors,
                 outbound_decisions,
+                sends,
             }
         };
         m

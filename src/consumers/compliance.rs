@@ -7,6 +7,8 @@
 //! as opt-outs (compliance fails closed) and raise an alert so a human can review them.
 //! Operators add and remove entries through the admin API, which appends `internal` events
 //! (route [`ADMIN_ROUTE`]): the log stays the source of truth and a rebuild reproduces the list.
+//! The `sender` appends the same kind of record ([`OptOutChange`], naming the provider and
+//! line) when Twilio refuses a send with 21610.
 //!
 //! Records flagged duplicate by dedup (its upstream) are skipped. A record that cannot be
 //! parsed is poison (dead-lettered).
@@ -76,6 +78,28 @@ pub struct AdminChange {
     pub reason: Option<String>,
 }
 
+/// The body of an [`ADMIN_ROUTE`] record as this consumer reads it: an [`AdminChange`]
+/// (same JSON fields), plus where the change came from when hooklog itself appended it. The
+/// `sender` appends one when Twilio refuses a send with 21610 (the recipient unsubscribed at
+/// Twilio), so the evidence names the provider and the line rather than an operator. Both
+/// extra fields default to absent, so every record the admin API wrote reads as before.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OptOutChange {
+    /// `add` (suppress) or `remove` (lift).
+    pub action: String,
+    /// The number.
+    pub number: String,
+    /// Why (kept as evidence).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The provider that reported the opt-out (`twilio`); absent: an operator (`admin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The line the refused message was sent from, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+}
+
 /// Normalises a phone number to E.164; US numbers may come without `+1`.
 pub fn normalize_e164(raw: &str) -> Option<String> {
     let digits: String = raw.chars().filter(|c| c.is_ascii_digit()).collect();
@@ -102,15 +126,16 @@ pub fn list(store: &dyn StateStore) -> Result<Vec<OptOutEntry>, StateError> {
 
 /// Whether `number` is suppressed.
 pub fn is_suppressed(store: &dyn StateStore, number: &str) -> Result<bool, StateError> {
+    Ok(entry(store, number)?.is_some_and(|e| e.is_suppressed()))
+}
+
+/// The list's entry for `number` (suppressed or resubscribed), if any.
+pub fn entry(store: &dyn StateStore, number: &str) -> Result<Option<OptOutEntry>, StateError> {
     let Some(n) = normalize_e164(number) else {
-        return Ok(false);
+        return Ok(None);
     };
     let tree = store.tree(NAME, "suppression")?;
-    Ok(tree
-        .get(n.as_bytes())?
-        .map(|v| decode(&v))
-        .transpose()?
-        .is_some_and(|e| e.is_suppressed()))
+    tree.get(n.as_bytes())?.map(|v| decode(&v)).transpose()
 }
 
 fn decode(v: &[u8]) -> Result<OptOutEntry, StateError> {
@@ -239,7 +264,7 @@ impl Compliance {
             seq: event.seq,
             error,
         };
-        let change: AdminChange = serde_json::from_slice(&event.body)
+        let change: OptOutChange = serde_json::from_slice(&event.body)
             .map_err(|e| poison(format!("invalid opt-out change: {e}")))?;
         let number = normalize_e164(&change.number)
             .ok_or_else(|| poison(format!("`{}` is not a phone number", change.number)))?;
@@ -248,16 +273,20 @@ impl Compliance {
             "remove" => "resubscribed",
             other => return Err(poison(format!("unknown action `{other}`"))),
         };
+        let (provider, how) = match change.provider {
+            Some(p) => (p, "provider"),
+            None => ("admin".to_owned(), "admin"),
+        };
         self.put(&OptOutEntry {
             number,
             state: state.to_owned(),
             seq: event.seq.0,
-            provider: "admin".into(),
-            line: None,
+            reason: format!("{provider}:{}", change.action),
+            provider,
+            line: change.line,
             text: change.reason.unwrap_or_default(),
             at: event.received_at.to_rfc3339(),
-            how: "admin".into(),
-            reason: format!("admin:{}", change.action),
+            how: how.into(),
         })?;
         Ok(())
     }
@@ -408,6 +437,45 @@ mod tests {
             state_of(&store, "+15555550190").as_deref(),
             Some("resubscribed")
         );
+    }
+
+    #[test]
+    fn an_opt_out_reported_by_a_provider_keeps_the_provider_and_line_as_evidence() {
+        let store = MemState::default();
+        let change = OptOutChange {
+            action: "add".into(),
+            number: "+15555550191".into(),
+            reason: Some("Twilio 21610: unsubscribed recipient".into()),
+            provider: Some("twilio".into()),
+            line: Some("tw-main".into()),
+        };
+        let body = serde_json::to_string(&change).unwrap();
+        project(
+            &store,
+            &[event(1, T0, Source::Internal, ADMIN_ROUTE, &body)],
+        )
+        .unwrap();
+        let e = entry(&store, "+15555550191").unwrap().unwrap();
+        assert!(e.is_suppressed());
+        assert_eq!(
+            (e.provider.as_str(), e.line.as_deref(), e.how.as_str()),
+            ("twilio", Some("tw-main"), "provider")
+        );
+        assert!(e.text.contains("21610"), "{}", e.text);
+        // What the admin API writes has neither field and still reads as an operator's change.
+        let admin = serde_json::to_string(&AdminChange {
+            action: "add".into(),
+            number: "+15555550192".into(),
+            reason: None,
+        })
+        .unwrap();
+        project(
+            &store,
+            &[event(2, T0 + 1, Source::Internal, ADMIN_ROUTE, &admin)],
+        )
+        .unwrap();
+        let e = entry(&store, "+15555550192").unwrap().unwrap();
+        assert_eq!((e.provider.as_str(), e.line.as_deref()), ("admin", None));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod compliance;
 pub mod dedup;
 pub mod outbound;
 pub mod postgres;
+pub mod sender;
 pub mod staleness;
 #[cfg(test)]
 mod testutil;
