@@ -119,13 +119,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Debug builds only (the crash tests run the real binary at a chosen hour, because quiet
-/// hours make "send now" depend on it): `HOOKLOG_DEBUG_CLOCK_START=<RFC 3339>` starts the
+/// hours make "send now" depend on it): `DEBUG_HOOKLOG_CLOCK_START=<RFC 3339>` starts the
 /// outbound path's clock there. Release builds do not contain this.
 #[cfg(debug_assertions)]
 fn debug_clock(mut config: Config) -> anyhow::Result<Config> {
-    if let Ok(start) = std::env::var("HOOKLOG_DEBUG_CLOCK_START") {
+    if let Ok(start) = std::env::var("DEBUG_HOOKLOG_CLOCK_START") {
         let at = chrono::DateTime::parse_from_rfc3339(&start)
-            .with_context(|| format!("HOOKLOG_DEBUG_CLOCK_START=`{start}` is not RFC 3339"))?;
+            .with_context(|| format!("DEBUG_HOOKLOG_CLOCK_START=`{start}` is not RFC 3339"))?;
         config.clock = hooklog::clock::Clock::starting_at(at.with_timezone(&chrono::Utc));
         tracing::warn!(start = %start, "debug build: the outbound clock is shifted");
     }

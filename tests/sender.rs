@@ -88,7 +88,7 @@ fn sender(w: &World, clients: SendClients) -> Sender {
         Metrics::new(),
     )
     .unwrap()
-    .with_clock(Arc::new(noon_in_new_york))
+    .with_clock(hooklog::clock::Clock::starting_at(noon_in_new_york()))
 }
 
 fn twilio_client(fake: &FakeServer) -> SharedClient {

@@ -73,13 +73,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::compliance::{self, OptOutChange, ADMIN_ROUTE};
 use super::{Batch, BatchError, Consumer, RewindMode};
 use crate::alerts::{Alert, Severity};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::event::{Micros, Seq, Source, Verification, Verified};
 use crate::gates::{self, quiet_hours, ComplianceConfig, LineConfig, Provider, Reason, ReasonCode};
@@ -272,9 +272,6 @@ impl Window {
 
 const WINDOW_KEY: &[u8] = b"window";
 
-/// The time source (UTC now): quiet hours are checked against it. Injectable for tests.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
 /// How a provider is reached: its client and its limiter.
 #[derive(Clone)]
 struct Route {
@@ -407,7 +404,7 @@ impl Sender {
                 ..RetryPolicy::default()
             },
             connect_retries: 3,
-            clock: Arc::new(Utc::now),
+            clock: Clock::system(),
             blocked_here: HashMap::new(),
             opted_out_here: HashMap::new(),
             unrecorded: HashMap::new(),
@@ -451,14 +448,14 @@ impl Sender {
             attempt,
             state,
             status,
-            at: (self.clock)().to_rfc3339(),
+            at: self.clock.now().to_rfc3339(),
         };
         let json = serde_json::to_vec(&entry).map_err(|e| StateError::Storage(e.to_string()))?;
         self.ledger.insert(id.as_str().as_bytes(), &json)
     }
 
     fn now_rfc3339(&self) -> String {
-        (self.clock)().to_rfc3339()
+        self.clock.now().to_rfc3339()
     }
 
     /// Appends `records` in order and waits until they are durable; returns their seqs.
@@ -663,7 +660,7 @@ impl Sender {
                 "the decision resolved no line or provider",
             )),
         }
-        match quiet_hours::check(&self.compliance, to, (self.clock)()) {
+        match quiet_hours::check(&self.compliance, to, self.clock.now()) {
             Ok(c) if c.open => {}
             Ok(c) => reasons.push(Reason::new(
                 ReasonCode::QuietHours,
@@ -1064,7 +1061,7 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Instant;
 
-    use chrono::TimeZone;
+    use chrono::{DateTime, TimeZone, Utc};
 
     use super::*;
     use crate::alerts::Alerter;
@@ -1212,7 +1209,7 @@ mod tests {
             w.metrics.clone(),
         )
         .unwrap()
-        .with_clock(Arc::new(noon_in_new_york))
+        .with_clock(Clock::starting_at(noon_in_new_york()))
         .with_retry_policy(RetryPolicy {
             max_retries: 3,
             base: Duration::from_millis(1),
@@ -1575,7 +1572,7 @@ mod tests {
             w.metrics.clone(),
         )
         .unwrap()
-        .with_clock(Arc::new(noon_in_new_york));
+        .with_clock(Clock::starting_at(noon_in_new_york()));
         (s, flaky)
     }
 
@@ -1772,7 +1769,7 @@ mod tests {
         let (id, events) = allowed(&w, TWILIO_LINE, TO).await;
         // 03:00 in New York.
         let night = Utc.with_ymd_and_hms(2026, 11, 30, 8, 0, 0).unwrap();
-        let mut s = sender(&w).with_clock(Arc::new(move || night));
+        let mut s = sender(&w).with_clock(Clock::starting_at(night));
         s.handle(&events).await.unwrap();
         assert_eq!(w.twilio.calls(), 0);
         let r = &results(&history(&w, &id))[0];

@@ -19,6 +19,13 @@ ten_dlc = "approved"
 business_name = "Acme Homes"
 
 [[lines]]
+id = "tw-main"
+number = "+14155550199"
+provider = "twilio"
+ten_dlc = "approved"
+business_name = "Acme Homes"
+
+[[lines]]
 id = "tw-pending"
 number = "+13125550199"
 provider = "twilio"
@@ -198,4 +205,315 @@ fn an_opted_out_recipient_is_refused_on_every_line_with_the_reason() {
     );
     assert_eq!(m["status"], "refused");
     assert_eq!(m["reasons"][0]["code"], "recipient_opted_out");
+}
+
+/// The admin token a daemon generated in its data directory.
+fn token_of(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn admin_json(
+    admin: std::net::SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let r = crate::util::request(
+        admin,
+        method,
+        path,
+        &[("authorization", &format!("Bearer {token}"))],
+        body.as_bytes(),
+    );
+    (r.status, serde_json::from_str(&r.body).unwrap_or_default())
+}
+
+#[test]
+fn killing_the_daemon_between_a_send_attempt_and_its_result_leaves_the_message_unknown_not_sent_twice(
+) {
+    use crate::common::{FakeServer, Reply};
+    use std::time::{Duration, Instant};
+
+    // Quo takes the request and never answers: the daemon is killed while it waits.
+    let quo = FakeServer::start(Reply::Stall(Duration::from_secs(60)));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("hooklog.toml");
+    std::fs::write(&file, LINES).unwrap();
+    let data = tmp.path().join("data");
+    let env = [
+        ("HOOKLOG_CONFIG", file.display().to_string()),
+        ("HOOKLOG_OPENPHONE_API_KEY", "quo-test-key".to_owned()),
+        ("HOOKLOG_OPENPHONE_API_BASE", format!("http://{}", quo.addr)),
+        // Noon in New York on a weekday (debug builds only).
+        (
+            "DEBUG_HOOKLOG_CLOCK_START",
+            "2026-06-10T16:00:00Z".to_owned(),
+        ),
+    ];
+    let mut ports = (crate::crash::free_port(), crate::crash::free_port());
+    let mut daemon = crate::crash::spawn_daemon_with(&data, &mut ports, &env);
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], ports.1));
+    let token = token_of(&data);
+    let (code, v) = admin_json(
+        admin,
+        &token,
+        "POST",
+        "/v1/messages",
+        &serde_json::json!({"from": "quo-main", "to": "+12125550100", "content": BODY}).to_string(),
+    );
+    assert_eq!(code, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while quo.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the sender never called Quo");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    daemon.child.kill().unwrap(); // SIGKILL
+    daemon.child.wait().unwrap();
+
+    let mut daemon = crate::crash::spawn_daemon_with(&data, &mut ports, &env);
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], ports.1));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let m = loop {
+        let (_, m) = admin_json(admin, &token, "GET", &format!("/v1/messages/{id}"), "");
+        if m["status"] == "unknown" {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "never became unknown: {m}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(quo.requests().len(), 1, "never sent twice");
+    let steps: Vec<&str> = m["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["requested", "allowed", "attempt", "unknown"], "{m}");
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn settled(s: &TestServer, id: &str) -> serde_json::Value {
+    s.admin_until(&format!("/v1/messages/{id}"), |m| {
+        ["sent", "failed", "unknown", "refused"].contains(&m["status"].as_str().unwrap_or(""))
+    })
+}
+
+fn caught_up(s: &TestServer, consumer: &str) {
+    wait_for(&format!("{consumer} to catch up"), 15, || {
+        let st = s.status();
+        st.consumers
+            .iter()
+            .any(|c| c.name == consumer && c.cursor == st.log.last_seq)
+    });
+}
+
+#[test]
+fn an_outbound_request_is_gated_sent_once_and_visible_through_the_api_and_in_postgres() {
+    use crate::common::{answer, FakeServer};
+    use std::time::Duration;
+
+    let quo = FakeServer::start(answer(202, r#"{"data":{"id":"AC0001","status":"queued"}}"#));
+    let db = crate::postgres::Db::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = db.env(&crate::postgres::base_url());
+    let mut env: Vec<(&str, &str)> = pg.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let base = format!("http://{}", quo.addr);
+    env.push(("HOOKLOG_OPENPHONE_API_KEY", "quo-test-key"));
+    env.push(("HOOKLOG_OPENPHONE_API_BASE", &base));
+    let s = TestServer::start(outbound_config(tmp.path(), "", &env), None);
+
+    let (code, v) = post(
+        &s,
+        serde_json::json!({"from": "quo-main", "to": "+12125550100", "content": BODY, "idempotencyKey": "e2e-1"}),
+    );
+    assert_eq!(code, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let m = settled(&s, &id);
+    assert_eq!(m["status"], "sent", "{m}");
+    assert_eq!(m["provider_message_id"], "AC0001");
+    let calls = quo.requests();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].path, "/v1/messages");
+    assert_eq!(
+        calls[0].header("authorization"),
+        Some("quo-test-key"),
+        "no Bearer"
+    );
+    let body: serde_json::Value = serde_json::from_str(&calls[0].body).unwrap();
+    assert_eq!(body["from"], "+12125550199");
+    assert_eq!(body["to"], serde_json::json!(["+12125550100"]));
+    assert_eq!(body["content"], BODY);
+
+    // Visible in Postgres once the sink has read the result.
+    wait_for("the outbound row", 15, || {
+        let migrated = db
+            .one("select to_regclass('$S.outbound_messages')::text")
+            .is_some();
+        migrated
+            && db
+                .rows(&format!(
+                    "select status from $S.outbound_messages where id = '{id}'"
+                ))
+                .first()
+                .and_then(|r| r[0].clone())
+                .as_deref()
+                == Some("sent")
+    });
+    assert_eq!(
+        db.one(&format!(
+            "select provider_message_id from $S.outbound_messages where id = '{id}'"
+        )),
+        Some("AC0001".into())
+    );
+
+    // A rewind of the gates and of the sender to 0 re-projects and sends nothing.
+    let last = s.status().log.last_seq;
+    for c in ["outbound", "sender"] {
+        let (code, r) = s.admin_send(
+            "POST",
+            &format!("/admin/consumers/{c}/rewind"),
+            r#"{"to_seq":0}"#,
+        );
+        assert_eq!(code, 200, "{r}");
+    }
+    caught_up(&s, "outbound");
+    caught_up(&s, "sender");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(quo.requests().len(), 1, "a rewind sends nothing");
+    assert_eq!(s.status().log.last_seq, last, "and decides nothing again");
+    assert_eq!(settled(&s, &id)["status"], "sent");
+
+    // --redeliver sends it again, recorded as a redelivery.
+    let (code, r) = s.admin_send(
+        "POST",
+        "/admin/consumers/sender/rewind",
+        r#"{"to_seq":0,"redeliver":true}"#,
+    );
+    assert_eq!(code, 200, "{r}");
+    wait_for("the redelivery", 15, || quo.requests().len() == 2);
+    let m = s.admin_until(&format!("/v1/messages/{id}"), |m| {
+        m["history"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|s| s["event"] == "redelivery"))
+            && m["status"] == "sent"
+    });
+    assert_eq!(m["attempts"], 2, "{m}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(quo.requests().len(), 2, "redelivered once");
+}
+
+/// The server with Twilio's send API at `twilio`.
+fn twilio_server(dir: &Path, twilio: &crate::common::FakeServer) -> TestServer {
+    let base = format!("http://{}", twilio.addr);
+    let env = [
+        (
+            "HOOKLOG_TWILIO_ACCOUNT_SID",
+            "AC0123456789abcdef0123456789abcdef",
+        ),
+        ("HOOKLOG_TWILIO_AUTH_TOKENS", "twilio-test-token"),
+        ("HOOKLOG_TWILIO_API_BASE", base.as_str()),
+        ("HOOKLOG_SERVER_PUBLIC_URLS", "https://hooks.example.com"),
+    ];
+    TestServer::start(outbound_config(dir, "", &env), None)
+}
+
+#[test]
+fn a_twilio_line_keeps_to_one_message_a_second_and_a_429_storm_stops_after_three_retries() {
+    use crate::common::{answer, FakeServer};
+
+    let twilio = FakeServer::start(answer(
+        201,
+        r#"{"sid":"SM00000000000000000000000000000001","status":"queued"}"#,
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let s = twilio_server(tmp.path(), &twilio);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (code, v) = post(
+            &s,
+            serde_json::json!({"from": "tw-main", "to": format!("+1212555010{i}"), "content": BODY}),
+        );
+        assert_eq!(code, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        assert_eq!(settled(&s, id)["status"], "sent");
+    }
+    let at: Vec<std::time::Instant> = twilio.requests().iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), 4);
+    for w in at.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= std::time::Duration::from_millis(950),
+            "Twilio allows one message a second per number; the fake saw {gap:?}"
+        );
+    }
+    let auth = twilio.requests()[0]
+        .header("authorization")
+        .unwrap()
+        .to_owned();
+    assert!(auth.starts_with("Basic "), "{auth}");
+
+    // Four 429s: the first try and three retries, then the message fails.
+    twilio.script((0..4).map(|_| answer(429, r#"{"code":20429,"message":"Too Many Requests"}"#)));
+    let (_, v) = post(
+        &s,
+        serde_json::json!({"from": "tw-main", "to": "+12125550109", "content": BODY}),
+    );
+    let m = settled(&s, v["id"].as_str().unwrap());
+    assert_eq!(m["status"], "failed", "{m}");
+    assert_eq!(
+        twilio.requests().len(),
+        8,
+        "1 try + 3 retries, then no more"
+    );
+}
+
+#[test]
+fn twilio_21610_records_an_opt_out_that_refuses_the_next_message_on_every_line() {
+    use crate::common::{answer, FakeServer};
+
+    let twilio = FakeServer::start(answer(
+        400,
+        r#"{"code":21610,"message":"Attempt to send to unsubscribed recipient","status":400}"#,
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let s = twilio_server(tmp.path(), &twilio);
+    let (_, v) = post(
+        &s,
+        serde_json::json!({"from": "tw-main", "to": "+12125550100", "content": BODY}),
+    );
+    assert_eq!(settled(&s, v["id"].as_str().unwrap())["status"], "failed");
+    s.admin_until("/admin/optouts", |v| {
+        v["optouts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|o| o["number"] == "+12125550100"))
+    });
+    // The Quo line is refused too: one suppression list for every line and provider.
+    let (_, v) = post(
+        &s,
+        serde_json::json!({"from": "quo-main", "to": "+12125550100", "content": format!("{BODY}.")}),
+    );
+    let m = settled(&s, v["id"].as_str().unwrap());
+    assert_eq!(m["status"], "refused");
+    assert_eq!(m["reasons"][0]["code"], "recipient_opted_out");
+    assert_eq!(twilio.requests().len(), 1);
 }

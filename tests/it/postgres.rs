@@ -20,7 +20,7 @@ use rand::Rng;
 use crate::edge::{twilio_sms, BASE, TOKEN};
 use crate::util::{self, TestServer};
 
-fn base_url() -> String {
+pub(crate) fn base_url() -> String {
     std::env::var("HOOKLOG_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
@@ -49,14 +49,14 @@ fn url_via(addr: Option<SocketAddr>, params: &str) -> String {
 }
 
 /// A schema of this test's own on the test database, with a client to inspect it.
-struct Db {
+pub(crate) struct Db {
     schema: String,
     rt: tokio::runtime::Runtime,
     client: tokio_postgres::Client,
 }
 
 impl Db {
-    fn new() -> Db {
+    pub(crate) fn new() -> Db {
         static N: AtomicU64 = AtomicU64::new(0);
         let schema = format!(
             "hl_it_{}_{}_{}",
@@ -78,7 +78,7 @@ impl Db {
     }
 
     /// Rows of a query, every value as text (simple protocol).
-    fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+    pub(crate) fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
         let sql = sql.replace("$S", &format!("\"{}\"", self.schema));
         let msgs = self
             .rt
@@ -94,17 +94,17 @@ impl Db {
             .collect()
     }
 
-    fn one(&self, sql: &str) -> Option<String> {
+    pub(crate) fn one(&self, sql: &str) -> Option<String> {
         let rows = self.rows(sql);
         assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
         rows[0][0].clone()
     }
 
-    fn count(&self, sql: &str) -> u64 {
+    pub(crate) fn count(&self, sql: &str) -> u64 {
         self.one(sql).unwrap().parse().unwrap()
     }
 
-    fn exec(&self, sql: &str) {
+    pub(crate) fn exec(&self, sql: &str) {
         self.rows(sql);
     }
 
@@ -139,7 +139,7 @@ impl Db {
     }
 
     /// Server env for a sink writing into this schema through `url`.
-    fn env(&self, url: &str) -> Vec<(String, String)> {
+    pub(crate) fn env(&self, url: &str) -> Vec<(String, String)> {
         vec![
             ("HOOKLOG_POSTGRES_URL".into(), url.to_owned()),
             ("HOOKLOG_POSTGRES_SCHEMA".into(), self.schema.clone()),
