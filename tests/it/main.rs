@@ -4,8 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin;
+#[path = "../common/mod.rs"]
+mod common;
 mod consumers;
 mod crash;
+mod dispatch;
 mod edge;
 mod fixtures;
 mod postgres;
