@@ -47,10 +47,10 @@
 //!
 //! Key layout (trees of consumer `dispatch`):
 //!
-//! | tree          | key                                | value                      |
-//! |---------------|------------------------------------|----------------------------|
-//! | `ledger`      | seq (u64 big-endian) ++ agent UTF-8 | JSON [`LedgerEntry`]       |
-//! | `ledger_meta` | `redeliver`                        | JSON [`RedeliveryWindow`]  |
+//! | tree          | key                                  | value                     |
+//! |---------------|--------------------------------------|---------------------------|
+//! | `ledger`      | seq (u64 big-endian) ++ agent, UTF-8 | JSON [`LedgerEntry`]      |
+//! | `ledger_meta` | `redeliver`                          | JSON [`RedeliveryWindow`] |
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -373,8 +373,12 @@ impl Dispatch {
             }
             DispatchOutcome::Retryable { .. } | DispatchOutcome::CircuitOpen { .. } => {
                 let reason = match &report.outcome {
+                    DispatchOutcome::CircuitOpen { retry_in } => format!(
+                        "the gateway's circuit breaker is open (next trial in {} s)",
+                        retry_in.as_secs()
+                    ),
                     DispatchOutcome::Retryable { reason } => reason.clone(),
-                    other => format!("circuit breaker {}", other.as_str()),
+                    other => other.as_str().to_owned(),
                 };
                 if age < self.settings.dead_letter_after {
                     return Err(BatchError::Transient(format!(
@@ -601,19 +605,25 @@ mod tests {
     }
 
     fn harness() -> Harness {
+        harness_with(vec![])
+    }
+
+    /// The harness with `extra` routes after `message.received` → acquisitions.
+    fn harness_with(extra: Vec<Route>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let log: Arc<dyn Log> =
             Arc::new(SledLog::open(dir.path(), &SledOptions::default(), Metrics::new()).unwrap());
         let store = log.state();
         let gateway = Arc::new(FakeGateway::default());
-        let routes = Routes::new(vec![Route {
+        let mut routes = vec![Route {
             kinds: vec!["message.received".into()],
             provider: None,
             line: None,
             agent: "acquisitions".into(),
             url: None,
-        }])
-        .unwrap();
+        }];
+        routes.extend(extra);
+        let routes = Routes::new(routes).unwrap();
         let settings = Settings {
             url: "http://gateway.test/dispatch".into(),
             routes,
@@ -867,6 +877,40 @@ mod tests {
             .collect();
         assert_eq!(flags, vec![(1, true), (2, true), (3, false)]);
         assert!(h.results().iter().find(|r| r.seq == 2).unwrap().opted_out);
+    }
+
+    #[tokio::test]
+    async fn a_call_is_routed_by_its_quo_line_id_and_flags_a_suppressed_caller() {
+        let mut h = harness_with(vec![Route {
+            kinds: vec!["call.ringing".into()],
+            provider: Some(crate::parse::Provider::OpenPhone),
+            line: Some("PNTVGxqnqT".into()),
+            agent: "atlas".into(),
+            url: Some("http://atlas.test/hook".into()),
+        }]);
+        let t = now();
+        let suppress = event(
+            1,
+            t,
+            Source::Internal,
+            compliance::ADMIN_ROUTE,
+            r#"{"action":"add","number":"+15555550123","reason":"asked by phone"}"#,
+        );
+        let call = crate::consumers::testutil::from_fixture(
+            "openphone/legacy_call_ringing_v4.json",
+            2,
+            t + 1,
+        );
+        h.run(&[suppress, call]).await.unwrap();
+        let seen = h.gateway.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            (seen[0].agent.as_str(), seen[0].url.as_str()),
+            ("atlas", "http://atlas.test/hook")
+        );
+        let body = &h.gateway.bodies()[0];
+        assert_eq!(body["line"], "PNTVGxqnqT");
+        assert_eq!(body["opted_out"], true, "the caller is suppressed");
     }
 
     #[tokio::test]
