@@ -855,7 +855,7 @@ fn rewind_dry_run_reports_a_rebuild_and_changes_nothing() {
     assert_eq!(
         lines[0],
         serde_json::json!({"consumer": "dedup", "from_cursor": 3, "to_cursor": 0,
-            "replay": 3, "rebuild": true, "dry_run": true})
+            "replay": 3, "rebuild": true, "redeliver": false, "dry_run": true})
     );
     let text = stdout(&ok(daemon.run(&[
         "rewind",
@@ -988,24 +988,21 @@ fn rewind_since_a_date_is_accepted() {
         assert_eq!(report["rebuild"], true, "{report}");
         assert_eq!(report["to_cursor"], 0, "{report}");
     }
-    // --redeliver is passed on, and the text says the daemon ignores it for now.
-    let o = ok(daemon.run(&[
+    // --redeliver is passed on; a consumer without irreversible effects refuses it, even
+    // for a dry run, and nothing moves.
+    let o = daemon.run(&[
         "rewind",
         "staleness",
         "--since",
         "2026-01-01",
         "--dry-run",
         "--redeliver",
-    ]));
+    ]);
+    assert!(!o.status.success(), "{}", stdout(&o));
     assert!(
-        stderr(&o).contains("ignores it at this stage"),
+        stderr(&o).contains("staleness has no irreversible effects to redeliver"),
         "{}",
         stderr(&o)
-    );
-    assert!(
-        stdout(&o).starts_with("staleness: would move the cursor "),
-        "{}",
-        stdout(&o)
     );
 }
 
