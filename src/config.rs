@@ -33,6 +33,7 @@ const SECTIONS: &[&str] = &[
     "openphone",
     "staleness",
     "postgres",
+    "dispatch",
     "salesmsg",
     "sender",
     "alerts",
@@ -152,6 +153,8 @@ pub struct Config {
     pub staleness: crate::staleness::StalenessConfig,
     /// The Postgres (Supabase) sync.
     pub postgres: crate::postgres::PostgresConfig,
+    /// Agent dispatch (the gateway, routes, retries).
+    pub dispatch: crate::dispatch::DispatchConfig,
     /// The outbound compliance gates.
     pub compliance: crate::gates::ComplianceConfig,
     /// The sending lines (`[[lines]]`; file only, no environment override).
@@ -177,6 +180,7 @@ impl Default for Config {
             alerts: crate::alerts::AlertsConfig::default(),
             staleness: crate::staleness::StalenessConfig::default(),
             postgres: crate::postgres::PostgresConfig::default(),
+            dispatch: crate::dispatch::DispatchConfig::default(),
             compliance: crate::gates::ComplianceConfig::default(),
             lines: Vec::new(),
             clock: crate::clock::Clock::system(),
@@ -543,6 +547,7 @@ impl Config {
             ("alerts", self.alerts.validate()),
             ("staleness", self.staleness.validate()),
             ("postgres", self.postgres.validate()),
+            ("dispatch", self.dispatch.validate()),
             ("compliance", self.compliance.validate()),
             ("sender", self.sender.validate()),
         ] {
@@ -902,6 +907,57 @@ mod tests {
         .to_string();
         assert!(err.contains("salesmsg.secrets_file"), "{err}");
         assert!(err.contains("HOOKLOG_SALESMSG_SECRETS_FILE"), "{err}");
+    }
+
+    #[test]
+    fn dispatch_routes_come_from_the_file_and_url_token_and_timeout_from_the_environment() {
+        let cfg = file(
+            "[dispatch]\nurl = \"http://gw.example/file\"\n\
+             [[dispatch.routes]]\nkinds = [\"message.received\"]\nagent = \"acquisitions\"\n\
+             [[dispatch.routes]]\nkinds = [\"call.ringing\", \"call.completed\"]\nprovider = \"quo\"\n\
+             line = \"+15550001111\"\nagent = \"atlas\"\nurl = \"https://atlas.example/hook\"\n",
+        );
+        let token = file("gw-token-from-file\n");
+        let (c, _) = Config::load_from(
+            Some(cfg.path()),
+            env(&[
+                ("HOOKLOG_DISPATCH_URL", "http://gw.example/env"),
+                (
+                    "HOOKLOG_DISPATCH_TOKEN_FILE",
+                    token.path().to_str().unwrap(),
+                ),
+                ("HOOKLOG_DISPATCH_TIMEOUT_SECS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.dispatch.url.as_deref(), Some("http://gw.example/env"));
+        assert_eq!(c.dispatch.token, Some(Secret::new("gw-token-from-file")));
+        assert_eq!(
+            (c.dispatch.timeout_secs, c.dispatch.dead_letter_after_secs),
+            (7, 3600)
+        );
+        assert_eq!(c.dispatch.routes.len(), 2);
+        assert_eq!(c.dispatch.routes[1].agent, "atlas");
+        assert!(!c.to_redacted_toml().contains("gw-token-from-file"));
+
+        let err = Config::load_from(Some(cfg.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dispatch.token"), "no token with a url: {err}");
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("HOOKLOG_DISPATCH_URL", "http://gw.example/env"),
+                ("HOOKLOG_DISPATCH_TOKEN", "tok-123456"),
+                ("HOOKLOG_DISPATCH_TIMEOUT_SECS", "0"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("dispatch.timeout_secs") && err.contains("HOOKLOG_DISPATCH_TIMEOUT_SECS"),
+            "{err}"
+        );
     }
 
     #[test]

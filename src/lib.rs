@@ -13,7 +13,8 @@
 //! - [`gates`]: the outbound compliance gates (pure units, run by [`consumers::outbound`]).
 //! - [`send`]: the provider send clients (Quo, Twilio), their rate limiter and 429 backoff;
 //!   the consumer that uses them is [`consumers::sender`].
-//! - [`dispatch`]: agent routing rules, the gateway client and its circuit breaker.
+//! - [`dispatch`]: `[dispatch]`, agent routing rules, the gateway client and its circuit
+//!   breaker; the consumer is [`consumers::dispatch`].
 //! - [`outbound`]: the records of the outbound path (request, decision, attempt, result)
 //!   and the state of a message.
 //! - [`metrics`], [`error`] (the one error → HTTP mapping), [`http`] (shared plumbing),
@@ -295,8 +296,8 @@ pub async fn run_with_log(
 }
 
 /// Starts the consumers of this stage: dedup, compliance (inbound), the Postgres sync (when
-/// `postgres.url` is set), the sender (when enabled and a provider has send credentials),
-/// and the staleness monitor.
+/// `postgres.url` is set), the outbound gates, the sender (when enabled and a provider has
+/// send credentials), agent dispatch (when `dispatch.url` is set), and the staleness monitor.
 fn start_consumers(
     config: &Config,
     log: &Arc<dyn Log>,
@@ -386,6 +387,31 @@ fn start_consumers(
             ctx.clone(),
             stop.clone(),
         ));
+    }
+
+    if config.dispatch.enabled() {
+        let settings = consumers::dispatch::Settings::from_config(&config.dispatch)
+            .map_err(|e| RunError::Consumer(format!("dispatch: {e}")))?;
+        let token = config
+            .dispatch
+            .token
+            .clone()
+            .ok_or_else(|| RunError::Consumer("dispatch: token: not set".into()))?;
+        let client = dispatch::Client::new(token, &config.dispatch.gateway_options());
+        let consumer = consumers::dispatch::Dispatch::new(
+            settings,
+            Arc::new(client),
+            log.clone(),
+            alerter.clone(),
+            metrics.clone(),
+        )?;
+        threads.push(consumers::spawn_on_thread(
+            consumer,
+            ctx.clone(),
+            stop.clone(),
+        ));
+    } else {
+        tracing::info!("no dispatch.url: dispatch off (its cursor waits)");
     }
 
     let monitor = staleness::StalenessMonitor::new(config.staleness.clone())

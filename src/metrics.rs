@@ -39,6 +39,10 @@ pub struct Metrics {
     pub outbound_decisions: IntCounterVec,
     /// Outbound sends by provider and result status (`sent`, `failed`, `unknown`, `refused`).
     pub sends: IntCounterVec,
+    /// Receipt of an event to its delivery to an agent (redeliveries excluded), by agent.
+    pub dispatch_latency: HistogramVec,
+    /// Dispatch results by agent and outcome (`delivered`, `rejected`, `dead_lettered`).
+    pub dispatch_outcomes: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -162,6 +166,31 @@ impl Metrics {
             registry
                 .register(Box::new(sends.clone()))
                 .expect("registered once");
+            let dispatch_latency = HistogramVec::new(
+                HistogramOpts::new(
+                    "hooklog_dispatch_latency_seconds",
+                    "Time from receipt of an event to its delivery to an agent",
+                )
+                .buckets(vec![
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0,
+                ]),
+                &["agent"],
+            )
+            .expect("valid metric");
+            let dispatch_outcomes = IntCounterVec::new(
+                Opts::new(
+                    "hooklog_dispatch_results_total",
+                    "Dispatch results by agent and outcome",
+                ),
+                &["agent", "outcome"],
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(dispatch_latency.clone()))
+                .expect("registered once");
+            registry
+                .register(Box::new(dispatch_outcomes.clone()))
+                .expect("registered once");
             for c in [&consumer_cursor, &consumer_lag, &consumer_dead_letters] {
                 registry
                     .register(Box::new(c.clone()))
@@ -206,6 +235,8 @@ impl Metrics {
                 consumer_errors,
                 outbound_decisions,
                 sends,
+                dispatch_latency,
+                dispatch_outcomes,
             }
         };
         m

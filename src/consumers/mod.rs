@@ -26,6 +26,7 @@
 mod batches;
 pub mod compliance;
 pub mod dedup;
+pub mod dispatch;
 pub mod outbound;
 pub mod postgres;
 pub mod sender;

@@ -1,7 +1,8 @@
-//! Agent dispatch: the first piece of the `dispatch` consumer (DESIGN §5). The consumer
-//! itself, its effects ledger, dead letters, the latency histogram and the `[dispatch]`
-//! configuration come later.
+//! Agent dispatch: the parts of the `dispatch` consumer (DESIGN §5) that do not touch the
+//! log. The consumer itself, with its effects ledger, dead letters and latency histogram, is
+//! [`crate::consumers::dispatch`].
 //!
+//! - [`config`]: the `[dispatch]` section;
 //! - [`routes`]: which agents an event goes to, and at which gateway URL (pure);
 //! - [`payload`]: the JSON body and the idempotency key `hooklog:<seq>:<dedup_key>` (pure);
 //! - [`client`]: the blocking gateway client and the answer classifier;
@@ -13,11 +14,12 @@
 //! Every attempt at one event carries the same idempotency key, and the gateway drops a key
 //! it has seen, so an uncertain attempt (timeout, reset, 5xx) is retried; this is the
 //! opposite of [`crate::send`], where an SMS is never resent blindly. What stays the
-//! caller's job (the consumer, later): the effects ledger that stops a rewind from
+//! caller's job (the consumer): the effects ledger that stops a rewind from
 //! dispatching again unless `--redeliver` is given (DESIGN §1.4).
 
 pub mod breaker;
 pub mod client;
+pub mod config;
 pub mod payload;
 pub mod routes;
 
@@ -31,6 +33,7 @@ use crate::send::{AlertSink, RetryPolicy};
 
 pub use breaker::{Breaker, BreakerConfig, Permit, Transition};
 pub use client::{Client, DispatchOutcome, Gateway, GatewayOptions};
+pub use config::{DispatchConfig, RouteConfig};
 pub use payload::{idempotency_key, DispatchRequest, PayloadError, PayloadInput};
 pub use routes::{Route, RouteError, Routes};
 

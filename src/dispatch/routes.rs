@@ -27,12 +27,17 @@ pub struct Route {
 impl Route {
     /// Whether this route takes an event of `kind` from `provider` on `line`.
     pub fn matches(&self, kind: &str, provider: Provider, line: Option<&str>) -> bool {
+        self.matches_lines(kind, provider, line.as_slice())
+    }
+
+    /// Whether this route takes an event of `kind` from `provider` on a line known by any
+    /// of `lines` (a line has a number and, at Quo, an id: a route may name either).
+    pub fn matches_lines(&self, kind: &str, provider: Provider, lines: &[&str]) -> bool {
         let kind_ok = self.kinds.iter().any(|k| k == "*" || k == kind);
         let provider_ok = self.provider.is_none_or(|p| p == provider);
-        let line_ok = match (&self.line, line) {
-            (None, _) => true,
-            (Some(want), Some(got)) => want == got,
-            (Some(_), None) => false,
+        let line_ok = match &self.line {
+            None => true,
+            Some(want) => lines.iter().any(|got| want == got),
         };
         kind_ok && provider_ok && line_ok
     }
@@ -83,9 +88,15 @@ impl Routes {
     /// Every route that takes the event, in configuration order, the first per agent (see
     /// the module header). Empty when no rule matches: the event is not dispatched.
     pub fn match_event(&self, kind: &str, provider: Provider, line: Option<&str>) -> Vec<&Route> {
+        self.match_event_on(kind, provider, line.as_slice())
+    }
+
+    /// [`Self::match_event`] for an event whose line is known by several names (its number
+    /// and its provider id): a line-restricted route matches if it names any of them.
+    pub fn match_event_on(&self, kind: &str, provider: Provider, lines: &[&str]) -> Vec<&Route> {
         let mut out: Vec<&Route> = Vec::new();
         for r in &self.routes {
-            if r.matches(kind, provider, line) && !out.iter().any(|o| o.agent == r.agent) {
+            if r.matches_lines(kind, provider, lines) && !out.iter().any(|o| o.agent == r.agent) {
                 out.push(r);
             }
         }
@@ -170,6 +181,26 @@ mod tests {
         let hits = routes.match_event("call.ringing", Provider::OpenPhone, None);
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].url.as_deref(), Some("http://second"));
+    }
+
+    #[test]
+    fn a_line_route_matches_the_line_by_number_or_by_provider_id() {
+        let routes = Routes::new(vec![
+            route(&["*"], None, Some("+15550001111"), "by-number"),
+            route(&["*"], None, Some("PNline1"), "by-id"),
+        ])
+        .unwrap();
+        let hits = |lines: &[&str]| -> Vec<String> {
+            routes
+                .match_event_on("message.received", Provider::OpenPhone, lines)
+                .into_iter()
+                .map(|r| r.agent.clone())
+                .collect()
+        };
+        assert_eq!(hits(&["+15550001111", "PNline1"]), ["by-number", "by-id"]);
+        assert_eq!(hits(&["PNline1"]), ["by-id"]);
+        assert!(hits(&["+15559999999", "PNother"]).is_empty());
+        assert!(hits(&[]).is_empty());
     }
 
     #[test]

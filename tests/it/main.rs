@@ -8,6 +8,7 @@ mod admin;
 mod common;
 mod consumers;
 mod crash;
+mod dispatch;
 mod edge;
 mod fixtures;
 mod outbound;

@@ -1,0 +1,146 @@
+//! Agent dispatch in the real server: a signed Quo message wakes the routed agent at a fake
+//! gateway (`common::FakeServer`) once, with the idempotency key and the bearer token; a
+//! rewind re-dispatches nothing; a rewind with `redeliver` dispatches again with the same key.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hooklog::fixture::Fixture;
+
+use crate::common::{answer, FakeServer};
+use crate::util::{self, TestServer};
+
+const TOKEN: &str = "gw-test-token-1";
+
+/// The fixture configuration plus a `[dispatch]` section pointing at `gateway`.
+fn config_with_dispatch(dir: &Path, gateway: &FakeServer) -> hooklog::config::Config {
+    let base = std::fs::read_to_string(util::fixtures_dir().join("hooklog.toml")).unwrap();
+    let text = format!(
+        "{base}\n[dispatch]\nurl = \"http://{}/v1/dispatch\"\ntoken = \"{TOKEN}\"\n\n\
+         [[dispatch.routes]]\nkinds = [\"message.received\"]\nagent = \"acquisitions\"\n\n\
+         [[dispatch.routes]]\nkinds = [\"call.ringing\", \"call.completed\"]\nagent = \"atlas\"\n",
+        gateway.addr
+    );
+    let file = dir.join("hooklog.toml");
+    std::fs::write(&file, text).unwrap();
+    util::config(Some(&file), &dir.join("data"), &[])
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the dispatch consumer's cursor is at the end of the log.
+fn dispatch_caught_up(s: &TestServer) {
+    wait_for("dispatch caught up", Duration::from_secs(10), || {
+        let st = s.status();
+        st.consumers
+            .iter()
+            .any(|c| c.name == "dispatch" && c.cursor == st.log.last_seq)
+    });
+}
+
+fn rewind(s: &TestServer, body: &str) -> serde_json::Value {
+    let r = util::request(
+        s.admin,
+        "POST",
+        "/admin/consumers/dispatch/rewind",
+        &[
+            ("authorization", &format!("Bearer {}", s.token)),
+            ("content-type", "application/json"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+#[test]
+fn an_inbound_message_wakes_its_agent_once_a_rewind_does_not_and_a_redelivery_does_again() {
+    let gateway = FakeServer::start(answer(202, r#"{"ok":true}"#));
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::start(config_with_dispatch(tmp.path(), &gateway), None);
+    let f = Fixture::load(&util::fixtures_dir().join("openphone/legacy_message_received_v4.json"))
+        .unwrap();
+
+    let sent = Instant::now();
+    assert_eq!(s.send_fixture(&f).status, 200);
+    wait_for("the gateway is called", Duration::from_secs(5), || {
+        !gateway.requests().is_empty()
+    });
+    assert!(sent.elapsed() < Duration::from_secs(5));
+    dispatch_caught_up(&s);
+    let requests = gateway.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let r = &requests[0];
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/v1/dispatch")
+    );
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    let key = r.header("idempotency-key").unwrap().to_owned();
+    assert!(key.starts_with("hooklog:1:openphone:"), "{key}");
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["agent"], "acquisitions");
+    assert_eq!(body["idempotency_key"], key.as_str());
+    assert_eq!(body["kind"], "message.received");
+
+    // The result is in the log (guarantee 3).
+    let results: Vec<serde_json::Value> = s
+        .events()
+        .into_iter()
+        .filter(|e| e.route == "/internal/dispatch/result")
+        .map(|e| serde_json::from_str(&e.body).unwrap())
+        .collect();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["outcome"], "delivered");
+    assert_eq!(results[0]["idempotency_key"], key.as_str());
+    let last = s.status().log.last_seq;
+
+    // A plain rewind replays the records but the ledger stops a second dispatch.
+    let report = rewind(&s, r#"{"to_seq":0}"#);
+    assert_eq!(report["to_cursor"], 0);
+    dispatch_caught_up(&s);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(gateway.requests().len(), 1, "a rewind re-dispatched");
+    assert_eq!(s.status().log.last_seq, last, "no new result either");
+
+    // With redeliver: exactly one more POST, with the same key.
+    let report = rewind(&s, r#"{"to_seq":0,"redeliver":true}"#);
+    assert_eq!(report["redeliver"], true);
+    wait_for("the redelivery", Duration::from_secs(5), || {
+        gateway.requests().len() >= 2
+    });
+    dispatch_caught_up(&s);
+    std::thread::sleep(Duration::from_millis(500));
+    let requests = gateway.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[1].header("idempotency-key"), Some(key.as_str()));
+    let redelivered = s
+        .events()
+        .into_iter()
+        .filter(|e| e.route == "/internal/dispatch/result")
+        .map(|e| serde_json::from_str::<serde_json::Value>(&e.body).unwrap())
+        .filter(|r| r["redelivery"] == true)
+        .count();
+    assert_eq!(redelivered, 1);
+
+    let (code, metrics) = util::get(s.public, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("hooklog_dispatch_latency_seconds_bucket{agent=\"acquisitions\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hooklog_dispatch_latency_seconds_count{agent=\"acquisitions\"} 1"),
+        "the redelivery is not a latency sample"
+    );
+    s.stop().unwrap();
+}
