@@ -491,7 +491,9 @@ fn state_err(e: crate::state::StateError) -> ApiError {
 
 fn control_err(e: consumers::ControlError) -> ApiError {
     match e {
-        consumers::ControlError::Unknown(..) => ApiError::BadRequest(e.to_string()),
+        consumers::ControlError::Unknown(..) | consumers::ControlError::Refused(_) => {
+            ApiError::BadRequest(e.to_string())
+        }
         consumers::ControlError::Stopped(_) => ApiError::NotReady(e.to_string()),
         consumers::ControlError::Failed(_) => {
             ApiError::Log(crate::log::LogError::Storage(e.to_string()))

@@ -245,7 +245,7 @@ enum Control {
         to: Seq,
         dry_run: bool,
         redeliver: bool,
-        reply: oneshot::Sender<Result<RewindReport, String>>,
+        reply: oneshot::Sender<Result<RewindReport, ControlError>>,
     },
     Redrive {
         seq: Option<Seq>,
@@ -282,6 +282,9 @@ pub enum ControlError {
     /// The consumer refused or failed.
     #[error("{0}")]
     Failed(String),
+    /// The request does not apply to this consumer (nothing was changed).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Registry {
@@ -334,7 +337,6 @@ impl Registry {
         .map_err(|_| ControlError::Stopped(name.to_owned()))?;
         rx.await
             .map_err(|_| ControlError::Stopped(name.to_owned()))?
-            .map_err(ControlError::Failed)
     }
 
     /// Re-runs `name`'s dead letters (all, or one).
@@ -754,10 +756,16 @@ impl<C: Consumer> Driver<C> {
                 redeliver,
                 reply,
             } => {
-                let r = self
-                    .rewind(to, dry_run, redeliver)
-                    .await
-                    .map_err(|e| e.to_string());
+                let name = self.consumer.name();
+                let r = if redeliver && !self.consumer.has_effects() {
+                    Err(ControlError::Refused(format!(
+                        "{name} has no irreversible effects to redeliver; rewind it without --redeliver"
+                    )))
+                } else {
+                    self.rewind(to, dry_run, redeliver)
+                        .await
+                        .map_err(|e| ControlError::Failed(e.to_string()))
+                };
                 let _ = reply.send(r);
             }
             Control::Redrive { seq, reply } => {
@@ -774,11 +782,6 @@ impl<C: Consumer> Driver<C> {
         redeliver: bool,
     ) -> Result<RewindReport, StepError> {
         let name = self.consumer.name();
-        if redeliver && !self.consumer.has_effects() {
-            return Err(StepError(format!(
-                "{name} has no irreversible effects to redeliver; rewind it without --redeliver"
-            )));
-        }
         let log = self.ctx.log.clone();
         let from = log.cursor(name)?;
         let stats = log.stats()?;
