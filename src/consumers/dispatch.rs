@@ -81,11 +81,13 @@ const WINDOW_KEY: &[u8] = b"redeliver";
 const DELIVERED: &str = "delivered";
 const REJECTED: &str = "rejected";
 const DEAD_LETTERED: &str = "dead_lettered";
+/// Ledger only: the event was too old to wake an agent when dispatch first saw it.
+const SKIPPED_STALE: &str = "skipped_stale";
 
 /// What the ledger knows about one event sent to one agent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
-    /// `delivered`, `rejected` or `dead_lettered`.
+    /// `delivered`, `rejected`, `dead_lettered` or `skipped_stale`.
     pub outcome: String,
     /// When (RFC 3339).
     pub at: String,
@@ -126,6 +128,8 @@ pub struct Settings {
     pub breaker: BreakerConfig,
     /// Age (since receipt) after which an undelivered event is dead-lettered.
     pub dead_letter_after: Duration,
+    /// Events that happened longer ago than this are not dispatched (`None`: no limit).
+    pub max_event_age: Option<Duration>,
 }
 
 impl Settings {
@@ -137,6 +141,8 @@ impl Settings {
             policy: c.policy(),
             breaker: c.breaker(),
             dead_letter_after: Duration::from_secs(c.dead_letter_after_secs),
+            max_event_age: (c.max_event_age_secs > 0)
+                .then(|| Duration::from_secs(c.max_event_age_secs)),
         })
     }
 }
@@ -326,9 +332,57 @@ impl Dispatch {
                 }
                 (Some(_), None) => continue,
             }
+            if window.is_none() && self.too_old(event, parsed) {
+                self.skip_stale(event, route)?;
+                continue;
+            }
             self.dispatch_one(event, parsed, &parties, route, window)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Whether the event is older than `max_event_age`: a backfilled copy of an old message
+    /// (aged by the provider's own time) or a record received long ago (dispatch turned on
+    /// over an old log) must not wake an agent. A webhook is aged by its receipt only: a
+    /// provider retry that arrives late after an outage is still a live conversation.
+    fn too_old(&self, event: &Event, parsed: &Parsed) -> bool {
+        let Some(max) = self.settings.max_event_age else {
+            return false;
+        };
+        let backfilled = matches!(
+            event.source,
+            Source::BackfillOpenPhone | Source::BackfillTwilio
+        );
+        let happened = match parsed.occurred_at {
+            Some(t) if backfilled => t.timestamp_micros().min(event.received_at.0),
+            _ => event.received_at.0,
+        };
+        let age = Micros::now().0.saturating_sub(happened).max(0) as u64;
+        Duration::from_micros(age) > max
+    }
+
+    /// Records in the ledger that `event` is not dispatched to `route`'s agent because it
+    /// is too old. No log record: nothing was sent, and the ledger keeps the decision stable
+    /// across rewinds.
+    fn skip_stale(&self, event: &Event, route: &Route) -> Result<(), BatchError> {
+        let entry = LedgerEntry {
+            outcome: SKIPPED_STALE.to_owned(),
+            at: Micros::now().to_rfc3339(),
+            idempotency_key: String::new(),
+            window: None,
+        };
+        self.ledger
+            .insert(&ledger_key(event.seq, &route.agent), &to_json(&entry)?)?;
+        self.metrics
+            .dispatch_outcomes
+            .with_label_values(&[route.agent.as_str(), SKIPPED_STALE])
+            .inc();
+        tracing::info!(
+            seq = event.seq.0,
+            agent = %route.agent,
+            "event older than dispatch.max_event_age_secs: not dispatched"
+        );
         Ok(())
     }
 
@@ -640,6 +694,7 @@ mod tests {
                 cool_down: Duration::from_secs(1),
             },
             dead_letter_after: Duration::from_secs(3600),
+            max_event_age: None,
         };
         let dispatch = Dispatch::new(
             settings,
@@ -694,6 +749,17 @@ mod tests {
             from,
             text,
         )
+    }
+
+    impl Harness {
+        /// The `seq` of every body the gateway received, in order.
+        fn bodies_seq(&self) -> Vec<u64> {
+            self.gateway
+                .bodies()
+                .iter()
+                .map(|b| b["seq"].as_u64().unwrap())
+                .collect()
+        }
     }
 
     fn keys(h: &Harness) -> Vec<String> {
@@ -806,6 +872,64 @@ mod tests {
         h.dispatch.handle(&events[1..]).await.unwrap();
         assert_eq!(keys(&h).len(), 3, "nothing re-dispatched");
         assert_eq!(h.results().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_event_older_than_the_maximum_age_is_projected_but_wakes_no_agent_unless_redelivered(
+    ) {
+        let mut h = harness();
+        h.dispatch.settings.max_event_age = Some(Duration::from_secs(3600));
+        let hour = 3_600_000_000;
+        // The provider's own times (`createdAt`) say when it happened, as in a backfill.
+        let happened_at = |seq, at: i64, from: &str, text: &str| {
+            let mut e = inbound(seq, at, from, text);
+            let when = Micros(at)
+                .to_datetime()
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string();
+            let body = String::from_utf8(e.body).unwrap();
+            e.body = body.replace("2026-04-14T16:02:11", &when).into_bytes();
+            e
+        };
+        let old = happened_at(1, now() - 2 * hour, "+15555550401", "is it still for sale?");
+        let fresh = happened_at(2, now(), "+15555550402", "call me");
+        // Received just now by backfill, but the message is two hours old.
+        let mut backfilled = happened_at(3, now() - 2 * hour, "+15555550403", "hello?");
+        let envelope: serde_json::Value = serde_json::from_slice(&backfilled.body).unwrap();
+        backfilled.body = serde_json::to_vec(&envelope["data"]["object"]).unwrap();
+        backfilled.source = Source::BackfillOpenPhone;
+        backfilled.route = "/v1/messages/AC3".into();
+        backfilled.received_at = Micros::now();
+        h.run(&[old.clone(), fresh.clone(), backfilled])
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = h.bodies_seq();
+        assert_eq!(seqs, vec![2], "only the fresh event woke the agent");
+        let entry = h
+            .dispatch
+            .ledger_entry(Seq(3), "acquisitions")
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.outcome, SKIPPED_STALE, "aged by the provider's time");
+        let entry = h
+            .dispatch
+            .ledger_entry(Seq(1), "acquisitions")
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.outcome, SKIPPED_STALE);
+        assert!(
+            h.results().iter().all(|r| r.seq != 1),
+            "nothing was sent, so no result record"
+        );
+        // A rewind does not revisit the decision; an operator's redelivery does.
+        h.dispatch
+            .handle(&[old.clone(), fresh.clone()])
+            .await
+            .unwrap();
+        assert_eq!(h.bodies_seq(), vec![2]);
+        h.dispatch.redeliver(Seq(0), Seq(1)).unwrap();
+        h.dispatch.handle(std::slice::from_ref(&old)).await.unwrap();
+        assert_eq!(h.bodies_seq(), vec![2, 1]);
     }
 
     #[tokio::test]

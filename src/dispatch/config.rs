@@ -55,6 +55,12 @@ pub struct DispatchConfig {
     /// An event still undelivered this long after receipt is dead-lettered and alerted.
     #[serde(deserialize_with = "crate::config::de::parsed")]
     pub dead_letter_after_secs: u64,
+    /// An event that happened longer ago than this when dispatch first sees it (a backfilled
+    /// copy of an old message, a log that predates turning dispatch on) is not sent to
+    /// agents: the ledger records it as `skipped_stale`. 0: no limit. A `--redeliver` window
+    /// ignores it (the operator asked).
+    #[serde(deserialize_with = "crate::config::de::parsed")]
+    pub max_event_age_secs: u64,
     /// Consecutive failed calls that open the circuit breaker.
     #[serde(deserialize_with = "crate::config::de::parsed")]
     pub failure_threshold: u32,
@@ -87,6 +93,7 @@ impl Default for DispatchConfig {
             timeout_secs: 10,
             connect_timeout_secs: 5,
             dead_letter_after_secs: 3600,
+            max_event_age_secs: 6 * 3600,
             failure_threshold: breaker.failure_threshold,
             cool_down_secs: breaker.cool_down.as_secs(),
             max_retries: policy.retry.max_retries,
