@@ -176,17 +176,8 @@ impl Compliance {
 
     fn process(&self, record: Record<'_>, verdicts: &RangeVerdicts) -> Result<(), BatchError> {
         let event = record.event;
-        match verdicts.get(event.seq) {
-            Some(v) if v.is_duplicate() => return Ok(()),
-            Some(_) => {}
-            // The driver never lets this consumer pass dedup, so a missing verdict means dedup
-            // was rewound under us: wait for it.
-            None => {
-                return Err(BatchError::Transient(format!(
-                    "no dedup verdict yet for record {}",
-                    event.seq
-                )))
-            }
+        if !verdicts.is_original(event.seq)? {
+            return Ok(());
         }
         if event.source == Source::Internal && event.route == ADMIN_ROUTE {
             return self.admin_change(event);

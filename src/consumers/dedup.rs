@@ -207,6 +207,18 @@ impl RangeVerdicts {
             None => Verdict::Original,
         })
     }
+
+    /// Whether a downstream consumer should handle `seq`: `true` for an original, `false`
+    /// for a duplicate. The driver never lets a downstream consumer pass dedup, so a missing
+    /// verdict means dedup was rewound under it: a transient error, to wait for dedup.
+    pub fn is_original(&self, seq: Seq) -> Result<bool, super::BatchError> {
+        match self.get(seq) {
+            Some(v) => Ok(!v.is_duplicate()),
+            None => Err(super::BatchError::Transient(format!(
+                "no dedup verdict yet for record {seq}"
+            ))),
+        }
+    }
 }
 
 /// 128-bit digest of a dedup key.

@@ -286,16 +286,8 @@ impl Dispatch {
         window: Option<RedeliveryWindow>,
     ) -> Result<(), BatchError> {
         let event = record.event;
-        match verdicts.get(event.seq) {
-            Some(v) if v.is_duplicate() => return Ok(()),
-            Some(_) => {}
-            // The driver never lets this consumer pass dedup: dedup was rewound under us.
-            None => {
-                return Err(BatchError::Transient(format!(
-                    "no dedup verdict yet for record {}",
-                    event.seq
-                )))
-            }
+        if !verdicts.is_original(event.seq)? {
+            return Ok(());
         }
         if matches!(event.source, Source::Outbound | Source::Internal) {
             return Ok(());

@@ -383,17 +383,9 @@ impl Consumer for Outbound {
     async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
         let verdicts = self.verdicts.of_batch(batch.events())?;
         for record in batch.records() {
-            let seq = record.event.seq;
-            match verdicts.get(seq) {
-                Some(v) if v.is_duplicate() => continue,
-                Some(_) => {}
-                None => {
-                    return Err(BatchError::Transient(format!(
-                        "no dedup verdict yet for record {seq}"
-                    )))
-                }
+            if verdicts.is_original(record.event.seq)? {
+                self.project(record)?;
             }
-            self.project(record)?;
         }
         Ok(())
     }
