@@ -23,7 +23,8 @@
 //!
 //! # Checkpoint
 //!
-//! `--checkpoint FILE`, default `<data_dir>/backfill-<provider>-<since>-<until>.json`. An
+//! `--checkpoint FILE`, default `<data_dir>/backfill-<provider>-<since>-<until>.json` (with
+//! `-lines-<hash>` before `.json` when `--line` is given). An
 //! interrupted run prints where its progress is kept; the same command resumes it. A finished
 //! run deletes it. Exit codes: 0 ok, 1 error (one line, e.g. `the Quo API key was refused
 //! (401): check [openphone] api_key`).
@@ -79,8 +80,19 @@ pub fn run(ctx: &Context, args: &BackfillArgs) -> anyhow::Result<()> {
         None
     } else {
         Some(args.checkpoint.clone().unwrap_or_else(|| {
-            ctx.data_dir()
-                .join(format!("backfill-{provider}-{}-{until}.json", args.since))
+            // Runs for other lines get other files.
+            let mut lines = args.lines.clone();
+            lines.sort();
+            lines.dedup();
+            let lines = if lines.is_empty() {
+                String::new()
+            } else {
+                format!("-lines-{}", backfill::fingerprint(&lines.join(" ")))
+            };
+            ctx.data_dir().join(format!(
+                "backfill-{provider}-{}-{until}{lines}.json",
+                args.since
+            ))
         }))
     };
 
@@ -141,14 +153,15 @@ pub fn run(ctx: &Context, args: &BackfillArgs) -> anyhow::Result<()> {
     let progress = match result {
         Ok(p) => p,
         Err(e) => {
-            if let Some(path) = cp.path() {
-                if cp.done_count() > 0 || !sink.appended.is_empty() {
-                    eprintln!(
-                        "hooklog-replay: progress is kept in {}: run the same command again to \
-                         resume",
-                        path.display()
-                    );
-                }
+            if cp.is_empty() {
+                // Nothing to resume: leave no file behind (the error is what matters).
+                let _ = cp.finish();
+            } else if let Some(path) = cp.path() {
+                eprintln!(
+                    "hooklog-replay: progress is kept in {}: run the same command again to \
+                     resume",
+                    path.display()
+                );
             }
             return Err(e);
         }

@@ -192,6 +192,15 @@ fn backfill_json(daemon: &Daemon, args: &[&str]) -> Value {
     summary
 }
 
+/// Checkpoint files in the data directory.
+fn checkpoints(daemon: &Daemon) -> usize {
+    std::fs::read_dir(&daemon.data_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("backfill-"))
+        .count()
+}
+
 /// The first record whose route is `route` and whose source is `source`.
 fn record<'a>(events: &'a [Value], source: &str, route: &str) -> &'a Value {
     events
@@ -273,13 +282,11 @@ fn backfilling_a_day_appends_what_the_webhooks_missed_and_a_second_run_only_dupl
             "{route}"
         );
     }
-    // The finished run left no checkpoint behind.
-    let leftovers: Vec<_> = std::fs::read_dir(&daemon.data_dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("backfill-"))
-        .collect();
-    assert!(leftovers.is_empty());
+    assert_eq!(
+        checkpoints(&daemon),
+        0,
+        "the finished run left no checkpoint behind"
+    );
 
     // The same backfill again: everything it appends is a duplicate.
     let second = backfill_json(&daemon, &args);
@@ -337,6 +344,7 @@ fn a_refused_quo_key_exits_1_with_one_line_naming_the_setting() {
     );
     assert_eq!(stderr.matches("hooklog-replay:").count(), 1, "{stderr}");
     assert!(daemon.events().is_empty());
+    assert_eq!(checkpoints(&daemon), 0, "nothing to resume, no file left");
 }
 
 #[test]
@@ -374,4 +382,39 @@ fn with_the_daemon_stopped_a_twilio_backfill_appends_to_the_data_directory() {
         routes,
         BTreeMap::from([("Calls".into(), 3), ("Messages".into(), 5)])
     );
+}
+
+#[test]
+fn an_interrupted_backfill_keeps_its_checkpoint_and_the_same_command_appends_only_the_rest() {
+    let fake = FakeApi::start(fake_providers::quo_day());
+    let daemon = Daemon::start(&fake, QUO_KEY);
+    // CN1's third page of messages fails for good (a 400 is not retried).
+    fake.with(|st| st.fail_matching.push(("pageToken=tok4".into(), 400)));
+    let args = [
+        "--json",
+        "backfill",
+        "openphone",
+        "--since",
+        DAY,
+        "--until",
+        "2026-03-03",
+    ];
+    let out = daemon.cli(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("progress is kept in"), "{stderr}");
+    assert_eq!(checkpoints(&daemon), 1);
+    assert_eq!(daemon.events().len(), 4, "CN1's first two pages");
+
+    fake.with(|st| st.fail_matching.clear());
+    let summary = backfill_json(&daemon, &args);
+    assert_eq!(summary["appended"], 11, "only the rest: {summary}");
+    assert_eq!(summary["duplicates"], 0);
+    assert_eq!(checkpoints(&daemon), 0);
+    let routes: std::collections::BTreeSet<String> = daemon
+        .events()
+        .iter()
+        .map(|e| e["route"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(routes.len(), 15);
 }

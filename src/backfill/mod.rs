@@ -524,8 +524,8 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Loads `path` if it exists (refusing one of another run), else starts afresh; saves to
-    /// `path` as the run goes. `None`: in memory only.
+    /// Loads `path` if it exists (refusing one of another run), else starts afresh and writes
+    /// it; saves to `path` as the run goes. `None`: in memory only.
     pub fn open(path: Option<&Path>, run: RunKey) -> Result<Checkpoint, CheckpointError> {
         let fresh = CheckpointFile {
             version: CHECKPOINT_VERSION,
@@ -544,11 +544,14 @@ impl Checkpoint {
         let text = match std::fs::read(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Checkpoint {
+                let cp = Checkpoint {
                     path: Some(path.to_owned()),
                     state: fresh,
                     resumed: false,
-                })
+                };
+                // Written at once, so an unwritable place is found before any fetch.
+                cp.save()?;
+                return Ok(cp);
             }
             Err(source) => {
                 return Err(CheckpointError::Io {
@@ -594,6 +597,13 @@ impl Checkpoint {
     /// Whether `unit` is finished.
     pub fn is_done(&self, unit: &str) -> bool {
         self.state.done.contains(unit)
+    }
+
+    /// Whether nothing has been recorded yet (no unit finished or under way).
+    pub fn is_empty(&self) -> bool {
+        self.state.done.is_empty()
+            && self.state.pages.is_empty()
+            && self.state.conversations.is_empty()
     }
 
     /// Units finished.
