@@ -105,7 +105,7 @@ pub fn run(ctx: &Context, args: &BackfillArgs) -> anyhow::Result<()> {
     };
     let limiter = Arc::new(Limiter::new(BACKFILL_RATE));
 
-    let (run_key, result): (_, Result<Progress, anyhow::Error>) = match args.provider {
+    let (cp, result): (_, Result<Progress, anyhow::Error>) = match args.provider {
         BackfillProvider::Openphone => {
             let opts = quo::Options {
                 api_base: ctx.config.openphone.api_base.clone(),
@@ -147,7 +147,6 @@ pub fn run(ctx: &Context, args: &BackfillArgs) -> anyhow::Result<()> {
             (cp, r)
         }
     };
-    let cp = run_key;
     sink.display.finish();
 
     let progress = match result {
