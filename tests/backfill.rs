@@ -469,3 +469,22 @@ fn an_interrupted_twilio_run_resumes_at_the_next_page_uri() {
     assert_eq!(rerun[0].param("PageToken"), Some("PA2"));
     assert_eq!(first.routes().union(&second.routes()).count(), 8);
 }
+
+#[test]
+fn a_conversation_listing_the_api_refuses_is_skipped_and_named_and_the_rest_is_fetched() {
+    let fake = FakeApi::start(fake_providers::quo_day());
+    // The group conversation CN2's messages (participants +15551110002, +15551110003).
+    fake.with(|st| {
+        st.fail_matching
+            .push(("participants[]=%2B15551110002".into(), 400))
+    });
+    let opts = quo_opts(&fake, QUO_KEY);
+    let (sink, result) = run_quo(&opts, &mut memory_checkpoint(&opts));
+    let progress = result.unwrap();
+    let mut expected = expected_quo_routes();
+    expected.remove("/v1/messages/ACg1");
+    expected.remove("/v1/messages/ACg2");
+    assert_eq!(sink.routes(), expected);
+    assert_eq!(progress.skipped.len(), 1);
+    assert!(progress.skipped[0].starts_with("messages:CN2: the API answered 400"));
+}

@@ -606,6 +606,7 @@ impl Summary {
             "retries": self.progress.retries,
             "resources": self.progress.resources,
             "by_kind": self.progress.by_kind,
+            "skipped": self.progress.skipped,
             "appended": self.appended,
             "first_seq": self.first_seq,
             "last_seq": self.last_seq,
@@ -636,6 +637,13 @@ impl Summary {
                 format!(" ({kinds})")
             },
         );
+        if !self.progress.skipped.is_empty() {
+            s.push_str(&format!(
+                "; {} skipped (refused by the API): {}",
+                self.progress.skipped.len(),
+                self.progress.skipped.join("; ")
+            ));
+        }
         if self.dry_run {
             s.push_str("; dry run: nothing appended");
             return s;

@@ -388,8 +388,9 @@ fn with_the_daemon_stopped_a_twilio_backfill_appends_to_the_data_directory() {
 fn an_interrupted_backfill_keeps_its_checkpoint_and_the_same_command_appends_only_the_rest() {
     let fake = FakeApi::start(fake_providers::quo_day());
     let daemon = Daemon::start(&fake, QUO_KEY);
-    // CN1's third page of messages fails for good (a 400 is not retried).
-    fake.with(|st| st.fail_matching.push(("pageToken=tok4".into(), 400)));
+    // The key is refused from CN1's third page of messages on (revoked mid-run: a 403 stops
+    // the run at once, without retries).
+    fake.with(|st| st.fail_matching.push(("pageToken=tok4".into(), 403)));
     let args = [
         "--json",
         "backfill",
@@ -403,6 +404,10 @@ fn an_interrupted_backfill_keeps_its_checkpoint_and_the_same_command_appends_onl
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("progress is kept in"), "{stderr}");
+    assert!(
+        stderr.contains("the Quo API key was refused (403)"),
+        "{stderr}"
+    );
     assert_eq!(checkpoints(&daemon), 1);
     assert_eq!(daemon.events().len(), 4, "CN1's first two pages");
 

@@ -118,6 +118,8 @@ pub struct Progress {
     pub stage: String,
     /// Resources by kind (`messages`, `calls`, `call-summaries`, …).
     pub by_kind: BTreeMap<String, u64>,
+    /// Listings skipped because the API refused them (Quo: see [`quo`]), with the reason.
+    pub skipped: Vec<String>,
 }
 
 /// The date range of a run: `since` (inclusive) to `until` (exclusive), whole UTC days.

@@ -20,6 +20,10 @@
 //!    Scale plan features: a 402 or a 403 on them (the key having worked for the lists) is
 //!    taken as "not on this plan" and they are not asked for again in the run.
 //!
+//! A per-conversation listing (messages, calls) that the API refuses with 400 is skipped,
+//! named in [`Progress::skipped`], and the run goes on: a rerun would fail there again, so
+//! stopping would leave the rest of the gap open. Everything else that fails stops the run.
+//!
 //! Every list follows `nextPageToken` until it is `null`, whatever `totalItems` says (it is
 //! inaccurate). `maxResults` is 100, the maximum. Each message, call, summary and transcript
 //! goes to the sink as one record of source `backfill-openphone` with the route
@@ -307,8 +311,25 @@ impl Run<'_> {
         }
         self.client.progress.units_total += 1;
         let mut token = self.checkpoint.next_page(unit).map(str::to_owned);
+        // Per-conversation listings the API refuses as a bad request (a participant it does
+        // not take, say) are skipped and reported: rerunning would only fail there again.
+        let skippable = !unit.starts_with("conversations:");
         loop {
-            let next = fetch(self, token)?;
+            let next = match fetch(self, token) {
+                Ok(next) => next,
+                Err(QuoError::Fetch(FetchError::Status {
+                    status: 400,
+                    message,
+                    ..
+                })) if skippable => {
+                    self.client
+                        .progress
+                        .skipped
+                        .push(format!("{unit}: the API answered 400: {message}"));
+                    None
+                }
+                Err(e) => return Err(e),
+            };
             self.checkpoint.page_done(unit, next.as_deref())?;
             match next {
                 Some(t) => token = Some(t),
