@@ -20,7 +20,10 @@ use hooklog::consumers::{spawn_on_thread, DriverConfig, DriverContext, Registry}
 use hooklog::dispatch::{
     BreakerConfig, DispatchOutcome, DispatchPolicy, DispatchRequest, Gateway, Route, Routes,
 };
-use hooklog::event::{Micros, Source, Verification, Verified};
+use hooklog::config::Config;
+use hooklog::edge::verifier::{IncomingRequest, Verifier, WebhookRoute};
+use hooklog::edge::verify::{openphone_legacy, HmacKey};
+use hooklog::event::Micros;
 use hooklog::log::sled::{SledLog, SledOptions};
 use hooklog::log::Log;
 use hooklog::metrics::Metrics;
@@ -66,26 +69,56 @@ fn quo(n: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Appends one burst at once and waits until dispatch has handled all of it.
-fn burst(rt: &tokio::runtime::Runtime, log: &Arc<dyn Log>, first: u64) -> Duration {
+const QUO_KEY: &str = "R2ZLM2o0bFhBNVpyUnU2NG9mYXQ1MHNyR3pvSUhIVVg=";
+
+/// The verifier (only verified requests can be appended) and the key to sign with.
+fn signer() -> (Verifier, HmacKey) {
+    let (config, _) = Config::load_from(
+        None,
+        vec![(
+            "HOOKLOG_OPENPHONE_SIGNING_KEYS".to_owned(),
+            QUO_KEY.to_owned(),
+        )],
+    )
+    .expect("bench config");
+    (
+        Verifier::from_config(&config).expect("keys"),
+        HmacKey::from_quo_secret(QUO_KEY).expect("key"),
+    )
+}
+
+/// Appends one burst at once (signed and verified as the edge would) and waits until
+/// dispatch has handled all of it.
+fn burst(
+    rt: &tokio::runtime::Runtime,
+    log: &Arc<dyn Log>,
+    (verifier, key): &(Verifier, HmacKey),
+    first: u64,
+) -> Duration {
     rt.block_on(async {
         let start = Instant::now();
         let appends = (first..first + BURST).map(|n| {
-            let log = log.clone();
-            async move {
-                let v = Verified::new(
-                    Micros::now(),
-                    Source::OpenPhone,
-                    "/webhook/openphone".into(),
-                    vec![("content-type".into(), "application/json".into())],
-                    quo(n),
-                    Verification::QuoLegacy { key: 0 },
-                );
-                log.append(v).await.expect("append")
-            }
+            let now = Micros::now();
+            let body = quo(n);
+            let ts = (now.unix_secs() * 1000).to_string();
+            let sig = openphone_legacy::sign(key, &ts, &body);
+            let req = IncomingRequest {
+                path: "/webhook/openphone".into(),
+                query: None,
+                headers: vec![("openphone-signature".into(), sig)],
+                body,
+            };
+            let verified = verifier
+                .verify(WebhookRoute::Quo, req, now)
+                .expect("signed requests verify");
+            log.append(verified)
         });
-        let seqs = futures_util::future::join_all(appends).await;
-        let last = seqs.iter().map(|s| s.0).max().expect("a burst");
+        let seqs: Vec<u64> = futures_util::future::join_all(appends)
+            .await
+            .into_iter()
+            .map(|r| r.expect("append").0)
+            .collect();
+        let last = seqs.iter().copied().max().expect("a burst");
         while log.cursor("dispatch").expect("cursor").0 < last {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -155,12 +188,13 @@ fn bench(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(15));
     group.throughput(Throughput::Elements(BURST));
+    let signer = signer();
     let mut next = 0;
     group.bench_function("burst_of_500_to_a_2ms_gateway", |b| {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| {
-                    let d = burst(&rt, &log, next);
+                    let d = burst(&rt, &log, &signer, next);
                     next += BURST;
                     d
                 })

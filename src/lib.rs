@@ -32,6 +32,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod admin;
 pub mod alerts;
+pub mod backfill;
 pub mod clock;
 pub mod config;
 pub mod consumers;

@@ -92,6 +92,58 @@ pub enum Command {
     Pause(ConsumerArg),
     /// Resume a paused consumer (needs the running daemon).
     Resume(ConsumerArg),
+    /// Fetch days from a provider's REST API and append every message and call to the log.
+    ///
+    /// Closes a gap in webhook delivery: each resource becomes a `backfill-*` record whose
+    /// dedup key collides with its webhook twin, so what had arrived is marked duplicate and
+    /// the rest flows through every consumer like a webhook. Appends through the admin API
+    /// while the daemon runs, else into the data directory. Progress is checkpointed: the
+    /// same command resumes an interrupted run. Quo: [openphone] api_key, api_base; Twilio:
+    /// [twilio] account_sid, auth_tokens (the first), api_base.
+    Backfill(BackfillArgs),
+}
+
+/// `backfill`.
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// The provider whose REST API is read.
+    #[arg(value_enum)]
+    pub provider: BackfillProvider,
+
+    /// First day fetched (UTC).
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_day)]
+    pub since: chrono::NaiveDate,
+
+    /// First day NOT fetched (UTC) [default: tomorrow, i.e. up to now].
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_day)]
+    pub until: Option<chrono::NaiveDate>,
+
+    /// Only these Quo lines, by id (PN…) or number (E.164); repeatable [default: every line].
+    #[arg(long = "line", value_name = "PN", num_args = 1..)]
+    pub lines: Vec<String>,
+
+    /// Fetch and count, append nothing (no checkpoint is written).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Where progress is kept [default: <data_dir>/backfill-<provider>-<since>-<until>.json].
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// The providers `backfill` can read.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BackfillProvider {
+    /// Quo (formerly OpenPhone).
+    Openphone,
+    /// Twilio.
+    Twilio,
+}
+
+/// A whole day, `YYYY-MM-DD`.
+fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|e| format!("expected YYYY-MM-DD: {e}"))
 }
 
 /// `tail`.
@@ -206,6 +258,35 @@ mod tests {
         );
         assert!(parse_since("2026-13-01").is_err());
         assert!(parse_since("yesterday").is_err());
+    }
+
+    #[test]
+    fn backfill_takes_a_provider_days_and_several_lines() {
+        let cli = Cli::try_parse_from([
+            "r",
+            "backfill",
+            "openphone",
+            "--since",
+            "2026-03-02",
+            "--line",
+            "PN1",
+            "PN2",
+        ])
+        .map_err(|e| e.to_string());
+        let Ok(Cli {
+            command: Command::Backfill(args),
+            ..
+        }) = cli
+        else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(args.lines, ["PN1", "PN2"]);
+        assert_eq!(args.since.to_string(), "2026-03-02");
+        assert!(Cli::try_parse_from(["r", "backfill", "openphone"]).is_err());
+        assert!(
+            Cli::try_parse_from(["r", "backfill", "salesmsg", "--since", "2026-03-02"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["r", "backfill", "twilio", "--since", "March"]).is_err());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - [`backend`]: the small [`backend::Backend`] trait and its two implementations.
 //! - One module per read command: [`status`], [`tail`], [`show`], [`dead_letters`],
 //!   [`optouts`]; and [`control`] for the commands only the running daemon can carry out
-//!   (`rewind`, `redrive`, `pause`, `resume`).
+//!   (`rewind`, `redrive`, `pause`, `resume`); [`backfill`] fetches from the providers' REST
+//!   APIs and appends (through the admin API, or directly when the daemon is stopped).
 //! - [`output`] (stdout that ends quietly when the reader goes away, tables, previews),
 //!   [`signals`] (SIGINT/SIGTERM while following).
 //!
@@ -17,6 +18,7 @@
 //! 1 error, 2 usage (clap).
 
 mod backend;
+mod backfill;
 mod cli;
 mod context;
 mod control;
@@ -59,5 +61,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Optouts => optouts::run(&ctx),
         Command::Pause(args) => control::set_paused(&ctx, args, true),
         Command::Resume(args) => control::set_paused(&ctx, args, false),
+        Command::Backfill(args) => backfill::run(&ctx, args),
     }
 }

@@ -1,0 +1,425 @@
+//! `hooklog-replay backfill` against a real daemon (`hooklog::run` in-process on
+//! `127.0.0.1:0`) and the fake Quo and Twilio APIs of the library's tests: a daemon that got
+//! part of a day by webhook is backfilled; dedup marks the twins; a second run appends only
+//! duplicates; a stopped daemon's data directory is appended to directly.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../tests/fake_providers/mod.rs"]
+mod fake_providers;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_providers::{FakeApi, DAY, QUO_KEY};
+use hooklog::edge::verify::{openphone_legacy, HmacKey};
+use serde_json::{json, Value};
+
+/// The signing key of ref/openphone.md §1's constructed vector.
+const SIGNING_KEY: &str = "R2ZLM2o0bFhBNVpyUnU2NG9mYXQ1MHNyR3pvSUhIVVg=";
+
+struct Daemon {
+    runtime: tokio::runtime::Runtime,
+    task: Option<tokio::task::JoinHandle<Result<(), hooklog::RunError>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    admin_url: String,
+    webhook_url: String,
+    config: PathBuf,
+    data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// A daemon whose Quo and Twilio REST APIs are `fake`.
+    fn start(fake: &FakeApi, quo_key: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let config = dir.path().join("hooklog.toml");
+        let sid = fake.with(|st| st.twilio_sid.clone());
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[server]\nlisten = [\"127.0.0.1:0\"]\n\
+                 admin_listen = \"127.0.0.1:0\"\nshutdown_grace_secs = 2\n\
+                 public_urls = [\"https://hooks.example.com\"]\n\
+                 [openphone]\nsigning_keys = [\"{SIGNING_KEY}\"]\napi_key = \"{quo_key}\"\n\
+                 api_base = \"{base}\"\n\
+                 [twilio]\nauth_tokens = [\"twilio-test-token\"]\naccount_sid = \"{sid}\"\n\
+                 api_base = \"{base}\"\n",
+                data_dir.to_str().unwrap(),
+                base = fake.base(),
+            ),
+        )
+        .unwrap();
+        let (cfg, _) = hooklog::config::Config::load_from(Some(&config), Vec::new()).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listeners = runtime.block_on(hooklog::Listeners::bind(&cfg)).unwrap();
+        let admin_url = format!("http://{}", listeners.admin.local_addr().unwrap());
+        let webhook_url = format!("http://{}", listeners.public[0].local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = runtime.spawn(hooklog::run(cfg, listeners, async move {
+            let _ = stopped.await;
+        }));
+        let daemon = Daemon {
+            runtime,
+            task: Some(task),
+            stop: Some(stop),
+            admin_url,
+            webhook_url,
+            config,
+            data_dir,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match ureq::get(&format!("{}/admin/status", daemon.admin_url)).call() {
+                Err(ureq::Error::Status(401, _)) | Ok(_) => break,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "the daemon did not come up: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        daemon
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(hooklog::admin::token_path(&self.data_dir))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// A signed Quo webhook (legacy scheme) for `resource`.
+    fn quo_webhook(&self, event_id: &str, kind: &str, resource: Value) {
+        let body = json!({
+            "id": event_id, "object": "event", "apiVersion": "v3",
+            "createdAt": resource["createdAt"].as_str().unwrap_or("2026-03-02T10:05:00.000Z"),
+            "type": kind, "data": {"object": resource},
+        })
+        .to_string();
+        let ts = (chrono::Utc::now().timestamp_millis()).to_string();
+        let key = HmacKey::from_quo_secret(SIGNING_KEY).unwrap();
+        let resp = ureq::post(&format!("{}/webhook/openphone", self.webhook_url))
+            .set("content-type", "application/json")
+            .set(
+                "openphone-signature",
+                &openphone_legacy::sign(&key, &ts, body.as_bytes()),
+            )
+            .send_bytes(body.as_bytes())
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    fn events(&self) -> Vec<Value> {
+        let page: Value = ureq::get(&format!(
+            "{}/admin/events?after=0&limit=1000",
+            self.admin_url
+        ))
+        .set("Authorization", &format!("Bearer {}", self.token()))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+        page["events"].as_array().unwrap().clone()
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            self.runtime.block_on(task).unwrap().unwrap();
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooklog-replay"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("HOOKLOG_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--admin-url")
+            .arg(&self.admin_url)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.stop();
+        }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs a `--json` backfill that must succeed; returns its summary line.
+fn backfill_json(daemon: &Daemon, args: &[&str]) -> Value {
+    let out = daemon.cli(args);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() > 1, "progress lines, then the summary");
+    assert!(lines[..lines.len() - 1]
+        .iter()
+        .all(|l| l["type"] == "progress" || l["type"] == "note"));
+    let summary = lines.last().unwrap().clone();
+    assert_eq!(summary["type"], "summary");
+    summary
+}
+
+/// Checkpoint files in the data directory.
+fn checkpoints(daemon: &Daemon) -> usize {
+    std::fs::read_dir(&daemon.data_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("backfill-"))
+        .count()
+}
+
+/// The first record whose route is `route` and whose source is `source`.
+fn record<'a>(events: &'a [Value], source: &str, route: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["source"] == source && e["route"] == route)
+        .unwrap_or_else(|| panic!("no {source} record {route}"))
+}
+
+#[test]
+fn backfilling_a_day_appends_what_the_webhooks_missed_and_a_second_run_only_duplicates() {
+    let fake = FakeApi::start(fake_providers::quo_day());
+    let daemon = Daemon::start(&fake, QUO_KEY);
+
+    // Part of the day arrived by webhook: two received messages, a delivery, a call and its
+    // summary.
+    let resource = |id: &str| {
+        fake.with(|st| {
+            st.messages
+                .iter()
+                .chain(&st.calls)
+                .find(|m| m["id"] == id)
+                .cloned()
+                .unwrap()
+        })
+    };
+    daemon.quo_webhook("EVm1", "message.received", resource("ACm1"));
+    daemon.quo_webhook("EVm2", "message.delivered", resource("ACm2"));
+    daemon.quo_webhook("EVm3", "message.received", resource("ACm3"));
+    daemon.quo_webhook("EVc1", "call.completed", resource("ACc1"));
+    let summary = fake.with(|st| st.summaries["ACc1"].clone());
+    daemon.quo_webhook("EVs1", "call.summary.completed", summary);
+    assert_eq!(daemon.events().len(), 5);
+
+    let since = DAY;
+    let until = "2026-03-03";
+    let args = [
+        "--json",
+        "backfill",
+        "openphone",
+        "--since",
+        since,
+        "--until",
+        until,
+    ];
+    let first = backfill_json(&daemon, &args);
+    assert_eq!(first["resources"], 15);
+    assert_eq!(first["appended"], 15);
+    assert_eq!(first["duplicates"], 5, "{first}");
+    assert_eq!(first["new"], 10);
+    assert_eq!(first["target"]["kind"], "admin-api");
+    assert_eq!(first["by_kind"]["messages"], 9);
+
+    // Dedup marked each backfilled twin a duplicate of its webhook, and the rest original.
+    let events = daemon.events();
+    assert_eq!(events.len(), 20);
+    let webhook = record(&events, "openphone", "/webhook/openphone");
+    let twin = record(&events, "backfill-openphone", "/v1/messages/ACm1");
+    assert_eq!(twin["dedup"]["verdict"], "duplicate");
+    assert_eq!(twin["dedup"]["of"], webhook["seq"]);
+    for route in [
+        "/v1/messages/ACm2",
+        "/v1/calls/ACc1",
+        "/v1/call-summaries/ACc1",
+    ] {
+        assert_eq!(
+            record(&events, "backfill-openphone", route)["dedup"]["verdict"],
+            "duplicate",
+            "{route}"
+        );
+    }
+    for route in [
+        "/v1/messages/ACm4",
+        "/v1/calls/ACc2",
+        "/v1/call-transcripts/ACc1",
+    ] {
+        assert_eq!(
+            record(&events, "backfill-openphone", route)["dedup"]["verdict"],
+            "original",
+            "{route}"
+        );
+    }
+    assert_eq!(
+        checkpoints(&daemon),
+        0,
+        "the finished run left no checkpoint behind"
+    );
+
+    // The same backfill again: everything it appends is a duplicate.
+    let second = backfill_json(&daemon, &args);
+    assert_eq!(second["appended"], 15);
+    assert_eq!(second["duplicates"], 15);
+    assert_eq!(second["new"], 0);
+
+    // Text mode says the same in one summary line, with progress on stderr.
+    let out = daemon.cli(&["backfill", "openphone", "--since", since, "--until", until]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    assert!(
+        summary.contains("15 appended")
+            && summary.contains("15 duplicates")
+            && summary.contains("0 new"),
+        "{summary}"
+    );
+    assert!(text(&out.stderr).contains("backfill openphone: "));
+}
+
+#[test]
+fn a_dry_run_fetches_and_counts_but_appends_nothing() {
+    let fake = FakeApi::start(fake_providers::quo_day());
+    let daemon = Daemon::start(&fake, QUO_KEY);
+    let summary = backfill_json(
+        &daemon,
+        &[
+            "--json",
+            "backfill",
+            "openphone",
+            "--since",
+            DAY,
+            "--until",
+            "2026-03-03",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(summary["resources"], 15);
+    assert_eq!(summary["appended"], 0);
+    assert!(daemon.events().is_empty());
+}
+
+#[test]
+fn a_refused_quo_key_exits_1_with_one_line_naming_the_setting() {
+    let fake = FakeApi::start(fake_providers::quo_day());
+    let daemon = Daemon::start(&fake, "not-the-key");
+    let out = daemon.cli(&["backfill", "openphone", "--since", DAY]);
+    assert_eq!(out.status.code(), Some(1));
+    // Progress lines may come first; the error is one line, the last.
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.lines().last(),
+        Some("hooklog-replay: the Quo API key was refused (401): check [openphone] api_key"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("hooklog-replay:").count(), 1, "{stderr}");
+    assert!(daemon.events().is_empty());
+    assert_eq!(checkpoints(&daemon), 0, "nothing to resume, no file left");
+}
+
+#[test]
+fn with_the_daemon_stopped_a_twilio_backfill_appends_to_the_data_directory() {
+    let fake = FakeApi::start(fake_providers::twilio_day());
+    let mut daemon = Daemon::start(&fake, QUO_KEY);
+    daemon.stop();
+
+    let out = daemon.cli(&[
+        "--json",
+        "backfill",
+        "twilio",
+        "--since",
+        DAY,
+        "--until",
+        "2026-03-03",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["target"]["kind"], "direct");
+    assert_eq!(summary["appended"], 8);
+    assert!(summary["duplicates"].is_null());
+
+    let tail = daemon.cli(&["--json", "--direct", "tail", "--after", "0"]);
+    assert!(tail.status.success(), "{}", text(&tail.stderr));
+    let mut routes: BTreeMap<String, u32> = BTreeMap::new();
+    for line in text(&tail.stdout).lines() {
+        let ev: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(ev["source"], "backfill-twilio");
+        let route = ev["route"].as_str().unwrap();
+        let kind = route.split('/').nth(2).unwrap().to_owned();
+        *routes.entry(kind).or_default() += 1;
+    }
+    assert_eq!(
+        routes,
+        BTreeMap::from([("Calls".into(), 3), ("Messages".into(), 5)])
+    );
+}
+
+#[test]
+fn an_interrupted_backfill_keeps_its_checkpoint_and_the_same_command_appends_only_the_rest() {
+    let fake = FakeApi::start(fake_providers::quo_day());
+    let daemon = Daemon::start(&fake, QUO_KEY);
+    // The key is refused from CN1's third page of messages on (revoked mid-run: a 403 stops
+    // the run at once, without retries).
+    fake.with(|st| st.fail_matching.push(("pageToken=tok4".into(), 403)));
+    let args = [
+        "--json",
+        "backfill",
+        "openphone",
+        "--since",
+        DAY,
+        "--until",
+        "2026-03-03",
+    ];
+    let out = daemon.cli(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("progress is kept in"), "{stderr}");
+    assert!(
+        stderr.contains("the Quo API key was refused (403)"),
+        "{stderr}"
+    );
+    assert_eq!(checkpoints(&daemon), 1);
+    assert_eq!(daemon.events().len(), 4, "CN1's first two pages");
+
+    fake.with(|st| st.fail_matching.clear());
+    let summary = backfill_json(&daemon, &args);
+    assert_eq!(summary["appended"], 11, "only the rest: {summary}");
+    assert_eq!(summary["duplicates"], 0);
+    assert_eq!(checkpoints(&daemon), 0);
+    let routes: std::collections::BTreeSet<String> = daemon
+        .events()
+        .iter()
+        .map(|e| e["route"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(routes.len(), 15);
+}

@@ -1,0 +1,196 @@
+//! Twilio backfill over the 2010-04-01 REST API (ref/twilio.md §5).
+//!
+//! Two listings, each a unit of the checkpoint:
+//!
+//! - `messages`: `GET /2010-04-01/Accounts/{AC}/Messages.json?DateSent>=<since>&DateSent<=<last
+//!   day>&PageSize=1000` (the filter names are literally `DateSent>` and `DateSent<`, sent as
+//!   `DateSent%3E`/`DateSent%3C`; both bounds are inclusive whole UTC days, so the upper one
+//!   is the day before `--until`);
+//! - `calls`: `GET /2010-04-01/Accounts/{AC}/Calls.json?StartTime>=<since>&StartTime<=<last
+//!   day>&PageSize=1000`.
+//!
+//! Each follows `next_page_uri` (relative, fetched from the API base) until it is null; the
+//! checkpoint stores that URI as the page token. Authentication is HTTP Basic with the
+//! account SID and the first of `[twilio] auth_tokens`. Each message or call goes to the
+//! sink as one record of source `backfill-twilio`, route `/2010-04-01/Messages/{sid}` or
+//! `/2010-04-01/Calls/{sid}`, body the item's JSON exactly as the API sent it.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{
+    fingerprint, query, Checkpoint, CheckpointError, Client, FetchError, Progress, Range,
+    RetryPolicy, RunKey, Sink, SinkError,
+};
+use crate::event::Source;
+use crate::send::limiter::Limiter;
+
+/// Why a Twilio backfill stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TwilioError {
+    /// 401/403: the account SID or the auth token is wrong.
+    #[error(
+        "the Twilio credentials were refused ({status}): check [twilio] account_sid and \
+         auth_tokens (the first token is used)"
+    )]
+    CredentialsRefused {
+        /// 401 or 403.
+        status: u16,
+    },
+    /// The account SID or the auth token is not configured.
+    #[error("Twilio backfill needs [twilio] account_sid and auth_tokens")]
+    NotConfigured,
+    /// A request failed for good.
+    #[error(transparent)]
+    Fetch(FetchError),
+    /// The sink refused a resource.
+    #[error("cannot append {route}: {source}")]
+    Sink {
+        /// The resource's route.
+        route: String,
+        /// Why.
+        source: SinkError,
+    },
+    /// The checkpoint cannot be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+impl From<FetchError> for TwilioError {
+    fn from(e: FetchError) -> TwilioError {
+        match e {
+            FetchError::Denied { status, .. } => TwilioError::CredentialsRefused { status },
+            other => TwilioError::Fetch(other),
+        }
+    }
+}
+
+/// What to fetch, and how.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// API base URL (`https://api.twilio.com`).
+    pub api_base: String,
+    /// `AC…`.
+    pub account_sid: String,
+    /// The auth token (or an API key secret with its SID as `account_sid`).
+    pub auth_token: String,
+    /// The days to fetch.
+    pub range: Range,
+    /// Items per page (at most 1000).
+    pub page_size: u32,
+    /// Retries of each request.
+    pub retry: RetryPolicy,
+}
+
+impl Options {
+    /// The parameters the checkpoint belongs to.
+    pub fn run_key(&self) -> RunKey {
+        RunKey {
+            provider: "twilio".into(),
+            api_base: self.api_base.trim_end_matches('/').to_owned(),
+            since: self.range.since,
+            until: self.range.until,
+            lines: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    messages: Option<Vec<Box<RawValue>>>,
+    #[serde(default)]
+    calls: Option<Vec<Box<RawValue>>>,
+    #[serde(default)]
+    next_page_uri: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    sid: String,
+}
+
+/// Fetches the messages, then the calls, of the range.
+pub fn backfill(
+    opts: &Options,
+    limiter: Arc<Limiter>,
+    checkpoint: &mut Checkpoint,
+    sink: &mut dyn Sink,
+) -> Result<Progress, TwilioError> {
+    let sid = opts.account_sid.trim();
+    let token = opts.auth_token.trim();
+    if sid.is_empty() || token.is_empty() {
+        return Err(TwilioError::NotConfigured);
+    }
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{sid}:{token}"));
+    let mut client = Client::new(
+        format!("Basic {basic}"),
+        limiter,
+        fingerprint(&format!("{sid}:{token}")),
+        opts.retry,
+    );
+    client.progress.units_done = checkpoint.done_count();
+    client.progress.units_total = 2;
+    let base = opts.api_base.trim_end_matches('/');
+    let account = form_urlencoded::byte_serialize(sid.as_bytes()).collect::<String>();
+    let (since, last) = (
+        opts.range.since.to_string(),
+        opts.range.last_day().to_string(),
+    );
+    let page_size = opts.page_size.clamp(1, 1000).to_string();
+
+    for (unit, resource, lo, hi) in [
+        ("messages", "Messages", "DateSent>", "DateSent<"),
+        ("calls", "Calls", "StartTime>", "StartTime<"),
+    ] {
+        if checkpoint.is_done(unit) {
+            continue;
+        }
+        client.progress.stage = unit.to_owned();
+        sink.progress(&client.progress);
+        let first = format!(
+            "{base}/2010-04-01/Accounts/{account}/{resource}.json?{}",
+            query(&[
+                (lo, since.as_str()),
+                (hi, last.as_str()),
+                ("PageSize", page_size.as_str()),
+            ])
+        );
+        let mut url = match checkpoint.next_page(unit) {
+            Some(uri) => format!("{base}{uri}"),
+            None => first,
+        };
+        loop {
+            let page: Page = client.get_as(&url, &[], sink)?;
+            let items = match resource {
+                "Messages" => page.messages,
+                _ => page.calls,
+            }
+            .unwrap_or_default();
+            for item in &items {
+                let head: Head = super::decode(&url, item.get().as_bytes())?;
+                let route = format!("/2010-04-01/{resource}/{}", head.sid);
+                sink.put(Source::BackfillTwilio, &route, item.get().as_bytes())
+                    .map_err(|source| TwilioError::Sink {
+                        route: route.clone(),
+                        source,
+                    })?;
+                client.count_resource(unit, sink);
+            }
+            let next = page.next_page_uri.filter(|u| !u.is_empty());
+            checkpoint.page_done(unit, next.as_deref())?;
+            match next {
+                Some(uri) => url = format!("{base}{uri}"),
+                None => break,
+            }
+        }
+        client.progress.units_done = checkpoint.done_count();
+        sink.progress(&client.progress);
+    }
+    client.progress.stage = "done".into();
+    sink.progress(&client.progress);
+    Ok(client.progress)
+}
