@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hooklog::alerts::Alerter;
+use hooklog::config::Config;
 use hooklog::consumers::compliance::Compliance;
 use hooklog::consumers::dedup::Dedup;
 use hooklog::consumers::dispatch::{Dispatch, Settings};
@@ -20,7 +21,6 @@ use hooklog::consumers::{spawn_on_thread, DriverConfig, DriverContext, Registry}
 use hooklog::dispatch::{
     BreakerConfig, DispatchOutcome, DispatchPolicy, DispatchRequest, Gateway, Route, Routes,
 };
-use hooklog::config::Config;
 use hooklog::edge::verifier::{IncomingRequest, Verifier, WebhookRoute};
 use hooklog::edge::verify::{openphone_legacy, HmacKey};
 use hooklog::event::Micros;
@@ -133,9 +133,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log: Arc<dyn Log> = Arc::new(
-        SledLog::open(dir.path(), &SledOptions::default(), Metrics::new()).expect("open"),
-    );
+    let log: Arc<dyn Log> =
+        Arc::new(SledLog::open(dir.path(), &SledOptions::default(), Metrics::new()).expect("open"));
     let store = log.state();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
