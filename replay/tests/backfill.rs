@@ -34,6 +34,11 @@ struct Daemon {
 impl Daemon {
     /// A daemon whose Quo and Twilio REST APIs are `fake`.
     fn start(fake: &FakeApi, quo_key: &str) -> Daemon {
+        Daemon::start_with(fake, quo_key, "")
+    }
+
+    /// The same, with more configuration appended to the file (a `[postgres]` section).
+    fn start_with(fake: &FakeApi, quo_key: &str, extra_toml: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let config = dir.path().join("hooklog.toml");
@@ -47,7 +52,7 @@ impl Daemon {
                  [openphone]\nsigning_keys = [\"{SIGNING_KEY}\"]\napi_key = \"{quo_key}\"\n\
                  api_base = \"{base}\"\n\
                  [twilio]\nauth_tokens = [\"twilio-test-token\"]\naccount_sid = \"{sid}\"\n\
-                 api_base = \"{base}\"\n",
+                 api_base = \"{base}\"\n{extra_toml}",
                 data_dir.to_str().unwrap(),
                 base = fake.base(),
             ),
@@ -422,4 +427,207 @@ fn an_interrupted_backfill_keeps_its_checkpoint_and_the_same_command_appends_onl
         .map(|e| e["route"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(routes.len(), 15);
+}
+
+/// A schema of the test database of its own, dropped at the end.
+struct PgSchema {
+    name: String,
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+fn pg_url() -> String {
+    std::env::var("HOOKLOG_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+impl PgSchema {
+    fn new(tag: &str) -> PgSchema {
+        let name = format!(
+            "hl_backfill_{tag}_{}_{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_micros() % 1_000_000
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = runtime.block_on(async {
+            hooklog::postgres::connect(&pg_url(), None, Duration::from_secs(10))
+                .await
+                .expect("the test database answers (is PostgreSQL running?)")
+                .client
+        });
+        PgSchema {
+            name,
+            runtime,
+            client,
+        }
+    }
+
+    fn toml(&self) -> String {
+        format!(
+            "[postgres]\nurl = \"{}\"\nschema = \"{}\"\n",
+            pg_url(),
+            self.name
+        )
+    }
+
+    /// Every row of `table`, every column but the log positions (`*seq*`), as text, sorted.
+    fn rows(&self, table: &str) -> Vec<String> {
+        self.runtime.block_on(async {
+            let cols: Vec<String> = self
+                .client
+                .query(
+                    "select column_name::text from information_schema.columns \
+                     where table_schema = $1 and table_name = $2 and column_name not like '%seq%' \
+                     order by ordinal_position",
+                    &[&self.name, &table],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect();
+            assert!(!cols.is_empty(), "no table {table}");
+            let sql = format!(
+                "select ({})::text from \"{}\".{table} order by 1",
+                cols.iter()
+                    .map(|c| format!("coalesce({c}::text, '∅')"))
+                    .collect::<Vec<_>>()
+                    .join(" || '|' || "),
+                self.name
+            );
+            self.client
+                .query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect()
+        })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let sql = format!("drop schema if exists \"{}\" cascade", self.name);
+        let _ = self.runtime.block_on(self.client.simple_query(&sql));
+    }
+}
+
+impl Daemon {
+    /// Waits until the Postgres sink has projected the whole log.
+    fn synced(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st: Value = ureq::get(&format!("{}/admin/status", self.admin_url))
+                .set("Authorization", &format!("Bearer {}", self.token()))
+                .call()
+                .unwrap()
+                .into_json()
+                .unwrap();
+            let last = st["log"]["last_seq"].as_u64().unwrap();
+            let pg = st["consumers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "postgres")
+                .map(|c| c["cursor"].as_u64().unwrap());
+            if pg == Some(last) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Postgres sync never caught up: {st}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_backfilled_day_leaves_postgres_exactly_as_if_every_webhook_had_arrived() {
+    let fake = FakeApi::start(fake_providers::quo_day());
+    let resource = |id: &str| {
+        fake.with(|st| {
+            st.messages
+                .iter()
+                .chain(&st.calls)
+                .find(|m| m["id"] == id)
+                .cloned()
+                .unwrap()
+        })
+    };
+
+    // Run B: the tunnel was down for most of the day; a backfill fills the gap.
+    let pg_b = PgSchema::new("b");
+    let b = Daemon::start_with(&fake, QUO_KEY, &pg_b.toml());
+    b.quo_webhook("EVm1", "message.received", resource("ACm1"));
+    b.quo_webhook("EVm2", "message.delivered", resource("ACm2"));
+    b.quo_webhook("EVc1", "call.completed", resource("ACc1"));
+    let summary = backfill_json(
+        &b,
+        &[
+            "--json",
+            "backfill",
+            "openphone",
+            "--since",
+            DAY,
+            "--until",
+            "2026-03-03",
+        ],
+    );
+    assert_eq!(summary["duplicates"], 3, "{summary}");
+    b.synced();
+
+    // Run A: every webhook of the same facts arrived.
+    let pg_a = PgSchema::new("a");
+    let a = Daemon::start_with(&fake, QUO_KEY, &pg_a.toml());
+    let mut sent = 0;
+    for e in b.events() {
+        if e["source"] != "backfill-openphone" {
+            continue;
+        }
+        let route = e["route"].as_str().unwrap();
+        let object: Value = serde_json::from_str(e["body"].as_str().unwrap()).unwrap();
+        let object = if object.get("data").is_some() && object.get("id").is_none() {
+            object["data"].clone()
+        } else {
+            object
+        };
+        let kind = if route.starts_with("/v1/messages/") {
+            if object["direction"] == "incoming" {
+                "message.received"
+            } else {
+                "message.delivered"
+            }
+        } else if route.starts_with("/v1/calls/") {
+            "call.completed"
+        } else if route.starts_with("/v1/call-summaries/") {
+            "call.summary.completed"
+        } else if route.starts_with("/v1/call-transcripts/") {
+            "call.transcript.completed"
+        } else {
+            panic!("unexpected backfill route {route}")
+        };
+        sent += 1;
+        a.quo_webhook(&format!("EV{sent}"), kind, object);
+    }
+    assert_eq!(sent, 15);
+    a.synced();
+
+    for table in [
+        "openphone_messages",
+        "openphone_calls",
+        "openphone_call_summaries",
+        "openphone_call_transcripts",
+    ] {
+        let (rows_a, rows_b) = (pg_a.rows(table), pg_b.rows(table));
+        assert!(!rows_a.is_empty(), "{table} is empty: nothing was compared");
+        assert_eq!(
+            rows_b, rows_a,
+            "{table} differs between backfill and webhooks"
+        );
+    }
 }
