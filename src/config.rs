@@ -300,6 +300,10 @@ pub struct OpenPhoneConfig {
     /// Allowed clock difference for signed timestamps, in seconds.
     #[serde(deserialize_with = "de::parsed")]
     pub tolerance_secs: u64,
+    /// Backfill lists messages with the workspace-wide `GET /messages` of the dated
+    /// 2026-03-30 API (one walk for every line) instead of per conversation.
+    #[serde(deserialize_with = "de::parsed")]
+    pub workspace_messages: bool,
 }
 
 impl Default for OpenPhoneConfig {
@@ -309,6 +313,7 @@ impl Default for OpenPhoneConfig {
             api_key: None,
             api_base: "https://api.openphone.com".into(),
             tolerance_secs: 300,
+            workspace_messages: false,
         }
     }
 }

@@ -62,6 +62,7 @@ fn quo_opts(fake: &FakeApi, key: &str) -> quo::Options {
         range: day_range(),
         lines: Vec::new(),
         retry: fast_retry(),
+        workspace_messages: false,
     }
 }
 
@@ -163,6 +164,54 @@ fn a_quo_day_is_fetched_whole_following_every_page_to_the_end_whatever_total_ite
         .iter()
         .all(|s| s.authorization.as_deref() == Some(QUO_KEY)));
     assert_eq!(progress.requests, seen.len() as u64);
+}
+
+#[test]
+fn the_workspace_wide_message_list_gives_the_same_day_and_stops_once_it_reaches_back_before_it() {
+    let fake = FakeApi::start(fake_providers::quo_day());
+    let opts = quo::Options {
+        workspace_messages: true,
+        ..quo_opts(&fake, QUO_KEY)
+    };
+    let (sink, result) = run_quo(&opts, &mut memory_checkpoint(&opts));
+    let progress = result.unwrap();
+    assert_eq!(sink.routes(), expected_quo_routes(), "the same resources");
+    assert_eq!(progress.by_kind["messages"], 9);
+
+    let seen = fake.seen();
+    assert!(
+        seen.iter().all(|s| s.path != "/v1/messages"),
+        "no per-conversation message lists"
+    );
+    let walk: Vec<_> = seen.iter().filter(|s| s.path == "/messages").collect();
+    assert!(
+        walk.iter().all(|s| s.status == 200),
+        "the version header was sent"
+    );
+    assert!(walk.iter().all(|s| s.param("limit") == Some("50")));
+    // Pages of two, newest first: the fifth page holds the day's first message and the day
+    // before's last, so the walk stops there and never asks for February.
+    let cursors: Vec<Option<&str>> = walk.iter().map(|s| s.param("after")).collect();
+    assert_eq!(
+        cursors,
+        [None, Some("cur2"), Some("cur4"), Some("cur6"), Some("cur8")]
+    );
+
+    // With --line, another line's messages are dropped.
+    let fake = FakeApi::start(fake_providers::quo_day());
+    let opts = quo::Options {
+        workspace_messages: true,
+        lines: vec!["PN2".into()],
+        ..quo_opts(&fake, QUO_KEY)
+    };
+    let (sink, result) = run_quo(&opts, &mut memory_checkpoint(&opts));
+    result.unwrap();
+    let messages: Vec<String> = sink
+        .routes()
+        .into_iter()
+        .filter(|r| r.starts_with("/v1/messages/"))
+        .collect();
+    assert_eq!(messages, ["/v1/messages/ACm6", "/v1/messages/ACm7"]);
 }
 
 #[test]

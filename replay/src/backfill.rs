@@ -119,6 +119,7 @@ pub fn run(ctx: &Context, args: &BackfillArgs) -> anyhow::Result<()> {
                 range,
                 lines: args.lines.clone(),
                 retry: RetryPolicy::default(),
+                workspace_messages: ctx.config.openphone.workspace_messages,
             };
             let mut cp = Checkpoint::open(checkpoint_path.as_deref(), opts.run_key())?;
             sink.resumed(&cp);

@@ -32,9 +32,13 @@
 //! single fetch's `{"data": …}` wrapper removed). The host is configurable: `[openphone]
 //! api_base`, `https://api.openphone.com` or `https://api.quo.com`.
 //!
-//! Not done: the workspace-wide `GET /messages` of the 2026-03-30 API (its query parameter
-//! names are unconfirmed, ref §5); the per-conversation listing above covers the same
-//! messages.
+//! With `[openphone] workspace_messages = true`, step 3 is replaced by one walk of the
+//! workspace-wide `GET /messages` of the dated 2026-03-30 API (`Quo-Api-Version` header, no
+//! `/v1`; `limit` ≤ 50 and the `after` cursor from `nextCursor`, the conventions of that
+//! version's "requests" page). Its filter names are not confirmed (ref §5), so none is sent:
+//! the list is newest first, items newer than the range are passed over and the walk stops
+//! at the first page that reaches back before it. With `--line`, items of other lines are
+//! dropped. Calls, summaries and transcripts still come from the per-conversation recipe.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -51,6 +55,10 @@ use crate::send::limiter::Limiter;
 
 /// Largest page the API gives.
 const MAX_RESULTS: &str = "100";
+/// Largest page of the dated API.
+const WORKSPACE_LIMIT: &str = "50";
+/// The dated API version of the workspace-wide message list.
+const API_VERSION: &str = "2026-03-30";
 
 /// Why a Quo backfill stopped.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +118,9 @@ pub struct Options {
     pub lines: Vec<String>,
     /// Retries of each request.
     pub retry: RetryPolicy,
+    /// List messages with the workspace-wide `GET /messages` (2026-03-30) instead of per
+    /// conversation (`[openphone] workspace_messages`).
+    pub workspace_messages: bool,
 }
 
 impl Options {
@@ -178,6 +189,24 @@ struct Head {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CursorPage<T> {
+    data: Vec<T>,
+    #[serde(default)]
+    next_cursor: Option<String>,
+}
+
+/// What the workspace-wide walk reads from each message.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkspaceHead {
+    id: String,
+    created_at: String,
+    #[serde(default)]
+    phone_number_id: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct Single {
     data: Box<RawValue>,
 }
@@ -215,6 +244,10 @@ pub fn backfill(
     let url = format!("{}/v1/phone-numbers", run.base);
     let numbers: PhoneNumbers = run.client.get_as(&url, &[], run.sink)?;
     let numbers = select_lines(numbers.data, &opts.lines)?;
+    if opts.workspace_messages {
+        let lines: Vec<&str> = numbers.iter().map(|pn| pn.id.as_str()).collect();
+        run.workspace_messages(&lines, !opts.lines.is_empty())?;
+    }
 
     for pn in &numbers {
         run.conversations(pn)?;
@@ -225,7 +258,9 @@ pub fn backfill(
         };
         let conversations = run.checkpoint.conversations(&pn.id).to_vec();
         for conv in &conversations {
-            run.messages(conv)?;
+            if !opts.workspace_messages {
+                run.messages(conv)?;
+            }
             // The calls endpoint takes one participant: group calls cannot be listed.
             if let [participant] = conv.participants.as_slice() {
                 for user in &users {
@@ -397,6 +432,55 @@ impl Run<'_> {
                 )?;
             }
             Ok(page.next_page_token)
+        })
+    }
+
+    /// The workspace-wide walk (see the module header). `only` restricts it to `lines`.
+    fn workspace_messages(&mut self, lines: &[&str], only: bool) -> Result<(), QuoError> {
+        self.stage("workspace messages".into());
+        let (since, until) = (self.range.since_rfc3339(), self.range.until_rfc3339());
+        let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+        let (since, until) = (parse(&since), parse(&until));
+        self.pages("workspace-messages", |run, cursor| {
+            let mut params = vec![("limit", WORKSPACE_LIMIT)];
+            if let Some(c) = &cursor {
+                params.push(("after", c));
+            }
+            let url = format!("{}/messages?{}", run.base, query(&params));
+            let page: CursorPage<Box<RawValue>> =
+                run.client
+                    .get_as(&url, &[("Quo-Api-Version", API_VERSION)], run.sink)?;
+            let mut reached_before = false;
+            for item in &page.data {
+                let head: WorkspaceHead = super::decode(&url, item.get().as_bytes())?;
+                let at = parse(&head.created_at);
+                if at.is_some_and(|at| since.is_some_and(|s| at < s)) {
+                    reached_before = true;
+                    continue;
+                }
+                if at.is_some_and(|at| until.is_some_and(|u| at >= u)) {
+                    continue;
+                }
+                if only
+                    && !head
+                        .phone_number_id
+                        .as_deref()
+                        .is_some_and(|pn| lines.contains(&pn))
+                {
+                    continue;
+                }
+                run.put(
+                    "messages",
+                    format!("/v1/messages/{}", head.id),
+                    item.get().as_bytes(),
+                )?;
+            }
+            // Newest first: once a page reaches back before the range, no later page is in it.
+            Ok(if reached_before {
+                None
+            } else {
+                page.next_cursor
+            })
         })
     }
 

@@ -132,6 +132,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         .unwrap_or_default()
         .to_owned();
     let mut authorization = None;
+    let mut api_version = None;
     let mut len = 0usize;
     loop {
         let mut h = String::new();
@@ -145,6 +146,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         let (k, v) = h.split_once(':').unwrap();
         match k.trim().to_ascii_lowercase().as_str() {
             "authorization" => authorization = Some(v.trim().to_owned()),
+            "quo-api-version" => api_version = Some(v.trim().to_owned()),
             "content-length" => len = v.trim().parse().unwrap_or(0),
             _ => {}
         }
@@ -170,7 +172,16 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             {
                 Some((_, code)) => (*code, None, json!({"message": "injected failure"})),
                 None => {
-                    let (s, v) = route(&st, &path, &params, authorization.as_deref());
+                    let (s, v) = if path == "/messages" {
+                        workspace_messages(
+                            &st,
+                            &params,
+                            authorization.as_deref(),
+                            api_version.as_deref(),
+                        )
+                    } else {
+                        route(&st, &path, &params, authorization.as_deref())
+                    };
                     (s, None, v)
                 }
             },
@@ -224,6 +235,39 @@ fn route(st: &State, path: &str, params: &[(String, String)], auth: Option<&str>
         return twilio(st, rest, params);
     }
     (404, json!({"message": "no such route"}))
+}
+
+/// The 2026-03-30 workspace-wide `GET /messages`: every message of the workspace, newest
+/// first, no filters used; cursor pagination with `limit` (1–50, default 10) and `after`
+/// (the previous page's `nextCursor`); `Quo-Api-Version` is required (no default).
+fn workspace_messages(
+    st: &State,
+    params: &[(String, String)],
+    auth: Option<&str>,
+    version: Option<&str>,
+) -> (u16, Value) {
+    if auth != Some(st.quo_key.as_str()) {
+        return (401, json!({"message": "Unauthorized", "status": 401}));
+    }
+    if version != Some("2026-03-30") {
+        return bad("Quo-Api-Version is required");
+    }
+    let limit: usize = match get(params, "limit").map(str::parse) {
+        None => 10,
+        Some(Ok(n)) if (1..=50).contains(&n) => n,
+        _ => return bad("limit: 1 to 50"),
+    };
+    let mut items = st.messages.clone();
+    items.sort_by_key(|v| std::cmp::Reverse(time(v, "createdAt")));
+    let offset: usize = get(params, "after")
+        .map(|t| t.trim_start_matches("cur").parse().unwrap())
+        .unwrap_or(0);
+    let end = (offset + limit.min(st.page_cap).max(1)).min(items.len());
+    let next = (end < items.len()).then(|| format!("cur{end}"));
+    (
+        200,
+        json!({"data": items[offset.min(end)..end], "nextCursor": next}),
+    )
 }
 
 fn get<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
