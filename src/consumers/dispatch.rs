@@ -58,6 +58,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::dedup::{self, RangeVerdicts, Verdicts};
+use super::redelivery::Redelivery;
+pub use super::redelivery::RedeliveryWindow;
 use super::{compliance, Batch, BatchError, Consumer, RewindMode, DEAD_LETTERS};
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::dispatch::{
@@ -75,7 +77,6 @@ use crate::state::{KvTree, StateError, StateStore};
 pub const NAME: &str = "dispatch";
 const LEDGER: &str = "ledger";
 const LEDGER_META: &str = "ledger_meta";
-const WINDOW_KEY: &[u8] = b"redeliver";
 
 /// Outcome names, as in [`DispatchResult::outcome`] and the ledger.
 const DELIVERED: &str = "delivered";
@@ -96,23 +97,6 @@ pub struct LedgerEntry {
     /// The generation of the redelivery window this entry was written in, if any.
     #[serde(default)]
     pub window: Option<u64>,
-}
-
-/// Records in `(after, through]` are dispatched again, once each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RedeliveryWindow {
-    /// Exclusive start.
-    pub after: u64,
-    /// Inclusive end (the cursor when the operator asked).
-    pub through: u64,
-    /// Distinguishes this window from earlier ones in the ledger.
-    pub generation: u64,
-}
-
-impl RedeliveryWindow {
-    fn contains(&self, seq: Seq) -> bool {
-        seq.0 > self.after && seq.0 <= self.through
-    }
 }
 
 /// What the consumer needs from `[dispatch]`.
@@ -158,7 +142,7 @@ pub struct Dispatch {
     log: Arc<dyn Log>,
     store: Arc<dyn StateStore>,
     ledger: Arc<dyn KvTree>,
-    meta: Arc<dyn KvTree>,
+    redelivery: Redelivery,
     dead_letters: Arc<dyn KvTree>,
     verdicts: Verdicts,
     alerter: Alerter,
@@ -250,7 +234,7 @@ impl Dispatch {
         let breaker = Breaker::new("agent-gateway", settings.breaker.clone());
         Ok(Dispatch {
             ledger: store.tree(NAME, LEDGER)?,
-            meta: store.tree(NAME, LEDGER_META)?,
+            redelivery: Redelivery::new(store.tree(NAME, LEDGER_META)?),
             dead_letters: store.tree(NAME, DEAD_LETTERS)?,
             verdicts: Verdicts::open(store.as_ref())?,
             settings,
@@ -273,10 +257,7 @@ impl Dispatch {
 
     /// The pending redelivery window, if any.
     pub fn window(&self) -> Result<Option<RedeliveryWindow>, StateError> {
-        self.meta
-            .get(WINDOW_KEY)?
-            .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt(LEDGER_META, e)))
-            .transpose()
+        self.redelivery.current()
     }
 
     async fn process(
@@ -544,22 +525,13 @@ impl Consumer for Dispatch {
     }
 
     fn redeliver(&mut self, after: Seq, through: Seq) -> Result<(), BatchError> {
-        if through <= after {
-            return Ok(());
+        if let Some(window) = self.redelivery.open(after, through)? {
+            tracing::info!(
+                after = window.after,
+                through = window.through,
+                "dispatch: events in the window will be dispatched again"
+            );
         }
-        let old = self.window()?;
-        // A window not yet finished keeps its unreached part: the cursor is at `through`.
-        let window = RedeliveryWindow {
-            after: after.0,
-            through: old.map_or(through.0, |w| w.through.max(through.0)),
-            generation: (Micros::now().0.max(0) as u64).max(old.map_or(0, |w| w.generation + 1)),
-        };
-        self.meta.insert(WINDOW_KEY, &to_json(&window)?)?;
-        tracing::info!(
-            after = window.after,
-            through = window.through,
-            "redelivery window stored"
-        );
         Ok(())
     }
 
@@ -572,14 +544,14 @@ impl Consumer for Dispatch {
             self.process(record, &verdicts, window).await?;
         }
         if let (Some(w), Some(first), Some(last)) = (window, events.first(), events.last()) {
-            // A redrive hands over records behind the cursor; only the cursor's own
-            // progress finishes a window.
             let cursor = self
                 .log
                 .cursor(NAME)
                 .map_err(|e| BatchError::Transient(e.to_string()))?;
-            if first.seq > cursor && last.seq.0 >= w.through {
-                self.meta.remove(WINDOW_KEY)?;
+            if self
+                .redelivery
+                .finish_batch(w, first.seq, last.seq, cursor)?
+            {
                 tracing::info!(
                     after = w.after,
                     through = w.through,

@@ -29,6 +29,7 @@ pub mod dedup;
 pub mod dispatch;
 pub mod outbound;
 pub mod postgres;
+pub mod redelivery;
 pub mod sender;
 pub mod staleness;
 #[cfg(test)]

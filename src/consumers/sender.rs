@@ -20,7 +20,9 @@
 //! log) makes both durable **before** the provider is called. A rewind re-reads decisions
 //! whose ledger entry is `done` and skips them; only an operator's `rewind sender
 //! --redeliver` ([`Consumer::redeliver`]) sends them again, as a new attempt with
-//! `redelivery: true`, still after the last-moment checks. Nothing retries a call whose
+//! `redelivery: true`, still after the last-moment checks, and once per window
+//! ([`super::redelivery`]: the ledger entry keeps the window's generation, so a batch handled
+//! again inside the window sends nothing more). Nothing retries a call whose
 //! outcome may be that the message went out: a read timeout, a 5xx and a crash end as
 //! `unknown` for an operator to check in the provider's console.
 //!
@@ -66,8 +68,8 @@
 //!
 //! | tree        | key           | value                                                   |
 //! |-------------|---------------|---------------------------------------------------------|
-//! | `ledger`    | message id    | JSON [`LedgerEntry`] `{attempt, state, status, at}`      |
-//! | `redeliver` | `window`      | JSON `{after, through}`: the open redelivery window      |
+//! | `ledger`    | message id    | JSON [`LedgerEntry`] `{attempt, state, status, at, window}` |
+//! | `redeliver` | `redeliver`   | JSON [`RedeliveryWindow`] `{after, through, generation}` ([`super::redelivery`]) |
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,6 +79,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::compliance::{self, OptOutChange, ADMIN_ROUTE};
+use super::redelivery::{Redelivery, RedeliveryWindow};
 use super::{Batch, BatchError, Consumer, RewindMode};
 use crate::alerts::{Alert, Severity};
 use crate::clock::Clock;
@@ -255,22 +258,11 @@ pub struct LedgerEntry {
     pub status: Option<SendStatus>,
     /// When the entry was written (RFC 3339).
     pub at: String,
+    /// The generation of the redelivery window the attempt was made in, if any: a batch
+    /// handled again inside the same window does not send again.
+    #[serde(default)]
+    pub window: Option<u64>,
 }
-
-/// The records of `(after, through]` are sent again even when the ledger says done.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Window {
-    after: u64,
-    through: u64,
-}
-
-impl Window {
-    fn contains(self, seq: Seq) -> bool {
-        self.after < seq.0 && seq.0 <= self.through
-    }
-}
-
-const WINDOW_KEY: &[u8] = b"window";
 
 /// How a provider is reached: its client and its limiter.
 #[derive(Clone)]
@@ -291,8 +283,8 @@ pub struct Sender {
     state: Arc<dyn StateStore>,
     outbound: OutboundStore,
     ledger: Arc<dyn KvTree>,
-    redeliver: Arc<dyn KvTree>,
-    window: Option<Window>,
+    redelivery: Redelivery,
+    window: Option<RedeliveryWindow>,
     compliance: ComplianceConfig,
     lines: Vec<LineConfig>,
     openphone: Option<Route>,
@@ -358,16 +350,8 @@ impl Sender {
     ) -> Result<Sender, StateError> {
         let state = log.state();
         let ledger = state.tree(NAME, "ledger")?;
-        let redeliver = state.tree(NAME, "redeliver")?;
-        let window = redeliver
-            .get(WINDOW_KEY)?
-            .map(|v| {
-                serde_json::from_slice(&v).map_err(|e| StateError::Corrupt {
-                    tree: "sender/redeliver".into(),
-                    message: e.to_string(),
-                })
-            })
-            .transpose()?;
+        let redelivery = Redelivery::new(state.tree(NAME, "redeliver")?);
+        let window = redelivery.current()?;
         let route = |client: Option<SharedClient>, rate: Rate| {
             client.map(|client| Route {
                 client,
@@ -379,7 +363,7 @@ impl Sender {
             state,
             outbound,
             ledger,
-            redeliver,
+            redelivery,
             window,
             compliance,
             lines,
@@ -443,12 +427,14 @@ impl Sender {
         attempt: u32,
         state: LedgerState,
         status: Option<SendStatus>,
+        window: Option<u64>,
     ) -> Result<(), StateError> {
         let entry = LedgerEntry {
             attempt,
             state,
             status,
             at: self.clock.now().to_rfc3339(),
+            window,
         };
         let json = serde_json::to_vec(&entry).map_err(|e| StateError::Storage(e.to_string()))?;
         self.ledger.insert(id.as_str().as_bytes(), &json)
@@ -502,7 +488,8 @@ impl Sender {
                 _ => {}
             }
         }
-        self.put_ledger(id, attempt, LedgerState::Done, status)?;
+        let window = self.ledger_entry(id)?.and_then(|e| e.window);
+        self.put_ledger(id, attempt, LedgerState::Done, status, window)?;
         if let Some(status) = status {
             self.metrics
                 .sends
@@ -530,12 +517,19 @@ impl Sender {
             return Ok(());
         }
         let done_before = entry.is_some() || msg.attempts > 0;
-        let redelivery = self.window.is_some_and(|w| w.contains(seq));
-        if done_before && !redelivery {
-            return Ok(());
+        let window = self
+            .window
+            .filter(|w| w.contains(seq))
+            .map(|w| w.generation);
+        if done_before {
+            let sent_in_this_window =
+                window.is_some() && entry.as_ref().and_then(|e| e.window) == window;
+            if window.is_none() || sent_in_this_window {
+                return Ok(());
+            }
         }
         let attempt = msg.attempts.max(entry.map_or(0, |e| e.attempt)) + 1;
-        self.send(&msg, attempt, done_before).await
+        self.send(&msg, attempt, done_before, window).await
     }
 
     /// The ledger says `attempting(n)`: the process stopped (or the log failed) between the
@@ -558,7 +552,8 @@ impl Sender {
                     crate::outbound::Status::Refused => Some(SendStatus::Refused),
                     _ => Some(SendStatus::Unknown),
                 };
-                self.put_ledger(id, attempt, LedgerState::Done, status)?;
+                let window = self.ledger_entry(id)?.and_then(|e| e.window);
+                self.put_ledger(id, attempt, LedgerState::Done, status, window)?;
                 return Ok(());
             }
         }
@@ -701,6 +696,7 @@ impl Sender {
         msg: &Message,
         attempt: u32,
         redelivery: bool,
+        window: Option<u64>,
     ) -> Result<(), BatchError> {
         let provider_name = msg.provider.map_or("unknown", Provider::as_str);
         let reasons = self.last_moment_reasons(msg);
@@ -765,7 +761,7 @@ impl Sender {
         };
 
         // The guard: durable before the provider is called.
-        self.put_ledger(&msg.id, attempt, LedgerState::Attempting, None)?;
+        self.put_ledger(&msg.id, attempt, LedgerState::Attempting, None, window)?;
         let record = OutboundRecord::Attempt(SendAttempt {
             id: msg.id.clone(),
             attempt,
@@ -930,17 +926,6 @@ impl Sender {
         records.push(OutboundOrOptOut::Outbound(OutboundRecord::Result(r)));
         records
     }
-
-    fn store_window(&self) -> Result<(), StateError> {
-        match self.window {
-            Some(w) => {
-                let json =
-                    serde_json::to_vec(&w).map_err(|e| StateError::Storage(e.to_string()))?;
-                self.redeliver.insert(WINDOW_KEY, &json)
-            }
-            None => self.redeliver.remove(WINDOW_KEY),
-        }
-    }
 }
 
 /// The blocking half of one attempt: [`send::send_with_retries`] (limiter, 429 backoff,
@@ -1006,26 +991,14 @@ impl Consumer for Sender {
     }
 
     fn redeliver(&mut self, after: Seq, through: Seq) -> Result<(), BatchError> {
-        let w = match self.window {
-            Some(w) => Window {
-                after: w.after.min(after.0),
-                through: w.through.max(through.0),
-            },
-            None => Window {
-                after: after.0,
-                through: through.0,
-            },
-        };
-        let previous = self.window.replace(w);
-        if let Err(e) = self.store_window() {
-            self.window = previous;
-            return Err(e.into());
+        if let Some(w) = self.redelivery.open(after, through)? {
+            self.window = Some(w);
+            tracing::info!(
+                after = w.after,
+                through = w.through,
+                "sender: allowed messages in the window will be sent again"
+            );
         }
-        tracing::info!(
-            after = w.after,
-            through = w.through,
-            "sender: allowed messages in the window will be sent again"
-        );
         Ok(())
     }
 
@@ -1044,10 +1017,17 @@ impl Consumer for Sender {
                 self.on_allow(event.seq, &decision).await?;
             }
         }
-        if let (Some(w), Some(last)) = (self.window, batch.events().last()) {
-            if last.seq.0 >= w.through {
+        let events = batch.events();
+        if let (Some(w), Some(first), Some(last)) = (self.window, events.first(), events.last()) {
+            let cursor = self
+                .log
+                .cursor(NAME)
+                .map_err(|e| BatchError::Transient(e.to_string()))?;
+            if self
+                .redelivery
+                .finish_batch(w, first.seq, last.seq, cursor)?
+            {
                 self.window = None;
-                self.store_window()?;
             }
         }
         Ok(())
@@ -1430,12 +1410,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_handled_twice_inside_one_redelivery_window_sends_once_more_not_twice() {
+        let w = world();
+        let (_id, events) = allowed(&w, QUO_LINE, TO).await;
+        let mut s = sender(&w);
+        s.handle(&events).await.unwrap();
+        project(&w);
+        // The window reaches past this batch: it stays open while the batch is retried (a
+        // transient failure later in it, a restart before the cursor moved).
+        s.redeliver(Seq(0), Seq(events[1].seq.0 + 100)).unwrap();
+        s.handle(&events).await.unwrap();
+        project(&w);
+        s.handle(&events).await.unwrap();
+        let mut restarted = sender(&w);
+        restarted.handle(&events).await.unwrap();
+        assert_eq!(w.quo.calls(), 2, "the first send and one redelivery");
+        // A second --redeliver is a new window: one more.
+        restarted
+            .redeliver(Seq(0), Seq(events[1].seq.0 + 100))
+            .unwrap();
+        restarted.handle(&events).await.unwrap();
+        restarted.handle(&events).await.unwrap();
+        assert_eq!(w.quo.calls(), 3);
+    }
+
+    #[tokio::test]
     async fn an_attempt_without_a_result_becomes_unknown_with_a_critical_alert_and_no_call() {
         let w = world();
         let (id, events) = allowed(&w, TWILIO_LINE, TO).await;
         let s = sender(&w);
         // The daemon died after the ledger entry and the attempt record, during the call.
-        s.put_ledger(&id, 1, LedgerState::Attempting, None).unwrap();
+        s.put_ledger(&id, 1, LedgerState::Attempting, None, None)
+            .unwrap();
         append(
             &w,
             OutboundRecord::Attempt(SendAttempt {
@@ -1485,7 +1491,8 @@ mod tests {
         s.handle(&events).await.unwrap();
         project(&w);
         // The daemon stopped after the result was flushed, before the ledger said `done`.
-        s.put_ledger(&id, 1, LedgerState::Attempting, None).unwrap();
+        s.put_ledger(&id, 1, LedgerState::Attempting, None, None)
+            .unwrap();
         let mut restarted = sender(&w);
         restarted.handle(&events).await.unwrap();
         assert_eq!(w.quo.calls(), 1);
