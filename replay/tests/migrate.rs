@@ -323,6 +323,42 @@ fn export_then_import_into_an_empty_data_dir_reproduces_the_records_and_projecti
     );
     a.stop();
 
+    // With the daemon stopped, export reads the data directory: the same lines.
+    let direct_file = dir.path().join("direct.jsonl");
+    let o = ok(a
+        .cli()
+        .args(["export", "--since", "2000-01-01", "--out"])
+        .arg(&direct_file)
+        .output()
+        .unwrap());
+    assert!(
+        text(&o.stdout).starts_with("exported 8 records"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(text(&o.stderr).contains("directly"), "{}", text(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&direct_file).unwrap(),
+        std::fs::read_to_string(&file).unwrap()
+    );
+
+    // A file with a bad line appends nothing (and creates no log).
+    let bad = dir.path().join("bad.jsonl");
+    let first = std::fs::read_to_string(&file).unwrap();
+    let first = first.lines().next().unwrap();
+    std::fs::write(&bad, format!("{first}\n{{\"seq\": 2}}\n")).unwrap();
+    let data_c = dir.path().join("c");
+    let config_c = dir.path().join("c.toml");
+    std::fs::write(&config_c, config_text(&data_c, "127.0.0.1:0", TWILIO_TOKEN)).unwrap();
+    let o = cli(&config_c, "http://127.0.0.1:9")
+        .args(["import"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("line 2"), "{}", text(&o.stderr));
+    assert!(!hooklog::log_dir(&data_c).exists());
+
     // Import into an empty data directory, the daemon of that directory stopped.
     let data_b = dir.path().join("b");
     let config_b = dir.path().join("b.toml");
