@@ -29,7 +29,9 @@
 //! again. (Records the original had not dispatched or sent yet are therefore not dispatched
 //! or sent either; `rewind … --redeliver` does that deliberately.) Every other consumer
 //! (dedup, compliance, outbound, staleness, postgres) starts from 0 and rebuilds its
-//! projection from the imported records when the daemon starts.
+//! projection from the imported records when the daemon starts (the Postgres sink keeps its
+//! cursor in Postgres itself: after restoring a partial export against a database that holds
+//! the original's projection, rewind it to 0).
 //!
 //! # Checks before anything is written
 //!

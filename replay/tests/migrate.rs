@@ -313,6 +313,16 @@ fn export_then_import_into_an_empty_data_dir_reproduces_the_records_and_projecti
         text(&o.stderr)
     );
 
+    // So does a range that starts after everything.
+    let o = ok(a
+        .cli()
+        .args(["export", "--since", "2999-01-01", "--json"])
+        .output()
+        .unwrap());
+    assert!(o.stdout.is_empty(), "{}", text(&o.stdout));
+    let summary: Value = serde_json::from_slice(&o.stderr).unwrap();
+    assert_eq!(summary["records"], 0, "{summary}");
+
     // Import is refused while the daemon holds the data directory.
     let o = a.cli().args(["import"]).arg(&file).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
