@@ -205,6 +205,42 @@ impl Verification {
             Verification::Internal => "internal".to_owned(),
         }
     }
+
+    /// Reads back a [`Verification::label`] (for `hooklog-replay import`, which restores an
+    /// export made through the admin API, where only the label is shown). `None` for text
+    /// that no variant produces.
+    pub fn from_label(label: &str) -> Option<Verification> {
+        fn num(s: &str, prefix: &str) -> Option<u16> {
+            s.strip_prefix(prefix)?.parse().ok()
+        }
+        let label = label.trim();
+        match label {
+            "admin-token" => return Some(Verification::AdminToken),
+            "internal" => return Some(Verification::Internal),
+            _ => {}
+        }
+        let (kind, args) = label.split_once(" (")?;
+        let args = args.strip_suffix(')')?;
+        match kind {
+            "openphone-signature" => Some(Verification::QuoLegacy {
+                key: num(args, "key ")?,
+            }),
+            "standard-webhooks" => Some(Verification::QuoStandard {
+                key: num(args, "key ")?,
+            }),
+            "x-twilio-signature" => {
+                let (token, url) = args.split_once(", ")?;
+                Some(Verification::Twilio {
+                    token: num(token, "token ")?,
+                    url: num(url, "url ")?,
+                })
+            }
+            "salesmsg-secret" => Some(Verification::SalesMsgSecret {
+                secret: num(args, "secret ")?,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// One record of the log.
@@ -468,6 +504,28 @@ mod tests {
         keys.sort();
         let back: Vec<u64> = keys.iter().map(|k| Seq::from_key(k).unwrap().0).collect();
         assert_eq!(back, vec![1, 2, 256, 300, 65_536]);
+    }
+
+    proptest! {
+        #[test]
+        fn every_verification_label_reads_back(v in verification()) {
+            prop_assert_eq!(Verification::from_label(&v.label()), Some(v));
+        }
+    }
+
+    #[test]
+    fn text_no_verification_produces_is_not_read_as_one() {
+        for label in [
+            "",
+            "admin",
+            "openphone-signature",
+            "openphone-signature (key x)",
+            "x-twilio-signature (token 1)",
+            "salesmsg-secret (secret 70000)",
+            "internal (1)",
+        ] {
+            assert_eq!(Verification::from_label(label), None, "{label}");
+        }
     }
 
     #[test]

@@ -192,15 +192,7 @@ impl Fixture {
                 }
             }
         }
-        match self.tamper.as_deref() {
-            None => {}
-            Some("body") => {
-                if let Some(last) = body.last_mut() {
-                    *last = if *last == b'}' { b']' } else { b'}' };
-                }
-            }
-            Some(other) => return Err(FixtureError::Unsupported(format!("tamper `{other}`"))),
-        }
+        tamper(&mut body, self.tamper.as_deref())?;
         Ok(Prepared {
             method: self.method.clone(),
             path: self.path.clone(),
@@ -208,6 +200,133 @@ impl Fixture {
             body,
         })
     }
+}
+
+/// The configured secrets a fixture is signed with by [`Fixture::request_configured`]
+/// (`hooklog-replay fire`): the first of each list, as the daemon would accept it.
+#[derive(Clone, Default)]
+pub struct SigningConfig {
+    /// `[openphone] signing_keys`, first entry (bare base64 or `whsec_…`).
+    pub quo_key: Option<String>,
+    /// `[twilio] auth_tokens`, first entry.
+    pub twilio_token: Option<String>,
+    /// The public base URL Twilio signs against (one of `server.public_urls`).
+    pub twilio_base_url: Option<String>,
+    /// `[salesmsg] secrets`, first entry.
+    pub salesmsg_secret: Option<String>,
+}
+
+impl std::fmt::Debug for SigningConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningConfig")
+            .field("twilio_base_url", &self.twilio_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fixture {
+    /// The request signed at `now_unix_secs` with the *configured* secrets instead of the
+    /// fixture's own (a deployment smoke test: does this deployment accept what its own keys
+    /// sign?). Quo schemes are re-signed with `quo_key` (plus the fixture's
+    /// `timestamp_offset_secs`), Twilio with `twilio_token` over `twilio_base_url` + path,
+    /// SalesMsg gets `?secret=` replaced by `salesmsg_secret`. A fixture that asks for
+    /// tampering is tampered with after signing, as in the tests.
+    pub fn request_configured(
+        &self,
+        keys: &SigningConfig,
+        now_unix_secs: i64,
+    ) -> Result<Prepared, FixtureError> {
+        let missing = |what: &str| FixtureError::Unsupported(format!("{what} is not configured"));
+        let mut fixture = self.clone();
+        fixture.tamper = None;
+        let mut req = match self.signing.scheme.as_str() {
+            "openphone-legacy" | "standard-webhooks" => {
+                fixture.signing.key = keys
+                    .quo_key
+                    .clone()
+                    .ok_or_else(|| missing("[openphone] signing_keys"))?;
+                fixture.resign = true;
+                fixture.request_at(now_unix_secs)?
+            }
+            "twilio" => {
+                let token = keys
+                    .twilio_token
+                    .as_deref()
+                    .ok_or_else(|| missing("[twilio] auth_tokens"))?;
+                let base = keys
+                    .twilio_base_url
+                    .as_deref()
+                    .ok_or_else(|| missing("server.public_urls"))?;
+                let mut req = fixture.request_at(now_unix_secs)?;
+                let url = format!("{}{}", base.trim_end_matches('/'), req.path);
+                let content_type = req
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "content-type")
+                    .map(|(_, v)| v.clone());
+                let sig = crate::edge::verify::twilio::sign(
+                    &HmacKey::from_utf8(token),
+                    &url,
+                    content_type.as_deref(),
+                    &req.body,
+                );
+                req.headers.retain(|(k, _)| k != "x-twilio-signature");
+                req.headers.push(("x-twilio-signature".into(), sig));
+                req
+            }
+            "salesmsg" => {
+                let secret = keys
+                    .salesmsg_secret
+                    .as_deref()
+                    .ok_or_else(|| missing("[salesmsg] secrets"))?;
+                let mut req = fixture.request_at(now_unix_secs)?;
+                req.path = with_secret(&req.path, secret);
+                req
+            }
+            other => {
+                return Err(FixtureError::Unsupported(format!(
+                    "unknown signing scheme `{other}`"
+                )))
+            }
+        };
+        tamper(&mut req.body, self.tamper.as_deref())?;
+        Ok(req)
+    }
+}
+
+/// Alters a signed body as the fixture asks (`tamper: "body"`: its last byte changes).
+fn tamper(body: &mut [u8], how: Option<&str>) -> Result<(), FixtureError> {
+    match how {
+        None => Ok(()),
+        Some("body") => {
+            if let Some(last) = body.last_mut() {
+                *last = if *last == b'}' { b']' } else { b'}' };
+            }
+            Ok(())
+        }
+        Some(other) => Err(FixtureError::Unsupported(format!("tamper `{other}`"))),
+    }
+}
+
+/// `path` with its `secret` query parameter set to `secret` (added if absent).
+fn with_secret(path: &str, secret: &str) -> String {
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    let mut set = false;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k == "secret" {
+            if !set {
+                out.append_pair("secret", secret);
+                set = true;
+            }
+        } else {
+            out.append_pair(&k, &v);
+        }
+    }
+    if !set {
+        out.append_pair("secret", secret);
+    }
+    format!("{route}?{}", out.finish())
 }
 
 fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -220,4 +339,76 @@ fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod configured_tests {
+    use super::*;
+
+    fn fixture(rel: &str) -> Fixture {
+        Fixture::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures")
+                .join(rel),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_salesmsg_secret_is_replaced_in_place_or_added() {
+        assert_eq!(
+            with_secret("/s?a=1&secret=x&b=2", "new"),
+            "/s?a=1&secret=new&b=2"
+        );
+        assert_eq!(with_secret("/s", "n w"), "/s?secret=n+w");
+    }
+
+    #[test]
+    fn a_configured_twilio_token_signs_over_the_configured_public_url() {
+        let f = fixture("twilio/sms_inbound.json");
+        let keys = SigningConfig {
+            twilio_token: Some("0123456789abcdef0123456789abcdef".into()),
+            twilio_base_url: Some("https://other.example.org".into()),
+            ..SigningConfig::default()
+        };
+        let req = f.request_configured(&keys, 0).unwrap();
+        let sig = req
+            .headers
+            .iter()
+            .find(|(k, _)| k == "x-twilio-signature")
+            .unwrap();
+        assert_ne!(Some(&sig.1), f.headers.get("x-twilio-signature"));
+        let verify = |tokens: &[&str], base: &str| {
+            let tokens: Vec<HmacKey> = tokens.iter().map(|t| HmacKey::from_utf8(t)).collect();
+            crate::edge::verify::twilio::verify(
+                &crate::edge::verify::twilio::TwilioRequest {
+                    path_and_query: &req.path,
+                    content_type: f.headers.get("content-type").map(String::as_str),
+                    body: &req.body,
+                    signature: &sig.1,
+                },
+                &tokens,
+                &[base.to_owned()],
+            )
+        };
+        assert_eq!(
+            verify(
+                &["0123456789abcdef0123456789abcdef"],
+                "https://other.example.org"
+            ),
+            Ok((0, 0))
+        );
+        assert!(verify(
+            &["1ad9454bf158ce5e00b723d06dbb2e93"],
+            "https://other.example.org"
+        )
+        .is_err());
+        assert!(verify(
+            &["0123456789abcdef0123456789abcdef"],
+            "https://hooks.example.com"
+        )
+        .is_err());
+        assert!(f.request_configured(&SigningConfig::default(), 0).is_err());
+    }
 }

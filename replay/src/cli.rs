@@ -101,6 +101,77 @@ pub enum Command {
     /// same command resumes an interrupted run. Quo: [openphone] api_key, api_base; Twilio:
     /// [twilio] account_sid, auth_tokens (the first), api_base.
     Backfill(BackfillArgs),
+    /// Write the records received in a time range as JSON lines (a backup, a migration).
+    ///
+    /// One record per line, in sequence order, in the shape of `GET /admin/events` (seq,
+    /// received_at, source, route, headers, body with body_encoding base64 when it is not
+    /// UTF-8, verified), without the dedup verdict (a projection, recomputed on import).
+    /// Reads through the admin API while the daemon runs, else the data directory. Progress
+    /// and, when the records go to stdout, the summary go to stderr.
+    Export(ExportArgs),
+    /// Re-append an export into a stopped, empty data directory (a migration or a restore).
+    ///
+    /// Records keep their receipt time, headers, body and original verification; they are
+    /// numbered from 1 in the file's order. Webhook records can only enter a running daemon
+    /// through the signed edge, so import writes into the data directory directly and is
+    /// refused while a daemon holds it, and refused when the log is not empty (a second
+    /// import of the same file appends nothing). The cursors of the consumers with
+    /// irreversible effects (dispatch, sender) are set to the last imported record: a restore
+    /// never dispatches or sends again; the others rebuild their projections when the daemon
+    /// starts.
+    Import(ImportArgs),
+    /// Sign a fixture with the configured keys at the current time and send it (a deployment
+    /// smoke test).
+    ///
+    /// Quo fixtures are signed with the first [openphone] signing_keys entry, Twilio with the
+    /// first [twilio] auth_tokens entry over the public URL (--public-url, else --url when it
+    /// is one of server.public_urls, else the first of them), SalesMsg with the first
+    /// [salesmsg] secrets entry. Prints the status and body; exits 0 on 2xx, 1 otherwise.
+    Fire(FireArgs),
+}
+
+/// `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Records received at or after DATE: YYYY-MM-DD (midnight UTC) or RFC 3339.
+    #[arg(long, value_name = "DATE", value_parser = parse_since)]
+    pub since: String,
+
+    /// Records received before DATE [default: no end].
+    #[arg(long, value_name = "DATE", value_parser = parse_since)]
+    pub until: Option<String>,
+
+    /// Write to FILE (replaced once complete) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// An export (JSON lines).
+    pub file: PathBuf,
+
+    /// Read and check the file and the target, append nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `fire`.
+#[derive(Debug, Args)]
+pub struct FireArgs {
+    /// A fixture file (fixtures/<provider>/<name>.json).
+    pub fixture: PathBuf,
+
+    /// Base URL of the webhook listener (e.g. https://hooks.example.com); the fixture's path
+    /// and query are appended.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+
+    /// The public base URL Twilio signatures are computed over [default: --url when it is
+    /// one of server.public_urls, else the first of them].
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 /// `backfill`.

@@ -10,7 +10,9 @@
 //! - One module per read command: [`status`], [`tail`], [`show`], [`dead_letters`],
 //!   [`optouts`]; and [`control`] for the commands only the running daemon can carry out
 //!   (`rewind`, `redrive`, `pause`, `resume`); [`backfill`] fetches from the providers' REST
-//!   APIs and appends (through the admin API, or directly when the daemon is stopped).
+//!   APIs and appends (through the admin API, or directly when the daemon is stopped);
+//!   [`export`] and [`import`] copy the log out as JSON lines and into a stopped, empty data
+//!   directory; [`fire`] signs a fixture with the configured keys and sends it.
 //! - [`output`] (stdout that ends quietly when the reader goes away, tables, previews),
 //!   [`signals`] (SIGINT/SIGTERM while following).
 //!
@@ -23,6 +25,9 @@ mod cli;
 mod context;
 mod control;
 mod dead_letters;
+mod export;
+mod fire;
+mod import;
 mod optouts;
 mod output;
 mod show;
@@ -62,5 +67,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pause(args) => control::set_paused(&ctx, args, true),
         Command::Resume(args) => control::set_paused(&ctx, args, false),
         Command::Backfill(args) => backfill::run(&ctx, args),
+        Command::Export(args) => export::run(&ctx, args),
+        Command::Import(args) => import::run(&ctx, args),
+        Command::Fire(args) => fire::run(&ctx, args),
     }
 }

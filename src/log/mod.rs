@@ -163,3 +163,46 @@ pub trait Log: Send + Sync + 'static {
         Ok(Seq(lo))
     }
 }
+
+/// Re-appends records exported from a hooklog log (`hooklog-replay import`: a migration or a
+/// restore), keeping what each record was when it was first received: `received_at`,
+/// source, route, headers, body and verification. Their sequence numbers are assigned anew
+/// (in the order given); `event.seq` is ignored.
+///
+/// Why this exists next to [`Log::append`]: an append takes a [`Verified`], which only code
+/// that has just checked a signature or the admin token can make, and it stamps the current
+/// time. Webhook records (`openphone`, `twilio`, `salesmsg`) cannot be re-sent through the
+/// edge (their signatures are bound to a time window and a public URL) and the admin API
+/// refuses those sources (guarantee 2: only authentic requests enter through the network).
+/// A restore is not a new request: these records were verified when they were first received
+/// and their original verification is kept as evidence. The only caller is the CLI working
+/// on a data directory it opened itself, i.e. someone who could already write to the database
+/// files; nothing reachable over the network calls this.
+///
+/// Appends are pipelined (up to 256 in flight, in order: the single writer keeps queue
+/// order), and the call returns once every record is durable, with their new sequences.
+pub fn restore(log: &dyn Log, events: Vec<Event>) -> Result<Vec<Seq>, LogError> {
+    const IN_FLIGHT: usize = 256;
+    let mut seqs = Vec::with_capacity(events.len());
+    let mut pending = std::collections::VecDeque::with_capacity(IN_FLIGHT);
+    for ev in events {
+        let verified = Verified::new(
+            ev.received_at,
+            ev.source,
+            ev.route,
+            ev.headers,
+            ev.body,
+            ev.verification,
+        );
+        pending.push_back(log.append(verified));
+        if pending.len() >= IN_FLIGHT {
+            if let Some(t) = pending.pop_front() {
+                seqs.push(t.wait_blocking()?);
+            }
+        }
+    }
+    for t in pending {
+        seqs.push(t.wait_blocking()?);
+    }
+    Ok(seqs)
+}

@@ -517,6 +517,33 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_keeps_every_field_but_the_sequence_and_keeps_the_order() {
+        let src = tempfile::tempdir().unwrap();
+        let original = open(src.path());
+        for n in 0..300 {
+            original.append(verified(n)).wait_blocking().unwrap();
+        }
+        // Exported from seq 11 on: the restored records are renumbered from 1, in order.
+        let exported = original.read(Seq(10), 1000).unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let restored = open(dst.path());
+        let seqs = crate::log::restore(&restored, exported.clone()).unwrap();
+        assert_eq!(seqs, (1..=290).map(Seq).collect::<Vec<_>>());
+        let back = restored.read(Seq(0), 1000).unwrap();
+        assert_eq!(back.len(), 290);
+        for (a, b) in exported.iter().zip(&back) {
+            assert_eq!(b.seq.0, a.seq.0 - 10);
+            assert_eq!(
+                Event {
+                    seq: a.seq,
+                    ..b.clone()
+                },
+                *a
+            );
+        }
+    }
+
+    #[test]
     fn appends_after_close_are_refused_not_lost_silently() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path());

@@ -1,0 +1,497 @@
+//! `export`, `import` and `fire` against real daemons: each test starts `hooklog::run`
+//! in-process on `127.0.0.1:0` with its own data directory and webhook keys, and runs the
+//! built `hooklog-replay` as a child process.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Keys that are NOT the fixtures' own: `fire` must sign with the configuration's keys.
+const QUO_KEY: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const TWILIO_TOKEN: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const PUBLIC_URL: &str = "https://hooks.example.net";
+
+fn config_text(data_dir: &Path, admin_listen: &str, twilio_token: &str) -> String {
+    format!(
+        "data_dir = {:?}\n[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"{admin_listen}\"\n\
+         shutdown_grace_secs = 2\npublic_urls = [\"{PUBLIC_URL}\"]\n\
+         [openphone]\nsigning_keys = [\"{QUO_KEY}\"]\n\
+         [twilio]\nauth_tokens = [\"{twilio_token}\"]\n",
+        data_dir.to_str().unwrap()
+    )
+}
+
+/// A daemon running on its own runtime.
+struct Daemon {
+    runtime: tokio::runtime::Runtime,
+    task: Option<tokio::task::JoinHandle<Result<(), hooklog::RunError>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    admin_url: String,
+    webhook_url: String,
+    config: PathBuf,
+    data_dir: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon with `config` (whose `data_dir` is `data_dir`).
+    fn start(config: PathBuf, data_dir: PathBuf) -> Daemon {
+        let (cfg, _) = hooklog::config::Config::load_from(Some(&config), Vec::new()).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listeners = runtime.block_on(hooklog::Listeners::bind(&cfg)).unwrap();
+        let admin_url = format!("http://{}", listeners.admin.local_addr().unwrap());
+        let webhook_url = format!("http://{}", listeners.public[0].local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = runtime.spawn(hooklog::run(cfg, listeners, async move {
+            let _ = stopped.await;
+        }));
+        let d = Daemon {
+            runtime,
+            task: Some(task),
+            stop: Some(stop),
+            admin_url,
+            webhook_url,
+            config,
+            data_dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match ureq::get(&format!("{}/admin/status", d.admin_url)).call() {
+                Err(ureq::Error::Status(401, _)) | Ok(_) => break,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "the daemon did not come up: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        d
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(hooklog::admin::token_path(&self.data_dir))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn get(&self, path: &str) -> Value {
+        ureq::get(&format!("{}{path}", self.admin_url))
+            .set("Authorization", &format!("Bearer {}", self.token()))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        ureq::post(&format!("{}{path}", self.admin_url))
+            .set("Authorization", &format!("Bearer {}", self.token()))
+            .send_json(body)
+            .unwrap()
+            .into_json()
+            .unwrap()
+    }
+
+    /// Waits until every running consumer has processed the whole log.
+    fn caught_up(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.get("/admin/status");
+            let behind = s["consumers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["state"] == "running")
+                .any(|c| c["lag"].as_u64() != Some(0));
+            if !behind {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "consumers did not catch up: {s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            self.runtime.block_on(task).unwrap().unwrap();
+        }
+    }
+
+    fn cli(&self) -> Command {
+        cli(&self.config, &self.admin_url)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.stop();
+        }
+    }
+}
+
+fn cli(config: &Path, admin_url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooklog-replay"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOOKLOG_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--admin-url")
+        .arg(admin_url)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    o
+}
+
+fn fixture(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(rel)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `fire FIXTURE --url <daemon> --json`, which must succeed; its JSON.
+fn fire(d: &Daemon, rel: &str) -> Value {
+    let o = ok(d
+        .cli()
+        .args(["fire", &fixture(rel), "--url", &d.webhook_url, "--json"])
+        .output()
+        .unwrap());
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Every record with its dedup verdict, through the admin API.
+fn records(d: &Daemon) -> Vec<Value> {
+    d.get("/admin/events?after=0&limit=1000")["events"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// What a restore must reproduce: log bounds and count, and per consumer (but the effect
+/// consumers, whose cursors import sets) cursor and dead letters.
+fn projection_of_status(s: &Value) -> Value {
+    let consumers: Vec<Value> = s["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] != "dispatch" && c["name"] != "sender")
+        .map(|c| json!([c["name"], c["cursor"], c["dead_letters"], c["state"]]))
+        .collect();
+    json!({
+        "first_seq": s["log"]["first_seq"],
+        "last_seq": s["log"]["last_seq"],
+        "count": s["log"]["count"],
+        "consumers": consumers,
+    })
+}
+
+#[test]
+fn export_then_import_into_an_empty_data_dir_reproduces_the_records_and_projections() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_a = dir.path().join("a");
+    let config_a = dir.path().join("a.toml");
+    std::fs::write(&config_a, config_text(&data_a, "127.0.0.1:0", TWILIO_TOKEN)).unwrap();
+    let mut a = Daemon::start(config_a, data_a.clone());
+
+    // Webhooks (one twice: a duplicate), an opt-out by STOP, a Quo message.
+    fire(&a, "twilio/sms_inbound.json");
+    fire(&a, "twilio/sms_inbound.json");
+    fire(&a, "twilio/sms_inbound_stop.json");
+    fire(&a, "openphone/standard_message_received.json");
+    // The backfilled twin of the inbound SMS (a duplicate of record 1), and a binary body.
+    a.post(
+        "/admin/events",
+        json!({
+            "source": "backfill-twilio",
+            "route": "/2010-04-01/Messages/SM485d0e8848222369e9f2e13c7b92ab65",
+            "body": json!({
+                "sid": "SM485d0e8848222369e9f2e13c7b92ab65", "status": "received",
+                "direction": "inbound", "from": "+15555550123", "to": "+15555550142",
+                "body": "Hola", "date_created": "Tue, 14 Apr 2026 20:03:00 +0000",
+            }).to_string(),
+        }),
+    );
+    a.post(
+        "/admin/events",
+        json!({"source": "backfill-openphone", "route": "/v1/messages/AC1",
+               "body": "//79/A==", "body_encoding": "base64"}),
+    );
+    // Internal (an operator opt-out) and outbound records.
+    a.post(
+        "/admin/optouts",
+        json!({"number": "+15555550199", "reason": "asked by phone"}),
+    );
+    a.post(
+        "/admin/events",
+        json!({"source": "outbound", "route": "/test/outbound", "body": "{}"}),
+    );
+    let status_a = a.caught_up();
+    let names = projection_of_status(&status_a)["consumers"].to_string();
+    assert!(
+        names.contains("\"dedup\"") && names.contains("\"compliance\""),
+        "{status_a}"
+    );
+    let records_a = records(&a);
+    let optouts_a = a.get("/admin/optouts");
+    assert_eq!(records_a.len(), 8, "{records_a:#?}");
+    assert_eq!(
+        records_a[1]["dedup"]["verdict"], "duplicate",
+        "{records_a:#?}"
+    );
+    assert_eq!(
+        records_a[4]["dedup"]["verdict"], "duplicate",
+        "{records_a:#?}"
+    );
+    assert!(
+        records_a.iter().any(|r| r["body_encoding"] == "base64"),
+        "a binary body is part of the test"
+    );
+    assert_eq!(
+        optouts_a["optouts"].as_array().unwrap().len(),
+        2,
+        "{optouts_a}"
+    );
+
+    // Export through the admin API, to a file.
+    let file = dir.path().join("export.jsonl");
+    let o = ok(a
+        .cli()
+        .args(["export", "--since", "2000-01-01", "--json", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap());
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["records"], 8, "{summary}");
+    assert_eq!(summary["by_source"]["twilio"], 3, "{summary}");
+    let lines: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 8);
+    assert!(lines.iter().all(|l| l.get("dedup").is_none()));
+    // A range that ends before anything was received exports nothing.
+    let o = ok(a
+        .cli()
+        .args(["export", "--since", "2000-01-01", "--until", "2000-01-02"])
+        .output()
+        .unwrap());
+    assert!(o.stdout.is_empty(), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stderr).contains("exported 0 records"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // So does a range that starts after everything.
+    let o = ok(a
+        .cli()
+        .args(["export", "--since", "2999-01-01", "--json"])
+        .output()
+        .unwrap());
+    assert!(o.stdout.is_empty(), "{}", text(&o.stdout));
+    let summary: Value = serde_json::from_slice(&o.stderr).unwrap();
+    assert_eq!(summary["records"], 0, "{summary}");
+
+    // Import is refused while the daemon holds the data directory.
+    let o = a.cli().args(["import"]).arg(&file).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("in use") && text(&o.stderr).contains("stop the daemon"),
+        "{}",
+        text(&o.stderr)
+    );
+    a.stop();
+
+    // With the daemon stopped, export reads the data directory: the same lines.
+    let direct_file = dir.path().join("direct.jsonl");
+    let o = ok(a
+        .cli()
+        .args(["export", "--since", "2000-01-01", "--out"])
+        .arg(&direct_file)
+        .output()
+        .unwrap());
+    assert!(
+        text(&o.stdout).starts_with("exported 8 records"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(text(&o.stderr).contains("directly"), "{}", text(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&direct_file).unwrap(),
+        std::fs::read_to_string(&file).unwrap()
+    );
+
+    // A file with a bad line appends nothing (and creates no log).
+    let bad = dir.path().join("bad.jsonl");
+    let first = std::fs::read_to_string(&file).unwrap();
+    let first = first.lines().next().unwrap();
+    std::fs::write(&bad, format!("{first}\n{{\"seq\": 2}}\n")).unwrap();
+    let data_c = dir.path().join("c");
+    let config_c = dir.path().join("c.toml");
+    std::fs::write(&config_c, config_text(&data_c, "127.0.0.1:0", TWILIO_TOKEN)).unwrap();
+    let o = cli(&config_c, "http://127.0.0.1:9")
+        .args(["import"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("line 2"), "{}", text(&o.stderr));
+    assert!(!hooklog::log_dir(&data_c).exists());
+
+    // Import into an empty data directory, the daemon of that directory stopped.
+    let data_b = dir.path().join("b");
+    let config_b = dir.path().join("b.toml");
+    std::fs::write(&config_b, config_text(&data_b, "127.0.0.1:0", TWILIO_TOKEN)).unwrap();
+    let unreachable = "http://127.0.0.1:9";
+    let dry = ok(cli(&config_b, unreachable)
+        .args(["import", "--dry-run", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap());
+    let dry: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(
+        (dry["records"].as_u64(), dry["appended"].as_u64()),
+        (Some(8), Some(0))
+    );
+    let o = ok(cli(&config_b, unreachable)
+        .args(["import", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap());
+    let imported: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(imported["appended"], 8, "{imported}");
+    assert_eq!(imported["last_seq"], 8, "{imported}");
+    // A second import of the same file is refused and appends nothing.
+    let o = cli(&config_b, unreachable)
+        .args(["import"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("not empty (8 records"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // The daemon on the restored directory rebuilds the same projections.
+    let b = Daemon::start(config_b, data_b);
+    let status_b = b.caught_up();
+    assert_eq!(
+        projection_of_status(&status_b),
+        projection_of_status(&status_a)
+    );
+    assert_eq!(
+        records(&b),
+        records_a,
+        "same records, verdicts, times and labels"
+    );
+    assert_eq!(b.get("/admin/optouts"), optouts_a);
+    for c in status_b["consumers"].as_array().unwrap() {
+        if c["name"] == "dispatch" || c["name"] == "sender" {
+            assert_eq!(c["cursor"], 8, "{c}: effects are not repeated");
+        }
+    }
+}
+
+#[test]
+fn fire_signs_a_fixture_with_the_configured_keys_and_exits_by_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("hooklog.toml");
+    std::fs::write(&config, config_text(&data, "127.0.0.1:0", TWILIO_TOKEN)).unwrap();
+    let d = Daemon::start(config, data);
+
+    let v = fire(&d, "twilio/sms_inbound.json");
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["ok"], true);
+    assert!(v["body"].as_str().unwrap().contains("<Response"), "{v}");
+    let v = fire(&d, "openphone/standard_message_received.json");
+    assert_eq!(
+        v["status"].as_u64().map(|s| (200..300).contains(&s)),
+        Some(true),
+        "{v}"
+    );
+    let events = records(&d);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["source"], "twilio");
+    assert_eq!(events[0]["verified"], "x-twilio-signature (token 0, url 0)");
+    assert_eq!(events[1]["source"], "openphone");
+
+    // The text form: method, URL, status, then the body.
+    let o = ok(d
+        .cli()
+        .args([
+            "fire",
+            &fixture("twilio/sms_status_delivered.json"),
+            "--url",
+        ])
+        .arg(&d.webhook_url)
+        .output()
+        .unwrap());
+    let out = text(&o.stdout);
+    assert!(
+        out.starts_with(&format!("POST {}/", d.webhook_url)),
+        "{out}"
+    );
+    assert!(out.lines().next().unwrap().ends_with(": 200"), "{out}");
+
+    // A CLI configured with another token signs what this daemon refuses: exit 1.
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        config_text(
+            &dir.path().join("x"),
+            "127.0.0.1:0",
+            "ffffffffffffffffffffffffffffffff",
+        ),
+    )
+    .unwrap();
+    let o = cli(&other, &d.admin_url)
+        .args([
+            "fire",
+            &fixture("twilio/sms_inbound.json"),
+            "--json",
+            "--url",
+        ])
+        .arg(&d.webhook_url)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["status"].as_u64().unwrap() >= 400, "{v}");
+    assert!(text(&o.stderr).contains("answered"), "{}", text(&o.stderr));
+    assert_eq!(records(&d).len(), 3, "the refused request is not logged");
+}
