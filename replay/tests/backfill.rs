@@ -5,12 +5,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 #[path = "../../tests/fake_providers/mod.rs"]
 mod fake_providers;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use fake_providers::{FakeApi, DAY, QUO_KEY};
@@ -21,9 +23,7 @@ use serde_json::{json, Value};
 const SIGNING_KEY: &str = "R2ZLM2o0bFhBNVpyUnU2NG9mYXQ1MHNyR3pvSUhIVVg=";
 
 struct Daemon {
-    runtime: tokio::runtime::Runtime,
-    task: Option<tokio::task::JoinHandle<Result<(), hooklog::RunError>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    inner: support::InProcess,
     admin_url: String,
     webhook_url: String,
     config: PathBuf,
@@ -58,47 +58,19 @@ impl Daemon {
             ),
         )
         .unwrap();
-        let (cfg, _) = hooklog::config::Config::load_from(Some(&config), Vec::new()).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listeners = runtime.block_on(hooklog::Listeners::bind(&cfg)).unwrap();
-        let admin_url = format!("http://{}", listeners.admin.local_addr().unwrap());
-        let webhook_url = format!("http://{}", listeners.public[0].local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = runtime.spawn(hooklog::run(cfg, listeners, async move {
-            let _ = stopped.await;
-        }));
-        let daemon = Daemon {
-            runtime,
-            task: Some(task),
-            stop: Some(stop),
-            admin_url,
-            webhook_url,
+        let inner = support::InProcess::start(&config);
+        Daemon {
+            admin_url: inner.admin_url.clone(),
+            webhook_url: inner.webhook_url.clone(),
+            inner,
             config,
             data_dir,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match ureq::get(&format!("{}/admin/status", daemon.admin_url)).call() {
-                Err(ureq::Error::Status(401, _)) | Ok(_) => break,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "the daemon did not come up: {e}");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
         }
-        daemon
     }
 
     fn token(&self) -> String {
-        std::fs::read_to_string(hooklog::admin::token_path(&self.data_dir))
-            .unwrap()
-            .trim()
-            .to_owned()
+        support::token(&self.data_dir)
     }
 
     /// A signed Quo webhook (legacy scheme) for `resource`.
@@ -136,37 +108,14 @@ impl Daemon {
     }
 
     fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            self.runtime.block_on(task).unwrap().unwrap();
-        }
+        self.inner.stop();
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooklog-replay"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("HOOKLOG_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("--admin-url")
-            .arg(&self.admin_url)
+        support::cli(&self.config, &self.admin_url)
             .args(args)
-            .stdin(Stdio::null())
             .output()
             .unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            self.stop();
-        }
     }
 }
 

@@ -4,18 +4,19 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::cli;
 
 /// A daemon running on its own runtime, with its data directory in a tempdir.
 struct Daemon {
-    runtime: tokio::runtime::Runtime,
-    task: Option<tokio::task::JoinHandle<Result<(), hooklog::RunError>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    inner: support::InProcess,
     admin_url: String,
     config: PathBuf,
     data_dir: PathBuf,
@@ -58,51 +59,18 @@ impl Daemon {
     }
 
     fn launch(config: PathBuf, data_dir: PathBuf, dir: Option<tempfile::TempDir>) -> Daemon {
-        let (cfg, _) = hooklog::config::Config::load_from(Some(&config), Vec::new()).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listeners = runtime.block_on(hooklog::Listeners::bind(&cfg)).unwrap();
-        let admin_url = format!("http://{}", listeners.admin.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = runtime.spawn(hooklog::run(cfg, listeners, async move {
-            let _ = stopped.await;
-        }));
-        let daemon = Daemon {
-            runtime,
-            task: Some(task),
-            stop: Some(stop),
-            admin_url,
+        let inner = support::InProcess::start(&config);
+        Daemon {
+            admin_url: inner.admin_url.clone(),
+            inner,
             config,
             data_dir,
             _dir: dir,
-        };
-        daemon.wait_until_up();
-        daemon
-    }
-
-    /// The listener is bound before `run` starts, but the token file and the log are made
-    /// inside it: wait until the API answers.
-    fn wait_until_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match ureq::get(&format!("{}/admin/status", self.admin_url)).call() {
-                Err(ureq::Error::Status(401, _)) | Ok(_) => return,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "the daemon did not come up: {e}");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
         }
     }
 
     fn token(&self) -> String {
-        std::fs::read_to_string(hooklog::admin::token_path(&self.data_dir))
-            .unwrap()
-            .trim()
-            .to_owned()
+        support::token(&self.data_dir)
     }
 
     /// Appends through the admin API; returns the sequence.
@@ -129,12 +97,7 @@ impl Daemon {
 
     /// Resolves the shutdown future and waits for `run` to return.
     fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            self.runtime.block_on(task).unwrap().unwrap();
-        }
+        self.inner.stop();
     }
 
     /// The CLI with this daemon's config and admin URL.
@@ -145,30 +108,6 @@ impl Daemon {
     fn run(&self, args: &[&str]) -> Output {
         self.cli().args(args).output().unwrap()
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            self.stop();
-        }
-    }
-}
-
-fn cli(config: &Path, admin_url: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooklog-replay"));
-    // The config loader reads every HOOKLOG_* variable; keep the child's environment clean.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HOOKLOG_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.arg("--config")
-        .arg(config)
-        .arg("--admin-url")
-        .arg(admin_url)
-        .stdin(Stdio::null());
-    cmd
 }
 
 fn stdout(o: &Output) -> String {

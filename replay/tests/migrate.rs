@@ -4,11 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::cli;
 
 /// Keys that are NOT the fixtures' own: `fire` must sign with the configuration's keys.
 const QUO_KEY: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -27,9 +30,7 @@ fn config_text(data_dir: &Path, admin_listen: &str, twilio_token: &str) -> Strin
 
 /// A daemon running on its own runtime.
 struct Daemon {
-    runtime: tokio::runtime::Runtime,
-    task: Option<tokio::task::JoinHandle<Result<(), hooklog::RunError>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    inner: support::InProcess,
     admin_url: String,
     webhook_url: String,
     config: PathBuf,
@@ -39,46 +40,18 @@ struct Daemon {
 impl Daemon {
     /// Starts a daemon with `config` (whose `data_dir` is `data_dir`).
     fn start(config: PathBuf, data_dir: PathBuf) -> Daemon {
-        let (cfg, _) = hooklog::config::Config::load_from(Some(&config), Vec::new()).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listeners = runtime.block_on(hooklog::Listeners::bind(&cfg)).unwrap();
-        let admin_url = format!("http://{}", listeners.admin.local_addr().unwrap());
-        let webhook_url = format!("http://{}", listeners.public[0].local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = runtime.spawn(hooklog::run(cfg, listeners, async move {
-            let _ = stopped.await;
-        }));
-        let d = Daemon {
-            runtime,
-            task: Some(task),
-            stop: Some(stop),
-            admin_url,
-            webhook_url,
+        let inner = support::InProcess::start(&config);
+        Daemon {
+            admin_url: inner.admin_url.clone(),
+            webhook_url: inner.webhook_url.clone(),
+            inner,
             config,
             data_dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match ureq::get(&format!("{}/admin/status", d.admin_url)).call() {
-                Err(ureq::Error::Status(401, _)) | Ok(_) => break,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "the daemon did not come up: {e}");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
         }
-        d
     }
 
     fn token(&self) -> String {
-        std::fs::read_to_string(hooklog::admin::token_path(&self.data_dir))
-            .unwrap()
-            .trim()
-            .to_owned()
+        support::token(&self.data_dir)
     }
 
     fn get(&self, path: &str) -> Value {
@@ -119,40 +92,12 @@ impl Daemon {
     }
 
     fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            self.runtime.block_on(task).unwrap().unwrap();
-        }
+        self.inner.stop();
     }
 
     fn cli(&self) -> Command {
         cli(&self.config, &self.admin_url)
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            self.stop();
-        }
-    }
-}
-
-fn cli(config: &Path, admin_url: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooklog-replay"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HOOKLOG_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.arg("--config")
-        .arg(config)
-        .arg("--admin-url")
-        .arg(admin_url)
-        .stdin(Stdio::null());
-    cmd
 }
 
 fn text(b: &[u8]) -> String {
