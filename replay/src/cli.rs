@@ -128,6 +128,15 @@ pub enum Command {
     /// is one of server.public_urls, else the first of them), SalesMsg with the first
     /// [salesmsg] secrets entry. Prints the status and body; exits 0 on 2xx, 1 otherwise.
     Fire(FireArgs),
+    /// Forget a retired consumer's cursor so that it no longer holds retention back.
+    ///
+    /// Retention ([log] retention_days) never deletes a record at or above any stored cursor,
+    /// including the cursor of a consumer configured off (a Postgres sink switched off stays
+    /// where it stopped, maybe at 0). If that consumer is retired for good, drop its cursor;
+    /// should it run again, it starts from the first record still stored. Works on a stopped
+    /// data directory only (the daemon's drivers own the cursors while it runs).
+    #[command(name = "drop-cursor")]
+    DropCursor(ConsumerArg),
 }
 
 /// `export`.
