@@ -65,8 +65,10 @@ pub enum Command {
     ///
     /// Consumers with derived state (dedup, compliance) are rebuilt from the first record
     /// whatever the target: their state is cleared and recomputed, which gives the same
-    /// result. The others (staleness) move their cursor back to the target only (never
-    /// forward). The daemon's consumer drivers apply cursors, so a rewind cannot be done on a
+    /// result; once retention has pruned the log (status shows first_seq > 1) such a rebuild
+    /// is refused, as it would forget what the deleted records contributed. The others
+    /// (staleness) move their cursor back to the target only (never forward), at most to just
+    /// before the first record still stored. The daemon's consumer drivers apply cursors, so a rewind cannot be done on a
     /// stopped data directory. `--json` prints the daemon's report.
     #[command(group(ArgGroup::new("target").required(true).args(["to_seq", "since"])))]
     Rewind(RewindArgs),
