@@ -271,6 +271,10 @@ pub struct Registry {
     wake: Notify,
     /// The batches the drivers share, with read-ahead.
     batches: Batches,
+    /// Held by a retention pass from choosing its bound to the end of its deletes, and by a
+    /// rewind while it checks the log and moves a cursor back: a cursor never moves back
+    /// below a bound a pass is deleting up to.
+    retention: tokio::sync::Mutex<()>,
 }
 
 /// Why an operator command could not be carried out.
@@ -294,6 +298,12 @@ impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
         // Entries are only inserted whole; a panic elsewhere cannot leave one half-written.
         self.consumers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serializes a retention pass with rewinds (the pass holds the guard while it chooses
+    /// its bound and deletes; see the field's comment).
+    pub fn retention_guard_blocking(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.retention.blocking_lock()
     }
 
     /// Names of the registered consumers.
@@ -759,6 +769,8 @@ impl<C: Consumer> Driver<C> {
                 redeliver,
                 reply,
             } => {
+                let registry = self.ctx.registry.clone();
+                let _retention = registry.retention.lock().await;
                 let name = self.consumer.name();
                 let pruned_before = self
                     .ctx

@@ -200,6 +200,8 @@ impl RetentionTask {
         metrics: &Metrics,
     ) -> Result<(), RetentionError> {
         if self.retention_days > 0 {
+            // No rewind moves a cursor back while the bound is chosen and the records deleted.
+            let _guard = registry.retention_guard_blocking();
             let store = log.state();
             let (bound, report) = prune_once(
                 log,
