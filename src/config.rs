@@ -277,11 +277,22 @@ pub struct LogConfig {
     /// sled page cache in MiB (sled's resident memory is a few times this).
     #[serde(deserialize_with = "de::parsed")]
     pub cache_mb: u64,
+    /// Records older than this many days, and below every consumer's cursor, are deleted;
+    /// 0 (the default) keeps everything.
+    #[serde(deserialize_with = "de::parsed")]
+    pub retention_days: u64,
+    /// Seconds between retention passes (each also refreshes the log size gauges).
+    #[serde(deserialize_with = "de::parsed")]
+    pub prune_interval_secs: u64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { cache_mb: 32 }
+        LogConfig {
+            cache_mb: 32,
+            retention_days: 0,
+            prune_interval_secs: 3600,
+        }
     }
 }
 
@@ -572,6 +583,18 @@ impl Config {
         }
         if self.log.cache_mb == 0 {
             return Err(bad("log.cache_mb", "must be at least 1".into()));
+        }
+        if self.log.retention_days > 36_500 {
+            return Err(bad(
+                "log.retention_days",
+                format!("{} is outside 0..=36500", self.log.retention_days),
+            ));
+        }
+        if !(1..=86_400 * 7).contains(&self.log.prune_interval_secs) {
+            return Err(bad(
+                "log.prune_interval_secs",
+                format!("{} is outside 1..=604800", self.log.prune_interval_secs),
+            ));
         }
         if !(1..=86_400).contains(&self.openphone.tolerance_secs) {
             return Err(bad(
@@ -1124,5 +1147,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("keep one"), "{err}");
+    }
+
+    #[test]
+    fn retention_keys_default_to_keep_forever_and_are_validated() {
+        let (c, _) = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!((c.log.retention_days, c.log.prune_interval_secs), (0, 3600));
+        let f = file("[log]\nretention_days = 30\nprune_interval_secs = 600\n");
+        let (c, _) =
+            Config::load_from(Some(f.path()), env(&[("HOOKLOG_LOG_RETENTION_DAYS", "14")]))
+                .unwrap();
+        assert_eq!((c.log.retention_days, c.log.prune_interval_secs), (14, 600));
+        let err = Config::load_from(None, env(&[("HOOKLOG_LOG_PRUNE_INTERVAL_SECS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.prune_interval_secs"), "{err}");
+        let err = Config::load_from(None, env(&[("HOOKLOG_LOG_RETENTION_DAYS", "99999")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.retention_days"), "{err}");
     }
 }

@@ -214,6 +214,17 @@ pub async fn run_with_log(
     let (consumers_stop, consumers_rx) = watch::channel(false);
     let consumer_tasks =
         start_consumers(&config, &log, &metrics, &alerter, &registry, consumers_rx)?;
+    // Retention (and the log size gauges): started after the consumers registered, so a
+    // consumer that has not stored a cursor yet already holds it back.
+    let (retention_stop, retention_rx) = watch::channel(false);
+    let retention = tokio::spawn(
+        log::retention::RetentionTask {
+            retention_days: config.log.retention_days,
+            interval: Duration::from_secs(config.log.prune_interval_secs),
+            data_dir: config.data_dir.clone(),
+        }
+        .run(log.clone(), registry.clone(), metrics.clone(), retention_rx),
+    );
 
     let ready = Arc::new(AtomicBool::new(false));
     let edge = Arc::new(edge::Edge::new(
@@ -272,6 +283,11 @@ pub async fn run_with_log(
             "connections still open after the grace period; closing them"
         );
         servers.abort_all();
+    }
+    // A retention pass in progress is waited for (up to the grace period).
+    let _ = retention_stop.send(true);
+    if tokio::time::timeout(grace, retention).await.is_err() {
+        tracing::warn!("a retention pass is still running after the grace period");
     }
     // Consumers finish the batch in hand and save their cursors.
     let _ = consumers_stop.send(true);

@@ -25,6 +25,16 @@ pub struct Metrics {
     pub append_failures: prometheus::IntCounter,
     /// The last durable sequence number.
     pub last_seq: IntGauge,
+    /// Records stored in the log (updated by the retention task every interval).
+    pub log_records: IntGauge,
+    /// Bytes the log's engine uses on disk (updated by the retention task).
+    pub log_bytes: IntGauge,
+    /// The first sequence still stored (0 when empty; > 1 once retention has pruned).
+    pub log_first_seq: IntGauge,
+    /// Bytes of every file in the data directory (updated by the retention task).
+    pub data_dir_bytes: IntGauge,
+    /// Records deleted by retention.
+    pub log_pruned: prometheus::IntCounter,
     /// Each consumer's cursor.
     pub consumer_cursor: IntGaugeVec,
     /// Records between each consumer's cursor and the end of the log.
@@ -111,6 +121,31 @@ impl Metrics {
             let last_seq = IntGauge::new(
                 "hooklog_log_last_seq",
                 "Last durable sequence number in the log",
+            )
+            .expect("valid metric");
+            let log_records = IntGauge::new(
+                "hooklog_log_records",
+                "Records stored in the log (refreshed every retention interval)",
+            )
+            .expect("valid metric");
+            let log_bytes = IntGauge::new(
+                "hooklog_log_bytes",
+                "Bytes the log engine uses on disk (refreshed every retention interval)",
+            )
+            .expect("valid metric");
+            let log_first_seq = IntGauge::new(
+                "hooklog_log_first_seq",
+                "First sequence still stored in the log (refreshed every retention interval)",
+            )
+            .expect("valid metric");
+            let data_dir_bytes = IntGauge::new(
+                "hooklog_data_dir_bytes",
+                "Bytes of every file in the data directory (refreshed every retention interval)",
+            )
+            .expect("valid metric");
+            let log_pruned = prometheus::IntCounter::new(
+                "hooklog_log_pruned_total",
+                "Records deleted by retention",
             )
             .expect("valid metric");
             let gauge = |name: &str, help: &str| {
@@ -220,6 +255,14 @@ impl Metrics {
             registry
                 .register(Box::new(last_seq.clone()))
                 .expect("registered once");
+            for g in [&log_records, &log_bytes, &log_first_seq, &data_dir_bytes] {
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("registered once");
+            }
+            registry
+                .register(Box::new(log_pruned.clone()))
+                .expect("registered once");
             Metrics {
                 registry,
                 requests,
@@ -228,6 +271,11 @@ impl Metrics {
                 batch_size,
                 append_failures,
                 last_seq,
+                log_records,
+                log_bytes,
+                log_first_seq,
+                data_dir_bytes,
+                log_pruned,
                 consumer_cursor,
                 consumer_lag,
                 consumer_processed,

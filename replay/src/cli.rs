@@ -65,8 +65,10 @@ pub enum Command {
     ///
     /// Consumers with derived state (dedup, compliance) are rebuilt from the first record
     /// whatever the target: their state is cleared and recomputed, which gives the same
-    /// result. The others (staleness) move their cursor back to the target only (never
-    /// forward). The daemon's consumer drivers apply cursors, so a rewind cannot be done on a
+    /// result; once retention has pruned the log (status shows first_seq > 1) such a rebuild
+    /// is refused, as it would forget what the deleted records contributed. The others
+    /// (staleness) move their cursor back to the target only (never forward), at most to just
+    /// before the first record still stored. The daemon's consumer drivers apply cursors, so a rewind cannot be done on a
     /// stopped data directory. `--json` prints the daemon's report.
     #[command(group(ArgGroup::new("target").required(true).args(["to_seq", "since"])))]
     Rewind(RewindArgs),
@@ -128,6 +130,15 @@ pub enum Command {
     /// is one of server.public_urls, else the first of them), SalesMsg with the first
     /// [salesmsg] secrets entry. Prints the status and body; exits 0 on 2xx, 1 otherwise.
     Fire(FireArgs),
+    /// Forget a retired consumer's cursor so that it no longer holds retention back.
+    ///
+    /// Retention ([log] retention_days) never deletes a record at or above any stored cursor,
+    /// including the cursor of a consumer configured off (a Postgres sink switched off stays
+    /// where it stopped, maybe at 0). If that consumer is retired for good, drop its cursor;
+    /// should it run again, it starts from the first record still stored. Works on a stopped
+    /// data directory only (the daemon's drivers own the cursors while it runs).
+    #[command(name = "drop-cursor")]
+    DropCursor(ConsumerArg),
 }
 
 /// `export`.

@@ -25,6 +25,7 @@ mod cli;
 mod context;
 mod control;
 mod dead_letters;
+mod drop_cursor;
 mod export;
 mod fire;
 mod import;
@@ -70,5 +71,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::run(&ctx, args),
         Command::Import(args) => import::run(&ctx, args),
         Command::Fire(args) => fire::run(&ctx, args),
+        Command::DropCursor(args) => drop_cursor::run(&ctx, args),
     }
 }

@@ -118,6 +118,31 @@ pub fn verdict(store: &dyn StateStore, seq: Seq) -> Result<Option<Verdict>, Stat
     Verdicts::open(store)?.get(seq)
 }
 
+/// Deletes the verdicts of records below `before` (retention pruned them from the log): only
+/// duplicates have a verdict entry, so without this the tree grows with every duplicate
+/// ever seen. Safe because retention never prunes at or above any consumer's cursor, and
+/// consumers only read verdicts of records after their cursor. Returns how many went.
+pub fn prune_verdicts_below(store: &dyn StateStore, before: Seq) -> Result<u64, StateError> {
+    const PAGE: usize = 10_000;
+    let verdicts = store.tree(NAME, "verdicts")?;
+    let mut removed = 0;
+    loop {
+        let page = verdicts.scan(&[], PAGE)?;
+        let mut n = 0;
+        for (k, _) in &page {
+            if k.as_slice() >= before.to_key().as_slice() {
+                return Ok(removed);
+            }
+            verdicts.remove(k)?;
+            n += 1;
+        }
+        removed += n;
+        if page.len() < PAGE {
+            return Ok(removed);
+        }
+    }
+}
+
 /// Reads verdicts for downstream consumers (opened once).
 #[derive(Clone)]
 pub struct Verdicts {

@@ -16,7 +16,9 @@
 //!   `dead_letters`, key = sequence big-endian, value = JSON [`DeadLetter`]) until redriven.
 //! - Consumers with derived state are rebuilt from the first record on a rewind
 //!   ([`RewindMode::Rebuild`]), which reproduces the same state because projections are pure
-//!   functions of the log.
+//!   functions of the log. Once retention has pruned the log (`first_seq > 1`) that is no
+//!   longer true, so such a rewind is refused; a [`RewindMode::Replay`] rewind to a point
+//!   before the first record starts at the first record still stored.
 //! - A consumer that commits its own cursor together with its effects (the Postgres sink)
 //!   is the truth about its position: before each batch the driver asks for it
 //!   ([`Consumer::committed_cursor`]) and continues from there, and every move the driver makes
@@ -269,6 +271,10 @@ pub struct Registry {
     wake: Notify,
     /// The batches the drivers share, with read-ahead.
     batches: Batches,
+    /// Held by a retention pass from choosing its bound to the end of its deletes, and by a
+    /// rewind while it checks the log and moves a cursor back: a cursor never moves back
+    /// below a bound a pass is deleting up to.
+    retention: tokio::sync::Mutex<()>,
 }
 
 /// Why an operator command could not be carried out.
@@ -292,6 +298,12 @@ impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
         // Entries are only inserted whole; a panic elsewhere cannot leave one half-written.
         self.consumers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serializes a retention pass with rewinds (the pass holds the guard while it chooses
+    /// its bound and deletes; see the field's comment).
+    pub fn retention_guard_blocking(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.retention.blocking_lock()
     }
 
     /// Names of the registered consumers.
@@ -757,10 +769,25 @@ impl<C: Consumer> Driver<C> {
                 redeliver,
                 reply,
             } => {
+                let registry = self.ctx.registry.clone();
+                let _retention = registry.retention.lock().await;
                 let name = self.consumer.name();
+                let pruned_before = self
+                    .ctx
+                    .log
+                    .stats()
+                    .map(|s| s.first_seq)
+                    .unwrap_or_default();
                 let r = if redeliver && !self.consumer.has_effects() {
                     Err(ControlError::Refused(format!(
                         "{name} has no irreversible effects to redeliver; rewind it without --redeliver"
+                    )))
+                } else if self.consumer.rewind_mode() == RewindMode::Rebuild && pruned_before > 1 {
+                    // A rebuild clears the state and recomputes it from the first record; once
+                    // retention has deleted records, what they contributed (an opt-out, a dedup
+                    // claim) would be lost, not recomputed.
+                    Err(ControlError::Refused(format!(
+                        "{name} rebuilds its state from the first record, and retention has deleted                          every record before {pruned_before}: a rebuild would lose what they                          contributed (opt-outs, dedup claims), so it is refused"
                     )))
                 } else {
                     self.rewind(to, dry_run, redeliver)
@@ -1154,6 +1181,31 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("probe"), "{err}");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn after_pruning_a_rebuild_is_refused_and_state_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path());
+        for body in ["a", "b", "c", "d"] {
+            append(&log, body).await;
+        }
+        let (p, seen, _, _) = probe("probe", &[]);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(spawn_driver(p, ctx.clone(), rx));
+        until(|| log.cursor("probe").unwrap() == Seq(4)).await;
+        assert_eq!(log.prune_before(Seq(3)).unwrap().first_seq, 3);
+        let err = ctx
+            .registry
+            .rewind("probe", Seq(0), false, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ControlError::Refused(_)), "{err}");
+        assert!(err.to_string().contains("before 3"), "{err}");
+        assert_eq!(log.cursor("probe").unwrap(), Seq(4), "nothing moved");
+        assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3, 4], "state kept");
         stop.send(true).unwrap();
         task.await.unwrap();
     }

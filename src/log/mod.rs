@@ -16,6 +16,7 @@
 //! Engines: [`sled::SledLog`] (embedded, the default). The trait is object-safe so a second
 //! engine (NATS JetStream) can sit behind `Arc<dyn Log>` without consumers knowing.
 
+pub mod retention;
 pub mod sled;
 
 use std::future::Future;
@@ -66,6 +67,15 @@ pub struct LogStats {
     pub count: u64,
     /// Bytes the engine uses on disk.
     pub bytes: u64,
+}
+
+/// What one [`Log::prune_before`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Records deleted.
+    pub pruned: u64,
+    /// The first record still stored afterwards (0 when the log is empty).
+    pub first_seq: u64,
 }
 
 /// The future returned by [`Log::append`]: resolves once the record is durable, or failed.
@@ -129,6 +139,29 @@ pub trait Log: Send + Sync + 'static {
 
     /// Every stored cursor, by name.
     fn cursors(&self) -> Result<Vec<(String, Seq)>, LogError>;
+
+    /// Forgets a consumer's cursor (a consumer retired for good), so that it no longer holds
+    /// retention back. Returns whether there was one. Should that consumer run again, it
+    /// starts from the first record still stored.
+    /// The default refuses: an engine without it cannot retire a consumer.
+    fn drop_cursor(&self, consumer: &str) -> Result<bool, LogError> {
+        Err(LogError::Storage(format!(
+            "this log engine cannot drop the cursor `{consumer}`"
+        )))
+    }
+
+    /// Deletes every record with a sequence below `before` (retention), oldest first. The
+    /// caller chooses the bound ([`retention`]: never above any cursor); the engine only
+    /// guarantees that sequences are never reused: the last record is always kept, so the
+    /// next append continues the sequence even across a reopen. Remaining records keep
+    /// their sequences. Runs beside appends without holding the writer.
+    /// The default refuses (an engine without retention keeps everything; the retention
+    /// task logs the error and deletes nothing).
+    fn prune_before(&self, before: Seq) -> Result<PruneReport, LogError> {
+        Err(LogError::Storage(format!(
+            "this log engine does not support retention (asked to prune before {before})"
+        )))
+    }
 
     /// Watches the last durable sequence (a wake-up for tailing readers).
     fn watch_last_seq(&self) -> watch::Receiver<Seq>;
