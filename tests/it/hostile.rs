@@ -660,3 +660,37 @@ fn a_flood_of_bad_signatures_is_rejected_cheaply_counted_and_never_logged() {
     );
     assert_eq!(util::get(s.public, "/healthz").0, 200);
 }
+
+#[test]
+fn a_client_that_stops_reading_its_answers_is_disconnected_by_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let (_, metrics) = util::get(s.public, "/metrics");
+    // Enough pipelined answers to fill both socket buffers many times over, so the server's
+    // writes block for good while the client reads nothing.
+    let count = (64 * 1024 * 1024 / metrics.len().max(1)).max(3000);
+    let mut c = connect(&s);
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..count {
+            if w.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    // Whatever was sent before the server gave up, and then the end of the connection.
+    let (text, closed) = read_until_closed(&mut c, Duration::from_secs(20));
+    assert!(
+        closed.is_some(),
+        "the server still holds a blocked connection"
+    );
+    assert!(
+        statuses(&text).len() < count,
+        "every answer was delivered: the writes never blocked"
+    );
+    writer.join().unwrap();
+    assert_eq!(util::get(s.public, "/healthz").0, 200);
+}
