@@ -107,6 +107,10 @@ where
     let incoming =
         TcpListenerStream::new(listener).map(move |c| c.map(|c| IdleTimeout::new(c, idle)));
     let server = hyper::Server::builder(hyper::server::accept::from_stream(incoming))
+        // HTTP/1 only: warp also accepted HTTP/2 with prior knowledge (h2c), where none of the
+        // limits above apply (hyper allows a 16 MiB header list and has no header timeout for
+        // h2). The tunnel and the providers speak HTTP/1.1 to this listener.
+        .http1_only(true)
         .http1_header_read_timeout(limits.header_read_timeout)
         .http1_max_buf_size(limits.max_header_bytes)
         .serve(make)

@@ -694,3 +694,22 @@ fn a_client_that_stops_reading_its_answers_is_disconnected_by_the_idle_timeout()
     writer.join().unwrap();
     assert_eq!(util::get(s.public, "/healthz").0, 200);
 }
+
+#[test]
+fn http_2_with_prior_knowledge_is_refused_so_the_http_1_limits_cannot_be_bypassed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let mut c = connect(&s);
+    // The HTTP/2 connection preface and an empty SETTINGS frame.
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    let (text, closed) = read_until_closed(&mut c, CLOSED_WITHIN);
+    // An HTTP/2 server answers with its own SETTINGS frame (binary, type 4), not a status line.
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 4") || text.starts_with("HTTP/1.1 5"),
+        "{:?}",
+        text.as_bytes()
+    );
+    assert!(closed.is_some(), "the connection is held open");
+    assert_eq!(util::get(s.public, "/healthz").0, 200);
+}
