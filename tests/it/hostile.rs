@@ -139,7 +139,11 @@ fn slow_clients_are_disconnected_by_the_header_read_timeout_while_others_are_ser
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     assert_eq!(s.send("POST", &path, &h, &body).status, 200);
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "an honest client waited {:?} behind the slow ones",
+        started.elapsed()
+    );
 
     let (text, closed) = read_until_closed(&mut loris, CLOSED_WITHIN);
     assert_eq!(
