@@ -255,6 +255,20 @@ pub struct ServerConfig {
     /// Seconds to wait for in-flight requests on shutdown.
     #[serde(deserialize_with = "de::parsed")]
     pub shutdown_grace_secs: u64,
+    /// Seconds a client has to send a whole request head (request line and headers), and
+    /// the longest an idle keep-alive connection is kept; then the connection is closed.
+    #[serde(deserialize_with = "de::parsed")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has, once its head is read, to send the whole body; then `408`.
+    #[serde(deserialize_with = "de::parsed")]
+    pub body_read_timeout_secs: u64,
+    /// Seconds a connection may stay without a byte read or written (an idle keep-alive
+    /// connection, a client that stops reading) before it is closed.
+    #[serde(deserialize_with = "de::parsed")]
+    pub idle_timeout_secs: u64,
+    /// Largest request head (request line and headers) in bytes; larger gets `431`.
+    #[serde(deserialize_with = "de::parsed")]
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -266,6 +280,13 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             admin_token: None,
             shutdown_grace_secs: 10,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            // Longer than the tunnel's own idle timeout for origin connections (cloudflared:
+            // 90 s), so that the tunnel closes first and never sends a request on a
+            // connection we are closing.
+            idle_timeout_secs: 120,
+            max_header_bytes: 32 * 1024,
         }
     }
 }
@@ -526,6 +547,28 @@ impl Config {
             return Err(bad(
                 "server.max_body_bytes",
                 format!("{} is outside 1..=67108864", self.server.max_body_bytes),
+            ));
+        }
+        for (key, secs) in [
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.body_read_timeout_secs",
+                self.server.body_read_timeout_secs,
+            ),
+            ("server.idle_timeout_secs", self.server.idle_timeout_secs),
+        ] {
+            if secs == 0 || secs > 3600 {
+                return Err(bad(key, format!("{secs} is outside 1..=3600")));
+            }
+        }
+        // hyper refuses (panics on) a read buffer under 8 KiB.
+        if !(8192..=1024 * 1024).contains(&self.server.max_header_bytes) {
+            return Err(bad(
+                "server.max_header_bytes",
+                format!("{} is outside 8192..=1048576", self.server.max_header_bytes),
             ));
         }
         for url in &self.server.public_urls {
@@ -1019,6 +1062,18 @@ mod tests {
             (
                 &[("HOOKLOG_SERVER_ADMIN_TOKEN", "short")],
                 "server.admin_token",
+            ),
+            (
+                &[("HOOKLOG_SERVER_HEADER_READ_TIMEOUT_SECS", "0")],
+                "server.header_read_timeout_secs",
+            ),
+            (
+                &[("HOOKLOG_SERVER_BODY_READ_TIMEOUT_SECS", "0")],
+                "server.body_read_timeout_secs",
+            ),
+            (
+                &[("HOOKLOG_SERVER_MAX_HEADER_BYTES", "4096")],
+                "server.max_header_bytes",
             ),
         ];
         for (vars, key) in cases {

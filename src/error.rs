@@ -40,6 +40,10 @@ pub enum ApiError {
     /// The client stopped sending the body or sent a broken one → 400.
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    /// The whole body did not arrive within the body read timeout → 408 (the connection is
+    /// then closed: the rest of the body is never read).
+    #[error("the request body did not arrive within {} s", .0.as_secs())]
+    BodyTimeout(std::time::Duration),
     /// A read of the log failed → 500 (logged; the body carries the message for operators,
     /// the admin API being private).
     #[error("log error: {0}")]
@@ -62,6 +66,7 @@ impl ApiError {
             ApiError::AppendFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -79,6 +84,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::BodyRead(_) => "body_read",
+            ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::Log(_) => "log_error",
             ApiError::NotReady(_) => "not_ready",
         }

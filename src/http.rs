@@ -1,15 +1,22 @@
 //! HTTP plumbing shared by the edge and the admin API: one warp filter that hands a handler
 //! the raw request (method, raw path, raw query, headers, body stream), a body reader with a
-//! hard size limit, and reply helpers.
+//! hard size limit and a deadline, the server loop with its connection limits ([`serve`]:
+//! header read timeout, head size, idle timeout), and reply helpers.
 //!
 //! Routing is done by the handlers with a `match` on the path rather than by warp filter
 //! combinators: the status codes of DESIGN §3 (404 vs 405 vs 413) then come from one place,
 //! and the raw request target Twilio signs is available as received.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
 use warp::filters::path::FullPath;
 use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
@@ -31,13 +38,206 @@ pub struct RawRequest<B> {
     pub body: B,
 }
 
-/// A boxed body stream, so handlers need not be generic.
-pub type BodyStream =
-    std::pin::Pin<Box<dyn Stream<Item = Result<bytes::Bytes, warp::Error>> + Send>>;
+/// Why the body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The connection failed or the framing was broken.
+    Read(warp::Error),
+    /// The whole body did not arrive within the body read timeout.
+    TimedOut(Duration),
+}
 
-/// A filter matching every request and passing it whole to `handler`.
+/// A boxed body stream, so handlers need not be generic. It ends with
+/// [`BodyError::TimedOut`] once the body read timeout has passed.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, BodyError>> + Send>>;
+
+/// Connection limits of a listener (`[server]`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Time to receive a whole request head; also how long an idle keep-alive connection
+    /// is kept.
+    pub header_read_timeout: Duration,
+    /// Time to receive a whole body, counted from the end of the head.
+    pub body_read_timeout: Duration,
+    /// Largest request head in bytes (hyper's read buffer).
+    pub max_header_bytes: usize,
+    /// A connection with no byte read or written for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    /// The limits configured in `[server]`.
+    pub fn from_config(server: &crate::config::ServerConfig) -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(server.body_read_timeout_secs),
+            max_header_bytes: server.max_header_bytes,
+            idle_timeout: Duration::from_secs(server.idle_timeout_secs),
+        }
+    }
+}
+
+/// Serves `filter` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+///
+/// This is `warp::serve(..).serve_incoming_with_graceful_shutdown(..)` plus two limits warp
+/// does not expose, both against clients that hold a connection without finishing a request
+/// (slow loris): hyper 0.14 has no header read timeout by default, so a client sending one
+/// header byte a minute (or nothing at all) kept its connection and its task forever, and its
+/// read buffer grows to ~400 KiB before a head is refused, so a single header of a few hundred
+/// KiB was read and accepted. hyper answers a head over `max_header_bytes` (or with more than
+/// 100 headers) with `431`, and closes a connection whose head is not complete within
+/// `header_read_timeout`. The body has its own deadline, in [`raw`]. hyper's header timer
+/// does not cover a keep-alive connection left idle after its first answer, nor a client
+/// that stops reading our answer: [`IdleTimeout`] closes those.
+pub fn serve<F>(
+    filter: F,
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send
+where
+    F: Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+{
+    let service = warp::service(filter);
+    let make = warp::hyper::service::make_service_fn(move |_| {
+        let service = service.clone();
+        async move { Ok::<_, Infallible>(service) }
+    });
+    let idle = limits.idle_timeout;
+    let incoming =
+        TcpListenerStream::new(listener).map(move |c| c.map(|c| IdleTimeout::new(c, idle)));
+    let server = hyper::Server::builder(hyper::server::accept::from_stream(incoming))
+        // HTTP/1 only: warp also accepted HTTP/2 with prior knowledge (h2c), where none of the
+        // limits above apply (hyper allows a 16 MiB header list and has no header timeout for
+        // h2). The tunnel and the providers speak HTTP/1.1 to this listener.
+        .http1_only(true)
+        .http1_header_read_timeout(limits.header_read_timeout)
+        .http1_max_buf_size(limits.max_header_bytes)
+        .serve(make)
+        .with_graceful_shutdown(shutdown);
+    async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "server error");
+        }
+    }
+}
+
+/// A connection closed (its next read or write fails with `TimedOut`) once nothing has been
+/// read from or written to it for `timeout`.
+///
+/// Activity only records an [`Instant`](tokio::time::Instant); the timer is moved to the
+/// real deadline only when it fires, so a busy connection does not touch the timer wheel
+/// on every read.
+pub struct IdleTimeout<T> {
+    io: T,
+    timeout: Duration,
+    last_activity: tokio::time::Instant,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<T> IdleTimeout<T> {
+    /// Wraps `io`.
+    pub fn new(io: T, timeout: Duration) -> IdleTimeout<T> {
+        IdleTimeout {
+            io,
+            timeout,
+            last_activity: tokio::time::Instant::now(),
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    /// Called when the inner I/O is pending: an error once the connection has been idle
+    /// for the whole timeout (and the waker registered with the timer otherwise).
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let deadline = self.last_activity + self.timeout;
+            if deadline <= tokio::time::Instant::now() {
+                return Poll::Ready(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection idle for too long",
+                ));
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleTimeout<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.last_activity = tokio::time::Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.poll_idle(cx).map(Err),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleTimeout<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    self.last_activity = tokio::time::Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.poll_idle(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    self.last_activity = tokio::time::Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.poll_idle(cx).map(Err),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// A filter matching every request and passing it whole to `handler`; the body stream fails
+/// with [`BodyError::TimedOut`] if the whole body has not arrived `body_timeout` after the
+/// head. Without it, a client declaring a `Content-Length` larger than what it sends (or
+/// sending a chunked body byte by byte) kept a request, and the handler task awaiting its
+/// body, open for as long as it kept the connection.
 pub fn raw<F, Fut>(
     handler: F,
+    body_timeout: Duration,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static
 where
     F: Fn(RawRequest<BodyStream>) -> Fut + Clone + Send + Sync + 'static,
@@ -63,18 +263,53 @@ where
                     path: path.as_str().to_owned(),
                     query,
                     headers,
-                    body: boxed(body),
+                    body: boxed(body, body_timeout),
                 })
             },
         )
 }
 
-fn boxed<S, B>(stream: S) -> BodyStream
+fn boxed<S, B>(stream: S, timeout: Duration) -> BodyStream
 where
     S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
     B: Buf,
 {
-    Box::pin(stream.map(|r| r.map(|mut b| b.copy_to_bytes(b.remaining()))))
+    Box::pin(Deadline {
+        inner: Box::pin(stream.map(|r| {
+            r.map(|mut b| b.copy_to_bytes(b.remaining()))
+                .map_err(BodyError::Read)
+        })),
+        sleep: Box::pin(tokio::time::sleep(timeout)),
+        timeout,
+        expired: false,
+    })
+}
+
+/// A body stream that yields [`BodyError::TimedOut`] (and then ends) once its deadline has
+/// passed, whatever the client does.
+struct Deadline {
+    inner: BodyStream,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    expired: bool,
+}
+
+impl Stream for Deadline {
+    type Item = Result<bytes::Bytes, BodyError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = self.inner.as_mut().poll_next(cx) {
+            return Poll::Ready(item);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            self.expired = true;
+            return Poll::Ready(Some(Err(BodyError::TimedOut(self.timeout))));
+        }
+        Poll::Pending
+    }
 }
 
 /// Reads the whole body, refusing (before reading anything) a declared length over `limit`
@@ -96,7 +331,10 @@ pub async fn read_body(
     }
     let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+        let chunk = chunk.map_err(|e| match e {
+            BodyError::Read(e) => ApiError::BodyRead(e.to_string()),
+            BodyError::TimedOut(t) => ApiError::BodyTimeout(t),
+        })?;
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(ApiError::PayloadTooLarge(limit));
         }

@@ -62,7 +62,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::Config;
 use crate::log::sled::{SledLog, SledOptions};
@@ -242,26 +241,27 @@ pub async fn run_with_log(
         registry.clone(),
     )?);
 
+    let limits = http::Limits::from_config(&config.server);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners.public {
         let addr = listener.local_addr().ok();
         let edge = edge.clone();
-        let filter = http::raw(move |req| edge.clone().handle(req));
-        let server = warp::serve(filter).serve_incoming_with_graceful_shutdown(
-            TcpListenerStream::new(listener),
-            stopped(stop_rx.clone()),
+        let filter = http::raw(
+            move |req| edge.clone().handle(req),
+            limits.body_read_timeout,
         );
+        let server = http::serve(filter, listener, limits, stopped(stop_rx.clone()));
         tracing::info!(addr = ?addr, "webhook listener up");
         servers.spawn(server);
     }
     {
         let addr = listeners.admin.local_addr().ok();
-        let filter = http::raw(move |req| admin.clone().handle(req));
-        let server = warp::serve(filter).serve_incoming_with_graceful_shutdown(
-            TcpListenerStream::new(listeners.admin),
-            stopped(stop_rx.clone()),
+        let filter = http::raw(
+            move |req| admin.clone().handle(req),
+            limits.body_read_timeout,
         );
+        let server = http::serve(filter, listeners.admin, limits, stopped(stop_rx.clone()));
         tracing::info!(addr = ?addr, "admin listener up");
         servers.spawn(server);
     }

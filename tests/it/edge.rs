@@ -14,7 +14,7 @@ use crate::util::{self, TestServer};
 
 pub const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 pub const BASE: &str = "https://hooks.example.com";
-const QUO_KEY: &str = "R2ZLM2o0bFhBNVpyUnU2NG9mYXQ1MHNyR3pvSUhIVVg=";
+pub const QUO_KEY: &str = "R2ZLM2o0bFhBNVpyUnU2NG9mYXQ1MHNyR3pvSUhIVVg=";
 const SALESMSG: &str = "salesmsg-secret-1";
 
 /// A server with every provider configured by environment-style keys.

@@ -11,6 +11,7 @@ mod crash;
 mod dispatch;
 mod edge;
 mod fixtures;
+mod hostile;
 mod outbound;
 mod postgres;
 mod util;
