@@ -33,7 +33,7 @@
 //! as possible from the daemon; its CPU share is printed with every row.
 //!
 //! Settings (environment): `HOOKLOG_LOAD_SECS` (measured seconds per phase, 10),
-//! `HOOKLOG_LOAD_WARMUP_SECS` (2), `HOOKLOG_LOAD_RATES` (`500,2000,5000`), `HOOKLOG_LOAD_CONNS`
+//! `HOOKLOG_LOAD_WARMUP_SECS` (2), `HOOKLOG_LOAD_RATES` (`500,2000,5000`; empty: saturation only), `HOOKLOG_LOAD_CONNS`
 //! (64), `HOOKLOG_LOAD_CLIENT_THREADS` (1), `HOOKLOG_LOAD_TARGETS` (`healthz,quo`),
 //! `HOOKLOG_LOAD_BIN` (another `hooklog` binary to measure). Every other `HOOKLOG_*` variable
 //! is passed on to the daemon, where it overrides the configuration file as usual (for
@@ -164,8 +164,9 @@ impl Settings {
                     .unwrap_or_else(|_| panic!("{name}=`{v}` is not a number")),
             }
         }
-        let rates = var("HOOKLOG_LOAD_RATES")
-            .unwrap_or_else(|| "500,2000,5000".into())
+        // Set but empty: saturation only.
+        let rates = std::env::var("HOOKLOG_LOAD_RATES")
+            .unwrap_or_else(|_| "500,2000,5000".into())
             .split(',')
             .filter(|s| !s.trim().is_empty())
             .map(|s| {
