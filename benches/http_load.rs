@@ -16,7 +16,9 @@
 //!      a slow answer delays and is charged to the requests queued behind it (no coordinated
 //!      omission). tokio's timer ticks every millisecond, so a connection wakes up to one
 //!      tick before the due time; a request sent early is timed from its write instead. The
-//!      time from the actual write is reported too ("service").
+//!      time from the actual write is reported too ("service"), and how late the write was
+//!      after its due time ("sent late": the client's own delays and waits for a free
+//!      connection).
 //!    - Saturation (closed loop): every connection sends its next request as soon as the
 //!      previous answer is read.
 //!      The first seconds of each phase (warm-up) are not counted.
@@ -632,6 +634,9 @@ struct ConnStats {
     latency_us: Vec<u32>,
     /// From the write to the response, in µs.
     service_us: Vec<u32>,
+    /// How late the write was after the due time (fixed rate; 0 when early), in µs: the
+    /// client's own delay plus waiting for a free connection.
+    late_us: Vec<u32>,
     acked: u64,
     other_status: u64,
     errors: u64,
@@ -712,6 +717,9 @@ async fn connection(plan: Arc<Plan>) -> ConnStats {
                     stats
                         .service_us
                         .push(micros(done.saturating_duration_since(sent)));
+                    stats
+                        .late_us
+                        .push(micros(sent.saturating_duration_since(due)));
                 }
                 if !keep_alive {
                     conn = None;
@@ -747,6 +755,7 @@ struct Row {
     first_error: Option<String>,
     latency: Percentiles,
     service: Percentiles,
+    late: Percentiles,
     server_cpu: f64,
     client_cpu: f64,
     idle: f64,
@@ -792,7 +801,7 @@ impl Row {
     fn line(&self) -> String {
         format!(
             "{} {}: {:.0} acked/s, {} other, {} errors; ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}; \
-             service p50 {:.2} p99 {:.2}; cpu hooklog {:.0} % client {:.0} % idle {:.0} %; \
+             service p50 {:.2} p99 {:.2}; sent late p99 {:.2} max {:.2}; cpu hooklog {:.0} % client {:.0} % idle {:.0} %; \
              RSS max {:.1} MB; batch {}; load {} -> {}{}",
             self.target.name(),
             self.mode.name(),
@@ -805,6 +814,8 @@ impl Row {
             self.latency.max,
             self.service.p50,
             self.service.p99,
+            self.late.p99,
+            self.late.max,
             self.server_cpu,
             self.client_cpu,
             self.idle,
@@ -870,6 +881,7 @@ async fn run_phase(
         let s = t.await.expect("a connection task does not panic");
         all.latency_us.extend(s.latency_us);
         all.service_us.extend(s.service_us);
+        all.late_us.extend(s.late_us);
         all.acked += s.acked;
         all.other_status += s.other_status;
         all.errors += s.errors;
@@ -901,6 +913,7 @@ async fn run_phase(
         first_error: stats.first_error,
         latency: Percentiles::of(stats.latency_us),
         service: Percentiles::of(stats.service_us),
+        late: Percentiles::of(stats.late_us),
         server_cpu: 100.0 * (cpu1.0 - cpu0.0) / wall,
         client_cpu: 100.0 * (cpu1.1 - cpu0.1) / wall,
         idle,
@@ -927,18 +940,18 @@ fn print_report(settings: &Settings, rows: &[Row], hwm_kb: u64, stopped: &str) {
     let _ = writeln!(
         out,
         "| target | offered | acked/s | non-200 | errors | p50 ms | p99 ms | p99.9 ms | max ms \
-         | service p50 / p99 ms | hooklog CPU % | client CPU % | machine idle % | RSS max MB \
+         | service p50 / p99 ms | sent late p99 / max ms | hooklog CPU % | client CPU % | machine idle % | RSS max MB \
          | VmHWM MB | mean batch | load avg before → after |"
     );
     let _ = writeln!(
         out,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {:.0} \
-             | {:.0} | {:.0} | {:.1} | {:.1} | {} | {} → {} |",
+            "| {} | {} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} \
+             | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {} | {} → {} |",
             r.target.name(),
             r.mode.name(),
             r.per_sec(),
@@ -950,6 +963,8 @@ fn print_report(settings: &Settings, rows: &[Row], hwm_kb: u64, stopped: &str) {
             r.latency.max,
             r.service.p50,
             r.service.p99,
+            r.late.p99,
+            r.late.max,
             r.server_cpu,
             r.client_cpu,
             r.idle,
