@@ -188,8 +188,20 @@ pub trait Log: Send + Sync + 'static {
         let (mut lo, mut hi) = (stats.first_seq, stats.last_seq + 1);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match self.get(Seq(mid))? {
-                Some(ev) if ev.received_at < at => lo = mid + 1,
+            // A record that cannot be decoded is judged by the next one that can: where a
+            // replay starts must not depend on one damaged record, and the daemon must not
+            // refuse to start over it (the consumers dead-letter it when they read it).
+            let mut probe = mid;
+            let received = loop {
+                match self.get(Seq(probe)) {
+                    Err(LogError::Corrupt { .. }) if probe + 1 < hi => probe += 1,
+                    Err(LogError::Corrupt { .. }) => break None,
+                    Err(e) => return Err(e),
+                    Ok(ev) => break ev.map(|ev| ev.received_at),
+                }
+            };
+            match received {
+                Some(t) if t < at => lo = probe + 1,
                 _ => hi = mid,
             }
         }

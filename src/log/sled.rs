@@ -767,6 +767,24 @@ mod tests {
     }
 
     #[test]
+    fn finding_where_a_time_starts_steps_over_a_corrupt_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        for n in 0..5 {
+            log.append(verified(n)).wait_blocking().unwrap();
+        }
+        let third = log.get(Seq(3)).unwrap().unwrap().received_at;
+        log.events
+            .insert(Seq(3).to_key(), b"\x09garbage".as_ref())
+            .unwrap();
+        assert!(matches!(log.get(Seq(3)), Err(LogError::Corrupt { .. })));
+        // The answer is never past the damaged record's neighbours, and there is one.
+        let at = log.seq_at_or_after(third).unwrap();
+        assert!((Seq(3)..=Seq(4)).contains(&at), "{at:?}");
+        assert_eq!(log.seq_at_or_after(Micros(0)).unwrap(), Seq(1));
+    }
+
+    #[test]
     fn every_group_commit_is_recorded_in_the_batch_histogram() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::new();

@@ -169,3 +169,73 @@ fn operator_opt_outs_go_through_the_log_and_show_in_the_list() {
     let (_, body) = s.admin_get("/admin/optouts");
     assert!(body.contains(r#""state":"resubscribed""#), "{body}");
 }
+
+#[test]
+fn a_corrupt_record_does_not_stop_the_daemon_is_dead_lettered_counted_and_passed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = util::fixture_config(tmp.path());
+    let fixtures = Fixture::load_dir(&util::fixtures_dir()).unwrap();
+    let accepted: Vec<&Fixture> = fixtures
+        .iter()
+        .map(|(_, f)| f)
+        .filter(|f| f.expect.logged)
+        .take(3)
+        .collect();
+    let s = TestServer::start(config.clone(), None);
+    for f in &accepted {
+        assert_eq!(s.send_fixture(f).status, 200, "{}", f.description);
+    }
+    caught_up(&s);
+    s.stop().unwrap();
+
+    // The disk (or a bug) damaged record 2 while the daemon was stopped.
+    {
+        let db = sled::open(hooklog::log_dir(&config.data_dir)).unwrap();
+        let events = db.open_tree("events").unwrap();
+        assert!(events.get(2u64.to_be_bytes()).unwrap().is_some());
+        events
+            .insert(2u64.to_be_bytes(), b"\x01\xff\xff garbage".as_ref())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    let s = TestServer::start(config, None);
+    // Reading it through the API says what is wrong instead of skipping it.
+    let (code, body) = s.admin_get("/admin/events/2");
+    assert_ne!(code, 200, "{body}");
+    assert!(body.contains('2'), "{body}");
+    // dedup reads the log again from the first record: record 2 is quarantined, 3 is judged.
+    let (code, report) = s.admin_send("POST", "/admin/consumers/dedup/rewind", r#"{"to_seq":0}"#);
+    assert_eq!(code, 200, "{report}");
+    let dl = s.admin_until("/admin/dead-letters?consumer=dedup", |v| {
+        v["dead_letters"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|d| d["seq"] == 2))
+    });
+    let entry = dl["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["seq"] == 2)
+        .unwrap()
+        .clone();
+    assert!(
+        entry["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot be decoded"),
+        "{entry}"
+    );
+    caught_up(&s);
+    let (code, third) = s.admin_get("/admin/events/3");
+    assert_eq!(code, 200);
+    let third: serde_json::Value = serde_json::from_str(&third).unwrap();
+    assert!(third["dedup"].is_object(), "record 3 was judged: {third}");
+    let (_, metrics) = util::get(s.public, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("hooklog_consumer_dead_letters{consumer=\"dedup\"} 1")),
+        "the dead letter is counted"
+    );
+}
