@@ -233,6 +233,124 @@ fn admin_json(
 }
 
 #[test]
+fn repeated_kill_9_while_agents_request_and_the_sender_sends_loses_no_request_and_sends_none_twice()
+{
+    use crate::common::{answer, FakeServer};
+    use rand::Rng;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let quo = FakeServer::start(answer(202, r#"{"data":{"id":"AC0001","status":"queued"}}"#));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("hooklog.toml");
+    std::fs::write(&file, LINES).unwrap();
+    let data = tmp.path().join("data");
+    let env = [
+        ("HOOKLOG_CONFIG", file.display().to_string()),
+        ("HOOKLOG_OPENPHONE_API_KEY", "quo-test-key".to_owned()),
+        ("HOOKLOG_OPENPHONE_API_BASE", format!("http://{}", quo.addr)),
+        (
+            "DEBUG_HOOKLOG_CLOCK_START",
+            "2026-06-10T16:00:00Z".to_owned(),
+        ),
+    ];
+    let mut ports = (crate::crash::free_port(), crate::crash::free_port());
+    // id → content of every request the API acknowledged (202).
+    let accepted: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let mut next = 0u32;
+    for round in 0..4 {
+        let mut daemon = crate::crash::spawn_daemon_with(&data, &mut ports, &env);
+        let admin = std::net::SocketAddr::from(([127, 0, 0, 1], ports.1));
+        let token = token_of(&data);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = {
+            let (stop, accepted, token) = (stop.clone(), accepted.clone(), token.clone());
+            let first = next;
+            std::thread::spawn(move || {
+                let mut n = first;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < first + 40 {
+                    // One recipient and one text per message: no cap or duplicate rule applies.
+                    let content = format!("{BODY} [{round}-{n}]");
+                    let body = serde_json::json!({
+                        "from": "quo-main", "to": format!("+1212555{:04}", 1000 + n),
+                        "content": content, "idempotencyKey": format!("k-{n}"),
+                    });
+                    let r = ureq::post(&format!("http://{admin}/v1/messages"))
+                        .set("authorization", &format!("Bearer {token}"))
+                        .timeout(Duration::from_secs(2))
+                        .send_string(&body.to_string());
+                    match r {
+                        Ok(resp) if resp.status() == 202 => {
+                            let v: serde_json::Value = resp.into_json().unwrap();
+                            let id = v["id"].as_str().unwrap().to_owned();
+                            accepted.lock().unwrap().insert(id, content);
+                        }
+                        _ => break, // the daemon died under us
+                    }
+                    n += 1;
+                }
+                n
+            })
+        };
+        std::thread::sleep(Duration::from_millis(
+            rand::thread_rng().gen_range(200..700),
+        ));
+        daemon.child.kill().unwrap(); // SIGKILL, mid-request and mid-send
+        daemon.child.wait().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        next = client.join().unwrap() + 1;
+    }
+
+    let mut daemon = crate::crash::spawn_daemon_with(&data, &mut ports, &env);
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], ports.1));
+    let token = token_of(&data);
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(
+        accepted.len() >= 4,
+        "the rounds accepted requests: {}",
+        accepted.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut statuses = BTreeMap::new();
+    for id in accepted.keys() {
+        loop {
+            let (code, m) = admin_json(admin, &token, "GET", &format!("/v1/messages/{id}"), "");
+            assert_eq!(code, 200, "an acknowledged request was lost: {id}");
+            let status = m["status"].as_str().unwrap().to_owned();
+            if ["sent", "unknown", "failed", "refused"].contains(&status.as_str()) {
+                statuses.insert(id.clone(), status);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} stuck at {m}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut calls: BTreeMap<String, usize> = BTreeMap::new();
+    for r in quo.requests() {
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        *calls
+            .entry(v["content"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for (id, content) in &accepted {
+        let n = calls.get(content).copied().unwrap_or(0);
+        match statuses[id].as_str() {
+            "sent" => assert_eq!(n, 1, "{id} is sent: exactly one call"),
+            "unknown" => assert!(n <= 1, "{id} is unknown: at most one call, got {n}"),
+            other => panic!("{id} ended {other}: every request here passes the gates"),
+        }
+    }
+    assert!(
+        calls.values().all(|&n| n == 1),
+        "no text was sent twice: {calls:?}"
+    );
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+}
+
+#[test]
 fn killing_the_daemon_between_a_send_attempt_and_its_result_leaves_the_message_unknown_not_sent_twice(
 ) {
     use crate::common::{FakeServer, Reply};
