@@ -560,6 +560,121 @@ fn an_append_that_fails_answers_503_and_acknowledges_nothing() {
     handle.join().unwrap().unwrap();
 }
 
+/// The real sled log behind a switch: while `full`, every append fails as a full disk makes
+/// it fail, and the log says it cannot write.
+struct FillableLog {
+    inner: Arc<dyn Log>,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Log for FillableLog {
+    fn append(&self, event: Verified) -> AppendTicket {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return AppendTicket::failed(LogError::Storage(
+                "No space left on device (os error 28)".into(),
+            ));
+        }
+        self.inner.append(event)
+    }
+    fn read(&self, after: Seq, limit: usize) -> Result<Vec<hooklog::event::Event>, LogError> {
+        self.inner.read(after, limit)
+    }
+    fn get(&self, seq: Seq) -> Result<Option<hooklog::event::Event>, LogError> {
+        self.inner.get(seq)
+    }
+    fn stats(&self) -> Result<LogStats, LogError> {
+        self.inner.stats()
+    }
+    fn cursor(&self, consumer: &str) -> Result<Seq, LogError> {
+        self.inner.cursor(consumer)
+    }
+    fn store_cursor(&self, consumer: &str, seq: Seq) -> Result<(), LogError> {
+        self.inner.store_cursor(consumer, seq)
+    }
+    fn cursors(&self) -> Result<Vec<(String, Seq)>, LogError> {
+        self.inner.cursors()
+    }
+    fn watch_last_seq(&self) -> watch::Receiver<Seq> {
+        self.inner.watch_last_seq()
+    }
+    fn is_writable(&self) -> bool {
+        !self.full.load(std::sync::atomic::Ordering::SeqCst) && self.inner.is_writable()
+    }
+    fn close(&self) -> Result<(), LogError> {
+        self.inner.close()
+    }
+    fn state(&self) -> Arc<dyn hooklog::state::StateStore> {
+        self.inner.state()
+    }
+}
+
+#[test]
+fn a_full_disk_answers_503_acknowledges_nothing_and_service_resumes_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = util::config(
+        None,
+        dir.path(),
+        &[
+            ("HOOKLOG_TWILIO_AUTH_TOKENS", TOKEN),
+            ("HOOKLOG_SERVER_PUBLIC_URLS", BASE),
+        ],
+    );
+    let sled = hooklog::log::sled::SledLog::open(
+        &hooklog::log_dir(dir.path()),
+        &hooklog::log::sled::SledOptions::default(),
+        hooklog::metrics::Metrics::new(),
+    )
+    .unwrap();
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let log: Arc<dyn Log> = Arc::new(FillableLog {
+        inner: Arc::new(sled),
+        full: full.clone(),
+    });
+    let s = TestServer::start(cfg, Some(log));
+    let send = |sid: &str| {
+        let (path, headers, body) = twilio_sms(sid);
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        s.send("POST", &path, &h, &body)
+    };
+    let stored = || -> Vec<String> {
+        s.events()
+            .iter()
+            .map(|e| {
+                let body = e.body.clone();
+                form_urlencoded::parse(body.as_bytes())
+                    .find(|(k, _)| k == "MessageSid")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+
+    assert_eq!(send("SMa1").status, 200);
+    full.store(true, std::sync::atomic::Ordering::SeqCst);
+    for sid in ["SMb1", "SMb2"] {
+        let r = send(sid);
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert_eq!(r.header("retry-after"), Some("5"));
+    }
+    assert_eq!(
+        util::get(s.public, "/readyz").0,
+        503,
+        "not ready while full"
+    );
+    assert_eq!(stored(), ["SMa1"], "nothing refused was stored");
+
+    // Space returns: new webhooks and the providers' retries of the refused ones land.
+    full.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(util::get(s.public, "/readyz").0, 200);
+    for sid in ["SMc1", "SMb1", "SMb2"] {
+        assert_eq!(send(sid).status, 200);
+    }
+    assert_eq!(stored(), ["SMa1", "SMc1", "SMb1", "SMb2"]);
+}
+
 #[test]
 fn voice_routes_answer_with_the_configured_twiml() {
     let dir = tempfile::tempdir().unwrap();
