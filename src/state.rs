@@ -28,6 +28,12 @@ pub enum StateError {
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// A state value as JSON. The values consumers keep are plain structs of strings, numbers and
+/// enums, so this fails only on a bug; it is still an error, never a panic.
+pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StateError> {
+    serde_json::to_vec(value).map_err(|e| StateError::Storage(e.to_string()))
+}
+
 /// One ordered key-value tree.
 pub trait KvTree: Send + Sync {
     /// A value.

@@ -170,7 +170,7 @@ impl Compliance {
     }
 
     fn put(&self, entry: &OptOutEntry) -> Result<(), StateError> {
-        let json = serde_json::to_vec(entry).map_err(|e| StateError::Storage(e.to_string()))?;
+        let json = crate::state::to_json(entry)?;
         self.suppression.insert(entry.number.as_bytes(), &json)
     }
 

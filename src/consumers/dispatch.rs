@@ -71,7 +71,7 @@ use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::outbound::{DispatchResult, OutboundRecord};
 use crate::parse::{Data, Direction, Parsed};
-use crate::state::{KvTree, StateError, StateStore};
+use crate::state::{to_json, KvTree, StateError, StateStore};
 
 /// The consumer's name.
 pub const NAME: &str = "dispatch";
@@ -214,10 +214,6 @@ fn corrupt(tree: &str, e: serde_json::Error) -> StateError {
         tree: format!("{NAME}/{tree}"),
         message: e.to_string(),
     }
-}
-
-fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, StateError> {
-    serde_json::to_vec(v).map_err(|e| StateError::Storage(e.to_string()))
 }
 
 impl Dispatch {

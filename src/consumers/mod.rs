@@ -694,7 +694,7 @@ impl<C: Consumer> Driver<C> {
             at: Micros::now().to_rfc3339(),
             attempts,
         };
-        let json = serde_json::to_vec(&dl).map_err(|e| StateError::Storage(e.to_string()))?;
+        let json = state::to_json(&dl)?;
         tree.insert(&seq.to_key(), &json)?;
         self.ctx
             .metrics

@@ -79,8 +79,8 @@ impl Redelivery {
             through: old.map_or(through.0, |w| w.through.max(through.0)),
             generation: (Micros::now().0.max(0) as u64).max(old.map_or(0, |w| w.generation + 1)),
         };
-        let json = serde_json::to_vec(&window).map_err(|e| StateError::Storage(e.to_string()))?;
-        self.tree.insert(WINDOW_KEY, &json)?;
+        self.tree
+            .insert(WINDOW_KEY, &crate::state::to_json(&window)?)?;
         Ok(Some(window))
     }
 

@@ -436,8 +436,8 @@ impl Sender {
             at: self.clock.now().to_rfc3339(),
             window,
         };
-        let json = serde_json::to_vec(&entry).map_err(|e| StateError::Storage(e.to_string()))?;
-        self.ledger.insert(id.as_str().as_bytes(), &json)
+        self.ledger
+            .insert(id.as_str().as_bytes(), &crate::state::to_json(&entry)?)
     }
 
     fn now_rfc3339(&self) -> String {

@@ -27,7 +27,7 @@ use super::events::{LineChange, MessageId};
 use super::message::Message;
 use crate::event::Micros;
 use crate::gates::blast_safety::{ContentHash, Sent};
-use crate::state::{for_each, KvTree, StateError, StateStore};
+use crate::state::{for_each, to_json, KvTree, StateError, StateStore};
 
 /// The consumer that owns these trees.
 pub const CONSUMER: &str = "outbound";
@@ -92,10 +92,6 @@ fn corrupt(tree: &str, e: impl std::fmt::Display) -> StateError {
     }
 }
 
-fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, StateError> {
-    serde_json::to_vec(v).map_err(|e| StateError::Storage(e.to_string()))
-}
-
 fn be_u64(tree: &str, v: &[u8]) -> Result<u64, StateError> {
     let bytes: [u8; 8] = v
         .try_into()
@@ -150,7 +146,7 @@ impl OutboundStore {
 
     /// Stores a message's state.
     pub fn put_message(&self, m: &Message) -> Result<(), StateError> {
-        self.messages.insert(m.id.as_str().as_bytes(), &json(m)?)
+        self.messages.insert(m.id.as_str().as_bytes(), &to_json(m)?)
     }
 
     /// Every projected message, in id (= time) order.
@@ -279,7 +275,8 @@ impl OutboundStore {
             change: change.clone(),
             seq,
         };
-        self.lines.insert(change.line_id.as_bytes(), &json(&state)?)
+        self.lines
+            .insert(change.line_id.as_bytes(), &to_json(&state)?)
     }
 
     /// Counts a cleared message for blast safety (idempotent per message).
@@ -288,7 +285,7 @@ impl OutboundStore {
             .to_be_bytes()
             .to_vec();
         k.extend_from_slice(id.as_str().as_bytes());
-        self.sends.insert(&k, &json(entry)?)
+        self.sends.insert(&k, &to_json(entry)?)
     }
 
     /// Messages cleared at or after `since`.
