@@ -53,6 +53,14 @@ pub enum ApiError {
     NotReady(String),
 }
 
+/// Consumer state (the suppression list, outbound messages) that cannot be read is a storage
+/// failure like a log read: 500, with the message for the operator.
+impl From<crate::state::StateError> for ApiError {
+    fn from(e: crate::state::StateError) -> Self {
+        ApiError::Log(LogError::Storage(e.to_string()))
+    }
+}
+
 impl ApiError {
     /// The status code for this error.
     pub fn status(&self) -> StatusCode {

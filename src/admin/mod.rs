@@ -223,10 +223,7 @@ impl Admin {
                 let mut all = Vec::new();
                 for name in self.registry.names() {
                     if only.as_deref().is_none_or(|o| o == name) {
-                        all.extend(
-                            consumers::dead_letters(self.log.state().as_ref(), &name)
-                                .map_err(state_err)?,
-                        );
+                        all.extend(consumers::dead_letters(self.log.state().as_ref(), &name)?);
                     }
                 }
                 Ok(http::json(
@@ -266,7 +263,7 @@ impl Admin {
             ["admin", "optouts"] => {
                 method(&req.method, Method::GET)
                     .map_err(|_| ApiError::MethodNotAllowed("GET, POST"))?;
-                let list = compliance::list(self.log.state().as_ref()).map_err(state_err)?;
+                let list = compliance::list(self.log.state().as_ref())?;
                 Ok(http::json(
                     StatusCode::OK,
                     &serde_json::json!({ "optouts": list }),
@@ -337,8 +334,7 @@ impl Admin {
 
     fn event_json(&self, ev: &crate::event::Event) -> Result<EventJson, ApiError> {
         let mut json = EventJson::from_event(ev);
-        let verdict =
-            consumers::dedup::verdict(self.log.state().as_ref(), ev.seq).map_err(state_err)?;
+        let verdict = consumers::dedup::verdict(self.log.state().as_ref(), ev.seq)?;
         json.dedup = verdict.and_then(|v| serde_json::to_value(v).ok());
         Ok(json)
     }
@@ -380,9 +376,7 @@ impl Admin {
         let mut status = status_of(self.log.as_ref())?;
         let store = self.log.state();
         for info in self.registry.infos() {
-            let dead = consumers::dead_letters(store.as_ref(), &info.name)
-                .map_err(state_err)?
-                .len() as u64;
+            let dead = consumers::dead_letters(store.as_ref(), &info.name)?.len() as u64;
             let state = serde_json::to_value(info.state)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -483,10 +477,6 @@ fn method(got: &Method, want: Method) -> Result<(), ApiError> {
     } else {
         Err(ApiError::MethodNotAllowed("GET"))
     }
-}
-
-fn state_err(e: crate::state::StateError) -> ApiError {
-    ApiError::Log(crate::log::LogError::Storage(e.to_string()))
 }
 
 fn control_err(e: consumers::ControlError) -> ApiError {

@@ -128,10 +128,6 @@ pub struct OutboundApi {
     lock: tokio::sync::Mutex<()>,
 }
 
-fn state_err(e: crate::state::StateError) -> ApiError {
-    ApiError::Log(crate::log::LogError::Storage(e.to_string()))
-}
-
 fn required(field: &str, value: Option<String>, what: &str) -> Result<String, ApiError> {
     match value {
         Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
@@ -152,10 +148,10 @@ impl OutboundApi {
 
     /// The message `id` as projected, or as requested when the projection has not read it.
     fn view(&self, log: &dyn Log, id: &MessageId) -> Result<Option<Message>, ApiError> {
-        if let Some(m) = self.store.message(id).map_err(state_err)? {
+        if let Some(m) = self.store.message(id)? {
             return Ok(Some(m));
         }
-        let Some(seq) = self.store.requested_seq(id).map_err(state_err)? else {
+        let Some(seq) = self.store.requested_seq(id)? else {
             return Ok(None);
         };
         let Some(event) = log.get(Seq(seq))? else {
@@ -216,7 +212,7 @@ impl OutboundApi {
         let _one_at_a_time = self.lock.lock().await;
         let mut id = None;
         if let Some(key) = &key {
-            if let Some(owner) = self.store.id_for_key(key).map_err(state_err)? {
+            if let Some(owner) = self.store.id_for_key(key)? {
                 if let Some(m) = self.view(log, &owner)? {
                     return Ok(Accepted {
                         id: owner.0,
@@ -236,7 +232,7 @@ impl OutboundApi {
         let now = Micros::now();
         let id = id.unwrap_or_else(|| MessageId::generate(now));
         if let Some(key) = &key {
-            self.store.note_api_key(key, &id).map_err(state_err)?;
+            self.store.note_api_key(key, &id)?;
         }
         let record = OutboundRecord::Request(MessageRequest {
             id: id.clone(),
@@ -251,7 +247,7 @@ impl OutboundApi {
             .append(record.to_verified(now))
             .await
             .map_err(ApiError::AppendFailed)?;
-        self.store.note_requested(&id, seq.0).map_err(state_err)?;
+        self.store.note_requested(&id, seq.0)?;
         tracing::info!(id = %id, seq = seq.0, "outbound request accepted");
         Ok(Accepted {
             id: id.0,
