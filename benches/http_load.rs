@@ -37,7 +37,8 @@
 //! Settings (environment): `HOOKLOG_LOAD_SECS` (measured seconds per phase, 10),
 //! `HOOKLOG_LOAD_WARMUP_SECS` (2), `HOOKLOG_LOAD_RATES` (`500,2000,5000`; empty: saturation only), `HOOKLOG_LOAD_CONNS`
 //! (64), `HOOKLOG_LOAD_CLIENT_THREADS` (1), `HOOKLOG_LOAD_TARGETS` (`healthz,quo`),
-//! `HOOKLOG_LOAD_BIN` (another `hooklog` binary to measure). Every other `HOOKLOG_*` variable
+//! `HOOKLOG_LOAD_BIN` (another `hooklog` binary to measure), `HOOKLOG_LOAD_KEEP` (`1`: keep the
+//! temporary directory and print its path, to restart a daemon on a large log). Every other `HOOKLOG_*` variable
 //! is passed on to the daemon, where it overrides the configuration file as usual (for
 //! experiments such as `HOOKLOG_LOG_CACHE_MB=16`).
 
@@ -106,6 +107,12 @@ fn main() {
     let hwm = proc_status_kb(daemon.child.id(), "VmHWM").unwrap_or(0);
     let stopped = daemon.stop();
     print_report(&settings, &rows, hwm, &stopped);
+    if std::env::var("HOOKLOG_LOAD_KEEP").is_ok_and(|v| v == "1") {
+        eprintln!(
+            "kept the data directory: {}",
+            dir.keep().join("data").display()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

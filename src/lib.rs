@@ -434,14 +434,17 @@ fn start_consumers(
     let monitor = staleness::StalenessMonitor::new(config.staleness.clone())
         .map_err(|e| RunError::Consumer(format!("staleness: {e}")))?;
     let monitor = Arc::new(std::sync::Mutex::new(monitor));
-    // The monitor lives in memory: replay the last two days of inbound messages into it.
-    let since = event::Micros(event::Micros::now().0 - 48 * 3_600_000_000);
-    let start = log.seq_at_or_after(since)?;
-    log.store_cursor(
-        consumers::staleness::NAME,
-        event::Seq(start.0.saturating_sub(1)),
-    )?;
     let feeder = consumers::staleness::Staleness::new(store.as_ref(), monitor.clone())?;
+    if !feeder.restored() {
+        // No stored latest inbound time (a new data directory, or one from a version that
+        // kept none): replay the last two days of the log into the monitor, once.
+        let since = event::Micros(event::Micros::now().0 - 48 * 3_600_000_000);
+        let start = log.seq_at_or_after(since)?;
+        log.store_cursor(
+            consumers::staleness::NAME,
+            event::Seq(start.0.saturating_sub(1)),
+        )?;
+    }
     threads.push(consumers::spawn_on_thread(feeder, ctx, stop.clone()));
     for finished in threads {
         let finished = finished
