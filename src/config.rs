@@ -305,6 +305,11 @@ pub struct LogConfig {
     /// Seconds between retention passes (each also refreshes the log size gauges).
     #[serde(deserialize_with = "de::parsed")]
     pub prune_interval_secs: u64,
+    /// Webhooks are answered 503 while the data directory's file system has less than this
+    /// many MiB free, so that sled never meets a full disk (it cannot recover from a failed
+    /// write without a restart); 0 turns the reserve off.
+    #[serde(deserialize_with = "de::parsed")]
+    pub min_free_mb: u64,
 }
 
 impl Default for LogConfig {
@@ -313,6 +318,7 @@ impl Default for LogConfig {
             cache_mb: 32,
             retention_days: 0,
             prune_interval_secs: 3600,
+            min_free_mb: 64,
         }
     }
 }

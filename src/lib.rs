@@ -99,6 +99,10 @@ pub enum RunError {
     /// A consumer could not be started.
     #[error("consumer: {0}")]
     Consumer(String),
+    /// The log failed for good while running (a write error, e.g. a full disk below the
+    /// reserve): the daemon stopped so that its service manager starts it again.
+    #[error("stopped because the log failed; a restart reopens it: {0}")]
+    LogFailed(String),
 }
 
 impl From<state::StateError> for RunError {
@@ -146,6 +150,7 @@ pub fn log_dir(data_dir: &Path) -> PathBuf {
 pub fn sled_options(config: &Config) -> SledOptions {
     SledOptions {
         cache_capacity: config.log.cache_mb * 1024 * 1024,
+        min_free_bytes: config.log.min_free_mb.saturating_mul(1024 * 1024),
         ..SledOptions::default()
     }
 }
@@ -268,7 +273,30 @@ pub async fn run_with_log(
     ready.store(true, Ordering::Release);
     tracing::info!(data_dir = %config.data_dir.display(), "hooklog is ready");
 
-    shutdown.await;
+    let failure = tokio::select! {
+        _ = shutdown => None,
+        failure = log_failure(log.failure()) => Some(failure),
+    };
+    if let Some(failure) = &failure {
+        tracing::error!(
+            error = %failure,
+            "the log failed and refuses every append until it is reopened; stopping so the \
+             service manager restarts hooklog (webhooks get 503 meanwhile, and are retried)"
+        );
+        alerter.raise(alerts::Alert {
+            key: "log_failed".into(),
+            severity: alerts::Severity::Critical,
+            title: "hooklog's log failed: stopping for a restart".into(),
+            reason: format!(
+                "A write to the log failed ({failure}). sled refuses every write after that \
+                 until it is reopened, so hooklog is stopping; webhooks get 503 meanwhile."
+            ),
+            next_step: "systemd's Restart=on-failure starts hooklog again. If the disk is \
+                        full, free space first: hooklog answers 503 below log.min_free_mb \
+                        free and resumes by itself above it."
+                .into(),
+        });
+    }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
@@ -305,11 +333,29 @@ pub async fn run_with_log(
     // Everything acknowledged is already flushed; this commits any append still queued
     // (its request was cut off) and stops the writer.
     let closing = log.clone();
-    tokio::task::spawn_blocking(move || closing.close())
+    let closed = tokio::task::spawn_blocking(move || closing.close())
         .await
-        .map_err(|e| log::LogError::Storage(format!("log close task failed: {e}")))??;
+        .map_err(|e| log::LogError::Storage(format!("log close task failed: {e}")))?;
+    if let Some(failure) = failure {
+        // Closing a failed log fails too; the first error is the one worth reporting.
+        return Err(RunError::LogFailed(failure));
+    }
+    closed?;
     tracing::info!("hooklog stopped");
     Ok(())
+}
+
+/// Resolves with the reason once the log reports that it failed for good; never resolves for
+/// an engine that cannot fail that way.
+async fn log_failure(mut rx: watch::Receiver<Option<String>>) -> String {
+    loop {
+        if let Some(failure) = rx.borrow_and_update().clone() {
+            return failure;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Starts the consumers of this stage: dedup, compliance (inbound), the Postgres sync (when

@@ -54,6 +54,19 @@ pub enum LogError {
     /// A cursor name that cannot be stored (empty, or too long).
     #[error("invalid consumer name `{0}`")]
     InvalidCursorName(String),
+    /// The file system of the data directory has less free space than the configured
+    /// reserve (`log.min_free_mb`): nothing is written until space returns.
+    #[error("disk full: {free_bytes} bytes free, below the reserve of {reserve_bytes} bytes (log.min_free_mb)")]
+    DiskFull {
+        /// Free bytes when the append was refused.
+        free_bytes: u64,
+        /// The configured reserve.
+        reserve_bytes: u64,
+    },
+    /// An earlier write failed and the engine refuses every write since; only reopening the
+    /// log (restarting the daemon) recovers.
+    #[error("the log failed and needs a restart: {0}")]
+    Failed(String),
 }
 
 /// Size and bounds of the log, for status and metrics.
@@ -166,8 +179,16 @@ pub trait Log: Send + Sync + 'static {
     /// Watches the last durable sequence (a wake-up for tailing readers).
     fn watch_last_seq(&self) -> watch::Receiver<Seq>;
 
-    /// Whether appends are currently succeeding (the writer runs and its last commit worked).
+    /// Whether appends can succeed now: the writer runs, no write has failed for good, and
+    /// (sled) the disk has room above the reserve.
     fn is_writable(&self) -> bool;
+
+    /// Becomes `Some(reason)` once the log has failed for good: it refuses every append until
+    /// it is reopened, so the daemon stops and lets its service manager restart it. An engine
+    /// that cannot fail this way keeps the default, which never changes.
+    fn failure(&self) -> watch::Receiver<Option<String>> {
+        watch::channel(None).1
+    }
 
     /// Stops accepting appends, commits what is queued, flushes and waits for the writer.
     /// Idempotent.

@@ -24,6 +24,26 @@
 //! answers 503 and the provider retries); the writer tries to remove the batch's keys so the
 //! sequence stays gap-free, and takes the next sequence from the tree's real last key.
 //!
+//! Readers ([`Log::read`], [`Log::get`], [`Log::stats`]) see only what the writer published
+//! after a successful flush, never a batch that is inserted but not yet durable: a consumer
+//! must not act on a record that a crash (or a failed flush) could take back, because the
+//! next append would then reuse its sequence and the consumer's cursor would skip it.
+//!
+//! # A full disk
+//!
+//! sled 0.34 does not survive an I/O error: the first failed write sets a global error in
+//! the database and every later operation returns it, until the database is opened again.
+//! So the writer keeps a **free-space reserve** (`log.min_free_mb`): before each batch it
+//! asks the file system how much is free, and below the reserve it refuses the batch with
+//! [`LogError::DiskFull`] without touching sled. The edge answers 503, the providers retry,
+//! and the reserve leaves room for what still has to be written (consumers' state, cursors,
+//! retention's deletes). [`Log::is_writable`] asks the file system again, so `/readyz` and
+//! the next append recover by themselves when space returns.
+//!
+//! If a write fails anyway (the reserve was too small, or another error), the log is
+//! **failed**: every append is refused, and [`Log::failure`] reports it, so the daemon can
+//! stop and be restarted by its service manager, the only way sled recovers.
+//!
 //! # Retention
 //!
 //! [`Log::prune_before`] deletes records from the front only, in batches of
@@ -76,6 +96,9 @@ pub struct SledOptions {
     pub cache_capacity: u64,
     /// sled's background flush interval.
     pub flush_every_ms: Option<u64>,
+    /// Appends are refused while the data directory's file system has less free space than
+    /// this (see "A full disk" above); 0 turns the check off.
+    pub min_free_bytes: u64,
 }
 
 impl Default for SledOptions {
@@ -83,6 +106,7 @@ impl Default for SledOptions {
         SledOptions {
             cache_capacity: 32 * 1024 * 1024,
             flush_every_ms: Some(500),
+            min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -97,7 +121,45 @@ enum Request {
 }
 
 struct Shared {
-    writable: AtomicBool,
+    /// Cleared by `close`: the writer accepts nothing more.
+    open: AtomicBool,
+    /// Set once by a failed write; sled refuses everything after it (see "A full disk").
+    failed: watch::Sender<Option<String>>,
+    dir: PathBuf,
+    min_free_bytes: u64,
+}
+
+impl Shared {
+    /// Free bytes for an unprivileged writer on the log's file system, or `None` when the
+    /// file system cannot be asked (then the reserve is not enforced: refusing every append
+    /// because `statvfs` failed would turn a monitoring problem into an outage).
+    fn free_bytes(&self) -> Option<u64> {
+        let st = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        #[allow(clippy::useless_conversion)] // the field types differ between targets
+        Some(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+    }
+
+    /// `Some((free, reserve))` when the free space is below the reserve.
+    fn shortage(&self) -> Option<(u64, u64)> {
+        if self.min_free_bytes == 0 {
+            return None;
+        }
+        match self.free_bytes() {
+            Some(free) if free < self.min_free_bytes => Some((free, self.min_free_bytes)),
+            _ => None,
+        }
+    }
+
+    fn fail(&self, message: String) {
+        self.failed.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(message);
+                true
+            } else {
+                false
+            }
+        });
+    }
 }
 
 /// The sled-backed [`Log`].
@@ -182,7 +244,10 @@ impl SledLog {
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
         let (seq_tx, seq_rx) = watch::channel(last);
         let shared = Arc::new(Shared {
-            writable: AtomicBool::new(true),
+            open: AtomicBool::new(true),
+            failed: watch::channel(None).0,
+            dir: dir.to_owned(),
+            min_free_bytes: options.min_free_bytes,
         });
         let writer = Writer {
             db: db.clone(),
@@ -216,6 +281,11 @@ impl SledLog {
         &self.path
     }
 
+    /// The last sequence the writer made durable: the bound of every read.
+    fn durable(&self) -> Seq {
+        *self.last_seq.borrow()
+    }
+
     fn decode(seq: Seq, bytes: &[u8]) -> Result<Event, LogError> {
         Event::decode(bytes).map_err(|source| LogError::Corrupt { seq, source })
     }
@@ -242,11 +312,19 @@ impl Log for SledLog {
     }
 
     fn read(&self, after: Seq, limit: usize) -> Result<Vec<Event>, LogError> {
+        let durable = self.durable();
         let Some(start) = after.0.checked_add(1) else {
             return Ok(Vec::new());
         };
+        if start > durable.0 {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self.events.range(Seq(start).to_key()..).take(limit) {
+        for item in self
+            .events
+            .range(Seq(start).to_key()..=durable.to_key())
+            .take(limit)
+        {
             let (k, v) = item.map_err(storage)?;
             let seq = Seq::from_key(&k).ok_or_else(|| LogError::Incompatible("bad key".into()))?;
             out.push(Self::decode(seq, &v)?);
@@ -255,6 +333,9 @@ impl Log for SledLog {
     }
 
     fn get(&self, seq: Seq) -> Result<Option<Event>, LogError> {
+        if seq > self.durable() {
+            return Ok(None);
+        }
         match self.events.get(seq.to_key()).map_err(storage)? {
             Some(v) => Ok(Some(Self::decode(seq, &v)?)),
             None => Ok(None),
@@ -266,7 +347,7 @@ impl Log for SledLog {
             Some((k, _)) => Seq::from_key(&k).unwrap_or_default().0,
             None => 0,
         };
-        let last = last_key(&self.events)?.0;
+        let last = last_key(&self.events)?.min(self.durable()).0;
         // Sequences are contiguous and retention only removes from the front, so the count
         // follows from the bounds (sled's `len` is a full scan).
         let count = if last == 0 || first == 0 {
@@ -354,7 +435,13 @@ impl Log for SledLog {
     }
 
     fn is_writable(&self) -> bool {
-        self.shared.writable.load(Ordering::Acquire)
+        self.shared.open.load(Ordering::Acquire)
+            && self.shared.failed.borrow().is_none()
+            && self.shared.shortage().is_none()
+    }
+
+    fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.shared.failed.subscribe()
     }
 
     fn state(&self) -> Arc<dyn crate::state::StateStore> {
@@ -372,7 +459,7 @@ impl Log for SledLog {
             let _ = self.tx.send(Request::Stop);
             let _ = handle.join();
         }
-        self.shared.writable.store(false, Ordering::Release);
+        self.shared.open.store(false, Ordering::Release);
         self.db.flush().map_err(storage)?;
         Ok(())
     }
@@ -419,7 +506,7 @@ impl Writer {
             }
         }
         // Anything queued after the stop request is refused, never silently dropped.
-        self.shared.writable.store(false, Ordering::Release);
+        self.shared.open.store(false, Ordering::Release);
         while let Ok(req) = self.rx.try_recv() {
             if let Request::Append { done, .. } = req {
                 let _ = done.send(Err(LogError::WriterStopped));
@@ -428,6 +515,25 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &mut Vec<(Verified, oneshot::Sender<Result<Seq, LogError>>)>) {
+        // Refused before sled sees it: a write that fails for want of space would leave sled
+        // unusable until the database is reopened.
+        let failed = self.shared.failed.borrow().clone();
+        let refusal: Option<Box<dyn Fn() -> LogError>> = match failed {
+            Some(failure) => Some(Box::new(move || LogError::Failed(failure.clone()))),
+            None => self.shared.shortage().map(|(free_bytes, reserve_bytes)| {
+                Box::new(move || LogError::DiskFull {
+                    free_bytes,
+                    reserve_bytes,
+                }) as Box<dyn Fn() -> LogError>
+            }),
+        };
+        if let Some(refusal) = refusal {
+            self.metrics.append_failures.inc();
+            for (_, done) in batch.drain(..) {
+                let _ = done.send(Err(refusal()));
+            }
+            return;
+        }
         let first = self.next;
         let mut waiters = Vec::with_capacity(batch.len());
         let mut result = Ok(());
@@ -449,7 +555,6 @@ impl Writer {
         match result {
             Ok(()) => {
                 let last = Seq(self.next.0 - 1);
-                self.shared.writable.store(true, Ordering::Release);
                 self.metrics.last_seq.set(last.0 as i64);
                 self.last_seq.send_replace(last);
                 for (i, done) in waiters.into_iter().enumerate() {
@@ -459,7 +564,8 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, batch = waiters.len(), "group commit failed; answering 503");
                 self.metrics.append_failures.inc();
-                self.shared.writable.store(false, Ordering::Release);
+                // sled keeps the error and refuses everything from now on (see "A full disk").
+                self.shared.fail(e.to_string());
                 // Keep the sequence gap-free: take back what this batch inserted, then resume
                 // from whatever the tree really ends at.
                 for n in first.0..self.next.0 {
@@ -715,6 +821,51 @@ mod tests {
     }
 
     #[test]
+    fn readers_never_see_a_record_inserted_but_not_yet_made_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        log.append(verified(0)).wait_blocking().unwrap();
+        // What the writer does between its insert and its flush: the record is in the tree,
+        // not yet published.
+        let pending = verified(1).into_event(Seq(2)).encode();
+        log.events.insert(Seq(2).to_key(), pending).unwrap();
+        let seqs: Vec<Seq> = log
+            .read(Seq(0), 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [Seq(1)]);
+        assert!(log.read(Seq(1), 10).unwrap().is_empty());
+        assert_eq!(log.get(Seq(2)).unwrap(), None);
+        assert_eq!(log.stats().unwrap().last_seq, 1);
+    }
+
+    #[test]
+    fn below_the_free_space_reserve_appends_are_refused_before_sled_sees_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SledOptions {
+            min_free_bytes: u64::MAX,
+            ..SledOptions::default()
+        };
+        let log = SledLog::open(dir.path(), &options, Metrics::new()).unwrap();
+        let err = log.append(verified(0)).wait_blocking().unwrap_err();
+        assert!(
+            matches!(err, LogError::DiskFull { reserve_bytes, .. } if reserve_bytes == u64::MAX),
+            "{err:?}"
+        );
+        assert!(!log.is_writable());
+        assert!(log.read(Seq(0), 10).unwrap().is_empty());
+        assert_eq!(*log.failure().borrow(), None, "a shortage is not a failure");
+        drop(log);
+
+        // The same directory with room above the reserve: writable, and the sequence starts at 1.
+        let log = open(dir.path());
+        assert!(log.is_writable());
+        assert_eq!(log.append(verified(1)).wait_blocking().unwrap(), Seq(1));
+    }
+
+    #[test]
     fn appends_after_close_are_refused_not_lost_silently() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path());
@@ -756,6 +907,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path());
         log.append(verified(0)).wait_blocking().unwrap();
+        log.append(verified(1)).wait_blocking().unwrap();
         log.events
             .insert(Seq(2).to_key(), b"\x09garbage".as_ref())
             .unwrap();

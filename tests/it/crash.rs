@@ -123,7 +123,7 @@ pub(crate) fn load(
         .collect()
 }
 
-fn stored_sids(data_dir: &Path) -> Vec<String> {
+pub(crate) fn stored_sids(data_dir: &Path) -> Vec<String> {
     let log = SledLog::open(
         &hooklog::log_dir(data_dir),
         &SledOptions::default(),

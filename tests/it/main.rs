@@ -8,6 +8,7 @@ mod admin;
 mod common;
 mod consumers;
 mod crash;
+mod diskfull;
 mod dispatch;
 mod edge;
 mod fixtures;
