@@ -29,6 +29,8 @@
 //! 4. While a phase runs, a sampler reads the daemon's `VmRSS` every 100 ms from `/proc`;
 //!    after it, `VmHWM`, the CPU time of the daemon and of this client, the machine's idle
 //!    share, the load average and the daemon's mean group-commit batch (from `/metrics`).
+//! 5. After SIGTERM, starts the daemon again on the data directory the run filled and reports
+//!    its resident memory once idle (5 s after ready): a restart on a large log.
 //!
 //! The client is deliberately small (a hand-written HTTP/1.1 request writer and response
 //! reader on tokio, one worker thread by default) so that it takes as little of the two cores
@@ -106,7 +108,9 @@ fn main() {
     }
     let hwm = proc_status_kb(daemon.child.id(), "VmHWM").unwrap_or(0);
     let stopped = daemon.stop();
-    print_report(&settings, &rows, hwm, &stopped);
+    drop(daemon);
+    let restarted = restart_memory(&settings.bin, dir.path());
+    print_report(&settings, &rows, hwm, &format!("{stopped}.\n{restarted}"));
     if std::env::var("HOOKLOG_LOAD_KEEP").is_ok_and(|v| v == "1") {
         eprintln!(
             "kept the data directory: {}",
@@ -367,6 +371,51 @@ fn loadavg() -> String {
 }
 
 /// A `kB` field of `/proc/<pid>/status`.
+/// Starts the daemon again on the data directory the run filled and reports its memory once
+/// it is idle: what an operator sees after a restart on a large log.
+fn restart_memory(bin: &Path, dir: &Path) -> String {
+    let started = Instant::now();
+    let mut daemon = Daemon::start(bin, dir);
+    let ready = started.elapsed();
+    std::thread::sleep(Duration::from_secs(5));
+    let pid = daemon.child.id();
+    let (rss, hwm) = (
+        proc_status_kb(pid, "VmRSS").unwrap_or(0),
+        proc_status_kb(pid, "VmHWM").unwrap_or(0),
+    );
+    let records = blocking_get_body(daemon.public, "/metrics")
+        .and_then(|(_, text)| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("hooklog_log_last_seq "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    let bytes = dir_bytes(&dir.join("data"));
+    let stopped = daemon.stop();
+    format!(
+        "Restarted on the same data directory ({records:.0} records, {:.0} MB on disk): ready in \
+         {:.1} s; 5 s later resident memory {:.1} MB, peak (VmHWM) {:.1} MB. {stopped}",
+        bytes as f64 / 1e6,
+        ready.as_secs_f64(),
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    )
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
 fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     text.lines().find_map(|l| {
@@ -1017,7 +1066,7 @@ fn print_report(settings: &Settings, rows: &[Row], hwm_kb: u64, stopped: &str) {
     }
     let _ = writeln!(
         out,
-        "\nhooklog peak resident memory over the whole run (VmHWM): {:.1} MB. {stopped}.",
+        "\nhooklog peak resident memory over the whole run (VmHWM): {:.1} MB. {stopped}",
         hwm_kb as f64 / 1024.0
     );
     let _ = writeln!(out, "Load average at the end: {}.", loadavg());
