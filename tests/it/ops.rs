@@ -16,6 +16,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::crash::{free_port, load, spawn_daemon_with, stored_sids, Daemon};
+use crate::util::{get, TestServer};
 
 /// Runs the real binary with `args` in `cwd`, with only `env` (and `PATH`) in its environment.
 fn hooklog(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -332,4 +333,62 @@ fn readyz_answers_503_once_shutdown_has_begun() {
         panic!("the daemon did not stop");
     };
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// The value of one sample of `GET /metrics` (`name{labels}`), 0 when absent.
+fn metric(s: &TestServer, sample: &str) -> i64 {
+    let (code, text) = get(s.public, "/metrics");
+    assert_eq!(code, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .map(|v| v.trim().parse::<f64>().unwrap() as i64)
+        .unwrap_or(0)
+}
+
+fn metric_until(s: &TestServer, sample: &str, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = metric(s, sample);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sample} is {got}, expected {want}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_paused_consumers_lag_counts_the_records_it_has_not_handled_and_returns_to_0_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = crate::edge::server_with(tmp.path(), &[]);
+    let lag = r#"hooklog_consumer_lag{consumer="dedup"}"#;
+    let send = |sid: &str| {
+        let (path, headers, body) = crate::edge::twilio_sms(sid);
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(s.send("POST", &path, &headers, &body).status, 200);
+    };
+    send("SMlag0");
+    metric_until(&s, lag, 0);
+    let (code, text) = s.admin_send("POST", "/admin/consumers/dedup/pause", "");
+    assert_eq!(code, 200, "{text}");
+    for i in 1..=3 {
+        send(&format!("SMlag{i}"));
+    }
+    metric_until(&s, lag, 3);
+    let (code, text) = s.admin_send("POST", "/admin/consumers/dedup/resume", "");
+    assert_eq!(code, 200, "{text}");
+    metric_until(&s, lag, 0);
+    let st = s.status();
+    assert!(
+        st.consumers
+            .iter()
+            .any(|c| c.name == "dedup" && c.cursor == st.log.last_seq),
+        "resumed, dedup handled every record"
+    );
 }
