@@ -16,7 +16,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::crash::{free_port, load, spawn_daemon_with, stored_sids, Daemon};
-use crate::util::{get, TestServer};
+use crate::outbound::{outbound_config, BODY};
+use crate::util::{get, request, TestServer};
 
 /// Runs the real binary with `args` in `cwd`, with only `env` (and `PATH`) in its environment.
 fn hooklog(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -333,6 +334,102 @@ fn readyz_answers_503_once_shutdown_has_begun() {
         panic!("the daemon did not stop");
     };
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// `POST /v1/messages` with the token; the message id.
+fn post_message(s: &TestServer, from: &str, to: &str, content: &str) -> String {
+    let body = serde_json::json!({"from": from, "to": to, "content": content});
+    let (code, text) = s.admin_send("POST", "/v1/messages", &body.to_string());
+    assert_eq!(code, 202, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// The message once its status is one of `statuses`.
+fn message_until(s: &TestServer, id: &str, statuses: &[&str]) -> serde_json::Value {
+    s.admin_until(&format!("/v1/messages/{id}"), |m| {
+        statuses.contains(&m["status"].as_str().unwrap_or(""))
+    })
+}
+
+const SETTLED: [&str; 4] = ["sent", "failed", "unknown", "refused"];
+
+#[test]
+fn unblocking_a_line_the_provider_blocked_needs_the_token_and_lets_its_messages_through_again() {
+    use crate::common::{answer, FakeServer};
+
+    // Quo refuses the first send for want of A2P registration, then accepts.
+    let quo = FakeServer::start(answer(202, r#"{"data":{"id":"AC0001","status":"queued"}}"#));
+    quo.script([answer(
+        400,
+        r#"{"message":"A2P registration is not approved for this number","code":"0400400"}"#,
+    )]);
+    let tmp = tempfile::tempdir().unwrap();
+    let base = format!("http://{}", quo.addr);
+    let env = [
+        ("HOOKLOG_OPENPHONE_API_KEY", "quo-test-key"),
+        ("HOOKLOG_OPENPHONE_API_BASE", base.as_str()),
+    ];
+    let s = TestServer::start(outbound_config(tmp.path(), "", &env), None);
+
+    let first = post_message(&s, "quo-main", "+12125550100", BODY);
+    let m = message_until(&s, &first, &SETTLED);
+    assert_eq!(m["status"], "failed", "{m}");
+    // The block is in the log before the next request, so the gates see it.
+    s.admin_until("/admin/events?after=0&limit=1000", |v| {
+        v["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["route"] == "/internal/lines"))
+    });
+    let second = post_message(&s, "quo-main", "+12125550101", &format!("{BODY}."));
+    let m = message_until(&s, &second, &SETTLED);
+    assert_eq!(m["status"], "refused", "{m}");
+    assert_eq!(m["reasons"][0]["code"], "line_blocked", "{m}");
+    assert_eq!(quo.requests().len(), 1, "a blocked line calls nobody");
+
+    // Without the token, or with a wrong one: 401 and nothing appended.
+    let before = s.status().log.last_seq;
+    for auth in [None, Some("Bearer not-the-token".to_owned())] {
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("authorization", a)])
+            .unwrap_or_default();
+        let r = request(
+            s.admin,
+            "POST",
+            "/admin/lines/quo-main/unblock",
+            &headers,
+            b"{}",
+        );
+        assert_eq!(r.status, 401, "{auth:?}: {}", r.body);
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    }
+    assert_eq!(
+        s.status().log.last_seq,
+        before,
+        "a refused unblock appends nothing"
+    );
+
+    // A line that does not exist is refused, naming it, and nothing is appended.
+    let (code, text) = s.admin_send("POST", "/admin/lines/quo-mian/unblock", "{}");
+    assert_eq!(code, 404, "{text}");
+    assert!(text.contains("quo-mian"), "{text}");
+    assert_eq!(
+        s.status().log.last_seq,
+        before,
+        "an unknown line appends nothing"
+    );
+
+    let (code, text) = s.admin_send(
+        "POST",
+        "/admin/lines/quo-main/unblock",
+        r#"{"reason":"A2P campaign approved"}"#,
+    );
+    assert_eq!(code, 202, "{text}");
+    let third = post_message(&s, "quo-main", "+12125550102", &format!("{BODY}!"));
+    let m = message_until(&s, &third, &SETTLED);
+    assert_eq!(m["status"], "sent", "unblocked, the line sends again: {m}");
+    assert_eq!(quo.requests().len(), 2);
 }
 
 /// The value of one sample of `GET /metrics` (`name{labels}`), 0 when absent.
