@@ -458,6 +458,35 @@ fn metric_until(s: &TestServer, sample: &str, want: i64) {
 }
 
 #[test]
+fn each_outbound_decision_is_counted_under_its_verdict() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Noon in New York: open there, 06:00 in Hawaii (808), a pending 10DLC line refused.
+    let s = TestServer::start(outbound_config(tmp.path(), "", &[]), None);
+    let allow = r#"hooklog_outbound_decisions_total{verdict="allow"}"#;
+    let hold = r#"hooklog_outbound_decisions_total{verdict="hold"}"#;
+    let refuse = r#"hooklog_outbound_decisions_total{verdict="refuse"}"#;
+    let counts = |s: &TestServer| [metric(s, allow), metric(s, hold), metric(s, refuse)];
+    assert_eq!(counts(&s), [0, 0, 0]);
+
+    let id = post_message(&s, "quo-main", "+12125550100", BODY);
+    s.admin_until(&format!("/v1/messages/{id}"), |m| {
+        m["history"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|s| s["event"] == "allowed"))
+    });
+    metric_until(&s, allow, 1);
+
+    let id = post_message(&s, "quo-main", "+18085550100", &format!("{BODY}."));
+    message_until(&s, &id, &["held"]);
+    metric_until(&s, hold, 1);
+
+    let id = post_message(&s, "tw-pending", "+12125550101", &format!("{BODY}!"));
+    message_until(&s, &id, &["refused"]);
+    metric_until(&s, refuse, 1);
+    assert_eq!(counts(&s), [1, 1, 1], "one count per decision");
+}
+
+#[test]
 fn a_paused_consumers_lag_counts_the_records_it_has_not_handled_and_returns_to_0_on_resume() {
     let tmp = tempfile::tempdir().unwrap();
     let s = crate::edge::server_with(tmp.path(), &[]);
