@@ -18,6 +18,9 @@ pub enum ApiError {
     /// No such route → 404.
     #[error("not found")]
     NotFound,
+    /// The route exists but the thing it names does not → 404, saying what is missing.
+    #[error("{0}")]
+    NoSuch(String),
     /// The route exists for other methods → 405 with `Allow`.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
@@ -65,7 +68,7 @@ impl ApiError {
     /// The status code for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Rejected(Rejection::NotConfigured(_)) => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,7 +86,7 @@ impl ApiError {
     /// A stable label for the `outcome` metric and the JSON body.
     pub fn kind(&self) -> &'static str {
         match self {
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound | ApiError::NoSuch(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "too_large",
             ApiError::Rejected(Rejection::NotConfigured(_)) => "not_configured",

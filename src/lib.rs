@@ -244,6 +244,7 @@ pub async fn run_with_log(
         log.clone(),
         metrics.clone(),
         registry.clone(),
+        &config.lines,
     )?);
 
     let limits = http::Limits::from_config(&config.server);

@@ -101,15 +101,16 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Builds the admin state.
+    /// Builds the admin state; `lines` are the configured `[[lines]]`.
     pub fn new(
         token: Secret,
         log: Arc<dyn Log>,
         metrics: Metrics,
         registry: Arc<Registry>,
+        lines: &[crate::gates::LineConfig],
     ) -> Result<Admin, crate::state::StateError> {
         Ok(Admin {
-            outbound: outbound::OutboundApi::new(log.as_ref())?,
+            outbound: outbound::OutboundApi::new(log.as_ref(), lines)?,
             token,
             log,
             metrics,

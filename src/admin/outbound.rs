@@ -126,6 +126,8 @@ pub struct OutboundApi {
     store: OutboundStore,
     /// One request at a time: check a key, note it, append.
     lock: tokio::sync::Mutex<()>,
+    /// The ids of `[[lines]]`: an unblock must name one (or a line a record blocked).
+    lines: Vec<String>,
 }
 
 fn required(field: &str, value: Option<String>, what: &str) -> Result<String, ApiError> {
@@ -138,11 +140,15 @@ fn required(field: &str, value: Option<String>, what: &str) -> Result<String, Ap
 }
 
 impl OutboundApi {
-    /// Over `log`'s state.
-    pub fn new(log: &dyn Log) -> Result<OutboundApi, crate::state::StateError> {
+    /// Over `log`'s state, for the configured `lines`.
+    pub fn new(
+        log: &dyn Log,
+        lines: &[crate::gates::LineConfig],
+    ) -> Result<OutboundApi, crate::state::StateError> {
         Ok(OutboundApi {
             store: OutboundStore::open(log.state().as_ref())?,
             lock: tokio::sync::Mutex::new(()),
+            lines: lines.iter().map(|l| l.id.clone()).collect(),
         })
     }
 
@@ -266,12 +272,21 @@ impl OutboundApi {
     }
 
     /// `POST /admin/lines/{id}/unblock`: appends the change; the gates apply it.
+    ///
+    /// The line must be a `[[lines]]` id or one a record names (blocked, then removed from
+    /// the configuration): a mistyped id would otherwise be answered 202 while the line the
+    /// operator meant stays blocked.
     pub async fn unblock(
         &self,
         log: &dyn Log,
         line_id: &str,
         reason: Option<String>,
     ) -> Result<u64, ApiError> {
+        if !self.lines.iter().any(|l| l == line_id) && self.store.line(line_id)?.is_none() {
+            return Err(ApiError::NoSuch(format!(
+                "no line `{line_id}`: unblock takes the id of a [[lines]] entry"
+            )));
+        }
         let now = Micros::now();
         let record = OutboundRecord::Line(LineChange {
             line_id: line_id.to_owned(),

@@ -549,6 +549,17 @@ impl<C: Consumer> Driver<C> {
                 break;
             }
             let step = if self.paused {
+                // A paused consumer handles nothing, but the log goes on growing: its lag
+                // must show the backlog the pause builds, not the value from before it.
+                match self.ctx.log.cursor(name) {
+                    Ok(cursor) => {
+                        let last = self.ctx.log.watch_last_seq().borrow().0;
+                        self.report_position(cursor.0, last);
+                    }
+                    Err(e) => {
+                        tracing::warn!(consumer = name, error = %e, "cannot read the cursor of a paused consumer")
+                    }
+                }
                 Step::Wait
             } else {
                 match self.step().await {
@@ -588,6 +599,20 @@ impl<C: Consumer> Driver<C> {
         tracing::info!(consumer = name, "consumer stopped");
     }
 
+    /// Sets the cursor and lag gauges: `lag` is what lies between the cursor and `last`.
+    fn report_position(&self, cursor: u64, last: u64) {
+        let name = self.consumer.name();
+        let metrics = &self.ctx.metrics;
+        metrics
+            .consumer_cursor
+            .with_label_values(&[name])
+            .set(cursor as i64);
+        metrics
+            .consumer_lag
+            .with_label_values(&[name])
+            .set(last.saturating_sub(cursor) as i64);
+    }
+
     /// Handles one batch if there is one.
     async fn step(&mut self) -> Result<Step, StepError> {
         let name = self.consumer.name();
@@ -617,17 +642,7 @@ impl<C: Consumer> Driver<C> {
         for up in self.consumer.upstreams() {
             limit = limit.min(log.cursor(up)?.0);
         }
-        let lag = last.saturating_sub(cursor.0);
-        self.ctx
-            .metrics
-            .consumer_cursor
-            .with_label_values(&[name])
-            .set(cursor.0 as i64);
-        self.ctx
-            .metrics
-            .consumer_lag
-            .with_label_values(&[name])
-            .set(lag as i64);
+        self.report_position(cursor.0, last);
         if cursor.0 >= limit {
             return Ok(Step::Wait);
         }
