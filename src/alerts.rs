@@ -214,6 +214,9 @@ impl fmt::Debug for AlerterOptions {
 pub struct Alerter {
     /// `None`: log only (no webhook configured, or no runtime to send from).
     discord: Option<Arc<Discord>>,
+    /// In tests, every alert raised, before the gate (see [`Alerter::raised`]).
+    #[cfg(test)]
+    raised: Arc<Mutex<Vec<Alert>>>,
 }
 
 /// The caller-side half of Discord delivery.
@@ -290,18 +293,40 @@ impl Alerter {
                 pending,
                 counters,
             })),
+            #[cfg(test)]
+            raised: Arc::default(),
         }
     }
 
     /// An alerter that only logs.
     pub fn disabled() -> Alerter {
-        Alerter { discord: None }
+        Alerter {
+            discord: None,
+            #[cfg(test)]
+            raised: Arc::default(),
+        }
+    }
+
+    /// Every alert raised through this alerter or its clones so far, in order, before
+    /// coalescing and the hourly cap (which [`Gate`]'s tests cover). Tests only: it is how
+    /// the pipeline's tests check which alerts a situation raises.
+    #[cfg(test)]
+    pub(crate) fn raised(&self) -> Vec<Alert> {
+        self.raised
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Logs `alert` and, with a webhook, hands it to the gate and the sender. Never blocks
     /// and never fails; callable from any thread, inside a runtime or not.
     pub fn raise(&self, alert: Alert) {
         log_alert(&alert);
+        #[cfg(test)]
+        self.raised
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(alert.clone());
         let Some(discord) = &self.discord else {
             return;
         };

@@ -492,6 +492,7 @@ fn start_consumers(
             event::Seq(start.0.saturating_sub(1)),
         )?;
     }
+    let staleness_meta = feeder.meta();
     threads.push(consumers::spawn_on_thread(feeder, ctx, stop.clone()));
     for finished in threads {
         let finished = finished
@@ -503,6 +504,7 @@ fn start_consumers(
     if config.staleness.enabled {
         tasks.spawn(consumers::staleness::run_timer(
             monitor,
+            staleness_meta,
             alerter.clone(),
             Duration::from_secs(config.staleness.check_interval_secs),
             stop,

@@ -298,6 +298,28 @@ impl StalenessMonitor {
         self.stale
     }
 
+    /// Restores, at start, that a previous process already emitted `Stale` for the silence
+    /// that began at `silent_since`, so this silence raises no second `Stale`. Call it after
+    /// priming with the last inbound message ([`StalenessMonitor::observe_inbound`]). When
+    /// that message is newer than `silent_since`, it ended the episode before the restart
+    /// without its `Recovered` being emitted: the next `check` emits it, once.
+    pub fn restore_alerted(&mut self, silent_since: DateTime<Utc>) {
+        match self.silent_since {
+            Some(last) if last > silent_since && !self.since_start => {
+                self.stale = false;
+                self.recovered = Some(StalenessEvent::Recovered {
+                    silent_since,
+                    silent_for_mins: self.window.in_window(silent_since, last).num_minutes(),
+                });
+            }
+            _ => {
+                self.silent_since = Some(silent_since);
+                self.since_start = false;
+                self.stale = true;
+            }
+        }
+    }
+
     /// Records an inbound message received at `at`. A message older than the last one seen
     /// changes nothing (except that it replaces the first-check baseline).
     pub fn observe_inbound(&mut self, at: DateTime<Utc>) {
@@ -518,6 +540,57 @@ mod tests {
         assert_eq!(
             events,
             vec![(la("2026-06-09 18:10"), stale(la("2026-06-09 15:10"), 180))]
+        );
+    }
+
+    #[test]
+    fn a_monitor_restored_as_alerted_stays_quiet_until_a_message_then_recovers_once() {
+        let last = la("2026-06-09 10:00");
+        // The first process: Stale at 13:00, then it stops.
+        let mut first = monitor("07:00", "23:00");
+        first.observe_inbound(last);
+        assert_eq!(
+            drive(&mut first, last, la("2026-06-09 14:00")),
+            vec![(la("2026-06-09 13:00"), stale(last, 180))]
+        );
+        // The second process, primed from what the first stored.
+        let mut m = monitor("07:00", "23:00");
+        m.observe_inbound(last);
+        m.restore_alerted(last);
+        assert!(m.is_stale());
+        assert!(drive(&mut m, la("2026-06-09 14:00"), la("2026-06-10 12:00")).is_empty());
+        m.observe_inbound(la("2026-06-10 12:30"));
+        assert_eq!(
+            drive(&mut m, la("2026-06-10 12:31"), la("2026-06-10 13:00")),
+            vec![(
+                la("2026-06-10 12:31"),
+                StalenessEvent::Recovered {
+                    silent_since: last,
+                    silent_for_mins: 13 * 60 + 5 * 60 + 30
+                }
+            )]
+        );
+
+        // Alerted with no message ever seen (the silence counted from a first check).
+        let mut m = monitor("07:00", "23:00");
+        m.restore_alerted(la("2026-06-09 08:00"));
+        assert!(drive(&mut m, la("2026-06-09 14:00"), la("2026-06-09 20:00")).is_empty());
+
+        // A message that ended the episode before the restart, whose Recovered the first
+        // process did not emit: emitted at the first check, once.
+        let mut m = monitor("07:00", "23:00");
+        m.observe_inbound(la("2026-06-09 15:00"));
+        m.restore_alerted(last);
+        assert!(!m.is_stale());
+        assert_eq!(
+            drive(&mut m, la("2026-06-09 15:01"), la("2026-06-09 16:00")),
+            vec![(
+                la("2026-06-09 15:01"),
+                StalenessEvent::Recovered {
+                    silent_since: last,
+                    silent_for_mins: 300
+                }
+            )]
         );
     }
 

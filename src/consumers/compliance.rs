@@ -326,9 +326,17 @@ mod tests {
     use futures_util::FutureExt;
 
     fn project(store: &MemState, events: &[Event]) -> Result<(), BatchError> {
+        project_alerting(store, events, &Alerter::disabled())
+    }
+
+    fn project_alerting(
+        store: &MemState,
+        events: &[Event],
+        alerter: &Alerter,
+    ) -> Result<(), BatchError> {
         let mut dedup = Dedup::new(store, 72).unwrap();
         dedup.handle(events).now_or_never().unwrap()?;
-        let mut c = Compliance::new(store, Alerter::disabled()).unwrap();
+        let mut c = Compliance::new(store, alerter.clone()).unwrap();
         c.handle(events).now_or_never().unwrap()
     }
 
@@ -398,6 +406,45 @@ mod tests {
         retried_stop.received_at = Micros(T0 + 2 * HOUR);
         project(&store, &[stop, start, retried_stop]).unwrap();
         assert_eq!(state_of(&store, n).as_deref(), Some("resubscribed"));
+    }
+
+    #[test]
+    fn an_ambiguous_reply_raises_one_review_alert_naming_the_number_the_record_and_the_text() {
+        let store = MemState::default();
+        let alerter = Alerter::disabled();
+        let (vague, clear) = ("+15555550179", "+15555550180");
+        let ambiguous = quo_inbound(1, T0, "EVv", "ACv", vague, "can you stop");
+        let mut retried = ambiguous.clone();
+        retried.seq = Seq(3);
+        retried.received_at = Micros(T0 + HOUR);
+        project_alerting(
+            &store,
+            &[
+                ambiguous,
+                quo_inbound(2, T0, "EVc", "ACc", clear, "STOP"),
+                retried,
+            ],
+            &alerter,
+        )
+        .unwrap();
+        assert_eq!(state_of(&store, vague).as_deref(), Some("opted_out"));
+        assert_eq!(state_of(&store, clear).as_deref(), Some("opted_out"));
+        // One alert: none for the clear STOP, none for the provider's retry (a duplicate).
+        let alerts = alerter.raised();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        let a = &alerts[0];
+        assert_eq!(a.key, "optout_review");
+        assert_eq!(a.severity, Severity::Warning);
+        assert!(a.title.contains(vague), "{a:?}");
+        assert!(
+            a.reason
+                .starts_with("record 1: \"can you stop\" (ambiguous:"),
+            "{a:?}"
+        );
+        assert!(
+            a.next_step.contains(&format!("/admin/optouts/{vague}")),
+            "{a:?}"
+        );
     }
 
     #[test]

@@ -1120,6 +1120,83 @@ mod tests {
         task.await.unwrap();
     }
 
+    /// The alerts raised so far under `key`.
+    fn alerts_keyed(ctx: &DriverContext, key: &str) -> Vec<Alert> {
+        ctx.alerter
+            .raised()
+            .into_iter()
+            .filter(|a| a.key == key)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn failures_in_a_row_raise_one_critical_alert_at_the_threshold_with_the_last_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path()); // alert_after_failures: 2
+        let (p, _, _, flaky) = probe("probe", &[]);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(spawn_driver(p, ctx.clone(), rx));
+
+        // One failure, below the threshold, then a success: no alert.
+        flaky.store(1, Ordering::SeqCst);
+        append(&log, "a").await;
+        until(|| log.cursor("probe").unwrap() == Seq(1)).await;
+        assert_eq!(alerts_keyed(&ctx, "consumer_failing:probe"), vec![]);
+
+        // Five in a row: one alert when the second fails, none for the three after it.
+        flaky.store(5, Ordering::SeqCst);
+        append(&log, "b").await;
+        until(|| log.cursor("probe").unwrap() == Seq(2)).await;
+        let alerts = alerts_keyed(&ctx, "consumer_failing:probe");
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        let a = &alerts[0];
+        assert_eq!(a.severity, Severity::Critical);
+        assert_eq!(a.title, "probe keeps failing");
+        assert_eq!(
+            a.reason,
+            "2 consecutive failures; last: the database blinked"
+        );
+        assert!(a.next_step.contains("hooklog-replay status"), "{a:?}");
+        assert_eq!(ctx.alerter.raised().len(), 1, "no other alert");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_dead_letter_raises_a_warning_under_the_consumers_key_naming_the_record_and_error()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path());
+        for body in ["a", "poison", "c", "poison", "e"] {
+            append(&log, body).await;
+        }
+        let (p, _, _, _) = probe("probe", &[]);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(spawn_driver(p, ctx.clone(), rx));
+        until(|| log.cursor("probe").unwrap() == Seq(5)).await;
+        // One alert per dead letter, under one key, so the alerter's gate coalesces a burst
+        // into one Discord message with a count.
+        let alerts = ctx.alerter.raised();
+        let keys: Vec<&str> = alerts.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["dead_letter:probe", "dead_letter:probe"]);
+        for (a, seq) in alerts.iter().zip([2, 4]) {
+            assert_eq!(a.severity, Severity::Warning);
+            assert_eq!(a.title, format!("probe: record {seq} dead-lettered"));
+            assert_eq!(a.reason, "cannot read it");
+            assert!(
+                a.next_step.contains(&format!("hooklog-replay show {seq}"))
+                    && a.next_step.contains("hooklog-replay redrive probe"),
+                "{a:?}"
+            );
+        }
+        // A redrive that fails again dead-letters (and alerts) each record once more.
+        let report = ctx.registry.redrive("probe", Some(Seq(4))).await.unwrap();
+        assert_eq!(report.failed, vec![4]);
+        assert_eq!(alerts_keyed(&ctx, "dead_letter:probe").len(), 3);
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_consumer_never_passes_its_upstream() {
         let dir = tempfile::tempdir().unwrap();

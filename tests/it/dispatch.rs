@@ -1,6 +1,8 @@
 //! Agent dispatch in the real server: a signed Quo message wakes the routed agent at a fake
 //! gateway (`common::FakeServer`) once, with the idempotency key and the bearer token; a
 //! rewind re-dispatches nothing; a rewind with `redeliver` dispatches again with the same key.
+//! And the real binary killed with SIGKILL while the gateway holds a call: the event is
+//! dispatched again at restart, with the same key, and nothing else is.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -143,4 +145,105 @@ fn an_inbound_message_wakes_its_agent_once_a_rewind_does_not_and_a_redelivery_do
         "the redelivery is not a latency sample"
     );
     s.stop().unwrap();
+}
+
+/// Sends a signed Twilio SMS webhook for `sid` to the daemon; it must be acknowledged.
+fn send_sms(daemon: &crate::crash::Daemon, sid: &str) {
+    let (path, headers, body) = crate::edge::twilio_sms(sid);
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let r = util::request(daemon.public, "POST", &path, &headers, &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// The daemon, killed when dropped, so that a failed assertion does not leave it running.
+struct Running(crate::crash::Daemon);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+}
+
+/// The idempotency key of every POST the gateway received, in order.
+fn keys_seen(gateway: &FakeServer) -> Vec<String> {
+    gateway
+        .requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn killing_the_daemon_while_the_gateway_holds_a_call_dispatches_that_event_again_with_the_same_key_and_no_other(
+) {
+    use crate::common::Reply;
+
+    let gateway = FakeServer::start(answer(202, r#"{"ok":true}"#));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("hooklog.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[dispatch]\nurl = \"http://{}/v1/dispatch\"\ntoken = \"{TOKEN}\"\n\n\
+             [[dispatch.routes]]\nkinds = [\"message.received\"]\nagent = \"acquisitions\"\n",
+            gateway.addr
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let env = [("HOOKLOG_CONFIG", file.display().to_string())];
+    let mut ports = (crate::crash::free_port(), crate::crash::free_port());
+    let daemon = Running(crate::crash::spawn_daemon_with(&data, &mut ports, &env));
+
+    // Two messages dispatched and answered before the crash.
+    for (n, sid) in ["SMdisp0001", "SMdisp0002"].into_iter().enumerate() {
+        send_sms(&daemon.0, sid);
+        wait_for("the gateway is called", Duration::from_secs(10), || {
+            gateway.requests().len() > n
+        });
+    }
+    // The ledger entries of those two are written after their calls but made durable with
+    // sled's next flush (every 500 ms) or the cursor: a kill before that dispatches them
+    // again too (with their keys; seen under load). This test is about the held call, so
+    // it lets them become durable first.
+    std::thread::sleep(Duration::from_millis(1500));
+    // The third call is taken and never answered: the daemon is mid-call when it dies, before
+    // the result record and the ledger entry.
+    gateway.script([Reply::Stall(Duration::from_secs(30))]);
+    send_sms(&daemon.0, "SMdisp0003");
+    wait_for("the held call", Duration::from_secs(10), || {
+        gateway.requests().len() == 3
+    });
+    drop(daemon); // SIGKILL
+    let before = keys_seen(&gateway);
+    let held = before[2].clone();
+    assert!(held.contains(":msg:SMdisp0003:"), "{held}");
+
+    // Restarted, with the gateway answering: the held event again, then a new one.
+    let daemon = Running(crate::crash::spawn_daemon_with(&data, &mut ports, &env));
+    wait_for("the redispatch", Duration::from_secs(20), || {
+        gateway.requests().len() >= 4
+    });
+    send_sms(&daemon.0, "SMdisp0004");
+    wait_for("the next message", Duration::from_secs(10), || {
+        gateway.requests().len() >= 5
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let keys = keys_seen(&gateway);
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert_eq!(keys[3], held, "the same key after the restart: {keys:?}");
+    let requests = gateway.requests();
+    assert_eq!(requests[3].body, requests[2].body, "the same request");
+    // Every other event exactly once.
+    for key in [&keys[0], &keys[1], &keys[4]] {
+        assert_eq!(keys.iter().filter(|k| *k == key).count(), 1, "{keys:?}");
+    }
+    let mut distinct = keys.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "{keys:?}");
 }
