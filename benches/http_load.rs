@@ -39,7 +39,10 @@
 //! Settings (environment): `HOOKLOG_LOAD_SECS` (measured seconds per phase, 10),
 //! `HOOKLOG_LOAD_WARMUP_SECS` (2), `HOOKLOG_LOAD_RATES` (`500,2000,5000`; empty: saturation only), `HOOKLOG_LOAD_CONNS`
 //! (64), `HOOKLOG_LOAD_CLIENT_THREADS` (1), `HOOKLOG_LOAD_TARGETS` (`healthz,quo`),
-//! `HOOKLOG_LOAD_BIN` (another `hooklog` binary to measure), `HOOKLOG_LOAD_KEEP` (`1`: keep the
+//! `HOOKLOG_LOAD_BIN` (another `hooklog` binary to measure), `HOOKLOG_LOAD_ENGINES`
+//! (`sled,jetstream`: after the sled run, the webhook phases again on a daemon whose log is a
+//! JetStream stream of its own on `HOOKLOG_LOAD_NATS_URL`, default `nats://127.0.0.1:4222`,
+//! then both side by side), `HOOKLOG_LOAD_KEEP` (`1`: keep the
 //! temporary directory and print its path, to restart a daemon on a large log). Every other `HOOKLOG_*` variable
 //! is passed on to the daemon, where it overrides the configuration file as usual (for
 //! experiments such as `HOOKLOG_LOG_CACHE_MB=16`).
@@ -111,12 +114,90 @@ fn main() {
     drop(daemon);
     let restarted = restart_memory(&settings.bin, dir.path());
     print_report(&settings, &rows, hwm, &format!("{stopped}.\n{restarted}"));
+    if settings.jetstream {
+        let js_rows = jetstream_phases(&settings, &runtime);
+        print_engines(&rows, &js_rows, &settings.nats_url);
+    }
     if std::env::var("HOOKLOG_LOAD_KEEP").is_ok_and(|v| v == "1") {
         eprintln!(
             "kept the data directory: {}",
             dir.keep().join("data").display()
         );
     }
+}
+
+/// The webhook phases again, on a daemon whose log is a JetStream stream of its own (deleted
+/// afterwards) on `settings.nats_url`.
+fn jetstream_phases(settings: &Settings, runtime: &tokio::runtime::Runtime) -> Vec<Row> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let tag = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+    let stream = format!("HOOKLOG_BENCH_{tag}");
+    let extra = format!(
+        "\n[log]\nbackend = \"jetstream\"\n\n[log.jetstream]\nnats_url = \"{}\"\nstream = \"{stream}\"\n\
+         subject = \"hooklog.bench.{tag}\"\n",
+        settings.nats_url
+    );
+    let mut daemon = Daemon::start_with(&settings.bin, dir.path(), &extra);
+    eprintln!(
+        "hooklog on JetStream (stream {stream} on {}) ready on {}",
+        settings.nats_url, daemon.public
+    );
+    let key = HmacKey::from_quo_secret(QUO_KEY).expect("the bench Quo key is base64");
+    let template = Arc::new(QuoTemplate::new(daemon.public, key));
+    let mut modes: Vec<Mode> = settings.rates.iter().map(|r| Mode::Rate(*r)).collect();
+    modes.push(Mode::Saturate);
+    let mut rows = Vec::new();
+    for mode in modes {
+        let row = runtime.block_on(run_phase(
+            settings,
+            &daemon,
+            Target::Quo,
+            mode,
+            template.clone(),
+        ));
+        eprintln!("jetstream {}", row.line());
+        rows.push(row);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    eprintln!("{}", daemon.stop());
+    let url = settings.nats_url.clone();
+    runtime.block_on(async move {
+        if let Ok(client) = async_nats::connect(url).await {
+            let _ = async_nats::jetstream::new(client).delete_stream(stream).await;
+        }
+    });
+    rows
+}
+
+/// The webhook phases of both engines side by side.
+fn print_engines(sled: &[Row], jetstream: &[Row], nats_url: &str) {
+    let mut out = format!(
+        "\n## Engines: signed Quo webhooks, sled vs JetStream (R1, file storage, {nats_url})\n\n\
+         | offered | sled acked/s | sled p50 / p99 ms | JetStream acked/s | JetStream p50 / p99 ms | JetStream non-200 + errors |\n\
+         |---|---|---|---|---|---|\n"
+    );
+    for j in jetstream {
+        let Some(s) = sled
+            .iter()
+            .find(|s| s.target == Target::Quo && s.mode.name() == j.mode.name())
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {} |",
+            j.mode.name(),
+            s.per_sec(),
+            s.latency.p50,
+            s.latency.p99,
+            j.per_sec(),
+            j.latency.p50,
+            j.latency.p99,
+            j.other_status + j.errors
+        );
+    }
+    print!("{out}");
+    let _ = std::io::stdout().flush();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -161,6 +242,9 @@ struct Settings {
     client_threads: usize,
     targets: Vec<Target>,
     bin: PathBuf,
+    /// Also measure the webhook phases with the JetStream engine (`HOOKLOG_LOAD_ENGINES`).
+    jetstream: bool,
+    nats_url: String,
 }
 
 impl Settings {
@@ -207,6 +291,16 @@ impl Settings {
             bin: var("HOOKLOG_LOAD_BIN")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hooklog"))),
+            jetstream: var("HOOKLOG_LOAD_ENGINES")
+                .unwrap_or_else(|| "sled".into())
+                .split(',')
+                .map(|e| match e.trim() {
+                    "sled" => false,
+                    "jetstream" => true,
+                    other => panic!("HOOKLOG_LOAD_ENGINES: `{other}` is not sled or jetstream"),
+                })
+                .fold(false, |a, b| a || b),
+            nats_url: var("HOOKLOG_LOAD_NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
         };
         assert!(settings.secs > 0.0, "HOOKLOG_LOAD_SECS must be positive");
         assert!(settings.conns > 0, "HOOKLOG_LOAD_CONNS must be positive");
@@ -236,6 +330,11 @@ fn free_port() -> u16 {
 
 impl Daemon {
     fn start(bin: &Path, dir: &Path) -> Daemon {
+        Daemon::start_with(bin, dir, "")
+    }
+
+    /// [`Daemon::start`] with more TOML after the bench's own (another log engine).
+    fn start_with(bin: &Path, dir: &Path, extra_toml: &str) -> Daemon {
         // A port found free can be taken before the daemon binds it: try a few pairs.
         for _attempt in 0..5 {
             let public = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -243,7 +342,7 @@ impl Daemon {
             let config = dir.join("hooklog.toml");
             let text = format!(
                 "data_dir = {data:?}\n\n[server]\nlisten = [\"{public}\"]\nadmin_listen = \"{admin}\"\n\n\
-                 [openphone]\nsigning_keys = [\"{QUO_KEY}\"]\n",
+                 [openphone]\nsigning_keys = [\"{QUO_KEY}\"]\n{extra_toml}",
                 data = dir.join("data").display().to_string(),
             );
             std::fs::write(&config, text).expect("the configuration file is written");

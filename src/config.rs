@@ -27,6 +27,7 @@ const ENV_PREFIX: &str = "HOOKLOG_";
 const ENV_NOT_KEYS: &[&str] = &[CONFIG_ENV];
 /// Sections, longest first so `twilio.voice` wins over `twilio` when matching env names.
 const SECTIONS: &[&str] = &[
+    "log.jetstream",
     "twilio.voice",
     "compliance",
     "consumers",
@@ -310,6 +311,80 @@ pub struct LogConfig {
     /// write without a restart); 0 turns the reserve off.
     #[serde(deserialize_with = "de::parsed")]
     pub min_free_mb: u64,
+    /// Which engine holds the log: `sled` (embedded, the default) or `jetstream`.
+    pub backend: LogBackend,
+    /// `[log.jetstream]`: the stream, when `backend = "jetstream"`.
+    pub jetstream: JetStreamConfig,
+}
+
+/// `[log] backend`
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogBackend {
+    /// An embedded sled database in `data_dir/log`.
+    #[default]
+    Sled,
+    /// A NATS JetStream stream (`[log.jetstream]`).
+    Jetstream,
+}
+
+/// `[log.jetstream]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JetStreamConfig {
+    /// Server URLs, comma-separated (`nats://host:4222`, `tls://host:4222`).
+    pub nats_url: String,
+    /// Stream name (created if missing, checked if present).
+    pub stream: String,
+    /// The one subject the stream binds and hooklog publishes on.
+    pub subject: String,
+    /// Stream replicas: 1, or 3 on a three-node cluster.
+    #[serde(deserialize_with = "de::parsed")]
+    pub replicas: usize,
+    /// The stream's duplicate window: a publish retried within it is stored once.
+    #[serde(deserialize_with = "de::parsed")]
+    pub duplicate_window_secs: u64,
+    /// How long an append waits for the stream's acknowledgement (retrying with the same
+    /// message id) before the webhook is answered 503.
+    #[serde(deserialize_with = "de::parsed")]
+    pub ack_timeout_ms: u64,
+    /// A `.creds` file (JWT + NKey seed) to authenticate with.
+    pub creds_path: Option<PathBuf>,
+    /// A token to authenticate with (or `token_file`).
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub token: Option<Secret>,
+    /// An NKey seed (`SU…`) to authenticate with (or `nkey_seed_file`).
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub nkey_seed: Option<Secret>,
+    /// A CA certificate (PEM) to trust for TLS.
+    pub tls_ca_path: Option<PathBuf>,
+    /// A client certificate (PEM), with `tls_key_path`, for servers that verify clients.
+    pub tls_cert_path: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub tls_key_path: Option<PathBuf>,
+    /// Refuse to connect without TLS.
+    #[serde(deserialize_with = "de::parsed")]
+    pub tls_required: bool,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        JetStreamConfig {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            stream: "HOOKLOG".into(),
+            subject: "hooklog.events".into(),
+            replicas: 1,
+            duplicate_window_secs: 120,
+            ack_timeout_ms: 2000,
+            creds_path: None,
+            token: None,
+            nkey_seed: None,
+            tls_ca_path: None,
+            tls_cert_path: None,
+            tls_key_path: None,
+            tls_required: false,
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -319,6 +394,8 @@ impl Default for LogConfig {
             retention_days: 0,
             prune_interval_secs: 3600,
             min_free_mb: 64,
+            backend: LogBackend::Sled,
+            jetstream: JetStreamConfig::default(),
         }
     }
 }
@@ -644,6 +721,69 @@ impl Config {
                 "log.prune_interval_secs",
                 format!("{} is outside 1..=604800", self.log.prune_interval_secs),
             ));
+        }
+        if self.log.backend == LogBackend::Jetstream {
+            let j = &self.log.jetstream;
+            if j.nats_url.trim().is_empty() {
+                return Err(bad("log.jetstream.nats_url", "must not be empty".into()));
+            }
+            let name_ok = !j.stream.is_empty()
+                && j.stream
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok {
+                return Err(bad(
+                    "log.jetstream.stream",
+                    format!(
+                        "`{}` is not a stream name (letters, digits, - and _)",
+                        j.stream
+                    ),
+                ));
+            }
+            let subject_ok = !j.subject.is_empty()
+                && !j.subject.contains(['*', '>', ' '])
+                && j.subject.split('.').all(|t| !t.is_empty());
+            if !subject_ok {
+                return Err(bad(
+                    "log.jetstream.subject",
+                    format!("`{}` is not one literal subject (no wildcards)", j.subject),
+                ));
+            }
+            if !matches!(j.replicas, 1..=5) {
+                return Err(bad(
+                    "log.jetstream.replicas",
+                    format!("{} is outside 1..=5", j.replicas),
+                ));
+            }
+            if !(1..=86_400).contains(&j.duplicate_window_secs) {
+                return Err(bad(
+                    "log.jetstream.duplicate_window_secs",
+                    format!("{} is outside 1..=86400", j.duplicate_window_secs),
+                ));
+            }
+            if !(100..=60_000).contains(&j.ack_timeout_ms) {
+                return Err(bad(
+                    "log.jetstream.ack_timeout_ms",
+                    format!("{} is outside 100..=60000", j.ack_timeout_ms),
+                ));
+            }
+            let auth = [
+                j.creds_path.is_some(),
+                j.token.is_some(),
+                j.nkey_seed.is_some(),
+            ];
+            if auth.iter().filter(|x| **x).count() > 1 {
+                return Err(bad(
+                    "log.jetstream.creds_path",
+                    "set at most one of creds_path, token and nkey_seed".into(),
+                ));
+            }
+            if j.tls_cert_path.is_some() != j.tls_key_path.is_some() {
+                return Err(bad(
+                    "log.jetstream.tls_cert_path",
+                    "tls_cert_path and tls_key_path go together".into(),
+                ));
+            }
         }
         if !(1..=86_400).contains(&self.openphone.tolerance_secs) {
             return Err(bad(

@@ -181,13 +181,60 @@ pub async fn run(
 ) -> Result<(), RunError> {
     prepare_data_dir(&config.data_dir)?;
     let metrics = Metrics::new();
-    let dir = log_dir(&config.data_dir);
-    let options = sled_options(&config);
-    let m = metrics.clone();
-    let log = tokio::task::spawn_blocking(move || SledLog::open(&dir, &options, m))
+    let (c, m) = (config.clone(), metrics.clone());
+    let log = tokio::task::spawn_blocking(move || open_log(&c, m))
         .await
         .map_err(|e| log::LogError::Storage(format!("log open task failed: {e}")))??;
-    run_with_log(config, listeners, Arc::new(log), metrics, shutdown).await
+    run_with_log(config, listeners, log, metrics, shutdown).await
+}
+
+/// Opens the engine `[log] backend` names (blocking: call it off the async threads).
+pub fn open_log(config: &Config, metrics: Metrics) -> Result<Arc<dyn Log>, log::LogError> {
+    Ok(match config.log.backend {
+        config::LogBackend::Sled => Arc::new(SledLog::open(
+            &log_dir(&config.data_dir),
+            &sled_options(config),
+            metrics,
+        )?),
+        config::LogBackend::Jetstream => Arc::new(log::jetstream::JetStreamLog::open(
+            &jetstream_options(config),
+            &state_dir(&config.data_dir),
+            metrics,
+        )?),
+    })
+}
+
+/// The local state database of the JetStream engine inside a data directory.
+pub fn state_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("state")
+}
+
+/// JetStream options from configuration.
+pub fn jetstream_options(config: &Config) -> log::jetstream::JetStreamOptions {
+    use log::jetstream::Credentials;
+    let j = &config.log.jetstream;
+    let credentials = if let Some(path) = &j.creds_path {
+        Credentials::File(path.clone())
+    } else if let Some(token) = &j.token {
+        Credentials::Token(token.expose().to_owned())
+    } else if let Some(seed) = &j.nkey_seed {
+        Credentials::NKey(seed.expose().to_owned())
+    } else {
+        Credentials::None
+    };
+    log::jetstream::JetStreamOptions {
+        url: j.nats_url.clone(),
+        stream: j.stream.clone(),
+        subject: j.subject.clone(),
+        replicas: j.replicas,
+        duplicate_window: Duration::from_secs(j.duplicate_window_secs),
+        ack_timeout: Duration::from_millis(j.ack_timeout_ms),
+        credentials,
+        tls_ca: j.tls_ca_path.clone(),
+        tls_client: j.tls_cert_path.clone().zip(j.tls_key_path.clone()),
+        tls_required: j.tls_required,
+        state_cache_capacity: config.log.cache_mb * 1024 * 1024,
+    }
 }
 
 /// Runs the daemon on a given log (tests use this to inject a failing one).

@@ -13,9 +13,11 @@
 //! - **Cursors never pass the log.** A cursor names the last sequence a consumer has fully
 //!   processed; `0` means nothing yet.
 //!
-//! Engines: [`sled::SledLog`] (embedded, the default). The trait is object-safe so a second
-//! engine (NATS JetStream) can sit behind `Arc<dyn Log>` without consumers knowing.
+//! Engines: [`sled::SledLog`] (embedded, the default) and [`jetstream::JetStreamLog`] (a NATS
+//! JetStream stream). The trait is object-safe, so either sits behind `Arc<dyn Log>` and no
+//! consumer knows which one runs.
 
+pub mod jetstream;
 pub mod retention;
 pub mod sled;
 

@@ -87,7 +87,8 @@ const QUEUE_DEPTH: usize = 16 * 1024;
 
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT_VALUE: &[u8] = b"hooklog-log-v1";
-const MAX_CURSOR_NAME: usize = 128;
+/// Longest consumer name a cursor may have (every engine).
+pub(crate) const MAX_CURSOR_NAME: usize = 128;
 
 /// Options for opening the log.
 #[derive(Clone, Debug)]

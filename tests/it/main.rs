@@ -13,6 +13,7 @@ mod dispatch;
 mod edge;
 mod fixtures;
 mod hostile;
+mod jetstream;
 mod ops;
 mod outbound;
 mod postgres;

@@ -1,0 +1,826 @@
+//! The NATS JetStream engine: the log is a JetStream stream, for teams that run hooklog
+//! beside (or on) a JetStream cluster and want the log replicated off the machine.
+//!
+//! # Layout
+//!
+//! | where | what |
+//! |---|---|
+//! | stream `log.jetstream.stream` (default `HOOKLOG`) | one message per record on `log.jetstream.subject`; payload = [`Event::encode`] of the record with sequence 0; header `Nats-Msg-Id` |
+//! | the stream's sequence | the record's [`Seq`] |
+//! | `<data_dir>/state` (a sled database) | tree `cursors` (consumer name → sequence, `u64` big-endian) and the consumers' state ([`crate::state::SledState`]) |
+//!
+//! The stream is file-backed with `Limits` retention, `log.jetstream.replicas` replicas and the
+//! configured duplicate window; start-up creates it, or checks an existing one and refuses a
+//! mismatch with a message naming each difference ([`LogError::Incompatible`]).
+//!
+//! # Invariants
+//!
+//! - **Ack after stored.** [`Log::append`] resolves `Ok(seq)` only once the stream has
+//!   acknowledged the publish (stored on one server for R1, on a quorum for R3). What that
+//!   survives is the server's promise, not fsync: see the README's "Which log engine".
+//! - **A retried publish is stored once.** Each append carries a `Nats-Msg-Id` unique to it
+//!   (this process's id and a counter). An append whose acknowledgement is lost is published
+//!   again with the same id, and the stream answers with the first copy's sequence (inside
+//!   the duplicate window).
+//! - **Sequences are the stream's.** Only hooklog publishes on the subject and nothing
+//!   deletes single messages, so sequences are contiguous; retention purges from the front
+//!   and never reuses one. Readers stop at the last sequence known to be stored (this
+//!   process's acknowledgements, and the stream's state polled every
+//!   [`LAST_SEQ_POLL`]), so they never ask for a sequence still in flight.
+//! - **Consumer state and cursors stay together.** Both are in the local state database, so
+//!   a cursor never describes state that is not there. This is what one replica needs; the
+//!   shared state a second replica would take over is not part of this engine yet.
+//!
+//! # Threads
+//!
+//! The engine owns a small tokio runtime. The [`Log`] trait is synchronous (consumers run on
+//! their own threads), so reads are sent to that runtime and waited for on a plain channel,
+//! which works from any thread, inside another runtime or not.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use tokio::sync::watch;
+
+use super::{AppendTicket, Log, LogError, LogStats, PruneReport};
+use crate::event::{Event, Seq, Verified};
+use crate::metrics::Metrics;
+
+/// How often the last stored sequence is read from the stream, so that appends made by
+/// another process (another replica, `hooklog-replay`) wake the consumers here.
+pub const LAST_SEQ_POLL: Duration = Duration::from_millis(200);
+
+/// Direct reads in flight at once for one [`Log::read`].
+const READ_CONCURRENCY: usize = 64;
+
+/// How to reach the server.
+#[derive(Clone, Debug, Default)]
+pub enum Credentials {
+    /// No authentication.
+    #[default]
+    None,
+    /// A `.creds` file (JWT and NKey seed), as `nsc` writes it.
+    File(PathBuf),
+    /// A token.
+    Token(String),
+    /// An NKey seed (`SU…`).
+    NKey(String),
+}
+
+/// Options for opening the JetStream log.
+#[derive(Clone, Debug)]
+pub struct JetStreamOptions {
+    /// Server URLs, comma-separated (`nats://host:4222`, `tls://…`).
+    pub url: String,
+    /// Stream name.
+    pub stream: String,
+    /// The subject records are published on (the stream binds exactly this one).
+    pub subject: String,
+    /// Replicas of the stream (1, or 3 on a cluster).
+    pub replicas: usize,
+    /// The stream's duplicate window: a publish retried within it is stored once.
+    pub duplicate_window: Duration,
+    /// How long an append waits for the stream's acknowledgement before answering 503.
+    pub ack_timeout: Duration,
+    /// Authentication.
+    pub credentials: Credentials,
+    /// A CA certificate to trust (PEM).
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for servers that verify clients.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// Refuse a connection without TLS.
+    pub tls_required: bool,
+    /// sled page cache of the local state database, in bytes.
+    pub state_cache_capacity: u64,
+}
+
+impl Default for JetStreamOptions {
+    fn default() -> Self {
+        JetStreamOptions {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "HOOKLOG".into(),
+            subject: "hooklog.events".into(),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            ack_timeout: Duration::from_secs(2),
+            credentials: Credentials::None,
+            tls_ca: None,
+            tls_client: None,
+            tls_required: false,
+            state_cache_capacity: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The JetStream-backed [`Log`].
+pub struct JetStreamLog {
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    subject: String,
+    ack_timeout: Duration,
+    /// This process's prefix for `Nats-Msg-Id`, and the counter after it.
+    instance: String,
+    next_id: AtomicU64,
+    open: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
+    last_seq: watch::Sender<Seq>,
+    last_seq_rx: watch::Receiver<Seq>,
+    state_db: sled::Db,
+    cursors: sled::Tree,
+    state: crate::state::SledState,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for JetStreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamLog")
+            .field("stream", &self.stream.cached_info().config.name)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+fn js_err(what: &str, e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(format!("JetStream {what}: {e}"))
+}
+
+fn sled_err(e: sled::Error) -> LogError {
+    LogError::Storage(format!("local state database: {e}"))
+}
+
+impl JetStreamLog {
+    /// Connects, creates or checks the stream, opens the local state database in
+    /// `state_dir`, and starts following the stream's last sequence.
+    pub fn open(
+        options: &JetStreamOptions,
+        state_dir: &Path,
+        metrics: Metrics,
+    ) -> Result<JetStreamLog, LogError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("hooklog-jetstream")
+            .enable_all()
+            .build()
+            .map_err(|e| LogError::Storage(format!("cannot start the JetStream runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let opts = options.clone();
+        let (client, js, stream) = on(&handle, async move { connect(&opts).await })?;
+        let last = stream.cached_info().state.last_sequence;
+
+        let state_db = sled::Config::new()
+            .path(state_dir)
+            .cache_capacity(options.state_cache_capacity)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    LogError::Locked(format!("{}: {io}", state_dir.display()))
+                }
+                other => sled_err(other),
+            })?;
+        let cursors = state_db.open_tree("cursors").map_err(sled_err)?;
+        let state = crate::state::SledState::new(state_db.clone());
+
+        metrics.last_seq.set(last as i64);
+        let (last_seq, last_seq_rx) = watch::channel(Seq(last));
+        let open = Arc::new(AtomicBool::new(true));
+        handle.spawn(follow_last_seq(
+            stream.clone(),
+            last_seq.clone(),
+            open.clone(),
+            metrics.clone(),
+        ));
+        let instance = format!("{:016x}", rand::random::<u64>());
+        Ok(JetStreamLog {
+            runtime: Mutex::new(Some(runtime)),
+            handle,
+            client,
+            js,
+            stream,
+            subject: options.subject.clone(),
+            ack_timeout: options.ack_timeout,
+            instance,
+            next_id: AtomicU64::new(0),
+            open,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            last_seq,
+            last_seq_rx,
+            state_db,
+            cursors,
+            state,
+            metrics,
+        })
+    }
+
+    /// The last sequence known to be stored: the bound of every read.
+    fn durable(&self) -> Seq {
+        *self.last_seq_rx.borrow()
+    }
+
+    /// Publishes `payload` with `Nats-Msg-Id` `id` (exposed for tests of the duplicate
+    /// window); the stream's acknowledgement.
+    pub fn publish_with_id(
+        &self,
+        payload: Vec<u8>,
+        id: String,
+    ) -> Result<jetstream::publish::PublishAck, LogError> {
+        let js = self.js.clone();
+        let subject = self.subject.clone();
+        on(&self.handle, async move {
+            publish_once(&js, &subject, payload.into(), &id)
+                .await
+                .map_err(|e| js_err("publish", e))
+        })
+    }
+}
+
+/// Runs `fut` on the engine's runtime and waits for it on this thread (any thread).
+fn on<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    fut: impl std::future::Future<Output = Result<T, LogError>> + Send + 'static,
+) -> Result<T, LogError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv()
+        .unwrap_or_else(|_| Err(LogError::Storage("the JetStream runtime stopped".into())))
+}
+
+async fn connect(
+    o: &JetStreamOptions,
+) -> Result<(async_nats::Client, jetstream::Context, stream::Stream), LogError> {
+    let mut connect = async_nats::ConnectOptions::new()
+        .name("hooklog")
+        .connection_timeout(Duration::from_secs(5))
+        .require_tls(o.tls_required);
+    connect = match &o.credentials {
+        Credentials::None => connect,
+        Credentials::Token(t) => connect.token(t.clone()),
+        Credentials::NKey(seed) => connect.nkey(seed.clone()),
+        Credentials::File(path) => connect.credentials_file(path).await.map_err(|e| {
+            LogError::Storage(format!("log.jetstream.creds_file {}: {e}", path.display()))
+        })?,
+    };
+    if let Some(ca) = &o.tls_ca {
+        connect = connect.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &o.tls_client {
+        connect = connect.add_client_certificate(cert.clone(), key.clone());
+    }
+    let client = connect.connect(o.url.as_str()).await.map_err(|e| {
+        LogError::Storage(format!(
+            "cannot connect to NATS at {} (log.jetstream.nats_url): {e}",
+            o.url
+        ))
+    })?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(o.ack_timeout)
+        .build(client.clone());
+    let stream = ensure_stream(&js, o).await?;
+    Ok((client, js, stream))
+}
+
+/// The stream as configured: created when missing, checked when present.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    o: &JetStreamOptions,
+) -> Result<stream::Stream, LogError> {
+    let wanted = stream::Config {
+        name: o.stream.clone(),
+        subjects: vec![o.subject.clone()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        num_replicas: o.replicas,
+        duplicate_window: o.duplicate_window,
+        ..Default::default()
+    };
+    match js.get_stream(&o.stream).await {
+        Ok(mut existing) => {
+            let info = existing
+                .info()
+                .await
+                .map_err(|e| js_err("stream info", e))?;
+            let problems = mismatches(&info.config, &wanted);
+            if problems.is_empty() {
+                Ok(existing)
+            } else {
+                Err(LogError::Incompatible(format!(
+                    "JetStream stream {} does not match log.jetstream: {}. Change the \
+                     configuration, or the stream (`nats stream edit {}`)",
+                    o.stream,
+                    problems.join("; "),
+                    o.stream
+                )))
+            }
+        }
+        Err(e)
+            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            js.create_stream(wanted).await.map_err(|e| {
+                LogError::Storage(format!("cannot create JetStream stream {}: {e}", o.stream))
+            })
+        }
+        Err(e) => Err(js_err("stream lookup", e)),
+    }
+}
+
+/// Each way an existing stream differs from what hooklog needs, in words.
+fn mismatches(have: &stream::Config, want: &stream::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if have.storage != want.storage {
+        out.push(format!(
+            "storage is {:?}, hooklog needs File (a memory stream loses the log on restart)",
+            have.storage
+        ));
+    }
+    if have.retention != want.retention {
+        out.push(format!(
+            "retention is {:?}, hooklog needs Limits (consumers read by sequence; nothing may \
+             remove a record they have not read)",
+            have.retention
+        ));
+    }
+    if have.num_replicas.max(1) != want.num_replicas.max(1) {
+        out.push(format!(
+            "replicas is {}, log.jetstream.replicas says {}",
+            have.num_replicas, want.num_replicas
+        ));
+    }
+    if have.duplicate_window != want.duplicate_window {
+        out.push(format!(
+            "duplicate window is {} s, log.jetstream.duplicate_window_secs says {} s",
+            have.duplicate_window.as_secs(),
+            want.duplicate_window.as_secs()
+        ));
+    }
+    if have.subjects != want.subjects {
+        out.push(format!(
+            "subjects are {:?}, log.jetstream.subject says [{:?}] (the stream must bind only \
+             hooklog's subject, so that its sequences are hooklog's)",
+            have.subjects, want.subjects[0]
+        ));
+    }
+    if have.max_messages > 0 || have.max_bytes > 0 || !have.max_age.is_zero() {
+        out.push(
+            "the stream has message, byte or age limits: JetStream would delete records no \
+             consumer has read (use log.retention_days instead)"
+                .into(),
+        );
+    }
+    out
+}
+
+async fn publish_once(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: bytes::Bytes,
+    id: &str,
+) -> Result<jetstream::publish::PublishAck, async_nats::Error> {
+    let ack = js
+        .send_publish(
+            subject.to_owned(),
+            PublishMessage::build().payload(payload).message_id(id),
+        )
+        .await?
+        .await?;
+    Ok(ack)
+}
+
+/// Polls the stream's last sequence, so that appends made elsewhere wake the readers here.
+async fn follow_last_seq(
+    mut stream: stream::Stream,
+    last_seq: watch::Sender<Seq>,
+    open: Arc<AtomicBool>,
+    metrics: Metrics,
+) {
+    while open.load(Ordering::Acquire) {
+        tokio::time::sleep(LAST_SEQ_POLL).await;
+        if let Ok(info) = stream.info().await {
+            raise(&last_seq, Seq(info.state.last_sequence), &metrics);
+        }
+    }
+}
+
+/// Moves the last known sequence forward (never back: acknowledgements arrive out of order).
+fn raise(last_seq: &watch::Sender<Seq>, seq: Seq, metrics: &Metrics) {
+    last_seq.send_if_modified(|last| {
+        if seq > *last {
+            *last = seq;
+            metrics.last_seq.set(seq.0 as i64);
+            true
+        } else {
+            false
+        }
+    });
+}
+
+impl Log for JetStreamLog {
+    fn append(&self, event: Verified) -> AppendTicket {
+        if !self.open.load(Ordering::Acquire) {
+            return AppendTicket::failed(LogError::WriterStopped);
+        }
+        let (done, ticket) = AppendTicket::channel();
+        let payload: bytes::Bytes = event.into_event(Seq(0)).encode().into();
+        let id = format!(
+            "{}-{}",
+            self.instance,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let js = self.js.clone();
+        let subject = self.subject.clone();
+        let last_seq = self.last_seq.clone();
+        let metrics = self.metrics.clone();
+        let in_flight = self.in_flight.clone();
+        let deadline = self.ack_timeout * 2;
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        self.handle.spawn(async move {
+            let started = Instant::now();
+            // A lost acknowledgement is published again with the same id: the stream stores
+            // it once and answers with the first copy's sequence.
+            let mut result = publish_once(&js, &subject, payload.clone(), &id).await;
+            while result.is_err() && started.elapsed() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                result = publish_once(&js, &subject, payload.clone(), &id).await;
+            }
+            let result = match result {
+                Ok(ack) => {
+                    let seq = Seq(ack.sequence);
+                    raise(&last_seq, seq, &metrics);
+                    Ok(seq)
+                }
+                Err(e) => {
+                    metrics.append_failures.inc();
+                    tracing::error!(error = %e, "JetStream publish not acknowledged; answering 503");
+                    Err(js_err("publish not acknowledged", e))
+                }
+            };
+            let _ = done.send(result);
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+        });
+        ticket
+    }
+
+    fn read(&self, after: Seq, limit: usize) -> Result<Vec<Event>, LogError> {
+        let durable = self.durable();
+        let first = after.0.saturating_add(1);
+        let last = durable.0.min(after.0.saturating_add(limit as u64));
+        if first > last {
+            return Ok(Vec::new());
+        }
+        let stream = self.stream.clone();
+        on(&self.handle, async move {
+            let got: Vec<Option<Event>> = futures_util::stream::iter(first..=last)
+                .map(|seq| get_one(stream.clone(), Seq(seq)))
+                .buffered(READ_CONCURRENCY)
+                .try_collect()
+                .await?;
+            // A sequence below the stream's first was purged by retention: not a gap.
+            Ok(got.into_iter().flatten().collect())
+        })
+    }
+
+    fn get(&self, seq: Seq) -> Result<Option<Event>, LogError> {
+        if seq.0 == 0 || seq > self.durable() {
+            return Ok(None);
+        }
+        let stream = self.stream.clone();
+        on(&self.handle, get_one(stream, seq))
+    }
+
+    fn stats(&self) -> Result<LogStats, LogError> {
+        let stream = self.stream.clone();
+        let info = on(&self.handle, async move {
+            stream
+                .get_info()
+                .await
+                .map_err(|e| js_err("stream info", e))
+        })?;
+        let s = info.state;
+        Ok(LogStats {
+            first_seq: if s.messages == 0 { 0 } else { s.first_sequence },
+            last_seq: s.last_sequence,
+            count: s.messages,
+            bytes: s.bytes,
+        })
+    }
+
+    fn cursor(&self, consumer: &str) -> Result<Seq, LogError> {
+        Ok(self
+            .cursors
+            .get(consumer.as_bytes())
+            .map_err(sled_err)?
+            .and_then(|v| Seq::from_key(&v))
+            .unwrap_or_default())
+    }
+
+    fn store_cursor(&self, consumer: &str, seq: Seq) -> Result<(), LogError> {
+        if consumer.is_empty() || consumer.len() > super::sled::MAX_CURSOR_NAME {
+            return Err(LogError::InvalidCursorName(consumer.to_owned()));
+        }
+        self.cursors
+            .insert(consumer.as_bytes(), &seq.to_key())
+            .map_err(sled_err)?;
+        Ok(())
+    }
+
+    fn cursors(&self) -> Result<Vec<(String, Seq)>, LogError> {
+        self.cursors
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(sled_err)?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    Seq::from_key(&v).unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
+    fn drop_cursor(&self, consumer: &str) -> Result<bool, LogError> {
+        Ok(self
+            .cursors
+            .remove(consumer.as_bytes())
+            .map_err(sled_err)?
+            .is_some())
+    }
+
+    fn prune_before(&self, before: Seq) -> Result<PruneReport, LogError> {
+        // The last stored record stays, as in every engine (JetStream would not reuse a
+        // sequence anyway, but keeping it keeps `stats` meaningful).
+        let bound = before.0.min(self.durable().0);
+        if bound <= 1 {
+            return Ok(PruneReport::default());
+        }
+        let stream = self.stream.clone();
+        let purged = on(&self.handle, async move {
+            stream
+                .purge()
+                .sequence(bound)
+                .await
+                .map_err(|e| js_err("purge", e))
+        })?;
+        Ok(PruneReport {
+            pruned: purged.purged,
+            first_seq: bound,
+        })
+    }
+
+    fn watch_last_seq(&self) -> watch::Receiver<Seq> {
+        self.last_seq_rx.clone()
+    }
+
+    fn is_writable(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+            && self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn close(&self) -> Result<(), LogError> {
+        self.open.store(false, Ordering::Release);
+        // Appends already published get their acknowledgement (or their 503) first.
+        let deadline = Instant::now() + self.ack_timeout * 3;
+        while self.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let client = self.client.clone();
+        let _ = on(&self.handle, async move {
+            client.flush().await.map_err(|e| js_err("flush", e))
+        });
+        let runtime = match self.runtime.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(runtime) = runtime {
+            // Not `drop`: that would panic when close is called from inside another runtime.
+            runtime.shutdown_background();
+        }
+        self.state_db.flush().map_err(sled_err)?;
+        Ok(())
+    }
+
+    fn state(&self) -> Arc<dyn crate::state::StateStore> {
+        Arc::new(self.state.clone())
+    }
+}
+
+impl Drop for JetStreamLog {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// One record by sequence; `None` when retention purged it.
+async fn get_one(stream: stream::Stream, seq: Seq) -> Result<Option<Event>, LogError> {
+    match stream.get_raw_message(seq.0).await {
+        Ok(msg) => {
+            let mut event =
+                Event::decode(&msg.payload).map_err(|source| LogError::Corrupt { seq, source })?;
+            event.seq = seq;
+            Ok(Some(event))
+        }
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(js_err(&format!("read of {seq}"), e)),
+    }
+}
+
+/// Tests run against the machine's NATS server with JetStream (`nats://127.0.0.1:4222`, or
+/// `HOOKLOG_TEST_NATS_URL`), each on a stream of its own that it deletes afterwards.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::event::{Micros, Source, Verification};
+
+    pub(crate) fn nats_url() -> String {
+        std::env::var("HOOKLOG_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    }
+
+    /// A stream name and subject no other test uses; the stream is deleted on drop.
+    pub(crate) struct TestStream {
+        pub(crate) options: JetStreamOptions,
+    }
+
+    impl TestStream {
+        pub(crate) fn new() -> TestStream {
+            let tag = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+            TestStream {
+                options: JetStreamOptions {
+                    url: nats_url(),
+                    stream: format!("HOOKLOG_TEST_{tag}"),
+                    subject: format!("hooklog.test.{tag}"),
+                    ack_timeout: Duration::from_millis(1500),
+                    ..JetStreamOptions::default()
+                },
+            }
+        }
+    }
+
+    impl Drop for TestStream {
+        fn drop(&mut self) {
+            let (url, name) = (self.options.url.clone(), self.options.stream.clone());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(client) = async_nats::connect(url).await {
+                    let _ = jetstream::new(client).delete_stream(name).await;
+                }
+            });
+        }
+    }
+
+    fn verified(n: usize) -> Verified {
+        Verified::new(
+            Micros(1_000_000 + n as i64),
+            Source::Twilio,
+            "/sms".into(),
+            vec![("x-twilio-signature".into(), format!("sig{n}"))],
+            format!("MessageSid=SM{n}&Body=hello+{n}").into_bytes(),
+            Verification::Twilio { token: 0, url: 0 },
+        )
+    }
+
+    fn open(stream: &TestStream, state: &Path) -> JetStreamLog {
+        JetStreamLog::open(&stream.options, state, Metrics::new()).unwrap()
+    }
+
+    #[test]
+    fn concurrent_appends_get_contiguous_stream_sequences_and_read_back_in_order() {
+        let stream = TestStream::new();
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&stream, dir.path());
+        let tickets: Vec<_> = (0..300).map(|n| log.append(verified(n))).collect();
+        let mut seqs: Vec<u64> = tickets
+            .into_iter()
+            .map(|t| t.wait_blocking().unwrap().0)
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
+
+        let mut all = Vec::new();
+        let mut after = Seq(0);
+        loop {
+            let page = log.read(after, 128).unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            all.extend(page);
+        }
+        assert_eq!(all.len(), 300);
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.seq, Seq(i as u64 + 1), "read in sequence order");
+        }
+        // The body stored under a sequence is the one whose append got that sequence.
+        let ev = log.get(Seq(17)).unwrap().unwrap();
+        let n: i64 = ev.received_at.0 - 1_000_000;
+        assert_eq!(
+            ev.body,
+            format!("MessageSid=SM{n}&Body=hello+{n}").into_bytes()
+        );
+        assert_eq!(log.get(Seq(301)).unwrap(), None, "nothing past the end");
+        let stats = log.stats().unwrap();
+        assert_eq!(
+            (stats.first_seq, stats.last_seq, stats.count),
+            (1, 300, 300)
+        );
+        log.close().unwrap();
+    }
+
+    #[test]
+    fn a_publish_retried_with_the_same_message_id_is_stored_once() {
+        let stream = TestStream::new();
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&stream, dir.path());
+        let payload = verified(1).into_event(Seq(0)).encode();
+        let first = log
+            .publish_with_id(payload.clone(), "retry-1".into())
+            .unwrap();
+        let again = log.publish_with_id(payload, "retry-1".into()).unwrap();
+        assert!(!first.duplicate && again.duplicate);
+        assert_eq!(first.sequence, again.sequence);
+        assert_eq!(log.stats().unwrap().count, 1);
+        log.close().unwrap();
+    }
+
+    #[test]
+    fn a_stream_that_does_not_match_the_configuration_is_refused_naming_each_difference() {
+        let stream = TestStream::new();
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(&stream, dir.path()));
+        let other = JetStreamOptions {
+            duplicate_window: Duration::from_secs(30),
+            subject: format!("{}.other", stream.options.subject),
+            ..stream.options.clone()
+        };
+        let err = JetStreamLog::open(&other, dir.path(), Metrics::new()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, LogError::Incompatible(_)), "{err:?}");
+        assert!(text.contains("duplicate window is 120 s"), "{text}");
+        assert!(text.contains("subjects are"), "{text}");
+        assert!(text.contains(&stream.options.stream), "{text}");
+        // The stream was left as it was.
+        let log = open(&stream, dir.path());
+        assert!(log.is_writable());
+    }
+
+    #[test]
+    fn cursors_and_state_survive_a_reopen_and_pruning_keeps_the_last_record() {
+        let stream = TestStream::new();
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&stream, dir.path());
+        for n in 0..10 {
+            log.append(verified(n)).wait_blocking().unwrap();
+        }
+        log.store_cursor("dedup", Seq(7)).unwrap();
+        log.state()
+            .tree("dedup", "meta")
+            .unwrap()
+            .insert(b"k", b"v")
+            .unwrap();
+        log.close().unwrap();
+        drop(log);
+
+        let log = open(&stream, dir.path());
+        assert_eq!(log.cursor("dedup").unwrap(), Seq(7));
+        assert_eq!(
+            log.state()
+                .tree("dedup", "meta")
+                .unwrap()
+                .get(b"k")
+                .unwrap(),
+            Some(b"v".to_vec())
+        );
+        let report = log.prune_before(Seq(100)).unwrap();
+        assert_eq!(report.pruned, 9, "everything but the last record");
+        assert_eq!(log.read(Seq(0), 100).unwrap().len(), 1);
+        assert_eq!(log.stats().unwrap().first_seq, 10);
+        // Sequences go on after the pruned ones.
+        assert_eq!(log.append(verified(10)).wait_blocking().unwrap(), Seq(11));
+        assert!(log.drop_cursor("dedup").unwrap());
+        assert_eq!(log.cursor("dedup").unwrap(), Seq(0));
+    }
+
+    #[test]
+    fn appends_by_another_process_wake_this_ones_readers() {
+        let stream = TestStream::new();
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = open(&stream, a_dir.path());
+        let b = open(&stream, b_dir.path());
+        let mut watch = b.watch_last_seq();
+        a.append(verified(0)).wait_blocking().unwrap();
+        let deadline = Instant::now() + LAST_SEQ_POLL * 10;
+        while *watch.borrow_and_update() < Seq(1) {
+            assert!(Instant::now() < deadline, "b never saw a's append");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(b.read(Seq(0), 10).unwrap().len(), 1);
+    }
+}
