@@ -163,7 +163,9 @@ fn jetstream_phases(settings: &Settings, runtime: &tokio::runtime::Runtime) -> V
     let url = settings.nats_url.clone();
     runtime.block_on(async move {
         if let Ok(client) = async_nats::connect(url).await {
-            let _ = async_nats::jetstream::new(client).delete_stream(stream).await;
+            let _ = async_nats::jetstream::new(client)
+                .delete_stream(stream)
+                .await;
         }
     });
     rows
@@ -294,13 +296,13 @@ impl Settings {
             jetstream: var("HOOKLOG_LOAD_ENGINES")
                 .unwrap_or_else(|| "sled".into())
                 .split(',')
-                .map(|e| match e.trim() {
+                .any(|e| match e.trim() {
                     "sled" => false,
                     "jetstream" => true,
                     other => panic!("HOOKLOG_LOAD_ENGINES: `{other}` is not sled or jetstream"),
-                })
-                .fold(false, |a, b| a || b),
-            nats_url: var("HOOKLOG_LOAD_NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+                }),
+            nats_url: var("HOOKLOG_LOAD_NATS_URL")
+                .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
         };
         assert!(settings.secs > 0.0, "HOOKLOG_LOAD_SECS must be positive");
         assert!(settings.conns > 0, "HOOKLOG_LOAD_CONNS must be positive");
