@@ -52,6 +52,12 @@ pub trait KvTree: Send + Sync {
     }
     /// Removes every entry.
     fn clear(&self) -> Result<(), StateError>;
+    /// Makes every write so far durable (survives `kill -9`), for a consumer whose state
+    /// records an effect that must not be repeated. Without it, writes reach the disk with the
+    /// engine's next flush. An in-memory store has nothing to do.
+    fn flush(&self) -> Result<(), StateError> {
+        Ok(())
+    }
 }
 
 /// Where consumers keep their trees.
@@ -142,6 +148,10 @@ impl KvTree for SledTree {
     }
     fn len(&self) -> Result<usize, StateError> {
         Ok(self.tree().len())
+    }
+    fn flush(&self) -> Result<(), StateError> {
+        // sled flushes the whole database, whichever tree it is asked through.
+        self.db.flush().map_err(storage).map(|_| ())
     }
     fn clear(&self) -> Result<(), StateError> {
         let mut guard = self.tree.write().unwrap_or_else(|p| p.into_inner());

@@ -39,8 +39,9 @@
 //!
 //! # Crash safety: at least once, with the same key
 //!
-//! The order is call → append result → write ledger → (driver) save cursor. A crash after
-//! the call and before the ledger write means the event is dispatched again at restart,
+//! The order is call → append result → write and flush ledger → (driver) save cursor. The
+//! ledger entry is flushed at once, so only a crash after the call and before that flush
+//! means the event is dispatched again at restart,
 //! with the same idempotency key (and a second result record): the gateway drops the copy.
 //! Writing the ledger before the call would instead lose the dispatch in that window; an
 //! agent that is woken twice with one key is the better failure.
@@ -439,6 +440,9 @@ impl Dispatch {
         };
         self.ledger
             .insert(&ledger_key(seq, agent), &to_json(&entry)?)?;
+        // Durable now, not at sled's next flush: otherwise a crash in the next half second
+        // would send this event again at restart (with the same key, but still twice).
+        self.ledger.flush()?;
         self.metrics
             .dispatch_outcomes
             .with_label_values(&[agent, outcome])

@@ -206,11 +206,9 @@ fn killing_the_daemon_while_the_gateway_holds_a_call_dispatches_that_event_again
             gateway.requests().len() > n
         });
     }
-    // The ledger entries of those two are written after their calls but made durable with
-    // sled's next flush (every 500 ms) or the cursor: a kill before that dispatches them
-    // again too (with their keys; seen under load). This test is about the held call, so
-    // it lets them become durable first.
-    std::thread::sleep(Duration::from_millis(1500));
+    // No pause here: dispatch is serial, so once the third call is held the first two have
+    // their ledger entries flushed, and the kill must not send them again. (Before the ledger
+    // was flushed per dispatch, a kill soon after could resend them, seen under load.)
     // The third call is taken and never answered: the daemon is mid-call when it dies, before
     // the result record and the ledger entry.
     gateway.script([Reply::Stall(Duration::from_secs(30))]);
@@ -246,4 +244,43 @@ fn killing_the_daemon_while_the_gateway_holds_a_call_dispatches_that_event_again
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), 4, "{keys:?}");
+}
+
+#[test]
+fn a_dispatch_the_gateway_answered_is_not_sent_again_after_a_kill_9_right_after_it() {
+    let gateway = FakeServer::start(answer(202, r#"{"ok":true}"#));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("hooklog.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[dispatch]\nurl = \"http://{}/v1/dispatch\"\ntoken = \"{TOKEN}\"\n\n\
+             [[dispatch.routes]]\nkinds = [\"message.received\"]\nagent = \"acquisitions\"\n",
+            gateway.addr
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let env = [("HOOKLOG_CONFIG", file.display().to_string())];
+    let mut ports = (crate::crash::free_port(), crate::crash::free_port());
+    let daemon = Running(crate::crash::spawn_daemon_with(&data, &mut ports, &env));
+    send_sms(&daemon.0, "SMflush0001");
+    // The outcome is counted right after the ledger entry is written: kill as soon as it
+    // shows, long before sled's background flush (every 500 ms) would have saved the entry.
+    let delivered =
+        "hooklog_dispatch_results_total{agent=\"acquisitions\",outcome=\"delivered\"} 1";
+    wait_for("the dispatch is recorded", Duration::from_secs(10), || {
+        util::get(daemon.0.public, "/metrics").1.contains(delivered)
+    });
+    drop(daemon); // SIGKILL
+
+    let daemon = Running(crate::crash::spawn_daemon_with(&data, &mut ports, &env));
+    send_sms(&daemon.0, "SMflush0002");
+    wait_for("the next message", Duration::from_secs(10), || {
+        gateway.requests().len() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let keys = keys_seen(&gateway);
+    assert_eq!(keys.len(), 2, "the first event was sent again: {keys:?}");
+    assert!(keys[0].contains(":msg:SMflush0001:") && keys[1].contains(":msg:SMflush0002:"));
 }
