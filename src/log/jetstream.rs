@@ -133,7 +133,7 @@ pub struct JetStreamLog {
     last_seq: watch::Sender<Seq>,
     last_seq_rx: watch::Receiver<Seq>,
     state_db: sled::Db,
-    cursors: sled::Tree,
+    cursors: super::sled::CursorTree,
     state: crate::state::SledState,
     metrics: Metrics,
 }
@@ -185,7 +185,7 @@ impl JetStreamLog {
                 }
                 other => sled_err(other),
             })?;
-        let cursors = state_db.open_tree("cursors").map_err(sled_err)?;
+        let cursors = super::sled::CursorTree(state_db.open_tree("cursors").map_err(sled_err)?);
         let state = crate::state::SledState::new(state_db.clone());
 
         metrics.last_seq.set(last as i64);
@@ -514,43 +514,19 @@ impl Log for JetStreamLog {
     }
 
     fn cursor(&self, consumer: &str) -> Result<Seq, LogError> {
-        Ok(self
-            .cursors
-            .get(consumer.as_bytes())
-            .map_err(sled_err)?
-            .and_then(|v| Seq::from_key(&v))
-            .unwrap_or_default())
+        self.cursors.get(consumer)
     }
 
     fn store_cursor(&self, consumer: &str, seq: Seq) -> Result<(), LogError> {
-        if consumer.is_empty() || consumer.len() > super::sled::MAX_CURSOR_NAME {
-            return Err(LogError::InvalidCursorName(consumer.to_owned()));
-        }
-        self.cursors
-            .insert(consumer.as_bytes(), &seq.to_key())
-            .map_err(sled_err)?;
-        Ok(())
+        self.cursors.store(consumer, seq)
     }
 
     fn cursors(&self) -> Result<Vec<(String, Seq)>, LogError> {
-        self.cursors
-            .iter()
-            .map(|item| {
-                let (k, v) = item.map_err(sled_err)?;
-                Ok((
-                    String::from_utf8_lossy(&k).into_owned(),
-                    Seq::from_key(&v).unwrap_or_default(),
-                ))
-            })
-            .collect()
+        self.cursors.all()
     }
 
     fn drop_cursor(&self, consumer: &str) -> Result<bool, LogError> {
-        Ok(self
-            .cursors
-            .remove(consumer.as_bytes())
-            .map_err(sled_err)?
-            .is_some())
+        self.cursors.remove(consumer)
     }
 
     fn prune_before(&self, before: Seq) -> Result<PruneReport, LogError> {

@@ -87,8 +87,56 @@ const QUEUE_DEPTH: usize = 16 * 1024;
 
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT_VALUE: &[u8] = b"hooklog-log-v1";
-/// Longest consumer name a cursor may have (every engine).
-pub(crate) const MAX_CURSOR_NAME: usize = 128;
+/// Longest consumer name a cursor may have.
+const MAX_CURSOR_NAME: usize = 128;
+
+/// The `cursors` tree (consumer name → sequence, `u64` big-endian): sled's log keeps it next
+/// to the records, the JetStream engine next to the consumers' state.
+#[derive(Clone)]
+pub(crate) struct CursorTree(pub(crate) sled::Tree);
+
+impl CursorTree {
+    pub(crate) fn get(&self, consumer: &str) -> Result<Seq, LogError> {
+        Ok(self
+            .0
+            .get(consumer.as_bytes())
+            .map_err(storage)?
+            .and_then(|v| Seq::from_key(&v))
+            .unwrap_or_default())
+    }
+
+    pub(crate) fn store(&self, consumer: &str, seq: Seq) -> Result<(), LogError> {
+        if consumer.is_empty() || consumer.len() > MAX_CURSOR_NAME {
+            return Err(LogError::InvalidCursorName(consumer.to_owned()));
+        }
+        self.0
+            .insert(consumer.as_bytes(), &seq.to_key())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    pub(crate) fn all(&self) -> Result<Vec<(String, Seq)>, LogError> {
+        self.0
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(storage)?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    Seq::from_key(&v).unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Whether there was one.
+    pub(crate) fn remove(&self, consumer: &str) -> Result<bool, LogError> {
+        Ok(self
+            .0
+            .remove(consumer.as_bytes())
+            .map_err(storage)?
+            .is_some())
+    }
+}
 
 /// Options for opening the log.
 #[derive(Clone, Debug)]
@@ -167,7 +215,7 @@ impl Shared {
 pub struct SledLog {
     db: sled::Db,
     events: sled::Tree,
-    cursors: sled::Tree,
+    cursors: CursorTree,
     path: PathBuf,
     tx: Sender<Request>,
     shared: Arc<Shared>,
@@ -238,7 +286,7 @@ impl SledLog {
             }
         }
         let events = db.open_tree("events").map_err(storage)?;
-        let cursors = db.open_tree("cursors").map_err(storage)?;
+        let cursors = CursorTree(db.open_tree("cursors").map_err(storage)?);
         let last = last_key(&events)?;
         metrics.last_seq.set(last.0 as i64);
 
@@ -365,40 +413,21 @@ impl Log for SledLog {
     }
 
     fn cursor(&self, consumer: &str) -> Result<Seq, LogError> {
-        Ok(self
-            .cursors
-            .get(consumer.as_bytes())
-            .map_err(storage)?
-            .and_then(|v| Seq::from_key(&v))
-            .unwrap_or_default())
+        self.cursors.get(consumer)
     }
 
     fn store_cursor(&self, consumer: &str, seq: Seq) -> Result<(), LogError> {
-        if consumer.is_empty() || consumer.len() > MAX_CURSOR_NAME {
-            return Err(LogError::InvalidCursorName(consumer.to_owned()));
-        }
-        self.cursors
-            .insert(consumer.as_bytes(), &seq.to_key())
-            .map_err(storage)?;
-        Ok(())
+        self.cursors.store(consumer, seq)
     }
 
     fn cursors(&self) -> Result<Vec<(String, Seq)>, LogError> {
-        let mut out = Vec::new();
-        for item in self.cursors.iter() {
-            let (k, v) = item.map_err(storage)?;
-            out.push((
-                String::from_utf8_lossy(&k).into_owned(),
-                Seq::from_key(&v).unwrap_or_default(),
-            ));
-        }
-        Ok(out)
+        self.cursors.all()
     }
 
     fn drop_cursor(&self, consumer: &str) -> Result<bool, LogError> {
-        let had = self.cursors.remove(consumer.as_bytes()).map_err(storage)?;
+        let had = self.cursors.remove(consumer)?;
         self.db.flush().map_err(storage)?;
-        Ok(had.is_some())
+        Ok(had)
     }
 
     fn prune_before(&self, before: Seq) -> Result<PruneReport, LogError> {

@@ -168,6 +168,45 @@ impl Drop for Running {
     }
 }
 
+/// The real binary on a data directory of its own, dispatching inbound messages to the agent
+/// `acquisitions` at `gateway`; started again on the same directory and ports as needed.
+struct GatewayDaemon {
+    _tmp: tempfile::TempDir,
+    data: std::path::PathBuf,
+    env: [(&'static str, String); 1],
+    ports: (u16, u16),
+}
+
+impl GatewayDaemon {
+    fn new(gateway: &FakeServer) -> GatewayDaemon {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("hooklog.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[dispatch]\nurl = \"http://{}/v1/dispatch\"\ntoken = \"{TOKEN}\"\n\n\
+                 [[dispatch.routes]]\nkinds = [\"message.received\"]\nagent = \"acquisitions\"\n",
+                gateway.addr
+            ),
+        )
+        .unwrap();
+        GatewayDaemon {
+            data: tmp.path().join("data"),
+            env: [("HOOKLOG_CONFIG", file.display().to_string())],
+            ports: (crate::crash::free_port(), crate::crash::free_port()),
+            _tmp: tmp,
+        }
+    }
+
+    fn start(&mut self) -> Running {
+        Running(crate::crash::spawn_daemon_with(
+            &self.data,
+            &mut self.ports,
+            &self.env,
+        ))
+    }
+}
+
 /// The idempotency key of every POST the gateway received, in order.
 fn keys_seen(gateway: &FakeServer) -> Vec<String> {
     gateway
@@ -183,21 +222,8 @@ fn killing_the_daemon_while_the_gateway_holds_a_call_dispatches_that_event_again
     use crate::common::Reply;
 
     let gateway = FakeServer::start(answer(202, r#"{"ok":true}"#));
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("hooklog.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[dispatch]\nurl = \"http://{}/v1/dispatch\"\ntoken = \"{TOKEN}\"\n\n\
-             [[dispatch.routes]]\nkinds = [\"message.received\"]\nagent = \"acquisitions\"\n",
-            gateway.addr
-        ),
-    )
-    .unwrap();
-    let data = tmp.path().join("data");
-    let env = [("HOOKLOG_CONFIG", file.display().to_string())];
-    let mut ports = (crate::crash::free_port(), crate::crash::free_port());
-    let daemon = Running(crate::crash::spawn_daemon_with(&data, &mut ports, &env));
+    let mut binary = GatewayDaemon::new(&gateway);
+    let daemon = binary.start();
 
     // Two messages dispatched and answered before the crash.
     for (n, sid) in ["SMdisp0001", "SMdisp0002"].into_iter().enumerate() {
@@ -222,7 +248,7 @@ fn killing_the_daemon_while_the_gateway_holds_a_call_dispatches_that_event_again
     assert!(held.contains(":msg:SMdisp0003:"), "{held}");
 
     // Restarted, with the gateway answering: the held event again, then a new one.
-    let daemon = Running(crate::crash::spawn_daemon_with(&data, &mut ports, &env));
+    let daemon = binary.start();
     wait_for("the redispatch", Duration::from_secs(20), || {
         gateway.requests().len() >= 4
     });
@@ -249,21 +275,8 @@ fn killing_the_daemon_while_the_gateway_holds_a_call_dispatches_that_event_again
 #[test]
 fn a_dispatch_the_gateway_answered_is_not_sent_again_after_a_kill_9_right_after_it() {
     let gateway = FakeServer::start(answer(202, r#"{"ok":true}"#));
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("hooklog.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[dispatch]\nurl = \"http://{}/v1/dispatch\"\ntoken = \"{TOKEN}\"\n\n\
-             [[dispatch.routes]]\nkinds = [\"message.received\"]\nagent = \"acquisitions\"\n",
-            gateway.addr
-        ),
-    )
-    .unwrap();
-    let data = tmp.path().join("data");
-    let env = [("HOOKLOG_CONFIG", file.display().to_string())];
-    let mut ports = (crate::crash::free_port(), crate::crash::free_port());
-    let daemon = Running(crate::crash::spawn_daemon_with(&data, &mut ports, &env));
+    let mut binary = GatewayDaemon::new(&gateway);
+    let daemon = binary.start();
     send_sms(&daemon.0, "SMflush0001");
     // The outcome is counted right after the ledger entry is written: kill as soon as it
     // shows, long before sled's background flush (every 500 ms) would have saved the entry.
@@ -274,7 +287,7 @@ fn a_dispatch_the_gateway_answered_is_not_sent_again_after_a_kill_9_right_after_
     });
     drop(daemon); // SIGKILL
 
-    let daemon = Running(crate::crash::spawn_daemon_with(&data, &mut ports, &env));
+    let daemon = binary.start();
     send_sms(&daemon.0, "SMflush0002");
     wait_for("the next message", Duration::from_secs(10), || {
         gateway.requests().len() >= 2
