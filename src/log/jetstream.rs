@@ -177,17 +177,7 @@ impl JetStreamLog {
         let (client, js, stream) = on(&handle, async move { connect(&opts).await })?;
         let last = stream.cached_info().state.last_sequence;
 
-        let state_db = sled::Config::new()
-            .path(state_dir)
-            .cache_capacity(options.state_cache_capacity)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    LogError::Locked(format!("{}: {io}", state_dir.display()))
-                }
-                other => sled_err(other),
-            })?;
+        let state_db = open_state_db(state_dir, options.state_cache_capacity)?;
         let cursors = state_db.open_tree("cursors").map_err(sled_err)?;
         let state = crate::state::SledState::new(state_db.clone());
 
@@ -241,6 +231,39 @@ impl JetStreamLog {
                 .await
                 .map_err(|e| js_err("publish", e))
         })
+    }
+}
+
+/// Opens the local state database. Its file lock is what says a daemon runs on this data
+/// directory (`hooklog-replay` relies on it), so a lock held by another process is
+/// [`LogError::Locked`]: sled reports it as an I/O error of kind `WouldBlock`, or of kind
+/// `Other` whose text says "could not acquire lock". As for the sled log, sled's background
+/// threads keep the lock for a moment after the previous handle is dropped (a restart, a tool
+/// that just closed it), so a lock is retried briefly before the directory is called in use.
+fn open_state_db(state_dir: &Path, cache_capacity: u64) -> Result<sled::Db, LogError> {
+    let mut attempt = 0;
+    loop {
+        let opened = sled::Config::new()
+            .path(state_dir)
+            .cache_capacity(cache_capacity)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    LogError::Locked(format!("{}: {io}", state_dir.display()))
+                }
+                other => sled_err(other),
+            });
+        match opened {
+            Err(LogError::Locked(_)) if attempt < 20 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -859,6 +882,49 @@ pub(crate) mod tests {
         let more = crate::log::restore(&log, exported[..2].to_vec()).unwrap();
         assert_eq!(more, [Seq(601), Seq(602)]);
         log.close().unwrap();
+    }
+
+    #[test]
+    fn a_second_opener_of_the_same_state_directory_is_told_it_is_locked() {
+        let stream = TestStream::new();
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(&stream, dir.path());
+        // Another process: sled's lock is per process (fcntl), so a child that opens it.
+        let err = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "log::jetstream::tests::opens_the_state_directory_named_by_the_environment",
+                "--include-ignored",
+                "--nocapture",
+            ])
+            .env("HOOKLOG_TEST_STATE_DIR", dir.path())
+            .env("HOOKLOG_TEST_STREAM", &stream.options.stream)
+            .env("HOOKLOG_TEST_SUBJECT", &stream.options.subject)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&err.stdout).into_owned();
+        assert!(out.contains("opened: Locked"), "{out}");
+    }
+
+    /// The child of the test above (ignored when run alone).
+    #[test]
+    #[ignore]
+    fn opens_the_state_directory_named_by_the_environment() {
+        let Ok(dir) = std::env::var("HOOKLOG_TEST_STATE_DIR") else {
+            return;
+        };
+        let options = JetStreamOptions {
+            url: nats_url(),
+            stream: std::env::var("HOOKLOG_TEST_STREAM").unwrap(),
+            subject: std::env::var("HOOKLOG_TEST_SUBJECT").unwrap(),
+            ack_timeout: Duration::from_millis(1500),
+            ..JetStreamOptions::default()
+        };
+        match JetStreamLog::open(&options, Path::new(&dir), Metrics::new()) {
+            Err(LogError::Locked(_)) => println!("opened: Locked"),
+            Err(e) => println!("opened: another error: {e}"),
+            Ok(_) => println!("opened: Ok"),
+        }
     }
 
     #[test]
