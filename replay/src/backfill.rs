@@ -31,7 +31,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,9 +41,7 @@ use hooklog::backfill::{
     self, quo, twilio, Checkpoint, Progress, Range, RetryPolicy, Sink, SinkError, BACKFILL_RATE,
 };
 use hooklog::event::Source;
-use hooklog::log::sled::SledLog;
 use hooklog::log::{Log, LogError};
-use hooklog::metrics::Metrics;
 use hooklog::send::limiter::Limiter;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -205,38 +202,24 @@ fn choose_target(ctx: &Context) -> anyhow::Result<Target> {
                 eprintln!(
                     "hooklog-replay: daemon not reachable at {}; appending to {} directly",
                     ctx.admin_url,
-                    ctx.log_dir().display()
+                    ctx.store().location()
                 );
             }
             Err(e) => return Err(e),
         }
     }
-    let dir = ctx.log_dir();
-    let holds_files = std::fs::read_dir(&dir)
-        .map(|mut entries| entries.next().is_some())
-        .unwrap_or(false);
-    if !holds_files {
-        anyhow::bail!(
-            "there is no hooklog log in {}: is data_dir the daemon's? (use --config or \
-             --data-dir)",
-            dir.display()
-        );
-    }
-    let log =
-        SledLog::open(&dir, &hooklog::sled_options(&ctx.config), Metrics::new()).map_err(|e| {
-            match e {
-                LogError::Locked(detail) => anyhow::anyhow!(
-                    "cannot open {}: the daemon seems to be running (it holds the data directory) \
-                 but its admin API at {} is unreachable: check {} or pass --admin-url \
-                 ({detail})",
-                    dir.display(),
-                    ctx.admin_url,
-                    ctx.admin_url_origin
-                ),
-                other => anyhow::Error::new(other)
-                    .context(format!("cannot open the log in {}", dir.display())),
-            }
-        })?;
+    let store = ctx.store();
+    store.check_exists()?;
+    let dir = store.location();
+    let log = store.open().map_err(|e| match e {
+        LogError::Locked(detail) => anyhow::anyhow!(
+            "cannot open {dir}: the daemon seems to be running (it holds the data directory) \
+             but its admin API at {} is unreachable: check {} or pass --admin-url ({detail})",
+            ctx.admin_url,
+            ctx.admin_url_origin
+        ),
+        other => anyhow::Error::new(other).context(format!("cannot open the log in {dir}")),
+    })?;
     Ok(Target::Direct { log, dir })
 }
 
@@ -247,7 +230,11 @@ enum Target {
     /// The running daemon's admin API.
     Api(AdminClient),
     /// The data directory, the daemon being stopped.
-    Direct { log: SledLog, dir: PathBuf },
+    Direct {
+        log: Arc<dyn Log>,
+        /// The log in messages ([`crate::context::Store::location`]).
+        dir: String,
+    },
 }
 
 impl Target {
@@ -256,7 +243,7 @@ impl Target {
             Target::None => json!({"kind": "dry-run"}),
             Target::Api(c) => json!({"kind": "admin-api", "url": c.base}),
             Target::Direct { dir, .. } => {
-                json!({"kind": "direct", "dir": dir.display().to_string()})
+                json!({"kind": "direct", "dir": dir})
             }
         }
     }
@@ -265,9 +252,11 @@ impl Target {
         match self {
             Target::None => Ok(None),
             Target::Api(c) => c.append(source, route, body).map(Some),
-            Target::Direct { log, dir } => backfill::append_direct(log, source, route, body)
-                .map(|seq| Some(seq.0))
-                .with_context(|| format!("cannot append to the log in {}", dir.display())),
+            Target::Direct { log, dir } => {
+                backfill::append_direct(log.as_ref(), source, route, body)
+                    .map(|seq| Some(seq.0))
+                    .with_context(|| format!("cannot append to the log in {dir}"))
+            }
         }
     }
 

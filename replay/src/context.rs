@@ -2,7 +2,8 @@
 //! send (and where it came from, for error messages), and the choice of backend.
 //!
 //! Backend choice (DESIGN §6: sled allows one process per database, so the daemon owns the
-//! data directory while it runs):
+//! data directory while it runs: `data_dir/log` on sled, `data_dir/state` on JetStream; the
+//! data directory is opened with the engine the configuration names, see [`Store`]):
 //! - `--direct`: the data directory, always.
 //! - otherwise the admin API; if the connection is *refused* (nothing listens: the daemon is
 //!   stopped) the data directory instead, with one line on stderr saying so. Any other
@@ -10,8 +11,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use hooklog::config::{Config, Provenance};
+use hooklog::config::{Config, LogBackend, Provenance};
+use hooklog::log::{Log, LogError};
+use hooklog::metrics::Metrics;
 
 use crate::backend::api::Api;
 use crate::backend::direct::Direct;
@@ -98,9 +102,11 @@ impl Context {
         &self.config.data_dir
     }
 
-    /// The sled log inside the data directory.
-    pub fn log_dir(&self) -> PathBuf {
-        hooklog::log_dir(self.data_dir())
+    /// The stopped daemon's log, for the commands that open it directly.
+    pub fn store(&self) -> Store {
+        Store {
+            config: self.config.clone(),
+        }
     }
 
     /// A client of the admin API.
@@ -121,11 +127,7 @@ impl Context {
                 self.admin_url, self.admin_url_origin
             )
         };
-        Direct::new(
-            self.log_dir(),
-            hooklog::sled_options(&self.config),
-            locked_hint,
-        )
+        Direct::new(self.store(), locked_hint)
     }
 
     /// Runs `op` on the backend chosen as described in the module docs, and returns that
@@ -142,7 +144,7 @@ impl Context {
                     eprintln!(
                         "hooklog-replay: daemon not reachable at {}; reading {} directly",
                         self.admin_url,
-                        self.log_dir().display()
+                        self.store().location()
                     );
                 }
                 Err(e) => return Err(e),
@@ -151,6 +153,86 @@ impl Context {
         let mut direct = self.direct();
         let v = op(&mut direct)?;
         Ok((Box::new(direct), v))
+    }
+}
+
+/// The log of a stopped daemon, as the configuration names it: the one place that knows
+/// which engine that is, where a running daemon's lock is, and how to say so in messages.
+#[derive(Clone, Debug)]
+pub struct Store {
+    config: Config,
+}
+
+impl Store {
+    /// Whether the configuration names the JetStream engine.
+    pub fn is_jetstream(&self) -> bool {
+        self.config.log.backend == LogBackend::Jetstream
+    }
+
+    /// The directory a running daemon holds locked, and that holds what a stopped one left:
+    /// the sled log (`data_dir/log`), or the JetStream engine's local state database
+    /// (`data_dir/state`: consumer state and cursors; the records are in the stream).
+    pub fn dir(&self) -> PathBuf {
+        if self.is_jetstream() {
+            hooklog::state_dir(&self.config.data_dir)
+        } else {
+            hooklog::log_dir(&self.config.data_dir)
+        }
+    }
+
+    /// The log as messages name it: the sled directory, or the JetStream stream with its
+    /// server and local state directory (so that a message says which engine it is about).
+    pub fn location(&self) -> String {
+        if self.is_jetstream() {
+            let j = &self.config.log.jetstream;
+            format!(
+                "JetStream stream {} at {} (local state {})",
+                j.stream,
+                j.nats_url,
+                self.dir().display()
+            )
+        } else {
+            self.dir().display().to_string()
+        }
+    }
+
+    /// The JetStream stream's name, `None` for sled.
+    pub fn stream(&self) -> Option<&str> {
+        self.is_jetstream()
+            .then_some(self.config.log.jetstream.stream.as_str())
+    }
+
+    /// Fails unless a daemon ever ran on this data directory with this engine (its store
+    /// directory holds files). Readers check this first, so that they never create a log
+    /// (nor, for JetStream, a stream) where there was none.
+    pub fn check_exists(&self) -> anyhow::Result<()> {
+        let holds_files = std::fs::read_dir(self.dir())
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false);
+        if holds_files {
+            Ok(())
+        } else if self.is_jetstream() {
+            anyhow::bail!(
+                "there is no hooklog state in {} (the JetStream engine keeps its consumers' \
+                 state and cursors there): is data_dir the daemon's? (use --config or \
+                 --data-dir)",
+                self.dir().display()
+            )
+        } else {
+            anyhow::bail!(
+                "there is no hooklog log in {}: is data_dir the daemon's? (use --config or \
+                 --data-dir)",
+                self.dir().display()
+            )
+        }
+    }
+
+    /// Opens the log directly, the daemon being stopped: the engine `[log] backend` names,
+    /// exactly as the daemon opens it ([`hooklog::open_log`]). A running daemon holds the
+    /// store directory's lock (sled allows one process per database: the log for sled, the
+    /// local state database for JetStream), so this fails with [`LogError::Locked`] then.
+    pub fn open(&self) -> Result<Arc<dyn Log>, LogError> {
+        hooklog::open_log(&self.config, Metrics::new())
     }
 }
 

@@ -3,9 +3,7 @@
 //! drivers own the cursors and would store this one again).
 
 use anyhow::Context as _;
-use hooklog::log::sled::SledLog;
-use hooklog::log::{Log, LogError};
-use hooklog::metrics::Metrics;
+use hooklog::log::LogError;
 
 use crate::cli::ConsumerArg;
 use crate::context::Context;
@@ -13,19 +11,14 @@ use crate::output::Out;
 
 /// Runs `drop-cursor`.
 pub fn run(ctx: &Context, args: &ConsumerArg) -> anyhow::Result<()> {
-    let dir = ctx.log_dir();
-    let log =
-        SledLog::open(&dir, &hooklog::sled_options(&ctx.config), Metrics::new()).map_err(|e| {
-            match e {
-                LogError::Locked(detail) => anyhow::anyhow!(
-                    "cannot drop a cursor in {}: the data directory is in use, most likely by the \
-                 running daemon; stop it first ({detail})",
-                    dir.display()
-                ),
-                other => anyhow::Error::new(other)
-                    .context(format!("cannot open the log in {}", dir.display())),
-            }
-        })?;
+    let dir = ctx.store().location();
+    let log = ctx.store().open().map_err(|e| match e {
+        LogError::Locked(detail) => anyhow::anyhow!(
+            "cannot drop a cursor in {dir}: the data directory is in use, most likely by the \
+             running daemon; stop it first ({detail})"
+        ),
+        other => anyhow::Error::new(other).context(format!("cannot open the log in {dir}")),
+    })?;
     let at = log.cursor(&args.consumer)?;
     let dropped = log
         .drop_cursor(&args.consumer)

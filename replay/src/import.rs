@@ -12,14 +12,19 @@
 //! verification (the library's [`hooklog::log::restore`]), and writes them where only someone
 //! who can already write the database files can: the data directory, opened by this process.
 //! A running daemon holds the directory (sled allows one process), so the import is refused
-//! then, with a message saying so.
+//! then, with a message saying so. On the JetStream engine (`[log] backend = "jetstream"`) the
+//! records go into the configured stream and the cursors into the local state database
+//! `data_dir/state`, whose lock is the one a running daemon holds.
 //!
 //! # What a second import does
 //!
 //! Nothing: the import is refused unless the log is empty (no record), so the same file
 //! imported twice into one directory appends nothing the second time. Records are numbered
 //! from 1 in the file's order: an export of a whole log gets its original sequence numbers
-//! back, so dedup's `duplicate of SEQ` verdicts match too.
+//! back, so dedup's `duplicate of SEQ` verdicts match too. On JetStream the stream must also
+//! never have held a record (a purged stream goes on counting from its last sequence), and
+//! the local state must hold no cursor of another log; each record is published expecting
+//! the one before it as the stream's last, so the numbering is the file's order.
 //!
 //! # Effects are not repeated
 //!
@@ -43,14 +48,13 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hooklog::admin::api::EventJson;
 use hooklog::event::{Event, Micros, Seq, Source, Verification};
-use hooklog::log::sled::SledLog;
 use hooklog::log::{Log, LogError};
-use hooklog::metrics::Metrics;
 use serde_json::json;
 
 use crate::cli::ImportArgs;
@@ -70,9 +74,12 @@ const EFFECT_CONSUMERS: [&str; 2] = [
 pub fn run(ctx: &Context, args: &ImportArgs) -> anyhow::Result<()> {
     let file = &args.file;
     let checked = check_file(file)?;
-    let dir = ctx.log_dir();
+    let store = ctx.store();
+    let dir = store.location();
 
-    let exists = std::fs::read_dir(&dir)
+    // A dry run opens nothing that does not exist yet (opening creates the database, and for
+    // JetStream the stream): it checks the target only where a daemon already ran.
+    let exists = std::fs::read_dir(store.dir())
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false);
     let log = if exists || !args.dry_run {
@@ -93,17 +100,17 @@ pub fn run(ctx: &Context, args: &ImportArgs) -> anyhow::Result<()> {
             Ok(seqs)
         });
         let closed = log.close();
-        appended = result.with_context(|| format!("import into {} failed", dir.display()))?;
-        closed.with_context(|| format!("cannot close the log in {}", dir.display()))?;
+        appended = result.with_context(|| format!("import into {dir} failed"))?;
+        closed.with_context(|| format!("cannot close the log in {dir}"))?;
     } else if let Some(log) = &log {
         log.close()?;
     }
 
     let last = appended.last().map(|s| s.0);
-    let doc = json!({
+    let mut doc = json!({
         "type": "summary",
         "file": file.display().to_string(),
-        "dir": dir.display().to_string(),
+        "dir": dir,
         "dry_run": args.dry_run,
         "records": checked.records,
         "appended": appended.len(),
@@ -119,6 +126,9 @@ pub fn run(ctx: &Context, args: &ImportArgs) -> anyhow::Result<()> {
                 .collect::<BTreeMap<_, _>>()
         }),
     });
+    if let (Some(stream), Some(doc)) = (store.stream(), doc.as_object_mut()) {
+        doc.insert("stream".into(), json!(stream));
+    }
     let mut out = Out::stdout();
     if ctx.json {
         out.line(&doc.to_string())?;
@@ -135,14 +145,14 @@ pub fn run(ctx: &Context, args: &ImportArgs) -> anyhow::Result<()> {
                  log in {} as seq 1-{}",
                 file.display(),
                 sources.join(", "),
-                dir.display(),
+                dir,
                 checked.records
             ))?;
         } else {
             out.line(&format!(
                 "imported {what} from {} into {} ({}){}",
                 file.display(),
-                dir.display(),
+                dir,
                 sources.join(", "),
                 match last {
                     Some(l) => format!(
@@ -245,46 +255,104 @@ fn record(line: &str) -> anyhow::Result<Event> {
     })
 }
 
-/// Opens the data directory's log and checks that it holds no record.
-fn open_empty(ctx: &Context) -> anyhow::Result<SledLog> {
-    let dir = ctx.log_dir();
-    let log =
-        SledLog::open(&dir, &hooklog::sled_options(&ctx.config), Metrics::new()).map_err(|e| {
-            match e {
-                LogError::Locked(detail) => anyhow::anyhow!(
-                    "cannot import into {}: the data directory is in use, most likely by the \
-                 running daemon. import writes into a stopped data directory (webhook records \
-                 can only enter a running daemon through the signed edge): stop the daemon, \
-                 or import into another directory with --data-dir ({detail})",
-                    dir.display()
-                ),
-                other => anyhow::Error::new(other)
-                    .context(format!("cannot open the log in {}", dir.display())),
-            }
-        })?;
-    let stats = log.stats()?;
-    if stats.count > 0 {
+/// Opens the data directory's log (the engine the configuration names) and checks that it
+/// holds no record.
+fn open_empty(ctx: &Context) -> anyhow::Result<Arc<dyn Log>> {
+    let store = ctx.store();
+    let dir = store.location();
+    let log = store.open().map_err(|e| match e {
+        LogError::Locked(detail) => anyhow::anyhow!(
+            "cannot import into {dir}: the data directory is in use, most likely by the \
+             running daemon. import writes into a stopped data directory (webhook records \
+             can only enter a running daemon through the signed edge): stop the daemon, \
+             or import into another directory with --data-dir ({detail})"
+        ),
+        other => anyhow::Error::new(other).context(format!("cannot open the log in {dir}")),
+    })?;
+    let refusal = match store.stream() {
+        None => not_empty_sled(log.as_ref(), &dir)?,
+        Some(stream) => not_empty_jetstream(log.as_ref(), stream, &store.dir())?,
+    };
+    if let Some(refusal) = refusal {
         let _ = log.close();
-        anyhow::bail!(
-            "cannot import into {}: its log is not empty ({}, seq {}-{}). import restores into \
-             an empty log only (so importing the same file twice appends nothing the second \
-             time): use a new data directory (--data-dir)",
-            dir.display(),
-            count(stats.count, "record", "records"),
-            stats.first_seq,
-            stats.last_seq
-        );
+        return Err(refusal);
     }
     Ok(log)
 }
 
+/// Why a sled log cannot take an import: it holds records.
+fn not_empty_sled(log: &dyn Log, dir: &str) -> anyhow::Result<Option<anyhow::Error>> {
+    let stats = log.stats()?;
+    Ok((stats.count > 0).then(|| {
+        anyhow::anyhow!(
+            "cannot import into {dir}: its log is not empty ({}, seq {}-{}). import restores into \
+             an empty log only (so importing the same file twice appends nothing the second \
+             time): use a new data directory (--data-dir)",
+            count(stats.count, "record", "records"),
+            stats.first_seq,
+            stats.last_seq
+        )
+    }))
+}
+
+/// Why a JetStream log cannot take an import: the stream holds records, or held some (a
+/// purged stream keeps counting, so the import would not be numbered from 1), or the local
+/// state database holds cursors of another log (its consumers would skip the imported
+/// records, and their state would describe records that are not there).
+fn not_empty_jetstream(
+    log: &dyn Log,
+    stream: &str,
+    state_dir: &Path,
+) -> anyhow::Result<Option<anyhow::Error>> {
+    let stats = log.stats()?;
+    let start_over = format!(
+        "import restores into an empty stream only (so importing the same file twice appends \
+         nothing the second time): name a new stream in log.jetstream.stream, or delete this \
+         one if nothing in it is needed (`nats stream rm {stream}`)"
+    );
+    if stats.count > 0 {
+        return Ok(Some(anyhow::anyhow!(
+            "cannot import into JetStream stream {stream}: the stream is not empty ({}, seq \
+             {}-{}). {start_over}",
+            count(stats.count, "record", "records"),
+            stats.first_seq,
+            stats.last_seq
+        )));
+    }
+    if stats.last_seq > 0 {
+        return Ok(Some(anyhow::anyhow!(
+            "cannot import into JetStream stream {stream}: the stream held records up to seq {} \
+             (since purged), so imported records would be numbered from {} instead of 1. \
+             {start_over}",
+            stats.last_seq,
+            stats.last_seq + 1
+        )));
+    }
+    let cursors: Vec<String> = log
+        .cursors()?
+        .into_iter()
+        .filter(|(_, seq)| seq.0 > 0)
+        .map(|(name, seq)| format!("{name} at {seq}"))
+        .collect();
+    if !cursors.is_empty() {
+        return Ok(Some(anyhow::anyhow!(
+            "cannot import into JetStream stream {stream}: the local state in {} holds the \
+             cursors of another log ({}), so the consumers would skip the imported records. \
+             Import with a new data directory (--data-dir)",
+            state_dir.display(),
+            cursors.join(", ")
+        )));
+    }
+    Ok(None)
+}
+
 /// Appends every record of the file, in chunks, with progress on stderr at most once a second.
-fn append_all(log: &SledLog, path: &Path, total: usize) -> anyhow::Result<Vec<Seq>> {
+fn append_all(log: &Arc<dyn Log>, path: &Path, total: usize) -> anyhow::Result<Vec<Seq>> {
     let mut seqs = Vec::with_capacity(total);
     let mut chunk = Vec::with_capacity(CHUNK.min(total));
     let mut last_progress = Instant::now();
     let mut flush = |chunk: &mut Vec<Event>, seqs: &mut Vec<Seq>| -> anyhow::Result<()> {
-        seqs.extend(hooklog::log::restore(log, std::mem::take(chunk))?);
+        seqs.extend(hooklog::log::restore(log.as_ref(), std::mem::take(chunk))?);
         if last_progress.elapsed() >= Duration::from_secs(1) {
             eprintln!("hooklog-replay import: {} of {total} appended", seqs.len());
             last_progress = Instant::now();

@@ -10,6 +10,9 @@ mod support;
 #[path = "../../tests/fake_providers/mod.rs"]
 mod fake_providers;
 
+#[path = "../../tests/jetstream_stream/mod.rs"]
+mod jetstream_stream;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Output;
@@ -335,6 +338,65 @@ fn with_the_daemon_stopped_a_twilio_backfill_appends_to_the_data_directory() {
     assert_eq!(
         routes,
         BTreeMap::from([("Calls".into(), 3), ("Messages".into(), 5)])
+    );
+}
+
+#[test]
+fn with_a_jetstream_daemon_stopped_a_twilio_backfill_appends_to_its_stream_and_dedup_judges_it_at_start(
+) {
+    let fake = FakeApi::start(fake_providers::twilio_day());
+    let stream = jetstream_stream::Stream::on_machine();
+    let mut daemon = Daemon::start_with(&fake, QUO_KEY, &stream.toml());
+    daemon.stop();
+
+    let out = daemon.cli(&[
+        "--json",
+        "backfill",
+        "twilio",
+        "--since",
+        DAY,
+        "--until",
+        "2026-03-03",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("appending to JetStream stream {}", stream.name)),
+        "{}",
+        text(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["target"]["kind"], "direct");
+    assert_eq!(summary["appended"], 8);
+    assert_eq!(
+        (&summary["first_seq"], &summary["last_seq"]),
+        (&json!(1), &json!(8)),
+        "{summary}"
+    );
+
+    // The daemon started on the stream sees the 8 records and judges them.
+    let restarted = support::InProcess::start(&daemon.config);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let page: Value = ureq::get(&format!(
+            "{}/admin/events?after=0&limit=1000",
+            restarted.admin_url
+        ))
+        .set("Authorization", &format!("Bearer {}", daemon.token()))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+        let events = page["events"].as_array().unwrap().clone();
+        if events.len() == 8 && events.iter().all(|e| !e["dedup"].is_null()) {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "not judged: {page}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(events.iter().all(|e| e["source"] == "backfill-twilio"));
+    assert!(
+        events.iter().all(|e| e["dedup"]["verdict"] == "original"),
+        "one day fetched once has no twins: {events:#?}"
     );
 }
 

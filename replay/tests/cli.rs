@@ -6,6 +6,9 @@
 
 mod support;
 
+#[path = "../../tests/jetstream_stream/mod.rs"]
+mod jetstream_stream;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -371,6 +374,102 @@ fn after_shutdown_status_and_tail_read_the_data_directory_directly() {
     let o = ok(daemon.run(&["--direct", "tail", "--after", "2", "--json"]));
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
     assert_eq!(seqs(&json_lines(&o)), vec![3, 4]);
+}
+
+#[test]
+fn on_jetstream_a_stopped_daemons_log_is_read_by_status_and_tail_and_rewind_needs_the_daemon() {
+    let stream = jetstream_stream::Stream::on_machine();
+    let mut daemon = Daemon::start_with(&stream.toml());
+    daemon.append_many(4);
+    // Rewind goes through the running daemon's admin API on either engine.
+    ok(daemon.run(&["rewind", "dedup", "--to-seq", "0"]));
+    wait_for_dedup(&daemon, 4);
+    let live = json_lines(&ok(daemon.run(&["tail", "--after", "0", "--json"])));
+    assert!(live.iter().all(|e| !e["dedup"].is_null()), "{live:?}");
+    daemon.stop();
+
+    let o = ok(daemon.run(&["status", "--json"]));
+    let note = format!(
+        "hooklog-replay: daemon not reachable at {}; reading JetStream stream {} at {} (local \
+         state {}) directly\n",
+        daemon.admin_url,
+        stream.name,
+        stream.url,
+        hooklog::state_dir(&daemon.data_dir).display()
+    );
+    assert_eq!(stderr(&o), note);
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (
+            &v["log"]["first_seq"],
+            &v["log"]["last_seq"],
+            &v["log"]["count"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(4),
+            &serde_json::json!(4)
+        )
+    );
+    let dedup = v["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "dedup")
+        .unwrap();
+    assert_eq!(
+        dedup["cursor"], 4,
+        "the cursor stored in data_dir/state: {v}"
+    );
+
+    // The same records, with the verdicts dedup stored in data_dir/state.
+    let o = ok(daemon.run(&["tail", "--after", "0", "--json"]));
+    assert_eq!(json_lines(&o), live);
+    let o = ok(daemon.run(&["--direct", "tail", "--after", "2", "--json"]));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    assert_eq!(seqs(&json_lines(&o)), vec![3, 4]);
+
+    let o = daemon.run(&["rewind", "dedup", "--to-seq", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("needs the running daemon"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A running daemon holds data_dir/state: reading directly is refused, naming the engine.
+    let _again = Daemon::restart_on(&daemon);
+    let o = cli(&daemon.config, "http://127.0.0.1:1")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("the daemon seems to be running")
+            && err.contains(&format!("JetStream stream {}", stream.name)),
+        "{err}"
+    );
+}
+
+/// Waits until dedup's cursor reaches `seq` (through the admin API).
+fn wait_for_dedup(daemon: &Daemon, seq: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: Value =
+            serde_json::from_str(stdout(&ok(daemon.run(&["status", "--json"]))).trim()).unwrap();
+        let at = v["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "dedup")
+            .and_then(|c| c["cursor"].as_u64());
+        if at == Some(seq) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "dedup did not reach {seq}: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -6,6 +6,9 @@
 
 mod support;
 
+#[path = "../../tests/jetstream_stream/mod.rs"]
+mod jetstream_stream;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -160,19 +163,14 @@ fn projection_of_status(s: &Value) -> Value {
     })
 }
 
-#[test]
-fn export_then_import_into_an_empty_data_dir_reproduces_the_records_and_projections() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_a = dir.path().join("a");
-    let config_a = dir.path().join("a.toml");
-    std::fs::write(&config_a, config_text(&data_a, "127.0.0.1:0", TWILIO_TOKEN)).unwrap();
-    let mut a = Daemon::start(config_a, data_a.clone());
-
+/// Webhooks (one twice: a duplicate), an opt-out by STOP, a Quo message, a backfilled twin,
+/// a binary body, an operator opt-out and an outbound record: 8 records.
+fn fill(a: &Daemon) {
     // Webhooks (one twice: a duplicate), an opt-out by STOP, a Quo message.
-    fire(&a, "twilio/sms_inbound.json");
-    fire(&a, "twilio/sms_inbound.json");
-    fire(&a, "twilio/sms_inbound_stop.json");
-    fire(&a, "openphone/standard_message_received.json");
+    fire(a, "twilio/sms_inbound.json");
+    fire(a, "twilio/sms_inbound.json");
+    fire(a, "twilio/sms_inbound_stop.json");
+    fire(a, "openphone/standard_message_received.json");
     // The backfilled twin of the inbound SMS (a duplicate of record 1), and a binary body.
     a.post(
         "/admin/events",
@@ -200,6 +198,17 @@ fn export_then_import_into_an_empty_data_dir_reproduces_the_records_and_projecti
         "/admin/events",
         json!({"source": "outbound", "route": "/test/outbound", "body": "{}"}),
     );
+}
+
+#[test]
+fn export_then_import_into_an_empty_data_dir_reproduces_the_records_and_projections() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_a = dir.path().join("a");
+    let config_a = dir.path().join("a.toml");
+    std::fs::write(&config_a, config_text(&data_a, "127.0.0.1:0", TWILIO_TOKEN)).unwrap();
+    let mut a = Daemon::start(config_a, data_a.clone());
+
+    fill(&a);
     let status_a = a.caught_up();
     let names = projection_of_status(&status_a)["consumers"].to_string();
     assert!(
@@ -439,4 +448,130 @@ fn fire_signs_a_fixture_with_the_configured_keys_and_exits_by_the_status() {
     assert!(v["status"].as_u64().unwrap() >= 400, "{v}");
     assert!(text(&o.stderr).contains("answered"), "{}", text(&o.stderr));
     assert_eq!(records(&d).len(), 3, "the refused request is not logged");
+}
+
+/// What a daemon shows of its projections once caught up: status (bounds, cursors, dead
+/// letters), every record with its dedup verdict, and the opt-out list.
+fn projections(d: &Daemon) -> (Value, Vec<Value>, Value) {
+    let status = d.caught_up();
+    for c in status["consumers"].as_array().unwrap() {
+        if c["name"] == "dispatch" || c["name"] == "sender" {
+            assert_eq!(c["cursor"], 8, "{c}: effects are not repeated");
+        }
+    }
+    (
+        projection_of_status(&status),
+        records(d),
+        d.get("/admin/optouts"),
+    )
+}
+
+/// `import FILE --json` with the daemon of `config` stopped; its summary.
+fn import(config: &Path, file: &Path) -> Value {
+    let o = ok(cli(config, "http://127.0.0.1:9")
+        .args(["import", "--json"])
+        .arg(file)
+        .output()
+        .unwrap());
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn an_export_from_sled_imported_into_jetstream_and_back_reproduces_the_projections() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_a = dir.path().join("sled-a");
+    let config_a = dir.path().join("sled-a.toml");
+    std::fs::write(&config_a, config_text(&data_a, "127.0.0.1:0", TWILIO_TOKEN)).unwrap();
+    let mut a = Daemon::start(config_a, data_a);
+    fill(&a);
+    let (status_a, records_a, optouts_a) = projections(&a);
+    assert_eq!(records_a.len(), 8, "{records_a:#?}");
+    assert_eq!(records_a[1]["dedup"]["verdict"], "duplicate");
+    assert_eq!(records_a[4]["dedup"]["verdict"], "duplicate");
+    assert_eq!(optouts_a["optouts"].as_array().unwrap().len(), 2);
+    let from_sled = dir.path().join("from-sled.jsonl");
+    ok(a.cli()
+        .args(["export", "--since", "2000-01-01", "--out"])
+        .arg(&from_sled)
+        .output()
+        .unwrap());
+    a.stop();
+
+    // Into an empty stream, with a fresh data directory for the local state.
+    let stream = jetstream_stream::Stream::on_machine();
+    let data_j = dir.path().join("jetstream");
+    let config_j = dir.path().join("jetstream.toml");
+    std::fs::write(
+        &config_j,
+        format!(
+            "{}{}",
+            config_text(&data_j, "127.0.0.1:0", TWILIO_TOKEN),
+            stream.toml()
+        ),
+    )
+    .unwrap();
+    let imported = import(&config_j, &from_sled);
+    assert_eq!(
+        (
+            &imported["appended"],
+            &imported["first_seq"],
+            &imported["last_seq"]
+        ),
+        (&json!(8), &json!(1), &json!(8)),
+        "{imported}"
+    );
+    assert_eq!(imported["stream"], stream.name.as_str(), "{imported}");
+    // A second import is refused, naming the stream, and appends nothing.
+    let o = cli(&config_j, "http://127.0.0.1:9")
+        .args(["import"])
+        .arg(&from_sled)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!("JetStream stream {}", stream.name))
+            && err.contains("not empty (8 records, seq 1-8)"),
+        "{err}"
+    );
+
+    let mut j = Daemon::start(config_j.clone(), data_j);
+    let (status_j, records_j, optouts_j) = projections(&j);
+    assert_eq!(status_j, status_a);
+    assert_eq!(
+        records_j, records_a,
+        "same records, verdicts, times and labels"
+    );
+    assert_eq!(optouts_j, optouts_a);
+    // The running daemon holds data_dir/state: import is refused, naming the engine.
+    let o = j.cli().args(["import"]).arg(&from_sled).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("in use") && err.contains("stop the daemon") && err.contains("JetStream"),
+        "{err}"
+    );
+    let from_js = dir.path().join("from-jetstream.jsonl");
+    ok(j.cli()
+        .args(["export", "--since", "2000-01-01", "--out"])
+        .arg(&from_js)
+        .output()
+        .unwrap());
+    j.stop();
+    assert_eq!(
+        std::fs::read_to_string(&from_js).unwrap(),
+        std::fs::read_to_string(&from_sled).unwrap(),
+        "the JetStream log exports the very lines it was imported from"
+    );
+
+    // And back into a fresh sled data directory.
+    let data_b = dir.path().join("sled-b");
+    let config_b = dir.path().join("sled-b.toml");
+    std::fs::write(&config_b, config_text(&data_b, "127.0.0.1:0", TWILIO_TOKEN)).unwrap();
+    assert_eq!(import(&config_b, &from_js)["last_seq"], 8);
+    let b = Daemon::start(config_b, data_b);
+    let (status_b, records_b, optouts_b) = projections(&b);
+    assert_eq!(status_b, status_a);
+    assert_eq!(records_b, records_a);
+    assert_eq!(optouts_b, optouts_a);
 }

@@ -199,6 +199,12 @@ pub trait Log: Send + Sync + 'static {
     /// Where consumers keep their state, next to the log so that both survive together.
     fn state(&self) -> std::sync::Arc<dyn crate::state::StateStore>;
 
+    /// Re-appends exported records for [`restore`] (read its docs: only the CLI's `import`
+    /// calls this, on a log it opened itself), numbered in the order given.
+    fn restore_events(&self, events: Vec<Event>) -> Result<Vec<Seq>, LogError> {
+        restore_pipelined(self, events)
+    }
+
     /// The sequence of the first record received at or after `at` (for `rewind --since`);
     /// one past the end if none.
     fn seq_at_or_after(&self, at: crate::event::Micros) -> Result<Seq, LogError> {
@@ -247,9 +253,17 @@ pub trait Log: Send + Sync + 'static {
 /// on a data directory it opened itself, i.e. someone who could already write to the database
 /// files; nothing reachable over the network calls this.
 ///
-/// Appends are pipelined (up to 256 in flight, in order: the single writer keeps queue
-/// order), and the call returns once every record is durable, with their new sequences.
+/// Each engine numbers the records in the order given ([`Log::restore_events`]): an export
+/// of a whole log gets its sequence numbers back. The call returns once every record is
+/// durable, with their new sequences.
 pub fn restore(log: &dyn Log, events: Vec<Event>) -> Result<Vec<Seq>, LogError> {
+    log.restore_events(events)
+}
+
+/// The default [`Log::restore_events`]: appends pipelined (up to 256 in flight). In order
+/// because one writer assigns sequences in queue order (sled); an engine whose concurrent
+/// appends may be numbered in another order overrides the method.
+fn restore_pipelined(log: &(impl Log + ?Sized), events: Vec<Event>) -> Result<Vec<Seq>, LogError> {
     const IN_FLIGHT: usize = 256;
     let mut seqs = Vec::with_capacity(events.len());
     let mut pending = std::collections::VecDeque::with_capacity(IN_FLIGHT);

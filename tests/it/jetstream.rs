@@ -11,59 +11,22 @@ use crate::crash::free_port;
 use crate::edge::{twilio_sms, BASE, TOKEN};
 use crate::util::{self, TestServer};
 
-/// A stream of this test's own, deleted on drop.
-struct Stream {
-    url: String,
-    name: String,
-    subject: String,
-}
+use crate::jetstream_stream::{machine_nats, Stream};
 
-impl Stream {
-    fn on(url: &str) -> Stream {
-        let tag = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
-        Stream {
-            url: url.to_owned(),
-            name: format!("HOOKLOG_IT_{tag}"),
-            subject: format!("hooklog.it.{tag}"),
-        }
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("HOOKLOG_LOG_BACKEND", "jetstream".into()),
-            ("HOOKLOG_LOG_JETSTREAM_NATS_URL", self.url.clone()),
-            ("HOOKLOG_LOG_JETSTREAM_STREAM", self.name.clone()),
-            ("HOOKLOG_LOG_JETSTREAM_SUBJECT", self.subject.clone()),
-            ("HOOKLOG_LOG_JETSTREAM_ACK_TIMEOUT_MS", "500".into()),
-            ("HOOKLOG_TWILIO_AUTH_TOKENS", TOKEN.into()),
-            ("HOOKLOG_SERVER_PUBLIC_URLS", BASE.into()),
-        ]
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            if let Ok(Ok(client)) =
-                tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await
-            {
-                let _ = async_nats::jetstream::new(client).delete_stream(name).await;
-            }
-        });
-    }
-}
-
-fn machine_nats() -> String {
-    std::env::var("HOOKLOG_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+fn env(stream: &Stream) -> Vec<(&'static str, String)> {
+    vec![
+        ("HOOKLOG_LOG_BACKEND", "jetstream".into()),
+        ("HOOKLOG_LOG_JETSTREAM_NATS_URL", stream.url.clone()),
+        ("HOOKLOG_LOG_JETSTREAM_STREAM", stream.name.clone()),
+        ("HOOKLOG_LOG_JETSTREAM_SUBJECT", stream.subject.clone()),
+        ("HOOKLOG_LOG_JETSTREAM_ACK_TIMEOUT_MS", "500".into()),
+        ("HOOKLOG_TWILIO_AUTH_TOKENS", TOKEN.into()),
+        ("HOOKLOG_SERVER_PUBLIC_URLS", BASE.into()),
+    ]
 }
 
 fn start(data: &Path, stream: &Stream) -> TestServer {
-    let env = stream.env();
+    let env = env(stream);
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     TestServer::start(util::config(None, data, &pairs), None)
 }

@@ -14,6 +14,8 @@ mod edge;
 mod fixtures;
 mod hostile;
 mod jetstream;
+#[path = "../jetstream_stream/mod.rs"]
+mod jetstream_stream;
 mod ops;
 mod outbound;
 mod postgres;

@@ -1,12 +1,13 @@
 //! Reading the data directory directly, for when the daemon is stopped.
 //!
-//! The log is opened with [`SledLog::open`] and read only through the [`Log`] trait's read
+//! The log is opened with [`Store::open`] (the engine the configuration names) and read only through the [`Log`] trait's read
 //! methods: no append, no cursor is stored. It is opened on first use and closed by
 //! [`Backend::release`] (and on drop), so `tail --follow` does not keep the daemon from
 //! starting while it waits.
 //!
-//! A directory that holds no log is refused rather than opened: opening would create an
-//! empty database there, which is not what a reader should do.
+//! A directory that holds no log (sled) or no local state (JetStream) is refused rather than
+//! opened: opening would create an empty database there (and a JetStream stream), which is
+//! not what a reader should do.
 //!
 //! Consumer state (dead letters, the suppression list) lives in the same database, in the
 //! trees `consumer/<name>/<tree>`; it is read through the library's own readers
@@ -14,41 +15,39 @@
 //! at are those with a stored cursor: every consumer that ever ran has one. Records carry
 //! their dedup verdict, as the admin API shows them.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use hooklog::admin::api::EventJson;
 use hooklog::consumers::compliance::{self, OptOutEntry};
 use hooklog::consumers::{self, DeadLetter};
 use hooklog::event::{Event, Seq};
-use hooklog::log::sled::{SledLog, SledOptions};
 use hooklog::log::{Log, LogError};
-use hooklog::metrics::Metrics;
 use hooklog::state::StateStore;
 
 use super::{Backend, Item, StatusReply};
+use crate::context::Store;
 
-/// A reader of `<data_dir>/log`.
+/// A reader of the stopped daemon's log: `<data_dir>/log`, or the JetStream stream and
+/// `<data_dir>/state`.
 pub struct Direct {
-    dir: PathBuf,
-    options: SledOptions,
+    store: Store,
     /// What to say when the directory is locked by another process.
     locked_hint: String,
-    log: Option<SledLog>,
+    log: Option<Arc<dyn Log>>,
 }
 
 impl Direct {
-    /// A reader of the sled log in `dir`; nothing is opened yet.
-    pub fn new(dir: PathBuf, options: SledOptions, locked_hint: String) -> Direct {
+    /// A reader of `store`; nothing is opened yet.
+    pub fn new(store: Store, locked_hint: String) -> Direct {
         Direct {
-            dir,
-            options,
+            store,
             locked_hint,
             log: None,
         }
     }
 
-    fn log(&mut self) -> anyhow::Result<&SledLog> {
+    fn log(&mut self) -> anyhow::Result<&Arc<dyn Log>> {
         let log = match self.log.take() {
             Some(log) => log,
             None => self.open()?,
@@ -56,32 +55,23 @@ impl Direct {
         Ok(self.log.insert(log))
     }
 
-    fn open(&self) -> anyhow::Result<SledLog> {
-        let holds_files = std::fs::read_dir(&self.dir)
-            .map(|mut entries| entries.next().is_some())
-            .unwrap_or(false);
-        if !holds_files {
-            anyhow::bail!(
-                "there is no hooklog log in {}: is data_dir the daemon's? (use --config or \
-                 --data-dir)",
-                self.dir.display()
-            );
-        }
-        SledLog::open(&self.dir, &self.options, Metrics::new()).map_err(|e| match e {
+    fn open(&self) -> anyhow::Result<Arc<dyn Log>> {
+        self.store.check_exists()?;
+        self.store.open().map_err(|e| match e {
             LogError::Locked(detail) => anyhow::anyhow!(
                 "cannot open {}: {} ({detail})",
-                self.dir.display(),
+                self.store.location(),
                 self.locked_hint
             ),
             other => anyhow::Error::new(other)
-                .context(format!("cannot open the log in {}", self.dir.display())),
+                .context(format!("cannot open the log in {}", self.store.location())),
         })
     }
 }
 
 impl Backend for Direct {
     fn describe(&self) -> String {
-        format!("{} (read directly)", self.dir.display())
+        format!("{} (read directly)", self.store.location())
     }
 
     fn is_direct(&self) -> bool {
@@ -90,7 +80,7 @@ impl Backend for Direct {
 
     fn status(&mut self) -> anyhow::Result<StatusReply> {
         let log = self.log()?;
-        let mut status = hooklog::admin::status_of(log)?;
+        let mut status = hooklog::admin::status_of(log.as_ref())?;
         // The dead letters are stored; states and last errors live only in the daemon.
         let store = log.state();
         for c in &mut status.consumers {
@@ -147,7 +137,7 @@ impl Backend for Direct {
     fn release(&mut self) -> anyhow::Result<()> {
         if let Some(log) = self.log.take() {
             log.close()
-                .with_context(|| format!("cannot close the log in {}", self.dir.display()))?;
+                .with_context(|| format!("cannot close the log in {}", self.store.location()))?;
         }
         Ok(())
     }

@@ -1,0 +1,73 @@
+//! A JetStream stream of one test's own on a real nats-server, deleted on drop. Shared by the
+//! daemon's integration tests (`tests/it/jetstream.rs`) and hooklog-replay's tests (included
+//! with `#[path]`), so that every test names and cleans up its stream the same way.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The machine's NATS server with JetStream (`nats://127.0.0.1:4222`, or
+/// `HOOKLOG_TEST_NATS_URL`).
+pub fn machine_nats() -> String {
+    std::env::var("HOOKLOG_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A stream name and subject no other test uses (tests of several binaries run at once).
+pub struct Stream {
+    pub url: String,
+    pub name: String,
+    pub subject: String,
+}
+
+impl Stream {
+    pub fn on(url: &str) -> Stream {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let tag = format!(
+            "{:x}{:08x}{}",
+            std::process::id(),
+            nanos,
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        Stream {
+            url: url.to_owned(),
+            name: format!("HOOKLOG_IT_{tag}"),
+            subject: format!("hooklog.it.{tag}"),
+        }
+    }
+
+    /// A stream on the machine's server.
+    pub fn on_machine() -> Stream {
+        Stream::on(&machine_nats())
+    }
+
+    /// The `[log]` section of a configuration file that puts the log in this stream.
+    pub fn toml(&self) -> String {
+        format!(
+            "[log]\nbackend = \"jetstream\"\n[log.jetstream]\nnats_url = \"{}\"\n\
+             stream = \"{}\"\nsubject = \"{}\"\nack_timeout_ms = 500\n",
+            self.url, self.name, self.subject
+        )
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            if let Ok(Ok(client)) =
+                tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await
+            {
+                let _ = async_nats::jetstream::new(client).delete_stream(name).await;
+            }
+        });
+    }
+}
