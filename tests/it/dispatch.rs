@@ -64,7 +64,7 @@ fn rewind(s: &TestServer, body: &str) -> serde_json::Value {
 #[test]
 fn an_inbound_message_wakes_its_agent_once_a_rewind_does_not_and_a_redelivery_does_again() {
     let gateway = FakeServer::start(answer(202, r#"{"ok":true}"#));
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let s = TestServer::start(config_with_dispatch(tmp.path(), &gateway), None);
     let f = Fixture::load(&util::fixtures_dir().join("openphone/legacy_message_received_v4.json"))
         .unwrap();
@@ -183,7 +183,7 @@ fn killing_the_daemon_while_the_gateway_holds_a_call_dispatches_that_event_again
     use crate::common::Reply;
 
     let gateway = FakeServer::start(answer(202, r#"{"ok":true}"#));
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let file = tmp.path().join("hooklog.toml");
     std::fs::write(
         &file,
