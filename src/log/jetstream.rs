@@ -27,6 +27,10 @@
 //!   and never reuses one. Readers stop at the last sequence known to be stored (this
 //!   process's acknowledgements, and the stream's state polled every
 //!   [`LAST_SEQ_POLL`]), so they never ask for a sequence still in flight.
+//! - **State written before an append is durable once the append is acknowledged.** Each
+//!   append flushes the local state database beside its publish and resolves after both, as
+//!   sled's engine does with its one database. The sender relies on it: its ledger entry
+//!   (`attempting(n)`) must outlive a kill once the attempt record is in the log.
 //! - **Consumer state and cursors stay together.** Both are in the local state database, so
 //!   a cursor never describes state that is not there. This is what one replica needs; the
 //!   shared state a second replica would take over is not part of this engine yet.
@@ -467,23 +471,39 @@ impl Log for JetStreamLog {
         let metrics = self.metrics.clone();
         let in_flight = self.in_flight.clone();
         let deadline = self.ack_timeout * 2;
+        let state_db = self.state_db.clone();
         in_flight.fetch_add(1, Ordering::AcqRel);
         self.handle.spawn(async move {
             let started = Instant::now();
-            // A lost acknowledgement is published again with the same id: the stream stores
-            // it once and answers with the first copy's sequence.
-            let mut result = publish_once(&js, &subject, payload.clone(), &id).await;
-            while result.is_err() && started.elapsed() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                result = publish_once(&js, &subject, payload.clone(), &id).await;
-            }
-            let result = match result {
-                Ok(ack) => {
+            let publish = async {
+                // A lost acknowledgement is published again with the same id: the stream
+                // stores it once and answers with the first copy's sequence.
+                let mut result = publish_once(&js, &subject, payload.clone(), &id).await;
+                while result.is_err() && started.elapsed() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    result = publish_once(&js, &subject, payload.clone(), &id).await;
+                }
+                result
+            };
+            // State written before this append is made durable before the append is
+            // acknowledged, as on sled (where both are in one database and one flush): the
+            // sender's ledger entry must survive a kill once its attempt record is stored.
+            // Started after the writes and run beside the publish, so it adds no round trip.
+            let (published, flushed) = tokio::join!(publish, state_db.flush_async());
+            let result = match (published, flushed) {
+                (Ok(ack), Ok(_)) => {
                     let seq = Seq(ack.sequence);
                     raise(&last_seq, seq, &metrics);
                     Ok(seq)
                 }
-                Err(e) => {
+                (Ok(ack), Err(e)) => {
+                    // Stored, but what the caller wrote before it may not be: not acknowledged.
+                    raise(&last_seq, Seq(ack.sequence), &metrics);
+                    metrics.append_failures.inc();
+                    tracing::error!(error = %e, "local state database flush failed; answering 503");
+                    Err(sled_err(e))
+                }
+                (Err(e), _) => {
                     metrics.append_failures.inc();
                     tracing::error!(error = %e, "JetStream publish not acknowledged; answering 503");
                     Err(js_err("publish not acknowledged", e))

@@ -5,7 +5,7 @@ use crate::util::{self, TestServer};
 
 #[test]
 fn admin_calls_without_the_right_token_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server_with(dir.path(), &[]);
     for auth in [
         None,
@@ -24,7 +24,7 @@ fn admin_calls_without_the_right_token_are_refused() {
 #[test]
 fn the_generated_admin_token_is_private_and_reused_after_a_restart() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server_with(dir.path(), &[]);
     let path = dir.path().join("admin.token");
     assert_eq!(
@@ -40,7 +40,7 @@ fn the_generated_admin_token_is_private_and_reused_after_a_restart() {
 
 #[test]
 fn a_configured_admin_token_is_used_and_nothing_is_generated() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let mut s = TestServer::start(
         util::config(
             None,
@@ -56,7 +56,7 @@ fn a_configured_admin_token_is_used_and_nothing_is_generated() {
 
 #[test]
 fn events_are_appended_read_by_page_and_fetched_by_sequence() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server_with(dir.path(), &[]);
     let auth = format!("Bearer {}", s.token);
     for n in 0..5 {
@@ -130,7 +130,7 @@ fn events_are_appended_read_by_page_and_fetched_by_sequence() {
 
 #[test]
 fn the_admin_api_refuses_to_forge_webhook_events() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server_with(dir.path(), &[]);
     let auth = format!("Bearer {}", s.token);
     for source in ["twilio", "openphone", "salesmsg", "quo"] {

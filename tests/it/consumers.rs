@@ -124,7 +124,7 @@ fn fixtures_flow_through_dedup_and_compliance_and_a_rewind_to_zero_reproduces_th
 
 #[test]
 fn operator_opt_outs_go_through_the_log_and_show_in_the_list() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = crate::edge::server_with(dir.path(), &[]);
     let auth = format!("Bearer {}", s.token);
     let r = util::request(
@@ -172,8 +172,14 @@ fn operator_opt_outs_go_through_the_log_and_show_in_the_list() {
 
 #[test]
 fn a_corrupt_record_does_not_stop_the_daemon_is_dead_lettered_counted_and_passed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = util::fixture_config(tmp.path());
+    let tmp = crate::engine::tempdir();
+    // The damage is done inside sled's files, so this test is about sled and runs on it in
+    // the JetStream pass too.
+    let config = util::config(
+        Some(&util::fixtures_dir().join("hooklog.toml")),
+        tmp.path(),
+        &[("HOOKLOG_LOG_BACKEND", "sled")],
+    );
     let fixtures = Fixture::load_dir(&util::fixtures_dir()).unwrap();
     let accepted: Vec<&Fixture> = fixtures
         .iter()

@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hooklog::log::sled::{SledLog, SledOptions};
-use hooklog::log::Log;
 use rand::Rng;
 
 use crate::edge::{twilio_sms, BASE, TOKEN};
@@ -32,12 +30,18 @@ fn spawn_daemon(data_dir: &Path, ports: &mut (u16, u16)) -> Daemon {
     spawn_daemon_with(data_dir, ports, &[])
 }
 
-/// [`spawn_daemon`] with more environment (a configuration file, provider URLs).
+/// [`spawn_daemon`] with more environment (a configuration file, provider URLs), on this
+/// run's log engine unless `extra` chooses one.
 pub(crate) fn spawn_daemon_with(
     data_dir: &Path,
     ports: &mut (u16, u16),
     extra: &[(&str, String)],
 ) -> Daemon {
+    let engine = if crate::engine::chooses_engine(extra.iter().map(|(k, _)| k)) {
+        Vec::new()
+    } else {
+        crate::engine::env_for(data_dir)
+    };
     // A port found free can be taken by another test before the daemon binds it; the daemon
     // then exits at once, and we try again on new ports.
     for _attempt in 0..5 {
@@ -52,6 +56,7 @@ pub(crate) fn spawn_daemon_with(
             .env("HOOKLOG_SERVER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
             .env("HOOKLOG_TWILIO_AUTH_TOKENS", TOKEN)
             .env("HOOKLOG_SERVER_PUBLIC_URLS", BASE)
+            .envs(engine.iter().map(|(k, v)| (k, v)))
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -123,13 +128,15 @@ pub(crate) fn load(
         .collect()
 }
 
+/// The Twilio SIDs stored in the (stopped) daemon's log on `data_dir`, read through the
+/// engine it ran on.
 pub(crate) fn stored_sids(data_dir: &Path) -> Vec<String> {
-    let log = SledLog::open(
-        &hooklog::log_dir(data_dir),
-        &SledOptions::default(),
-        hooklog::metrics::Metrics::new(),
-    )
-    .expect("the log reopens after a kill");
+    stored_sids_with(data_dir, &[])
+}
+
+/// [`stored_sids`] for a daemon started with `extra` (e.g. one that chose its engine).
+pub(crate) fn stored_sids_with(data_dir: &Path, extra: &[(&str, &str)]) -> Vec<String> {
+    let log = crate::engine::open_log(data_dir, extra);
     let mut out = Vec::new();
     let mut after = hooklog::event::Seq(0);
     loop {
@@ -150,7 +157,7 @@ pub(crate) fn stored_sids(data_dir: &Path) -> Vec<String> {
 
 #[test]
 fn acked_events_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let mut ports = (free_port(), free_port());
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut rng = rand::thread_rng();
@@ -202,7 +209,7 @@ fn acked_events_survive_kill_9() {
 fn sigterm_drains_in_flight_requests_and_exits_0() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let mut daemon = spawn_daemon(dir.path(), &mut (free_port(), free_port()));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::crash::{free_port, load, spawn_daemon_with, stored_sids, Daemon};
+use crate::crash::{free_port, load, spawn_daemon_with, stored_sids_with, Daemon};
 use crate::edge::twilio_sms;
 use crate::util;
 
@@ -106,12 +106,19 @@ fn sigterm(daemon: &mut Daemon) -> std::process::ExitStatus {
     daemon.child.wait().unwrap()
 }
 
+/// These tests are about sled on a full disk (its reserve, its failed writes), so they run
+/// on sled in the JetStream pass too.
+const SLED: (&str, &str) = ("HOOKLOG_LOG_BACKEND", "sled");
+
 fn start(data: &Path, min_free_mb: u64) -> Daemon {
     let mut ports = (free_port(), free_port());
     spawn_daemon_with(
         data,
         &mut ports,
-        &[("HOOKLOG_LOG_MIN_FREE_MB", min_free_mb.to_string())],
+        &[
+            ("HOOKLOG_LOG_MIN_FREE_MB", min_free_mb.to_string()),
+            (SLED.0, SLED.1.to_owned()),
+        ],
     )
 }
 
@@ -145,7 +152,7 @@ fn a_disk_filled_below_the_reserve_gets_503_and_service_resumes_by_itself_when_s
         "the daemon was never stopped by the full disk"
     );
     assert_eq!(
-        stored_sids(&data),
+        stored_sids_with(&data, &[SLED]),
         ["SMa1", "SMa2", "SMc1", "SMb1", "SMb2"],
         "what was refused was not stored; everything acknowledged was"
     );
@@ -195,7 +202,7 @@ fn a_write_that_fails_on_a_full_disk_stops_the_daemon_and_a_restart_loses_nothin
     assert!(sigterm(&mut daemon).success());
 
     let acked = acked.lock().unwrap().clone();
-    let stored = stored_sids(&data);
+    let stored = stored_sids_with(&data, &[SLED]);
     let stored_set: BTreeSet<&String> = stored.iter().collect();
     let missing: Vec<&String> = acked.iter().filter(|s| !stored_set.contains(s)).collect();
     assert!(

@@ -64,7 +64,7 @@ fn rewind(s: &TestServer, body: &str) -> serde_json::Value {
 #[test]
 fn an_inbound_message_wakes_its_agent_once_a_rewind_does_not_and_a_redelivery_does_again() {
     let gateway = FakeServer::start(answer(202, r#"{"ok":true}"#));
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let s = TestServer::start(config_with_dispatch(tmp.path(), &gateway), None);
     let f = Fixture::load(&util::fixtures_dir().join("openphone/legacy_message_received_v4.json"))
         .unwrap();
@@ -171,7 +171,7 @@ impl Drop for Running {
 /// The real binary on a data directory of its own, dispatching inbound messages to the agent
 /// `acquisitions` at `gateway`; started again on the same directory and ports as needed.
 struct GatewayDaemon {
-    _tmp: tempfile::TempDir,
+    _tmp: crate::engine::TestDir,
     data: std::path::PathBuf,
     env: [(&'static str, String); 1],
     ports: (u16, u16),
@@ -179,7 +179,7 @@ struct GatewayDaemon {
 
 impl GatewayDaemon {
     fn new(gateway: &FakeServer) -> GatewayDaemon {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = crate::engine::tempdir();
         let file = tmp.path().join("hooklog.toml");
         std::fs::write(
             &file,

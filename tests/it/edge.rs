@@ -72,7 +72,7 @@ fn send_owned(
 
 #[test]
 fn a_signed_twilio_message_is_logged_before_the_twiml_ack() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server_with(dir.path(), &[]);
     let (path, headers, body) = twilio_sms("SM1");
     let r = send_owned(&s, &path, &headers, &body);
@@ -100,7 +100,7 @@ fn a_signed_twilio_message_is_logged_before_the_twiml_ack() {
 
 #[test]
 fn a_stored_record_can_be_verified_again_from_what_it_kept() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server_with(dir.path(), &[]);
     let (path, headers, body) = twilio_sms("SM2");
     assert_eq!(send_owned(&s, &path, &headers, &body).status, 200);
@@ -151,7 +151,7 @@ fn a_stored_record_can_be_verified_again_from_what_it_kept() {
 
 #[test]
 fn unauthentic_requests_never_reach_the_log() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server_with(dir.path(), &[]);
     let (path, headers, body) = twilio_sms("SM3");
     assert_eq!(send_owned(&s, &path, &headers, &body).status, 200);
@@ -294,7 +294,7 @@ fn unauthentic_requests_never_reach_the_log() {
 
 #[test]
 fn a_rotated_second_key_is_accepted_for_every_provider() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let new_quo = "whsec_bmV3LXF1by1rZXktYWZ0ZXItcm90YXRpb24tMzJi";
     let s = server_with(
         dir.path(),
@@ -357,7 +357,7 @@ fn a_rotated_second_key_is_accepted_for_every_provider() {
 
 #[test]
 fn the_salesmsg_secret_is_not_stored_in_the_log() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server_with(dir.path(), &[]);
     let r = s.send(
         "POST",
@@ -373,7 +373,7 @@ fn the_salesmsg_secret_is_not_stored_in_the_log() {
 
 #[test]
 fn an_unconfigured_provider_answers_503_so_the_provider_retries() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = TestServer::start(util::config(None, dir.path(), &[]), None);
     for path in ["/sms", "/voice", "/webhook/quo", "/webhook/salesmsg"] {
         let r = s.send("POST", path, &[], b"a=b");
@@ -385,7 +385,7 @@ fn an_unconfigured_provider_answers_503_so_the_provider_retries() {
 
 #[test]
 fn wrong_methods_get_405_and_unknown_paths_404() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server_with(dir.path(), &[]);
     let r = s.send("GET", "/sms", &[], b"");
     assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
@@ -402,7 +402,7 @@ fn wrong_methods_get_405_and_unknown_paths_404() {
 
 #[test]
 fn health_readiness_and_metrics_are_served_on_the_webhook_listener() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server_with(dir.path(), &[]);
     assert_eq!(util::get(s.public, "/healthz"), (200, "ok\n".to_owned()));
     assert_eq!(util::get(s.public, "/readyz"), (200, "ready\n".to_owned()));
@@ -422,7 +422,7 @@ fn health_readiness_and_metrics_are_served_on_the_webhook_listener() {
 
 #[test]
 fn oversized_bodies_get_413_without_being_read_whole() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server_with(dir.path(), &[("HOOKLOG_SERVER_MAX_BODY_BYTES", "4096")]);
     let (_, headers, _) = twilio_sms("SM5");
 
@@ -519,7 +519,7 @@ impl Log for BrokenLog {
 
 #[test]
 fn an_append_that_fails_answers_503_and_acknowledges_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let cfg = util::config(
         None,
         dir.path(),
@@ -610,13 +610,16 @@ impl Log for FillableLog {
 
 #[test]
 fn a_full_disk_answers_503_acknowledges_nothing_and_service_resumes_when_space_returns() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
+    // The log is sled under a fake full disk, whatever the run's engine: say so in the
+    // configuration too.
     let cfg = util::config(
         None,
         dir.path(),
         &[
             ("HOOKLOG_TWILIO_AUTH_TOKENS", TOKEN),
             ("HOOKLOG_SERVER_PUBLIC_URLS", BASE),
+            ("HOOKLOG_LOG_BACKEND", "sled"),
         ],
     );
     let sled = hooklog::log::sled::SledLog::open(
@@ -677,7 +680,7 @@ fn a_full_disk_answers_503_acknowledges_nothing_and_service_resumes_when_space_r
 
 #[test]
 fn voice_routes_answer_with_the_configured_twiml() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server_with(
         dir.path(),
         &[
@@ -711,7 +714,7 @@ fn voice_routes_answer_with_the_configured_twiml() {
 
 #[test]
 fn concurrent_webhooks_get_distinct_contiguous_sequences() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = Arc::new(server_with(dir.path(), &[]));
     let threads: Vec<_> = (0..8)
         .map(|t| {

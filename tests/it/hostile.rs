@@ -105,7 +105,7 @@ fn metric(s: &TestServer, line_start: &str) -> Option<u64> {
 
 #[test]
 fn slow_clients_are_disconnected_by_the_header_read_timeout_while_others_are_served() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server(dir.path());
 
     // Twenty connections that never send a byte.
@@ -173,7 +173,7 @@ fn slow_clients_are_disconnected_by_the_header_read_timeout_while_others_are_ser
 
 #[test]
 fn a_body_shorter_than_its_content_length_gets_408_and_the_connection_is_closed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server(dir.path());
     let (_, headers, body) = edge::twilio_sms("SMshort");
 
@@ -214,7 +214,7 @@ fn a_body_shorter_than_its_content_length_gets_408_and_the_connection_is_closed(
 
 #[test]
 fn a_body_longer_than_its_content_length_is_cut_at_the_declared_length() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server(dir.path());
     let (_, headers, body) = edge::twilio_sms("SMlong");
 
@@ -250,7 +250,7 @@ fn a_body_longer_than_its_content_length_is_cut_at_the_declared_length() {
 
 #[test]
 fn a_head_over_max_header_bytes_gets_431_and_one_under_it_is_served() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     // Default limit: 32 KiB.
     let s = server(dir.path());
     let (_, headers, body) = edge::twilio_sms("SMbig");
@@ -286,7 +286,7 @@ fn a_head_over_max_header_bytes_gets_431_and_one_under_it_is_served() {
 
 #[test]
 fn more_than_a_hundred_headers_get_431() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server(dir.path());
     let (_, mut headers, body) = edge::twilio_sms("SMmany");
     headers.extend((0..150).map(|i| (format!("X-Pad-{i}"), "v".to_owned())));
@@ -302,7 +302,7 @@ fn more_than_a_hundred_headers_get_431() {
 
 #[test]
 fn invalid_utf8_in_body_headers_and_path_is_answered_and_never_crashes_the_server() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server(dir.path());
     let key = HmacKey::from_quo_secret(QUO_KEY).unwrap();
     let ts = (util::now() * 1000).to_string();
@@ -379,7 +379,7 @@ fn invalid_utf8_in_body_headers_and_path_is_answered_and_never_crashes_the_serve
 
 #[test]
 fn thousands_of_twilio_form_fields_are_verified_quickly_and_a_tampered_one_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server(dir.path());
     let mut form = form_urlencoded::Serializer::new(String::new());
     form.append_pair("MessageSid", "SMform");
@@ -417,7 +417,7 @@ fn thousands_of_twilio_form_fields_are_verified_quickly_and_a_tampered_one_is_re
 
 #[test]
 fn a_replayed_signed_quo_request_is_acknowledged_stored_and_flagged_duplicate() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let cfg = util::config(
         Some(&util::fixtures_dir().join("hooklog.toml")),
         dir.path(),
@@ -461,7 +461,7 @@ fn a_replayed_signed_quo_request_is_acknowledged_stored_and_flagged_duplicate() 
 
 #[test]
 fn quo_timestamps_in_ms_and_s_are_accepted_inside_the_window_and_refused_outside() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server(dir.path());
     let key = HmacKey::from_quo_secret(QUO_KEY).unwrap();
     // Default tolerance: 300 s. 3 s of margin covers the clock ticking during the test.
@@ -507,7 +507,7 @@ fn quo_timestamps_in_ms_and_s_are_accepted_inside_the_window_and_refused_outside
 
 #[test]
 fn http_1_0_requests_are_answered_and_the_connection_is_closed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server(dir.path());
     let (_, headers, body) = edge::twilio_sms("SMold");
     let mut c = connect(&s);
@@ -536,7 +536,7 @@ fn http_1_0_requests_are_answered_and_the_connection_is_closed() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order_on_one_connection() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server(dir.path());
     let mut all = Vec::new();
     for sid in ["SMp1", "SMp2", "SMp3"] {
@@ -573,7 +573,7 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
 
 #[test]
 fn a_flood_of_bad_signatures_is_rejected_cheaply_counted_and_never_logged() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server(dir.path());
     let (path, headers, body) = edge::twilio_sms("SMflood");
     let h: Vec<(&str, &str)> = headers
@@ -667,7 +667,7 @@ fn a_flood_of_bad_signatures_is_rejected_cheaply_counted_and_never_logged() {
 
 #[test]
 fn a_client_that_stops_reading_its_answers_is_disconnected_by_the_idle_timeout() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server(dir.path());
     let (_, metrics) = util::get(s.public, "/metrics");
     // Enough pipelined answers to fill both socket buffers many times over, so the server's
@@ -701,7 +701,7 @@ fn a_client_that_stops_reading_its_answers_is_disconnected_by_the_idle_timeout()
 
 #[test]
 fn http_2_with_prior_knowledge_is_refused_so_the_http_1_limits_cannot_be_bypassed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = server(dir.path());
     let mut c = connect(&s);
     // The HTTP/2 connection preface and an empty SETTINGS frame.

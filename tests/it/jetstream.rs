@@ -63,7 +63,7 @@ fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
 #[test]
 fn on_jetstream_webhooks_are_acknowledged_deduplicated_and_kept_across_a_restart() {
     let stream = Stream::on(&machine_nats());
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = start(dir.path(), &stream);
     for sid in ["SMj1", "SMj2", "SMj1"] {
         assert_eq!(send(s.public, sid), 200);
@@ -156,10 +156,10 @@ impl Drop for PrivateNats {
 
 #[test]
 fn while_nats_is_down_webhooks_get_503_never_2xx_and_service_resumes_when_it_returns() {
-    let store = tempfile::tempdir().unwrap();
+    let store = crate::engine::tempdir();
     let mut nats = PrivateNats::start(store.path());
     let stream = Stream::on(&nats.url());
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = start(dir.path(), &stream);
 
     let mut acked = Vec::new();

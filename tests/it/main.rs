@@ -11,6 +11,7 @@ mod crash;
 mod diskfull;
 mod dispatch;
 mod edge;
+mod engine;
 mod fixtures;
 mod hostile;
 mod jetstream;

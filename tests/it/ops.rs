@@ -64,7 +64,7 @@ fn which_config(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>
 
 #[test]
 fn the_config_file_is_the_flag_else_hooklog_config_else_hooklog_toml_in_the_working_directory() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let cwd = tmp.path().join("cwd");
     std::fs::create_dir(&cwd).unwrap();
     let flag = tmp.path().join("flag.toml");
@@ -126,7 +126,7 @@ fn the_config_file_is_the_flag_else_hooklog_config_else_hooklog_toml_in_the_work
 
 #[test]
 fn check_config_exits_1_naming_the_bad_key_and_0_on_a_valid_config() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let file = tmp.path().join("hooklog.toml");
     let cases = [
         ("[server]\nmax_body_bytes = 0\n", "`server.max_body_bytes`"),
@@ -198,7 +198,7 @@ fn signal(daemon: &Daemon, sig: Signal) {
 
 #[test]
 fn sigint_drains_in_flight_requests_and_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let mut daemon = spawn_daemon_with(dir.path(), &mut (free_port(), free_port()), &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -242,7 +242,7 @@ fn refused(addr: SocketAddr) -> bool {
 
 #[test]
 fn a_request_still_open_after_the_grace_period_is_cut_off_and_the_daemon_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let mut daemon = spawn_daemon_with(dir.path(), &mut (free_port(), free_port()), &patient("1"));
     // A signed webhook whose body stops half-way: the handler waits for the rest.
     let (path, headers, body) = crate::edge::twilio_sms("SMheld");
@@ -304,7 +304,7 @@ fn finish(mut conn: TcpStream) -> String {
 
 #[test]
 fn readyz_answers_503_once_shutdown_has_begun() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let mut daemon = spawn_daemon_with(dir.path(), &mut (free_port(), free_port()), &patient("10"));
     // The same half-sent probe is answered 200 while running: the probe itself works.
     let running = half_readyz(daemon.public);
@@ -364,7 +364,7 @@ fn unblocking_a_line_the_provider_blocked_needs_the_token_and_lets_its_messages_
         400,
         r#"{"message":"A2P registration is not approved for this number","code":"0400400"}"#,
     )]);
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let base = format!("http://{}", quo.addr);
     let env = [
         ("HOOKLOG_OPENPHONE_API_KEY", "quo-test-key"),
@@ -459,7 +459,7 @@ fn metric_until(s: &TestServer, sample: &str, want: i64) {
 
 #[test]
 fn each_outbound_decision_is_counted_under_its_verdict() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     // Noon in New York: open there, 06:00 in Hawaii (808), a pending 10DLC line refused.
     let s = TestServer::start(outbound_config(tmp.path(), "", &[]), None);
     let allow = r#"hooklog_outbound_decisions_total{verdict="allow"}"#;
@@ -488,7 +488,7 @@ fn each_outbound_decision_is_counted_under_its_verdict() {
 
 #[test]
 fn a_paused_consumers_lag_counts_the_records_it_has_not_handled_and_returns_to_0_on_resume() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let s = crate::edge::server_with(tmp.path(), &[]);
     let lag = r#"hooklog_consumer_lag{consumer="dedup"}"#;
     let send = |sid: &str| {

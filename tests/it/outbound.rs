@@ -60,7 +60,7 @@ fn decided(v: &serde_json::Value) -> bool {
 
 #[test]
 fn a_request_without_a_line_is_refused_with_400_and_nothing_is_logged() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let s = TestServer::start(outbound_config(tmp.path(), "", &[]), None);
     let before = s.status().log.last_seq;
     for body in [
@@ -102,7 +102,7 @@ fn a_request_without_a_line_is_refused_with_400_and_nothing_is_logged() {
 
 #[test]
 fn a_request_is_accepted_decided_by_the_gates_and_readable_with_its_history() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let s = TestServer::start(outbound_config(tmp.path(), "", &[]), None);
     let (code, v) = post(
         &s,
@@ -144,7 +144,7 @@ fn a_request_is_accepted_decided_by_the_gates_and_readable_with_its_history() {
 
 #[test]
 fn the_same_idempotency_key_never_creates_a_second_message() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let s = TestServer::start(outbound_config(tmp.path(), "", &[]), None);
     let body = serde_json::json!({
         "from": "quo-main", "to": "+12125550100", "content": BODY, "idempotencyKey": "lead-42-day-1"
@@ -184,7 +184,7 @@ fn the_same_idempotency_key_never_creates_a_second_message() {
 
 #[test]
 fn an_opted_out_recipient_is_refused_on_every_line_with_the_reason() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let s = TestServer::start(outbound_config(tmp.path(), "", &[]), None);
     let (code, _) = s.admin_send(
         "POST",
@@ -242,7 +242,7 @@ fn repeated_kill_9_while_agents_request_and_the_sender_sends_loses_no_request_an
     use std::time::{Duration, Instant};
 
     let quo = FakeServer::start(answer(202, r#"{"data":{"id":"AC0001","status":"queued"}}"#));
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let file = tmp.path().join("hooklog.toml");
     std::fs::write(&file, LINES).unwrap();
     let data = tmp.path().join("data");
@@ -358,7 +358,7 @@ fn killing_the_daemon_between_a_send_attempt_and_its_result_leaves_the_message_u
 
     // Quo takes the request and never answers: the daemon is killed while it waits.
     let quo = FakeServer::start(Reply::Stall(Duration::from_secs(60)));
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let file = tmp.path().join("hooklog.toml");
     std::fs::write(&file, LINES).unwrap();
     let data = tmp.path().join("data");
@@ -450,7 +450,7 @@ fn an_outbound_request_is_gated_sent_once_and_visible_through_the_api_and_in_pos
 
     let quo = FakeServer::start(answer(202, r#"{"data":{"id":"AC0001","status":"queued"}}"#));
     let db = crate::postgres::Db::new();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let pg = db.env(&crate::postgres::base_url());
     let mut env: Vec<(&str, &str)> = pg.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let base = format!("http://{}", quo.addr);
@@ -561,7 +561,7 @@ fn a_twilio_line_keeps_to_one_message_a_second_and_a_429_storm_stops_after_three
         201,
         r#"{"sid":"SM00000000000000000000000000000001","status":"queued"}"#,
     ));
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let s = twilio_server(tmp.path(), &twilio);
     let mut ids = Vec::new();
     for i in 0..4 {
@@ -613,7 +613,7 @@ fn twilio_21610_records_an_opt_out_that_refuses_the_next_message_on_every_line()
         400,
         r#"{"code":21610,"message":"Attempt to send to unsubscribed recipient","status":400}"#,
     ));
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::engine::tempdir();
     let s = twilio_server(tmp.path(), &twilio);
     let (_, v) = post(
         &s,

@@ -206,7 +206,7 @@ fn send_all(s: &TestServer) -> Vec<(String, u64)> {
 #[test]
 fn every_fixture_lands_in_the_right_tables_with_the_right_columns() {
     let db = Db::new();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     // TLS as Supabase needs it: the local server has a certificate.
     let s = fixture_server(&db, &url_via(None, "sslmode=require"), dir.path(), &[]);
     let sent = send_all(&s);
@@ -442,7 +442,7 @@ fn every_fixture_lands_in_the_right_tables_with_the_right_columns() {
 #[test]
 fn a_rewind_to_zero_leaves_every_table_identical() {
     let db = Db::new();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     // Records of the outbound path first (no route writes them yet): messages, dispatch
     // results, line changes.
     outbound::logged(dir.path(), &outbound::sample());
@@ -522,7 +522,7 @@ fn status_updates_and_attachments_converge_whatever_the_arrival_order() {
     ];
     let run = |names: Vec<&str>| {
         let db = Db::new();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::engine::tempdir();
         let s = fixture_server(&db, &base_url(), dir.path(), &[]);
         for n in names {
             assert_eq!(s.send_fixture(&fixtures[n]).status, 200, "{n}");
@@ -736,7 +736,7 @@ fn a_postgres_outage_stalls_the_sink_raises_an_alert_and_it_catches_up_with_noth
     let db = Db::new();
     let proxy = Proxy::start(pg_addr(), false);
     let discord = FakeDiscord::start();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = sms_server(
         &db,
         &url_via(Some(proxy.addr), "sslmode=disable"),
@@ -822,7 +822,7 @@ fn the_sink_sends_no_named_prepared_statements_so_a_transaction_pooler_works() {
     });
     assert_eq!(proxy.named.load(Ordering::SeqCst), 1);
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = fixture_server(&db, &url, dir.path(), &[]);
     send_all(&s);
     synced(&s, &db);
@@ -910,6 +910,7 @@ fn spawn_daemon(dir: &Path, db: &Db) -> Daemon {
         for (k, v) in db.env(&base_url()) {
             cmd.env(k, v);
         }
+        cmd.envs(crate::engine::env_for(dir));
         let mut child = cmd.spawn().expect("the hooklog binary starts");
         let public = SocketAddr::from(([127, 0, 0, 1], public));
         let admin = SocketAddr::from(([127, 0, 0, 1], admin));
@@ -948,7 +949,7 @@ fn daemon_status(d: &Daemon, dir: &Path) -> hooklog::admin::api::Status {
 #[test]
 fn killing_the_daemon_mid_batch_loses_and_doubles_nothing() {
     let db = Db::new();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut rng = rand::thread_rng();
     let mut commits_seen_at_kill = Vec::new();
@@ -1019,13 +1020,7 @@ fn killing_the_daemon_mid_batch_loses_and_doubles_nothing() {
 
 /// Sets the log's own cursor of the sink while the daemon is stopped.
 fn set_log_cursor(dir: &Path, seq: u64) {
-    use hooklog::log::Log;
-    let log = hooklog::log::sled::SledLog::open(
-        &hooklog::log_dir(dir),
-        &hooklog::log::sled::SledOptions::default(),
-        hooklog::metrics::Metrics::new(),
-    )
-    .unwrap();
+    let log = crate::engine::open_log(dir, &[]);
     log.store_cursor("postgres", hooklog::event::Seq(seq))
         .unwrap();
     log.close().unwrap();
@@ -1043,7 +1038,7 @@ fn processed_by_sink(s: &TestServer) -> u64 {
 #[test]
 fn the_cursor_committed_in_postgres_wins_over_the_one_in_the_log() {
     let db = Db::new();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let start = || sms_server(&db, &base_url(), dir.path(), &[]);
     let s = start();
     for i in 0..30 {
@@ -1222,7 +1217,7 @@ fn a_record_postgres_refuses_is_isolated_and_the_records_before_it_are_committed
 #[test]
 fn under_the_driver_a_refused_record_is_dead_lettered_and_the_sink_goes_on() {
     let db = Db::new();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = sms_server(&db, &base_url(), dir.path(), &[]);
     assert_eq!(send_sms(&s, "SMd0"), 200);
     synced(&s, &db);
@@ -1312,7 +1307,7 @@ fn hooklog_migrate_applies_the_schema_once_and_records_it() {
 #[test]
 fn a_graceful_stop_commits_the_batch_in_flight() {
     let db = Db::new();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::engine::tempdir();
     let s = sms_server(
         &db,
         &base_url(),
@@ -1348,14 +1343,9 @@ fn a_graceful_stop_commits_the_batch_in_flight() {
     stopping.join().unwrap().unwrap();
 
     // Everything the driver counted as handed over is committed in Postgres.
-    let log = hooklog::log::sled::SledLog::open(
-        &hooklog::log_dir(dir.path()),
-        &hooklog::log::sled::SledOptions::default(),
-        hooklog::metrics::Metrics::new(),
-    )
-    .unwrap();
-    let handed = hooklog::log::Log::cursor(&log, "postgres").unwrap().0;
-    hooklog::log::Log::close(&log).unwrap();
+    let log = crate::engine::open_log(dir.path(), &[]);
+    let handed = log.cursor("postgres").unwrap().0;
+    log.close().unwrap();
     assert!(handed > 1, "the sink got past the first record: {handed}");
     assert_eq!(
         db.cursor(),
@@ -1374,7 +1364,6 @@ mod outbound {
     use hooklog::consumers::Consumer;
     use hooklog::event::{Event, Micros, Seq};
     use hooklog::gates::{Provider, Reason, ReasonCode};
-    use hooklog::log::Log;
     use hooklog::outbound::{
         self, Change, DispatchResult, GateDecision, LineChange, Message, MessageId, MessageRequest,
         OutboundRecord, SendAttempt, SendResult, SendStatus, Verdict,
@@ -1384,12 +1373,7 @@ mod outbound {
 
     /// The records appended to a real log in a fresh directory, read back as the sink gets them.
     pub(super) fn logged(dir: &Path, records: &[OutboundRecord]) -> Vec<Event> {
-        let log = hooklog::log::sled::SledLog::open(
-            &hooklog::log_dir(dir),
-            &hooklog::log::sled::SledOptions::default(),
-            hooklog::metrics::Metrics::new(),
-        )
-        .unwrap();
+        let log = crate::engine::open_log(dir, &[]);
         for (i, r) in records.iter().enumerate() {
             log.append(r.to_verified(Micros(1_776_000_000_000_000 + i as i64)))
                 .wait_blocking()
@@ -1514,7 +1498,7 @@ mod outbound {
     #[test]
     fn a_sent_message_is_one_row_equal_to_the_fold_that_a_replay_or_a_rewind_leaves_identical() {
         let db = Db::new();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::engine::tempdir();
         let at = "2026-11-30T12:00:01Z";
         let events = logged(
             dir.path(),
@@ -1597,7 +1581,7 @@ mod outbound {
     #[test]
     fn a_held_message_allowed_later_can_end_unknown_and_a_refused_one_keeps_its_reasons() {
         let db = Db::new();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::engine::tempdir();
         let events = logged(
             dir.path(),
             &[
@@ -1741,7 +1725,7 @@ mod outbound {
     #[test]
     fn dispatch_results_land_in_agent_dispatches_once_even_when_the_batch_is_applied_twice() {
         let db = Db::new();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::engine::tempdir();
         let events = logged(
             dir.path(),
             &[

@@ -21,9 +21,14 @@ pub fn fixtures_dir() -> PathBuf {
 }
 
 /// A config from the fixture TOML (or none) plus env-style overrides, with a fresh data dir
-/// and ephemeral ports.
+/// and ephemeral ports, on this run's log engine ([`crate::engine`]) unless `extra` chooses one.
 pub fn config(file: Option<&Path>, data_dir: &Path, extra: &[(&str, &str)]) -> Config {
-    let mut env = vec![
+    let mut env = if crate::engine::chooses_engine(extra.iter().map(|(k, _)| k)) {
+        Vec::new()
+    } else {
+        crate::engine::env_for(data_dir)
+    };
+    env.extend([
         (
             "HOOKLOG_DATA_DIR".to_owned(),
             data_dir.display().to_string(),
@@ -33,7 +38,7 @@ pub fn config(file: Option<&Path>, data_dir: &Path, extra: &[(&str, &str)]) -> C
             "HOOKLOG_SERVER_ADMIN_LISTEN".to_owned(),
             "127.0.0.1:0".to_owned(),
         ),
-    ];
+    ]);
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::load_from(file, env)
         .expect("test config is valid")
@@ -57,20 +62,20 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), RunError>>>,
-    _tmp: Option<tempfile::TempDir>,
+    _tmp: Option<crate::engine::TestDir>,
 }
 
 impl TestServer {
     /// Starts the fixture configuration on a fresh data directory.
     pub fn start_fixtures() -> TestServer {
-        let tmp = tempfile::tempdir().expect("tempdir");
+        let tmp = crate::engine::tempdir();
         let cfg = fixture_config(tmp.path());
         let mut s = TestServer::start(cfg, None);
         s._tmp = Some(tmp);
         s
     }
 
-    /// Starts `config` (with its own sled log, or `log` if given).
+    /// Starts `config` (with the log its `[log] backend` names, or `log` if given).
     pub fn start(config: Config, log: Option<Arc<dyn Log>>) -> TestServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
