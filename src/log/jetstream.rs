@@ -28,9 +28,12 @@
 //!   process's acknowledgements, and the stream's state polled every
 //!   [`LAST_SEQ_POLL`]), so they never ask for a sequence still in flight.
 //! - **State written before an append is durable once the append is acknowledged.** Each
-//!   append flushes the local state database beside its publish and resolves after both, as
-//!   sled's engine does with its one database. The sender relies on it: its ledger entry
-//!   (`attempting(n)`) must outlive a kill once the attempt record is in the log.
+//!   append asks the state flusher for a flush that starts after the append was made, runs it
+//!   beside its publish and resolves after both, as sled's engine does with its one database.
+//!   The sender relies on it: its ledger entry (`attempting(n)`) must outlive a kill once the
+//!   attempt record is in the log. One flusher thread serves every waiting append with one
+//!   flush (group commit); sled's `flush_async`, called by thousands of appends at once, was
+//!   seen to never complete.
 //! - **Consumer state and cursors stay together.** Both are in the local state database, so
 //!   a cursor never describes state that is not there. This is what one replica needs; the
 //!   shared state a second replica would take over is not part of this engine yet.
@@ -140,6 +143,7 @@ pub struct JetStreamLog {
     last_seq: watch::Sender<Seq>,
     last_seq_rx: watch::Receiver<Seq>,
     state_db: sled::Db,
+    flusher: StateFlusher,
     cursors: super::sled::CursorTree,
     state: crate::state::SledState,
     metrics: Metrics,
@@ -209,6 +213,7 @@ impl JetStreamLog {
             in_flight: Arc::new(AtomicUsize::new(0)),
             last_seq,
             last_seq_rx,
+            flusher: StateFlusher::start(state_db.clone())?,
             state_db,
             cursors,
             state,
@@ -268,6 +273,64 @@ fn open_state_db(state_dir: &Path, cache_capacity: u64) -> Result<sled::Db, LogE
             }
             other => return other,
         }
+    }
+}
+
+/// One thread that flushes the local state database for every append waiting on it: each
+/// flush starts after the requests it answers were made, so it covers every state write made
+/// before them.
+/// Where an append waits for its flush.
+type FlushWaiter = tokio::sync::oneshot::Sender<Result<(), LogError>>;
+
+#[derive(Clone)]
+struct StateFlusher {
+    tx: Arc<Mutex<Option<crossbeam_channel::Sender<FlushWaiter>>>>,
+}
+
+impl StateFlusher {
+    fn start(db: sled::Db) -> Result<StateFlusher, LogError> {
+        let (tx, rx) =
+            crossbeam_channel::unbounded::<tokio::sync::oneshot::Sender<Result<(), LogError>>>();
+        std::thread::Builder::new()
+            .name("hooklog-state-flush".into())
+            .spawn(move || {
+                // Ends when every sender is gone (`stop`, or the log dropped).
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(rx.try_iter());
+                    let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                    for w in waiting {
+                        let _ =
+                            w.send(result.clone().map_err(|e| {
+                                LogError::Storage(format!("local state database: {e}"))
+                            }));
+                    }
+                }
+            })
+            .map_err(|e| LogError::Storage(format!("cannot start the state flusher: {e}")))?;
+        Ok(StateFlusher {
+            tx: Arc::new(Mutex::new(Some(tx))),
+        })
+    }
+
+    /// Resolves once a flush that started after this call has finished.
+    async fn flush(&self) -> Result<(), LogError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let sent = match self.tx.lock() {
+            Ok(g) => g.as_ref().map(|tx| tx.send(done).is_ok()),
+            Err(p) => p.into_inner().as_ref().map(|tx| tx.send(done).is_ok()),
+        };
+        if sent != Some(true) {
+            return Err(LogError::WriterStopped);
+        }
+        wait.await.unwrap_or(Err(LogError::WriterStopped))
+    }
+
+    fn stop(&self) {
+        match self.tx.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
     }
 }
 
@@ -471,7 +534,7 @@ impl Log for JetStreamLog {
         let metrics = self.metrics.clone();
         let in_flight = self.in_flight.clone();
         let deadline = self.ack_timeout * 2;
-        let state_db = self.state_db.clone();
+        let flusher = self.flusher.clone();
         in_flight.fetch_add(1, Ordering::AcqRel);
         self.handle.spawn(async move {
             let started = Instant::now();
@@ -489,7 +552,7 @@ impl Log for JetStreamLog {
             // acknowledged, as on sled (where both are in one database and one flush): the
             // sender's ledger entry must survive a kill once its attempt record is stored.
             // Started after the writes and run beside the publish, so it adds no round trip.
-            let (published, flushed) = tokio::join!(publish, state_db.flush_async());
+            let (published, flushed) = tokio::join!(publish, flusher.flush());
             let result = match (published, flushed) {
                 (Ok(ack), Ok(_)) => {
                     let seq = Seq(ack.sequence);
@@ -501,7 +564,7 @@ impl Log for JetStreamLog {
                     raise(&last_seq, Seq(ack.sequence), &metrics);
                     metrics.append_failures.inc();
                     tracing::error!(error = %e, "local state database flush failed; answering 503");
-                    Err(sled_err(e))
+                    Err(e)
                 }
                 (Err(e), _) => {
                     metrics.append_failures.inc();
@@ -644,6 +707,7 @@ impl Log for JetStreamLog {
             // Not `drop`: that would panic when close is called from inside another runtime.
             runtime.shutdown_background();
         }
+        self.flusher.stop();
         self.state_db.flush().map_err(sled_err)?;
         Ok(())
     }
@@ -921,6 +985,34 @@ pub(crate) mod tests {
             Err(e) => println!("opened: another error: {e}"),
             Ok(_) => println!("opened: Ok"),
         }
+    }
+
+    #[test]
+    fn thousands_of_appends_in_flight_at_once_all_resolve() {
+        let stream = TestStream::new();
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(open(&stream, dir.path()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let tickets: Vec<_> = (0..5000).map(|n| log.append(verified(n))).collect();
+                let ok = tickets
+                    .into_iter()
+                    .map(|t| t.wait_blocking())
+                    .filter(Result::is_ok)
+                    .count();
+                let _ = tx.send(ok);
+            })
+        };
+        // Each append also waits for a flush of the local state: with sled's flush_async, this
+        // many at once never all completed.
+        let ok = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every append resolved within 60 s");
+        waiter.join().unwrap();
+        assert_eq!(ok, 5000);
+        assert_eq!(log.stats().unwrap().last_seq, 5000);
     }
 
     #[test]
