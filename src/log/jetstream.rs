@@ -1005,8 +1005,9 @@ pub(crate) mod tests {
                 let _ = tx.send(ok);
             })
         };
-        // Each append also waits for a flush of the local state: with sled's flush_async, this
-        // many at once never all completed.
+        // Each append also waits for a flush of the local state. (The stall this guards
+        // against, sled's flush_async per append, showed only under HTTP load with consumers
+        // writing state: `HOOKLOG_LOAD_ENGINES=sled,jetstream cargo bench --bench http_load`.)
         let ok = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("every append resolved within 60 s");
