@@ -196,7 +196,19 @@ fn a_corrupt_record_does_not_stop_the_daemon_is_dead_lettered_counted_and_passed
 
     // The disk (or a bug) damaged record 2 while the daemon was stopped.
     {
-        let db = sled::open(hooklog::log_dir(&config.data_dir)).unwrap();
+        // sled's background threads hold the file lock for a moment after the daemon's
+        // handle is dropped (SledLog::open retries for the same reason).
+        let mut attempts = 0;
+        let db = loop {
+            match sled::open(hooklog::log_dir(&config.data_dir)) {
+                Ok(db) => break db,
+                Err(e) if attempts < 40 && e.to_string().contains("lock") => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("cannot open the stopped daemon's log: {e}"),
+            }
+        };
         let events = db.open_tree("events").unwrap();
         assert!(events.get(2u64.to_be_bytes()).unwrap().is_some());
         events
