@@ -365,6 +365,10 @@ pub struct JetStreamConfig {
     /// Refuse to connect without TLS.
     #[serde(deserialize_with = "de::parsed")]
     pub tls_required: bool,
+    /// The consumers' lease on the stream: another hooklog cannot run consumers on it until
+    /// this long after the holder last renewed it (every third of it).
+    #[serde(deserialize_with = "de::parsed")]
+    pub lease_secs: u64,
 }
 
 impl Default for JetStreamConfig {
@@ -383,6 +387,7 @@ impl Default for JetStreamConfig {
             tls_cert_path: None,
             tls_key_path: None,
             tls_required: false,
+            lease_secs: 15,
         }
     }
 }
@@ -776,6 +781,12 @@ impl Config {
                 return Err(bad(
                     "log.jetstream.creds_path",
                     "set at most one of creds_path, token and nkey_seed".into(),
+                ));
+            }
+            if !(3..=600).contains(&j.lease_secs) {
+                return Err(bad(
+                    "log.jetstream.lease_secs",
+                    format!("{} is outside 3..=600", j.lease_secs),
                 ));
             }
             if j.tls_cert_path.is_some() != j.tls_key_path.is_some() {

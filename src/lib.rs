@@ -182,10 +182,27 @@ pub async fn run(
     prepare_data_dir(&config.data_dir)?;
     let metrics = Metrics::new();
     let (c, m) = (config.clone(), metrics.clone());
-    let log = tokio::task::spawn_blocking(move || open_log(&c, m))
+    let log = tokio::task::spawn_blocking(move || open_daemon_log(&c, m))
         .await
         .map_err(|e| log::LogError::Storage(format!("log open task failed: {e}")))??;
     run_with_log(config, listeners, log, metrics, shutdown).await
+}
+
+/// [`open_log`] for the daemon: on JetStream it also takes the consumers' lease on the
+/// stream, so that no second daemon runs consumers on it ([`log::lease`]).
+pub fn open_daemon_log(config: &Config, metrics: Metrics) -> Result<Arc<dyn Log>, log::LogError> {
+    match config.log.backend {
+        config::LogBackend::Sled => open_log(config, metrics),
+        config::LogBackend::Jetstream => {
+            let log = log::jetstream::JetStreamLog::open(
+                &jetstream_options(config),
+                &state_dir(&config.data_dir),
+                metrics,
+            )?;
+            log.take_consumer_lease(Duration::from_secs(config.log.jetstream.lease_secs))?;
+            Ok(Arc::new(log))
+        }
+    }
 }
 
 /// Opens the engine `[log] backend` names (blocking: call it off the async threads).

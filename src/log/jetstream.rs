@@ -147,6 +147,10 @@ pub struct JetStreamLog {
     cursors: super::sled::CursorTree,
     state: crate::state::SledState,
     metrics: Metrics,
+    /// Set when the consumers' lease is lost (see [`super::lease`]).
+    failed: watch::Sender<Option<String>>,
+    /// The consumers' lease, once taken (released by `close`).
+    lease: Arc<tokio::sync::Mutex<Option<super::lease::Lease>>>,
 }
 
 impl std::fmt::Debug for JetStreamLog {
@@ -218,7 +222,79 @@ impl JetStreamLog {
             cursors,
             state,
             metrics,
+            failed: watch::channel(None).0,
+            lease: Arc::new(tokio::sync::Mutex::new(None)),
         })
+    }
+
+    /// Takes the consumers' lease on the stream ([`super::lease`]) for this data directory's
+    /// replica id, and renews it every third of `ttl` until `close`. A lease held by another
+    /// replica is [`LogError::Incompatible`] naming it; losing the lease later sets
+    /// [`Log::failure`], which stops the daemon.
+    pub fn take_consumer_lease(&self, ttl: Duration) -> Result<(), LogError> {
+        let meta = self.state_db.open_tree("meta").map_err(sled_err)?;
+        let holder = match meta.get(b"replica_id").map_err(sled_err)? {
+            Some(id) => String::from_utf8_lossy(&id).into_owned(),
+            None => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_default();
+                let id = format!("{host}:{:016x}", rand::random::<u64>());
+                meta.insert(b"replica_id", id.as_bytes())
+                    .map_err(sled_err)?;
+                self.state_db.flush().map_err(sled_err)?;
+                id
+            }
+        };
+        let js = self.js.clone();
+        let stream = self.stream.cached_info().config.name.clone();
+        let slot = self.lease.clone();
+        let (who, name) = (holder.clone(), stream.clone());
+        on(&self.handle, async move {
+            let lease = super::lease::Lease::acquire(&js, &name, &who, ttl)
+                .await
+                .map_err(|e| match e {
+                    super::lease::LeaseError::Held { holder, stream } => {
+                        LogError::Incompatible(format!(
+                            "another hooklog ({holder}) runs the consumers of JetStream stream \
+                             {stream}; run one hooklog per stream (replicas are not supported \
+                             yet), or wait up to log.jetstream.lease_secs ({} s) if it was just \
+                             stopped elsewhere",
+                            ttl.as_secs()
+                        ))
+                    }
+                    other => LogError::Storage(other.to_string()),
+                })?;
+            *slot.lock().await = Some(lease);
+            Ok(())
+        })?;
+        tracing::info!(%stream, %holder, lease_secs = ttl.as_secs(), "took the consumers' lease");
+        let (slot, failed, open) = (self.lease.clone(), self.failed.clone(), self.open.clone());
+        self.handle.spawn(async move {
+            let mut last_renewed = Instant::now();
+            while open.load(Ordering::Acquire) {
+                tokio::time::sleep(ttl / 3).await;
+                let mut guard = slot.lock().await;
+                let Some(lease) = guard.as_mut() else { return };
+                match lease.renew().await {
+                    Ok(()) => last_renewed = Instant::now(),
+                    Err(super::lease::LeaseError::Lost(stream)) => {
+                        failed.send_replace(Some(format!(
+                            "the consumers' lease on JetStream stream {stream} was lost \
+                             (another hooklog took it, or NATS was unreachable for longer \
+                             than log.jetstream.lease_secs)"
+                        )));
+                        return;
+                    }
+                    Err(e) => {
+                        // NATS unreachable: keep trying; once the lease time has passed the
+                        // entry has aged out and the next renewal reports it lost.
+                        tracing::warn!(error = %e, since_renewed_secs = last_renewed.elapsed().as_secs(), "cannot renew the consumers' lease");
+                    }
+                }
+            }
+        });
+        Ok(())
     }
 
     /// The last sequence known to be stored: the bound of every read.
@@ -688,8 +764,20 @@ impl Log for JetStreamLog {
             && self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.failed.subscribe()
+    }
+
     fn close(&self) -> Result<(), LogError> {
         self.open.store(false, Ordering::Release);
+        // Released first, so that a successor need not wait for it to expire.
+        let slot = self.lease.clone();
+        let _ = on(&self.handle, async move {
+            if let Some(lease) = slot.lock().await.take() {
+                lease.release().await;
+            }
+            Ok(())
+        });
         // Appends already published get their acknowledgement (or their 503) first.
         let deadline = Instant::now() + self.ack_timeout * 3;
         while self.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
@@ -1014,6 +1102,83 @@ pub(crate) mod tests {
         waiter.join().unwrap();
         assert_eq!(ok, 5000);
         assert_eq!(log.stats().unwrap().last_seq, 5000);
+    }
+
+    #[test]
+    fn only_one_replica_holds_the_consumers_lease_and_a_restart_takes_its_own_back() {
+        let stream = TestStream::new();
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ttl = Duration::from_secs(15);
+        let a = open(&stream, a_dir.path());
+        a.take_consumer_lease(ttl).unwrap();
+        let b = open(&stream, b_dir.path());
+        let err = b.take_consumer_lease(ttl).unwrap_err();
+        assert!(
+            matches!(&err, LogError::Incompatible(m) if m.contains("another hooklog") && m.contains(&stream.options.stream)),
+            "{err}"
+        );
+
+        // `a` is killed: its entry stays behind, not released. The same data directory
+        // (the same replica id) takes it back at once; the other replica still cannot.
+        let holder = String::from_utf8(
+            a.state_db
+                .open_tree("meta")
+                .unwrap()
+                .get(b"replica_id")
+                .unwrap()
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        a.close().unwrap();
+        drop(a);
+        let (js, name) = (b.js.clone(), stream.options.stream.clone());
+        on(&b.handle, async move {
+            let left_behind = crate::log::lease::Lease::acquire(&js, &name, &holder, ttl)
+                .await
+                .map_err(|e| LogError::Storage(e.to_string()))?;
+            drop(left_behind);
+            Ok(())
+        })
+        .unwrap();
+        assert!(b.take_consumer_lease(ttl).is_err());
+        let a = open(&stream, a_dir.path());
+        a.take_consumer_lease(ttl).unwrap();
+
+        // Released on close: the other replica takes it without waiting for expiry.
+        a.close().unwrap();
+        b.take_consumer_lease(ttl).unwrap();
+    }
+
+    #[test]
+    fn a_holder_whose_lease_was_taken_reports_the_log_failed() {
+        let stream = TestStream::new();
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&stream, dir.path());
+        let ttl = Duration::from_secs(3);
+        log.take_consumer_lease(ttl).unwrap();
+        assert_eq!(*log.failure().borrow(), None);
+        // Someone else writes the entry (as a replica would after the lease aged out).
+        let (js, name) = (log.js.clone(), stream.options.stream.clone());
+        on(&log.handle, async move {
+            let store = js
+                .get_key_value(crate::log::lease::BUCKET)
+                .await
+                .map_err(|e| LogError::Storage(e.to_string()))?;
+            store
+                .put(name, bytes::Bytes::from_static(b"intruder"))
+                .await
+                .map_err(|e| LogError::Storage(e.to_string()))?;
+            Ok(())
+        })
+        .unwrap();
+        let mut failure = log.failure();
+        let deadline = Instant::now() + ttl * 2;
+        while failure.borrow_and_update().is_none() {
+            assert!(Instant::now() < deadline, "the lost lease was not noticed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(failure.borrow().as_deref().unwrap().contains("lease"));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! consumer knows which one runs.
 
 pub mod jetstream;
+pub mod lease;
 pub mod retention;
 pub mod sled;
 
