@@ -543,21 +543,15 @@ impl Consumer for Dispatch {
             // On a poison record the earlier ones are applied; the driver records that one.
             self.process(record, &verdicts, window).await?;
         }
-        if let (Some(w), Some(first), Some(last)) = (window, events.first(), events.last()) {
-            let cursor = self
-                .log
-                .cursor(NAME)
-                .map_err(|e| BatchError::Transient(e.to_string()))?;
-            if self
-                .redelivery
-                .finish_batch(w, first.seq, last.seq, cursor)?
-            {
-                tracing::info!(
-                    after = w.after,
-                    through = w.through,
-                    "redelivery window done"
-                );
-            }
+        if let Some(w) = self
+            .redelivery
+            .finish(window, events, self.log.as_ref(), NAME)?
+        {
+            tracing::info!(
+                after = w.after,
+                through = w.through,
+                "redelivery window done"
+            );
         }
         Ok(())
     }

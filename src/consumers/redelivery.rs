@@ -84,6 +84,27 @@ impl Redelivery {
         Ok(Some(window))
     }
 
+    /// After a batch of `events` handled by `consumer`: closes `window` once the consumer's
+    /// own progress (its cursor saved in `log`) has passed its end. Returns the window it
+    /// closed, if any. What sender and dispatch both call at the end of a batch.
+    pub fn finish(
+        &self,
+        window: Option<RedeliveryWindow>,
+        events: &[crate::event::Event],
+        log: &dyn crate::log::Log,
+        consumer: &str,
+    ) -> Result<Option<RedeliveryWindow>, super::BatchError> {
+        let (Some(w), Some(first), Some(last)) = (window, events.first(), events.last()) else {
+            return Ok(None);
+        };
+        let cursor = log
+            .cursor(consumer)
+            .map_err(|e| super::BatchError::Transient(e.to_string()))?;
+        Ok(self
+            .finish_batch(w, first.seq, last.seq, cursor)?
+            .then_some(w))
+    }
+
     /// After a batch `first..=last` handled from `cursor` (the consumer's saved cursor):
     /// closes `window` once the consumer's own progress has passed its end. Returns whether
     /// it closed.

@@ -1017,18 +1017,12 @@ impl Consumer for Sender {
                 self.on_allow(event.seq, &decision).await?;
             }
         }
-        let events = batch.events();
-        if let (Some(w), Some(first), Some(last)) = (self.window, events.first(), events.last()) {
-            let cursor = self
-                .log
-                .cursor(NAME)
-                .map_err(|e| BatchError::Transient(e.to_string()))?;
-            if self
-                .redelivery
-                .finish_batch(w, first.seq, last.seq, cursor)?
-            {
-                self.window = None;
-            }
+        if self
+            .redelivery
+            .finish(self.window, batch.events(), self.log.as_ref(), NAME)?
+            .is_some()
+        {
+            self.window = None;
         }
         Ok(())
     }
