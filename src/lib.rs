@@ -191,33 +191,36 @@ pub async fn run(
 /// [`open_log`] for the daemon: on JetStream it also takes the consumers' lease on the
 /// stream, so that no second daemon runs consumers on it ([`log::lease`]).
 pub fn open_daemon_log(config: &Config, metrics: Metrics) -> Result<Arc<dyn Log>, log::LogError> {
-    match config.log.backend {
-        config::LogBackend::Sled => open_log(config, metrics),
-        config::LogBackend::Jetstream => {
-            let log = log::jetstream::JetStreamLog::open(
-                &jetstream_options(config),
-                &state_dir(&config.data_dir),
-                metrics,
-            )?;
-            log.take_consumer_lease(Duration::from_secs(config.log.jetstream.lease_secs))?;
-            Ok(Arc::new(log))
-        }
-    }
+    open_engine(config, metrics, true)
 }
 
 /// Opens the engine `[log] backend` names (blocking: call it off the async threads).
 pub fn open_log(config: &Config, metrics: Metrics) -> Result<Arc<dyn Log>, log::LogError> {
+    open_engine(config, metrics, false)
+}
+
+fn open_engine(
+    config: &Config,
+    metrics: Metrics,
+    consumers: bool,
+) -> Result<Arc<dyn Log>, log::LogError> {
     Ok(match config.log.backend {
         config::LogBackend::Sled => Arc::new(SledLog::open(
             &log_dir(&config.data_dir),
             &sled_options(config),
             metrics,
         )?),
-        config::LogBackend::Jetstream => Arc::new(log::jetstream::JetStreamLog::open(
-            &jetstream_options(config),
-            &state_dir(&config.data_dir),
-            metrics,
-        )?),
+        config::LogBackend::Jetstream => {
+            let log = log::jetstream::JetStreamLog::open(
+                &jetstream_options(config),
+                &state_dir(&config.data_dir),
+                metrics,
+            )?;
+            if consumers {
+                log.take_consumer_lease(Duration::from_secs(config.log.jetstream.lease_secs))?;
+            }
+            Arc::new(log)
+        }
     })
 }
 
