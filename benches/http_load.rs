@@ -47,6 +47,9 @@
 //! is passed on to the daemon, where it overrides the configuration file as usual (for
 //! experiments such as `HOOKLOG_LOG_CACHE_MB=16`).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
@@ -612,29 +615,7 @@ struct QuoTemplate {
 impl QuoTemplate {
     fn new(addr: SocketAddr, key: HmacKey) -> QuoTemplate {
         let placeholder = "0".repeat(ID_DIGITS);
-        let make = |text: &str| {
-            serde_json::json!({
-                "id": format!("EV{placeholder}"),
-                "object": "event",
-                "apiVersion": "v4",
-                "createdAt": "2025-06-02T16:55:52.557Z",
-                "type": "message.received",
-                "data": {"object": {
-                    "id": "AC24a8b8321c4f4b2e9d1a7c3e5f6a8b9c",
-                    "object": "message",
-                    "from": "+15555550123",
-                    "to": ["+15555550100"],
-                    "direction": "incoming",
-                    "text": text,
-                    "status": "received",
-                    "createdAt": "2025-06-02T16:55:52.420Z",
-                    "userId": "USu5AsEHuQ",
-                    "phoneNumberId": "PNtoDbDhuz",
-                    "contactIds": ["CT8f2a7c1e9b"],
-                }},
-            })
-            .to_string()
-        };
+        let make = |text: &str| support::quo_message_received(&format!("EV{placeholder}"), text);
         const TEXT: &str = "Hi, this is Sam following up about the property on Elm Street. We \
                             can do the walkthrough Thursday at 3pm or Friday morning, whichever \
                             works better for you. ";

@@ -24,6 +24,9 @@
 //! daemon. At the end a summary prints events/s side by side, the ratio to the ceiling and
 //! the mean batch size each writer achieved, read back from criterion's own estimates.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,29 +145,8 @@ fn signed_requests(now: Micros) -> Vec<Signed> {
     let ts_ms = (now.0 / 1000).to_string();
     let ts_secs = now.unix_secs().to_string();
 
-    let legacy_body = padded(|text| {
-        serde_json::json!({
-            "id": "EVc67ec998b35c41d388af50799aeeba3e",
-            "object": "event",
-            "apiVersion": "v4",
-            "createdAt": "2025-06-02T16:55:52.557Z",
-            "type": "message.received",
-            "data": {"object": {
-                "id": "AC24a8b8321c4f4b2e9d1a7c3e5f6a8b9c",
-                "object": "message",
-                "from": "+15555550123",
-                "to": ["+15555550100"],
-                "direction": "incoming",
-                "text": text,
-                "status": "received",
-                "createdAt": "2025-06-02T16:55:52.420Z",
-                "userId": "USu5AsEHuQ",
-                "phoneNumberId": "PNtoDbDhuz",
-                "contactIds": ["CT8f2a7c1e9b"],
-            }},
-        })
-        .to_string()
-    });
+    let legacy_body =
+        padded(|text| support::quo_message_received("EVc67ec998b35c41d388af50799aeeba3e", text));
     let legacy_sig = openphone_legacy::sign(&quo_key, &ts_ms, &legacy_body);
 
     let standard_body = padded(|text| {
