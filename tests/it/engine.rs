@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
 /// The engine of this run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,26 +88,7 @@ fn delete_streams_under(dir: &Path) {
         let keys: Vec<PathBuf> = map.keys().filter(|k| k.starts_with(dir)).cloned().collect();
         keys.iter().filter_map(|k| map.remove(k)).collect()
     };
-    if doomed.is_empty() {
-        return;
-    }
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return;
-    };
-    rt.block_on(async move {
-        for (url, name) in doomed {
-            // Bounded: a test that stopped NATS must not hang in its cleanup.
-            if let Ok(Ok(client)) =
-                tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await
-            {
-                let js = async_nats::jetstream::new(client);
-                let _ = tokio::time::timeout(Duration::from_secs(5), js.delete_stream(name)).await;
-            }
-        }
-    });
+    crate::jetstream_stream::delete_streams(doomed);
 }
 
 /// A temporary directory that also deletes the JetStream streams of the data directories in

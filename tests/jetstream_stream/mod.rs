@@ -57,17 +57,27 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
+        delete_streams(vec![(self.url.clone(), self.name.clone())]);
+    }
+}
+
+/// Deletes each `(nats url, stream name)`. Bounded: a test that stopped NATS must not hang in
+/// its cleanup.
+pub fn delete_streams(doomed: Vec<(String, String)>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async move {
+        for (url, name) in doomed {
             if let Ok(Ok(client)) =
                 tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await
             {
-                let _ = async_nats::jetstream::new(client).delete_stream(name).await;
+                let js = async_nats::jetstream::new(client);
+                let _ = tokio::time::timeout(Duration::from_secs(5), js.delete_stream(name)).await;
             }
-        });
-    }
+        }
+    });
 }
