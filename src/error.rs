@@ -54,6 +54,10 @@ pub enum ApiError {
     /// Not ready to serve (readiness probe) → 503.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// An admin route that needs the consumers' state, asked of a standby replica (another
+    /// replica runs the consumers; its admin API answers) → 503.
+    #[error("this replica is a standby; ask the replica that runs the consumers ({0})")]
+    NotLeader(String),
 }
 
 /// Consumer state (the suppression list, outbound messages) that cannot be read is a storage
@@ -79,7 +83,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady(_) | ApiError::NotLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -98,6 +102,7 @@ impl ApiError {
             ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::Log(_) => "log_error",
             ApiError::NotReady(_) => "not_ready",
+            ApiError::NotLeader(_) => "not_leader",
         }
     }
 

@@ -188,8 +188,9 @@ pub async fn run(
     run_with_log(config, listeners, log, metrics, shutdown).await
 }
 
-/// [`open_log`] for the daemon: on JetStream it also takes the consumers' lease on the
-/// stream, so that no second daemon runs consumers on it ([`log::lease`]).
+/// [`open_log`] for the daemon: on JetStream it also runs for the consumers' lease on the
+/// stream ([`log::lease`]): the replica that holds it runs the consumers, the others serve the
+/// edge as standbys ([`log::Log::leadership`]).
 pub fn open_daemon_log(config: &Config, metrics: Metrics) -> Result<Arc<dyn Log>, log::LogError> {
     open_engine(config, metrics, true)
 }
@@ -217,7 +218,7 @@ fn open_engine(
                 metrics,
             )?;
             if consumers {
-                log.take_consumer_lease(Duration::from_secs(config.log.jetstream.lease_secs))?;
+                log.campaign(Duration::from_secs(config.log.jetstream.lease_secs))?;
             }
             Arc::new(log)
         }
@@ -283,19 +284,48 @@ pub async fn run_with_log(
     let alerter = alerts::Alerter::new(&config.alerts, Some(&metrics));
     let registry = Arc::new(consumers::Registry::default());
     let (consumers_stop, consumers_rx) = watch::channel(false);
-    let consumer_tasks =
-        start_consumers(&config, &log, &metrics, &alerter, &registry, consumers_rx)?;
-    // Retention (and the log size gauges): started after the consumers registered, so a
-    // consumer that has not stored a cursor yet already holds it back.
     let (retention_stop, retention_rx) = watch::channel(false);
-    let retention = tokio::spawn(
-        log::retention::RetentionTask {
-            retention_days: config.log.retention_days,
-            interval: Duration::from_secs(config.log.prune_interval_secs),
-            data_dir: config.data_dir.clone(),
-        }
-        .run(log.clone(), registry.clone(), metrics.clone(), retention_rx),
-    );
+    // The consumers and retention run on the leader only: at once on sled (one process per
+    // log), and on JetStream once this replica holds the consumers' lease ([`log::lease`]).
+    // A standby serves the edge meanwhile.
+    let start_leading = || -> Result<Leading, RunError> {
+        let tasks = start_consumers(
+            &config,
+            &log,
+            &metrics,
+            &alerter,
+            &registry,
+            consumers_rx.clone(),
+        )?;
+        // Retention (and the log size gauges): started after the consumers registered, so a
+        // consumer that has not stored a cursor yet already holds it back.
+        let retention = tokio::spawn(
+            log::retention::RetentionTask {
+                retention_days: config.log.retention_days,
+                interval: Duration::from_secs(config.log.prune_interval_secs),
+                data_dir: config.data_dir.clone(),
+            }
+            .run(
+                log.clone(),
+                registry.clone(),
+                metrics.clone(),
+                retention_rx.clone(),
+            ),
+        );
+        metrics.consumers_leader.set(1);
+        Ok(Leading { tasks, retention })
+    };
+    let mut leadership = log.leadership();
+    let mut leading = None;
+    if *leadership.borrow_and_update() == log::Leadership::Leader {
+        leading = Some(start_leading()?);
+    } else {
+        metrics.consumers_leader.set(0);
+        tracing::info!(
+            "standby: another replica runs the consumers; this one serves the edge and takes \
+             over when that replica's lease expires"
+        );
+    }
 
     let ready = Arc::new(AtomicBool::new(false));
     let edge = Arc::new(edge::Edge::new(
@@ -341,9 +371,22 @@ pub async fn run_with_log(
     ready.store(true, Ordering::Release);
     tracing::info!(data_dir = %config.data_dir.display(), "hooklog is ready");
 
-    let failure = tokio::select! {
-        _ = shutdown => None,
-        failure = log_failure(log.failure()) => Some(failure),
+    tokio::pin!(shutdown);
+    let failure = loop {
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            failure = log_failure(log.failure()) => break Some(failure),
+            changed = leadership.changed(), if leading.is_none() => {
+                if changed.is_err() {
+                    // The engine dropped its side: it can no longer elect this replica.
+                    std::future::pending::<()>().await;
+                }
+                if *leadership.borrow_and_update() == log::Leadership::Leader {
+                    tracing::info!("this replica now holds the consumers' lease: starting the consumers");
+                    leading = Some(start_leading()?);
+                }
+            }
+        }
     };
     if let Some(failure) = &failure {
         tracing::error!(
@@ -380,22 +423,27 @@ pub async fn run_with_log(
         );
         servers.abort_all();
     }
-    // A retention pass in progress is waited for (up to the grace period).
-    let _ = retention_stop.send(true);
-    if tokio::time::timeout(grace, retention).await.is_err() {
-        tracing::warn!("a retention pass is still running after the grace period");
-    }
-    // Consumers finish the batch in hand and save their cursors.
-    let _ = consumers_stop.send(true);
-    let mut consumer_tasks = consumer_tasks;
-    if tokio::time::timeout(grace, async {
-        while consumer_tasks.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
+    if let Some(Leading {
+        tasks: mut consumer_tasks,
+        retention,
+    }) = leading
     {
-        tracing::warn!("consumers still busy after the grace period; stopping them");
-        consumer_tasks.abort_all();
+        // A retention pass in progress is waited for (up to the grace period).
+        let _ = retention_stop.send(true);
+        if tokio::time::timeout(grace, retention).await.is_err() {
+            tracing::warn!("a retention pass is still running after the grace period");
+        }
+        // Consumers finish the batch in hand and save their cursors.
+        let _ = consumers_stop.send(true);
+        if tokio::time::timeout(grace, async {
+            while consumer_tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("consumers still busy after the grace period; stopping them");
+            consumer_tasks.abort_all();
+        }
     }
     alerter.flush(Duration::from_secs(5)).await;
     // Everything acknowledged is already flushed; this commits any append still queued
@@ -411,6 +459,12 @@ pub async fn run_with_log(
     closed?;
     tracing::info!("hooklog stopped");
     Ok(())
+}
+
+/// What runs on the replica that runs the consumers.
+struct Leading {
+    tasks: tokio::task::JoinSet<()>,
+    retention: tokio::task::JoinHandle<()>,
 }
 
 /// Resolves with the reason once the log reports that it failed for good; never resolves for

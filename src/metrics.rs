@@ -25,6 +25,9 @@ pub struct Metrics {
     pub append_failures: prometheus::IntCounter,
     /// The last durable sequence number.
     pub last_seq: IntGauge,
+    /// 1 while this process runs the consumers (always on sled; the holder of the consumers'
+    /// lease on JetStream), 0 on a standby replica that only serves the edge.
+    pub consumers_leader: IntGauge,
     /// Records stored in the log (updated by the retention task every interval).
     pub log_records: IntGauge,
     /// Bytes the log's engine uses on disk (updated by the retention task).
@@ -121,6 +124,11 @@ impl Metrics {
             let last_seq = IntGauge::new(
                 "hooklog_log_last_seq",
                 "Last durable sequence number in the log",
+            )
+            .expect("valid metric");
+            let consumers_leader = IntGauge::new(
+                "hooklog_consumers_leader",
+                "1 while this process runs the consumers, 0 on a standby replica",
             )
             .expect("valid metric");
             let log_records = IntGauge::new(
@@ -255,6 +263,9 @@ impl Metrics {
             registry
                 .register(Box::new(last_seq.clone()))
                 .expect("registered once");
+            registry
+                .register(Box::new(consumers_leader.clone()))
+                .expect("registered once");
             for g in [&log_records, &log_bytes, &log_first_seq, &data_dir_bytes] {
                 registry
                     .register(Box::new(g.clone()))
@@ -271,6 +282,7 @@ impl Metrics {
                 batch_size,
                 append_failures,
                 last_seq,
+                consumers_leader,
                 log_records,
                 log_bytes,
                 log_first_seq,

@@ -36,6 +36,9 @@ fn render(status: &Status, source: &str, direct: bool) -> String {
         ],
     );
     text.push('\n');
+    if let Some(standby) = &status.standby {
+        text.push_str(&format!("standby replica: {standby}\n\n"));
+    }
     if status.consumers.is_empty() {
         text.push_str("no consumer has stored a cursor yet\n");
         return text;
@@ -109,6 +112,7 @@ mod tests {
                     last_error: None,
                 },
             ],
+            standby: None,
         }
     }
 
@@ -135,5 +139,17 @@ mod tests {
             text.ends_with("not consumer states or last errors)\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_standby_replica_says_who_runs_the_consumers() {
+        let mut st = status();
+        st.standby = Some("replica host-b:1 runs the consumers".into());
+        let text = render(&st, "the admin API at http://x", false);
+        assert!(
+            text.contains("standby replica: replica host-b:1 runs the consumers\n"),
+            "{text}"
+        );
+        assert!(!render(&status(), "x", false).contains("standby"));
     }
 }

@@ -14,6 +14,10 @@ pub struct Status {
     pub log: LogStats,
     /// One entry per consumer.
     pub consumers: Vec<ConsumerStatus>,
+    /// On a JetStream replica that does not run the consumers: who does (`standby of replica
+    /// …`). Absent where this process runs them, and when read from a data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<String>,
 }
 
 /// A consumer's state in [`Status`].

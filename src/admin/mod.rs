@@ -151,6 +151,9 @@ impl Admin {
             return Err(ApiError::Unauthorized);
         }
         let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+        if needs_consumers(&parts, &req.method) {
+            self.require_leader()?;
+        }
         match parts.as_slice() {
             ["v1", "messages"] => {
                 method(&req.method, Method::POST)?;
@@ -285,6 +288,19 @@ impl Admin {
         }
     }
 
+    /// A standby's consumer state is not kept up to date (its consumers do not run), so the
+    /// routes that read or change it are refused rather than answered from stale state.
+    fn require_leader(&self) -> Result<(), ApiError> {
+        match &*self.log.leadership().borrow() {
+            crate::log::Leadership::Leader => Ok(()),
+            crate::log::Leadership::Standby { holder } => Err(ApiError::NotLeader(
+                holder
+                    .as_deref()
+                    .map_or("not known yet".to_owned(), |h| format!("replica {h}")),
+            )),
+        }
+    }
+
     async fn consumer_action(
         &self,
         name: &str,
@@ -375,6 +391,12 @@ impl Admin {
     /// The status document: the log, and every consumer (running here or with a stored cursor).
     pub fn status(&self) -> Result<Status, ApiError> {
         let mut status = status_of(self.log.as_ref())?;
+        if let Err(ApiError::NotLeader(holder)) = self.require_leader() {
+            status.standby = Some(format!(
+                "{holder} runs the consumers; the cursors shown are this replica's own, from \
+                 when it last ran them"
+            ));
+        }
         let store = self.log.state();
         for info in self.registry.infos() {
             let dead = consumers::dead_letters(store.as_ref(), &info.name)?.len() as u64;
@@ -446,6 +468,20 @@ impl Admin {
     }
 }
 
+/// Whether a route reads or changes consumer state (the outbound messages, the suppression
+/// list, consumers and their dead letters): only the replica that runs the consumers answers
+/// it. The log itself (status, events, appends, opt-out changes, which are appends) is the
+/// same on every replica.
+fn needs_consumers(parts: &[&str], method: &Method) -> bool {
+    matches!(
+        parts,
+        ["v1", "messages", ..]
+            | ["admin", "lines", ..]
+            | ["admin", "consumers", ..]
+            | ["admin", "dead-letters", ..]
+    ) || (parts == ["admin", "optouts"] && method == Method::GET)
+}
+
 /// The status of a log with the cursors it stores. Used by the daemon and, with the daemon
 /// stopped, by `hooklog-replay` on the data directory directly.
 pub fn status_of(log: &dyn Log) -> Result<Status, crate::log::LogError> {
@@ -465,6 +501,7 @@ pub fn status_of(log: &dyn Log) -> Result<Status, crate::log::LogError> {
     Ok(Status {
         log: stats,
         consumers,
+        standby: None,
     })
 }
 

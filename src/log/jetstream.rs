@@ -6,6 +6,7 @@
 //! | where | what |
 //! |---|---|
 //! | stream `log.jetstream.stream` (default `HOOKLOG`) | one message per record on `log.jetstream.subject`; payload = [`Event::encode`] of the record with sequence 0; header `Nats-Msg-Id` |
+//! | the same stream, subject `<subject>.leader` | the records only the consumers' leader writes ([`Verification::Internal`]: decisions, send attempts and results, dispatch results, and each leader's [`LEADER_ROUTE`] record); headers `Nats-Msg-Id`, `Hooklog-Replica` |
 //! | the stream's sequence | the record's [`Seq`] |
 //! | `<data_dir>/state` (a sled database) | tree `cursors` (consumer name → sequence, `u64` big-endian) and the consumers' state ([`crate::state::SledState`]) |
 //!
@@ -35,8 +36,18 @@
 //!   flush (group commit); sled's `flush_async`, called by thousands of appends at once, was
 //!   seen to never complete.
 //! - **Consumer state and cursors stay together.** Both are in the local state database, so
-//!   a cursor never describes state that is not there. This is what one replica needs; the
-//!   shared state a second replica would take over is not part of this engine yet.
+//!   a cursor never describes state that is not there.
+//! - **One leader writes the leader's records, fenced.** Several replicas may serve the edge of
+//!   one stream; the holder of the consumers' lease ([`super::lease`]) runs the consumers
+//!   ([`JetStreamLog::campaign`]). On taking the lease it publishes a [`LEADER_ROUTE`] record
+//!   on the leader subject, and every record of its consumers after it expects the leader
+//!   subject's last sequence to be its own previous one (`Nats-Expected-Last-Subject-Sequence`).
+//!   A former leader that was paused past the lease time (a stopped VM, a long GC-like stall)
+//!   finds a newer leader's record there: the stream refuses its write and it stops. So every
+//!   effect a new leader must know about (a send attempt is written *before* the call) is in
+//!   the log before the new leader's first record, and nothing of the old leader's comes after.
+//!   A new leader's consumers start from its own local state and learn from the log what the
+//!   previous leader did ([`crate::consumers::Consumer::learn_effects`]).
 //!
 //! # Threads
 //!
@@ -53,8 +64,8 @@ use async_nats::jetstream::{self, message::PublishMessage, stream};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use tokio::sync::watch;
 
-use super::{AppendTicket, Log, LogError, LogStats, PruneReport};
-use crate::event::{Event, Seq, Verified};
+use super::{AppendTicket, Leadership, Log, LogError, LogStats, PruneReport};
+use crate::event::{Event, Micros, Seq, Source, Verification, Verified};
 use crate::metrics::Metrics;
 
 /// How often the last stored sequence is read from the stream, so that appends made by
@@ -66,6 +77,38 @@ const READ_CONCURRENCY: usize = 64;
 
 /// Publishes of one [`Log::restore_events`] whose acknowledgement is not awaited yet.
 const RESTORE_IN_FLIGHT: usize = 256;
+
+/// The route of the record a replica writes when it becomes the consumers' leader (body: JSON
+/// `{"replica", "lease_revision"}`): the fence that makes its predecessor's later writes fail,
+/// and a trace in the log of who ran the consumers from when.
+pub const LEADER_ROUTE: &str = "/internal/leader";
+
+/// The header naming the replica that published a record on the leader subject.
+const REPLICA_HEADER: &str = "Hooklog-Replica";
+
+/// The subject of the records only the consumers' leader writes, beside `subject`.
+pub fn leader_subject(subject: &str) -> String {
+    format!("{subject}.leader")
+}
+
+/// Where this process stands towards the leader subject.
+#[derive(Debug)]
+enum Role {
+    /// Opened by a tool or a test, with no election: every record goes to the main subject.
+    Unelected,
+    /// Campaigning, or deposed: the records only a leader writes are refused.
+    Standby {
+        /// The lease holder, when known.
+        holder: Option<String>,
+    },
+    /// Holds the lease: the leader's records expect the leader subject to end at `last`.
+    Leader {
+        /// This replica's id.
+        replica: String,
+        /// The last sequence on the leader subject, written by this replica.
+        last: u64,
+    },
+}
 
 /// How to reach the server.
 #[derive(Clone, Debug, Default)]
@@ -151,6 +194,13 @@ pub struct JetStreamLog {
     failed: watch::Sender<Option<String>>,
     /// The consumers' lease, once taken (released by `close`).
     lease: Arc<tokio::sync::Mutex<Option<super::lease::Lease>>>,
+    /// `<subject>.leader`.
+    leader_subject: String,
+    /// Guards the leader subject; held across each leader's publish, so they are in order.
+    role: Arc<tokio::sync::Mutex<Role>>,
+    /// Set once [`Self::campaign`] has started: the leader's records take the fenced path.
+    elected: Arc<AtomicBool>,
+    leadership: watch::Sender<Leadership>,
 }
 
 impl std::fmt::Debug for JetStreamLog {
@@ -224,76 +274,136 @@ impl JetStreamLog {
             metrics,
             failed: watch::channel(None).0,
             lease: Arc::new(tokio::sync::Mutex::new(None)),
+            leader_subject: leader_subject(&options.subject),
+            role: Arc::new(tokio::sync::Mutex::new(Role::Unelected)),
+            elected: Arc::new(AtomicBool::new(false)),
+            leadership: watch::channel(Leadership::Leader).0,
         })
     }
 
-    /// Takes the consumers' lease on the stream ([`super::lease`]) for this data directory's
-    /// replica id, and renews it every third of `ttl` until `close`. A lease held by another
-    /// replica is [`LogError::Incompatible`] naming it; losing the lease later sets
-    /// [`Log::failure`], which stops the daemon.
-    pub fn take_consumer_lease(&self, ttl: Duration) -> Result<(), LogError> {
+    /// This data directory's replica id (`<hostname>:<random>`), made at its first election.
+    pub fn replica_id(&self) -> Result<String, LogError> {
         let meta = self.state_db.open_tree("meta").map_err(sled_err)?;
-        let holder = match meta.get(b"replica_id").map_err(sled_err)? {
-            Some(id) => String::from_utf8_lossy(&id).into_owned(),
-            None => {
-                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|h| h.trim().to_owned())
-                    .unwrap_or_default();
-                let id = format!("{host}:{:016x}", rand::random::<u64>());
-                meta.insert(b"replica_id", id.as_bytes())
-                    .map_err(sled_err)?;
-                self.state_db.flush().map_err(sled_err)?;
-                id
-            }
-        };
+        if let Some(id) = meta.get(b"replica_id").map_err(sled_err)? {
+            return Ok(String::from_utf8_lossy(&id).into_owned());
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        let id = format!("{host}:{:016x}", rand::random::<u64>());
+        meta.insert(b"replica_id", id.as_bytes())
+            .map_err(sled_err)?;
+        self.state_db.flush().map_err(sled_err)?;
+        Ok(id)
+    }
+
+    /// Runs for the consumers' lease on the stream ([`super::lease`]), in the background: until
+    /// it is taken this replica is a standby ([`Log::leadership`]), serving the edge and
+    /// refusing the leader's records; the lease is tried again every [`poll_interval`] of
+    /// `ttl` and taken once its holder has not renewed it for `ttl`. Once taken, the leader's
+    /// record is written ([`LEADER_ROUTE`]), the lease is renewed every third of `ttl` until
+    /// `close`, and losing it (someone else wrote it) sets [`Log::failure`], which stops the
+    /// daemon: its service manager starts it again, as a standby.
+    ///
+    /// Returns after the first try (or a few acknowledgement timeouts), so that a replica that
+    /// finds the lease free starts as the leader, with its consumers, and one that finds it
+    /// held starts as a standby.
+    pub fn campaign(&self, ttl: Duration) -> Result<(), LogError> {
+        let replica = self.replica_id()?;
+        let stream = self.stream.clone();
+        let name = stream.cached_info().config.name.clone();
+        self.elected.store(true, Ordering::Release);
+        self.leadership
+            .send_replace(Leadership::Standby { holder: None });
+        self.metrics.consumers_leader.set(0);
         let js = self.js.clone();
-        let stream = self.stream.cached_info().config.name.clone();
+        let role = self.role.clone();
         let slot = self.lease.clone();
-        let (who, name) = (holder.clone(), stream.clone());
-        on(&self.handle, async move {
-            let lease = super::lease::Lease::acquire(&js, &name, &who, ttl)
-                .await
-                .map_err(|e| match e {
-                    super::lease::LeaseError::Held { holder, stream } => {
-                        LogError::Incompatible(format!(
-                            "another hooklog ({holder}) runs the consumers of JetStream stream \
-                             {stream}; run one hooklog per stream (replicas are not supported \
-                             yet), or wait up to log.jetstream.lease_secs ({} s) if it was just \
-                             stopped elsewhere",
-                            ttl.as_secs()
-                        ))
-                    }
-                    other => LogError::Storage(other.to_string()),
-                })?;
-            *slot.lock().await = Some(lease);
-            Ok(())
+        let (failed, open) = (self.failed.clone(), self.open.clone());
+        let leadership = self.leadership.clone();
+        let (last_seq, metrics) = (self.last_seq.clone(), self.metrics.clone());
+        let leader_subject = self.leader_subject.clone();
+        let instance = self.instance.clone();
+        let (ack_timeout, poll) = (self.ack_timeout, poll_interval(ttl));
+        on(&self.handle, {
+            let role = role.clone();
+            async move {
+                *role.lock().await = Role::Standby { holder: None };
+                Ok(())
+            }
         })?;
-        tracing::info!(%stream, %holder, lease_secs = ttl.as_secs(), "took the consumers' lease");
-        let (slot, failed, open) = (self.lease.clone(), self.failed.clone(), self.open.clone());
+        let (tried, first_try) = std::sync::mpsc::sync_channel::<()>(1);
         self.handle.spawn(async move {
-            let mut last_renewed = Instant::now();
-            while open.load(Ordering::Acquire) {
-                tokio::time::sleep(ttl / 3).await;
-                let mut guard = slot.lock().await;
-                let Some(lease) = guard.as_mut() else { return };
-                match lease.renew().await {
-                    Ok(()) => last_renewed = Instant::now(),
-                    Err(super::lease::LeaseError::Lost(stream)) => {
-                        failed.send_replace(Some(format!(
-                            "the consumers' lease on JetStream stream {stream} was lost \
-                             (another hooklog took it, or NATS was unreachable for longer \
-                             than log.jetstream.lease_secs)"
-                        )));
-                        return;
+            let mut warned_at: Option<Instant> = None;
+            let lease = loop {
+                if !open.load(Ordering::Acquire) {
+                    return;
+                }
+                let attempt = async {
+                    let lease = super::lease::Lease::acquire(&js, &name, &replica, ttl)
+                        .await
+                        .map_err(|e| match e {
+                            super::lease::LeaseError::Held { holder, .. } => Ok(holder),
+                            other => Err(other.to_string()),
+                        })?;
+                    let term = take_office(
+                        &js,
+                        &stream,
+                        &leader_subject,
+                        &replica,
+                        lease.revision(),
+                        &format!("{instance}-leader-{}", lease.revision()),
+                        ack_timeout,
+                    )
+                    .await
+                    .map_err(|e| Err(e.to_string()))?;
+                    Ok::<_, Result<String, String>>((lease, term))
+                };
+                match attempt.await {
+                    Ok((lease, term)) => {
+                        *role.lock().await = Role::Leader {
+                            replica: replica.clone(),
+                            last: term,
+                        };
+                        raise(&last_seq, Seq(term), &metrics);
+                        metrics.consumers_leader.set(1);
+                        leadership.send_replace(Leadership::Leader);
+                        let _ = tried.try_send(());
+                        tracing::info!(
+                            stream = %name,
+                            replica = %replica,
+                            leader_record = term,
+                            lease_secs = ttl.as_secs(),
+                            "took the consumers' lease: this replica runs the consumers"
+                        );
+                        break lease;
                     }
-                    Err(e) => {
-                        // NATS unreachable: keep trying; once the lease time has passed the
-                        // entry has aged out and the next renewal reports it lost.
-                        tracing::warn!(error = %e, since_renewed_secs = last_renewed.elapsed().as_secs(), "cannot renew the consumers' lease");
+                    Err(Ok(holder)) => {
+                        let standby = Leadership::Standby {
+                            holder: Some(holder.clone()),
+                        };
+                        if *leadership.borrow() != standby {
+                            tracing::info!(stream = %name, %holder, "standby: another replica runs the consumers");
+                            leadership.send_replace(standby);
+                        }
+                        *role.lock().await = Role::Standby {
+                            holder: Some(holder),
+                        };
+                    }
+                    Err(Err(e)) => {
+                        if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                            tracing::warn!(stream = %name, error = %e, "cannot take or check the consumers' lease; retrying");
+                            warned_at = Some(Instant::now());
+                        }
                     }
                 }
-            }
+                let _ = tried.try_send(());
+                tokio::time::sleep(poll).await;
+            };
+            *slot.lock().await = Some(lease);
+            renew_until_closed(slot, role, failed, open, ttl).await;
         });
+        let _ = first_try.recv_timeout(self.ack_timeout * 3);
         Ok(())
     }
 
@@ -423,6 +533,215 @@ fn on<T: Send + 'static>(
         .unwrap_or_else(|_| Err(LogError::Storage("the JetStream runtime stopped".into())))
 }
 
+/// How often a standby looks at the lease: a fifth of its time, between 100 ms and 1 s, so
+/// that a fail-over takes at most the lease time and one look more.
+pub fn poll_interval(ttl: Duration) -> Duration {
+    (ttl / 5).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// Renews the lease every third of `ttl` until the log closes; a lost lease deposes this
+/// replica (its leader's records are refused from then on) and sets the log's failure.
+async fn renew_until_closed(
+    slot: Arc<tokio::sync::Mutex<Option<super::lease::Lease>>>,
+    role: Arc<tokio::sync::Mutex<Role>>,
+    failed: watch::Sender<Option<String>>,
+    open: Arc<AtomicBool>,
+    ttl: Duration,
+) {
+    let mut last_renewed = Instant::now();
+    while open.load(Ordering::Acquire) {
+        tokio::time::sleep(ttl / 3).await;
+        let mut guard = slot.lock().await;
+        let Some(lease) = guard.as_mut() else { return };
+        match lease.renew().await {
+            Ok(()) => last_renewed = Instant::now(),
+            Err(super::lease::LeaseError::Lost(stream)) => {
+                *role.lock().await = Role::Standby { holder: None };
+                failed.send_replace(Some(format!(
+                    "the consumers' lease on JetStream stream {stream} was lost (another \
+                     replica took it after this one did not renew it for \
+                     log.jetstream.lease_secs)"
+                )));
+                return;
+            }
+            Err(e) => {
+                // NATS unreachable: keep trying; once the lease time has passed the entry may
+                // be taken, and the next renewal reports it lost.
+                tracing::warn!(error = %e, since_renewed_secs = last_renewed.elapsed().as_secs(), "cannot renew the consumers' lease");
+            }
+        }
+    }
+}
+
+/// The last message on `subject`: its sequence and headers; `None` when there is none.
+async fn last_on_subject(
+    stream: &stream::Stream,
+    subject: &str,
+) -> Result<Option<(u64, async_nats::HeaderMap)>, LogError> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => Ok(Some((m.sequence, m.headers))),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(js_err("read of the leader subject", e)),
+    }
+}
+
+fn header<'a>(headers: &'a async_nats::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.as_str())
+}
+
+fn is_wrong_last_sequence(e: &async_nats::jetstream::context::PublishError) -> bool {
+    e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence
+}
+
+/// Publishes `message` on `subject` and waits for the stream's acknowledgement.
+async fn publish_message(
+    js: &jetstream::Context,
+    subject: &str,
+    message: PublishMessage,
+) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
+    js.send_publish(subject.to_owned(), message).await?.await
+}
+
+/// Writes this replica's [`LEADER_ROUTE`] record on the leader subject, expecting the subject's
+/// last record to be the one just read: a write by the former leader in between makes it
+/// read and try again, so that everything the former leader wrote is before it. Its sequence.
+async fn take_office(
+    js: &jetstream::Context,
+    stream: &stream::Stream,
+    leader_subject: &str,
+    replica: &str,
+    revision: u64,
+    msg_id: &str,
+    ack_timeout: Duration,
+) -> Result<u64, LogError> {
+    let body = serde_json::json!({ "replica": replica, "lease_revision": revision }).to_string();
+    let record: bytes::Bytes = Verified::new(
+        Micros::now(),
+        Source::Internal,
+        LEADER_ROUTE.to_owned(),
+        vec![("content-type".into(), "application/json".into())],
+        body.into_bytes(),
+        Verification::Internal,
+    )
+    .into_event(Seq(0))
+    .encode()
+    .into();
+    let deadline = Instant::now() + ack_timeout * 5;
+    loop {
+        let last = last_on_subject(stream, leader_subject)
+            .await?
+            .map_or(0, |(seq, _)| seq);
+        let message = PublishMessage::build()
+            .payload(record.clone())
+            .message_id(msg_id)
+            .expected_last_subject_sequence(last)
+            .header(REPLICA_HEADER, replica);
+        match publish_message(js, leader_subject, message).await {
+            Ok(ack) => return Ok(ack.sequence),
+            Err(e) if Instant::now() < deadline => {
+                if !is_wrong_last_sequence(&e) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            Err(e) => return Err(js_err("leader record not acknowledged", e)),
+        }
+    }
+}
+
+/// What the leader's publish needs.
+struct LeaderPublish {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    subject: String,
+    role: Arc<tokio::sync::Mutex<Role>>,
+    failed: watch::Sender<Option<String>>,
+    /// This process's `Nats-Msg-Id` prefix: what tells its own records from those of another
+    /// process with the same replica id (a data directory copied to a second machine).
+    instance: String,
+}
+
+impl LeaderPublish {
+    /// Publishes one of the leader's records ([`Verification::Internal`]) with `Nats-Msg-Id`
+    /// `id`, expecting the leader subject to end at this replica's last record. Its sequence,
+    /// or [`LogError::NotLeader`] on a standby and on a leader another replica has deposed.
+    async fn publish(
+        &self,
+        payload: bytes::Bytes,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<u64, LogError> {
+        let mut role = self.role.lock().await;
+        let (replica, last) = match &mut *role {
+            Role::Leader { replica, last } => (replica.clone(), last),
+            Role::Standby { holder } => {
+                return Err(LogError::NotLeader(match holder {
+                    Some(h) => format!("replica {h} holds the consumers' lease"),
+                    None => "this replica does not hold the consumers' lease".into(),
+                }))
+            }
+            Role::Unelected => {
+                return Err(LogError::NotLeader("no election was held".into()));
+            }
+        };
+        // At most a few reconciliations: each one learns something that settles the next try.
+        let mut reconciled = 0;
+        loop {
+            let message = PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(id)
+                .expected_last_subject_sequence(*last)
+                .header(REPLICA_HEADER, replica.as_str());
+            match publish_message(&self.js, &self.subject, message).await {
+                Ok(ack) => {
+                    *last = ack.sequence;
+                    return Ok(ack.sequence);
+                }
+                Err(e) if is_wrong_last_sequence(&e) && reconciled < 3 => {
+                    reconciled += 1;
+                    match last_on_subject(&self.stream, &self.subject).await? {
+                        // This very record, stored by a try whose acknowledgement was lost.
+                        Some((seq, h)) if header(&h, "Nats-Msg-Id") == Some(id) => {
+                            *last = seq;
+                            return Ok(seq);
+                        }
+                        // Another record of this process's, answered with an error but stored.
+                        Some((seq, h))
+                            if header(&h, "Nats-Msg-Id").is_some_and(|m| {
+                                m.strip_prefix(self.instance.as_str())
+                                    .is_some_and(|rest| rest.starts_with('-'))
+                            }) =>
+                        {
+                            *last = seq;
+                        }
+                        Some((_, h)) => {
+                            let other = header(&h, REPLICA_HEADER).unwrap_or("?").to_owned();
+                            let why = format!(
+                                "replica {other} became the consumers' leader after this one; \
+                                 its records are refused from now on"
+                            );
+                            *role = Role::Standby {
+                                holder: Some(other),
+                            };
+                            self.failed.send_replace(Some(format!(
+                                "the consumers' lease was lost: {why}"
+                            )));
+                            return Err(LogError::NotLeader(why));
+                        }
+                        // Retention purged the subject: only records older than the retention
+                        // period, which no newer leader's can be (a leader writes one first).
+                        None => *last = 0,
+                    }
+                }
+                Err(e) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = e;
+                }
+                Err(e) => return Err(js_err("publish not acknowledged", e)),
+            }
+        }
+    }
+}
+
 async fn connect(
     o: &JetStreamOptions,
 ) -> Result<(async_nats::Client, jetstream::Context, stream::Stream), LogError> {
@@ -464,7 +783,7 @@ async fn ensure_stream(
 ) -> Result<stream::Stream, LogError> {
     let wanted = stream::Config {
         name: o.stream.clone(),
-        subjects: vec![o.subject.clone()],
+        subjects: vec![o.subject.clone(), leader_subject(&o.subject)],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         num_replicas: o.replicas,
@@ -480,6 +799,26 @@ async fn ensure_stream(
             let problems = mismatches(&info.config, &wanted);
             if problems.is_empty() {
                 Ok(existing)
+            } else if info.config.subjects == [o.subject.clone()]
+                && mismatches(
+                    &stream::Config {
+                        subjects: wanted.subjects.clone(),
+                        ..info.config.clone()
+                    },
+                    &wanted,
+                )
+                .is_empty()
+            {
+                // A stream made before the leader subject existed: add it, nothing else.
+                let mut config = info.config.clone();
+                config.subjects = wanted.subjects.clone();
+                js.update_stream(config)
+                    .await
+                    .map_err(|e| js_err("stream update (adding the leader subject)", e))?;
+                tracing::info!(stream = %o.stream, "added the leader subject to the stream");
+                js.get_stream(&o.stream)
+                    .await
+                    .map_err(|e| js_err("stream lookup", e))
             } else {
                 Err(LogError::Incompatible(format!(
                     "JetStream stream {} does not match log.jetstream: {}. Change the \
@@ -533,9 +872,9 @@ fn mismatches(have: &stream::Config, want: &stream::Config) -> Vec<String> {
     }
     if have.subjects != want.subjects {
         out.push(format!(
-            "subjects are {:?}, log.jetstream.subject says [{:?}] (the stream must bind only \
-             hooklog's subject, so that its sequences are hooklog's)",
-            have.subjects, want.subjects[0]
+            "subjects are {:?}, log.jetstream.subject says {:?} (the stream must bind only \
+             hooklog's subject and its leader subject, so that its sequences are hooklog's)",
+            have.subjects, want.subjects
         ));
     }
     if have.max_messages > 0 || have.max_bytes > 0 || !have.max_age.is_zero() {
@@ -598,6 +937,19 @@ impl Log for JetStreamLog {
             return AppendTicket::failed(LogError::WriterStopped);
         }
         let (done, ticket) = AppendTicket::channel();
+        // The records only the consumers' leader writes go to the leader subject, fenced,
+        // once this process takes part in an election (the daemon); tools and tests, which
+        // hold none, publish everything on the main subject.
+        let leader = (event.verification == Verification::Internal
+            && self.elected.load(Ordering::Acquire))
+        .then(|| LeaderPublish {
+            js: self.js.clone(),
+            stream: self.stream.clone(),
+            subject: self.leader_subject.clone(),
+            role: self.role.clone(),
+            failed: self.failed.clone(),
+            instance: self.instance.clone(),
+        });
         let payload: bytes::Bytes = event.into_event(Seq(0)).encode().into();
         let id = format!(
             "{}-{}",
@@ -615,6 +967,9 @@ impl Log for JetStreamLog {
         self.handle.spawn(async move {
             let started = Instant::now();
             let publish = async {
+                if let Some(leader) = &leader {
+                    return leader.publish(payload.clone(), &id, started + deadline).await;
+                }
                 // A lost acknowledgement is published again with the same id: the stream
                 // stores it once and answers with the first copy's sequence.
                 let mut result = publish_once(&js, &subject, payload.clone(), &id).await;
@@ -623,6 +978,8 @@ impl Log for JetStreamLog {
                     result = publish_once(&js, &subject, payload.clone(), &id).await;
                 }
                 result
+                    .map(|ack| ack.sequence)
+                    .map_err(|e| js_err("publish not acknowledged", e))
             };
             // State written before this append is made durable before the append is
             // acknowledged, as on sled (where both are in one database and one flush): the
@@ -630,22 +987,26 @@ impl Log for JetStreamLog {
             // Started after the writes and run beside the publish, so it adds no round trip.
             let (published, flushed) = tokio::join!(publish, flusher.flush());
             let result = match (published, flushed) {
-                (Ok(ack), Ok(_)) => {
-                    let seq = Seq(ack.sequence);
+                (Ok(seq), Ok(_)) => {
+                    let seq = Seq(seq);
                     raise(&last_seq, seq, &metrics);
                     Ok(seq)
                 }
-                (Ok(ack), Err(e)) => {
+                (Ok(seq), Err(e)) => {
                     // Stored, but what the caller wrote before it may not be: not acknowledged.
-                    raise(&last_seq, Seq(ack.sequence), &metrics);
+                    raise(&last_seq, Seq(seq), &metrics);
                     metrics.append_failures.inc();
                     tracing::error!(error = %e, "local state database flush failed; answering 503");
+                    Err(e)
+                }
+                (Err(e @ LogError::NotLeader(_)), _) => {
+                    tracing::warn!(error = %e, "a record only the consumers' leader writes was refused");
                     Err(e)
                 }
                 (Err(e), _) => {
                     metrics.append_failures.inc();
                     tracing::error!(error = %e, "JetStream publish not acknowledged; answering 503");
-                    Err(js_err("publish not acknowledged", e))
+                    Err(e)
                 }
             };
             let _ = done.send(result);
@@ -766,6 +1127,10 @@ impl Log for JetStreamLog {
 
     fn failure(&self) -> watch::Receiver<Option<String>> {
         self.failed.subscribe()
+    }
+
+    fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.subscribe()
     }
 
     fn close(&self) -> Result<(), LogError> {
@@ -1104,59 +1469,202 @@ pub(crate) mod tests {
         assert_eq!(log.stats().unwrap().last_seq, 5000);
     }
 
+    /// A record only the consumers' leader writes (a decision, a send attempt, …).
+    fn leaders_record(n: usize) -> Verified {
+        Verified::new(
+            Micros::now(),
+            Source::Internal,
+            "/internal/test".into(),
+            vec![],
+            format!("{{\"n\": {n}}}").into_bytes(),
+            Verification::Internal,
+        )
+    }
+
+    fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + within;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn leads(log: &JetStreamLog) -> bool {
+        *log.leadership().borrow() == Leadership::Leader
+    }
+
     #[test]
-    fn only_one_replica_holds_the_consumers_lease_and_a_restart_takes_its_own_back() {
+    fn a_second_replica_serves_as_a_standby_and_takes_over_when_the_leader_stops() {
         let stream = TestStream::new();
         let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let ttl = Duration::from_secs(15);
         let a = open(&stream, a_dir.path());
-        a.take_consumer_lease(ttl).unwrap();
+        a.campaign(ttl).unwrap();
+        assert!(leads(&a), "the first replica finds the lease free");
         let b = open(&stream, b_dir.path());
-        let err = b.take_consumer_lease(ttl).unwrap_err();
-        assert!(
-            matches!(&err, LogError::Incompatible(m) if m.contains("another hooklog") && m.contains(&stream.options.stream)),
-            "{err}"
+        b.campaign(ttl).unwrap();
+        assert_eq!(
+            *b.leadership().borrow(),
+            Leadership::Standby {
+                holder: Some(a.replica_id().unwrap())
+            }
         );
+        // Both serve the edge; only the leader writes the leader's records.
+        a.append(verified(1)).wait_blocking().unwrap();
+        b.append(verified(2)).wait_blocking().unwrap();
+        let err = b.append(leaders_record(1)).wait_blocking().unwrap_err();
+        assert!(matches!(err, LogError::NotLeader(_)), "{err}");
+        let by_a = a.append(leaders_record(2)).wait_blocking().unwrap();
 
-        // `a` is killed: its entry stays behind, not released. The same data directory
-        // (the same replica id) takes it back at once; the other replica still cannot.
-        let holder = String::from_utf8(
-            a.state_db
-                .open_tree("meta")
-                .unwrap()
-                .get(b"replica_id")
-                .unwrap()
-                .unwrap()
-                .to_vec(),
-        )
-        .unwrap();
+        // Released on close: the standby takes it without waiting for the lease time.
         a.close().unwrap();
-        drop(a);
-        let (js, name) = (b.js.clone(), stream.options.stream.clone());
-        on(&b.handle, async move {
-            let left_behind = crate::log::lease::Lease::acquire(&js, &name, &holder, ttl)
-                .await
-                .map_err(|e| LogError::Storage(e.to_string()))?;
-            drop(left_behind);
-            Ok(())
-        })
-        .unwrap();
-        assert!(b.take_consumer_lease(ttl).is_err());
-        let a = open(&stream, a_dir.path());
-        a.take_consumer_lease(ttl).unwrap();
-
-        // Released on close: the other replica takes it without waiting for expiry.
-        a.close().unwrap();
-        b.take_consumer_lease(ttl).unwrap();
+        wait_until("the standby takes over", ttl / 2, || leads(&b));
+        let by_b = b.append(leaders_record(3)).wait_blocking().unwrap();
+        assert!(by_b > by_a);
+        // Each leader's first record on the leader subject says who took over.
+        let records = b.read(Seq(0), 100).unwrap();
+        let leaders: Vec<String> = records
+            .iter()
+            .filter(|e| e.route == LEADER_ROUTE)
+            .map(|e| {
+                serde_json::from_slice::<serde_json::Value>(&e.body).unwrap()["replica"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(leaders, [a.replica_id().unwrap(), b.replica_id().unwrap()]);
+        assert_eq!(
+            records.iter().map(|e| e.route.as_str()).collect::<Vec<_>>(),
+            [
+                LEADER_ROUTE,
+                "/sms",
+                "/sms",
+                "/internal/test",
+                LEADER_ROUTE,
+                "/internal/test"
+            ]
+        );
     }
 
     #[test]
-    fn a_holder_whose_lease_was_taken_reports_the_log_failed() {
+    fn a_lease_its_holder_stopped_renewing_is_taken_after_the_lease_time_and_a_restart_takes_its_own_back_at_once(
+    ) {
+        let stream = TestStream::new();
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ttl = Duration::from_secs(3);
+        let b = open(&stream, b_dir.path());
+        // A replica killed with SIGKILL: its entry stays behind and is never renewed.
+        let (js, name) = (b.js.clone(), stream.options.stream.clone());
+        on(&b.handle, async move {
+            let dead = crate::log::lease::Lease::acquire(&js, &name, "killed:1", ttl)
+                .await
+                .map_err(|e| LogError::Storage(e.to_string()))?;
+            drop(dead);
+            Ok(())
+        })
+        .unwrap();
+        let started = Instant::now();
+        b.campaign(ttl).unwrap();
+        assert!(!leads(&b), "the entry is fresh");
+        wait_until("the lease expires and is taken", ttl * 2, || leads(&b));
+        let took = started.elapsed();
+        assert!(
+            took >= ttl - Duration::from_millis(500) && took <= ttl + poll_interval(ttl) * 3,
+            "taken after {took:?}"
+        );
+        let b_id = b.replica_id().unwrap();
+        drop(b); // not a kill, but close() releases: take the entry back as a kill leaves it
+        let a = open(&stream, a_dir.path());
+        let (js, name) = (a.js.clone(), stream.options.stream.clone());
+        let id = b_id.clone();
+        on(&a.handle, async move {
+            let left = crate::log::lease::Lease::acquire(&js, &name, &id, ttl)
+                .await
+                .map_err(|e| LogError::Storage(e.to_string()))?;
+            drop(left);
+            Ok(())
+        })
+        .unwrap();
+        a.campaign(ttl).unwrap();
+        assert!(!leads(&a), "another replica's fresh entry holds");
+        // The same data directory, restarted, takes its own entry back at once.
+        let b = open(&stream, b_dir.path());
+        b.campaign(ttl).unwrap();
+        assert!(leads(&b));
+    }
+
+    #[test]
+    fn a_leader_that_another_replica_replaced_cannot_write_and_reports_the_log_failed() {
+        let stream = TestStream::new();
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ttl = Duration::from_secs(3);
+        let a = open(&stream, a_dir.path());
+        a.campaign(ttl).unwrap();
+        assert!(leads(&a));
+        a.append(leaders_record(1)).wait_blocking().unwrap();
+        // `a` stalls past the lease time (a paused VM): meanwhile `b` finds the entry expired,
+        // takes the lease and writes its leader's record. Played here by writing the entry
+        // and the record as `b` would, without waiting.
+        let b = open(&stream, b_dir.path());
+        let b_id = b.replica_id().unwrap();
+        let (js, st, subject) = (b.js.clone(), b.stream.clone(), b.leader_subject.clone());
+        let (name, id) = (stream.options.stream.clone(), b_id.clone());
+        on(&b.handle, async move {
+            let store = js
+                .get_key_value(crate::log::lease::BUCKET)
+                .await
+                .map_err(|e| LogError::Storage(e.to_string()))?;
+            let revision = store
+                .put(name, bytes::Bytes::from(id.clone()))
+                .await
+                .map_err(|e| LogError::Storage(e.to_string()))?;
+            take_office(
+                &js,
+                &st,
+                &subject,
+                &id,
+                revision,
+                "b-leader",
+                Duration::from_secs(2),
+            )
+            .await?;
+            Ok(())
+        })
+        .unwrap();
+        // `a` wakes up: its next record is refused before its renewal even runs.
+        let err = a.append(leaders_record(2)).wait_blocking().unwrap_err();
+        assert!(
+            matches!(&err, LogError::NotLeader(m) if m.contains(&b_id)),
+            "{err}"
+        );
+        assert!(a.failure().borrow().as_deref().unwrap().contains("lease"));
+        // Webhooks are still stored (its edge answers until the daemon stops).
+        a.append(verified(3)).wait_blocking().unwrap();
+        let routes = || -> Vec<String> {
+            b.read(Seq(0), 100)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.route)
+                .collect()
+        };
+        wait_until("b sees every record", LAST_SEQ_POLL * 10, || {
+            routes().len() == 4
+        });
+        assert_eq!(
+            routes(),
+            [LEADER_ROUTE, "/internal/test", LEADER_ROUTE, "/sms"]
+        );
+    }
+
+    #[test]
+    fn a_holder_whose_lease_entry_was_written_by_another_reports_the_log_failed_at_renewal() {
         let stream = TestStream::new();
         let dir = tempfile::tempdir().unwrap();
         let log = open(&stream, dir.path());
         let ttl = Duration::from_secs(3);
-        log.take_consumer_lease(ttl).unwrap();
+        log.campaign(ttl).unwrap();
+        assert!(leads(&log));
         assert_eq!(*log.failure().borrow(), None);
         // Someone else writes the entry (as a replica would after the lease aged out).
         let (js, name) = (log.js.clone(), stream.options.stream.clone());
@@ -1173,12 +1681,31 @@ pub(crate) mod tests {
         })
         .unwrap();
         let mut failure = log.failure();
-        let deadline = Instant::now() + ttl * 2;
-        while failure.borrow_and_update().is_none() {
-            assert!(Instant::now() < deadline, "the lost lease was not noticed");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until("the lost lease is noticed", ttl * 2, || {
+            failure.borrow_and_update().is_some()
+        });
         assert!(failure.borrow().as_deref().unwrap().contains("lease"));
+        let err = log.append(leaders_record(1)).wait_blocking().unwrap_err();
+        assert!(matches!(err, LogError::NotLeader(_)), "{err}");
+    }
+
+    #[test]
+    fn tools_without_an_election_write_every_record_on_the_main_subject() {
+        let stream = TestStream::new();
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&stream, dir.path());
+        assert!(leads(&log));
+        assert_eq!(
+            log.append(leaders_record(1)).wait_blocking().unwrap(),
+            Seq(1)
+        );
+        let (st, subject) = (log.stream.clone(), log.leader_subject.clone());
+        let last = on(
+            &log.handle,
+            async move { last_on_subject(&st, &subject).await },
+        )
+        .unwrap();
+        assert!(last.is_none(), "nothing on the leader subject");
     }
 
     #[test]

@@ -1,9 +1,14 @@
-//! The consumers' lease on a JetStream stream: at most one hooklog runs consumers on a stream.
+//! The consumers' lease on a JetStream stream: at most one hooklog replica runs consumers on a
+//! stream at a time.
 //!
-//! Until replicas can hand consumer state over (issue 8 continues), a second daemon on the same
-//! stream would run its own consumers on its own state and send every text twice. The lease
-//! makes that impossible instead of a line in the README: the daemon takes it before its
-//! consumers start, renews it, and stops when it loses it.
+//! Every replica on a stream serves the edge; each keeps its own consumer state, so two of them
+//! running consumers would decide and send everything twice. The replica holding this lease
+//! runs them; the others are standbys that try for it every [`super::jetstream::poll_interval`]
+//! and take it once its holder has not renewed it for the lease time
+//! ([`super::jetstream::JetStreamLog::campaign`]). A holder renews it every third of the lease
+//! time and stops when it loses it. The lease decides who *should* run the consumers; what
+//! keeps a holder that does not know it lost the lease from writing is the fence on the
+//! stream's leader subject ([`super::jetstream`]).
 //!
 //! # Layout
 //!
@@ -138,6 +143,11 @@ impl Lease {
             holder: holder.to_owned(),
             revision,
         })
+    }
+
+    /// The entry's revision this holder wrote last.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// Renews the lease; [`LeaseError::Lost`] when someone else wrote the entry since.

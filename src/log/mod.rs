@@ -70,6 +70,30 @@ pub enum LogError {
     /// log (restarting the daemon) recovers.
     #[error("the log failed and needs a restart: {0}")]
     Failed(String),
+    /// A record only the consumers' leader may write (one with [`Verification::Internal`]:
+    /// a decision, a send attempt, a dispatch result) was refused because this replica does
+    /// not hold the consumers' lease, or lost it ([`lease`]).
+    ///
+    /// [`Verification::Internal`]: crate::event::Verification::Internal
+    #[error("not the consumers' leader: {0}")]
+    NotLeader(String),
+}
+
+/// Whether this process runs the consumers.
+///
+/// On sled there is one process per log (the database lock), so it always does. Several
+/// replicas may serve the edge of one JetStream stream; the holder of the consumers' lease
+/// ([`lease`]) runs them and the others wait as standbys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    /// This process runs the consumers.
+    Leader,
+    /// Another replica (`holder`, when known) holds the lease: this one serves the edge and
+    /// takes over when the lease expires.
+    Standby {
+        /// The lease holder's replica id.
+        holder: Option<String>,
+    },
 }
 
 /// Size and bounds of the log, for status and metrics.
@@ -191,6 +215,12 @@ pub trait Log: Send + Sync + 'static {
     /// that cannot fail this way keeps the default, which never changes.
     fn failure(&self) -> watch::Receiver<Option<String>> {
         watch::channel(None).1
+    }
+
+    /// Whether this process runs the consumers now. An engine with one process per log
+    /// keeps the default, [`Leadership::Leader`] for good.
+    fn leadership(&self) -> watch::Receiver<Leadership> {
+        watch::channel(Leadership::Leader).1
     }
 
     /// Stops accepting appends, commits what is queued, flushes and waits for the writer.
