@@ -22,6 +22,9 @@ pub enum Reply {
     Answer(u16, String),
     /// Read the request, then say nothing for this long and close (a hung server).
     Stall(Duration),
+    /// Read the request, wait this long, then answer a status and a JSON body (a slow server;
+    /// the request is recorded when it arrives, so a caller killed meanwhile was still heard).
+    Late(Duration, u16, String),
 }
 
 /// `Reply::Answer` from a `&str`.
@@ -133,16 +136,22 @@ fn serve(
     let reply = script.lock().unwrap().pop_front().unwrap_or(default);
     let mut stream = stream;
     match reply {
-        Reply::Answer(status, body) => {
-            let answer = format!(
-                "HTTP/1.1 {status} Fake\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(answer.as_bytes());
+        Reply::Answer(status, body) => write_answer(&mut stream, status, &body),
+        Reply::Late(d, status, body) => {
+            std::thread::sleep(d);
+            write_answer(&mut stream, status, &body);
         }
         Reply::Stall(d) => std::thread::sleep(d),
     }
+}
+
+fn write_answer(stream: &mut TcpStream, status: u16, body: &str) {
+    let answer = format!(
+        "HTTP/1.1 {status} Fake\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes());
 }
 
 /// Keeps every alert raised.

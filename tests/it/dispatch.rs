@@ -208,7 +208,7 @@ impl GatewayDaemon {
 }
 
 /// The idempotency key of every POST the gateway received, in order.
-fn keys_seen(gateway: &FakeServer) -> Vec<String> {
+pub(crate) fn keys_seen(gateway: &FakeServer) -> Vec<String> {
     gateway
         .requests()
         .iter()

@@ -12,6 +12,7 @@ mod diskfull;
 mod dispatch;
 mod edge;
 mod engine;
+mod failover;
 mod fixtures;
 mod hostile;
 mod jetstream;

@@ -208,14 +208,15 @@ fn an_opted_out_recipient_is_refused_on_every_line_with_the_reason() {
 }
 
 /// The admin token a daemon generated in its data directory.
-fn token_of(data_dir: &Path) -> String {
+pub(crate) fn token_of(data_dir: &Path) -> String {
     std::fs::read_to_string(data_dir.join("admin.token"))
         .unwrap()
         .trim()
         .to_owned()
 }
 
-fn admin_json(
+/// An admin request with `token`; the answer's status and JSON body (null if not JSON).
+pub(crate) fn admin_json(
     admin: std::net::SocketAddr,
     token: &str,
     method: &str,

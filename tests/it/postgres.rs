@@ -109,7 +109,7 @@ impl Db {
     }
 
     /// The sink's committed cursor (0 before the row exists).
-    fn cursor(&self) -> u64 {
+    pub(crate) fn cursor(&self) -> u64 {
         let exists = self.count(&format!(
             "select count(*) from information_schema.tables where table_schema = '{}' and table_name = 'hooklog_cursors'",
             self.schema
