@@ -1795,6 +1795,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn learning_never_moves_the_ledger_back_and_keeps_the_window_of_the_same_attempt() {
+        let w = world();
+        let (id, events) = allowed(&w, QUO_LINE, TO).await;
+        let mut s = sender(&w);
+        // Attempt 2, a redelivery in window 7, was under way when the process stopped.
+        s.put_ledger(&id, 2, LedgerState::Attempting, None, Some(7))
+            .unwrap();
+        let attempt = |n| {
+            OutboundRecord::Attempt(SendAttempt {
+                id: id.clone(),
+                attempt: n,
+                provider: Provider::Openphone,
+                from: "+12125550199".into(),
+                to: TO.into(),
+                redelivery: n > 1,
+                at: "2026-11-30T17:00:02Z".into(),
+            })
+        };
+        let msg = w.outbound.message(&id).unwrap().unwrap();
+        let result = |n, status: SendStatus| {
+            OutboundRecord::Result(s.result(&msg, n, status, status.as_str()))
+        };
+        let records = [
+            attempt(1),
+            result(1, SendStatus::Sent),
+            attempt(2),
+            result(2, SendStatus::Failed),
+        ];
+        for r in records {
+            append(&w, r).await;
+        }
+        let learn = |after: Seq| Arc::new(Batch::new(w.log.read(after, 100).unwrap()));
+        let entry = |s: &Sender| {
+            let e = s.ledger_entry(&id).unwrap().unwrap();
+            (e.attempt, e.state, e.status, e.window)
+        };
+        s.learn_effects(&learn(events[1].seq)).await.unwrap();
+        let done = (2, LedgerState::Done, Some(SendStatus::Failed), Some(7));
+        assert_eq!(
+            entry(&s),
+            done,
+            "attempt 1 is older; attempt 2 keeps its window"
+        );
+        s.learn_effects(&learn(events[1].seq)).await.unwrap();
+        assert_eq!(entry(&s), done, "learning again changes nothing");
+        let up_to_attempt_2 = Arc::new(Batch::new(w.log.read(events[1].seq, 3).unwrap()));
+        s.learn_effects(&up_to_attempt_2).await.unwrap();
+        assert_eq!(entry(&s), done, "an attempt never reopens its result");
+        let seq = append(&w, attempt(3)).await;
+        s.learn_effects(&learn(Seq(seq - 1))).await.unwrap();
+        assert_eq!(
+            entry(&s),
+            (3, LedgerState::Attempting, None, None),
+            "a newer attempt"
+        );
+        assert_eq!(w.quo.calls(), 0, "learning calls nothing");
+    }
+
+    #[tokio::test]
     async fn twilio_21610_fails_the_message_and_appends_an_opt_out_that_compliance_projects() {
         let w = world();
         w.twilio.always(Outcome::OptedOut);
