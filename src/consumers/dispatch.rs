@@ -1250,4 +1250,57 @@ mod tests {
             );
         }
     }
+
+    #[tokio::test]
+    async fn learning_keeps_the_ledger_entries_this_process_wrote() {
+        let mut h = harness();
+        let ours = LedgerEntry {
+            outcome: DELIVERED.into(),
+            at: "2026-11-30T17:00:00Z".into(),
+            idempotency_key: "hooklog:1:ours".into(),
+            window: Some(3),
+        };
+        h.dispatch
+            .ledger
+            .insert(
+                &ledger_key(Seq(1), "acquisitions"),
+                &to_json(&ours).unwrap(),
+            )
+            .unwrap();
+        let result = |seq: u64, outcome: &str| DispatchResult {
+            seq,
+            agent: "acquisitions".into(),
+            idempotency_key: format!("hooklog:{seq}:theirs"),
+            kind: "message.received".into(),
+            outcome: outcome.into(),
+            status: None,
+            attempts: 1,
+            latency_ms: 0,
+            opted_out: false,
+            redelivery: false,
+            error: None,
+            at: "2026-11-30T17:00:01Z".into(),
+        };
+        for r in [result(1, DEAD_LETTERED), result(2, REJECTED)] {
+            h.log
+                .append(OutboundRecord::Dispatch(r).to_verified(Micros::now()))
+                .await
+                .unwrap();
+        }
+        let batch = Arc::new(Batch::new(h.log.read(Seq(0), 100).unwrap()));
+        h.dispatch.learn_effects(&batch).await.unwrap();
+        h.dispatch.learn_effects(&batch).await.unwrap();
+        let entry = |seq| h.dispatch.ledger_entry(Seq(seq), "acquisitions").unwrap();
+        assert_eq!(entry(1), Some(ours), "kept, with its window");
+        let learned = entry(2).unwrap();
+        assert_eq!(
+            (
+                learned.outcome.as_str(),
+                learned.idempotency_key.as_str(),
+                learned.window
+            ),
+            (REJECTED, "hooklog:2:theirs", None)
+        );
+        assert!(h.gateway.seen().is_empty(), "learning calls nothing");
+    }
 }
