@@ -554,7 +554,7 @@ impl Consumer for Dispatch {
     /// kept (it is this process's own, possibly with a redelivery window).
     ///
     /// A learned `dead_lettered` entry is for a record that is not in this process's
-    /// dead-letter list: [`Self::process`] returns it as poison again, without a call, and
+    /// dead-letter list: handling it returns it as poison again, without a call, and
     /// the driver dead-letters it here, so it is not lost with the previous holder's list.
     async fn learn_effects(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
         for event in batch.events() {
