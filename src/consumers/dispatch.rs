@@ -40,11 +40,25 @@
 //! # Crash safety: at least once, with the same key
 //!
 //! The order is call → append result → write and flush ledger → (driver) save cursor. The
-//! ledger entry is flushed at once, so only a crash after the call and before that flush
-//! means the event is dispatched again at restart,
-//! with the same idempotency key (and a second result record): the gateway drops the copy.
-//! Writing the ledger before the call would instead lose the dispatch in that window; an
-//! agent that is woken twice with one key is the better failure.
+//! ledger entry is flushed at once, and at start the learning pass notes every result
+//! record after the cursor in the ledger (below), so only a crash after the call and before
+//! the result record is durable means the event is dispatched again at restart, with the
+//! same idempotency key (and a second result record): the gateway drops the copy. Writing
+//! the ledger before the call would instead lose the dispatch in that window; an agent that
+//! is woken twice with one key is the better failure.
+//!
+//! # Learning from the log (fail-over)
+//!
+//! The ledger lives in local state; the results are records in the log. At start, before
+//! the first batch, the driver hands the consumer the records from its cursor to the end of
+//! the log ([`Consumer::learn_effects`]), and each [`DispatchResult`] whose `(seq, agent)`
+//! has no ledger entry becomes one (its outcome, time and key; no window). Why: after a
+//! fail-over between replicas sharing one JetStream stream, the new holder of the
+//! consumers' lease starts from its own ledger and cursors, which know nothing of what the
+//! previous holder dispatched: without the pass, it would wake every agent again for every
+//! event after its (possibly stale) cursor. A learned `dead_lettered` entry is returned as
+//! poison without a call (above), so the record lands in the new holder's dead-letter list.
+//! `skipped_stale` is not a record: it is decided again, the same way, from the event's age.
 //!
 //! Key layout (trees of consumer `dispatch`):
 //!
@@ -535,6 +549,37 @@ impl Consumer for Dispatch {
         Ok(())
     }
 
+    /// The dispatch results in `batch`, noted in the ledger where it has no entry for their
+    /// `(seq, agent)`: the event is not dispatched to that agent again. An existing entry is
+    /// kept (it is this process's own, possibly with a redelivery window).
+    ///
+    /// A learned `dead_lettered` entry is for a record that is not in this process's
+    /// dead-letter list: handling it returns it as poison again, without a call, and
+    /// the driver dead-letters it here, so it is not lost with the previous holder's list.
+    async fn learn_effects(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+        for event in batch.events() {
+            // Only hooklog writes this route, under source `internal`; `decode` checks both.
+            let Some(Ok(OutboundRecord::Dispatch(d))) = OutboundRecord::decode(event) else {
+                continue;
+            };
+            let key = ledger_key(Seq(d.seq), &d.agent);
+            if self.ledger.get(&key)?.is_some() {
+                continue;
+            }
+            let entry = LedgerEntry {
+                outcome: d.outcome,
+                at: d.at,
+                idempotency_key: d.idempotency_key,
+                window: None,
+            };
+            self.ledger.insert(&key, &to_json(&entry)?)?;
+        }
+        // Durable now: once the cursor has passed these records, a restart does not learn
+        // them again.
+        self.ledger.flush()?;
+        Ok(())
+    }
+
     async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
         let events = batch.events();
         let verdicts = self.verdicts.of_batch(events)?;
@@ -564,6 +609,7 @@ mod tests {
     use crate::consumers::compliance::Compliance;
     use crate::consumers::dedup::Dedup;
     use crate::consumers::testutil::{event, quo_inbound, HOUR};
+    use crate::event::Verified;
     use crate::log::sled::{SledLog, SledOptions};
     use crate::send::RetryPolicy;
     use std::collections::VecDeque;
@@ -627,6 +673,26 @@ mod tests {
             Arc::new(SledLog::open(dir.path(), &SledOptions::default(), Metrics::new()).unwrap());
         let store = log.state();
         let gateway = Arc::new(FakeGateway::default());
+        let dispatch = Dispatch::new(
+            settings(extra),
+            gateway.clone(),
+            log.clone(),
+            Alerter::disabled(),
+            Metrics::new(),
+        )
+        .unwrap();
+        Harness {
+            dedup: Dedup::new(store.as_ref(), 72).unwrap(),
+            compliance: Compliance::new(store.as_ref(), Alerter::disabled()).unwrap(),
+            _dir: dir,
+            log,
+            gateway,
+            dispatch,
+        }
+    }
+
+    /// `message.received` → acquisitions, then `extra`; fast retries, no age limit.
+    fn settings(extra: Vec<Route>) -> Settings {
         let mut routes = vec![Route {
             kinds: vec!["message.received".into()],
             provider: None,
@@ -636,7 +702,7 @@ mod tests {
         }];
         routes.extend(extra);
         let routes = Routes::new(routes).unwrap();
-        let settings = Settings {
+        Settings {
             url: "http://gateway.test/dispatch".into(),
             routes,
             policy: DispatchPolicy {
@@ -653,22 +719,6 @@ mod tests {
             },
             dead_letter_after: Duration::from_secs(3600),
             max_event_age: None,
-        };
-        let dispatch = Dispatch::new(
-            settings,
-            gateway.clone(),
-            log.clone(),
-            Alerter::disabled(),
-            Metrics::new(),
-        )
-        .unwrap();
-        Harness {
-            dedup: Dedup::new(store.as_ref(), 72).unwrap(),
-            compliance: Compliance::new(store.as_ref(), Alerter::disabled()).unwrap(),
-            _dir: dir,
-            log,
-            gateway,
-            dispatch,
         }
     }
 
@@ -1106,5 +1156,151 @@ mod tests {
                 .outcome,
             "rejected"
         );
+    }
+
+    #[tokio::test]
+    async fn after_a_fail_over_a_fresh_dispatch_calls_the_gateway_only_for_the_events_without_a_result(
+    ) {
+        // The shared log: four inbound messages.
+        let h = harness();
+        let t = now();
+        for s in 1..=4 {
+            let e = inbound(s, t + s as i64, &format!("+1555555070{s}"), "hi");
+            let v = Verified::new(
+                e.received_at,
+                e.source,
+                e.route,
+                e.headers,
+                e.body,
+                e.verification,
+            );
+            h.log.append(v).await.unwrap();
+        }
+        let events = h.log.read(Seq(0), 100).unwrap();
+
+        // Another replica, with state of its own, dispatched the first two before it died.
+        let replica: Arc<dyn Log> = crate::consumers::testutil::OtherReplica::on(&h.log);
+        let store = replica.state();
+        let theirs = Arc::new(FakeGateway::default());
+        let mut dispatch = Dispatch::new(
+            settings(vec![]),
+            theirs.clone(),
+            replica.clone(),
+            Alerter::disabled(),
+            Metrics::new(),
+        )
+        .unwrap();
+        Dedup::new(store.as_ref(), 72)
+            .unwrap()
+            .handle(&events)
+            .await
+            .unwrap();
+        Compliance::new(store.as_ref(), Alerter::disabled())
+            .unwrap()
+            .handle(&events)
+            .await
+            .unwrap();
+        dispatch.handle(&events[..2]).await.unwrap();
+        assert_eq!(theirs.seen().len(), 2);
+        let their_results = h.results();
+        assert_eq!(their_results.len(), 2);
+
+        // This replica takes over: its dedup and compliance have read the whole log, its
+        // dispatch starts from 0 with an empty ledger.
+        let Harness {
+            _dir,
+            log,
+            gateway,
+            mut dedup,
+            mut compliance,
+            dispatch,
+        } = h;
+        let all = log.read(Seq(0), 100).unwrap();
+        let last = all.last().unwrap().seq;
+        dedup.handle(&all).await.unwrap();
+        compliance.handle(&all).await.unwrap();
+        log.store_cursor(dedup::NAME, last).unwrap();
+        log.store_cursor(compliance::NAME, last).unwrap();
+        crate::consumers::testutil::drive_until(&log, dispatch, last).await;
+
+        let seqs: Vec<u64> = gateway
+            .bodies()
+            .iter()
+            .map(|b| b["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            seqs,
+            vec![3, 4],
+            "1 and 2 were dispatched by the other replica"
+        );
+        let ours = Dispatch::new(
+            settings(vec![]),
+            gateway.clone(),
+            log.clone(),
+            Alerter::disabled(),
+            Metrics::new(),
+        )
+        .unwrap();
+        for r in &their_results {
+            let entry = ours.ledger_entry(Seq(r.seq), &r.agent).unwrap().unwrap();
+            assert_eq!(
+                (entry.outcome.as_str(), entry.idempotency_key.as_str()),
+                ("delivered", r.idempotency_key.as_str()),
+                "learned from the other replica's result"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn learning_keeps_the_ledger_entries_this_process_wrote() {
+        let mut h = harness();
+        let ours = LedgerEntry {
+            outcome: DELIVERED.into(),
+            at: "2026-11-30T17:00:00Z".into(),
+            idempotency_key: "hooklog:1:ours".into(),
+            window: Some(3),
+        };
+        h.dispatch
+            .ledger
+            .insert(
+                &ledger_key(Seq(1), "acquisitions"),
+                &to_json(&ours).unwrap(),
+            )
+            .unwrap();
+        let result = |seq: u64, outcome: &str| DispatchResult {
+            seq,
+            agent: "acquisitions".into(),
+            idempotency_key: format!("hooklog:{seq}:theirs"),
+            kind: "message.received".into(),
+            outcome: outcome.into(),
+            status: None,
+            attempts: 1,
+            latency_ms: 0,
+            opted_out: false,
+            redelivery: false,
+            error: None,
+            at: "2026-11-30T17:00:01Z".into(),
+        };
+        for r in [result(1, DEAD_LETTERED), result(2, REJECTED)] {
+            h.log
+                .append(OutboundRecord::Dispatch(r).to_verified(Micros::now()))
+                .await
+                .unwrap();
+        }
+        let batch = Arc::new(Batch::new(h.log.read(Seq(0), 100).unwrap()));
+        h.dispatch.learn_effects(&batch).await.unwrap();
+        h.dispatch.learn_effects(&batch).await.unwrap();
+        let entry = |seq| h.dispatch.ledger_entry(Seq(seq), "acquisitions").unwrap();
+        assert_eq!(entry(1), Some(ours), "kept, with its window");
+        let learned = entry(2).unwrap();
+        assert_eq!(
+            (
+                learned.outcome.as_str(),
+                learned.idempotency_key.as_str(),
+                learned.window
+            ),
+            (REJECTED, "hooklog:2:theirs", None)
+        );
+        assert!(h.gateway.seen().is_empty(), "learning calls nothing");
     }
 }

@@ -24,6 +24,17 @@
 //!   ([`Consumer::committed_cursor`]) and continues from there, and every move the driver makes
 //!   without handing records over (rewind, an undecodable record) is made there first
 //!   ([`Consumer::move_committed_cursor`]).
+//! - A consumer with irreversible effects (dispatch, sender) decides by its effects ledger,
+//!   kept in local state, whether an effect is still to be performed; the effects themselves
+//!   are in the log as records (attempts, results). Before the first batch, the driver hands
+//!   it the records from its cursor to the end of the log as it is at start
+//!   ([`Consumer::learn_effects`], the *learning pass*), and it notes in its ledger what they
+//!   show was done, without doing anything. Why: with two replicas on one JetStream stream,
+//!   the one that takes the consumers' lease after a fail-over starts from its own state,
+//!   whose cursors may be stale and whose ledger knows nothing of what the previous holder
+//!   did; and on any restart, a ledger entry lost with the local state is recovered from the
+//!   log. The pass moves no cursor and only reads what was in the log at start: the records
+//!   appended after it are this process's own, and its ledger has them already.
 
 mod batches;
 pub mod compliance;
@@ -129,9 +140,29 @@ pub trait Consumer: Send + 'static {
     }
 
     /// Whether this consumer has irreversible effects recorded in an effects ledger (dispatch,
-    /// sender). Only such a consumer accepts a rewind with `redeliver`.
+    /// sender). Only such a consumer accepts a rewind with `redeliver`, and only such a
+    /// consumer is handed [`Self::learn_effects`].
     fn has_effects(&self) -> bool {
         false
+    }
+
+    /// Notes in the effects ledger the effects that the records of `batch` show were already
+    /// performed (by this process before it stopped, or by another replica before a
+    /// fail-over), without performing anything. The driver hands over, once at start, the
+    /// records between the cursor and the end of the log, before the first
+    /// [`Self::handle_batch`]; the cursor does not move.
+    ///
+    /// Must be idempotent and never downgrade what the ledger already knows (a learned
+    /// entry never replaces a newer one). An error is retried as transient; a record that
+    /// cannot be read shows no effect and is skipped. The default does nothing. Only called
+    /// when [`Self::has_effects`] is true.
+    #[allow(clippy::manual_async_fn)]
+    fn learn_effects(
+        &mut self,
+        batch: &Arc<Batch>,
+    ) -> impl Future<Output = Result<(), BatchError>> + Send {
+        let _ = batch;
+        async { Ok(()) }
     }
 
     /// A rewind with `redeliver` moves this consumer's cursor back to `after` from `through`:
@@ -544,6 +575,9 @@ impl<C: Consumer> Driver<C> {
         let mut last_seq = self.ctx.log.watch_last_seq();
         let registry = self.ctx.registry.clone();
         tracing::info!(consumer = name, "consumer started");
+        if self.consumer.has_effects() {
+            self.learning_pass().await;
+        }
         loop {
             if *self.shutdown.borrow() {
                 break;
@@ -597,6 +631,76 @@ impl<C: Consumer> Driver<C> {
         }
         self.set_info(RunState::Stopped, None);
         tracing::info!(consumer = name, "consumer stopped");
+    }
+
+    /// The learning pass of a consumer with effects: hands it, in batches, the records from
+    /// where it would start up to the end of the log as it is now, so that its ledger knows
+    /// what was done before (by another replica, or by this process before it stopped)
+    /// although it is kept in local state. Moves no cursor; transient errors are retried with
+    /// the usual backoff; returns early on shutdown.
+    async fn learning_pass(&mut self) {
+        let name = self.consumer.name();
+        let log = self.ctx.log.clone();
+        let end = log.watch_last_seq().borrow().0;
+        let started = std::time::Instant::now();
+        let (mut after, mut scanned) = (None, 0u64);
+        while !*self.shutdown.borrow() {
+            let next: Result<Option<(Seq, usize)>, StepError> = async {
+                let from = match after {
+                    Some(seq) => seq,
+                    None => match self.consumer.committed_cursor().await? {
+                        Some(seq) => seq,
+                        None => log.cursor(name)?,
+                    },
+                };
+                if from.0 >= end {
+                    return Ok(None);
+                }
+                let want = (end - from.0).min(self.ctx.config.batch_size as u64) as usize;
+                let batch = match self.ctx.registry.batches.read(&log, from, want) {
+                    Ok(batch) => batch,
+                    // Learn from the records before it; the record itself shows no effect
+                    // (the first batch dead-letters it).
+                    Err(LogError::Corrupt { seq, .. }) if seq.0 > from.0 + 1 => {
+                        Arc::new(Batch::new(log.read(from, (seq.0 - from.0 - 1) as usize)?))
+                    }
+                    Err(LogError::Corrupt { seq, .. }) => return Ok(Some((seq, 1))),
+                    Err(e) => return Err(e.into()),
+                };
+                let batch = if batch.events().iter().any(|e| e.seq.0 > end) {
+                    let events = batch.events().iter().filter(|e| e.seq.0 <= end);
+                    Arc::new(Batch::new(events.cloned().collect()))
+                } else {
+                    batch
+                };
+                let Some(last) = batch.events().last().map(|e| e.seq) else {
+                    return Ok(None);
+                };
+                self.consumer.learn_effects(&batch).await?;
+                Ok(Some((last, batch.events().len())))
+            }
+            .await;
+            match next {
+                Ok(Some((last, records))) => {
+                    after = Some(last);
+                    scanned += records as u64;
+                    self.failures = 0;
+                }
+                Ok(None) => {
+                    if scanned > 0 {
+                        tracing::info!(
+                            consumer = name,
+                            records = scanned,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "learned from the log the effects already performed"
+                        );
+                    }
+                    self.set_info(RunState::Running, Some(None));
+                    return;
+                }
+                Err(e) => self.transient_failure(e.to_string()).await,
+            }
+        }
     }
 
     /// Sets the cursor and lag gauges: `lag` is what lies between the cursor and `last`.
@@ -1389,6 +1493,159 @@ mod tests {
         stop.send(true).unwrap();
         t1.await.unwrap();
         t2.await.unwrap();
+    }
+
+    /// Journals what the driver hands it (`learn:<seq>`, `handle:<seq>`) and the cursor at
+    /// each learning batch. With `late`, its first learning call appends a record (one past
+    /// the end at start); it fails its first `flaky` learning calls; with `stop`, a learning
+    /// call requests the shutdown.
+    struct Learner {
+        name: &'static str,
+        effects: bool,
+        log: Arc<dyn Log>,
+        journal: Arc<Mutex<Vec<String>>>,
+        cursors: Arc<Mutex<Vec<u64>>>,
+        late: bool,
+        flaky: u32,
+        stop: Option<watch::Sender<bool>>,
+    }
+
+    impl Learner {
+        fn new(name: &'static str, effects: bool, log: &Arc<dyn Log>) -> Learner {
+            Learner {
+                name,
+                effects,
+                log: log.clone(),
+                journal: Arc::new(Mutex::new(Vec::new())),
+                cursors: Arc::new(Mutex::new(Vec::new())),
+                late: false,
+                flaky: 0,
+                stop: None,
+            }
+        }
+    }
+
+    impl Consumer for Learner {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn rewind_mode(&self) -> RewindMode {
+            RewindMode::Replay
+        }
+        fn reset(&mut self) -> Result<(), BatchError> {
+            Ok(())
+        }
+        fn has_effects(&self) -> bool {
+            self.effects
+        }
+        async fn learn_effects(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+            let cursor = self.log.cursor(self.name).unwrap();
+            self.cursors.lock().unwrap().push(cursor.0);
+            if std::mem::take(&mut self.late) {
+                append(&self.log, "late").await;
+            }
+            if let Some(stop) = &self.stop {
+                stop.send(true).unwrap();
+            }
+            if self.flaky > 0 {
+                self.flaky -= 1;
+                return Err(BatchError::Transient("the ledger is locked".into()));
+            }
+            for e in batch.events() {
+                self.journal
+                    .lock()
+                    .unwrap()
+                    .push(format!("learn:{}", e.seq));
+            }
+            Ok(())
+        }
+        async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+            for e in batch.events() {
+                self.journal
+                    .lock()
+                    .unwrap()
+                    .push(format!("handle:{}", e.seq));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_consumer_with_effects_learns_from_the_records_after_its_cursor_up_to_the_end_at_start_before_handling_any(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path()); // batch_size: 2
+        for body in ["a", "b", "c", "d", "e"] {
+            append(&log, body).await;
+        }
+        log.store_cursor("learner", Seq(2)).unwrap();
+        let mut learner = Learner::new("learner", true, &log);
+        learner.late = true; // record 6 arrives during the pass: it is not learned
+        learner.flaky = 1;
+        let (journal, cursors) = (learner.journal.clone(), learner.cursors.clone());
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(spawn_driver(learner, ctx.clone(), rx));
+        until(|| log.cursor("learner").unwrap() == Seq(6)).await;
+        assert_eq!(
+            *journal.lock().unwrap(),
+            ["learn:3", "learn:4", "learn:5", "handle:3", "handle:4", "handle:5", "handle:6"]
+        );
+        assert_eq!(
+            *cursors.lock().unwrap(),
+            [2, 2, 2],
+            "the failed first call, its retry and the last batch: the cursor never moved"
+        );
+        assert_eq!(
+            ctx.metrics
+                .consumer_errors
+                .with_label_values(&["learner", "transient"])
+                .get(),
+            1,
+            "a failed learning batch is retried like a transient failure"
+        );
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_consumer_without_effects_is_never_handed_the_learning_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path());
+        for body in ["a", "b", "c"] {
+            append(&log, body).await;
+        }
+        let plain = Learner::new("plain", false, &log);
+        let journal = plain.journal.clone();
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(spawn_driver(plain, ctx.clone(), rx));
+        until(|| log.cursor("plain").unwrap() == Seq(3)).await;
+        assert_eq!(
+            *journal.lock().unwrap(),
+            ["handle:1", "handle:2", "handle:3"]
+        );
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_during_the_learning_pass_ends_it_and_no_batch_is_handled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, ctx) = setup(dir.path()); // batch_size: 2
+        for body in ["a", "b", "c", "d", "e"] {
+            append(&log, body).await;
+        }
+        let (stop, rx) = watch::channel(false);
+        let mut learner = Learner::new("learner", true, &log);
+        learner.stop = Some(stop);
+        let journal = learner.journal.clone();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            spawn_driver(learner, ctx.clone(), rx),
+        )
+        .await
+        .expect("the driver stops");
+        assert_eq!(*journal.lock().unwrap(), ["learn:1", "learn:2"]);
+        assert_eq!(log.cursor("learner").unwrap(), Seq(0));
     }
 
     /// Keeps its own committed cursor, as the Postgres sink does.

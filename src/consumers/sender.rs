@@ -33,8 +33,23 @@
 //! | before the ledger entry                                | nothing was called: the decision is handled as new          |
 //! | after `attempting(n)`, before the attempt was flushed  | the entry may be lost (then as above) or kept (then below)  |
 //! | after the attempt record, before the result            | `attempting(n)` with no result: an `unknown` result (`crashed`) and a critical alert; **never called again** |
-//! | after the result, before `done`                        | the projection shows the result: the ledger is closed, nothing is appended; if the projection has not read it yet, a redundant `unknown` is appended (the projection ignores it) and an alert asks for a check |
+//! | after the result, before `done`                        | the learning pass reads the result: `done`, nothing is appended, no alert |
 //! | after `done`, before the cursor was saved              | the batch is handled again; `done` skips the message        |
+//! | with its state lost, or on another replica (fail-over) | the learning pass rebuilds the entries from the attempt and result records: as the rows above |
+//!
+//! # Learning from the log
+//!
+//! The ledger lives in local state, but every attempt and result is a record in the log. At
+//! start, before the first batch, the driver hands the sender the records from its cursor to
+//! the end of the log ([`Consumer::learn_effects`]): an attempt with no newer ledger entry
+//! becomes `attempting(n)`, a result `done` (never the other way round for one attempt,
+//! never an older attempt over a newer one). This is what keeps a fail-over at most once:
+//! the replica that takes the consumers' lease has a ledger that knows nothing of what the
+//! previous holder sent, and cursors that may be stale or at 0. With the pass, a message the
+//! previous holder sent is skipped as `done`, and one it was sending when it died (attempt,
+//! no result) ends as `unknown` with a critical alert, never called again. The pass also
+//! makes a restart independent of the ledger entry surviving: an entry lost with the local
+//! state is learned again from the log.
 //!
 //! When the log refuses an append (disk full), the batch fails and is retried: a refused
 //! attempt record undoes its ledger entry (nothing was called), and the records of a call
@@ -1002,6 +1017,47 @@ impl Consumer for Sender {
         Ok(())
     }
 
+    /// The attempts and results in `batch`, noted in the ledger: an attempt with no result
+    /// becomes `attempting(n)` (the allow decision then ends it as `unknown`, without a
+    /// call), a result `done`. Never behind what the ledger already has: an older attempt
+    /// number, or `attempting` over `done` for the same attempt, is ignored.
+    async fn learn_effects(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+        for event in batch.events() {
+            let (id, attempt, state, status) = match OutboundRecord::decode(event) {
+                Some(Ok(OutboundRecord::Attempt(a))) => {
+                    (a.id, a.attempt, LedgerState::Attempting, None)
+                }
+                Some(Ok(OutboundRecord::Result(r))) => {
+                    (r.id, r.attempt, LedgerState::Done, Some(r.status))
+                }
+                // An unreadable record shows nothing; the outbound consumer dead-letters it.
+                _ => continue,
+            };
+            let known = self.ledger_entry(&id)?;
+            let newer = match &known {
+                None => true,
+                Some(e) => {
+                    e.attempt < attempt
+                        || (e.attempt == attempt
+                            && e.state == LedgerState::Attempting
+                            && state == LedgerState::Done)
+                }
+            };
+            if newer {
+                // The same attempt keeps its redelivery window, as `finish_attempt` does: a
+                // batch handled again inside the window must not send again.
+                let window = known
+                    .filter(|e| e.attempt == attempt)
+                    .and_then(|e| e.window);
+                self.put_ledger(&id, attempt, state, status, window)?;
+            }
+        }
+        // Durable now: once the cursor has passed these records, a restart does not learn
+        // them again.
+        self.ledger.flush()?;
+        Ok(())
+    }
+
     async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
         for event in batch.events() {
             let decision = match OutboundRecord::decode(event) {
@@ -1618,6 +1674,183 @@ mod tests {
             "the real result, not `unknown`"
         );
         assert!(w.alerts.taken().is_empty());
+    }
+
+    /// Another hooklog on the same log with state of its own (a replica on a shared
+    /// JetStream stream), its message projection at the allow decision of `id`, as `w`'s is.
+    /// Its appends go through a [`Flaky`], to stop it between an attempt and its result.
+    fn other_replica(w: &World, id: &MessageId) -> (Sender, Arc<Flaky>) {
+        let replica: Arc<dyn Log> = crate::consumers::testutil::OtherReplica::on(&w.log);
+        let outbound = OutboundStore::open(replica.state().as_ref()).unwrap();
+        outbound
+            .put_message(&w.outbound.message(id).unwrap().unwrap())
+            .unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: replica,
+            allowed: Mutex::new(None),
+        });
+        let s = Sender::new(
+            flaky.clone(),
+            outbound,
+            ComplianceConfig::default(),
+            lines(),
+            clients(w),
+            &SenderConfig::default(),
+            Arc::new(Alerts::default()),
+            Metrics::new(),
+        )
+        .unwrap()
+        .with_clock(Clock::starting_at(noon_in_new_york()));
+        (s, flaky)
+    }
+
+    /// Runs `s` under the driver, as the daemon starts it (the learning pass, then
+    /// batches), from a cursor at `from` with the outbound projection at `through`, until its
+    /// cursor reaches `through`.
+    async fn run_from(w: &World, s: Sender, from: Seq, through: Seq) {
+        w.log.store_cursor(NAME, from).unwrap();
+        w.log
+            .store_cursor(crate::outbound::store::CONSUMER, through)
+            .unwrap();
+        crate::consumers::testutil::drive_until(&w.log, s, through).await;
+    }
+
+    #[tokio::test]
+    async fn a_message_another_replica_sent_before_the_fail_over_is_not_sent_again_and_the_ledger_says_done(
+    ) {
+        let w = world();
+        let (id, events) = allowed(&w, QUO_LINE, TO).await;
+        let (mut other, _) = other_replica(&w, &id);
+        other.handle(&events).await.unwrap();
+        assert_eq!(w.quo.calls(), 1);
+
+        // This replica takes over with its own, empty ledger; its message projection is at
+        // the decision (it has not read the attempt and the result yet).
+        run_from(&w, sender(&w), Seq(0), events[1].seq).await;
+        assert_eq!(w.quo.calls(), 1, "not sent again");
+        assert_eq!(history(&w, &id).len(), 2, "nothing appended");
+        assert!(w.alerts.taken().is_empty());
+        let entry = sender(&w).ledger_entry(&id).unwrap().unwrap();
+        assert_eq!(
+            (entry.attempt, entry.state, entry.status),
+            (1, LedgerState::Done, Some(SendStatus::Sent))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_another_replica_was_sending_when_it_died_ends_unknown_with_a_critical_alert_and_no_call(
+    ) {
+        let w = world();
+        let (id, events) = allowed(&w, TWILIO_LINE, TO).await;
+        let (mut other, flaky) = other_replica(&w, &id);
+        // Its attempt record goes in and the provider is called; it dies before the result.
+        flaky.allow(Some(1));
+        assert!(other.handle(&events).await.is_err());
+        assert_eq!(w.twilio.calls(), 1);
+        assert_eq!(attempts(&history(&w, &id)).len(), 1);
+        assert!(results(&history(&w, &id)).is_empty());
+
+        run_from(&w, sender(&w), Seq(0), events[1].seq).await;
+        assert_eq!(w.twilio.calls(), 1, "never called again");
+        let r = results(&history(&w, &id));
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            (r[0].attempt, r[0].status, r[0].outcome.as_str()),
+            (1, SendStatus::Unknown, "crashed")
+        );
+        let alerts = w.alerts.taken();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(
+            (alerts[0].severity, alerts[0].key.as_str()),
+            (Severity::Critical, format!("send:crashed:{id}").as_str())
+        );
+        let entry = sender(&w).ledger_entry(&id).unwrap().unwrap();
+        assert_eq!(
+            (entry.state, entry.status),
+            (LedgerState::Done, Some(SendStatus::Unknown))
+        );
+
+        // Started again from a stale cursor: nothing more is called, appended or alerted.
+        run_from(&w, sender(&w), Seq(0), events[1].seq).await;
+        assert_eq!(w.twilio.calls(), 1);
+        assert_eq!(results(&history(&w, &id)).len(), 1);
+        assert_eq!(w.alerts.taken().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_message_another_replica_only_allowed_before_the_fail_over_is_sent_once() {
+        let w = world();
+        let (id, events) = allowed(&w, QUO_LINE, TO).await;
+        run_from(&w, sender(&w), Seq(0), events[1].seq).await;
+        assert_eq!(w.quo.calls(), 1);
+        let h = history(&w, &id);
+        assert_eq!(
+            (attempts(&h).len(), results(&h)[0].status),
+            (1, SendStatus::Sent)
+        );
+        // Started again from a stale cursor (a fail-over back): not sent twice.
+        run_from(&w, sender(&w), Seq(0), events[1].seq).await;
+        assert_eq!(w.quo.calls(), 1);
+        assert_eq!(history(&w, &id).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn learning_never_moves_the_ledger_back_and_keeps_the_window_of_the_same_attempt() {
+        let w = world();
+        let (id, events) = allowed(&w, QUO_LINE, TO).await;
+        let mut s = sender(&w);
+        // Attempt 2, a redelivery in window 7, was under way when the process stopped.
+        s.put_ledger(&id, 2, LedgerState::Attempting, None, Some(7))
+            .unwrap();
+        let attempt = |n| {
+            OutboundRecord::Attempt(SendAttempt {
+                id: id.clone(),
+                attempt: n,
+                provider: Provider::Openphone,
+                from: "+12125550199".into(),
+                to: TO.into(),
+                redelivery: n > 1,
+                at: "2026-11-30T17:00:02Z".into(),
+            })
+        };
+        let msg = w.outbound.message(&id).unwrap().unwrap();
+        let result = |n, status: SendStatus| {
+            OutboundRecord::Result(s.result(&msg, n, status, status.as_str()))
+        };
+        let records = [
+            attempt(1),
+            result(1, SendStatus::Sent),
+            attempt(2),
+            result(2, SendStatus::Failed),
+        ];
+        for r in records {
+            append(&w, r).await;
+        }
+        let learn = |after: Seq| Arc::new(Batch::new(w.log.read(after, 100).unwrap()));
+        let entry = |s: &Sender| {
+            let e = s.ledger_entry(&id).unwrap().unwrap();
+            (e.attempt, e.state, e.status, e.window)
+        };
+        s.learn_effects(&learn(events[1].seq)).await.unwrap();
+        let done = (2, LedgerState::Done, Some(SendStatus::Failed), Some(7));
+        assert_eq!(
+            entry(&s),
+            done,
+            "attempt 1 is older; attempt 2 keeps its window"
+        );
+        s.learn_effects(&learn(events[1].seq)).await.unwrap();
+        assert_eq!(entry(&s), done, "learning again changes nothing");
+        let up_to_attempt_2 = Arc::new(Batch::new(w.log.read(events[1].seq, 3).unwrap()));
+        s.learn_effects(&up_to_attempt_2).await.unwrap();
+        assert_eq!(entry(&s), done, "an attempt never reopens its result");
+        let seq = append(&w, attempt(3)).await;
+        s.learn_effects(&learn(Seq(seq - 1))).await.unwrap();
+        assert_eq!(
+            entry(&s),
+            (3, LedgerState::Attempting, None, None),
+            "a newer attempt"
+        );
+        assert_eq!(w.quo.calls(), 0, "learning calls nothing");
     }
 
     #[tokio::test]

@@ -1,11 +1,21 @@
-//! Test helpers: events built from the fixtures and by hand.
+//! Test helpers: events built from the fixtures and by hand, and another replica's view of
+//! a shared log.
 
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::event::{Event, Micros, Seq, Source, Verification};
+use super::{spawn_driver, Consumer, DriverConfig, DriverContext, Registry};
+use crate::alerts::Alerter;
+
+use crate::event::{Event, Micros, Seq, Source, Verification, Verified};
 use crate::fixture::Fixture;
+use crate::log::sled::{SledLog, SledOptions};
+use crate::log::{AppendTicket, Log, LogError, LogStats};
+use crate::metrics::Metrics;
+use crate::state::StateStore;
 
 /// Hours in microseconds.
 pub const HOUR: i64 = 3_600_000_000;
@@ -86,4 +96,99 @@ pub fn dump(
         .unwrap();
     }
     out
+}
+
+/// Another replica's view of a shared log, as two hooklogs see one JetStream stream: the
+/// same records, but cursors and state of their own (ledgers, projections, dead letters),
+/// as the replica that takes the consumers' lease after a fail-over has them.
+pub struct OtherReplica {
+    shared: Arc<dyn Log>,
+    /// A log of its own, used only for its cursors and state store.
+    own: SledLog,
+    _dir: tempfile::TempDir,
+}
+
+impl OtherReplica {
+    /// A replica on `shared`, with empty cursors and state.
+    pub fn on(shared: &Arc<dyn Log>) -> Arc<OtherReplica> {
+        let dir = tempfile::tempdir().unwrap();
+        let own = SledLog::open(dir.path(), &SledOptions::default(), Metrics::new()).unwrap();
+        Arc::new(OtherReplica {
+            shared: shared.clone(),
+            own,
+            _dir: dir,
+        })
+    }
+}
+
+impl Log for OtherReplica {
+    fn append(&self, event: Verified) -> AppendTicket {
+        self.shared.append(event)
+    }
+    fn read(&self, after: Seq, limit: usize) -> Result<Vec<Event>, LogError> {
+        self.shared.read(after, limit)
+    }
+    fn get(&self, seq: Seq) -> Result<Option<Event>, LogError> {
+        self.shared.get(seq)
+    }
+    fn stats(&self) -> Result<LogStats, LogError> {
+        self.shared.stats()
+    }
+    fn cursor(&self, consumer: &str) -> Result<Seq, LogError> {
+        self.own.cursor(consumer)
+    }
+    fn store_cursor(&self, consumer: &str, seq: Seq) -> Result<(), LogError> {
+        self.own.store_cursor(consumer, seq)
+    }
+    fn cursors(&self) -> Result<Vec<(String, Seq)>, LogError> {
+        self.own.cursors()
+    }
+    fn watch_last_seq(&self) -> tokio::sync::watch::Receiver<Seq> {
+        self.shared.watch_last_seq()
+    }
+    fn is_writable(&self) -> bool {
+        self.shared.is_writable()
+    }
+    /// Closes the replica's own part; the shared log stays open for the other.
+    fn close(&self) -> Result<(), LogError> {
+        self.own.close()
+    }
+    fn state(&self) -> Arc<dyn StateStore> {
+        self.own.state()
+    }
+}
+
+/// Runs `consumer` under the driver on `log` (small batches, fast retries), as the daemon
+/// starts it, until its cursor reaches `through`; then stops it and waits for the end.
+pub async fn drive_until<C: Consumer>(log: &Arc<dyn Log>, consumer: C, through: Seq) {
+    let name = consumer.name();
+    let ctx = DriverContext {
+        log: log.clone(),
+        store: log.state(),
+        registry: Arc::new(Registry::default()),
+        metrics: Metrics::new(),
+        alerter: Alerter::disabled(),
+        config: DriverConfig {
+            batch_size: 2,
+            backoff_base: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+            alert_after_failures: 5,
+            idle_poll: Duration::from_millis(20),
+        },
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(spawn_driver(consumer, ctx, rx));
+    for _ in 0..500 {
+        if log.cursor(name).unwrap() >= through {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        log.cursor(name).unwrap(),
+        through,
+        "{name} caught up in 5 s"
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
 }
