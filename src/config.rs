@@ -365,8 +365,8 @@ pub struct JetStreamConfig {
     /// Refuse to connect without TLS.
     #[serde(deserialize_with = "de::parsed")]
     pub tls_required: bool,
-    /// The consumers' lease on the stream: another hooklog cannot run consumers on it until
-    /// this long after the holder last renewed it (every third of it).
+    /// The consumers' lease on the stream: a standby replica takes over the consumers once
+    /// the holder has not renewed it (every third of it) for this long: the fail-over time.
     #[serde(deserialize_with = "de::parsed")]
     pub lease_secs: u64,
 }

@@ -372,16 +372,16 @@ pub async fn run_with_log(
     tracing::info!(data_dir = %config.data_dir.display(), "hooklog is ready");
 
     tokio::pin!(shutdown);
+    // False once the engine has dropped its side of the watch: nothing can elect us any more.
+    let mut electable = true;
     let failure = loop {
         tokio::select! {
             _ = &mut shutdown => break None,
             failure = log_failure(log.failure()) => break Some(failure),
-            changed = leadership.changed(), if leading.is_none() => {
+            changed = leadership.changed(), if leading.is_none() && electable => {
                 if changed.is_err() {
-                    // The engine dropped its side: it can no longer elect this replica.
-                    std::future::pending::<()>().await;
-                }
-                if *leadership.borrow_and_update() == log::Leadership::Leader {
+                    electable = false;
+                } else if *leadership.borrow_and_update() == log::Leadership::Leader {
                     tracing::info!("this replica now holds the consumers' lease: starting the consumers");
                     leading = Some(start_leading()?);
                 }
@@ -399,12 +399,15 @@ pub async fn run_with_log(
             severity: alerts::Severity::Critical,
             title: "hooklog's log failed: stopping for a restart".into(),
             reason: format!(
-                "A write to the log failed ({failure}). sled refuses every write after that \
-                 until it is reopened, so hooklog is stopping; webhooks get 503 meanwhile."
+                "{failure}. The log refuses this process's writes until it is reopened (sled \
+                 after a failed write; JetStream after another replica took the consumers' \
+                 lease), so hooklog is stopping; its webhooks get 503 meanwhile (other \
+                 replicas on the same stream keep answering)."
             ),
-            next_step: "systemd's Restart=on-failure starts hooklog again. If the disk is \
-                        full, free space first: hooklog answers 503 below log.min_free_mb \
-                        free and resumes by itself above it."
+            next_step: "systemd's Restart=on-failure starts hooklog again (on JetStream as a \
+                        standby if another replica leads). If the disk is full, free space \
+                        first: hooklog answers 503 below log.min_free_mb free and resumes by \
+                        itself above it."
                 .into(),
         });
     }

@@ -39,15 +39,19 @@
 //!   a cursor never describes state that is not there.
 //! - **One leader writes the leader's records, fenced.** Several replicas may serve the edge of
 //!   one stream; the holder of the consumers' lease ([`super::lease`]) runs the consumers
-//!   ([`JetStreamLog::campaign`]). On taking the lease it publishes a [`LEADER_ROUTE`] record
-//!   on the leader subject, and every record of its consumers after it expects the leader
-//!   subject's last sequence to be its own previous one (`Nats-Expected-Last-Subject-Sequence`).
-//!   A former leader that was paused past the lease time (a stopped VM, a long GC-like stall)
-//!   finds a newer leader's record there: the stream refuses its write and it stops. So every
-//!   effect a new leader must know about (a send attempt is written *before* the call) is in
-//!   the log before the new leader's first record, and nothing of the old leader's comes after.
-//!   A new leader's consumers start from its own local state and learn from the log what the
-//!   previous leader did ([`crate::consumers::Consumer::learn_effects`]).
+//!   ([`JetStreamLog::campaign`]). Every record of its consumers expects the leader subject's
+//!   last sequence to be its own previous one (`Nats-Expected-Last-Subject-Sequence`). When it
+//!   takes the lease over from a holder that stopped renewing it, which may be paused rather
+//!   than dead (a stopped VM), it first publishes a [`LEADER_ROUTE`] record there; the former
+//!   leader, waking up, finds that record in its way: the stream refuses its write and it
+//!   stops. So every effect a new leader must know about (a send attempt is written *before*
+//!   the call) is in the log before the new leader reads it, and nothing of the old leader's
+//!   comes after. A holder that stops cleanly drains its appends before it releases the lease,
+//!   and a replica's previous process is gone (the state directory's lock): neither needs the
+//!   record, so one daemon's log holds only its own records. A new leader's consumers start
+//!   from its own local state and learn from the log what the previous leader did
+//!   ([`crate::consumers::Consumer::learn_effects`]), up to the end of the log read when it
+//!   took the lease, not the last polled one.
 //!
 //! # Threads
 //!
@@ -346,33 +350,51 @@ impl JetStreamLog {
                             super::lease::LeaseError::Held { holder, .. } => Ok(holder),
                             other => Err(other.to_string()),
                         })?;
-                    let term = take_office(
-                        &js,
-                        &stream,
-                        &leader_subject,
-                        &replica,
-                        lease.revision(),
-                        &format!("{instance}-leader-{}", lease.revision()),
-                        ack_timeout,
-                    )
-                    .await
-                    .map_err(|e| Err(e.to_string()))?;
-                    Ok::<_, Result<String, String>>((lease, term))
+                    // Only a predecessor that may still be running needs fencing out; after a
+                    // release (its appends were drained first) or a restart of this replica,
+                    // the leader subject's last record is simply where this one goes on.
+                    let term = match lease.predecessor() {
+                        Some(_) => take_office(
+                            &js,
+                            &stream,
+                            &leader_subject,
+                            &replica,
+                            lease.revision(),
+                            &format!("{instance}-leader-{}", lease.revision()),
+                            ack_timeout,
+                        )
+                        .await
+                        .map_err(|e| Err(e.to_string()))?,
+                        None => last_on_subject(&stream, &leader_subject)
+                            .await
+                            .map_err(|e| Err(e.to_string()))?
+                            .map_or(0, |(seq, _)| seq),
+                    };
+                    // The end of the log as it is now, not as last polled: every record of the
+                    // predecessor is before it, and the consumers' learning pass must read
+                    // them all before they act.
+                    let end = stream
+                        .get_info()
+                        .await
+                        .map_err(|e| Err(js_err("stream info", e).to_string()))?
+                        .state
+                        .last_sequence;
+                    Ok::<_, Result<String, String>>((lease, term, end))
                 };
                 match attempt.await {
-                    Ok((lease, term)) => {
+                    Ok((lease, term, end)) => {
                         *role.lock().await = Role::Leader {
                             replica: replica.clone(),
                             last: term,
                         };
-                        raise(&last_seq, Seq(term), &metrics);
+                        raise(&last_seq, Seq(term.max(end)), &metrics);
                         metrics.consumers_leader.set(1);
                         leadership.send_replace(Leadership::Leader);
                         let _ = tried.try_send(());
                         tracing::info!(
                             stream = %name,
                             replica = %replica,
-                            leader_record = term,
+                            leader_subject_last = term,
                             lease_secs = ttl.as_secs(),
                             "took the consumers' lease: this replica runs the consumers"
                         );
@@ -1135,7 +1157,13 @@ impl Log for JetStreamLog {
 
     fn close(&self) -> Result<(), LogError> {
         self.open.store(false, Ordering::Release);
-        // Released first, so that a successor need not wait for it to expire.
+        // Appends already published get their acknowledgement (or their 503) first.
+        let deadline = Instant::now() + self.ack_timeout * 3;
+        while self.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Then the lease is released, so that a successor need not wait for it to expire and
+        // need not fence this process out: nothing of it can be stored after this.
         let slot = self.lease.clone();
         let _ = on(&self.handle, async move {
             if let Some(lease) = slot.lock().await.take() {
@@ -1143,11 +1171,6 @@ impl Log for JetStreamLog {
             }
             Ok(())
         });
-        // Appends already published get their acknowledgement (or their 503) first.
-        let deadline = Instant::now() + self.ack_timeout * 3;
-        while self.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         let client = self.client.clone();
         let _ = on(&self.handle, async move {
             client.flush().await.map_err(|e| js_err("flush", e))
@@ -1300,7 +1323,11 @@ pub(crate) mod tests {
                 .unwrap();
             rt.block_on(async move {
                 if let Ok(client) = async_nats::connect(url).await {
-                    let _ = jetstream::new(client).delete_stream(name).await;
+                    let js = jetstream::new(client);
+                    let _ = js.delete_stream(&name).await;
+                    if let Ok(kv) = js.get_key_value(crate::log::lease::BUCKET).await {
+                        let _ = kv.purge(&name).await;
+                    }
                 }
             });
         }
@@ -1521,29 +1548,12 @@ pub(crate) mod tests {
         wait_until("the standby takes over", ttl / 2, || leads(&b));
         let by_b = b.append(leaders_record(3)).wait_blocking().unwrap();
         assert!(by_b > by_a);
-        // Each leader's first record on the leader subject says who took over.
+        // A lease released by a leader that stopped (its appends drained first) needs no
+        // fencing record: nothing but the records themselves is in the log.
         let records = b.read(Seq(0), 100).unwrap();
-        let leaders: Vec<String> = records
-            .iter()
-            .filter(|e| e.route == LEADER_ROUTE)
-            .map(|e| {
-                serde_json::from_slice::<serde_json::Value>(&e.body).unwrap()["replica"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
-        assert_eq!(leaders, [a.replica_id().unwrap(), b.replica_id().unwrap()]);
         assert_eq!(
             records.iter().map(|e| e.route.as_str()).collect::<Vec<_>>(),
-            [
-                LEADER_ROUTE,
-                "/sms",
-                "/sms",
-                "/internal/test",
-                LEADER_ROUTE,
-                "/internal/test"
-            ]
+            ["/sms", "/sms", "/internal/test", "/internal/test"]
         );
     }
 
@@ -1574,6 +1584,16 @@ pub(crate) mod tests {
             "taken after {took:?}"
         );
         let b_id = b.replica_id().unwrap();
+        // Taken from a holder that may still be running: b fenced it out with a record of its
+        // own on the leader subject, before anything else of b's.
+        b.append(leaders_record(1)).wait_blocking().unwrap();
+        let records = b.read(Seq(0), 10).unwrap();
+        assert_eq!(
+            records.iter().map(|e| e.route.as_str()).collect::<Vec<_>>(),
+            [LEADER_ROUTE, "/internal/test"]
+        );
+        let named: serde_json::Value = serde_json::from_slice(&records[0].body).unwrap();
+        assert_eq!(named["replica"], b_id.as_str());
         drop(b); // not a kill, but close() releases: take the entry back as a kill leaves it
         let a = open(&stream, a_dir.path());
         let (js, name) = (a.js.clone(), stream.options.stream.clone());
@@ -1649,12 +1669,9 @@ pub(crate) mod tests {
                 .collect()
         };
         wait_until("b sees every record", LAST_SEQ_POLL * 10, || {
-            routes().len() == 4
+            routes().len() == 3
         });
-        assert_eq!(
-            routes(),
-            [LEADER_ROUTE, "/internal/test", LEADER_ROUTE, "/sms"]
-        );
+        assert_eq!(routes(), ["/internal/test", LEADER_ROUTE, "/sms"]);
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub struct Lease {
     stream: String,
     holder: String,
     revision: u64,
+    predecessor: Option<String>,
 }
 
 impl Lease {
@@ -112,6 +113,7 @@ impl Lease {
             }
         };
         let value = bytes::Bytes::from(holder.to_owned());
+        let mut predecessor = None;
         let revision = match store.create(stream, value.clone()).await {
             Ok(revision) => revision,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
@@ -130,6 +132,9 @@ impl Lease {
                         holder: current,
                     });
                 }
+                if current != holder && !released {
+                    predecessor = Some(current);
+                }
                 store
                     .update(stream, value, entry.revision)
                     .await
@@ -142,7 +147,16 @@ impl Lease {
             stream: stream.to_owned(),
             holder: holder.to_owned(),
             revision,
+            predecessor,
         })
+    }
+
+    /// The replica whose lease expired and was taken over by this one, which may be alive
+    /// and unaware of it (paused): `None` when the entry was free (never taken, or released
+    /// by a holder that stopped) or this replica's own (its previous process, which the data
+    /// directory's lock says is gone).
+    pub fn predecessor(&self) -> Option<&str> {
+        self.predecessor.as_deref()
     }
 
     /// The entry's revision this holder wrote last.

@@ -61,7 +61,7 @@ impl Drop for Stream {
     }
 }
 
-/// Deletes each `(nats url, stream name)`. Bounded: a test that stopped NATS must not hang in
+/// Deletes each `(nats url, stream name)` and its consumers' lease. Bounded: a test that stopped NATS must not hang in
 /// its cleanup.
 pub fn delete_streams(doomed: Vec<(String, String)>) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -76,7 +76,14 @@ pub fn delete_streams(doomed: Vec<(String, String)>) {
                 tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await
             {
                 let js = async_nats::jetstream::new(client);
-                let _ = tokio::time::timeout(Duration::from_secs(5), js.delete_stream(name)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), js.delete_stream(&name)).await;
+                // The stream's entry in the consumers' lease bucket, if a daemon ran on it.
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    if let Ok(kv) = js.get_key_value(hooklog::log::lease::BUCKET).await {
+                        let _ = kv.purge(&name).await;
+                    }
+                })
+                .await;
             }
         }
     });
