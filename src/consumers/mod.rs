@@ -1114,20 +1114,7 @@ mod tests {
     fn setup(dir: &std::path::Path) -> (Arc<dyn Log>, DriverContext) {
         let log: Arc<dyn Log> =
             Arc::new(SledLog::open(dir, &SledOptions::default(), Metrics::new()).unwrap());
-        let ctx = DriverContext {
-            log: log.clone(),
-            store: log.state(),
-            registry: Arc::new(Registry::default()),
-            metrics: Metrics::new(),
-            alerter: Alerter::disabled(),
-            config: DriverConfig {
-                batch_size: 2,
-                backoff_base: Duration::from_millis(5),
-                backoff_max: Duration::from_millis(20),
-                alert_after_failures: 2,
-                idle_poll: Duration::from_millis(20),
-            },
-        };
+        let ctx = super::testutil::fast_context(&log, 2);
         (log, ctx)
     }
 

@@ -158,11 +158,10 @@ impl Log for OtherReplica {
     }
 }
 
-/// Runs `consumer` under the driver on `log` (small batches, fast retries), as the daemon
-/// starts it, until its cursor reaches `through`; then stops it and waits for the end.
-pub async fn drive_until<C: Consumer>(log: &Arc<dyn Log>, consumer: C, through: Seq) {
-    let name = consumer.name();
-    let ctx = DriverContext {
+/// A driver context on `log` for tests: batches of 2, retries within milliseconds, an alert
+/// after `alert_after_failures` failures in a row, and no alert sink.
+pub fn fast_context(log: &Arc<dyn Log>, alert_after_failures: u32) -> DriverContext {
+    DriverContext {
         log: log.clone(),
         store: log.state(),
         registry: Arc::new(Registry::default()),
@@ -172,10 +171,17 @@ pub async fn drive_until<C: Consumer>(log: &Arc<dyn Log>, consumer: C, through: 
             batch_size: 2,
             backoff_base: Duration::from_millis(5),
             backoff_max: Duration::from_millis(20),
-            alert_after_failures: 5,
+            alert_after_failures,
             idle_poll: Duration::from_millis(20),
         },
-    };
+    }
+}
+
+/// Runs `consumer` under the driver on `log` (small batches, fast retries), as the daemon
+/// starts it, until its cursor reaches `through`; then stops it and waits for the end.
+pub async fn drive_until<C: Consumer>(log: &Arc<dyn Log>, consumer: C, through: Seq) {
+    let name = consumer.name();
+    let ctx = fast_context(log, 5);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(spawn_driver(consumer, ctx, rx));
     for _ in 0..500 {
