@@ -116,8 +116,10 @@ pub enum Command {
     /// Records keep their receipt time, headers, body and original verification; they are
     /// numbered from 1 in the file's order. Webhook records can only enter a running daemon
     /// through the signed edge, so import writes into the data directory directly and is
-    /// refused while a daemon holds it, and refused when the log is not empty (a second
-    /// import of the same file appends nothing). The cursors of the consumers with
+    /// refused while a daemon holds it. A log that holds exactly the file's first records (an
+    /// import that stopped part-way: a full disk, NATS gone) is continued after them; any
+    /// other non-empty log is refused (a second import of the same file appends nothing).
+    /// The cursors of the consumers with
     /// irreversible effects (dispatch, sender) are set to the last imported record: a restore
     /// never dispatches or sends again; the others rebuild their projections when the daemon
     /// starts.

@@ -18,13 +18,16 @@
 //!
 //! # What a second import does
 //!
-//! Nothing: the import is refused unless the log is empty (no record), so the same file
-//! imported twice into one directory appends nothing the second time. Records are numbered
-//! from 1 in the file's order: an export of a whole log gets its original sequence numbers
-//! back, so dedup's `duplicate of SEQ` verdicts match too. On JetStream the stream must also
-//! never have held a record (a purged stream goes on counting from its last sequence), and
-//! the local state must hold no cursor of another log; each record is published expecting
-//! the one before it as the stream's last, so the numbering is the file's order.
+//! Records are numbered from 1 in the file's order: an export of a whole log gets its original
+//! sequence numbers back, so dedup's `duplicate of SEQ` verdicts match too. The log must be
+//! empty, or hold exactly the file's first `k` records (sequences 1..=k, each equal to its
+//! line of the file): that is an import that stopped part-way (a full disk, NATS unreachable,
+//! the process killed), and running the same command again continues after record `k`. So
+//! the same file imported twice appends nothing the second time, and any other content is
+//! refused. On JetStream the stream must also never have held a record it no longer holds (a
+//! purged stream goes on counting from its last sequence), and the local state must hold no
+//! cursor past the stream's end (another log's); each record is published expecting the one
+//! before it as the stream's last, so the numbering is the file's order.
 //!
 //! # Effects are not repeated
 //!
@@ -83,30 +86,55 @@ pub fn run(ctx: &Context, args: &ImportArgs) -> anyhow::Result<()> {
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false);
     let log = if exists || !args.dry_run {
-        Some(open_empty(ctx)?)
+        let log = open_target(ctx)?;
+        match stored_part_of(log.as_ref(), file, checked.records, &dir) {
+            Ok(k) => Some((log, k)),
+            Err(e) => {
+                let _ = log.close();
+                return Err(e);
+            }
+        }
     } else {
         None
     };
+    let already = log.as_ref().map_or(0, |(_, k)| *k);
+    if already > 0 {
+        eprintln!(
+            "hooklog-replay import: {dir} already holds the first {} of {}: continuing after \
+             seq {already}",
+            count(already, "record", "records"),
+            file.display()
+        );
+    }
 
     let mut appended: Vec<Seq> = Vec::new();
-    if let (Some(log), false) = (&log, args.dry_run) {
-        let result = append_all(log, file, checked.records);
+    if let (Some((log, _)), false) = (&log, args.dry_run) {
+        let result = append_all(log, file, checked.records, already as usize);
         let result = result.and_then(|seqs| {
-            if let Some(last) = seqs.last() {
+            let last = seqs.last().copied().unwrap_or(Seq(already));
+            if last.0 > 0 {
                 for name in EFFECT_CONSUMERS {
-                    log.store_cursor(name, *last)?;
+                    log.store_cursor(name, last)?;
                 }
             }
             Ok(seqs)
         });
         let closed = log.close();
-        appended = result.with_context(|| format!("import into {dir} failed"))?;
+        appended = result.with_context(|| {
+            format!(
+                "import into {dir} failed; what was appended stays, and running the same \
+                 command again continues after it"
+            )
+        })?;
         closed.with_context(|| format!("cannot close the log in {dir}"))?;
-    } else if let Some(log) = &log {
+    } else if let Some((log, _)) = &log {
         log.close()?;
     }
 
-    let last = appended.last().map(|s| s.0);
+    let last = appended
+        .last()
+        .map(|s| s.0)
+        .or((already > 0).then_some(already));
     let mut doc = json!({
         "type": "summary",
         "file": file.display().to_string(),
@@ -114,6 +142,7 @@ pub fn run(ctx: &Context, args: &ImportArgs) -> anyhow::Result<()> {
         "dry_run": args.dry_run,
         "records": checked.records,
         "appended": appended.len(),
+        "already_stored": already,
         "first_seq": appended.first().map(|s| s.0),
         "last_seq": last,
         "original_first_seq": checked.first_seq,
@@ -141,12 +170,29 @@ pub fn run(ctx: &Context, args: &ImportArgs) -> anyhow::Result<()> {
         let what = count(checked.records as u64, "record", "records");
         if args.dry_run {
             out.line(&format!(
-                "dry run: {what} in {} are valid ({}); they would be appended to the empty \
-                 log in {} as seq 1-{}",
+                "dry run: {what} in {} are valid ({}); {}",
                 file.display(),
                 sources.join(", "),
-                dir,
-                checked.records
+                if already as usize == checked.records {
+                    format!("all of them are already in {dir}: nothing would be appended")
+                } else if already > 0 {
+                    format!(
+                        "{dir} holds the first {already}: the rest would be appended as seq \
+                         {}-{}",
+                        already + 1,
+                        checked.records
+                    )
+                } else {
+                    format!(
+                        "they would be appended to the empty log in {dir} as seq 1-{}",
+                        checked.records
+                    )
+                }
+            ))?;
+        } else if appended.is_empty() && already > 0 {
+            out.line(&format!(
+                "nothing to import: {dir} already holds all {what} of {} (seq 1-{already})",
+                file.display()
             ))?;
         } else {
             out.line(&format!(
@@ -156,9 +202,10 @@ pub fn run(ctx: &Context, args: &ImportArgs) -> anyhow::Result<()> {
                 sources.join(", "),
                 match last {
                     Some(l) => format!(
-                        "; seq 1-{l}; dispatch and sender start after {l} (nothing is \
+                        "; seq {}-{l}; dispatch and sender start after {l} (nothing is \
                          dispatched or sent again); start the daemon to rebuild the other \
-                         projections"
+                         projections",
+                        already + 1
                     ),
                     None => String::new(),
                 }
@@ -255,9 +302,9 @@ fn record(line: &str) -> anyhow::Result<Event> {
     })
 }
 
-/// Opens the data directory's log (the engine the configuration names) and checks that it
-/// holds no record.
-fn open_empty(ctx: &Context) -> anyhow::Result<Arc<dyn Log>> {
+/// Opens the data directory's log (the engine the configuration names). On JetStream it also
+/// refuses a stream that was purged and local state that belongs to another log.
+fn open_target(ctx: &Context) -> anyhow::Result<Arc<dyn Log>> {
     let store = ctx.store();
     let dir = store.location();
     let log = store.open().map_err(|e| match e {
@@ -270,8 +317,8 @@ fn open_empty(ctx: &Context) -> anyhow::Result<Arc<dyn Log>> {
         other => anyhow::Error::new(other).context(format!("cannot open the log in {dir}")),
     })?;
     let refusal = match store.stream() {
-        None => not_empty_sled(log.as_ref(), &dir)?,
-        Some(stream) => not_empty_jetstream(log.as_ref(), stream, &store.dir())?,
+        None => None,
+        Some(stream) => jetstream_refusal(log.as_ref(), stream, &store.dir())?,
     };
     if let Some(refusal) = refusal {
         let _ = log.close();
@@ -280,26 +327,80 @@ fn open_empty(ctx: &Context) -> anyhow::Result<Arc<dyn Log>> {
     Ok(log)
 }
 
-/// Why a sled log cannot take an import: it holds records.
-fn not_empty_sled(log: &dyn Log, dir: &str) -> anyhow::Result<Option<anyhow::Error>> {
+/// How many of the file's records the log already holds: 0 for an empty log, `k` for a log
+/// that is exactly the file's first `k` records (an import that stopped part-way); any other
+/// content is refused.
+fn stored_part_of(log: &dyn Log, file: &Path, total: usize, dir: &str) -> anyhow::Result<u64> {
     let stats = log.stats()?;
-    Ok((stats.count > 0).then(|| {
+    if stats.count == 0 {
+        return Ok(0);
+    }
+    let refuse = |why: String| {
         anyhow::anyhow!(
-            "cannot import into {dir}: its log is not empty ({}, seq {}-{}). import restores into \
-             an empty log only (so importing the same file twice appends nothing the second \
-             time): use a new data directory (--data-dir)",
+            "cannot import into {dir}: its log is not empty ({}, seq {}-{}) and {why}. import \
+             restores into an empty log, or continues an import of this same file that \
+             stopped part-way (so importing the same file twice appends nothing the second \
+             time): use a new data directory (--data-dir){}",
             count(stats.count, "record", "records"),
             stats.first_seq,
-            stats.last_seq
+            stats.last_seq,
+            if dir.contains("JetStream") {
+                " or a new stream (log.jetstream.stream)"
+            } else {
+                ""
+            }
         )
-    }))
+    };
+    let k = stats.last_seq;
+    if stats.first_seq != 1 || stats.count != k {
+        return Err(refuse(
+            "its records are not numbered from 1 without a gap".into(),
+        ));
+    }
+    if k > total as u64 {
+        return Err(refuse(format!(
+            "holds more records than {} has ({total})",
+            file.display()
+        )));
+    }
+    let mut stored = Vec::new();
+    let mut i: u64 = 0;
+    let mut differs: Option<String> = None;
+    for_each_record(file, |line, ev| {
+        if i >= k || differs.is_some() {
+            return Ok(());
+        }
+        if stored.is_empty() {
+            stored = log.read(Seq(i), 1000)?;
+            stored.reverse();
+        }
+        i += 1;
+        let Some(have) = stored.pop() else {
+            anyhow::bail!("the log ended at seq {} before seq {k}", i - 1);
+        };
+        if (Event {
+            seq: have.seq,
+            ..ev
+        }) != have
+        {
+            differs = Some(format!(
+                "is not the start of {}: seq {i} differs from line {line}",
+                file.display()
+            ));
+        }
+        Ok(())
+    })?;
+    match differs {
+        Some(why) => Err(refuse(why)),
+        None => Ok(k),
+    }
 }
 
-/// Why a JetStream log cannot take an import: the stream holds records, or held some (a
+/// Why a JetStream log cannot take an import: the stream held records it no longer holds (a
 /// purged stream keeps counting, so the import would not be numbered from 1), or the local
-/// state database holds cursors of another log (its consumers would skip the imported
-/// records, and their state would describe records that are not there).
-fn not_empty_jetstream(
+/// state database holds cursors past the stream's end (another log's: its consumers would
+/// skip the imported records, and their state would describe records that are not there).
+fn jetstream_refusal(
     log: &dyn Log,
     stream: &str,
     state_dir: &Path,
@@ -310,16 +411,7 @@ fn not_empty_jetstream(
          nothing the second time): name a new stream in log.jetstream.stream, or delete this \
          one if nothing in it is needed (`nats stream rm {stream}`)"
     );
-    if stats.count > 0 {
-        return Ok(Some(anyhow::anyhow!(
-            "cannot import into JetStream stream {stream}: the stream is not empty ({}, seq \
-             {}-{}). {start_over}",
-            count(stats.count, "record", "records"),
-            stats.first_seq,
-            stats.last_seq
-        )));
-    }
-    if stats.last_seq > 0 {
+    if stats.last_seq > 0 && (stats.count == 0 || stats.first_seq > 1) {
         return Ok(Some(anyhow::anyhow!(
             "cannot import into JetStream stream {stream}: the stream held records up to seq {} \
              (since purged), so imported records would be numbered from {} instead of 1. \
@@ -331,7 +423,7 @@ fn not_empty_jetstream(
     let cursors: Vec<String> = log
         .cursors()?
         .into_iter()
-        .filter(|(_, seq)| seq.0 > 0)
+        .filter(|(_, seq)| seq.0 > stats.last_seq)
         .map(|(name, seq)| format!("{name} at {seq}"))
         .collect();
     if !cursors.is_empty() {
@@ -346,20 +438,34 @@ fn not_empty_jetstream(
     Ok(None)
 }
 
-/// Appends every record of the file, in chunks, with progress on stderr at most once a second.
-fn append_all(log: &Arc<dyn Log>, path: &Path, total: usize) -> anyhow::Result<Vec<Seq>> {
+/// Appends the records of the file after the first `skip`, in chunks, with progress on stderr
+/// at most once a second.
+fn append_all(
+    log: &Arc<dyn Log>,
+    path: &Path,
+    total: usize,
+    skip: usize,
+) -> anyhow::Result<Vec<Seq>> {
     let mut seqs = Vec::with_capacity(total);
     let mut chunk = Vec::with_capacity(CHUNK.min(total));
     let mut last_progress = Instant::now();
     let mut flush = |chunk: &mut Vec<Event>, seqs: &mut Vec<Seq>| -> anyhow::Result<()> {
         seqs.extend(hooklog::log::restore(log.as_ref(), std::mem::take(chunk))?);
         if last_progress.elapsed() >= Duration::from_secs(1) {
-            eprintln!("hooklog-replay import: {} of {total} appended", seqs.len());
+            eprintln!(
+                "hooklog-replay import: {} of {total} in the log",
+                skip + seqs.len()
+            );
             last_progress = Instant::now();
         }
         Ok(())
     };
+    let mut n = 0;
     for_each_record(path, |_, ev| {
+        n += 1;
+        if n <= skip {
+            return Ok(());
+        }
         chunk.push(ev);
         if chunk.len() >= CHUNK {
             flush(&mut chunk, &mut seqs)?;

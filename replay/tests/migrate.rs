@@ -338,25 +338,59 @@ fn export_then_import_into_an_empty_data_dir_reproduces_the_records_and_projecti
         (dry["records"].as_u64(), dry["appended"].as_u64()),
         (Some(8), Some(0))
     );
-    let o = ok(cli(&config_b, unreachable)
-        .args(["import", "--json"])
-        .arg(&file)
-        .output()
-        .unwrap());
-    let imported: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(imported["appended"], 8, "{imported}");
-    assert_eq!(imported["last_seq"], 8, "{imported}");
-    // A second import of the same file is refused and appends nothing.
+    // An import that stopped part-way (a full disk, a kill), played by importing the file's
+    // first five lines: the same command then continues after them.
+    let whole = std::fs::read_to_string(&file).unwrap();
+    let head = dir.path().join("head.jsonl");
+    std::fs::write(
+        &head,
+        whole.lines().take(5).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
+    let imported = import(&config_b, &head);
+    assert_eq!(imported["appended"], 5, "{imported}");
+    let imported = import(&config_b, &file);
+    assert_eq!(
+        (
+            &imported["already_stored"],
+            &imported["appended"],
+            &imported["first_seq"],
+            &imported["last_seq"]
+        ),
+        (&json!(5), &json!(3), &json!(6), &json!(8)),
+        "{imported}"
+    );
+    // A second import of the same file appends nothing.
+    let imported = import(&config_b, &file);
+    assert_eq!(
+        (&imported["already_stored"], &imported["appended"]),
+        (&json!(8), &json!(0)),
+        "{imported}"
+    );
+    // A log that is not the start of the file is refused, naming the first difference.
+    let other = dir.path().join("other.jsonl");
+    let changed: Vec<String> = whole
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            if i == 2 {
+                v["received_at"] = json!("2001-01-01T00:00:00Z");
+            }
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&other, changed.join("\n") + "\n").unwrap();
     let o = cli(&config_b, unreachable)
         .args(["import"])
-        .arg(&file)
+        .arg(&other)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
     assert!(
-        text(&o.stderr).contains("not empty (8 records"),
-        "{}",
-        text(&o.stderr)
+        err.contains("not empty (8 records, seq 1-8)") && err.contains("seq 3 differs from line 3"),
+        "{err}"
     );
 
     // The daemon on the restored directory rebuilds the same projections.
@@ -510,29 +544,38 @@ fn an_export_from_sled_imported_into_jetstream_and_back_reproduces_the_projectio
         ),
     )
     .unwrap();
+    // In two goes, as when the first stopped part-way (NATS gone): the second continues.
+    let head = dir.path().join("from-sled-head.jsonl");
+    let whole = std::fs::read_to_string(&from_sled).unwrap();
+    std::fs::write(
+        &head,
+        whole.lines().take(5).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
+    let part = import(&config_j, &head);
+    assert_eq!(
+        (&part["appended"], &part["first_seq"], &part["last_seq"]),
+        (&json!(5), &json!(1), &json!(5)),
+        "{part}"
+    );
     let imported = import(&config_j, &from_sled);
     assert_eq!(
         (
+            &imported["already_stored"],
             &imported["appended"],
             &imported["first_seq"],
             &imported["last_seq"]
         ),
-        (&json!(8), &json!(1), &json!(8)),
+        (&json!(5), &json!(3), &json!(6), &json!(8)),
         "{imported}"
     );
     assert_eq!(imported["stream"], stream.name.as_str(), "{imported}");
-    // A second import is refused, naming the stream, and appends nothing.
-    let o = cli(&config_j, "http://127.0.0.1:9")
-        .args(["import"])
-        .arg(&from_sled)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = text(&o.stderr);
-    assert!(
-        err.contains(&format!("JetStream stream {}", stream.name))
-            && err.contains("not empty (8 records, seq 1-8)"),
-        "{err}"
+    // A second import of the same file appends nothing.
+    let again = import(&config_j, &from_sled);
+    assert_eq!(
+        (&again["already_stored"], &again["appended"]),
+        (&json!(8), &json!(0)),
+        "{again}"
     );
 
     let mut j = Daemon::start(config_j.clone(), data_j);
