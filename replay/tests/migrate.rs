@@ -338,28 +338,9 @@ fn export_then_import_into_an_empty_data_dir_reproduces_the_records_and_projecti
         (dry["records"].as_u64(), dry["appended"].as_u64()),
         (Some(8), Some(0))
     );
-    // An import that stopped part-way (a full disk, a kill), played by importing the file's
-    // first five lines: the same command then continues after them.
+    // An import that stopped part-way (a full disk, a kill) is continued by the same command.
+    import_in_two_goes(&config_b, &file);
     let whole = std::fs::read_to_string(&file).unwrap();
-    let head = dir.path().join("head.jsonl");
-    std::fs::write(
-        &head,
-        whole.lines().take(5).collect::<Vec<_>>().join("\n") + "\n",
-    )
-    .unwrap();
-    let imported = import(&config_b, &head);
-    assert_eq!(imported["appended"], 5, "{imported}");
-    let imported = import(&config_b, &file);
-    assert_eq!(
-        (
-            &imported["already_stored"],
-            &imported["appended"],
-            &imported["first_seq"],
-            &imported["last_seq"]
-        ),
-        (&json!(5), &json!(3), &json!(6), &json!(8)),
-        "{imported}"
-    );
     // A second import of the same file appends nothing.
     let imported = import(&config_b, &file);
     assert_eq!(
@@ -500,6 +481,36 @@ fn projections(d: &Daemon) -> (Value, Vec<Value>, Value) {
     )
 }
 
+/// Imports the first five records of the 8-record export `file` (an import that stopped
+/// part-way), then the whole file, which continues after them; the second summary.
+fn import_in_two_goes(config: &Path, file: &Path) -> Value {
+    let whole = std::fs::read_to_string(file).unwrap();
+    let head = file.with_extension("head.jsonl");
+    std::fs::write(
+        &head,
+        whole.lines().take(5).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
+    let part = import(config, &head);
+    assert_eq!(
+        (&part["appended"], &part["first_seq"], &part["last_seq"]),
+        (&json!(5), &json!(1), &json!(5)),
+        "{part}"
+    );
+    let imported = import(config, file);
+    assert_eq!(
+        (
+            &imported["already_stored"],
+            &imported["appended"],
+            &imported["first_seq"],
+            &imported["last_seq"]
+        ),
+        (&json!(5), &json!(3), &json!(6), &json!(8)),
+        "{imported}"
+    );
+    imported
+}
+
 /// `import FILE --json` with the daemon of `config` stopped; its summary.
 fn import(config: &Path, file: &Path) -> Value {
     let o = ok(cli(config, "http://127.0.0.1:9")
@@ -545,30 +556,7 @@ fn an_export_from_sled_imported_into_jetstream_and_back_reproduces_the_projectio
     )
     .unwrap();
     // In two goes, as when the first stopped part-way (NATS gone): the second continues.
-    let head = dir.path().join("from-sled-head.jsonl");
-    let whole = std::fs::read_to_string(&from_sled).unwrap();
-    std::fs::write(
-        &head,
-        whole.lines().take(5).collect::<Vec<_>>().join("\n") + "\n",
-    )
-    .unwrap();
-    let part = import(&config_j, &head);
-    assert_eq!(
-        (&part["appended"], &part["first_seq"], &part["last_seq"]),
-        (&json!(5), &json!(1), &json!(5)),
-        "{part}"
-    );
-    let imported = import(&config_j, &from_sled);
-    assert_eq!(
-        (
-            &imported["already_stored"],
-            &imported["appended"],
-            &imported["first_seq"],
-            &imported["last_seq"]
-        ),
-        (&json!(5), &json!(3), &json!(6), &json!(8)),
-        "{imported}"
-    );
+    let imported = import_in_two_goes(&config_j, &from_sled);
     assert_eq!(imported["stream"], stream.name.as_str(), "{imported}");
     // A second import of the same file appends nothing.
     let again = import(&config_j, &from_sled);
