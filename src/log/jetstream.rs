@@ -319,7 +319,6 @@ impl JetStreamLog {
         self.elected.store(true, Ordering::Release);
         self.leadership
             .send_replace(Leadership::Standby { holder: None });
-        self.metrics.consumers_leader.set(0);
         let js = self.js.clone();
         let role = self.role.clone();
         let slot = self.lease.clone();
@@ -388,7 +387,6 @@ impl JetStreamLog {
                             last: term,
                         };
                         raise(&last_seq, Seq(term.max(end)), &metrics);
-                        metrics.consumers_leader.set(1);
                         leadership.send_replace(Leadership::Leader);
                         let _ = tried.try_send(());
                         tracing::info!(
@@ -561,6 +559,19 @@ pub fn poll_interval(ttl: Duration) -> Duration {
     (ttl / 5).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
+/// Deposes this replica, which finds out it lost the lease (at a renewal, or at a write the
+/// stream refused): the leader's records are refused from then on, and `reason` becomes the
+/// log's failure, which stops the daemon (its service manager starts it again, a standby).
+fn depose(
+    role: &mut Role,
+    failed: &watch::Sender<Option<String>>,
+    holder: Option<String>,
+    reason: String,
+) {
+    *role = Role::Standby { holder };
+    failed.send_replace(Some(reason));
+}
+
 /// Renews the lease every third of `ttl` until the log closes; a lost lease deposes this
 /// replica (its leader's records are refused from then on) and sets the log's failure.
 async fn renew_until_closed(
@@ -578,12 +589,16 @@ async fn renew_until_closed(
         match lease.renew().await {
             Ok(()) => last_renewed = Instant::now(),
             Err(super::lease::LeaseError::Lost(stream)) => {
-                *role.lock().await = Role::Standby { holder: None };
-                failed.send_replace(Some(format!(
-                    "the consumers' lease on JetStream stream {stream} was lost (another \
-                     replica took it after this one did not renew it for \
-                     log.jetstream.lease_secs)"
-                )));
+                depose(
+                    &mut *role.lock().await,
+                    &failed,
+                    None,
+                    format!(
+                        "the consumers' lease on JetStream stream {stream} was lost (another \
+                         replica took it after this one did not renew it for \
+                         log.jetstream.lease_secs)"
+                    ),
+                );
                 return;
             }
             Err(e) => {
@@ -613,6 +628,16 @@ fn header<'a>(headers: &'a async_nats::HeaderMap, name: &str) -> Option<&'a str>
 
 fn is_wrong_last_sequence(e: &async_nats::jetstream::context::PublishError) -> bool {
     e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence
+}
+
+/// A record for the leader subject, from `replica`, stored only if the subject's last record
+/// is still `last` (0: none); `id` makes a retry of it a duplicate.
+fn leader_message(payload: bytes::Bytes, id: &str, last: u64, replica: &str) -> PublishMessage {
+    PublishMessage::build()
+        .payload(payload)
+        .message_id(id)
+        .expected_last_subject_sequence(last)
+        .header(REPLICA_HEADER, replica)
 }
 
 /// Publishes `message` on `subject` and waits for the stream's acknowledgement.
@@ -653,11 +678,7 @@ async fn take_office(
         let last = last_on_subject(stream, leader_subject)
             .await?
             .map_or(0, |(seq, _)| seq);
-        let message = PublishMessage::build()
-            .payload(record.clone())
-            .message_id(msg_id)
-            .expected_last_subject_sequence(last)
-            .header(REPLICA_HEADER, replica);
+        let message = leader_message(record.clone(), msg_id, last, replica);
         match publish_message(js, leader_subject, message).await {
             Ok(ack) => return Ok(ack.sequence),
             Err(e) if Instant::now() < deadline => {
@@ -708,11 +729,7 @@ impl LeaderPublish {
         // At most a few reconciliations: each one learns something that settles the next try.
         let mut reconciled = 0;
         loop {
-            let message = PublishMessage::build()
-                .payload(payload.clone())
-                .message_id(id)
-                .expected_last_subject_sequence(*last)
-                .header(REPLICA_HEADER, replica.as_str());
+            let message = leader_message(payload.clone(), id, *last, &replica);
             match publish_message(&self.js, &self.subject, message).await {
                 Ok(ack) => {
                     *last = ack.sequence;
@@ -741,12 +758,12 @@ impl LeaderPublish {
                                 "replica {other} became the consumers' leader after this one; \
                                  its records are refused from now on"
                             );
-                            *role = Role::Standby {
-                                holder: Some(other),
-                            };
-                            self.failed.send_replace(Some(format!(
-                                "the consumers' lease was lost: {why}"
-                            )));
+                            depose(
+                                &mut role,
+                                &self.failed,
+                                Some(other),
+                                format!("the consumers' lease was lost: {why}"),
+                            );
                             return Err(LogError::NotLeader(why));
                         }
                         // Retention purged the subject: only records older than the retention
@@ -754,9 +771,8 @@ impl LeaderPublish {
                         None => *last = 0,
                     }
                 }
-                Err(e) if Instant::now() < deadline => {
+                Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    let _ = e;
                 }
                 Err(e) => return Err(js_err("publish not acknowledged", e)),
             }
