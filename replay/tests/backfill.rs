@@ -304,12 +304,9 @@ fn a_refused_quo_key_exits_1_with_one_line_naming_the_setting() {
     assert_eq!(checkpoints(&daemon), 0, "nothing to resume, no file left");
 }
 
-#[test]
-fn with_the_daemon_stopped_a_twilio_backfill_appends_to_the_data_directory() {
-    let fake = FakeApi::start(fake_providers::twilio_day());
-    let mut daemon = Daemon::start(&fake, QUO_KEY);
-    daemon.stop();
-
+/// `backfill twilio` of the fake's day with `daemon` stopped: checked to succeed, appending
+/// the day's 8 resources directly; its output and JSON summary.
+fn backfill_twilio_day_directly(daemon: &Daemon) -> (Output, Value) {
     let out = daemon.cli(&[
         "--json",
         "backfill",
@@ -323,6 +320,16 @@ fn with_the_daemon_stopped_a_twilio_backfill_appends_to_the_data_directory() {
     let summary: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(summary["target"]["kind"], "direct");
     assert_eq!(summary["appended"], 8);
+    (out, summary)
+}
+
+#[test]
+fn with_the_daemon_stopped_a_twilio_backfill_appends_to_the_data_directory() {
+    let fake = FakeApi::start(fake_providers::twilio_day());
+    let mut daemon = Daemon::start(&fake, QUO_KEY);
+    daemon.stop();
+
+    let (_, summary) = backfill_twilio_day_directly(&daemon);
     assert!(summary["duplicates"].is_null());
 
     let tail = daemon.cli(&["--json", "--direct", "tail", "--after", "0"]);
@@ -349,24 +356,12 @@ fn with_a_jetstream_daemon_stopped_a_twilio_backfill_appends_to_its_stream_and_d
     let mut daemon = Daemon::start_with(&fake, QUO_KEY, &stream.toml());
     daemon.stop();
 
-    let out = daemon.cli(&[
-        "--json",
-        "backfill",
-        "twilio",
-        "--since",
-        DAY,
-        "--until",
-        "2026-03-03",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (out, summary) = backfill_twilio_day_directly(&daemon);
     assert!(
         text(&out.stderr).contains(&format!("appending to JetStream stream {}", stream.name)),
         "{}",
         text(&out.stderr)
     );
-    let summary: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
-    assert_eq!(summary["target"]["kind"], "direct");
-    assert_eq!(summary["appended"], 8);
     assert_eq!(
         (&summary["first_seq"], &summary["last_seq"]),
         (&json!(1), &json!(8)),

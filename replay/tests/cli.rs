@@ -439,17 +439,23 @@ fn on_jetstream_a_stopped_daemons_log_is_read_by_status_and_tail_and_rewind_need
 
     // A running daemon holds data_dir/state: reading directly is refused, naming the engine.
     let _again = Daemon::restart_on(&daemon);
-    let o = cli(&daemon.config, "http://127.0.0.1:1")
-        .arg("status")
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = stderr(&o);
+    let err = status_failing_at_an_unreachable_api(&daemon.config);
     assert!(
         err.contains("the daemon seems to be running")
             && err.contains(&format!("JetStream stream {}", stream.name)),
         "{err}"
     );
+}
+
+/// `status` pointed at an admin API nobody listens on, with the daemon of `config` running:
+/// it exits 1; its stderr.
+fn status_failing_at_an_unreachable_api(config: &std::path::Path) -> String {
+    let o = cli(config, "http://127.0.0.1:1")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    stderr(&o)
 }
 
 /// Waits until dedup's cursor reaches `seq` (through the admin API).
@@ -482,12 +488,7 @@ fn direct_reading_while_the_daemon_runs_is_refused_with_a_hint() {
     assert!(err.contains("drop --direct"), "{err}");
 
     // The daemon holds the directory but the API is at another address.
-    let o = cli(&daemon.config, "http://127.0.0.1:1")
-        .arg("status")
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = stderr(&o);
+    let err = status_failing_at_an_unreachable_api(&daemon.config);
     assert!(
         err.contains("the daemon seems to be running") && err.contains("--admin-url"),
         "{err}"
