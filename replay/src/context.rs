@@ -202,14 +202,19 @@ impl Store {
             .then_some(self.config.log.jetstream.stream.as_str())
     }
 
+    /// Whether the store directory holds files: a daemon (or an import) ran here with this
+    /// engine. Opening a store that does not exist would create it.
+    pub fn holds_files(&self) -> bool {
+        std::fs::read_dir(self.dir())
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false)
+    }
+
     /// Fails unless a daemon ever ran on this data directory with this engine (its store
     /// directory holds files). Readers check this first, so that they never create a log
     /// (nor, for JetStream, a stream) where there was none.
     pub fn check_exists(&self) -> anyhow::Result<()> {
-        let holds_files = std::fs::read_dir(self.dir())
-            .map(|mut entries| entries.next().is_some())
-            .unwrap_or(false);
-        if holds_files {
+        if self.holds_files() {
             Ok(())
         } else if self.is_jetstream() {
             anyhow::bail!(

@@ -82,10 +82,7 @@ pub fn run(ctx: &Context, args: &ImportArgs) -> anyhow::Result<()> {
 
     // A dry run opens nothing that does not exist yet (opening creates the database, and for
     // JetStream the stream): it checks the target only where a daemon already ran.
-    let exists = std::fs::read_dir(store.dir())
-        .map(|mut entries| entries.next().is_some())
-        .unwrap_or(false);
-    let log = if exists || !args.dry_run {
+    let log = if store.holds_files() || !args.dry_run {
         let log = open_target(ctx)?;
         match stored_part_of(log.as_ref(), file, checked.records, &dir) {
             Ok(k) => Some((log, k)),
