@@ -1049,7 +1049,6 @@ pub(crate) mod de {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::Write;

@@ -463,7 +463,6 @@ fn hours_mins(minutes: i64) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use chrono_tz::America::Los_Angeles;

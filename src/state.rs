@@ -236,7 +236,6 @@ impl StateStore for MemState {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

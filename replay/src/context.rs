@@ -306,7 +306,6 @@ fn resolve_token(flag: Option<&str>, config: &Config, prov: &Provenance) -> Toke
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

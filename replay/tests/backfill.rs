@@ -3,7 +3,8 @@
 //! part of a day by webhook is backfilled; dedup marks the twins; a second run appends only
 //! duplicates; a stopped daemon's data directory is appended to directly.
 
-#![allow(clippy::unwrap_used)]
+// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
+#![cfg(test)]
 
 mod support;
 

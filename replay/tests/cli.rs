@@ -2,7 +2,8 @@
 //! `127.0.0.1:0` with its own data directory, fills the log through `POST /admin/events`, and
 //! runs the built binary as a child process.
 
-#![allow(clippy::unwrap_used)]
+// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
+#![cfg(test)]
 
 mod support;
 

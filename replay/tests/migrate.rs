@@ -2,7 +2,8 @@
 //! in-process on `127.0.0.1:0` with its own data directory and webhook keys, and runs the
 //! built `hooklog-replay` as a child process.
 
-#![allow(clippy::unwrap_used)]
+// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
+#![cfg(test)]
 
 mod support;
 

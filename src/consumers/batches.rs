@@ -284,7 +284,6 @@ fn fetch(job: &Job) -> Option<Arc<Batch>> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::event::{Event, Micros, Source, Verification, Verified};

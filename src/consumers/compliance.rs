@@ -316,7 +316,6 @@ impl Consumer for Compliance {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::consumers::dedup::Dedup;

@@ -576,7 +576,6 @@ impl Consumer for Dedup {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::consumers::testutil::{dump, event, from_fixture, quo_inbound, HOUR};

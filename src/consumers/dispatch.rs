@@ -603,7 +603,6 @@ impl Consumer for Dispatch {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::consumers::compliance::Compliance;

@@ -1042,7 +1042,6 @@ impl From<BatchError> for StepError {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::event::{Source, Verification, Verified};

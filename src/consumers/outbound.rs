@@ -396,7 +396,6 @@ impl Consumer for Outbound {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::consumers::compliance::Compliance;

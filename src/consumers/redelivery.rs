@@ -124,7 +124,6 @@ impl Redelivery {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::state::{MemState, StateStore};

@@ -1085,7 +1085,6 @@ impl Consumer for Sender {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;

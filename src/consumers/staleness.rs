@@ -232,7 +232,6 @@ fn check(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::consumers::dedup::Dedup;

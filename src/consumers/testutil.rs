@@ -1,8 +1,6 @@
 //! Test helpers: events built from the fixtures and by hand, and another replica's view of
 //! a shared log.
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -178,7 +178,6 @@ impl Gateway for Client {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

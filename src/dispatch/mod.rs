@@ -175,7 +175,6 @@ fn describe(outcome: &DispatchOutcome) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::cell::RefCell;

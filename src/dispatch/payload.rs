@@ -123,7 +123,6 @@ impl DispatchRequest {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::parse::{Data, Kind, Provider};

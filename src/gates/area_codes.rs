@@ -92,7 +92,6 @@ pub fn lookup(e164: &str) -> Result<&'static AreaCode, LookupError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -322,7 +322,6 @@ pub fn validate_lines(lines: &[LineConfig]) -> Result<(), (String, String)> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::config::Config;

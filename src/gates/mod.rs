@@ -336,7 +336,6 @@ fn gate_rank(gate: Gate) -> u8 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use chrono::{NaiveDateTime, TimeZone};

@@ -36,7 +36,6 @@ pub fn check(suppressions: &dyn Suppressions, to: &str) -> Option<Reason> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::consumers::compliance::is_suppressed;

@@ -208,7 +208,6 @@ fn next_open(zones: &[Tz], week: &Week, now: DateTime<Utc>) -> Option<DateTime<U
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

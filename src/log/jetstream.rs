@@ -1301,7 +1301,6 @@ async fn get_one(stream: stream::Stream, seq: Seq) -> Result<Option<Event>, LogE
 /// Tests run against the machine's NATS server with JetStream (`nats://127.0.0.1:4222`, or
 /// `HOOKLOG_TEST_NATS_URL`), each on a stream of its own that it deletes afterwards.
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
     use crate::event::{Micros, Source, Verification};

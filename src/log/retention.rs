@@ -228,7 +228,6 @@ impl RetentionTask {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::event::{Source, Verification, Verified};

@@ -366,7 +366,6 @@ impl OutboundRecord {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::event::Seq;

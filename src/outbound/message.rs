@@ -313,7 +313,6 @@ pub fn apply(msg: &mut Message, seq: u64, change: Change<'_>) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::gates::ReasonCode;

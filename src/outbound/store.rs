@@ -321,7 +321,6 @@ impl OutboundStore {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::outbound::events::MessageRequest;

@@ -761,5 +761,4 @@ fn outbound_status_kind(status: Option<&str>) -> Kind {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;

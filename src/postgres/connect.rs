@@ -315,7 +315,6 @@ impl ServerCertVerifier for AnyName {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

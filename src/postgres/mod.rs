@@ -193,7 +193,6 @@ pub fn quote_schema(schema: &str) -> Result<String, PgError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -751,7 +751,6 @@ pub fn fold_messages(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::event::{Micros, Seq, Verification};

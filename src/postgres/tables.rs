@@ -870,7 +870,6 @@ pub fn rounds<'a>(rows: &[&'a Row]) -> Vec<Vec<&'a Row>> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -158,7 +158,6 @@ impl super::SendClient for Client {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

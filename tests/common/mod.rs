@@ -4,7 +4,7 @@
 //! Every answer closes the connection, so each attempt is one fresh request.
 
 // Each test crate that includes this module uses a different part of it.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -18,7 +18,7 @@
 //! whose path and query contain a string with a status, until removed. Every request is
 //! recorded with its arrival time and the status it got.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};

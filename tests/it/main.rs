@@ -1,7 +1,8 @@
 //! Integration tests: the real server on ephemeral loopback ports (and, for crash and signal
 //! tests, the real binary).
 
-#![allow(clippy::unwrap_used)]
+// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
+#![cfg(test)]
 
 mod admin;
 #[path = "../common/mod.rs"]

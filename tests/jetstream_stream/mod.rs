@@ -2,7 +2,7 @@
 //! daemon's integration tests (`tests/it/jetstream.rs`) and hooklog-replay's tests (included
 //! with `#[path]`), so that every test names and cleans up its stream the same way.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! with a configuration file of the test's, and the CLI as a child process whose
 //! environment holds no `HOOKLOG_*` variable of the test runner's.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Command, Stdio};

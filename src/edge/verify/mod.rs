@@ -211,7 +211,6 @@ pub(crate) fn check_window(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -57,7 +57,6 @@ pub fn redact_query(query: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

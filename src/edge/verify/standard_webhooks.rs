@@ -93,7 +93,6 @@ pub fn sign(key: &HmacKey, webhook_id: &str, timestamp: &str, body: &[u8]) -> St
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

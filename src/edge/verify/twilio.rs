@@ -304,7 +304,6 @@ fn url_variants(base: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::edge::verify::hmac_sha1;
