@@ -20,11 +20,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hooklog::alerts::Alerter;
 use hooklog::config::Secret;
 use hooklog::consumers::dedup::Dedup;
+use hooklog::consumers::postgres::PostgresConfig;
 use hooklog::consumers::postgres::PostgresSink;
 use hooklog::consumers::Consumer;
 use hooklog::event::{Event, Micros, Seq, Source, Verification};
 use hooklog::metrics::Metrics;
-use hooklog::postgres::PostgresConfig;
 use hooklog::state::MemState;
 
 const PER_ITER: u64 = 10_000;
@@ -177,7 +177,9 @@ fn bench(c: &mut Criterion) {
     group.finish();
     drop(sink);
     rt.block_on(async {
-        if let Ok(c) = hooklog::postgres::connect(&url(), None, Duration::from_secs(10)).await {
+        if let Ok(c) =
+            hooklog::consumers::postgres::connect(&url(), None, Duration::from_secs(10)).await
+        {
             let _ = c
                 .client
                 .simple_query(&format!("drop schema if exists \"{schema}\" cascade"))

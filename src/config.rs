@@ -153,7 +153,7 @@ pub struct Config {
     /// The staleness monitor.
     pub staleness: crate::staleness::StalenessConfig,
     /// The Postgres (Supabase) sync.
-    pub postgres: crate::postgres::PostgresConfig,
+    pub postgres: crate::consumers::postgres::PostgresConfig,
     /// Agent dispatch (the gateway, routes, retries).
     pub dispatch: crate::dispatch::DispatchConfig,
     /// The outbound compliance gates.
@@ -180,7 +180,7 @@ impl Default for Config {
             consumers: ConsumersConfig::default(),
             alerts: crate::alerts::AlertsConfig::default(),
             staleness: crate::staleness::StalenessConfig::default(),
-            postgres: crate::postgres::PostgresConfig::default(),
+            postgres: crate::consumers::postgres::PostgresConfig::default(),
             dispatch: crate::dispatch::DispatchConfig::default(),
             compliance: crate::gates::ComplianceConfig::default(),
             lines: Vec::new(),

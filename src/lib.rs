@@ -48,7 +48,6 @@ pub mod metrics;
 pub mod optout;
 pub mod outbound;
 pub mod parse;
-pub mod postgres;
 pub mod send;
 pub mod staleness;
 pub mod state;

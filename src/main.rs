@@ -81,13 +81,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             let pg = &config.postgres;
             let report = runtime.block_on(async {
-                let mut connected = hooklog::postgres::connect(
+                let mut connected = hooklog::consumers::postgres::connect(
                     url.expose(),
                     pg.ca_file.as_deref(),
                     std::time::Duration::from_secs(pg.timeout_secs),
                 )
                 .await?;
-                hooklog::postgres::migrate::migrate(&mut connected.client, &pg.schema).await
+                hooklog::consumers::postgres::migrate::migrate(&mut connected.client, &pg.schema)
+                    .await
             })?;
             let text = format!(
                 "schema {}: applied {:?}, already present {:?}\n",

@@ -460,7 +460,7 @@ impl PgSchema {
             .build()
             .unwrap();
         let client = runtime.block_on(async {
-            hooklog::postgres::connect(&pg_url(), None, Duration::from_secs(10))
+            hooklog::consumers::postgres::connect(&pg_url(), None, Duration::from_secs(10))
                 .await
                 .expect("the test database answers (is PostgreSQL running?)")
                 .client

@@ -1158,7 +1158,8 @@ impl Drop for PgSchema {
             .unwrap();
         rt.block_on(async {
             if let Ok(c) =
-                hooklog::postgres::connect(&self.url, None, Duration::from_secs(10)).await
+                hooklog::consumers::postgres::connect(&self.url, None, Duration::from_secs(10))
+                    .await
             {
                 let sql = format!("drop schema if exists \"{}\" cascade", self.name);
                 let _ = c.client.simple_query(&sql).await;

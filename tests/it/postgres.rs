@@ -69,9 +69,10 @@ impl Db {
             .build()
             .unwrap();
         let client = rt.block_on(async {
-            let c = hooklog::postgres::connect(&base_url(), None, Duration::from_secs(10))
-                .await
-                .expect("the test database answers (is PostgreSQL running?)");
+            let c =
+                hooklog::consumers::postgres::connect(&base_url(), None, Duration::from_secs(10))
+                    .await
+                    .expect("the test database answers (is PostgreSQL running?)");
             c.client
         });
         Db { schema, rt, client }
@@ -83,7 +84,7 @@ impl Db {
         let msgs = self
             .rt
             .block_on(self.client.simple_query(&sql))
-            .unwrap_or_else(|e| panic!("{sql}: {}", hooklog::postgres::describe(&e)));
+            .unwrap_or_else(|e| panic!("{sql}: {}", hooklog::consumers::postgres::describe(&e)));
         msgs.into_iter()
             .filter_map(|m| match m {
                 tokio_postgres::SimpleQueryMessage::Row(r) => {
@@ -126,7 +127,7 @@ impl Db {
 
     /// One hash per projected table: every row's text, in a fixed order.
     fn hashes(&self) -> BTreeMap<String, String> {
-        hooklog::postgres::tables::TABLES
+        hooklog::consumers::postgres::tables::TABLES
             .iter()
             .map(|t| {
                 let h = self.one(&format!(
@@ -815,7 +816,7 @@ fn the_sink_sends_no_named_prepared_statements_so_a_transaction_pooler_works() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let c = hooklog::postgres::connect(&url, None, Duration::from_secs(10))
+        let c = hooklog::consumers::postgres::connect(&url, None, Duration::from_secs(10))
             .await
             .unwrap();
         assert!(c.client.query("select 1", &[]).await.is_err());
@@ -841,7 +842,7 @@ fn sslmode_require_encrypts_and_the_verify_modes_check_the_certificate() {
         .build()
         .unwrap();
     let connect = |url: String, ca: Option<&Path>| {
-        rt.block_on(hooklog::postgres::connect(
+        rt.block_on(hooklog::consumers::postgres::connect(
             &url,
             ca,
             Duration::from_secs(10),
@@ -1110,10 +1111,10 @@ fn direct_sink(
     let store = Arc::new(hooklog::state::MemState::default());
     let mut dedup = hooklog::consumers::dedup::Dedup::new(store.as_ref(), 72).unwrap();
     db.rt.block_on(dedup.handle(events)).unwrap();
-    let config = hooklog::postgres::PostgresConfig {
+    let config = hooklog::consumers::postgres::PostgresConfig {
         url: Some(hooklog::config::Secret::new(base_url())),
         schema: db.schema.clone(),
-        ..hooklog::postgres::PostgresConfig::default()
+        ..hooklog::consumers::postgres::PostgresConfig::default()
     };
     hooklog::consumers::postgres::PostgresSink::new(
         &config,
@@ -1283,7 +1284,7 @@ fn hooklog_migrate_applies_the_schema_once_and_records_it() {
         ok && out.contains("applied [], already present [1, 2]"),
         "{out}"
     );
-    for t in hooklog::postgres::tables::TABLES {
+    for t in hooklog::consumers::postgres::tables::TABLES {
         assert_eq!(
             db.count(&format!(
                 "select count(*) from information_schema.tables where table_schema = '{}' and table_name = '{}'",
@@ -1296,7 +1297,7 @@ fn hooklog_migrate_applies_the_schema_once_and_records_it() {
     }
     assert_eq!(
         db.one("select checksum from $S.hooklog_schema_migrations where version = 1"),
-        Some(hooklog::postgres::migrate::MIGRATIONS[0].checksum())
+        Some(hooklog::consumers::postgres::migrate::MIGRATIONS[0].checksum())
     );
     // A released migration that was edited is refused, never applied again.
     db.exec("update $S.hooklog_schema_migrations set checksum = 'edited' where version = 1");
@@ -1320,7 +1321,7 @@ fn a_graceful_stop_commits_the_batch_in_flight() {
     // Another session holds the cursor row: the sink's transactions wait at their fence.
     let locker = db
         .rt
-        .block_on(hooklog::postgres::connect(
+        .block_on(hooklog::consumers::postgres::connect(
             &base_url(),
             None,
             Duration::from_secs(10),
@@ -1788,11 +1789,11 @@ mod outbound {
 
     #[test]
     fn migration_0002_applies_on_a_database_migrated_with_0001_only_and_twice_is_a_no_op() {
-        use hooklog::postgres::migrate::{migrate, migrate_up_to, Report, MIGRATIONS};
+        use hooklog::consumers::postgres::migrate::{migrate, migrate_up_to, Report, MIGRATIONS};
         let db = Db::new();
         let mut client = db
             .rt
-            .block_on(hooklog::postgres::connect(
+            .block_on(hooklog::consumers::postgres::connect(
                 &super::base_url(),
                 None,
                 Duration::from_secs(10),

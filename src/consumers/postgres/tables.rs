@@ -380,7 +380,7 @@ pub static SMS_OPTOUTS: Table = Table {
 };
 
 /// Outbound messages: the row is the fold of the message's records, computed by the sink
-/// from the stored `state` and the batch's records (`crate::postgres::rows::fold_messages`),
+/// from the stored `state` and the batch's records (`crate::consumers::postgres::rows::fold_messages`),
 /// so it is written whole. A row never goes back to an earlier record.
 pub static OUTBOUND_MESSAGES: Table = Table {
     name: "outbound_messages",

@@ -11,7 +11,8 @@
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
 
-use super::{quote_schema, PgError};
+use super::config::quote_schema;
+use super::error::{describe, PgError};
 
 /// A migration file.
 #[derive(Clone, Copy, Debug)]
@@ -29,12 +30,12 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "0001_init.sql",
-        sql: include_str!("../../schema/0001_init.sql"),
+        sql: include_str!("../../../schema/0001_init.sql"),
     },
     Migration {
         version: 2,
         name: "0002_outbound.sql",
-        sql: include_str!("../../schema/0002_outbound.sql"),
+        sql: include_str!("../../../schema/0002_outbound.sql"),
     },
 ];
 
@@ -115,7 +116,7 @@ pub async fn migrate_up_to(
             .await?;
         tx.batch_execute(m.sql)
             .await
-            .map_err(|e| PgError::Db(format!("migration {}: {}", m.name, super::describe(&e))))?;
+            .map_err(|e| PgError::Db(format!("migration {}: {}", m.name, describe(&e))))?;
         tx.execute_typed(
             &format!(
                 "insert into {q}.hooklog_schema_migrations (version, name, checksum) values ($1, $2, $3)"

@@ -22,7 +22,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres::config::SslMode;
 
-use super::PgError;
+use super::error::PgError;
 
 /// How the server's certificate is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,7 +143,7 @@ pub async fn connect(
         .map_err(|_| PgError::Timeout(timeout.as_secs()))??;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::warn!(error = %super::describe(&e), "postgres connection closed");
+            tracing::warn!(error = %super::error::describe(&e), "postgres connection closed");
         }
     });
     let tls = wants_tls && {

@@ -1,105 +1,15 @@
-//! The Postgres (Supabase) side of the sync: configuration, connections, migrations, and the
-//! pure projection of log records into table rows. The consumer that drives them is
-//! [`crate::consumers::postgres`].
+//! `[postgres]`: where the Supabase sync writes, and how hard it tries. Without `url` the
+//! sink does not run (its cursor waits at 0 and catches up from the log once configured).
 //!
-//! - [`connect`]: one `tokio-postgres` connection from a URL, with TLS when the URL asks for
-//!   it (`sslmode=require` encrypts, `verify-ca`/`verify-full` or a `ca_file` also
-//!   authenticate the server), and the connection task spawned on the caller's runtime.
-//! - [`migrate`]: the numbered files of `schema/`, embedded in the binary, applied once each
-//!   and recorded in `hooklog_schema_migrations`.
-//! - [`rows`]: what each record becomes (pure: no I/O, no clock), and [`tables`]: the upsert
-//!   statements with the merge rule of each column.
-//!
-//! # Statement mode
-//!
-//! Supabase's transaction pooler (port 6543) hands each transaction to any server connection,
-//! so a named prepared statement made in one transaction may not exist in the next. hooklog
-//! therefore never prepares a named statement: control statements (`BEGIN`, `COMMIT`,
-//! migrations) go through the simple query protocol, and statements with parameters through
-//! `query_typed`/`execute_typed`, which send Parse/Bind/Execute for the *unnamed* statement
-//! with the parameter types given by the caller, in one round trip. (`Client::query` with a
-//! `&str` would prepare a named statement `s<N>` first.) Session state (`SET`, advisory
-//! locks, temporary tables) is never relied on either: the schema is written into every
-//! statement, and migrations take a transaction-scoped advisory lock.
-
-pub mod connect;
-pub mod migrate;
-pub mod rows;
-pub mod tables;
+//! Validation never prints the URL: it carries the password.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::connect;
+use super::error::PgError;
 use crate::config::Secret;
-
-pub use connect::{connect, Connected};
-
-/// Why talking to Postgres failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PgError {
-    /// `postgres.url` is not a connection string tokio-postgres understands, or asks for
-    /// something hooklog does not support.
-    #[error("postgres.url: {0}")]
-    Url(String),
-    /// The CA file cannot be read or holds no certificate.
-    #[error("postgres.ca_file {path}: {message}")]
-    CaFile {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// TLS could not be set up (a rustls configuration error).
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// Connecting, or a statement, failed. The message includes the SQLSTATE when the server
-    /// sent one.
-    #[error("postgres: {0}")]
-    Db(String),
-    /// A statement did not finish in time (the connection is dropped).
-    #[error("postgres: no answer within {0} s")]
-    Timeout(u64),
-    /// An applied migration's file changed since it was applied.
-    #[error("migration {version} ({name}) was applied with checksum {applied}, but the file now has {current}: migrations are never edited once released; add a new one")]
-    MigrationChanged {
-        /// The version.
-        version: i32,
-        /// Its file name.
-        name: String,
-        /// Checksum recorded when it was applied.
-        applied: String,
-        /// Checksum of the embedded file.
-        current: String,
-    },
-    /// The configured schema name cannot be used.
-    #[error("postgres.schema `{0}`: use lower-case letters, digits and `_`, starting with a letter or `_`, at most 63 characters")]
-    Schema(String),
-}
-
-impl From<tokio_postgres::Error> for PgError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        PgError::Db(describe(&e))
-    }
-}
-
-/// A tokio-postgres error in one line, with the server's SQLSTATE and detail when present.
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(d) = db.detail() {
-                s.push_str(": ");
-                s.push_str(d);
-            }
-            s
-        }
-        None => match std::error::Error::source(e) {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        },
-    }
-}
 
 /// `[postgres]`: the Supabase sync. Without `url` the sink does not run (its cursor waits at
 /// 0 and catches up from the log once configured).

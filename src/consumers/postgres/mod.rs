@@ -1,5 +1,30 @@
 //! The `postgres` consumer: the Supabase sync. It projects every record into the tables of
-//! `schema/` (see [`crate::postgres::rows`] for what goes where) over one real connection.
+//! `schema/` (see [`rows`] for what goes where) over one real connection.
+//!
+//! The component's files:
+//!
+//! - this file: the consumer ([`PostgresSink`]), which drives the others;
+//! - [`config`]: `[postgres]`;
+//! - [`connect`]: one `tokio-postgres` connection from a URL, with TLS when the URL asks for
+//!   it (`sslmode=require` encrypts, `verify-ca`/`verify-full` or a `ca_file` also
+//!   authenticate the server), and the connection task spawned on the caller's runtime.
+//! - [`migrate`]: the numbered files of `schema/`, embedded in the binary, applied once each
+//!   and recorded in `hooklog_schema_migrations`.
+//! - [`rows`]: what each record becomes (pure: no I/O, no clock), and [`tables`]: the upsert
+//!   statements with the merge rule of each column;
+//! - [`error`]: [`PgError`], one enum for all of the above.
+//!
+//! # Statement mode
+//!
+//! Supabase's transaction pooler (port 6543) hands each transaction to any server connection,
+//! so a named prepared statement made in one transaction may not exist in the next. hooklog
+//! therefore never prepares a named statement: control statements (`BEGIN`, `COMMIT`,
+//! migrations) go through the simple query protocol, and statements with parameters through
+//! `query_typed`/`execute_typed`, which send Parse/Bind/Execute for the *unnamed* statement
+//! with the parameter types given by the caller, in one round trip. (`Client::query` with a
+//! `&str` would prepare a named statement `s<N>` first.) Session state (`SET`, advisory
+//! locks, temporary tables) is never relied on either: the schema is written into every
+//! statement, and migrations take a transaction-scoped advisory lock.
 //!
 //! # Exactly once
 //!
@@ -37,7 +62,7 @@
 //!
 //! # Order independence, duplicates
 //!
-//! Upserts merge by rules that do not depend on arrival order ([`crate::postgres::tables`]).
+//! Upserts merge by rules that do not depend on arrival order ([`tables`]).
 //! Records dedup flags as duplicates are written to `omni_events` only; this consumer waits
 //! for dedup's verdicts (upstream `dedup`) and for the suppression list (upstream
 //! `compliance`, whose entries changed by the batch's records go to `sms_optouts`).
@@ -64,6 +89,13 @@
 //! re-running the batch record by record: the records before it are committed, the cursor
 //! is moved past it, it is dead-lettered, and the driver goes on after it.
 
+pub mod config;
+pub mod connect;
+pub mod error;
+pub mod migrate;
+pub mod rows;
+pub mod tables;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,17 +104,20 @@ use chrono::TimeDelta;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
 use tokio_postgres::types::{ToSql, Type};
 
-use super::compliance;
-use super::dedup::{Verdict, Verdicts};
-use super::{Batch, BatchError, Consumer, RewindMode};
 use crate::alerts::{Alert, Alerter, Severity};
+use crate::consumers::compliance;
+use crate::consumers::dedup::{self, Verdict, Verdicts};
+use crate::consumers::{Batch, BatchError, Consumer, RewindMode};
 use crate::event::{Event, Seq, Source};
 use crate::metrics::Metrics;
 use crate::outbound::{Message, OutboundRecord};
 use crate::parse::{self, Data, Direction, Kind};
-use crate::postgres::tables::{self, Params, Row, Table};
-use crate::postgres::{self as pg, describe, PgError, PostgresConfig};
 use crate::state::{StateError, StateStore};
+
+pub use config::{quote_schema, PostgresConfig};
+pub use connect::{connect, Connected};
+pub use error::{describe, PgError};
+use tables::{Params, Row, Table};
 
 /// The consumer's name (and its row in `hooklog_cursors`).
 pub const NAME: &str = "postgres";
@@ -270,7 +305,7 @@ impl Planner {
             if verdict == Verdict::Original {
                 optouts_changed |= touches_optouts(event, parsed);
             }
-            let mut rows = pg::rows::project(event, parsed, verdict, self.dedup_ttl);
+            let mut rows = rows::project(event, parsed, verdict, self.dedup_ttl);
             let mut message = None;
             // Duplicates stay in omni_events only, like every other record.
             if verdict == Verdict::Original {
@@ -281,10 +316,10 @@ impl Planner {
                         tracing::warn!(%error, "unreadable outbound record: only its omni_events row is written");
                     }
                     Some(Ok(OutboundRecord::Dispatch(d))) => {
-                        rows.push(pg::rows::dispatch_row(event.seq.0, &d));
+                        rows.push(rows::dispatch_row(event.seq.0, &d));
                     }
                     Some(Ok(OutboundRecord::Line(l))) => {
-                        rows.push(pg::rows::line_row(event.seq.0, &l));
+                        rows.push(rows::line_row(event.seq.0, &l));
                     }
                     Some(Ok(record)) => message = Some(record),
                 }
@@ -302,7 +337,7 @@ impl Planner {
                 planned.iter_mut().map(|p| (p.seq.0, p)).collect();
             for entry in compliance::list(self.store.as_ref())? {
                 if let Some(p) = by_seq.get_mut(&entry.seq) {
-                    p.rows.push(pg::rows::optout_row(&entry));
+                    p.rows.push(rows::optout_row(&entry));
                 }
             }
         }
@@ -362,7 +397,7 @@ impl Commit {
         }
         let ids: Vec<&str> = records
             .iter()
-            .filter_map(|(_, r)| pg::rows::message_id(r))
+            .filter_map(|(_, r)| rows::message_id(r))
             .map(|id| id.as_str())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
@@ -383,11 +418,11 @@ impl Commit {
             })?;
             messages.insert(id, message);
         }
-        let changed = pg::rows::fold_messages(&mut messages, &records);
+        let changed = rows::fold_messages(&mut messages, &records);
         Ok(changed
             .iter()
             .filter_map(|id| messages.get(id))
-            .map(pg::rows::message_row)
+            .map(rows::message_row)
             .collect())
     }
 
@@ -496,7 +531,7 @@ impl PostgresSink {
             .url
             .clone()
             .ok_or_else(|| PgError::Url("not set".into()))?;
-        let q = pg::quote_schema(&config.schema)?;
+        let q = quote_schema(&config.schema)?;
         let verdicts = Verdicts::open(store.as_ref()).map_err(|e| PgError::Db(e.to_string()))?;
         Ok(PostgresSink {
             url,
@@ -529,15 +564,14 @@ impl PostgresSink {
             self.drop_conn();
         }
         if self.conn.is_none() {
-            let mut connected = pg::connect(
+            let mut connected = connect(
                 self.url.expose(),
                 self.config.ca_file.as_deref(),
                 self.timeout(),
             )
             .await?;
             if self.config.migrate_on_start && !self.migrated {
-                let report =
-                    pg::migrate::migrate(&mut connected.client, &self.config.schema).await?;
+                let report = migrate::migrate(&mut connected.client, &self.config.schema).await?;
                 if !report.applied.is_empty() {
                     tracing::info!(applied = ?report.applied, schema = %self.config.schema, "postgres migrations applied");
                 }
@@ -819,7 +853,7 @@ impl Consumer for PostgresSink {
     }
 
     fn upstreams(&self) -> &'static [&'static str] {
-        &[super::dedup::NAME, compliance::NAME]
+        &[dedup::NAME, compliance::NAME]
     }
 
     fn rewind_mode(&self) -> RewindMode {
