@@ -4,7 +4,7 @@
 //! The component's files:
 //!
 //! - this file: the consumer ([`PostgresSink`]), which drives the others;
-//! - [`config`]: `[postgres]`;
+//! - [`config`]: the `[postgres]` section;
 //! - [`connect`]: one `tokio-postgres` connection from a URL, with TLS when the URL asks for
 //!   it (`sslmode=require` encrypts, `verify-ca`/`verify-full` or a `ca_file` also
 //!   authenticate the server), and the connection task spawned on the caller's runtime.
