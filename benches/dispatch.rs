@@ -16,11 +16,11 @@ use hooklog::alerts::Alerter;
 use hooklog::config::Config;
 use hooklog::consumers::compliance::Compliance;
 use hooklog::consumers::dedup::Dedup;
-use hooklog::consumers::dispatch::{Dispatch, Settings};
-use hooklog::consumers::{spawn_on_thread, DriverConfig, DriverContext, Registry};
-use hooklog::dispatch::{
+use hooklog::consumers::dispatch::{
     BreakerConfig, DispatchOutcome, DispatchPolicy, DispatchRequest, Gateway, Route, Routes,
 };
+use hooklog::consumers::dispatch::{Dispatch, Settings};
+use hooklog::consumers::{spawn_on_thread, DriverConfig, DriverContext, Registry};
 use hooklog::edge::verifier::{IncomingRequest, Verifier, WebhookRoute};
 use hooklog::edge::verify::{openphone_legacy, HmacKey};
 use hooklog::event::Micros;

@@ -155,7 +155,7 @@ pub struct Config {
     /// The Postgres (Supabase) sync.
     pub postgres: crate::consumers::postgres::PostgresConfig,
     /// Agent dispatch (the gateway, routes, retries).
-    pub dispatch: crate::dispatch::DispatchConfig,
+    pub dispatch: crate::consumers::dispatch::DispatchConfig,
     /// The outbound compliance gates.
     pub compliance: crate::gates::ComplianceConfig,
     /// The sending lines (`[[lines]]`; file only, no environment override).
@@ -181,7 +181,7 @@ impl Default for Config {
             alerts: crate::alerts::AlertsConfig::default(),
             staleness: crate::staleness::StalenessConfig::default(),
             postgres: crate::consumers::postgres::PostgresConfig::default(),
-            dispatch: crate::dispatch::DispatchConfig::default(),
+            dispatch: crate::consumers::dispatch::DispatchConfig::default(),
             compliance: crate::gates::ComplianceConfig::default(),
             lines: Vec::new(),
             clock: crate::clock::Clock::system(),

@@ -36,7 +36,6 @@ pub mod backfill;
 pub mod clock;
 pub mod config;
 pub mod consumers;
-pub mod dispatch;
 pub mod edge;
 pub mod error;
 pub mod event;
@@ -584,7 +583,7 @@ fn start_consumers(
             .token
             .clone()
             .ok_or_else(|| RunError::Consumer("dispatch: token: not set".into()))?;
-        let client = dispatch::Client::new(token, &config.dispatch.gateway_options());
+        let client = consumers::dispatch::Client::new(token, &config.dispatch.gateway_options());
         let consumer = consumers::dispatch::Dispatch::new(
             settings,
             Arc::new(client),

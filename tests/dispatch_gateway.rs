@@ -15,8 +15,8 @@ use common::{answer, Alerts, FakeServer, Reply};
 
 use hooklog::alerts::Severity;
 use hooklog::config::Secret;
-use hooklog::dispatch::breaker::State;
-use hooklog::dispatch::{
+use hooklog::consumers::dispatch::breaker::State;
+use hooklog::consumers::dispatch::{
     dispatch_with_retries, Breaker, BreakerConfig, Client, DispatchOutcome, DispatchPolicy,
     DispatchRequest, Gateway, GatewayOptions, PayloadInput,
 };

@@ -1,13 +1,5 @@
-//! Agent dispatch: the parts of the `dispatch` consumer (DESIGN §5) that do not touch the
-//! log. The consumer itself, with its effects ledger, dead letters and latency histogram, is
-//! [`crate::consumers::dispatch`].
-//!
-//! - [`config`]: the `[dispatch]` section;
-//! - [`routes`]: which agents an event goes to, and at which gateway URL (pure);
-//! - [`payload`]: the JSON body and the idempotency key `hooklog:<seq>:<dedup_key>` (pure);
-//! - [`client`]: the blocking gateway client and the answer classifier;
-//! - [`breaker`]: the circuit breaker;
-//! - [`dispatch_with_retries`]: breaker, call, full-jitter exponential backoff, alerts.
+//! One dispatch of one event to one agent: the breaker, the call, full-jitter exponential
+//! backoff and the alerts, as [`dispatch_with_retries`].
 //!
 //! # Retries are safe here
 //!
@@ -17,12 +9,6 @@
 //! caller's job (the consumer): the effects ledger that stops a rewind from
 //! dispatching again unless `--redeliver` is given (DESIGN §1.4).
 
-pub mod breaker;
-pub mod client;
-pub mod config;
-pub mod payload;
-pub mod routes;
-
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -31,11 +17,9 @@ use rand::Rng;
 use crate::alerts::{Alert, Severity};
 use crate::send::{AlertSink, RetryPolicy};
 
-pub use breaker::{Breaker, BreakerConfig, Permit, Transition};
-pub use client::{Client, DispatchOutcome, Gateway, GatewayOptions};
-pub use config::{DispatchConfig, RouteConfig};
-pub use payload::{idempotency_key, DispatchRequest, PayloadError, PayloadInput};
-pub use routes::{Route, RouteError, Routes};
+use super::breaker::{Breaker, Permit, Transition};
+use super::client::{DispatchOutcome, Gateway};
+use super::payload::DispatchRequest;
 
 /// How hard [`dispatch_with_retries`] tries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,6 +161,7 @@ fn describe(outcome: &DispatchOutcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consumers::dispatch::breaker::{self, BreakerConfig};
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::sync::Mutex;
