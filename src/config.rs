@@ -151,7 +151,7 @@ pub struct Config {
     /// Operator alerts (Discord).
     pub alerts: crate::alerts::AlertsConfig,
     /// The staleness monitor.
-    pub staleness: crate::staleness::StalenessConfig,
+    pub staleness: crate::consumers::staleness::config::StalenessConfig,
     /// The Postgres (Supabase) sync.
     pub postgres: crate::consumers::postgres::PostgresConfig,
     /// Agent dispatch (the gateway, routes, retries).
@@ -179,7 +179,7 @@ impl Default for Config {
             dedup: DedupConfig::default(),
             consumers: ConsumersConfig::default(),
             alerts: crate::alerts::AlertsConfig::default(),
-            staleness: crate::staleness::StalenessConfig::default(),
+            staleness: crate::consumers::staleness::config::StalenessConfig::default(),
             postgres: crate::consumers::postgres::PostgresConfig::default(),
             dispatch: crate::consumers::dispatch::DispatchConfig::default(),
             compliance: crate::gates::ComplianceConfig::default(),

@@ -48,7 +48,6 @@ pub mod optout;
 pub mod outbound;
 pub mod parse;
 pub mod send;
-pub mod staleness;
 pub mod state;
 
 use std::future::Future;
@@ -600,7 +599,7 @@ fn start_consumers(
         tracing::info!("no dispatch.url: dispatch off (its cursor waits)");
     }
 
-    let monitor = staleness::StalenessMonitor::new(config.staleness.clone())
+    let monitor = consumers::staleness::StalenessMonitor::new(config.staleness.clone())
         .map_err(|e| RunError::Consumer(format!("staleness: {e}")))?;
     let monitor = Arc::new(std::sync::Mutex::new(monitor));
     let feeder = consumers::staleness::Staleness::new(store.as_ref(), monitor.clone())?;
