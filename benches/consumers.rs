@@ -312,7 +312,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             texts
                 .iter()
-                .filter(|t| hooklog::optout::classify(t, None).is_opt_out())
+                .filter(|t| {
+                    hooklog::consumers::compliance::classifier::classify(t, None).is_opt_out()
+                })
                 .count()
         })
     });

@@ -44,9 +44,9 @@ pub mod gates;
 pub mod http;
 pub mod log;
 pub mod metrics;
-pub mod optout;
 pub mod outbound;
 pub mod parse;
+pub mod phone;
 pub mod send;
 pub mod state;
 

@@ -363,7 +363,7 @@ impl Admin {
         number: &str,
         reason: Option<String>,
     ) -> Result<u64, ApiError> {
-        let normalized = compliance::normalize_e164(number).ok_or_else(|| {
+        let normalized = crate::phone::normalize_e164(number).ok_or_else(|| {
             ApiError::BadRequest(format!("`{number}` is not a phone number (E.164 expected)"))
         })?;
         let change = compliance::AdminChange {

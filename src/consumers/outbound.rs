@@ -100,7 +100,7 @@ impl Outbound {
 
     /// The line a request's `from` names: a line id, or a line's number.
     fn resolve_line(&self, from: &str) -> Option<&LineConfig> {
-        let number = compliance::normalize_e164(from);
+        let number = crate::phone::normalize_e164(from);
         self.lines.iter().find(|l| l.id == from).or_else(|| {
             number
                 .as_deref()
@@ -202,14 +202,14 @@ impl Outbound {
         if m.direction != Direction::Outbound {
             return Ok(());
         }
-        let Some(from) = compliance::normalize_e164(&m.from) else {
+        let Some(from) = crate::phone::normalize_e164(&m.from) else {
             return Ok(());
         };
         let Some(line) = self.lines.iter().find(|l| l.number == from) else {
             return Ok(());
         };
         for to in &m.to {
-            if let Some(to) = compliance::normalize_e164(to) {
+            if let Some(to) = crate::phone::normalize_e164(to) {
                 self.store
                     .set_contacted(&line.id, &to, record.event.seq.0)?;
             }
@@ -225,7 +225,7 @@ impl Outbound {
             .provider
             .or(line.map(|l| l.provider))
             .unwrap_or(Provider::Openphone);
-        let to = compliance::normalize_e164(&msg.to);
+        let to = crate::phone::normalize_e164(&msg.to);
         let first_requested_at = parse_time(&msg.requested_at).unwrap_or(now);
         let history = self.store.sends_since(now - Duration::hours(24))?;
         let contacted = match &to {

@@ -495,7 +495,7 @@ impl Sender {
                     self.blocked_here.insert(l.line_id.clone(), seq);
                 }
                 OutboundOrOptOut::OptOut(c) => {
-                    if let Some(n) = compliance::normalize_e164(&c.number) {
+                    if let Some(n) = crate::phone::normalize_e164(&c.number) {
                         self.opted_out_here.insert(n, seq);
                     }
                 }
@@ -615,7 +615,7 @@ impl Sender {
                 "the decision named no E.164 recipient",
             )];
         };
-        let here = compliance::normalize_e164(to).and_then(|n| self.opted_out_here.get(&n));
+        let here = crate::phone::normalize_e164(to).and_then(|n| self.opted_out_here.get(&n));
         match compliance::entry(self.state.as_ref(), to) {
             Ok(e) => {
                 let projected = e.as_ref().map_or(0, |e| e.seq);

@@ -15,7 +15,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::de;
-use crate::consumers::compliance::normalize_e164;
+use crate::phone::normalize_e164;
 
 /// A local time of day, `HH:MM`, as minutes after midnight (`24:00` allowed as an end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

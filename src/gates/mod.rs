@@ -45,7 +45,7 @@ pub mod thread_context;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::consumers::compliance::normalize_e164;
+use crate::phone::normalize_e164;
 
 pub use blast_safety::Sent;
 pub use config::{ComplianceConfig, LineConfig, Provider, TenDlc};
