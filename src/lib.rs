@@ -297,7 +297,7 @@ pub async fn run_with_log(
         // Retention (and the log size gauges): started after the consumers registered, so a
         // consumer that has not stored a cursor yet already holds it back.
         let retention = tokio::spawn(
-            log::retention::RetentionTask {
+            consumers::retention::RetentionTask {
                 retention_days: config.log.retention_days,
                 interval: Duration::from_secs(config.log.prune_interval_secs),
                 data_dir: config.data_dir.clone(),

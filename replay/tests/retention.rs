@@ -139,7 +139,7 @@ fn drop_cursor_releases_a_retired_consumers_hold() {
             Metrics::new(),
         )
         .unwrap();
-        let (_, report) = hooklog::log::retention::prune_once(
+        let (_, report) = hooklog::consumers::retention::prune_once(
             &log,
             log.state().as_ref(),
             &[],

@@ -43,6 +43,7 @@ pub mod dispatch;
 pub mod outbound;
 pub mod postgres;
 pub mod redelivery;
+pub mod retention;
 pub mod sender;
 pub mod staleness;
 #[cfg(test)]

@@ -19,7 +19,7 @@
 
 pub mod jetstream;
 pub mod lease;
-pub mod retention;
+pub mod size;
 pub mod sled;
 
 use std::future::Future;
@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
 use crate::event::{DecodeError, Event, Seq, Verified};
+
+pub use size::{dir_bytes, update_gauges};
 
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +193,7 @@ pub trait Log: Send + Sync + 'static {
     }
 
     /// Deletes every record with a sequence below `before` (retention), oldest first. The
-    /// caller chooses the bound ([`retention`]: never above any cursor); the engine only
+    /// caller chooses the bound ([`crate::consumers::retention`]: never above any cursor); the engine only
     /// guarantees that sequences are never reused: the last record is always kept, so the
     /// next append continues the sequence even across a reopen. Remaining records keep
     /// their sequences. Runs beside appends without holding the writer.

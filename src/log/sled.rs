@@ -744,7 +744,7 @@ mod tests {
     }
 
     fn dir_bytes(dir: &Path) -> u64 {
-        crate::log::retention::dir_bytes(dir).unwrap()
+        crate::log::size::dir_bytes(dir).unwrap()
     }
 
     /// A long append + prune loop: the data directory stays bounded. sled reclaims the space

@@ -1,4 +1,6 @@
-//! Retention: which records may be deleted, and the task that deletes them on a schedule.
+//! Retention: which records may be deleted, and the task that deletes them on a schedule. It
+//! sits beside the driver because the bound is the consumers' business: their cursors and dead
+//! letters hold it back, and dedup's verdicts of the deleted records go with them.
 //!
 //! DESIGN §4: records older than the configured age **and** below every consumer's cursor may
 //! be pruned; never below a cursor. The bound is the smallest of:
@@ -24,15 +26,15 @@
 //! retention would be forgotten), which is not the same state.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Log, LogError, PruneReport};
 use crate::consumers::Registry;
 use crate::event::{Micros, Seq};
+use crate::log::{update_gauges, Log, LogError, PruneReport};
 use crate::metrics::Metrics;
 use crate::state::{StateError, StateStore};
 
@@ -116,40 +118,9 @@ pub fn prune_once(
     let report = log.prune_before(bound.before)?;
     metrics.log_pruned.inc_by(report.pruned);
     if report.first_seq > 0 {
-        crate::consumers::dedup::prune_verdicts_below(store, Seq(report.first_seq))?;
+        crate::consumers::dedup::verdicts::prune_verdicts_below(store, Seq(report.first_seq))?;
     }
     Ok((bound, report))
-}
-
-/// Bytes of every file under `dir` (the data directory's disk usage).
-pub fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
-    let mut total = 0;
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let entry = entry?;
-            let meta = entry.metadata()?;
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                total += meta.len();
-            }
-        }
-    }
-    Ok(total)
-}
-
-/// Sets the log's size gauges (records, bytes, first sequence, data directory usage).
-pub fn update_gauges(log: &dyn Log, data_dir: &Path, metrics: &Metrics) -> Result<(), LogError> {
-    let stats = log.stats()?;
-    metrics.log_records.set(stats.count as i64);
-    metrics.log_bytes.set(stats.bytes as i64);
-    metrics.log_first_seq.set(stats.first_seq as i64);
-    match dir_bytes(data_dir) {
-        Ok(bytes) => metrics.data_dir_bytes.set(bytes as i64),
-        Err(e) => tracing::warn!(error = %e, "cannot measure the data directory"),
-    }
-    Ok(())
 }
 
 /// The retention task's settings.
@@ -232,6 +203,7 @@ mod tests {
     use super::*;
     use crate::event::{Source, Verification, Verified};
     use crate::log::sled::{SledLog, SledOptions};
+    use std::path::Path;
 
     /// Record `i` (seq `i`) was received on day `i`.
     fn at_day(day: i64) -> Verified {
