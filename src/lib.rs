@@ -44,7 +44,6 @@ pub mod gates;
 pub mod http;
 pub mod log;
 pub mod metrics;
-pub mod outbound;
 pub mod parse;
 pub mod phone;
 pub mod send;
@@ -558,7 +557,7 @@ fn start_consumers(
         tracing::info!(providers = ?clients.providers(), "the sender can send through these providers");
         let sender = consumers::sender::Sender::new(
             log.clone(),
-            outbound::OutboundStore::open(store.as_ref())?,
+            consumers::outbound::OutboundStore::open(store.as_ref())?,
             config.compliance.clone(),
             config.lines.clone(),
             clients,

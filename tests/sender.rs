@@ -18,6 +18,10 @@ use hooklog::alerts::{Alerter, Severity};
 use hooklog::config::Secret;
 use hooklog::consumers::compliance::{self, Compliance};
 use hooklog::consumers::dedup::Dedup;
+use hooklog::consumers::outbound::{
+    apply, Change, GateDecision, Message, MessageId, MessageRequest, OutboundRecord, OutboundStore,
+    SendStatus, Verdict,
+};
 use hooklog::consumers::sender::{SendClients, Sender, SenderConfig, SharedClient};
 use hooklog::consumers::{spawn_driver, Consumer, DriverConfig, DriverContext, Registry};
 use hooklog::event::{Event, Micros, Seq};
@@ -25,10 +29,6 @@ use hooklog::gates::{ComplianceConfig, LineConfig, Provider, TenDlc};
 use hooklog::log::sled::{SledLog, SledOptions};
 use hooklog::log::Log;
 use hooklog::metrics::Metrics;
-use hooklog::outbound::{
-    apply, Change, GateDecision, Message, MessageId, MessageRequest, OutboundRecord, OutboundStore,
-    SendStatus, Verdict,
-};
 use hooklog::send::{quo, twilio, HttpOptions};
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";

@@ -4,7 +4,7 @@
 //!
 //! The API decides nothing: it validates the shape, appends a request record and answers
 //! `202 {id, status}`. The `outbound` consumer decides, the `sender` sends, and the status
-//! read back is their projection ([`crate::outbound::store`]).
+//! read back is their projection ([`crate::consumers::outbound::store`]).
 //!
 //! Idempotency: one key is one message. Requests are serialised by a mutex; a key is noted
 //! (tree `api_keys`) before its request is appended, so a retry that arrives while the
@@ -15,13 +15,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::consumers::outbound as gate;
+use crate::consumers::outbound::{
+    LineChange, Message, MessageId, MessageRequest, OutboundRecord, OutboundStore, Status, Step,
+};
 use crate::error::ApiError;
 use crate::event::{Micros, Seq};
 use crate::gates::{Provider, Reason};
 use crate::log::Log;
-use crate::outbound::{
-    LineChange, Message, MessageId, MessageRequest, OutboundRecord, OutboundStore, Status, Step,
-};
 
 /// Longest `content` accepted into the log (the content gate's limit is lower; this only
 /// keeps absurd bodies out of the log).

@@ -99,14 +99,14 @@ use super::{Batch, BatchError, Consumer, RewindMode};
 use crate::alerts::{Alert, Severity};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::consumers::outbound::{
+    GateDecision, LineChange, Message, MessageId, OutboundRecord, OutboundStore, SendAttempt,
+    SendResult, SendStatus, Verdict,
+};
 use crate::event::{Micros, Seq, Source, Verification, Verified};
 use crate::gates::{self, quiet_hours, ComplianceConfig, LineConfig, Provider, Reason, ReasonCode};
 use crate::log::Log;
 use crate::metrics::Metrics;
-use crate::outbound::{
-    GateDecision, LineChange, Message, MessageId, OutboundRecord, OutboundStore, SendAttempt,
-    SendResult, SendStatus, Verdict,
-};
 use crate::send::{
     self, AlertSink, BuildError, HttpOptions, Limiter, OutboundMessage, Outcome, Rate, RetryPolicy,
     SendClient,
@@ -562,9 +562,9 @@ impl Sender {
             if m.attempts >= attempt && m.status.is_final() {
                 // The result was recorded; only the ledger's `done` was lost.
                 let status = match m.status {
-                    crate::outbound::Status::Sent => Some(SendStatus::Sent),
-                    crate::outbound::Status::Failed => Some(SendStatus::Failed),
-                    crate::outbound::Status::Refused => Some(SendStatus::Refused),
+                    crate::consumers::outbound::Status::Sent => Some(SendStatus::Sent),
+                    crate::consumers::outbound::Status::Failed => Some(SendStatus::Failed),
+                    crate::consumers::outbound::Status::Refused => Some(SendStatus::Refused),
                     _ => Some(SendStatus::Unknown),
                 };
                 let window = self.ledger_entry(id)?.and_then(|e| e.window);
@@ -989,7 +989,7 @@ impl Consumer for Sender {
     }
 
     fn upstreams(&self) -> &'static [&'static str] {
-        &[crate::outbound::store::CONSUMER]
+        &[crate::consumers::outbound::store::CONSUMER]
     }
 
     fn rewind_mode(&self) -> RewindMode {
@@ -1096,11 +1096,11 @@ mod tests {
     use crate::alerts::Alerter;
     use crate::consumers::compliance::Compliance;
     use crate::consumers::dedup::Dedup;
+    use crate::consumers::outbound::records::{ATTEMPT_ROUTE, LINE_ROUTE};
+    use crate::consumers::outbound::{apply, Change, MessageRequest};
     use crate::event::Event;
     use crate::gates::TenDlc;
     use crate::log::sled::{SledLog, SledOptions};
-    use crate::outbound::events::{ATTEMPT_ROUTE, LINE_ROUTE};
-    use crate::outbound::{apply, Change, MessageRequest};
 
     /// A provider that answers from a script (then `default`) and notes every call, with
     /// the route of the log's last record at the moment of the call.
@@ -1412,7 +1412,7 @@ mod tests {
         project(&w);
         assert_eq!(
             w.outbound.message(&id).unwrap().unwrap().status,
-            crate::outbound::Status::Sent
+            crate::consumers::outbound::Status::Sent
         );
     }
 
@@ -1525,7 +1525,7 @@ mod tests {
         project(&w);
         assert_eq!(
             w.outbound.message(&id).unwrap().unwrap().status,
-            crate::outbound::Status::Unknown
+            crate::consumers::outbound::Status::Unknown
         );
         // And it stays that way.
         s.handle(&events).await.unwrap();
@@ -1709,7 +1709,7 @@ mod tests {
     async fn run_from(w: &World, s: Sender, from: Seq, through: Seq) {
         w.log.store_cursor(NAME, from).unwrap();
         w.log
-            .store_cursor(crate::outbound::store::CONSUMER, through)
+            .store_cursor(crate::consumers::outbound::store::CONSUMER, through)
             .unwrap();
         crate::consumers::testutil::drive_until(&w.log, s, through).await;
     }

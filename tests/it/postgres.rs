@@ -1362,13 +1362,13 @@ mod outbound {
     use std::path::Path;
     use std::time::Duration;
 
-    use hooklog::consumers::Consumer;
-    use hooklog::event::{Event, Micros, Seq};
-    use hooklog::gates::{Provider, Reason, ReasonCode};
-    use hooklog::outbound::{
+    use hooklog::consumers::outbound::{
         self, Change, DispatchResult, GateDecision, LineChange, Message, MessageId, MessageRequest,
         OutboundRecord, SendAttempt, SendResult, SendStatus, Verdict,
     };
+    use hooklog::consumers::Consumer;
+    use hooklog::event::{Event, Micros, Seq};
+    use hooklog::gates::{Provider, Reason, ReasonCode};
 
     use super::{direct_sink, Db};
 

@@ -91,13 +91,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::consumers::dedup::{self, RangeVerdicts, Verdicts};
+use crate::consumers::outbound::{DispatchResult, OutboundRecord};
 use crate::consumers::redelivery::Redelivery;
 pub use crate::consumers::redelivery::RedeliveryWindow;
 use crate::consumers::{compliance, Batch, BatchError, Consumer, RewindMode, DEAD_LETTERS};
 use crate::event::{Event, Micros, Seq, Source};
 use crate::log::Log;
 use crate::metrics::Metrics;
-use crate::outbound::{DispatchResult, OutboundRecord};
 use crate::parse::{Data, Direction, Parsed};
 use crate::state::{to_json, KvTree, StateError, StateStore};
 

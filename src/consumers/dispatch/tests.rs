@@ -235,7 +235,7 @@ async fn duplicates_unrouted_kinds_unparseable_and_hooklogs_own_records_are_not_
         3,
         t,
         Source::Internal,
-        crate::outbound::events::DISPATCH_ROUTE,
+        crate::consumers::outbound::records::DISPATCH_ROUTE,
         r#"{"seq":1}"#,
     );
     let garbage = event(4, t, Source::OpenPhone, "/webhook/openphone", "{not json");

@@ -72,7 +72,7 @@
 //! Records of the outbound path ([`OutboundRecord`]) give rows besides their `omni_events`
 //! one. A dispatch result is one `agent_dispatches` row keyed on its own seq (written once), a
 //! line change upserts `outbound_lines` (the higher seq wins). A message's row is not a
-//! function of one record but the fold [`crate::outbound::apply`] of all its records, so it is
+//! function of one record but the fold [`crate::consumers::outbound::apply`] of all its records, so it is
 //! computed in the batch's transaction: the stored messages the batch's records are about are
 //! read (`state`, locked), the records applied in log order, and the messages that changed
 //! upserted whole. `apply` ignores a record at or below a message's `last_seq` and a request
@@ -107,10 +107,10 @@ use tokio_postgres::types::{ToSql, Type};
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::consumers::compliance;
 use crate::consumers::dedup::{self, Verdict, Verdicts};
+use crate::consumers::outbound::{Message, OutboundRecord};
 use crate::consumers::{Batch, BatchError, Consumer, RewindMode};
 use crate::event::{Event, Seq, Source};
 use crate::metrics::Metrics;
-use crate::outbound::{Message, OutboundRecord};
 use crate::parse::{self, Data, Direction, Kind};
 use crate::state::{StateError, StateStore};
 

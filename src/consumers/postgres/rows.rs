@@ -26,10 +26,10 @@ use std::collections::{BTreeSet, HashMap};
 use super::tables::{self, int8, text, texts, ts, Cell, JsonDoc, Row};
 use crate::consumers::compliance::OptOutEntry;
 use crate::consumers::dedup::Verdict;
-use crate::event::{Event, Source};
-use crate::outbound::{
+use crate::consumers::outbound::{
     self, Change, DispatchResult, LineChange, Message, MessageId, OutboundRecord,
 };
+use crate::event::{Event, Source};
 use crate::parse::{self, Data, Direction, Kind, Parsed, Provider};
 
 /// The `kind` of a record that cannot be parsed.
@@ -919,11 +919,11 @@ mod tests {
 
     mod outbound_path {
         use super::*;
-        use crate::gates::{Provider as Line, Reason, ReasonCode};
-        use crate::outbound::{
+        use crate::consumers::outbound::{
             GateDecision, MessageRequest, SendAttempt, SendResult, SendStatus, Status,
             Verdict as Gate,
         };
+        use crate::gates::{Provider as Line, Reason, ReasonCode};
 
         const ID: &str = "msg_0000000000001000000000000a";
 

@@ -1,11 +1,34 @@
-//! The `outbound` consumer: the compliance gates for outbound requests, and the projection
-//! of every outbound record into the state of its message.
+//! The outbound path (DESIGN §5, §7): an agent's request to send an SMS, the gates'
+//! decision, the send attempt and its result, each a record in the log; and the `outbound`
+//! consumer, which runs the gates and projects those records into the state of each message.
+//!
+//! ```text
+//! POST /v1/messages ──► request record ──► `outbound` consumer: gates ──► decision record
+//!                                                                            │ allow
+//!                     result record ◄── provider API ◄── attempt record ◄── `sender`
+//! ```
+//!
+//! - [`records`]: the record bodies and routes (the on-log format of this path);
+//! - [`message`]: the state of one message, a pure fold of its records;
+//! - [`store`]: the trees the projection and the API keep (the read model the API, the sender
+//!   and the Postgres sync use);
+//! - this file: the consumer.
+//!
+//! Invariants: a message is sent only after an `allow` decision for it is in the log; an
+//! attempt record (and the sender's ledger entry) precedes every provider call; a message
+//! that has an attempt and no result after a restart becomes `unknown`, never sent again by
+//! itself (at most once).
+//!
+//! # The consumer
+//!
+//! The compliance gates for outbound requests, and the projection of every outbound record
+//! into the state of its message.
 //!
 //! Two halves, kept apart so that a replay never decides anything again:
 //!
 //! - **Projection** ([`Consumer::handle_batch`], a pure function of the log): requests,
 //!   decisions, attempts and results are folded into [`Message`]s with
-//!   [`crate::outbound::apply`]; allowed messages are counted for blast safety and mark the
+//!   [`apply`]; allowed messages are counted for blast safety and mark the
 //!   recipient as contacted by the line; provider-reported outgoing messages mark contacts
 //!   too; line blocks are kept. Nothing here reads the clock.
 //! - **Decisions** ([`Consumer::tick`], only when this consumer has read the whole log):
@@ -24,29 +47,39 @@
 //! - Upstreams are dedup (duplicated webhooks are skipped) and compliance (the suppression
 //!   list is current up to the record being decided).
 //!
-//! Key layout: see [`crate::outbound::store`].
+//! Key layout: see [`store`].
+
+pub mod message;
+pub mod records;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::dedup::{self, Verdicts};
-use super::{compliance, Batch, BatchError, Consumer, Record};
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::clock::Clock;
+use crate::consumers::dedup::{self, Verdicts};
+use crate::consumers::{compliance, Batch, BatchError, Consumer, Record};
 use crate::event::{Micros, Seq};
 use crate::gates::blast_safety::content_hash;
 use crate::gates::{self, ComplianceConfig, Decision, Inputs, LineConfig, Provider, Reason};
 use crate::log::Log;
 use crate::metrics::Metrics;
-use crate::outbound::store::{OutboundStore, SentEntry};
-use crate::outbound::{apply, Change, GateDecision, Message, MessageId, OutboundRecord, Verdict};
 use crate::parse::{Data, Direction};
 use crate::state::{StateError, StateStore};
 
+pub use message::{apply, Change, Message, Status, Step};
+pub use records::{
+    DispatchResult, GateDecision, LineChange, MessageId, MessageRequest, OutboundRecord,
+    RecordError, SendAttempt, SendResult, SendStatus, Verdict,
+};
+pub use store::OutboundStore;
+use store::SentEntry;
+
 /// The consumer's name.
-pub const NAME: &str = crate::outbound::store::CONSUMER;
+pub const NAME: &str = store::CONSUMER;
 
 /// The gates and the message projection.
 pub struct Outbound {
@@ -396,309 +429,4 @@ impl Consumer for Outbound {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::consumers::compliance::Compliance;
-    use crate::consumers::dedup::Dedup;
-    use crate::consumers::{spawn_driver, DriverConfig, DriverContext, Registry};
-    use crate::event::Event;
-    use crate::gates::TenDlc;
-    use crate::log::sled::{SledLog, SledOptions};
-    use crate::outbound::{MessageRequest, Status};
-    use chrono::TimeZone;
-    use tokio::sync::watch;
-
-    const TO: &str = "+12125550100"; // New York
-    const BODY: &str = "Hi, Sam from Acme Homes here. Still own 12 Elm St? Reply STOP to opt out";
-
-    fn lines() -> Vec<LineConfig> {
-        vec![
-            LineConfig {
-                id: "quo-main".into(),
-                number: "+12125550199".into(),
-                provider: Provider::Openphone,
-                ten_dlc: TenDlc::Approved,
-                business_name: "Acme Homes".into(),
-            },
-            LineConfig {
-                id: "tw-pending".into(),
-                number: "+13125550199".into(),
-                provider: Provider::Twilio,
-                ten_dlc: TenDlc::Pending,
-                business_name: "Acme Homes".into(),
-            },
-        ]
-    }
-
-    /// Noon in New York on a weekday.
-    fn noon() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 6, 10, 16, 0, 0).unwrap()
-    }
-
-    struct Harness {
-        _dir: tempfile::TempDir,
-        log: Arc<dyn Log>,
-        stop: watch::Sender<bool>,
-        tasks: Vec<tokio::task::JoinHandle<()>>,
-        store: OutboundStore,
-        ctx: DriverContext,
-    }
-
-    impl Harness {
-        fn start(clock: Clock) -> Harness {
-            let dir = tempfile::tempdir().unwrap();
-            let log: Arc<dyn Log> = Arc::new(
-                SledLog::open(dir.path(), &SledOptions::default(), Metrics::new()).unwrap(),
-            );
-            let mut h = Harness {
-                store: OutboundStore::open(log.state().as_ref()).unwrap(),
-                ctx: DriverContext {
-                    log: log.clone(),
-                    store: log.state(),
-                    registry: Arc::new(Registry::default()),
-                    metrics: Metrics::new(),
-                    alerter: Alerter::disabled(),
-                    config: DriverConfig {
-                        idle_poll: std::time::Duration::from_millis(10),
-                        ..DriverConfig::default()
-                    },
-                },
-                log,
-                stop: watch::channel(false).0,
-                tasks: Vec::new(),
-                _dir: dir,
-            };
-            h.spawn(clock);
-            h
-        }
-
-        fn spawn(&mut self, clock: Clock) {
-            let (stop, rx) = watch::channel(false);
-            self.stop = stop;
-            let state = self.log.state();
-            let dedup = Dedup::new(state.as_ref(), 72).unwrap();
-            let compliance = Compliance::new(state.as_ref(), Alerter::disabled()).unwrap();
-            let outbound = Outbound::new(
-                self.log.clone(),
-                ComplianceConfig::default(),
-                lines(),
-                clock,
-                Alerter::disabled(),
-                Metrics::new(),
-            )
-            .unwrap();
-            self.tasks = vec![
-                tokio::spawn(spawn_driver(dedup, self.ctx.clone(), rx.clone())),
-                tokio::spawn(spawn_driver(compliance, self.ctx.clone(), rx.clone())),
-                tokio::spawn(spawn_driver(outbound, self.ctx.clone(), rx)),
-            ];
-        }
-
-        async fn stop(&mut self) {
-            self.stop.send(true).unwrap();
-            for t in self.tasks.drain(..) {
-                t.await.unwrap();
-            }
-        }
-
-        async fn request(&self, from: &str, to: &str, body: &str, key: Option<&str>) -> MessageId {
-            let id = MessageId::generate(Micros::now());
-            let r = OutboundRecord::Request(MessageRequest {
-                id: id.clone(),
-                idempotency_key: key.map(str::to_owned),
-                from: from.into(),
-                provider: None,
-                to: to.into(),
-                content: body.into(),
-                requested_at: rfc3339(Utc::now()),
-            });
-            self.log.append(r.to_verified(Micros::now())).await.unwrap();
-            id
-        }
-
-        async fn settled(&self, id: &MessageId) -> Message {
-            for _ in 0..500 {
-                if let Some(m) = self.store.message(id).unwrap() {
-                    if m.status != Status::Pending || m.approved {
-                        return m;
-                    }
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            panic!("message {id} was never decided");
-        }
-
-        fn decisions(&self) -> Vec<GateDecision> {
-            self.log
-                .read(Seq(0), 10_000)
-                .unwrap()
-                .iter()
-                .filter_map(|e: &Event| match OutboundRecord::decode(e) {
-                    Some(Ok(OutboundRecord::Decision(d))) => Some(d),
-                    _ => None,
-                })
-                .collect()
-        }
-    }
-
-    fn codes(m: &Message) -> Vec<gates::ReasonCode> {
-        m.reasons.iter().map(|r| r.code).collect()
-    }
-
-    #[tokio::test]
-    async fn a_request_that_passes_every_gate_is_allowed_once_and_its_decision_is_in_the_log() {
-        let mut h = Harness::start(Clock::starting_at(noon()));
-        let id = h.request("quo-main", TO, BODY, None).await;
-        let m = h.settled(&id).await;
-        assert!(m.approved, "{m:?}");
-        assert_eq!(m.status, Status::Pending);
-        assert_eq!(m.line_id.as_deref(), Some("quo-main"));
-        assert_eq!(m.from_number.as_deref(), Some("+12125550199"));
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let d = h.decisions();
-        assert_eq!(d.len(), 1, "decided once: {d:?}");
-        assert_eq!(d[0].verdict, Verdict::Allow);
-        h.stop().await;
-    }
-
-    #[tokio::test]
-    async fn the_line_may_be_named_by_its_number_and_a_pending_10dlc_line_is_refused() {
-        let mut h = Harness::start(Clock::starting_at(noon()));
-        let by_number = h.request("+1 (212) 555-0199", TO, BODY, None).await;
-        let pending = h.request("tw-pending", TO, &format!("{BODY}."), None).await;
-        let unknown = h.request("nope", TO, &format!("{BODY}!"), None).await;
-        assert!(h.settled(&by_number).await.approved);
-        let p = h.settled(&pending).await;
-        assert_eq!(p.status, Status::Refused);
-        assert_eq!(codes(&p), [gates::ReasonCode::LineTenDlcPending]);
-        assert_eq!(
-            codes(&h.settled(&unknown).await),
-            [gates::ReasonCode::LineUnknown]
-        );
-        h.stop().await;
-    }
-
-    #[tokio::test]
-    async fn a_fourth_message_to_one_recipient_in_24_hours_is_refused_even_in_one_pass() {
-        let mut h = Harness::start(Clock::starting_at(noon()));
-        let mut ids = Vec::new();
-        for i in 0..4 {
-            ids.push(
-                h.request("quo-main", TO, &format!("{BODY} ({i})"), None)
-                    .await,
-            );
-        }
-        let mut approved = 0;
-        for id in &ids {
-            let m = h.settled(id).await;
-            if m.approved {
-                approved += 1;
-            } else {
-                assert_eq!(codes(&m), [gates::ReasonCode::RecipientCap24h]);
-            }
-        }
-        assert_eq!(approved, 3);
-        h.stop().await;
-    }
-
-    #[tokio::test]
-    async fn an_opted_out_recipient_is_refused() {
-        let mut h = Harness::start(Clock::starting_at(noon()));
-        let change = compliance::AdminChange {
-            action: "add".into(),
-            number: TO.into(),
-            reason: Some("asked by phone".into()),
-        };
-        let v = crate::event::Verified::new(
-            Micros::now(),
-            crate::event::Source::Internal,
-            compliance::ADMIN_ROUTE.into(),
-            vec![],
-            serde_json::to_vec(&change).unwrap(),
-            crate::event::Verification::AdminToken,
-        );
-        h.log.append(v).await.unwrap();
-        let id = h.request("quo-main", TO, BODY, None).await;
-        let m = h.settled(&id).await;
-        assert_eq!(m.status, Status::Refused);
-        assert_eq!(codes(&m), [gates::ReasonCode::RecipientOptedOut]);
-        h.stop().await;
-    }
-
-    #[tokio::test]
-    async fn a_request_in_quiet_hours_is_held_and_sent_when_the_window_opens() {
-        // 21:30 in New York: held until 08:00. The clock then jumps to 08:00:05.
-        let late = Utc.with_ymd_and_hms(2026, 6, 11, 1, 30, 0).unwrap();
-        let mut h = Harness::start(Clock::starting_at(late));
-        let id = h.request("quo-main", TO, BODY, None).await;
-        let m = h.settled(&id).await;
-        assert_eq!(m.status, Status::Held);
-        assert_eq!(m.hold_until.as_deref(), Some("2026-06-11T12:00:00.000000Z"));
-        h.stop().await;
-        let morning = Utc.with_ymd_and_hms(2026, 6, 11, 12, 0, 5).unwrap();
-        h.spawn(Clock::starting_at(morning));
-        for _ in 0..500 {
-            if h.store.message(&id).unwrap().unwrap().approved {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let m = h.store.message(&id).unwrap().unwrap();
-        assert!(m.approved, "{m:?}");
-        assert_eq!(m.evaluations, 2);
-        let steps: Vec<&str> = m.history.iter().map(|s| s.event.as_str()).collect();
-        assert_eq!(steps, ["requested", "held", "allowed"]);
-        h.stop().await;
-    }
-
-    #[tokio::test]
-    async fn a_rebuild_re_projects_every_message_and_decides_nothing_again() {
-        let mut h = Harness::start(Clock::starting_at(noon()));
-        let a = h.request("quo-main", TO, BODY, None).await;
-        let b = h.request("tw-pending", TO, BODY, None).await;
-        h.settled(&a).await;
-        h.settled(&b).await;
-        let before = (
-            h.store.message(&a).unwrap().unwrap(),
-            h.store.message(&b).unwrap().unwrap(),
-        );
-        let end = h.log.stats().unwrap().last_seq;
-        for _ in 0..500 {
-            if h.log.cursor(NAME).unwrap().0 >= end {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let report = h
-            .ctx
-            .registry
-            .rewind(NAME, Seq(0), false, false)
-            .await
-            .unwrap();
-        assert!(report.rebuild);
-        for _ in 0..500 {
-            if h.log.cursor(NAME).unwrap().0 >= end && h.store.message(&b).unwrap().is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        assert_eq!(h.decisions().len(), 2, "nothing decided twice");
-        assert_eq!(h.log.stats().unwrap().last_seq, end, "nothing appended");
-        assert_eq!(h.store.message(&a).unwrap().unwrap(), before.0);
-        assert_eq!(h.store.message(&b).unwrap().unwrap(), before.1);
-        h.stop().await;
-    }
-
-    #[tokio::test]
-    async fn a_second_request_with_a_taken_idempotency_key_is_refused_not_sent() {
-        let mut h = Harness::start(Clock::starting_at(noon()));
-        let a = h.request("quo-main", TO, BODY, Some("k-1")).await;
-        let b = h.request("quo-main", TO, BODY, Some("k-1")).await;
-        assert!(h.settled(&a).await.approved);
-        let m = h.settled(&b).await;
-        assert_eq!(m.status, Status::Refused);
-        assert!(codes(&m).contains(&gates::ReasonCode::DuplicateRequest));
-        h.stop().await;
-    }
-}
+mod tests;

@@ -22,7 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::events::{
+use super::records::{
     GateDecision, MessageId, MessageRequest, SendAttempt, SendResult, SendStatus, Verdict,
 };
 use crate::gates::{Provider, Reason};

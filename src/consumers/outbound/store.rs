@@ -23,8 +23,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::events::{LineChange, MessageId};
 use super::message::Message;
+use super::records::{LineChange, MessageId};
 use crate::event::Micros;
 use crate::gates::blast_safety::{ContentHash, Sent};
 use crate::state::{for_each, to_json, KvTree, StateError, StateStore};
@@ -323,7 +323,7 @@ impl OutboundStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::events::MessageRequest;
+    use crate::consumers::outbound::records::MessageRequest;
     use crate::state::MemState;
     use chrono::TimeZone;
 
