@@ -1,0 +1,392 @@
+//! The `sender` consumer: sends the outbound messages the gates allowed, through the Quo or
+//! Twilio REST API, and records every attempt and result in the log (DESIGN §5, §7;
+//! guarantees 3, 4 and 6).
+//!
+//! It follows `outbound` (its upstream), so the message projection has seen every decision
+//! the sender reads. For each `allow` decision it reads the message
+//! ([`OutboundStore::message`]) and consults its **effects ledger**; when a send is due it
+//! runs the last-moment checks again and then:
+//!
+//! ```text
+//! ledger: attempting(n) ──► append SendAttempt (durable) ──► provider call(s) ──► append
+//! SendResult (+ an opt-out or a line block) ──► ledger: done
+//! ```
+//!
+//! # At most once
+//!
+//! An SMS cannot be taken back, so the ledger, not the cursor, decides whether to call the
+//! provider. The ledger entry `attempting(n)` is written before the attempt record is
+//! appended, and the append's flush (the state trees live in the same sled database as the
+//! log) makes both durable **before** the provider is called. A rewind re-reads decisions
+//! whose ledger entry is `done` and skips them; only an operator's `rewind sender
+//! --redeliver` ([`Consumer::redeliver`]) sends them again, as a new attempt with
+//! `redelivery: true`, still after the last-moment checks, and once per window
+//! ([`super::redelivery`]: the ledger entry keeps the window's generation, so a batch handled
+//! again inside the window sends nothing more). Nothing retries a call whose
+//! outcome may be that the message went out: a read timeout, a 5xx and a crash end as
+//! `unknown` for an operator to check in the provider's console.
+//!
+//! # Crash table
+//!
+//! | the daemon stopped …                                   | after the restart                                           |
+//! |--------------------------------------------------------|-------------------------------------------------------------|
+//! | before the ledger entry                                | nothing was called: the decision is handled as new          |
+//! | after `attempting(n)`, before the attempt was flushed  | the entry may be lost (then as above) or kept (then below)  |
+//! | after the attempt record, before the result            | `attempting(n)` with no result: an `unknown` result (`crashed`) and a critical alert; **never called again** |
+//! | after the result, before `done`                        | the learning pass reads the result: `done`, nothing is appended, no alert |
+//! | after `done`, before the cursor was saved              | the batch is handled again; `done` skips the message        |
+//! | with its state lost, or on another replica (fail-over) | the learning pass rebuilds the entries from the attempt and result records: as the rows above |
+//!
+//! # Learning from the log
+//!
+//! The ledger lives in local state, but every attempt and result is a record in the log. At
+//! start, before the first batch, the driver hands the sender the records from its cursor to
+//! the end of the log ([`Consumer::learn_effects`]): an attempt with no newer ledger entry
+//! becomes `attempting(n)`, a result `done` (never the other way round for one attempt,
+//! never an older attempt over a newer one). This is what keeps a fail-over at most once:
+//! the replica that takes the consumers' lease has a ledger that knows nothing of what the
+//! previous holder sent, and cursors that may be stale or at 0. With the pass, a message the
+//! previous holder sent is skipped as `done`, and one it was sending when it died (attempt,
+//! no result) ends as `unknown` with a critical alert, never called again. The pass also
+//! makes a restart independent of the ledger entry surviving: an entry lost with the local
+//! state is learned again from the log.
+//!
+//! When the log refuses an append (disk full), the batch fails and is retried: a refused
+//! attempt record undoes its ledger entry (nothing was called), and the records of a call
+//! that did happen are kept in memory and appended by the retry instead of an `unknown`.
+//!
+//! # Last-moment checks (fail closed)
+//!
+//! Between the decision and the call, time passes (a queue, a retry of the batch, a
+//! redelivery). Just before calling, the sender refuses (result `refused` with reasons, no
+//! call) when the recipient is suppressed (or the list cannot be read), the kill switch is
+//! on, the line is blocked by a provider, gone from `[[lines]]`, not approved or on another
+//! provider, or the recipient's quiet hours are closed now (or the area code is unknown). An
+//! opt-out or a line block the sender itself has appended counts at once, before the
+//! compliance and outbound consumers have projected it.
+//!
+//! # Outcomes
+//!
+//! | provider outcome ([`Outcome`]) | result | also |
+//! |---|---|---|
+//! | `Sent` | `sent` with the provider's id | |
+//! | `OptedOut` (Twilio 21610) | `failed` | an opt-out record for the recipient (compliance suppresses it) |
+//! | `LineBlocked` (Quo A2P 400) | `failed` | a `blocked` line record (the gates refuse the line from then on); critical alert |
+//! | `RateLimited` after the retries | `failed` | alert |
+//! | `Rejected` (other 4xx), a request that cannot be built | `failed` | |
+//! | `Transient`, "not sent" (no connection) | retried a few times within the attempt, then `failed` | alert |
+//! | `Transient`, a 5xx | `unknown` (the provider may have accepted it) | alert |
+//! | `Unknown` | `unknown` | alert |
+//! | provider not configured | `failed` (never another provider) | alert |
+//!
+//! # Key layout (trees of consumer `sender`)
+//!
+//! | tree        | key           | value                                                   |
+//! |-------------|---------------|---------------------------------------------------------|
+//! | `ledger`    | message id    | JSON [`LedgerEntry`] `{attempt, state, status, at, window}` |
+//! | `redeliver` | `redeliver`   | JSON [`RedeliveryWindow`] `{after, through, generation}` ([`super::redelivery`]) |
+
+pub mod checks;
+pub mod config;
+pub mod deliver;
+pub mod ledger;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::alerts::{Alert, Severity};
+use crate::clock::Clock;
+use crate::consumers::outbound::{
+    GateDecision, MessageId, OutboundRecord, OutboundStore, SendResult, SendStatus, Verdict,
+};
+use crate::consumers::redelivery::{Redelivery, RedeliveryWindow};
+use crate::consumers::{Batch, BatchError, Consumer, RewindMode};
+use crate::event::Seq;
+use crate::gates::{ComplianceConfig, LineConfig, Provider};
+use crate::log::Log;
+use crate::metrics::Metrics;
+use crate::send::{AlertSink, Limiter, Rate, RetryPolicy};
+use crate::state::{KvTree, StateError, StateStore};
+
+pub use config::SenderConfig;
+use deliver::{OutboundOrOptOut, Route};
+pub use deliver::{SendClients, SharedClient};
+pub use ledger::{LedgerEntry, LedgerState};
+
+/// The consumer's name.
+pub const NAME: &str = "sender";
+
+/// The sender consumer.
+pub struct Sender {
+    log: Arc<dyn Log>,
+    state: Arc<dyn StateStore>,
+    outbound: OutboundStore,
+    ledger: Arc<dyn KvTree>,
+    redelivery: Redelivery,
+    window: Option<RedeliveryWindow>,
+    compliance: ComplianceConfig,
+    lines: Vec<LineConfig>,
+    openphone: Option<Route>,
+    twilio: Option<Route>,
+    alerts: Arc<dyn AlertSink + Send + Sync>,
+    metrics: Metrics,
+    retry: RetryPolicy,
+    connect_retries: u32,
+    clock: Clock,
+    /// Line blocks this sender appended, by line id, with the record's seq: they count until
+    /// the outbound projection has a change at least as new.
+    blocked_here: HashMap<String, u64>,
+    /// Opt-outs this sender appended, by number, with the record's seq: they count until
+    /// the compliance projection has an entry at least as new.
+    opted_out_here: HashMap<String, u64>,
+    /// Records of a finished call that could not be appended (the log failed): appended
+    /// when the batch is retried, instead of declaring the attempt unknown.
+    unrecorded: HashMap<MessageId, Vec<OutboundOrOptOut>>,
+}
+
+fn transient(e: impl std::fmt::Display) -> BatchError {
+    BatchError::Transient(e.to_string())
+}
+
+impl Sender {
+    /// A sender over `log` (and its state store), reading messages from `outbound`, checking
+    /// `compliance` and `lines` at the last moment, sending through `clients` at the rates
+    /// of `config`, alerting through `alerts`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        log: Arc<dyn Log>,
+        outbound: OutboundStore,
+        compliance: ComplianceConfig,
+        lines: Vec<LineConfig>,
+        clients: SendClients,
+        config: &SenderConfig,
+        alerts: Arc<dyn AlertSink + Send + Sync>,
+        metrics: Metrics,
+    ) -> Result<Sender, StateError> {
+        let state = log.state();
+        let ledger = state.tree(NAME, "ledger")?;
+        let redelivery = Redelivery::new(state.tree(NAME, "redeliver")?);
+        let window = redelivery.current()?;
+        let route = |client: Option<SharedClient>, rate: Rate| {
+            client.map(|client| Route {
+                client,
+                limiter: Arc::new(Limiter::new(rate)),
+            })
+        };
+        Ok(Sender {
+            log,
+            state,
+            outbound,
+            ledger,
+            redelivery,
+            window,
+            compliance,
+            lines,
+            openphone: route(
+                clients.openphone,
+                Rate {
+                    per_second: config.quo_per_second,
+                    burst: config.quo_per_second,
+                },
+            ),
+            twilio: route(
+                clients.twilio,
+                Rate {
+                    per_second: config.twilio_per_second,
+                    burst: 1,
+                },
+            ),
+            alerts,
+            metrics,
+            retry: RetryPolicy {
+                max_retries: config.max_retries,
+                ..RetryPolicy::default()
+            },
+            connect_retries: 3,
+            clock: Clock::system(),
+            blocked_here: HashMap::new(),
+            opted_out_here: HashMap::new(),
+            unrecorded: HashMap::new(),
+        })
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Sender {
+        self.clock = clock;
+        self
+    }
+
+    /// Replaces the 429 backoff policy; its backoff also paces the retries of a call that
+    /// could not connect (tests use a fast one).
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Sender {
+        self.retry = retry;
+        self
+    }
+
+    fn now_rfc3339(&self) -> String {
+        self.clock.now().to_rfc3339()
+    }
+
+    /// Handles one `allow` decision at `seq`.
+    async fn on_allow(&mut self, seq: Seq, decision: &GateDecision) -> Result<(), BatchError> {
+        let id = &decision.id;
+        let entry = self.ledger_entry(id)?;
+        if let Some(e) = entry
+            .as_ref()
+            .filter(|e| e.state == LedgerState::Attempting)
+        {
+            return self.settle_interrupted(id, e.attempt).await;
+        }
+        let Some(msg) = self.outbound.message(id)? else {
+            tracing::warn!(seq = seq.0, id = %id, "allow decision for a message the projection does not know; not sent");
+            return Ok(());
+        };
+        if !msg.approved {
+            return Ok(());
+        }
+        let done_before = entry.is_some() || msg.attempts > 0;
+        let window = self
+            .window
+            .filter(|w| w.contains(seq))
+            .map(|w| w.generation);
+        if done_before {
+            let sent_in_this_window =
+                window.is_some() && entry.as_ref().and_then(|e| e.window) == window;
+            if window.is_none() || sent_in_this_window {
+                return Ok(());
+            }
+        }
+        let attempt = msg.attempts.max(entry.map_or(0, |e| e.attempt)) + 1;
+        self.send(&msg, attempt, done_before, window).await
+    }
+
+    /// The ledger says `attempting(n)`: the process stopped (or the log failed) between the
+    /// attempt and its result. Never calls the provider.
+    async fn settle_interrupted(&mut self, id: &MessageId, attempt: u32) -> Result<(), BatchError> {
+        let msg = self.outbound.message(id)?;
+        let provider = msg
+            .as_ref()
+            .and_then(|m| m.provider)
+            .map_or("unknown", Provider::as_str);
+        if let Some(records) = self.unrecorded.get(id).cloned() {
+            return self.finish_attempt(id, attempt, provider, records).await;
+        }
+        if let Some(m) = msg {
+            if m.attempts >= attempt && m.status.is_final() {
+                // The result was recorded; only the ledger's `done` was lost.
+                let status = match m.status {
+                    crate::consumers::outbound::Status::Sent => Some(SendStatus::Sent),
+                    crate::consumers::outbound::Status::Failed => Some(SendStatus::Failed),
+                    crate::consumers::outbound::Status::Refused => Some(SendStatus::Refused),
+                    _ => Some(SendStatus::Unknown),
+                };
+                let window = self.ledger_entry(id)?.and_then(|e| e.window);
+                self.put_ledger(id, attempt, LedgerState::Done, status, window)?;
+                return Ok(());
+            }
+        }
+        let error = format!(
+            "hooklog stopped after attempt {attempt} was recorded and before its result: the \
+             provider may or may not have accepted the message"
+        );
+        self.alerts.raise(Alert {
+            key: format!("send:crashed:{id}"),
+            severity: Severity::Critical,
+            title: format!("message {id} may or may not have been sent"),
+            reason: error.clone(),
+            next_step: "check the provider's message log for it before resending; it is \
+                        marked unknown and is not sent again by itself"
+                .into(),
+        });
+        let result = SendResult {
+            id: id.clone(),
+            attempt,
+            status: SendStatus::Unknown,
+            outcome: "crashed".into(),
+            provider_id: None,
+            code: None,
+            error: Some(error),
+            reasons: Vec::new(),
+            tries: 0,
+            at: self.now_rfc3339(),
+        };
+        self.finish_attempt(
+            id,
+            attempt,
+            provider,
+            vec![OutboundOrOptOut::Outbound(OutboundRecord::Result(result))],
+        )
+        .await
+    }
+}
+
+impl Consumer for Sender {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn upstreams(&self) -> &'static [&'static str] {
+        &[crate::consumers::outbound::store::CONSUMER]
+    }
+
+    fn rewind_mode(&self) -> RewindMode {
+        RewindMode::Replay
+    }
+
+    /// The ledger is never cleared: it is what keeps a rewind from sending again.
+    fn reset(&mut self) -> Result<(), BatchError> {
+        Ok(())
+    }
+
+    fn has_effects(&self) -> bool {
+        true
+    }
+
+    fn redeliver(&mut self, after: Seq, through: Seq) -> Result<(), BatchError> {
+        if let Some(w) = self.redelivery.open(after, through)? {
+            self.window = Some(w);
+            tracing::info!(
+                after = w.after,
+                through = w.through,
+                "sender: allowed messages in the window will be sent again"
+            );
+        }
+        Ok(())
+    }
+
+    /// The attempts and results in `batch`, noted in the ledger: an attempt with no result
+    /// becomes `attempting(n)` (the allow decision then ends it as `unknown`, without a
+    /// call), a result `done`. Never behind what the ledger already has: an older attempt
+    /// number, or `attempting` over `done` for the same attempt, is ignored.
+    async fn learn_effects(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+        self.learn(batch).await
+    }
+
+    async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+        for event in batch.events() {
+            let decision = match OutboundRecord::decode(event) {
+                Some(Ok(OutboundRecord::Decision(d))) => d,
+                Some(Err(e)) => {
+                    // The outbound consumer dead-letters it; nothing is sent for it.
+                    tracing::warn!(seq = event.seq.0, error = %e, "unreadable outbound record; nothing sent for it");
+                    continue;
+                }
+                _ => continue,
+            };
+            if decision.verdict == Verdict::Allow {
+                self.on_allow(event.seq, &decision).await?;
+            }
+        }
+        if self
+            .redelivery
+            .finish(self.window, batch.events(), self.log.as_ref(), NAME)?
+            .is_some()
+        {
+            self.window = None;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
