@@ -8,10 +8,12 @@
 
 mod support;
 
-#[path = "../../tests/fake_providers/mod.rs"]
+#[path = "../../tests/it/fake_providers.rs"]
+#[allow(dead_code)]
 mod fake_providers;
 
-#[path = "../../tests/jetstream_stream/mod.rs"]
+#[path = "../../tests/it/jetstream_stream.rs"]
+#[allow(dead_code)]
 mod jetstream_stream;
 
 use std::collections::BTreeMap;

@@ -7,7 +7,8 @@
 
 mod support;
 
-#[path = "../../tests/jetstream_stream/mod.rs"]
+#[path = "../../tests/it/jetstream_stream.rs"]
+#[allow(dead_code)]
 mod jetstream_stream;
 
 use std::path::{Path, PathBuf};
