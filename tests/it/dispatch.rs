@@ -1,5 +1,5 @@
 //! Agent dispatch in the real server: a signed Quo message wakes the routed agent at a fake
-//! gateway (`common::FakeServer`) once, with the idempotency key and the bearer token; a
+//! gateway (`fake_server::FakeServer`) once, with the idempotency key and the bearer token; a
 //! rewind re-dispatches nothing; a rewind with `redeliver` dispatches again with the same key.
 //! And the real binary killed with SIGKILL while the gateway holds a call: the event is
 //! dispatched again at restart, with the same key, and nothing else is.
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hooklog::fixture::Fixture;
 
-use crate::common::{answer, FakeServer};
+use crate::fake_server::{answer, FakeServer};
 use crate::util::{self, TestServer};
 
 const TOKEN: &str = "gw-test-token-1";
@@ -219,7 +219,7 @@ pub(crate) fn keys_seen(gateway: &FakeServer) -> Vec<String> {
 #[test]
 fn killing_the_daemon_while_the_gateway_holds_a_call_dispatches_that_event_again_with_the_same_key_and_no_other(
 ) {
-    use crate::common::Reply;
+    use crate::fake_server::Reply;
 
     let gateway = FakeServer::start(answer(202, r#"{"ok":true}"#));
     let mut binary = GatewayDaemon::new(&gateway);

@@ -30,11 +30,6 @@ pub fn engine() -> Engine {
     })
 }
 
-/// The NATS server the JetStream pass uses.
-pub fn nats_url() -> String {
-    std::env::var("HOOKLOG_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
 /// The streams made for data directories in this process: data directory → (url, stream).
 fn streams() -> &'static Mutex<BTreeMap<PathBuf, (String, String)>> {
     static STREAMS: OnceLock<Mutex<BTreeMap<PathBuf, (String, String)>>> = OnceLock::new();
@@ -60,7 +55,7 @@ pub fn env_for(data_dir: &Path) -> Vec<(String, String)> {
     data_dir.hash(&mut h);
     let tag = format!("{:016x}", h.finish());
     let name = format!("HOOKLOG_SUITE_{tag}");
-    let url = nats_url();
+    let url = crate::jetstream_stream::machine_nats();
     streams()
         .lock()
         .unwrap_or_else(|p| p.into_inner())

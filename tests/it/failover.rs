@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use hooklog::admin::api::{EventPage, Status};
 
-use crate::common::{answer, FakeServer, Reply};
 use crate::crash::{free_port, spawn_daemon_with, Daemon};
 use crate::edge::twilio_sms;
+use crate::fake_server::{answer, FakeServer, Reply};
 use crate::jetstream_stream::Stream;
 use crate::outbound::{admin_json, token_of, BODY, LINES};
 use crate::postgres::{base_url, Db};

@@ -356,7 +356,7 @@ const SETTLED: [&str; 4] = ["sent", "failed", "unknown", "refused"];
 
 #[test]
 fn unblocking_a_line_the_provider_blocked_needs_the_token_and_lets_its_messages_through_again() {
-    use crate::common::{answer, FakeServer};
+    use crate::fake_server::{answer, FakeServer};
 
     // Quo refuses the first send for want of A2P registration, then accepts.
     let quo = FakeServer::start(answer(202, r#"{"data":{"id":"AC0001","status":"queued"}}"#));

@@ -236,7 +236,7 @@ pub(crate) fn admin_json(
 #[test]
 fn repeated_kill_9_while_agents_request_and_the_sender_sends_loses_no_request_and_sends_none_twice()
 {
-    use crate::common::{answer, FakeServer};
+    use crate::fake_server::{answer, FakeServer};
     use rand::Rng;
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
@@ -354,7 +354,7 @@ fn repeated_kill_9_while_agents_request_and_the_sender_sends_loses_no_request_an
 #[test]
 fn killing_the_daemon_between_a_send_attempt_and_its_result_leaves_the_message_unknown_not_sent_twice(
 ) {
-    use crate::common::{FakeServer, Reply};
+    use crate::fake_server::{FakeServer, Reply};
     use std::time::{Duration, Instant};
 
     // Quo takes the request and never answers: the daemon is killed while it waits.
@@ -446,7 +446,7 @@ fn caught_up(s: &TestServer, consumer: &str) {
 
 #[test]
 fn an_outbound_request_is_gated_sent_once_and_visible_through_the_api_and_in_postgres() {
-    use crate::common::{answer, FakeServer};
+    use crate::fake_server::{answer, FakeServer};
     use std::time::Duration;
 
     let quo = FakeServer::start(answer(202, r#"{"data":{"id":"AC0001","status":"queued"}}"#));
@@ -540,7 +540,7 @@ fn an_outbound_request_is_gated_sent_once_and_visible_through_the_api_and_in_pos
 }
 
 /// The server with Twilio's send API at `twilio`.
-fn twilio_server(dir: &Path, twilio: &crate::common::FakeServer) -> TestServer {
+fn twilio_server(dir: &Path, twilio: &crate::fake_server::FakeServer) -> TestServer {
     let base = format!("http://{}", twilio.addr);
     let env = [
         (
@@ -556,7 +556,7 @@ fn twilio_server(dir: &Path, twilio: &crate::common::FakeServer) -> TestServer {
 
 #[test]
 fn a_twilio_line_keeps_to_one_message_a_second_and_a_429_storm_stops_after_three_retries() {
-    use crate::common::{answer, FakeServer};
+    use crate::fake_server::{answer, FakeServer};
 
     let twilio = FakeServer::start(answer(
         201,
@@ -608,7 +608,7 @@ fn a_twilio_line_keeps_to_one_message_a_second_and_a_429_storm_stops_after_three
 
 #[test]
 fn twilio_21610_records_an_opt_out_that_refuses_the_next_message_on_every_line() {
-    use crate::common::{answer, FakeServer};
+    use crate::fake_server::{answer, FakeServer};
 
     let twilio = FakeServer::start(answer(
         400,

@@ -2,11 +2,6 @@
 //! has passed them, `status` reports the first remaining record, and `drop-cursor` releases a
 //! retired consumer's hold.
 
-// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
-#![cfg(test)]
-
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -16,6 +11,8 @@ use hooklog::log::sled::SledLog;
 use hooklog::log::Log;
 use hooklog::metrics::Metrics;
 use serde_json::Value;
+
+use crate::support;
 
 fn write_config(dir: &Path, data_dir: &Path) -> PathBuf {
     let config = dir.join("hooklog.toml");

@@ -2,20 +2,13 @@
 //! in-process on `127.0.0.1:0` with its own data directory and webhook keys, and runs the
 //! built `hooklog-replay` as a child process.
 
-// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
-#![cfg(test)]
-
-mod support;
-
-#[path = "../../tests/jetstream_stream/mod.rs"]
-mod jetstream_stream;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::cli;
+
+use crate::support::{self, cli, jetstream_stream};
 
 /// Keys that are NOT the fixtures' own: `fire` must sign with the configuration's keys.
 const QUO_KEY: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

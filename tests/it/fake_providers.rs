@@ -18,8 +18,6 @@
 //! whose path and query contain a string with a status, until removed. Every request is
 //! recorded with its arrival time and the status it got.
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

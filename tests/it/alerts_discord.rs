@@ -2,9 +2,6 @@
 //! every POST and answers 204, or what a test scripts (429 with `retry_after`, 500, 404).
 //! Time for coalescing and the hourly cap comes from an injected clock.
 
-// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
-#![cfg(test)]
-
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::SocketAddr;

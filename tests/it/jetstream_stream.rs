@@ -1,8 +1,7 @@
 //! A JetStream stream of one test's own on a real nats-server, deleted on drop. Shared by the
-//! daemon's integration tests (`tests/it/jetstream.rs`) and hooklog-replay's tests (included
-//! with `#[path]`), so that every test names and cleans up its stream the same way.
-
-#![allow(dead_code)]
+//! daemon's integration tests (`jetstream`, `failover`, and `engine`'s cleanup) and
+//! hooklog-replay's tests (which include this file, replay/tests/it/support.rs), so that every
+//! test names and cleans up its stream the same way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,6 +45,8 @@ impl Stream {
     }
 
     /// The `[log]` section of a configuration file that puts the log in this stream.
+    // Only hooklog-replay's tests configure a daemon by file; this crate's use the environment.
+    #[allow(dead_code)]
     pub fn toml(&self) -> String {
         format!(
             "[log]\nbackend = \"jetstream\"\n[log.jetstream]\nnats_url = \"{}\"\n\

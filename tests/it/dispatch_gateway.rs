@@ -1,17 +1,10 @@
-//! The agent-gateway client against a fake gateway (`common::FakeServer`). A "down"
+//! The agent-gateway client against a fake gateway (`fake_server::FakeServer`). A "down"
 //! gateway is a port whose listener was dropped (connection refused).
-
-// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
-#![cfg(test)]
-
-mod common;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use common::{answer, Alerts, FakeServer, Reply};
 
 use hooklog::alerts::Severity;
 use hooklog::config::Secret;
@@ -24,6 +17,8 @@ use hooklog::event::{Micros, Seq};
 use hooklog::parse::{Data, Kind, Parsed, Provider};
 use hooklog::send::RetryPolicy;
 use serde_json::Value;
+
+use crate::fake_server::{answer, Alerts, FakeServer, Reply};
 
 const TOKEN: &str = "gw-token-1";
 

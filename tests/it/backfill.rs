@@ -2,22 +2,18 @@
 //! pagination to the end, per-participant calls with an explicit user, rate limit under a
 //! 429 storm, retries of 5xx, refused credentials, and resuming from a checkpoint.
 
-// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
-#![cfg(test)]
-
-mod fake_providers;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use fake_providers::{FakeApi, Fault, DAY, QUO_KEY};
 use hooklog::backfill::{
     quo, twilio, Checkpoint, Progress, Range, RetryPolicy, Sink, SinkError, BACKFILL_RATE,
 };
 use hooklog::event::Source;
 use hooklog::send::limiter::Limiter;
+
+use crate::fake_providers::{self, FakeApi, Fault, DAY, QUO_KEY};
 
 /// Keeps what it is given; refuses everything after `fail_after` resources if set.
 #[derive(Default)]

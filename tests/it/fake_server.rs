@@ -3,9 +3,6 @@
 //! answers what a test scripts, or a default; and an alert sink that keeps what it is given.
 //! Every answer closes the connection, so each attempt is one fresh request.
 
-// Each test crate that includes this module uses a different part of it.
-#![allow(dead_code)]
-
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

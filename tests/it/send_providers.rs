@@ -1,15 +1,8 @@
-//! The Quo and Twilio send clients against fake providers (`common::FakeServer`), scripted to
+//! The Quo and Twilio send clients against fake providers (`fake_server::FakeServer`), scripted to
 //! answer success, 429, 400 with a code, 500, or a stall that never answers.
-
-// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
-#![cfg(test)]
-
-mod common;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
-
-use common::{Alerts, FakeServer, Reply};
 
 use hooklog::alerts::Severity;
 use hooklog::config::Secret;
@@ -18,6 +11,8 @@ use hooklog::send::{
     RetryPolicy,
 };
 use serde_json::{json, Value};
+
+use crate::fake_server::{Alerts, FakeServer, Reply};
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "twilio-token-1";

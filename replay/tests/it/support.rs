@@ -1,8 +1,17 @@
 //! What the CLI tests share: the real daemon (`hooklog::run`) in-process on `127.0.0.1:0`
 //! with a configuration file of the test's, and the CLI as a child process whose
-//! environment holds no `HOOKLOG_*` variable of the test runner's.
+//! environment holds no `HOOKLOG_*` variable of the test runner's. Also two helpers of
+//! hooklog's own integration tests, the same files: the fake Quo and Twilio APIs and a
+//! JetStream stream of a test's own.
 
-#![allow(dead_code)]
+// Another crate's test modules: an ordinary `mod` cannot reach them. This crate uses a part of
+// each.
+#[path = "../../../tests/it/fake_providers.rs"]
+#[allow(dead_code)]
+pub mod fake_providers;
+#[path = "../../../tests/it/jetstream_stream.rs"]
+#[allow(dead_code)]
+pub mod jetstream_stream;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

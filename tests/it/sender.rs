@@ -1,17 +1,11 @@
 //! The sender consumer end to end: the real Quo and Twilio clients against a fake provider
-//! (`common::FakeServer`), under the real consumer driver (cursor, upstream, rewind and
+//! (`fake_server::FakeServer`), under the real consumer driver (cursor, upstream, rewind and
 //! `--redeliver` through the registry).
-
-// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
-#![cfg(test)]
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::{answer, Alerts, FakeServer};
 use tokio::sync::watch;
 
 use hooklog::alerts::{Alerter, Severity};
@@ -30,6 +24,8 @@ use hooklog::log::sled::{SledLog, SledOptions};
 use hooklog::log::Log;
 use hooklog::metrics::Metrics;
 use hooklog::send::{quo, twilio, HttpOptions};
+
+use crate::fake_server::{answer, Alerts, FakeServer};
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TO: &str = "+12125550100";

@@ -2,21 +2,14 @@
 //! `127.0.0.1:0` with its own data directory, fills the log through `POST /admin/events`, and
 //! runs the built binary as a child process.
 
-// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
-#![cfg(test)]
-
-mod support;
-
-#[path = "../../tests/jetstream_stream/mod.rs"]
-mod jetstream_stream;
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::cli;
+
+use crate::support::{self, cli, jetstream_stream};
 
 /// A daemon running on its own runtime, with its data directory in a tempdir.
 struct Daemon {

@@ -3,25 +3,16 @@
 //! part of a day by webhook is backfilled; dedup marks the twins; a second run appends only
 //! duplicates; a stopped daemon's data directory is appended to directly.
 
-// The whole crate is test code: clippy.toml's `allow-unwrap-in-tests` then covers its helpers too.
-#![cfg(test)]
-
-mod support;
-
-#[path = "../../tests/fake_providers/mod.rs"]
-mod fake_providers;
-
-#[path = "../../tests/jetstream_stream/mod.rs"]
-mod jetstream_stream;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use fake_providers::{FakeApi, DAY, QUO_KEY};
 use hooklog::edge::verify::{openphone_legacy, HmacKey};
 use serde_json::{json, Value};
+
+use crate::support::fake_providers::{self, FakeApi, DAY, QUO_KEY};
+use crate::support::{self, jetstream_stream};
 
 /// The signing key of ref/openphone.md §1's constructed vector.
 const SIGNING_KEY: &str = "R2ZLM2o0bFhBNVpyUnU2NG9mYXQ1MHNyR3pvSUhIVVg=";
