@@ -507,6 +507,20 @@ impl PgSchema {
     }
 }
 
+impl PgSchema {
+    /// The Postgres sink's cursor as committed with its rows, once the sink has created it.
+    fn committed_cursor(&self) -> Option<u64> {
+        self.runtime.block_on(async {
+            let sql = format!(
+                "select seq from \"{}\".hooklog_cursors where name = 'postgres'",
+                self.name
+            );
+            let rows = self.client.query(&sql, &[]).await.ok()?;
+            rows.first().map(|r| r.get::<_, i64>(0) as u64)
+        })
+    }
+}
+
 impl Drop for PgSchema {
     fn drop(&mut self) {
         let sql = format!("drop schema if exists \"{}\" cascade", self.name);
@@ -515,8 +529,13 @@ impl Drop for PgSchema {
 }
 
 impl Daemon {
-    /// Waits until the Postgres sink has projected the whole log.
-    fn synced(&self) {
+    /// Waits until the Postgres sink has projected the whole log and committed it in `pg`.
+    ///
+    /// The status cursor alone is not enough: the sink hands a batch to Postgres and returns
+    /// before its COMMIT (pipelining), so the driver's cursor can pass records whose rows are
+    /// not visible yet. The sink's own cursor row, committed in the same transaction as the
+    /// rows, is the truth.
+    fn synced(&self, committed: &PgSchema) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let st: Value = ureq::get(&format!("{}/admin/status", self.admin_url))
@@ -532,12 +551,13 @@ impl Daemon {
                 .iter()
                 .find(|c| c["name"] == "postgres")
                 .map(|c| c["cursor"].as_u64().unwrap());
-            if pg == Some(last) {
+            if pg == Some(last) && committed.committed_cursor() == Some(last) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "the Postgres sync never caught up: {st}"
+                "the Postgres sync never caught up: {st}, committed {:?}",
+                committed.committed_cursor()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -577,7 +597,7 @@ fn a_backfilled_day_leaves_postgres_exactly_as_if_every_webhook_had_arrived() {
         ],
     );
     assert_eq!(summary["duplicates"], 3, "{summary}");
-    b.synced();
+    b.synced(&pg_b);
 
     // Run A: every webhook of the same facts arrived.
     let pg_a = PgSchema::new("a");
@@ -613,7 +633,7 @@ fn a_backfilled_day_leaves_postgres_exactly_as_if_every_webhook_had_arrived() {
         a.quo_webhook(&format!("EV{sent}"), kind, object);
     }
     assert_eq!(sent, 15);
-    a.synced();
+    a.synced(&pg_a);
 
     for table in [
         "openphone_messages",
