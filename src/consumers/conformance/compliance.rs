@@ -1,5 +1,6 @@
 //! `compliance` under the suite: the suppression list.
 
+use super::mix::Unreadable;
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::alerts::Alerter;
 use crate::consumers::compliance::{self, Compliance};
@@ -35,3 +36,12 @@ impl UnderTest for UnderCompliance {
 }
 
 properties!(UnderCompliance);
+
+#[tokio::test]
+async fn an_unreadable_outbound_record_is_parked_not_skipped() {
+    super::an_unreadable_outbound_record_is_parked_not_skipped(
+        UnderCompliance,
+        Unreadable::OptOutChange,
+    )
+    .await;
+}

@@ -16,6 +16,7 @@ use crate::consumers::compliance::ADMIN_ROUTE;
 use crate::consumers::testutil::{event, from_fixture, quo_inbound};
 use crate::event::{Event, Micros, Seq, Source, Verification};
 use crate::gates::{LineConfig, Provider, Reason, ReasonCode, TenDlc};
+use crate::outbound::events::DECISION_ROUTE;
 use crate::outbound::{
     DispatchResult, GateDecision, LineChange, MessageId, MessageRequest, OutboundRecord,
     SendAttempt, SendResult, SendStatus, Verdict,
@@ -32,6 +33,18 @@ pub(super) struct Options {
     pub decided: bool,
     /// A record in a format this build does not know, early in the log (`future_record`).
     pub future_record: bool,
+    /// An outbound-path record whose body this build cannot read (`unreadable`), before the
+    /// new requests.
+    pub unreadable: Option<Unreadable>,
+}
+
+/// An outbound-path record in a shape this build does not know (a newer hooklog wrote it).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Unreadable {
+    /// A gate decision (`/internal/outbound/decision`).
+    Decision,
+    /// An opt-out change (`/internal/optouts`), the record the sender appends on Twilio 21610.
+    OptOutChange,
 }
 
 /// The log, before it is appended.
@@ -330,6 +343,31 @@ impl Mix {
             "line_change",
             outbound(&unblocked, at(185), Verification::AdminToken),
         );
+
+        match o.unreadable {
+            None => {}
+            Some(Unreadable::Decision) => {
+                let body = format!(
+                    r#"{{"schema":2,"message":"{}","outcome":{{"verdict":"allow"}}}}"#,
+                    message_id(1)
+                );
+                b.push(
+                    "unreadable",
+                    event(0, at(186), Source::Outbound, DECISION_ROUTE, &body),
+                );
+            }
+            Some(Unreadable::OptOutChange) => {
+                let mut change = event(
+                    0,
+                    at(186),
+                    Source::Internal,
+                    ADMIN_ROUTE,
+                    r#"{"schema":2,"suppress":{"e164":"+15555550192"}}"#,
+                );
+                change.verification = Verification::Internal;
+                b.push("unreadable", change);
+            }
+        }
 
         // New requests. With `decided`, each is followed by the decision the gates make at
         // noon in New York: the line's 10DLC, the suppression list, the idempotency key.

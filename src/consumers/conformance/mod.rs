@@ -21,7 +21,9 @@
 //! 3. **An unknown record version is parked, not skipped.** A record in a format this build
 //!    does not know sits between good records: it must be in the consumer's dead-letter
 //!    list (with an alert, and still there after a redrive), the cursor must have moved past
-//!    it, and the records after it must have been processed.
+//!    it, and the records after it must have been processed. A consumer that reads records
+//!    of the outbound path runs the same check with a record whose body is in a shape this
+//!    build does not know.
 //!
 //! Everything is real except the far side of the network: a sled log and its state store,
 //! the driver with its registry, PostgreSQL on 127.0.0.1:5432 (a schema per world, dropped
@@ -50,7 +52,7 @@ use crate::metrics::Metrics;
 use crate::state::StateStore;
 
 use fake::FakeApi;
-use mix::{Mix, Options};
+use mix::{Mix, Options, Unreadable};
 
 /// The three as tests of the adapter `$adapter` in the module that invokes it.
 macro_rules! properties {
@@ -742,5 +744,20 @@ async fn an_unknown_record_version_is_parked_not_skipped<U: UnderTest>(u: U) {
         &format!("unknown record format {}", FORMAT_V1 + 1),
     )
     .await;
+    stop(r).await;
+}
+
+/// Property 3 for a consumer that reads records of the outbound path: one whose body is in a
+/// shape this build does not know is parked, not skipped.
+async fn an_unreadable_outbound_record_is_parked_not_skipped<U: UnderTest>(u: U, kind: Unreadable) {
+    let w = World::new::<U>(Options {
+        unreadable: Some(kind),
+        ..Options::default()
+    })
+    .await;
+    let bad = w.mix.seq("unreadable");
+    let r = start(&u, &w, None);
+    settle(&u, &w).await;
+    parked_not_skipped(&u, &w, &r, bad, "").await;
     stop(r).await;
 }

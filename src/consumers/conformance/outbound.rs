@@ -1,7 +1,7 @@
 //! `outbound` under the suite: the message projection and its indexes; its effects are the
 //! decision records it appends when idle.
 
-use super::mix::message_id;
+use super::mix::{message_id, Unreadable};
 use super::{dump, outbound_consumer, render_value, Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::consumers::outbound::{Outbound, NAME};
 use crate::event::Seq;
@@ -68,3 +68,9 @@ impl UnderTest for UnderOutbound {
 }
 
 properties!(UnderOutbound);
+
+#[tokio::test]
+async fn an_unreadable_outbound_record_is_parked_not_skipped() {
+    super::an_unreadable_outbound_record_is_parked_not_skipped(UnderOutbound, Unreadable::Decision)
+        .await;
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::mix;
+use super::mix::{self, Unreadable};
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::alerts::Alerter;
 use crate::config::Secret;
@@ -86,3 +86,10 @@ impl UnderTest for UnderSender {
 }
 
 properties!(UnderSender);
+
+#[tokio::test]
+#[ignore = "finding for the lead (issue 15): the sender logs an unreadable decision and goes on; only `outbound` dead-letters it, so a redrive there never sends the message"]
+async fn an_unreadable_outbound_record_is_parked_not_skipped() {
+    super::an_unreadable_outbound_record_is_parked_not_skipped(UnderSender, Unreadable::Decision)
+        .await;
+}
