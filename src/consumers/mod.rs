@@ -38,6 +38,8 @@
 
 mod batches;
 pub mod compliance;
+#[cfg(test)]
+mod conformance;
 pub mod dedup;
 pub mod dispatch;
 pub mod outbound;
