@@ -7,8 +7,10 @@ use std::time::Duration;
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::alerts::Alerter;
 use crate::config::Secret;
+use crate::consumers::dispatch::{
+    BreakerConfig, Client, DispatchPolicy, GatewayOptions, Route, Routes,
+};
 use crate::consumers::dispatch::{Dispatch, Settings, NAME};
-use crate::dispatch::{BreakerConfig, Client, DispatchPolicy, GatewayOptions, Route, Routes};
 use crate::event::Seq;
 use crate::metrics::Metrics;
 use crate::send::RetryPolicy;

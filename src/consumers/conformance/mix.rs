@@ -13,14 +13,14 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::clock::Clock;
 use crate::consumers::compliance::ADMIN_ROUTE;
-use crate::consumers::testutil::{event, from_fixture, quo_inbound};
-use crate::event::{Event, Micros, Seq, Source, Verification};
-use crate::gates::{LineConfig, Provider, Reason, ReasonCode, TenDlc};
-use crate::outbound::events::DECISION_ROUTE;
-use crate::outbound::{
+use crate::consumers::outbound::records::DECISION_ROUTE;
+use crate::consumers::outbound::{
     DispatchResult, GateDecision, LineChange, MessageId, MessageRequest, OutboundRecord,
     SendAttempt, SendResult, SendStatus, Verdict,
 };
+use crate::consumers::testutil::{event, from_fixture, quo_inbound};
+use crate::event::{Event, Micros, Seq, Source, Verification};
+use crate::gates::{LineConfig, Provider, Reason, ReasonCode, TenDlc};
 
 use super::fake::TWILIO_UNSUBSCRIBED;
 
@@ -161,7 +161,7 @@ impl Builder {
                 line_id: Some(line.id.clone()),
                 from_number: Some(line.number.clone()),
                 provider: Some(line.provider),
-                to: crate::consumers::compliance::normalize_e164(&request.to),
+                to: crate::phone::normalize_e164(&request.to),
                 evaluation: 1,
                 decided_at: rfc3339(at(minutes) + 1_000_000),
             });

@@ -4,8 +4,8 @@
 use super::mix::{message_id, Unreadable};
 use super::{dump, outbound_consumer, render_value, Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::consumers::outbound::{Outbound, NAME};
+use crate::consumers::outbound::{OutboundStore, Status};
 use crate::event::Seq;
-use crate::outbound::{OutboundStore, Status};
 
 struct UnderOutbound;
 

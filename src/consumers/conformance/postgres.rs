@@ -11,10 +11,10 @@ use super::mix::{message_id, Unreadable};
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::alerts::Alerter;
 use crate::config::Secret;
+use crate::consumers::postgres::{connect, describe, tables, PostgresConfig};
 use crate::consumers::postgres::{PostgresSink, NAME};
 use crate::event::Seq;
 use crate::metrics::Metrics;
-use crate::postgres::{connect, describe, tables, PostgresConfig};
 
 fn url() -> String {
     std::env::var("HOOKLOG_TEST_PG_URL")

@@ -8,11 +8,11 @@ use super::mix::{self, Unreadable};
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::alerts::Alerter;
 use crate::config::Secret;
+use crate::consumers::outbound::OutboundStore;
 use crate::consumers::sender::{SendClients, Sender, SenderConfig, NAME};
 use crate::event::Seq;
 use crate::gates::ComplianceConfig;
 use crate::metrics::Metrics;
-use crate::outbound::OutboundStore;
 use crate::send::{quo, twilio, HttpOptions, RetryPolicy};
 
 struct UnderSender;

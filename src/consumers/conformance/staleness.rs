@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::consumers::staleness::{self, Staleness};
+use crate::consumers::staleness::{StalenessConfig, StalenessMonitor};
 use crate::event::Seq;
-use crate::staleness::{StalenessConfig, StalenessMonitor};
 
 struct UnderStaleness;
 
