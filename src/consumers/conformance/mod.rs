@@ -1,4 +1,4 @@
-//! The conformance suite every [`Consumer`] passes (issue 15).
+//! The conformance suite every [`Consumer`] passes.
 //!
 //! Modelled on vector's component compliance harness: the properties are written once here,
 //! each consumer has a small adapter ([`UnderTest`]: how to build a fresh instance over a
@@ -21,9 +21,11 @@
 //! 3. **An unknown record version is parked, not skipped.** A record in a format this build
 //!    does not know sits between good records: it must be in the consumer's dead-letter
 //!    list (with an alert, and still there after a redrive), the cursor must have moved past
-//!    it, and the records after it must have been processed. A consumer that reads records
-//!    of the outbound path runs the same check with a record whose body is in a shape this
-//!    build does not know.
+//!    it, and the records after it must have been processed. The consumers that park a record
+//!    of the outbound path whose body is in a shape this build does not know (compliance,
+//!    outbound) run the same check with such a record. The sender and the Postgres sink do
+//!    not park it: they log it and go on (the sender sends nothing for it, the sink writes its
+//!    `omni_events` row only), and the outbound consumer parks it.
 //!
 //! Everything is real except the far side of the network: a sled log and its state store,
 //! the driver with its registry, PostgreSQL on 127.0.0.1:5432 (a schema per world, dropped
