@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::mix::{message_id, Unreadable};
+use super::mix::message_id;
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::alerts::Alerter;
 use crate::config::Secret;

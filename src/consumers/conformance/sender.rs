@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::mix::{self, Unreadable};
+use super::mix;
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::alerts::Alerter;
 use crate::config::Secret;
