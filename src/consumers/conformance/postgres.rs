@@ -192,4 +192,3 @@ impl UnderTest for UnderPostgres {
 }
 
 properties!(UnderPostgres);
-

@@ -86,4 +86,3 @@ impl UnderTest for UnderSender {
 }
 
 properties!(UnderSender);
-

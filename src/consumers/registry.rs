@@ -1,0 +1,208 @@
+//! The registry of running consumers: what status shows of each, and the operator's controls
+//! (rewind, redrive, pause, resume), which reach a consumer's driver over a channel so that
+//! they never run concurrently with a batch.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::batches::Batches;
+use crate::event::Seq;
+
+/// A consumer's state as reported by status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Processing or waiting for new records.
+    Running,
+    /// Paused by an operator.
+    Paused,
+    /// Backing off after a transient failure.
+    Retrying,
+    /// Stopped (shutdown).
+    Stopped,
+}
+
+/// What status shows of one consumer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConsumerInfo {
+    /// Name.
+    pub name: String,
+    /// Upstream consumers.
+    pub upstreams: Vec<String>,
+    /// Current state.
+    pub state: RunState,
+    /// The last error, if the consumer has failed since it last succeeded.
+    pub last_error: Option<String>,
+}
+
+/// The outcome of a rewind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewindReport {
+    /// The consumer.
+    pub consumer: String,
+    /// Its cursor before.
+    pub from_cursor: u64,
+    /// Its cursor after (where replay starts).
+    pub to_cursor: u64,
+    /// Records that will be processed again.
+    pub replay: u64,
+    /// Whether state is rebuilt from the first record.
+    pub rebuild: bool,
+    /// Effects of the records in range are performed again (dispatch, sender).
+    #[serde(default)]
+    pub redeliver: bool,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+/// The outcome of a redrive.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedriveReport {
+    /// The consumer.
+    pub consumer: String,
+    /// Records that now succeeded and left the dead-letter list.
+    pub succeeded: Vec<u64>,
+    /// Records that failed again (still dead letters, error updated).
+    pub failed: Vec<u64>,
+}
+
+pub(super) enum Control {
+    Rewind {
+        to: Seq,
+        dry_run: bool,
+        redeliver: bool,
+        reply: oneshot::Sender<Result<RewindReport, ControlError>>,
+    },
+    Redrive {
+        seq: Option<Seq>,
+        reply: oneshot::Sender<Result<RedriveReport, String>>,
+    },
+    Pause,
+    Resume,
+}
+
+pub(super) struct Entry {
+    pub(super) info: Arc<Mutex<ConsumerInfo>>,
+    pub(super) control: mpsc::Sender<Control>,
+}
+
+/// The running consumers, shared with the admin API.
+#[derive(Default)]
+pub struct Registry {
+    consumers: Mutex<BTreeMap<String, Entry>>,
+    /// Fired whenever a cursor moves, so downstream consumers wake without polling.
+    pub(super) wake: Notify,
+    /// The batches the drivers share, with read-ahead.
+    pub(super) batches: Batches,
+    /// Held by a retention pass from choosing its bound to the end of its deletes, and by a
+    /// rewind while it checks the log and moves a cursor back: a cursor never moves back
+    /// below a bound a pass is deleting up to.
+    pub(super) retention: tokio::sync::Mutex<()>,
+}
+
+/// Why an operator command could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No consumer of that name runs here.
+    #[error("no consumer named `{0}` (running: {1})")]
+    Unknown(String, String),
+    /// The consumer has stopped.
+    #[error("consumer `{0}` has stopped")]
+    Stopped(String),
+    /// The consumer refused or failed.
+    #[error("{0}")]
+    Failed(String),
+    /// The request does not apply to this consumer (nothing was changed).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Registry {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        // Entries are only inserted whole; a panic elsewhere cannot leave one half-written.
+        self.consumers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serializes a retention pass with rewinds (the pass holds the guard while it chooses
+    /// its bound and deletes; see the field's comment).
+    pub fn retention_guard_blocking(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.retention.blocking_lock()
+    }
+
+    /// Names of the registered consumers.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Every consumer's info.
+    pub fn infos(&self) -> Vec<ConsumerInfo> {
+        self.lock()
+            .values()
+            .map(|e| e.info.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect()
+    }
+
+    fn sender(&self, name: &str) -> Result<mpsc::Sender<Control>, ControlError> {
+        let map = self.lock();
+        map.get(name).map(|e| e.control.clone()).ok_or_else(|| {
+            ControlError::Unknown(
+                name.to_owned(),
+                map.keys().cloned().collect::<Vec<_>>().join(", "),
+            )
+        })
+    }
+
+    /// Rewinds `name` so that records after `to` are processed again; with `redeliver`, a
+    /// consumer with an effects ledger performs their effects again too.
+    pub async fn rewind(
+        &self,
+        name: &str,
+        to: Seq,
+        dry_run: bool,
+        redeliver: bool,
+    ) -> Result<RewindReport, ControlError> {
+        let tx = self.sender(name)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Control::Rewind {
+            to,
+            dry_run,
+            redeliver,
+            reply,
+        })
+        .await
+        .map_err(|_| ControlError::Stopped(name.to_owned()))?;
+        rx.await
+            .map_err(|_| ControlError::Stopped(name.to_owned()))?
+    }
+
+    /// Re-runs `name`'s dead letters (all, or one).
+    pub async fn redrive(
+        &self,
+        name: &str,
+        seq: Option<Seq>,
+    ) -> Result<RedriveReport, ControlError> {
+        let tx = self.sender(name)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Control::Redrive { seq, reply })
+            .await
+            .map_err(|_| ControlError::Stopped(name.to_owned()))?;
+        rx.await
+            .map_err(|_| ControlError::Stopped(name.to_owned()))?
+            .map_err(ControlError::Failed)
+    }
+
+    /// Pauses or resumes `name`.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), ControlError> {
+        let tx = self.sender(name)?;
+        tx.send(if paused {
+            Control::Pause
+        } else {
+            Control::Resume
+        })
+        .await
+        .map_err(|_| ControlError::Stopped(name.to_owned()))
+    }
+}
