@@ -18,7 +18,6 @@
 //! consumer knows which one runs.
 
 pub mod jetstream;
-pub mod lease;
 pub mod size;
 pub mod sled;
 

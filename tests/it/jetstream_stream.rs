@@ -80,7 +80,10 @@ pub fn delete_streams(doomed: Vec<(String, String)>) {
                 let _ = tokio::time::timeout(Duration::from_secs(5), js.delete_stream(&name)).await;
                 // The stream's entry in the consumers' lease bucket, if a daemon ran on it.
                 let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                    if let Ok(kv) = js.get_key_value(hooklog::log::lease::BUCKET).await {
+                    if let Ok(kv) = js
+                        .get_key_value(hooklog::log::jetstream::lease::BUCKET)
+                        .await
+                    {
                         let _ = kv.purge(&name).await;
                     }
                 })

@@ -3,12 +3,12 @@
 //!
 //! Every replica on a stream serves the edge; each keeps its own consumer state, so two of them
 //! running consumers would decide and send everything twice. The replica holding this lease
-//! runs them; the others are standbys that try for it every [`super::jetstream::poll_interval`]
+//! runs them; the others are standbys that try for it every [`super::leader::poll_interval`]
 //! and take it once its holder has not renewed it for the lease time
-//! ([`super::jetstream::JetStreamLog::campaign`]). A holder renews it every third of the lease
+//! ([`super::JetStreamLog::campaign`]). A holder renews it every third of the lease
 //! time and stops when it loses it. The lease decides who *should* run the consumers; what
 //! keeps a holder that does not know it lost the lease from writing is the fence on the
-//! stream's leader subject ([`super::jetstream`]).
+//! stream's leader subject ([`super`]).
 //!
 //! # Layout
 //!
