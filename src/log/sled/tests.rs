@@ -1,5 +1,5 @@
 //! Tests of the sled engine: group commit, contiguous sequences, cursors, the free-space reserve,
-//! a failed log, retention, and a model of appends and reads.
+//! corrupt records, retention, and a model of appends and reads across reopens.
 
 use super::*;
 use crate::event::{Micros, Source, Verification};
