@@ -202,12 +202,12 @@ fn open_engine(
     consumers: bool,
 ) -> Result<Arc<dyn Log>, log::LogError> {
     Ok(match config.log.backend {
-        config::LogBackend::Sled => Arc::new(SledLog::open(
+        log::LogBackend::Sled => Arc::new(SledLog::open(
             &log_dir(&config.data_dir),
             &sled_options(config),
             metrics,
         )?),
-        config::LogBackend::Jetstream => {
+        log::LogBackend::Jetstream => {
             let log = log::jetstream::JetStreamLog::open(
                 &jetstream_options(config),
                 &state_dir(&config.data_dir),

@@ -13,7 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hooklog::config::{Config, LogBackend, Provenance};
+use hooklog::config::{Config, Provenance};
+use hooklog::log::LogBackend;
 use hooklog::log::{Log, LogError};
 use hooklog::metrics::Metrics;
 

@@ -17,6 +17,7 @@
 //! JetStream stream). The trait is object-safe, so either sits behind `Arc<dyn Log>` and no
 //! consumer knows which one runs.
 
+pub mod config;
 pub mod jetstream;
 pub mod size;
 pub mod sled;
@@ -30,6 +31,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::event::{DecodeError, Event, Seq, Verified};
 
+pub use config::{JetStreamConfig, LogBackend, LogConfig};
 pub use size::{dir_bytes, update_gauges};
 
 /// Why a log operation failed.

@@ -1,0 +1,206 @@
+//! Configuration: embedded defaults < TOML file < `HOOKLOG_*` environment, then validation.
+//!
+//! Where the file comes from: `--config FILE`, else `$HOOKLOG_CONFIG`, else `./hooklog.toml`
+//! if present, else none (the embedded defaults alone are a working daemon).
+//!
+//! Environment overrides are `HOOKLOG_<SECTION>_<KEY>` (`HOOKLOG_DATA_DIR` for the top-level
+//! key), upper case; lists are comma-separated. Any key may instead be given as `<key>_file`
+//! (in the file or the environment): the file's contents, without the trailing newline, are
+//! the value. That is how secrets stay out of the file and the process environment.
+//!
+//! Invariants: unknown sections and keys are errors (a typo must not silently disable a
+//! check); every error names the key and where its value came from; secrets are [`Secret`]s,
+//! whose `Debug` and `Serialize` print `<redacted>`.
+
+//!
+//! # Files
+//!
+//! This file: [`Config`], the composition of every section, and how it is loaded.
+//! [`env`]: environment overrides, `*_file` indirection and [`Provenance`]; [`secret`]:
+//! [`Secret`]; [`de`]: the serde helpers every section uses; [`sections`]: the sections
+//! several components read; [`validate`](mod@validate): the checks serde cannot make;
+//! [`error`]: [`ConfigError`]. Sections, secrets and helpers import nothing back from here.
+
+pub mod de;
+pub mod env;
+pub mod error;
+pub mod secret;
+pub mod sections;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use env::Provenance;
+use env::{env_key, record_origins, resolve_files, table_at, ENV_NOT_KEYS, ENV_PREFIX};
+pub use error::ConfigError;
+pub use secret::Secret;
+pub use sections::{
+    ConsumersConfig, DedupConfig, OpenPhoneConfig, SalesMsgConfig, ServerConfig, TwilioConfig,
+    VoiceConfig,
+};
+
+/// Environment variable that names the config file.
+pub const CONFIG_ENV: &str = "HOOKLOG_CONFIG";
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the log, cursors and the generated admin token live.
+    pub data_dir: PathBuf,
+    /// Listeners and limits.
+    pub server: ServerConfig,
+    /// The embedded log.
+    pub log: crate::log::LogConfig,
+    /// Quo (OpenPhone).
+    pub openphone: OpenPhoneConfig,
+    /// Twilio.
+    pub twilio: TwilioConfig,
+    /// SalesMsg.
+    pub salesmsg: SalesMsgConfig,
+    /// The dedup consumer.
+    pub dedup: DedupConfig,
+    /// The shared consumer driver.
+    pub consumers: ConsumersConfig,
+    /// Operator alerts (Discord).
+    pub alerts: crate::alerts::AlertsConfig,
+    /// The staleness monitor.
+    pub staleness: crate::consumers::staleness::config::StalenessConfig,
+    /// The Postgres (Supabase) sync.
+    pub postgres: crate::consumers::postgres::PostgresConfig,
+    /// Agent dispatch (the gateway, routes, retries).
+    pub dispatch: crate::consumers::dispatch::DispatchConfig,
+    /// The outbound compliance gates.
+    pub compliance: crate::gates::ComplianceConfig,
+    /// The sending lines (`[[lines]]`; file only, no environment override).
+    pub lines: Vec<crate::gates::LineConfig>,
+    /// The clock of the outbound path: the system clock, except in tests.
+    #[serde(skip)]
+    pub clock: crate::clock::Clock,
+    /// The outbound sender.
+    pub sender: crate::consumers::sender::SenderConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            server: ServerConfig::default(),
+            log: crate::log::LogConfig::default(),
+            openphone: OpenPhoneConfig::default(),
+            twilio: TwilioConfig::default(),
+            salesmsg: SalesMsgConfig::default(),
+            dedup: DedupConfig::default(),
+            consumers: ConsumersConfig::default(),
+            alerts: crate::alerts::AlertsConfig::default(),
+            staleness: crate::consumers::staleness::config::StalenessConfig::default(),
+            postgres: crate::consumers::postgres::PostgresConfig::default(),
+            dispatch: crate::consumers::dispatch::DispatchConfig::default(),
+            compliance: crate::gates::ComplianceConfig::default(),
+            lines: Vec::new(),
+            clock: crate::clock::Clock::system(),
+            sender: crate::consumers::sender::SenderConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Finds the config file the way both binaries do: the explicit path, else
+    /// `$HOOKLOG_CONFIG`, else `./hooklog.toml` if it exists.
+    pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
+        if let Some(p) = explicit {
+            return Some(p.to_owned());
+        }
+        if let Ok(p) = std::env::var(CONFIG_ENV) {
+            if !p.is_empty() {
+                return Some(PathBuf::from(p));
+            }
+        }
+        let local = PathBuf::from("hooklog.toml");
+        local.exists().then_some(local)
+    }
+
+    /// Loads from the process: [`Config::locate`] plus the process environment.
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, Provenance), ConfigError> {
+        let file = Config::locate(explicit);
+        Config::load_from(file.as_deref(), std::env::vars())
+    }
+
+    /// Loads from an optional file and the given environment (testable without touching the
+    /// process environment).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, Provenance), ConfigError> {
+        let mut prov = Provenance {
+            file: file.map(Path::to_owned),
+            origins: BTreeMap::new(),
+        };
+        let mut root = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            root = text
+                .parse::<toml::Table>()
+                .map_err(|e| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
+            let origin = format!("file {}", path.display());
+            record_origins(&root, "", &origin, &mut prov.origins);
+        }
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.contains(&k.as_str()))
+            .collect();
+        env.sort();
+        for (var, value) in env {
+            let (section, key) = env_key(&var)?;
+            let table = match section {
+                None => &mut root,
+                Some(path) => {
+                    table_at(&mut root, path).map_err(|message| ConfigError::Invalid {
+                        key: path.to_owned(),
+                        origin: format!("env {var}"),
+                        message,
+                    })?
+                }
+            };
+            table.insert(key.clone(), toml::Value::String(value));
+            let full = match section {
+                None => key,
+                Some(s) => format!("{s}.{key}"),
+            };
+            prov.origins.insert(full, format!("env {var}"));
+        }
+        resolve_files(&mut root, "", &mut prov)?;
+
+        let mut track = serde_path_to_error::Track::new();
+        let de = serde_path_to_error::Deserializer::new(toml::Value::Table(root), &mut track);
+        let config = Config::deserialize(de).map_err(|e| {
+            let key = track.path().to_string();
+            // toml appends "in `key`" on a second line; the key is already named.
+            let message = e.to_string().lines().next().unwrap_or_default().to_owned();
+            ConfigError::Invalid {
+                origin: prov.origin(&key),
+                key,
+                message,
+            }
+        })?;
+        config.validate(&prov)?;
+        Ok((config, prov))
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! The sections `config` owns because several components read them: `[server]`, the
+//! providers' credentials (`[openphone]`, `[twilio]`, `[salesmsg]`), `[dedup]` and
+//! `[consumers]`. A section that one component reads lives in that component (`[postgres]`,
+//! `[dispatch]`, `[sender]`, `[staleness]`, `[alerts]`, `[compliance]`, `[[lines]]`, `[log]`)
+//! and [`super::Config`] composes it.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::de;
+use super::secret::Secret;
+
+/// `[dedup]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// How long a key is remembered, in hours of event time. Quo retries for ~28 h.
+    #[serde(deserialize_with = "de::parsed")]
+    pub ttl_hours: u64,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig { ttl_hours: 72 }
+    }
+}
+
+/// `[consumers]`: the shared driver's pacing.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumersConfig {
+    /// Most records per batch.
+    #[serde(deserialize_with = "de::parsed")]
+    pub batch_size: usize,
+    /// First retry delay after a transient failure, in milliseconds (doubles, with jitter).
+    #[serde(deserialize_with = "de::parsed")]
+    pub backoff_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[serde(deserialize_with = "de::parsed")]
+    pub backoff_max_ms: u64,
+    /// Consecutive failures of one consumer before an alert.
+    #[serde(deserialize_with = "de::parsed")]
+    pub alert_after_failures: u32,
+}
+
+impl Default for ConsumersConfig {
+    fn default() -> Self {
+        ConsumersConfig {
+            batch_size: 512,
+            backoff_base_ms: 200,
+            backoff_max_ms: 30_000,
+            alert_after_failures: 5,
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public webhook listeners; each serves every route.
+    #[serde(deserialize_with = "de::list")]
+    pub listen: Vec<SocketAddr>,
+    /// Admin API listener (keep it on loopback).
+    #[serde(deserialize_with = "de::parsed")]
+    pub admin_listen: SocketAddr,
+    /// Public base URLs Twilio signs against (e.g. `https://hooks.example.com`).
+    #[serde(deserialize_with = "de::list")]
+    pub public_urls: Vec<String>,
+    /// Largest accepted request body.
+    #[serde(deserialize_with = "de::parsed")]
+    pub max_body_bytes: u64,
+    /// Admin bearer token; generated into `<data_dir>/admin.token` when absent.
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub admin_token: Option<Secret>,
+    /// Seconds to wait for in-flight requests on shutdown.
+    #[serde(deserialize_with = "de::parsed")]
+    pub shutdown_grace_secs: u64,
+    /// Seconds a client has to send a whole request head (request line and headers), and
+    /// the longest an idle keep-alive connection is kept; then the connection is closed.
+    #[serde(deserialize_with = "de::parsed")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has, once its head is read, to send the whole body; then `408`.
+    #[serde(deserialize_with = "de::parsed")]
+    pub body_read_timeout_secs: u64,
+    /// Seconds a connection may stay without a byte read or written (an idle keep-alive
+    /// connection, a client that stops reading) before it is closed.
+    #[serde(deserialize_with = "de::parsed")]
+    pub idle_timeout_secs: u64,
+    /// Largest request head (request line and headers) in bytes; larger gets `431`.
+    #[serde(deserialize_with = "de::parsed")]
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 18792))],
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 18800)),
+            public_urls: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            admin_token: None,
+            shutdown_grace_secs: 10,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            // Longer than the tunnel's own idle timeout for origin connections (cloudflared:
+            // 90 s), so that the tunnel closes first and never sends a request on a
+            // connection we are closing.
+            idle_timeout_secs: 120,
+            max_header_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// `[openphone]` (Quo)
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenPhoneConfig {
+    /// Webhook signing secrets: base64 (legacy) or `whsec_…` (Standard Webhooks); any may match.
+    #[serde(deserialize_with = "de::list")]
+    pub signing_keys: Vec<Secret>,
+    /// REST API key (backfill, sending).
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub api_key: Option<Secret>,
+    /// REST API base URL.
+    pub api_base: String,
+    /// Allowed clock difference for signed timestamps, in seconds.
+    #[serde(deserialize_with = "de::parsed")]
+    pub tolerance_secs: u64,
+    /// Backfill lists messages with the workspace-wide `GET /messages` of the dated
+    /// 2026-03-30 API (one walk for every line) instead of per conversation.
+    #[serde(deserialize_with = "de::parsed")]
+    pub workspace_messages: bool,
+}
+
+impl Default for OpenPhoneConfig {
+    fn default() -> Self {
+        OpenPhoneConfig {
+            signing_keys: Vec::new(),
+            api_key: None,
+            api_base: "https://api.openphone.com".into(),
+            tolerance_secs: 300,
+            workspace_messages: false,
+        }
+    }
+}
+
+/// `[twilio]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwilioConfig {
+    /// Auth tokens (primary first); any may match.
+    #[serde(deserialize_with = "de::list")]
+    pub auth_tokens: Vec<Secret>,
+    /// Account SID (REST API).
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub account_sid: Option<String>,
+    /// REST API base URL.
+    pub api_base: String,
+    /// The TwiML answer for voice routes.
+    pub voice: VoiceConfig,
+}
+
+impl Default for TwilioConfig {
+    fn default() -> Self {
+        TwilioConfig {
+            auth_tokens: Vec::new(),
+            account_sid: None,
+            api_base: "https://api.twilio.com".into(),
+            voice: VoiceConfig::default(),
+        }
+    }
+}
+
+/// `[twilio.voice]`: what a caller hears. With nothing set the call is hung up.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoiceConfig {
+    /// Text to `<Say>` first.
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub say: Option<String>,
+    /// `<Say voice=…>`.
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub say_voice: Option<String>,
+    /// `<Say language=…>`.
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub say_language: Option<String>,
+    /// E.164 number to `<Dial>` after the greeting.
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub dial: Option<String>,
+    /// `<Dial timeout=…>` in seconds.
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub dial_timeout_secs: Option<u32>,
+    /// `<Dial callerId=…>`.
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub dial_caller_id: Option<String>,
+    /// URL that receives `<Gather>` input; when set (and no `dial`), the greeting is gathered.
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub gather_action: Option<String>,
+    /// `<Gather numDigits=…>`.
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub gather_num_digits: Option<u32>,
+    /// `<Gather input=…>` (`dtmf`, `speech` or `dtmf speech`).
+    #[serde(deserialize_with = "de::opt_parsed")]
+    pub gather_input: Option<String>,
+}
+
+/// `[salesmsg]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SalesMsgConfig {
+    /// Shared secrets accepted in `?secret=`; any may match.
+    #[serde(deserialize_with = "de::list")]
+    pub secrets: Vec<Secret>,
+}

@@ -1,0 +1,329 @@
+//! Tests of `crate::config`.
+
+use super::*;
+use std::io::Write;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+const QUO_KEY: &str = "R2ZLM2o0bFhBNVpyUnU2NG9mYXQ1MHNyR3pvSUhIVVg=";
+
+#[test]
+fn no_file_and_no_environment_gives_the_embedded_default() {
+    let (c, _) = Config::load_from(None, env(&[])).unwrap();
+    assert_eq!(c.data_dir, PathBuf::from("./data"));
+    assert_eq!(c.server.listen, vec!["127.0.0.1:18792".parse().unwrap()]);
+    assert_eq!(c.server.admin_listen, "127.0.0.1:18800".parse().unwrap());
+    assert_eq!(c.server.max_body_bytes, 1 << 20);
+    assert_eq!(c.openphone.tolerance_secs, 300);
+    assert!(c.twilio.auth_tokens.is_empty());
+}
+
+#[test]
+fn environment_overrides_the_file_and_splits_lists() {
+    let f = file(&format!(
+        "data_dir = \"/srv/a\"\n[server]\nlisten = [\"127.0.0.1:1\"]\npublic_urls = [\"https://a.example\"]\n[openphone]\nsigning_keys = [\"{QUO_KEY}\"]\n"
+    ));
+    let (c, prov) = Config::load_from(
+        Some(f.path()),
+        env(&[
+            ("HOOKLOG_DATA_DIR", "/srv/b"),
+            ("HOOKLOG_SERVER_LISTEN", "127.0.0.1:18792, 127.0.0.1:18797"),
+            ("HOOKLOG_TWILIO_AUTH_TOKENS", "tok1,tok2"),
+            ("HOOKLOG_OPENPHONE_TOLERANCE_SECS", "60"),
+            ("HOOKLOG_TWILIO_VOICE_SAY", "Hello"),
+            ("HOOKLOG_CONFIG", "ignored"),
+            ("OTHER", "ignored"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.data_dir, PathBuf::from("/srv/b"));
+    assert_eq!(c.server.listen.len(), 2);
+    assert_eq!(
+        c.twilio.auth_tokens,
+        vec![Secret::new("tok1"), Secret::new("tok2")]
+    );
+    assert_eq!(c.openphone.tolerance_secs, 60);
+    assert_eq!(c.openphone.signing_keys.len(), 1);
+    assert_eq!(c.twilio.voice.say.as_deref(), Some("Hello"));
+    assert_eq!(prov.origin("server.listen"), "env HOOKLOG_SERVER_LISTEN");
+    assert!(prov.origin("server.public_urls").starts_with("file "));
+}
+
+#[test]
+fn a_secret_file_supplies_the_value_and_its_key_is_named_on_error() {
+    let secret = file("tok-from-file\n");
+    let (c, _) = Config::load_from(
+        None,
+        env(&[
+            (
+                "HOOKLOG_TWILIO_AUTH_TOKENS_FILE",
+                secret.path().to_str().unwrap(),
+            ),
+            ("HOOKLOG_SERVER_PUBLIC_URLS", "https://hooks.example.com"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.twilio.auth_tokens, vec![Secret::new("tok-from-file")]);
+
+    let err = Config::load_from(
+        None,
+        env(&[("HOOKLOG_SALESMSG_SECRETS_FILE", "/nonexistent/secret")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("salesmsg.secrets_file"), "{err}");
+    assert!(err.contains("HOOKLOG_SALESMSG_SECRETS_FILE"), "{err}");
+}
+
+#[test]
+fn dispatch_routes_come_from_the_file_and_url_token_and_timeout_from_the_environment() {
+    let cfg = file(
+        "[dispatch]\nurl = \"http://gw.example/file\"\n\
+         [[dispatch.routes]]\nkinds = [\"message.received\"]\nagent = \"acquisitions\"\n\
+         [[dispatch.routes]]\nkinds = [\"call.ringing\", \"call.completed\"]\nprovider = \"quo\"\n\
+         line = \"+15550001111\"\nagent = \"atlas\"\nurl = \"https://atlas.example/hook\"\n",
+    );
+    let token = file("gw-token-from-file\n");
+    let (c, _) = Config::load_from(
+        Some(cfg.path()),
+        env(&[
+            ("HOOKLOG_DISPATCH_URL", "http://gw.example/env"),
+            (
+                "HOOKLOG_DISPATCH_TOKEN_FILE",
+                token.path().to_str().unwrap(),
+            ),
+            ("HOOKLOG_DISPATCH_TIMEOUT_SECS", "7"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.dispatch.url.as_deref(), Some("http://gw.example/env"));
+    assert_eq!(c.dispatch.token, Some(Secret::new("gw-token-from-file")));
+    assert_eq!(
+        (c.dispatch.timeout_secs, c.dispatch.dead_letter_after_secs),
+        (7, 3600)
+    );
+    assert_eq!(c.dispatch.routes.len(), 2);
+    assert_eq!(c.dispatch.routes[1].agent, "atlas");
+    assert!(!c.to_redacted_toml().contains("gw-token-from-file"));
+
+    let err = Config::load_from(Some(cfg.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dispatch.token"), "no token with a url: {err}");
+    let err = Config::load_from(
+        None,
+        env(&[
+            ("HOOKLOG_DISPATCH_URL", "http://gw.example/env"),
+            ("HOOKLOG_DISPATCH_TOKEN", "tok-123456"),
+            ("HOOKLOG_DISPATCH_TIMEOUT_SECS", "0"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("dispatch.timeout_secs") && err.contains("HOOKLOG_DISPATCH_TIMEOUT_SECS"),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_name_the_bad_key_and_its_origin() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("HOOKLOG_SERVER_LISTEN", "not-an-addr")], "server.listen"),
+        (
+            &[("HOOKLOG_OPENPHONE_TOLERANCE_SECS", "soon")],
+            "openphone.tolerance_secs",
+        ),
+        (
+            &[("HOOKLOG_OPENPHONE_TOLERANCE_SECS", "0")],
+            "openphone.tolerance_secs",
+        ),
+        (
+            &[("HOOKLOG_OPENPHONE_SIGNING_KEYS", "not base64!")],
+            "openphone.signing_keys",
+        ),
+        (
+            &[("HOOKLOG_TWILIO_AUTH_TOKENS", "abc")],
+            "twilio.auth_tokens",
+        ),
+        (
+            &[("HOOKLOG_SERVER_PUBLIC_URLS", "https://Hooks.Example.com")],
+            "server.public_urls",
+        ),
+        (
+            &[("HOOKLOG_SERVER_MAX_BODY_BYTES", "0")],
+            "server.max_body_bytes",
+        ),
+        (
+            &[("HOOKLOG_SERVER_ADMIN_TOKEN", "short")],
+            "server.admin_token",
+        ),
+        (
+            &[("HOOKLOG_SERVER_HEADER_READ_TIMEOUT_SECS", "0")],
+            "server.header_read_timeout_secs",
+        ),
+        (
+            &[("HOOKLOG_SERVER_BODY_READ_TIMEOUT_SECS", "0")],
+            "server.body_read_timeout_secs",
+        ),
+        (
+            &[("HOOKLOG_SERVER_MAX_HEADER_BYTES", "4096")],
+            "server.max_header_bytes",
+        ),
+    ];
+    for (vars, key) in cases {
+        let err = Config::load_from(None, env(vars)).unwrap_err().to_string();
+        assert!(err.contains(key), "expected `{key}` in: {err}");
+        assert!(err.contains(vars[0].0), "expected the env var in: {err}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_sections_are_errors_not_ignored() {
+    let f = file("[server]\nlisten_addr = \"127.0.0.1:1\"\n");
+    let err = Config::load_from(Some(f.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("listen_addr"), "{err}");
+    let f = file("[postgress]\nurl = \"x\"\n");
+    let err = Config::load_from(Some(f.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("postgress"), "{err}");
+    let err = Config::load_from(None, env(&[("HOOKLOG_NOPE_X", "1")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("HOOKLOG_NOPE_X"), "{err}");
+}
+
+#[test]
+fn invalid_toml_names_the_file_and_line() {
+    let f = file("[server\nlisten = 1\n");
+    let err = Config::load_from(Some(f.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not valid TOML") && err.contains("line 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_debug_or_rendered_config() {
+    let (c, _) = Config::load_from(
+        None,
+        env(&[
+            ("HOOKLOG_TWILIO_AUTH_TOKENS", "supersecret-token-1"),
+            ("HOOKLOG_SERVER_PUBLIC_URLS", "https://hooks.example.com"),
+            ("HOOKLOG_SALESMSG_SECRETS", "salesmsg-secret-2"),
+            ("HOOKLOG_OPENPHONE_SIGNING_KEYS", QUO_KEY),
+            ("HOOKLOG_SERVER_ADMIN_TOKEN", "admin-token-abcdefgh"),
+        ]),
+    )
+    .unwrap();
+    let debug = format!("{c:?}");
+    let rendered = c.to_redacted_toml();
+    for secret in [
+        "supersecret-token-1",
+        "salesmsg-secret-2",
+        QUO_KEY,
+        "admin-token-abcdefgh",
+    ] {
+        assert!(!debug.contains(secret), "{secret} in Debug");
+        assert!(!rendered.contains(secret), "{secret} in rendered config");
+    }
+    assert!(rendered.contains("<redacted>"));
+}
+
+#[test]
+fn the_postgres_url_comes_from_a_file_and_never_shows_and_bad_keys_are_named() {
+    let url = file("postgres://u:pw-secret-9@db.example.com:6543/postgres?sslmode=require\n");
+    let (c, _) = Config::load_from(
+        None,
+        env(&[
+            ("HOOKLOG_POSTGRES_URL_FILE", url.path().to_str().unwrap()),
+            ("HOOKLOG_POSTGRES_BATCH", "250"),
+            ("HOOKLOG_POSTGRES_SCHEMA", "hooklog"),
+            ("HOOKLOG_POSTGRES_MIGRATE_ON_START", "false"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.postgres.url.as_ref().unwrap().expose(),
+        "postgres://u:pw-secret-9@db.example.com:6543/postgres?sslmode=require"
+    );
+    assert_eq!(
+        (
+            c.postgres.batch,
+            c.postgres.schema.as_str(),
+            c.postgres.migrate_on_start
+        ),
+        (250, "hooklog", false)
+    );
+    assert!(!c.to_redacted_toml().contains("pw-secret-9"));
+    assert!(!format!("{c:?}").contains("pw-secret-9"));
+
+    let (c, _) = Config::load_from(None, env(&[])).unwrap();
+    assert!(c.postgres.url.is_none(), "no sync unless configured");
+    for (var, value, key) in [
+        ("HOOKLOG_POSTGRES_SCHEMA", "Bad-Name", "postgres.schema"),
+        ("HOOKLOG_POSTGRES_BATCH", "0", "postgres.batch"),
+        (
+            "HOOKLOG_POSTGRES_URL",
+            "postgres://h/db?sslmode=sometimes",
+            "postgres.url",
+        ),
+    ] {
+        let err = Config::load_from(None, env(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains(var), "{err}");
+    }
+}
+
+#[test]
+fn setting_a_key_and_its_file_twice_is_an_error() {
+    let secret = file("x");
+    let err = Config::load_from(
+        None,
+        env(&[
+            ("HOOKLOG_SALESMSG_SECRETS", "abcdefghij"),
+            (
+                "HOOKLOG_SALESMSG_SECRETS_FILE",
+                secret.path().to_str().unwrap(),
+            ),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("keep one"), "{err}");
+}
+
+#[test]
+fn retention_keys_default_to_keep_forever_and_are_validated() {
+    let (c, _) = Config::load_from(None, env(&[])).unwrap();
+    assert_eq!((c.log.retention_days, c.log.prune_interval_secs), (0, 3600));
+    let f = file("[log]\nretention_days = 30\nprune_interval_secs = 600\n");
+    let (c, _) =
+        Config::load_from(Some(f.path()), env(&[("HOOKLOG_LOG_RETENTION_DAYS", "14")])).unwrap();
+    assert_eq!((c.log.retention_days, c.log.prune_interval_secs), (14, 600));
+    let err = Config::load_from(None, env(&[("HOOKLOG_LOG_PRUNE_INTERVAL_SECS", "0")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("log.prune_interval_secs"), "{err}");
+    let err = Config::load_from(None, env(&[("HOOKLOG_LOG_RETENTION_DAYS", "99999")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("log.retention_days"), "{err}");
+}

@@ -1,0 +1,263 @@
+//! The checks serde cannot make: ranges, cross-key rules, and values that must decode (signing
+//! secrets, URLs). Each section that lives in its component checks itself (`validate`); this
+//! file checks the sections `config` owns and names the failing key with its origin.
+
+use super::env::Provenance;
+use super::error::ConfigError;
+use super::Config;
+use crate::log::LogBackend;
+
+impl Config {
+    /// Checks what serde cannot: cross-key rules and values that must decode.
+    pub fn validate(&self, prov: &Provenance) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            origin: prov.origin(key),
+            message,
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(bad("data_dir", "must not be empty".into()));
+        }
+        if self.server.listen.is_empty() {
+            return Err(bad(
+                "server.listen",
+                "at least one address is required".into(),
+            ));
+        }
+        if self.server.max_body_bytes == 0 || self.server.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(bad(
+                "server.max_body_bytes",
+                format!("{} is outside 1..=67108864", self.server.max_body_bytes),
+            ));
+        }
+        for (key, secs) in [
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.body_read_timeout_secs",
+                self.server.body_read_timeout_secs,
+            ),
+            ("server.idle_timeout_secs", self.server.idle_timeout_secs),
+        ] {
+            if secs == 0 || secs > 3600 {
+                return Err(bad(key, format!("{secs} is outside 1..=3600")));
+            }
+        }
+        // hyper refuses (panics on) a read buffer under 8 KiB.
+        if !(8192..=1024 * 1024).contains(&self.server.max_header_bytes) {
+            return Err(bad(
+                "server.max_header_bytes",
+                format!("{} is outside 8192..=1048576", self.server.max_header_bytes),
+            ));
+        }
+        for url in &self.server.public_urls {
+            validate_public_url(url).map_err(|m| bad("server.public_urls", m))?;
+        }
+        if let Some(t) = &self.server.admin_token {
+            if t.expose().len() < 16 {
+                return Err(bad(
+                    "server.admin_token",
+                    "must be at least 16 characters (or leave it unset to generate one)".into(),
+                ));
+            }
+        }
+        if !(1..=24 * 365).contains(&self.dedup.ttl_hours) {
+            return Err(bad(
+                "dedup.ttl_hours",
+                format!("{} is outside 1..=8760", self.dedup.ttl_hours),
+            ));
+        }
+        if !(1..=100_000).contains(&self.consumers.batch_size) {
+            return Err(bad(
+                "consumers.batch_size",
+                format!("{} is outside 1..=100000", self.consumers.batch_size),
+            ));
+        }
+        if self.consumers.backoff_base_ms == 0
+            || self.consumers.backoff_max_ms < self.consumers.backoff_base_ms
+        {
+            return Err(bad(
+                "consumers.backoff_max_ms",
+                "backoff_base_ms must be ≥ 1 and backoff_max_ms ≥ backoff_base_ms".into(),
+            ));
+        }
+        for (section, result) in [
+            ("alerts", self.alerts.validate()),
+            ("staleness", self.staleness.validate()),
+            ("postgres", self.postgres.validate()),
+            ("dispatch", self.dispatch.validate()),
+            ("compliance", self.compliance.validate()),
+            ("sender", self.sender.validate()),
+        ] {
+            if let Err(message) = result {
+                // The sections' messages start with the bare key name.
+                let key = message.split(':').next().unwrap_or_default().trim();
+                return Err(bad(&format!("{section}.{key}"), message));
+            }
+        }
+        if let Err((key, message)) = crate::gates::config::validate_lines(&self.lines) {
+            // Origins are recorded per table, and `lines` is an array of them.
+            return Err(ConfigError::Invalid {
+                key,
+                origin: prov.origin("lines"),
+                message,
+            });
+        }
+        if self.log.cache_mb == 0 {
+            return Err(bad("log.cache_mb", "must be at least 1".into()));
+        }
+        if self.log.retention_days > 36_500 {
+            return Err(bad(
+                "log.retention_days",
+                format!("{} is outside 0..=36500", self.log.retention_days),
+            ));
+        }
+        if !(1..=86_400 * 7).contains(&self.log.prune_interval_secs) {
+            return Err(bad(
+                "log.prune_interval_secs",
+                format!("{} is outside 1..=604800", self.log.prune_interval_secs),
+            ));
+        }
+        if self.log.backend == LogBackend::Jetstream {
+            let j = &self.log.jetstream;
+            if j.nats_url.trim().is_empty() {
+                return Err(bad("log.jetstream.nats_url", "must not be empty".into()));
+            }
+            let name_ok = !j.stream.is_empty()
+                && j.stream
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok {
+                return Err(bad(
+                    "log.jetstream.stream",
+                    format!(
+                        "`{}` is not a stream name (letters, digits, - and _)",
+                        j.stream
+                    ),
+                ));
+            }
+            let subject_ok = !j.subject.is_empty()
+                && !j.subject.contains(['*', '>', ' '])
+                && j.subject.split('.').all(|t| !t.is_empty());
+            if !subject_ok {
+                return Err(bad(
+                    "log.jetstream.subject",
+                    format!("`{}` is not one literal subject (no wildcards)", j.subject),
+                ));
+            }
+            if !matches!(j.replicas, 1..=5) {
+                return Err(bad(
+                    "log.jetstream.replicas",
+                    format!("{} is outside 1..=5", j.replicas),
+                ));
+            }
+            if !(1..=86_400).contains(&j.duplicate_window_secs) {
+                return Err(bad(
+                    "log.jetstream.duplicate_window_secs",
+                    format!("{} is outside 1..=86400", j.duplicate_window_secs),
+                ));
+            }
+            if !(100..=60_000).contains(&j.ack_timeout_ms) {
+                return Err(bad(
+                    "log.jetstream.ack_timeout_ms",
+                    format!("{} is outside 100..=60000", j.ack_timeout_ms),
+                ));
+            }
+            let auth = [
+                j.creds_path.is_some(),
+                j.token.is_some(),
+                j.nkey_seed.is_some(),
+            ];
+            if auth.iter().filter(|x| **x).count() > 1 {
+                return Err(bad(
+                    "log.jetstream.creds_path",
+                    "set at most one of creds_path, token and nkey_seed".into(),
+                ));
+            }
+            if !(3..=600).contains(&j.lease_secs) {
+                return Err(bad(
+                    "log.jetstream.lease_secs",
+                    format!("{} is outside 3..=600", j.lease_secs),
+                ));
+            }
+            if j.tls_cert_path.is_some() != j.tls_key_path.is_some() {
+                return Err(bad(
+                    "log.jetstream.tls_cert_path",
+                    "tls_cert_path and tls_key_path go together".into(),
+                ));
+            }
+        }
+        if !(1..=86_400).contains(&self.openphone.tolerance_secs) {
+            return Err(bad(
+                "openphone.tolerance_secs",
+                format!("{} is outside 1..=86400", self.openphone.tolerance_secs),
+            ));
+        }
+        for (i, key) in self.openphone.signing_keys.iter().enumerate() {
+            crate::edge::verify::HmacKey::from_quo_secret(key.expose()).map_err(|e| {
+                bad(
+                    "openphone.signing_keys",
+                    format!(
+                        "key #{} is not a base64 or whsec_ signing secret: {e}",
+                        i + 1
+                    ),
+                )
+            })?;
+        }
+        if self
+            .twilio
+            .auth_tokens
+            .iter()
+            .any(|t| t.expose().is_empty())
+        {
+            return Err(bad("twilio.auth_tokens", "an auth token is empty".into()));
+        }
+        if !self.twilio.auth_tokens.is_empty() && self.server.public_urls.is_empty() {
+            return Err(bad(
+                "server.public_urls",
+                format!(
+                    "required when twilio.auth_tokens is set (from {}): Twilio signs the public \
+                     URL it calls, which this process cannot see behind a tunnel",
+                    prov.origin("twilio.auth_tokens")
+                ),
+            ));
+        }
+        if self.salesmsg.secrets.iter().any(|s| s.expose().len() < 8) {
+            return Err(bad(
+                "salesmsg.secrets",
+                "a secret is shorter than 8 characters".into(),
+            ));
+        }
+        for (key, url) in [
+            ("openphone.api_base", &self.openphone.api_base),
+            ("twilio.api_base", &self.twilio.api_base),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(bad(key, format!("`{url}` is not an http(s) URL")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_public_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{url}` must start with https:// or http://"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    if host.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!(
+            "`{url}`: write the host in lower case, as Twilio signs it"
+        ));
+    }
+    if url.contains('?') || url.contains('#') {
+        return Err(format!("`{url}`: a base URL has no query or fragment"));
+    }
+    Ok(())
+}
