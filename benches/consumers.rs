@@ -17,11 +17,11 @@ use hooklog::consumers::compliance::Compliance;
 use hooklog::consumers::dedup::Dedup;
 use hooklog::consumers::{spawn_on_thread, Batch, Consumer, DriverConfig, DriverContext, Registry};
 use hooklog::edge::verifier::{IncomingRequest, Verifier, WebhookRoute};
-use hooklog::edge::verify::{openphone_legacy, twilio, HmacKey};
 use hooklog::event::{Micros, Seq};
 use hooklog::log::sled::{SledLog, SledOptions};
 use hooklog::log::Log;
 use hooklog::metrics::Metrics;
+use hooklog::signature::{quo_legacy, twilio, HmacKey};
 use std::sync::Arc;
 
 /// Records in the log: 100 000, or `HOOKLOG_BENCH_EVENTS` (e.g. 1 000 000 to time the
@@ -101,7 +101,7 @@ fn fill(log: &SledLog) {
         let (route, req) = if id % 2 == 0 {
             let body = quo(id, text).into_bytes();
             let ts = (now.unix_secs() * 1000).to_string();
-            let sig = openphone_legacy::sign(&quo_key, &ts, &body);
+            let sig = quo_legacy::sign(&quo_key, &ts, &body);
             (
                 WebhookRoute::Quo,
                 IncomingRequest {

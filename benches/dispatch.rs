@@ -22,11 +22,11 @@ use hooklog::consumers::dispatch::{
 use hooklog::consumers::dispatch::{Dispatch, Settings};
 use hooklog::consumers::{spawn_on_thread, DriverConfig, DriverContext, Registry};
 use hooklog::edge::verifier::{IncomingRequest, Verifier, WebhookRoute};
-use hooklog::edge::verify::{openphone_legacy, HmacKey};
 use hooklog::event::Micros;
 use hooklog::log::sled::{SledLog, SledOptions};
 use hooklog::log::Log;
 use hooklog::metrics::Metrics;
+use hooklog::signature::{quo_legacy, HmacKey};
 
 /// Events per burst.
 const BURST: u64 = 500;
@@ -101,7 +101,7 @@ fn burst(
             let now = Micros::now();
             let body = quo(n);
             let ts = (now.unix_secs() * 1000).to_string();
-            let sig = openphone_legacy::sign(key, &ts, &body);
+            let sig = quo_legacy::sign(key, &ts, &body);
             let req = IncomingRequest {
                 path: "/webhook/openphone".into(),
                 query: None,

@@ -59,7 +59,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hooklog::edge::verify::{openphone_legacy, HmacKey};
+use hooklog::signature::{quo_legacy, HmacKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -646,7 +646,7 @@ impl QuoTemplate {
         let digits = format!("{n:0width$}", width = ID_DIGITS);
         body[self.id_at..self.id_at + ID_DIGITS].copy_from_slice(digits.as_bytes());
         let ts = unix_ms().to_string();
-        let sig = openphone_legacy::sign(&self.key, &ts, &body);
+        let sig = quo_legacy::sign(&self.key, &ts, &body);
         out.clear();
         let _ = write!(
             out,

@@ -40,11 +40,11 @@ use tokio::sync::oneshot;
 
 use hooklog::config::Config;
 use hooklog::edge::verifier::{IncomingRequest, Verifier, WebhookRoute};
-use hooklog::edge::verify::{openphone_legacy, standard_webhooks, twilio, HmacKey};
 use hooklog::event::{Event, Micros, Seq, Verified};
 use hooklog::log::sled::{SledLog, SledOptions, MAX_BATCH};
 use hooklog::log::Log;
 use hooklog::metrics::Metrics;
+use hooklog::signature::{quo_legacy, standard_webhooks, twilio, HmacKey};
 
 /// Body size the DESIGN §9 targets are stated for.
 const BODY_BYTES: usize = 1200;
@@ -147,7 +147,7 @@ fn signed_requests(now: Micros) -> Vec<Signed> {
 
     let legacy_body =
         padded(|text| support::quo_message_received("EVc67ec998b35c41d388af50799aeeba3e", text));
-    let legacy_sig = openphone_legacy::sign(&quo_key, &ts_ms, &legacy_body);
+    let legacy_sig = quo_legacy::sign(&quo_key, &ts_ms, &legacy_body);
 
     let standard_body = padded(|text| {
         serde_json::json!({

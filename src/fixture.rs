@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::edge::verify::{openphone_legacy, standard_webhooks, HmacKey, KeyError};
+use crate::signature::{quo_legacy, standard_webhooks, HmacKey, KeyError};
 
 /// Why a fixture cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +168,7 @@ impl Fixture {
                     };
                     headers.insert(
                         "openphone-signature".into(),
-                        openphone_legacy::sign(&key, &ts, &body),
+                        quo_legacy::sign(&key, &ts, &body),
                     );
                 }
                 "standard-webhooks" => {
@@ -264,7 +264,7 @@ impl Fixture {
                     .iter()
                     .find(|(k, _)| k == "content-type")
                     .map(|(_, v)| v.clone());
-                let sig = crate::edge::verify::twilio::sign(
+                let sig = crate::signature::twilio::sign(
                     &HmacKey::from_utf8(token),
                     &url,
                     content_type.as_deref(),
@@ -380,8 +380,8 @@ mod configured_tests {
         assert_ne!(Some(&sig.1), f.headers.get("x-twilio-signature"));
         let verify = |tokens: &[&str], base: &str| {
             let tokens: Vec<HmacKey> = tokens.iter().map(|t| HmacKey::from_utf8(t)).collect();
-            crate::edge::verify::twilio::verify(
-                &crate::edge::verify::twilio::TwilioRequest {
+            crate::signature::twilio::verify(
+                &crate::signature::twilio::TwilioRequest {
                     path_and_query: &req.path,
                     content_type: f.headers.get("content-type").map(String::as_str),
                     body: &req.body,

@@ -1,7 +1,7 @@
 //! Quo legacy `openphone-signature`: input = header line, `\n`, body bytes.
 #![no_main]
 
-use hooklog::edge::verify::{openphone_legacy, HmacKey};
+use hooklog::signature::{quo_legacy, HmacKey};
 use libfuzzer_sys::fuzz_target;
 
 /// Key A of `fixtures/hooklog.toml` and a `now` at its fixtures' timestamps.
@@ -20,10 +20,10 @@ fuzz_target!(|data: &[u8]| {
     let empty = HmacKey::from_bytes(Vec::new());
     let keys = [key, empty];
     // The daemon's settings, then the extremes of the clock and the window.
-    let _ = openphone_legacy::verify(&header, body, &keys, NOW, 300);
-    let _ = openphone_legacy::verify(&header, body, &keys, i64::MIN, u64::MAX);
-    let _ = openphone_legacy::verify(&header, body, &keys, i64::MAX, 0);
-    let _ = openphone_legacy::verify(&header, body, &[], NOW, 300);
+    let _ = quo_legacy::verify(&header, body, &keys, NOW, 300);
+    let _ = quo_legacy::verify(&header, body, &keys, i64::MIN, u64::MAX);
+    let _ = quo_legacy::verify(&header, body, &keys, i64::MAX, 0);
+    let _ = quo_legacy::verify(&header, body, &[], NOW, 300);
     // The key decoder sees configuration text, not requests, but is cheap to cover here.
     let _ = HmacKey::from_quo_secret(&header);
 });

@@ -1,7 +1,7 @@
 //! SalesMsg `?secret=`: input = the raw query string (without `?`).
 #![no_main]
 
-use hooklog::edge::verify::{salesmsg, HmacKey};
+use hooklog::signature::{salesmsg, HmacKey};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! `webhook-signature` line, body bytes.
 #![no_main]
 
-use hooklog::edge::verify::{standard_webhooks, HmacKey};
+use hooklog::signature::{standard_webhooks, HmacKey};
 use libfuzzer_sys::fuzz_target;
 
 /// Key B of `fixtures/hooklog.toml` and a `now` at its fixtures' timestamps.

@@ -4,8 +4,8 @@
 
 use std::sync::OnceLock;
 
-use hooklog::edge::verify::twilio::{self, TwilioRequest, TwilioUrls};
-use hooklog::edge::verify::HmacKey;
+use hooklog::signature::twilio::{self, TwilioRequest, TwilioUrls};
+use hooklog::signature::HmacKey;
 use libfuzzer_sys::fuzz_target;
 
 /// The tokens and public URLs of `fixtures/hooklog.toml` (plus an empty token).

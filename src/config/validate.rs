@@ -196,7 +196,7 @@ impl Config {
             ));
         }
         for (i, key) in self.openphone.signing_keys.iter().enumerate() {
-            crate::edge::verify::HmacKey::from_quo_secret(key.expose()).map_err(|e| {
+            crate::signature::HmacKey::from_quo_secret(key.expose()).map_err(|e| {
                 bad(
                     "openphone.signing_keys",
                     format!(

@@ -8,7 +8,6 @@
 
 pub mod twiml;
 pub mod verifier;
-pub mod verify;
 
 use std::sync::Arc;
 use std::time::Instant;

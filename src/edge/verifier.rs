@@ -6,8 +6,8 @@
 //! here, so benches and tests drive it directly.
 
 use crate::config::Config;
-use crate::edge::verify::{self, HmacKey, KeyError, VerifyError};
 use crate::event::{Micros, Source, Verification, Verified};
+use crate::signature::{self, HmacKey, KeyError, VerifyError};
 
 /// Headers kept in the record: what re-verification and dedup need, plus the host, content
 /// type and user agent for forensics (the host is also a hint for which public URL Twilio
@@ -142,7 +142,7 @@ pub struct Verifier {
     quo_keys: Vec<HmacKey>,
     quo_tolerance_secs: u64,
     twilio_tokens: Vec<HmacKey>,
-    public_urls: verify::twilio::TwilioUrls,
+    public_urls: signature::twilio::TwilioUrls,
     salesmsg_secrets: Vec<HmacKey>,
 }
 
@@ -174,7 +174,7 @@ impl Verifier {
                 .iter()
                 .map(|t| HmacKey::from_utf8(t.expose()))
                 .collect(),
-            public_urls: verify::twilio::TwilioUrls::new(&config.server.public_urls),
+            public_urls: signature::twilio::TwilioUrls::new(&config.server.public_urls),
             salesmsg_secrets: config
                 .salesmsg
                 .secrets
@@ -217,7 +217,7 @@ impl Verifier {
                         .header("webhook-timestamp")
                         .ok_or(VerifyError::MissingHeader("webhook-timestamp"))
                         .map_err(fail)?;
-                    let key = verify::standard_webhooks::verify(
+                    let key = signature::standard_webhooks::verify(
                         id,
                         ts,
                         sig,
@@ -233,7 +233,7 @@ impl Verifier {
                         .header("openphone-signature")
                         .ok_or(VerifyError::MissingHeader("openphone-signature"))
                         .map_err(fail)?;
-                    let key = verify::openphone_legacy::verify(
+                    let key = signature::quo_legacy::verify(
                         sig,
                         &req.body,
                         &self.quo_keys,
@@ -247,8 +247,8 @@ impl Verifier {
             }
             WebhookRoute::TwilioVoice | WebhookRoute::TwilioCallback => {
                 let path_and_query = req.path_and_query();
-                let (token, url) = verify::twilio::verify_with(
-                    &verify::twilio::TwilioRequest {
+                let (token, url) = signature::twilio::verify_with(
+                    &signature::twilio::TwilioRequest {
                         path_and_query: &path_and_query,
                         content_type: req.header("content-type"),
                         body: &req.body,
@@ -269,11 +269,12 @@ impl Verifier {
                 )
             }
             WebhookRoute::SalesMsg => {
-                let secret = verify::salesmsg::verify(req.query.as_deref(), &self.salesmsg_secrets)
-                    .map_err(fail)?;
+                let secret =
+                    signature::salesmsg::verify(req.query.as_deref(), &self.salesmsg_secrets)
+                        .map_err(fail)?;
                 // The secret rides in the query; the log must not keep it.
                 let route = match &req.query {
-                    Some(q) => format!("{}?{}", req.path, verify::salesmsg::redact_query(q)),
+                    Some(q) => format!("{}?{}", req.path, signature::salesmsg::redact_query(q)),
                     None => req.path.clone(),
                 };
                 (

@@ -5,9 +5,9 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hooklog::edge::verify::{openphone_legacy, standard_webhooks, twilio, HmacKey};
 use hooklog::event::{Seq, Verified};
 use hooklog::log::{AppendTicket, Log, LogError, LogStats};
+use hooklog::signature::{quo_legacy, standard_webhooks, twilio, HmacKey};
 use tokio::sync::watch;
 
 use crate::util::{self, TestServer};
@@ -202,7 +202,7 @@ fn unauthentic_requests_never_reach_the_log() {
         "/webhook/openphone".into(),
         vec![(
             "openphone-signature".into(),
-            openphone_legacy::sign(&other, &ms(now), quo_body),
+            quo_legacy::sign(&other, &ms(now), quo_body),
         )],
         quo_body.to_vec(),
         401,
@@ -211,7 +211,7 @@ fn unauthentic_requests_never_reach_the_log() {
         "/webhook/openphone".into(),
         vec![(
             "openphone-signature".into(),
-            openphone_legacy::sign(&key, &ms(now - 301), quo_body),
+            quo_legacy::sign(&key, &ms(now - 301), quo_body),
         )],
         quo_body.to_vec(),
         401,
@@ -220,7 +220,7 @@ fn unauthentic_requests_never_reach_the_log() {
         "/webhook/openphone".into(),
         vec![(
             "openphone-signature".into(),
-            openphone_legacy::sign(&key, &ms(now + 400), quo_body),
+            quo_legacy::sign(&key, &ms(now + 400), quo_body),
         )],
         quo_body.to_vec(),
         401,
@@ -229,7 +229,7 @@ fn unauthentic_requests_never_reach_the_log() {
         "/webhook/openphone".into(),
         vec![(
             "openphone-signature".into(),
-            openphone_legacy::sign(&key, &ms(now), b"{}"),
+            quo_legacy::sign(&key, &ms(now), b"{}"),
         )],
         quo_body.to_vec(),
         401,
@@ -331,7 +331,7 @@ fn a_rotated_second_key_is_accepted_for_every_provider() {
     let key = HmacKey::from_quo_secret(new_quo).unwrap();
     let ts = (util::now() * 1000).to_string();
     let qb = br#"{"id":"EV3"}"#;
-    let sig = openphone_legacy::sign(&key, &ts, qb);
+    let sig = quo_legacy::sign(&key, &ts, qb);
     let r = s.send(
         "POST",
         "/webhook/openphone",

@@ -75,7 +75,7 @@ fn every_fixture_gets_its_expected_verdict_and_only_accepted_ones_are_logged() {
 
 #[test]
 fn stored_quo_fixture_signatures_verify_at_their_own_timestamp() {
-    use hooklog::edge::verify::{openphone_legacy, standard_webhooks, HmacKey};
+    use hooklog::signature::{quo_legacy, standard_webhooks, HmacKey};
     for (path, f) in Fixture::load_dir(&util::fixtures_dir()).unwrap() {
         if f.tamper.is_some() || !f.expect.logged || !f.resign {
             continue;
@@ -90,7 +90,7 @@ fn stored_quo_fixture_signatures_verify_at_their_own_timestamp() {
         let body = f.body.as_bytes();
         let ok = match f.signing.scheme.as_str() {
             "openphone-legacy" => {
-                openphone_legacy::verify(&f.headers["openphone-signature"], body, &[key], secs, 300)
+                quo_legacy::verify(&f.headers["openphone-signature"], body, &[key], secs, 300)
             }
             "standard-webhooks" => standard_webhooks::verify(
                 &f.headers["webhook-id"],

@@ -10,8 +10,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use hooklog::edge::verify::{openphone_legacy, standard_webhooks, twilio, HmacKey};
 use hooklog::fixture::Fixture;
+use hooklog::signature::{quo_legacy, standard_webhooks, twilio, HmacKey};
 
 use crate::edge::{self, BASE, QUO_KEY, TOKEN};
 use crate::util::{self, TestServer};
@@ -309,7 +309,7 @@ fn invalid_utf8_in_body_headers_and_path_is_answered_and_never_crashes_the_serve
 
     // A signed body that is not UTF-8 is authentic: stored byte for byte and acknowledged.
     let body = b"{\"id\":\"EV\xff\xfe\",\"type\":\"message.received\"}".to_vec();
-    let sig = openphone_legacy::sign(&key, &ts, &body);
+    let sig = quo_legacy::sign(&key, &ts, &body);
     let headers = vec![
         ("openphone-signature".to_owned(), sig),
         ("Content-Length".to_owned(), body.len().to_string()),
@@ -471,7 +471,7 @@ fn quo_timestamps_in_ms_and_s_are_accepted_inside_the_window_and_refused_outside
         let t = now + offset;
         let body = format!(r#"{{"id":"EVts{offset}","type":"message.received"}}"#);
         for ts in [(t * 1000).to_string(), t.to_string()] {
-            let sig = openphone_legacy::sign(&key, &ts, body.as_bytes());
+            let sig = quo_legacy::sign(&key, &ts, body.as_bytes());
             let r = s.send(
                 "POST",
                 "/webhook/quo",
@@ -601,7 +601,7 @@ fn a_flood_of_bad_signatures_is_rejected_cheaply_counted_and_never_logged() {
                     for i in 0..50 {
                         let body = format!(r#"{{"id":"EVflood{t}x{batch}x{i}"}}"#);
                         let ts = (util::now() * 1000).to_string();
-                        let sig = openphone_legacy::sign(&wrong, &ts, body.as_bytes());
+                        let sig = quo_legacy::sign(&wrong, &ts, body.as_bytes());
                         let headers = vec![
                             ("openphone-signature".to_owned(), sig),
                             ("Content-Length".to_owned(), body.len().to_string()),

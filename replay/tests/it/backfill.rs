@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use hooklog::edge::verify::{openphone_legacy, HmacKey};
+use hooklog::signature::{quo_legacy, HmacKey};
 use serde_json::{json, Value};
 
 use crate::support::fake_providers::{self, FakeApi, DAY, QUO_KEY};
@@ -82,7 +82,7 @@ impl Daemon {
             .set("content-type", "application/json")
             .set(
                 "openphone-signature",
-                &openphone_legacy::sign(&key, &ts, body.as_bytes()),
+                &quo_legacy::sign(&key, &ts, body.as_bytes()),
             )
             .send_bytes(body.as_bytes())
             .unwrap();

@@ -306,7 +306,7 @@ fn url_variants(base: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::edge::verify::hmac_sha1;
+    use crate::signature::hmac_sha1;
     use proptest::prelude::*;
 
     /// The string the fields contribute to the signed data.

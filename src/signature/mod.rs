@@ -1,5 +1,10 @@
 //! Signature verification, one module per scheme, each with a `sign` counterpart for tests
-//! and tooling.
+//! and tooling: [`quo_legacy`] (`openphone-signature`), [`standard_webhooks`] (Quo's
+//! `webhook-*` headers), [`twilio`] (`X-Twilio-Signature`) and [`salesmsg`] (the URL secret).
+//!
+//! A leaf: it imports nothing of hooklog, so the edge's [`crate::edge::verifier`] (which
+//! scheme and keys for which route), the configuration's checks of signing secrets and the
+//! fixture tooling all build on it.
 //!
 //! Everything here is pure: no I/O, and no clock reads (callers pass `now`). Invariants shared
 //! by every scheme: signatures are compared in constant time; every configured key is tried
@@ -14,7 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-pub mod openphone_legacy;
+pub mod quo_legacy;
 pub mod salesmsg;
 pub mod standard_webhooks;
 pub mod twilio;
