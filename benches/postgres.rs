@@ -52,7 +52,7 @@ fn quo(seq: u64, n: u64) -> Event {
     .to_string();
     event(
         seq,
-        Source::OpenPhone,
+        Source::Quo,
         "/webhook/openphone",
         "application/json",
         body,

@@ -6,8 +6,9 @@
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
-use crate::edge::verifier::{Provider, Rejection};
+use crate::edge::verifier::Rejection;
 use crate::log::LogError;
+use crate::provider::Provider;
 
 /// Seconds a provider is told to wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u32 = 5;

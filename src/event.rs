@@ -21,6 +21,8 @@ use std::str::FromStr;
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
+use crate::provider::Provider;
+
 /// Format byte of the current record encoding.
 pub const FORMAT_V1: u8 = 1;
 
@@ -105,14 +107,14 @@ impl Micros {
 /// Where an event came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
 pub enum Source {
-    /// A Quo (OpenPhone) webhook.
-    OpenPhone,
+    /// A Quo webhook (`openphone` in the API, the CLI and metrics).
+    Quo,
     /// A Twilio webhook.
     Twilio,
     /// A SalesMsg webhook.
     SalesMsg,
     /// A Quo resource fetched from the REST API by `hooklog-replay backfill`.
-    BackfillOpenPhone,
+    BackfillQuo,
     /// A Twilio resource fetched from the REST API by `hooklog-replay backfill`.
     BackfillTwilio,
     /// An outbound request or its result (gate decision, send result).
@@ -122,12 +124,22 @@ pub enum Source {
 }
 
 impl Source {
+    /// The provider the record came from; `None` for the records hooklog writes itself.
+    pub fn provider(self) -> Option<Provider> {
+        match self {
+            Source::Quo | Source::BackfillQuo => Some(Provider::Quo),
+            Source::Twilio | Source::BackfillTwilio => Some(Provider::Twilio),
+            Source::SalesMsg => Some(Provider::SalesMsg),
+            Source::Outbound | Source::Internal => None,
+        }
+    }
+
     /// Every source, for validation messages and metrics.
     pub const ALL: [Source; 7] = [
-        Source::OpenPhone,
+        Source::Quo,
         Source::Twilio,
         Source::SalesMsg,
-        Source::BackfillOpenPhone,
+        Source::BackfillQuo,
         Source::BackfillTwilio,
         Source::Outbound,
         Source::Internal,
@@ -136,10 +148,10 @@ impl Source {
     /// The name used in the API, the CLI and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
-            Source::OpenPhone => "openphone",
+            Source::Quo => "openphone",
             Source::Twilio => "twilio",
             Source::SalesMsg => "salesmsg",
-            Source::BackfillOpenPhone => "backfill-openphone",
+            Source::BackfillQuo => "backfill-openphone",
             Source::BackfillTwilio => "backfill-twilio",
             Source::Outbound => "outbound",
             Source::Internal => "internal",
@@ -148,7 +160,7 @@ impl Source {
 
     /// Sources that only the signed webhook edge may produce.
     pub fn is_webhook(self) -> bool {
-        matches!(self, Source::OpenPhone | Source::Twilio | Source::SalesMsg)
+        matches!(self, Source::Quo | Source::Twilio | Source::SalesMsg)
     }
 }
 
@@ -474,7 +486,7 @@ mod tests {
         let ev = Event {
             seq: Seq(1),
             received_at: Micros(1_700_000_000_000_000),
-            source: Source::OpenPhone,
+            source: Source::Quo,
             route: "/webhook/quo".into(),
             headers: vec![("webhook-id".into(), "msg_1".into())],
             body: b"{}".to_vec(),

@@ -46,6 +46,7 @@ pub mod log;
 pub mod metrics;
 pub mod parse;
 pub mod phone;
+pub mod provider;
 pub mod send;
 pub mod signature;
 pub mod state;
@@ -267,9 +268,9 @@ pub async fn run_with_log(
     let token = admin::load_or_create_token(&config)?;
     let verifier = edge::verifier::Verifier::from_config(&config)?;
     for provider in [
-        edge::verifier::Provider::OpenPhone,
-        edge::verifier::Provider::Twilio,
-        edge::verifier::Provider::SalesMsg,
+        provider::Provider::Quo,
+        provider::Provider::Twilio,
+        provider::Provider::SalesMsg,
     ] {
         if !verifier.is_configured(provider) {
             tracing::warn!(

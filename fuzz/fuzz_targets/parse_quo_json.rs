@@ -23,9 +23,9 @@ fn event(source: Source, route: &str, headers: &[(&str, &str)], body: &[u8]) -> 
 fuzz_target!(|data: &[u8]| {
     let json = ("content-type", "application/json");
     let cases = [
-        event(Source::OpenPhone, "/webhook/openphone", &[json], data),
+        event(Source::Quo, "/webhook/openphone", &[json], data),
         event(
-            Source::OpenPhone,
+            Source::Quo,
             "/webhook/quo",
             &[
                 json,
@@ -34,15 +34,15 @@ fuzz_target!(|data: &[u8]| {
             ],
             data,
         ),
-        event(Source::BackfillOpenPhone, "/v1/messages/AC1", &[], data),
-        event(Source::BackfillOpenPhone, "/v1/calls/AC1?x=1", &[], data),
+        event(Source::BackfillQuo, "/v1/messages/AC1", &[], data),
+        event(Source::BackfillQuo, "/v1/calls/AC1?x=1", &[], data),
         event(
-            Source::BackfillOpenPhone,
+            Source::BackfillQuo,
             "/v1/call-summaries/AC1",
             &[],
             data,
         ),
-        event(Source::BackfillOpenPhone, "/v1/call-transcripts", &[], data),
+        event(Source::BackfillQuo, "/v1/call-transcripts", &[], data),
         event(
             Source::SalesMsg,
             "/webhook/salesmsg?secret=REDACTED",

@@ -14,13 +14,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::provider::SendProvider;
+
 use crate::consumers::outbound as gate;
 use crate::consumers::outbound::{
     LineChange, Message, MessageId, MessageRequest, OutboundRecord, OutboundStore, Status, Step,
 };
 use crate::error::ApiError;
 use crate::event::{Micros, Seq};
-use crate::gates::{Provider, Reason};
+use crate::gates::Reason;
 use crate::log::Log;
 
 /// Longest `content` accepted into the log (the content gate's limit is lower; this only
@@ -76,7 +78,7 @@ pub struct MessageView {
     /// The sending number.
     pub from_number: Option<String>,
     /// The provider.
-    pub provider: Option<Provider>,
+    pub provider: Option<SendProvider>,
     /// The recipient as given.
     pub to: String,
     /// The text.
@@ -196,13 +198,11 @@ impl OutboundApi {
         }
         let provider = match req.provider.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some("openphone") | Some("quo") => Some(Provider::Openphone),
-            Some("twilio") => Some(Provider::Twilio),
-            Some(other) => {
-                return Err(ApiError::BadRequest(format!(
-                    "`provider` is `{other}`; expected openphone (quo) or twilio"
-                )))
-            }
+            Some(name) => Some(name.parse::<SendProvider>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "`provider` is `{name}`; expected openphone (quo) or twilio"
+                ))
+            })?),
         };
         let key = req
             .idempotency_key

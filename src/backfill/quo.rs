@@ -324,7 +324,7 @@ impl Run<'_> {
 
     fn put(&mut self, kind: &str, route: String, body: &[u8]) -> Result<(), QuoError> {
         self.sink
-            .put(Source::BackfillOpenPhone, &route, body)
+            .put(Source::BackfillQuo, &route, body)
             .map_err(|source| QuoError::Sink { route, source })?;
         self.client.count_resource(kind, self.sink);
         Ok(())

@@ -38,7 +38,7 @@ use env::{env_key, record_origins, resolve_files, table_at, ENV_NOT_KEYS, ENV_PR
 pub use error::ConfigError;
 pub use secret::Secret;
 pub use sections::{
-    ConsumersConfig, DedupConfig, OpenPhoneConfig, SalesMsgConfig, ServerConfig, TwilioConfig,
+    ConsumersConfig, DedupConfig, QuoConfig, SalesMsgConfig, ServerConfig, TwilioConfig,
     VoiceConfig,
 };
 
@@ -56,7 +56,7 @@ pub struct Config {
     /// The embedded log.
     pub log: crate::log::LogConfig,
     /// Quo (OpenPhone).
-    pub openphone: OpenPhoneConfig,
+    pub openphone: QuoConfig,
     /// Twilio.
     pub twilio: TwilioConfig,
     /// SalesMsg.
@@ -90,7 +90,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             server: ServerConfig::default(),
             log: crate::log::LogConfig::default(),
-            openphone: OpenPhoneConfig::default(),
+            openphone: QuoConfig::default(),
             twilio: TwilioConfig::default(),
             salesmsg: SalesMsgConfig::default(),
             dedup: DedupConfig::default(),

@@ -116,7 +116,7 @@ impl Default for ServerConfig {
 /// `[openphone]` (Quo)
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct OpenPhoneConfig {
+pub struct QuoConfig {
     /// Webhook signing secrets: base64 (legacy) or `whsec_…` (Standard Webhooks); any may match.
     #[serde(deserialize_with = "de::list")]
     pub signing_keys: Vec<Secret>,
@@ -134,9 +134,9 @@ pub struct OpenPhoneConfig {
     pub workspace_messages: bool,
 }
 
-impl Default for OpenPhoneConfig {
+impl Default for QuoConfig {
     fn default() -> Self {
-        OpenPhoneConfig {
+        QuoConfig {
             signing_keys: Vec::new(),
             api_key: None,
             api_base: "https://api.openphone.com".into(),

@@ -25,7 +25,7 @@ pub fn from_fixture(name: &str, seq: u64, at: i64) -> Event {
         .join(name);
     let f = Fixture::load(&path).unwrap();
     let source = match f.provider.as_str() {
-        "openphone" => Source::OpenPhone,
+        "openphone" => Source::Quo,
         "twilio" => Source::Twilio,
         _ => Source::SalesMsg,
     };
@@ -72,7 +72,7 @@ pub fn quo_inbound(
     event(
         seq,
         at,
-        Source::OpenPhone,
+        Source::Quo,
         "/webhook/openphone",
         &body.to_string(),
     )

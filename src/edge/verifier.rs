@@ -7,6 +7,7 @@
 
 use crate::config::Config;
 use crate::event::{Micros, Source, Verification, Verified};
+use crate::provider::Provider;
 use crate::signature::{self, HmacKey, KeyError, VerifyError};
 
 /// Headers kept in the record: what re-verification and dedup need, plus the host, content
@@ -24,28 +25,6 @@ pub const KEPT_HEADERS: &[&str] = &[
     "i-twilio-idempotency-token",
     "x-twilio-webhooks-signature-settings",
 ];
-
-/// A webhook provider.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Provider {
-    /// Quo (OpenPhone).
-    OpenPhone,
-    /// Twilio.
-    Twilio,
-    /// SalesMsg.
-    SalesMsg,
-}
-
-impl Provider {
-    /// Name for metrics and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::OpenPhone => "openphone",
-            Provider::Twilio => "twilio",
-            Provider::SalesMsg => "salesmsg",
-        }
-    }
-}
 
 /// The webhook routes of DESIGN §3 and how each is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +59,7 @@ impl WebhookRoute {
     /// Who signs requests to this route.
     pub fn provider(self) -> Provider {
         match self {
-            WebhookRoute::Quo => Provider::OpenPhone,
+            WebhookRoute::Quo => Provider::Quo,
             WebhookRoute::TwilioVoice | WebhookRoute::TwilioCallback => Provider::Twilio,
             WebhookRoute::SalesMsg => Provider::SalesMsg,
         }
@@ -187,7 +166,7 @@ impl Verifier {
     /// Whether a provider has keys to verify with.
     pub fn is_configured(&self, provider: Provider) -> bool {
         match provider {
-            Provider::OpenPhone => !self.quo_keys.is_empty(),
+            Provider::Quo => !self.quo_keys.is_empty(),
             Provider::Twilio => !self.twilio_tokens.is_empty() && !self.public_urls.is_empty(),
             Provider::SalesMsg => !self.salesmsg_secrets.is_empty(),
         }
@@ -243,7 +222,7 @@ impl Verifier {
                     .map_err(fail)?;
                     Verification::QuoLegacy { key: index(key) }
                 };
-                (Source::OpenPhone, v, req.path_and_query())
+                (Source::Quo, v, req.path_and_query())
             }
             WebhookRoute::TwilioVoice | WebhookRoute::TwilioCallback => {
                 let path_and_query = req.path_and_query();

@@ -14,6 +14,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::provider::SendProvider;
+
 use crate::config::de;
 use crate::phone::normalize_e164;
 
@@ -225,26 +227,6 @@ impl ComplianceConfig {
     }
 }
 
-/// Which provider a line sends through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Provider {
-    /// Quo (OpenPhone).
-    Openphone,
-    /// Twilio.
-    Twilio,
-}
-
-impl Provider {
-    /// The configuration spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Openphone => "openphone",
-            Provider::Twilio => "twilio",
-        }
-    }
-}
-
 /// A line's A2P 10DLC campaign registration state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -277,7 +259,7 @@ pub struct LineConfig {
     /// The line's own number, E.164.
     pub number: String,
     /// The provider it sends through.
-    pub provider: Provider,
+    pub provider: SendProvider,
     /// Its 10DLC registration state.
     pub ten_dlc: TenDlc,
     /// The business the line texts for; a first message must name it.
@@ -377,7 +359,7 @@ business_name = "Acme Homes"
         assert_eq!(c.compliance.deny_list, ["Jane Doe"]);
         assert_eq!(c.lines.len(), 2);
         assert_eq!(c.lines[1].ten_dlc, TenDlc::Pending);
-        assert_eq!(c.lines[0].provider, Provider::Openphone);
+        assert_eq!(c.lines[0].provider, SendProvider::Quo);
     }
 
     #[test]

@@ -5,14 +5,15 @@
 //! refused, not moved to another line or provider. Rotating numbers or providers around a
 //! block is "snowshoeing", which carriers fine (ref/compliance.md §3).
 
-use super::config::{LineConfig, Provider, TenDlc};
+use super::config::{LineConfig, TenDlc};
 use super::{Reason, ReasonCode};
+use crate::provider::SendProvider;
 
 /// The line the request may use, or why it may not.
 pub fn check<'a>(
     lines: &'a [LineConfig],
     line_id: &str,
-    provider: Provider,
+    provider: SendProvider,
 ) -> Result<&'a LineConfig, Vec<Reason>> {
     let Some(line) = lines.iter().find(|l| l.id == line_id) else {
         return Err(vec![Reason::new(
@@ -57,7 +58,7 @@ pub fn check<'a>(
 mod tests {
     use super::*;
 
-    fn line(id: &str, provider: Provider, ten_dlc: TenDlc) -> LineConfig {
+    fn line(id: &str, provider: SendProvider, ten_dlc: TenDlc) -> LineConfig {
         LineConfig {
             id: id.into(),
             number: "+13055550000".into(),
@@ -73,52 +74,49 @@ mod tests {
 
     #[test]
     fn an_approved_line_on_its_provider_is_allowed() {
-        let lines = [line("main", Provider::Openphone, TenDlc::Approved)];
-        assert_eq!(
-            check(&lines, "main", Provider::Openphone).unwrap().id,
-            "main"
-        );
+        let lines = [line("main", SendProvider::Quo, TenDlc::Approved)];
+        assert_eq!(check(&lines, "main", SendProvider::Quo).unwrap().id, "main");
     }
 
     #[test]
     fn a_line_whose_10dlc_is_pending_is_refused_even_if_another_line_is_approved() {
         let lines = [
-            line("new", Provider::Twilio, TenDlc::Pending),
-            line("old", Provider::Twilio, TenDlc::Approved),
+            line("new", SendProvider::Twilio, TenDlc::Pending),
+            line("old", SendProvider::Twilio, TenDlc::Approved),
         ];
         assert_eq!(
-            codes(check(&lines, "new", Provider::Twilio)),
+            codes(check(&lines, "new", SendProvider::Twilio)),
             [ReasonCode::LineTenDlcPending]
         );
     }
 
     #[test]
     fn a_rejected_line_is_refused() {
-        let lines = [line("main", Provider::Twilio, TenDlc::Rejected)];
+        let lines = [line("main", SendProvider::Twilio, TenDlc::Rejected)];
         assert_eq!(
-            codes(check(&lines, "main", Provider::Twilio)),
+            codes(check(&lines, "main", SendProvider::Twilio)),
             [ReasonCode::LineTenDlcRejected]
         );
     }
 
     #[test]
     fn an_unknown_line_is_refused() {
-        let lines = [line("main", Provider::Twilio, TenDlc::Approved)];
+        let lines = [line("main", SendProvider::Twilio, TenDlc::Approved)];
         assert_eq!(
-            codes(check(&lines, "other", Provider::Twilio)),
+            codes(check(&lines, "other", SendProvider::Twilio)),
             [ReasonCode::LineUnknown]
         );
         assert_eq!(
-            codes(check(&[], "main", Provider::Twilio)),
+            codes(check(&[], "main", SendProvider::Twilio)),
             [ReasonCode::LineUnknown]
         );
     }
 
     #[test]
     fn a_request_for_another_provider_is_refused_not_rerouted() {
-        let lines = [line("main", Provider::Openphone, TenDlc::Pending)];
+        let lines = [line("main", SendProvider::Quo, TenDlc::Pending)];
         assert_eq!(
-            codes(check(&lines, "main", Provider::Twilio)),
+            codes(check(&lines, "main", SendProvider::Twilio)),
             [
                 ReasonCode::LineProviderMismatch,
                 ReasonCode::LineTenDlcPending

@@ -46,9 +46,10 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::phone::normalize_e164;
+use crate::provider::SendProvider;
 
 pub use blast_safety::Sent;
-pub use config::{ComplianceConfig, LineConfig, Provider, TenDlc};
+pub use config::{ComplianceConfig, LineConfig, TenDlc};
 pub use optout::Suppressions;
 
 /// The gate a reason comes from.
@@ -191,7 +192,7 @@ pub struct Request {
     /// `[[lines]].id` of the line to send from.
     pub line_id: String,
     /// The provider the caller expects the line to use; never substituted.
-    pub provider: Provider,
+    pub provider: SendProvider,
     /// The recipient (E.164, or a US number that normalises to it).
     pub to: String,
     /// The message body.
@@ -357,28 +358,28 @@ mod tests {
             LineConfig {
                 id: "quo-main".into(),
                 number: "+13055550000".into(),
-                provider: Provider::Openphone,
+                provider: SendProvider::Quo,
                 ten_dlc: TenDlc::Approved,
                 business_name: "Acme Homes".into(),
             },
             LineConfig {
                 id: "twilio-2".into(),
                 number: "+13055550001".into(),
-                provider: Provider::Twilio,
+                provider: SendProvider::Twilio,
                 ten_dlc: TenDlc::Approved,
                 business_name: "Acme Homes".into(),
             },
             LineConfig {
                 id: "twilio-new".into(),
                 number: "+13055550002".into(),
-                provider: Provider::Twilio,
+                provider: SendProvider::Twilio,
                 ten_dlc: TenDlc::Pending,
                 business_name: "Acme Homes".into(),
             },
         ]
     }
 
-    fn request(line: &str, provider: Provider, at: DateTime<Utc>) -> Request {
+    fn request(line: &str, provider: SendProvider, at: DateTime<Utc>) -> Request {
         Request {
             line_id: line.into(),
             provider,
@@ -422,7 +423,7 @@ mod tests {
     #[test]
     fn a_compliant_first_message_at_noon_is_allowed() {
         let d = run(
-            &request("quo-main", Provider::Openphone, ny("2026-06-10 12:00")),
+            &request("quo-main", SendProvider::Quo, ny("2026-06-10 12:00")),
             &[],
             &[],
             &ComplianceConfig::default(),
@@ -434,14 +435,14 @@ mod tests {
     fn twenty_fifty_nine_is_allowed_and_twenty_one_hundred_is_held_until_eight() {
         let c = ComplianceConfig::default();
         let d = run(
-            &request("quo-main", Provider::Openphone, ny("2026-06-10 20:59")),
+            &request("quo-main", SendProvider::Quo, ny("2026-06-10 20:59")),
             &[],
             &[],
             &c,
         );
         assert_eq!(d, Decision::Allow);
         let d = run(
-            &request("quo-main", Provider::Openphone, ny("2026-06-10 21:00")),
+            &request("quo-main", SendProvider::Quo, ny("2026-06-10 21:00")),
             &[],
             &[],
             &c,
@@ -459,14 +460,14 @@ mod tests {
     fn a_held_request_evaluated_again_when_the_window_opens_is_allowed() {
         let first = ny("2026-06-10 21:30");
         let Decision::Hold { until, .. } = run(
-            &request("quo-main", Provider::Openphone, first),
+            &request("quo-main", SendProvider::Quo, first),
             &[],
             &[],
             &ComplianceConfig::default(),
         ) else {
             panic!("expected a hold");
         };
-        let mut again = request("quo-main", Provider::Openphone, until);
+        let mut again = request("quo-main", SendProvider::Quo, until);
         again.first_requested_at = first;
         assert_eq!(
             run(&again, &[], &[], &ComplianceConfig::default()),
@@ -487,14 +488,14 @@ mod tests {
         };
         // 21:00 → 08:00 is 11 h.
         let d = run(
-            &request("quo-main", Provider::Openphone, ny("2026-06-10 21:00")),
+            &request("quo-main", SendProvider::Quo, ny("2026-06-10 21:00")),
             &[],
             &[],
             &c,
         );
         assert_eq!(codes(&d), [ReasonCode::QuietHoursHoldTooLong]);
         // Re-evaluated at 23:00, first requested at 05:00: 08:00 tomorrow is 27 h after that.
-        let mut req = request("quo-main", Provider::Openphone, ny("2026-06-10 23:00"));
+        let mut req = request("quo-main", SendProvider::Quo, ny("2026-06-10 23:00"));
         req.first_requested_at = ny("2026-06-10 05:00");
         let d = run(&req, &[], &[], &ComplianceConfig::default());
         assert_eq!(codes(&d), [ReasonCode::QuietHoursHoldTooLong]);
@@ -504,7 +505,7 @@ mod tests {
     fn a_recipient_opted_out_through_another_line_and_provider_is_refused() {
         // The suppression list is per number: a STOP sent to the Quo line blocks Twilio too.
         let d = run(
-            &request("twilio-2", Provider::Twilio, ny("2026-06-10 12:00")),
+            &request("twilio-2", SendProvider::Twilio, ny("2026-06-10 12:00")),
             &[TO],
             &[],
             &ComplianceConfig::default(),
@@ -515,7 +516,7 @@ mod tests {
     #[test]
     fn a_pending_line_is_refused_and_not_replaced_by_an_approved_one() {
         let d = run(
-            &request("twilio-new", Provider::Twilio, ny("2026-06-10 12:00")),
+            &request("twilio-new", SendProvider::Twilio, ny("2026-06-10 12:00")),
             &[],
             &[],
             &ComplianceConfig::default(),
@@ -526,7 +527,7 @@ mod tests {
     #[test]
     fn quiet_hours_with_another_problem_is_a_refusal_listing_both_in_gate_order() {
         let d = run(
-            &request("twilio-new", Provider::Twilio, ny("2026-06-10 22:00")),
+            &request("twilio-new", SendProvider::Twilio, ny("2026-06-10 22:00")),
             &[TO],
             &[],
             &ComplianceConfig::default(),
@@ -553,14 +554,14 @@ mod tests {
             })
             .collect();
         let d = run(
-            &request("quo-main", Provider::Openphone, now),
+            &request("quo-main", SendProvider::Quo, now),
             &[],
             &history,
             &ComplianceConfig::default(),
         );
         assert_eq!(codes(&d), [ReasonCode::RecipientCap24h]);
         let d = run(
-            &request("quo-main", Provider::Openphone, now),
+            &request("quo-main", SendProvider::Quo, now),
             &[],
             &history[..2],
             &ComplianceConfig::default(),
@@ -575,13 +576,13 @@ mod tests {
             ..ComplianceConfig::default()
         };
         let d = run(
-            &request("quo-main", Provider::Openphone, ny("2026-06-10 12:00")),
+            &request("quo-main", SendProvider::Quo, ny("2026-06-10 12:00")),
             &[],
             &[],
             &c,
         );
         assert_eq!(codes(&d), [ReasonCode::KillSwitch]);
-        let mut bad = request("quo-main", Provider::Openphone, ny("2026-06-10 12:00"));
+        let mut bad = request("quo-main", SendProvider::Quo, ny("2026-06-10 12:00"));
         bad.to = "nobody".into();
         assert_eq!(
             codes(&run(&bad, &[], &[], &c)),
@@ -595,7 +596,7 @@ mod tests {
             deny_list: vec!["Jane Doe".into()],
             ..ComplianceConfig::default()
         };
-        let mut req = request("quo-main", Provider::Openphone, ny("2026-06-10 12:00"));
+        let mut req = request("quo-main", SendProvider::Quo, ny("2026-06-10 12:00"));
         req.body = "Jane Doe here, see bit.ly/offer".into();
         assert_eq!(
             codes(&run(&req, &[], &[], &c)),
@@ -610,7 +611,7 @@ mod tests {
 
     #[test]
     fn a_toll_free_recipient_is_refused_for_its_unknown_area_code() {
-        let mut req = request("quo-main", Provider::Openphone, ny("2026-06-10 12:00"));
+        let mut req = request("quo-main", SendProvider::Quo, ny("2026-06-10 12:00"));
         req.to = "+18885550100".into();
         assert_eq!(
             codes(&run(&req, &[], &[], &ComplianceConfig::default())),
@@ -623,7 +624,7 @@ mod tests {
         let lines = lines();
         let broken = |_: &str| Err("store unavailable".to_owned());
         let d = evaluate(
-            &request("quo-main", Provider::Openphone, ny("2026-06-10 12:00")),
+            &request("quo-main", SendProvider::Quo, ny("2026-06-10 12:00")),
             &Inputs {
                 config: &ComplianceConfig::default(),
                 lines: &lines,
@@ -641,7 +642,7 @@ mod tests {
         let lines = lines();
         let nobody = |_: &str| Ok(false);
         let d = evaluate(
-            &request("quo-main", Provider::Openphone, ny("2026-06-10 12:00")),
+            &request("quo-main", SendProvider::Quo, ny("2026-06-10 12:00")),
             &Inputs {
                 config: &ComplianceConfig::default(),
                 lines: &lines,

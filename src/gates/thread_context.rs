@@ -70,13 +70,14 @@ pub fn check(line: &LineConfig, body: &str, first_contact: bool) -> Vec<Reason> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gates::config::{Provider, TenDlc};
+    use crate::gates::config::TenDlc;
+    use crate::provider::SendProvider;
 
     fn line() -> LineConfig {
         LineConfig {
             id: "main".into(),
             number: "+13055550000".into(),
-            provider: Provider::Twilio,
+            provider: SendProvider::Twilio,
             ten_dlc: TenDlc::Approved,
             business_name: "Acme Homes".into(),
         }

@@ -17,7 +17,7 @@
 //!
 //! # Inputs
 //!
-//! - **Quo webhooks** (`Source::OpenPhone`). Legacy envelopes carry the resource in
+//! - **Quo webhooks** (`Source::Quo`). Legacy envelopes carry the resource in
 //!   `data.object` (API `v4` shape: `text`, `to` as an array; app `v2`/`v3` shape: `body`, `to`
 //!   as a string, comma-joined for groups). `2026-03-30` envelopes carry `data.resource` and
 //!   `data.context`: every field is looked up in the resource first, then in the context
@@ -36,7 +36,7 @@
 //! - **SalesMsg webhooks** (`Source::SalesMsg`). The payload is undocumented; parsed leniently
 //!   as `{"event"|"type": …, "data": {…}}`: `message.*` events become a [`Message`] with
 //!   whatever fields exist, anything else is `Unknown(type)`.
-//! - **Backfill** (`Source::BackfillOpenPhone`, `Source::BackfillTwilio`). **Convention** (the
+//! - **Backfill** (`Source::BackfillQuo`, `Source::BackfillTwilio`). **Convention** (the
 //!   backfill command produces exactly this): the body is ONE REST resource as JSON, as the
 //!   provider returned it in a list page or a single fetch, and the route names it:
 //!
@@ -54,7 +54,7 @@
 //!   `/2010-04-01/Accounts/{AC}/Messages/{sid}.json`. Any other backfill route is
 //!   `Unknown(<path>)`.
 //! - **`Outbound` / `Internal`** records are `Unknown("outbound")` / `Unknown("internal")`
-//!   with provider [`Provider::Hooklog`] until later issues define them.
+//!   with no provider (`None`: hooklog itself) until later issues define them.
 //!
 //! # Dedup keys
 //!
@@ -106,14 +106,17 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::event::{Event, Source};
+use crate::provider::Provider;
 
 /// A typed provider event, with its dedup keys.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Parsed {
     /// What happened.
     pub kind: Kind,
-    /// Who reported it.
-    pub provider: Provider,
+    /// Who reported it; `None` for the records hooklog writes itself (`outbound`, `internal`).
+    /// Serialised as its wire spelling, or `hooklog`.
+    #[serde(serialize_with = "provider_or_hooklog")]
+    pub provider: Option<Provider>,
     /// The provider's own time for the event when the payload has one: the Quo envelope's
     /// `createdAt`, a backfilled resource's creation time, Twilio's `Timestamp` on call status
     /// callbacks, SalesMsg's `created_at`/`triggered_at`; `None` otherwise (the consumer falls
@@ -125,35 +128,16 @@ pub struct Parsed {
     pub data: Data,
 }
 
-/// The provider of an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Provider {
-    /// Quo (formerly OpenPhone), webhooks and backfill.
-    OpenPhone,
-    /// Twilio, webhooks and backfill.
-    Twilio,
-    /// SalesMsg.
-    SalesMsg,
-    /// hooklog itself: `Outbound` and `Internal` records.
-    Hooklog,
-}
-
-impl Provider {
-    /// The name used in keys, metrics and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::OpenPhone => "openphone",
-            Provider::Twilio => "twilio",
-            Provider::SalesMsg => "salesmsg",
-            Provider::Hooklog => "hooklog",
-        }
+impl Parsed {
+    /// The provider's wire spelling (`openphone`, `twilio`, `salesmsg`), or `hooklog` for the
+    /// records hooklog writes itself: what keys, metrics and JSON name.
+    pub fn provider_name(&self) -> &'static str {
+        self.provider.map_or("hooklog", Provider::as_str)
     }
 }
 
-impl Serialize for Provider {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
+fn provider_or_hooklog<S: Serializer>(p: &Option<Provider>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.map_or("hooklog", Provider::as_str))
 }
 
 /// What happened. Serialised as [`Kind::as_str`].
@@ -475,18 +459,18 @@ pub enum ParseError {
 /// Parses one log record. Pure: the same record always gives the same result.
 pub fn parse(event: &Event) -> Result<Parsed, ParseError> {
     match event.source {
-        Source::OpenPhone => quo::webhook(event),
-        Source::BackfillOpenPhone => quo::backfill(event),
+        Source::Quo => quo::webhook(event),
+        Source::BackfillQuo => quo::backfill(event),
         Source::Twilio => twilio::webhook(event),
         Source::BackfillTwilio => twilio::backfill(event),
         Source::SalesMsg => salesmsg::webhook(event),
-        Source::Outbound => Ok(unknown(event, Provider::Hooklog, "outbound".to_owned())),
-        Source::Internal => Ok(unknown(event, Provider::Hooklog, "internal".to_owned())),
+        Source::Outbound => Ok(unknown(event, None, "outbound".to_owned())),
+        Source::Internal => Ok(unknown(event, None, "internal".to_owned())),
     }
 }
 
 /// An event of a type nobody knows yet: kept, passed on, deduplicated by its bytes.
-fn unknown(event: &Event, provider: Provider, name: String) -> Parsed {
+fn unknown(event: &Event, provider: Option<Provider>, name: String) -> Parsed {
     Parsed {
         kind: Kind::Unknown(name),
         provider,

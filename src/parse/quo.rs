@@ -6,9 +6,10 @@ use serde_json::{Map, Value};
 use super::{
     body_key, direction_word, header, json_object, media_urls, outbound_status_kind, parse_time,
     part, recipients, route_path, status_part, value_id, Call, CallSummary, CallTranscript,
-    Contact, Data, DialogueLine, Direction, Fields, Kind, Message, ParseError, Parsed, Provider,
+    Contact, Data, DialogueLine, Direction, Fields, Kind, Message, ParseError, Parsed,
 };
 use crate::event::Event;
+use crate::provider::Provider;
 
 /// A Quo webhook delivery.
 pub(super) fn webhook(event: &Event) -> Result<Parsed, ParseError> {
@@ -54,7 +55,7 @@ pub(super) fn webhook(event: &Event) -> Result<Parsed, ParseError> {
 
     Ok(Parsed {
         kind,
-        provider: Provider::OpenPhone,
+        provider: Some(Provider::Quo),
         occurred_at: root
             .get("createdAt")
             .and_then(Value::as_str)
@@ -84,11 +85,11 @@ pub(super) fn backfill(event: &Event) -> Result<Parsed, ParseError> {
                 "calls" => Resource::Call,
                 "call-summaries" => Resource::Summary,
                 "call-transcripts" => Resource::Transcript,
-                _ => return Ok(super::unknown(event, Provider::OpenPhone, path.to_owned())),
+                _ => return Ok(super::unknown(event, Some(Provider::Quo), path.to_owned())),
             };
             (resource, rest.first().copied())
         }
-        _ => return Ok(super::unknown(event, Provider::OpenPhone, path.to_owned())),
+        _ => return Ok(super::unknown(event, Some(Provider::Quo), path.to_owned())),
     };
 
     let root = json_object(&event.body)?;
@@ -167,7 +168,7 @@ pub(super) fn backfill(event: &Event) -> Result<Parsed, ParseError> {
     let occurred_at = fields.time("createdAt");
     Ok(Parsed {
         kind,
-        provider: Provider::OpenPhone,
+        provider: Some(Provider::Quo),
         occurred_at,
         dedup_keys: vec![key],
         data,

@@ -11,9 +11,10 @@ use serde_json::Value;
 
 use super::{
     body_key, direction_word, json_object, media_urls, outbound_status_kind, part, recipients,
-    status_part, value_id, Data, Direction, Fields, Kind, Message, ParseError, Parsed, Provider,
+    status_part, value_id, Data, Direction, Fields, Kind, Message, ParseError, Parsed,
 };
 use crate::event::Event;
+use crate::provider::Provider;
 
 /// A SalesMsg webhook.
 pub(super) fn webhook(event: &Event) -> Result<Parsed, ParseError> {
@@ -57,7 +58,7 @@ pub(super) fn webhook(event: &Event) -> Result<Parsed, ParseError> {
 
     Ok(Parsed {
         kind,
-        provider: Provider::SalesMsg,
+        provider: Some(Provider::SalesMsg),
         occurred_at,
         dedup_keys: keys,
         data,

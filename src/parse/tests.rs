@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::event::{Micros, Seq, Verification};
 use crate::fixture::Fixture;
+use crate::provider::Provider;
 
 fn ev(source: Source, route: &str, headers: &[(&str, &str)], body: &[u8]) -> Event {
     Event {
@@ -46,7 +47,7 @@ fn form_ev(route: &str, headers: &[(&str, &str)], fields: &[(&str, &str)]) -> Ev
 
 fn fixture_event(f: &Fixture) -> Event {
     let source = match f.provider.as_str() {
-        "openphone" => Source::OpenPhone,
+        "openphone" => Source::Quo,
         "twilio" => Source::Twilio,
         "salesmsg" => Source::SalesMsg,
         other => panic!("unknown fixture provider {other}"),
@@ -202,7 +203,7 @@ fn every_accepted_fixture_parses_to_its_expected_kind_ids_and_text() {
         let event = fixture_event(&f);
         let got = parse(&event).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(got.kind, want.kind, "{name}");
-        assert_eq!(got.provider.as_str(), f.provider, "{name}");
+        assert_eq!(got.provider_name(), f.provider, "{name}");
         let (id, from, to, text) = identity(&got.data);
         assert_eq!(id, want.id, "{name}: id");
         assert_eq!(from.as_deref(), want.from, "{name}: from");
@@ -345,12 +346,7 @@ fn the_2026_shape_takes_line_and_user_from_the_context_and_never_a_user_id_as_se
                "data": {"resource": {"id": "AC1", "text": "hi", "direction": "incoming"},
                         "context": {"senderIdentifier": sender, "phoneNumberId": "PN1"}}})
     };
-    let by_number = parse(&json_ev(
-        Source::OpenPhone,
-        "/webhook/quo",
-        &body("+15555550999"),
-    ))
-    .unwrap();
+    let by_number = parse(&json_ev(Source::Quo, "/webhook/quo", &body("+15555550999"))).unwrap();
     let Data::Message(m) = by_number.data else {
         panic!("not a message")
     };
@@ -360,7 +356,7 @@ fn the_2026_shape_takes_line_and_user_from_the_context_and_never_a_user_id_as_se
     assert!(m.to.is_empty());
     assert_eq!(m.created_at, None);
 
-    let by_user = parse(&json_ev(Source::OpenPhone, "/webhook/quo", &body("US123"))).unwrap();
+    let by_user = parse(&json_ev(Source::Quo, "/webhook/quo", &body("US123"))).unwrap();
     let Data::Message(m) = by_user.data else {
         panic!("not a message")
     };
@@ -384,14 +380,14 @@ fn v4_and_v3_message_shapes_give_the_same_message_fields() {
     };
     let v4 = with(json!({"text": "Is 3pm ok?", "to": ["+15555550100"]}));
     let v3 = with(json!({"body": "Is 3pm ok?", "to": "+15555550100"}));
-    let a = parse(&json_ev(Source::OpenPhone, "/webhook/openphone", &v4)).unwrap();
-    let b = parse(&json_ev(Source::OpenPhone, "/webhook/openphone", &v3)).unwrap();
+    let a = parse(&json_ev(Source::Quo, "/webhook/openphone", &v4)).unwrap();
+    let b = parse(&json_ev(Source::Quo, "/webhook/openphone", &v3)).unwrap();
     assert_eq!(a.data, b.data);
     assert_eq!(a.dedup_keys, b.dedup_keys);
 
     // A group message: the app shapes comma-join the recipients.
     let group = with(json!({"body": "hi all", "to": "+15555550100, +15555550101 ,+15555550102"}));
-    let g = parse(&json_ev(Source::OpenPhone, "/webhook/openphone", &group)).unwrap();
+    let g = parse(&json_ev(Source::Quo, "/webhook/openphone", &group)).unwrap();
     let Data::Message(m) = g.data else {
         panic!("not a message")
     };
@@ -490,12 +486,7 @@ fn a_backfilled_quo_resource_shares_only_the_twin_key_with_its_webhook() {
         ),
     ] {
         let webhook = parse_fixture(name);
-        let backfill = parse(&json_ev(
-            Source::BackfillOpenPhone,
-            route,
-            &quo_resource(name),
-        ))
-        .unwrap();
+        let backfill = parse(&json_ev(Source::BackfillQuo, route, &quo_resource(name))).unwrap();
         assert_eq!(backfill.kind, webhook.kind, "{name}");
         assert_eq!(identity(&backfill.data), identity(&webhook.data), "{name}");
         if name.contains("legacy") {
@@ -521,40 +512,25 @@ fn a_backfilled_quo_resource_in_a_transient_state_has_its_own_key() {
     let sent = json!({"id": "ACout", "from": "+15555550100", "to": ["+15555550123"],
         "text": "on my way", "direction": "outgoing", "status": "sent",
         "createdAt": "2026-04-14T16:03:02.880Z"});
-    let p = parse(&json_ev(
-        Source::BackfillOpenPhone,
-        "/v1/messages/ACout",
-        &sent,
-    ))
-    .unwrap();
+    let p = parse(&json_ev(Source::BackfillQuo, "/v1/messages/ACout", &sent)).unwrap();
     assert_eq!(p.kind, Kind::MessageSent);
     assert_eq!(p.dedup_keys, vec!["openphone:message.sent:ACout:sent"]);
     assert!(p.occurred_at.is_some());
 
     // The single-fetch wrapper and a route-only id are tolerated.
     let wrapped = json!({"data": {"direction": "incoming", "text": "hi", "from": "+1555"}});
-    let p = parse(&json_ev(
-        Source::BackfillOpenPhone,
-        "/v1/messages/ACin",
-        &wrapped,
-    ))
-    .unwrap();
+    let p = parse(&json_ev(Source::BackfillQuo, "/v1/messages/ACin", &wrapped)).unwrap();
     assert_eq!(p.kind, Kind::MessageReceived);
     assert_eq!(p.dedup_keys, vec!["openphone:message.received:ACin"]);
 
     let ringing = json!({"id": "ACc", "direction": "incoming", "status": "ringing",
         "completedAt": null});
-    let p = parse(&json_ev(
-        Source::BackfillOpenPhone,
-        "/v1/calls/ACc",
-        &ringing,
-    ))
-    .unwrap();
+    let p = parse(&json_ev(Source::BackfillQuo, "/v1/calls/ACc", &ringing)).unwrap();
     assert_eq!(p.kind, Kind::CallStatus);
 
     let pending = json!({"callId": "ACc", "status": "in-progress", "summary": []});
     let p = parse(&json_ev(
-        Source::BackfillOpenPhone,
+        Source::BackfillQuo,
         "/v1/call-summaries/ACc",
         &pending,
     ))
@@ -691,7 +667,7 @@ fn two_contact_updates_for_the_same_contact_share_no_key() {
     let mut body: Value = serde_json::from_str(&f.body).unwrap();
     body["id"] = json!("EVsecondupdate");
     body["data"]["object"]["company"] = json!("Whitfield Homes");
-    let second = json_ev(Source::OpenPhone, "/webhook/openphone", &body);
+    let second = json_ev(Source::Quo, "/webhook/openphone", &body);
     let (a, b) = (parse(&first).unwrap(), parse(&second).unwrap());
     assert_eq!(a.kind, Kind::ContactUpdated);
     assert_eq!(identity(&a.data).0, identity(&b.data).0);
@@ -736,13 +712,13 @@ fn a_delivered_status_and_a_received_event_for_the_same_message_share_no_key() {
                "data": {"object": {"id": "ACm", "direction": "incoming", "from": "+1555"}}})
     };
     let r = parse(&json_ev(
-        Source::OpenPhone,
+        Source::Quo,
         "/webhook/openphone",
         &quo("message.received", "EV1"),
     ))
     .unwrap();
     let d = parse(&json_ev(
-        Source::OpenPhone,
+        Source::Quo,
         "/webhook/openphone",
         &quo("message.delivered", "EV2"),
     ))
@@ -757,13 +733,8 @@ fn an_unknown_quo_type_is_kept_as_unknown_with_a_body_independent_envelope_key()
                "createdAt": "2026-04-14T16:02:11.557Z", "type": "message.reacted",
                "data": {"object": {"id": "ACr", "reaction": emoji}}})
     };
-    let a = parse(&json_ev(
-        Source::OpenPhone,
-        "/webhook/openphone",
-        &body("👍"),
-    ))
-    .unwrap();
-    let b = parse(&json_ev(Source::OpenPhone, "/webhook/quo", &body("❤️"))).unwrap();
+    let a = parse(&json_ev(Source::Quo, "/webhook/openphone", &body("👍"))).unwrap();
+    let b = parse(&json_ev(Source::Quo, "/webhook/quo", &body("❤️"))).unwrap();
     assert_eq!(a.kind, Kind::Unknown("message.reacted".into()));
     assert_eq!(a.kind.as_str(), "message.reacted");
     assert_eq!(a.data, Data::Other);
@@ -772,8 +743,8 @@ fn an_unknown_quo_type_is_kept_as_unknown_with_a_body_independent_envelope_key()
 
     // Without an envelope id, the bytes are the key: an identical retry still collides.
     let bare = json!({"type": "message.reacted"});
-    let c = parse(&json_ev(Source::OpenPhone, "/webhook/openphone", &bare)).unwrap();
-    let d = parse(&json_ev(Source::OpenPhone, "/webhook/openphone", &bare)).unwrap();
+    let c = parse(&json_ev(Source::Quo, "/webhook/openphone", &bare)).unwrap();
+    let d = parse(&json_ev(Source::Quo, "/webhook/openphone", &bare)).unwrap();
     assert!(c.dedup_keys[0].starts_with("body:openphone:"));
     assert_eq!(c.dedup_keys, d.dedup_keys);
 }
@@ -781,18 +752,18 @@ fn an_unknown_quo_type_is_kept_as_unknown_with_a_body_independent_envelope_key()
 #[test]
 fn malformed_records_are_parse_errors() {
     let not_json = ev(
-        Source::OpenPhone,
+        Source::Quo,
         "/webhook/openphone",
         &[],
         b"id=EV1&type=message.received",
     );
     assert!(matches!(parse(&not_json), Err(ParseError::NotJson(_))));
 
-    let array = json_ev(Source::OpenPhone, "/webhook/openphone", &json!([1, 2]));
+    let array = json_ev(Source::Quo, "/webhook/openphone", &json!([1, 2]));
     assert_eq!(parse(&array), Err(ParseError::NotAnObject));
 
     let no_type = json_ev(
-        Source::OpenPhone,
+        Source::Quo,
         "/webhook/openphone",
         &json!({"id": "EV1", "data": {}}),
     );
@@ -802,7 +773,7 @@ fn malformed_records_are_parse_errors() {
     );
 
     let no_id = json_ev(
-        Source::OpenPhone,
+        Source::Quo,
         "/webhook/openphone",
         &json!({"id": "EV1", "type": "message.received", "data": {"object": {"text": "hi"}}}),
     );
@@ -812,7 +783,7 @@ fn malformed_records_are_parse_errors() {
     );
 
     let no_data = json_ev(
-        Source::OpenPhone,
+        Source::Quo,
         "/webhook/openphone",
         &json!({"id": "EV1", "type": "call.completed"}),
     );
@@ -821,7 +792,7 @@ fn malformed_records_are_parse_errors() {
         Err(ParseError::MissingField("data.object.id".into()))
     );
     let dated_no_id = json_ev(
-        Source::OpenPhone,
+        Source::Quo,
         "/webhook/quo",
         &json!({"id": "EV1", "apiVersion": "2026-03-30", "type": "call.completed",
                 "data": {"context": {"id": "not the call"}}}),
@@ -980,13 +951,14 @@ fn unknown_routes_and_hooklog_records_are_unknown_with_a_body_key() {
     let a = ev(Source::Twilio, "/voice/other", &[], b"CallSid=CA1");
     let p = parse(&a).unwrap();
     assert_eq!(p.kind, Kind::Unknown("/voice/other".into()));
-    assert_eq!(p.provider, Provider::Twilio);
+    assert_eq!(p.provider, Some(Provider::Twilio));
     assert_eq!(p.data, Data::Other);
 
     let out = ev(Source::Outbound, "/v1/messages", &[], b"{\"to\":\"+1\"}");
     let p = parse(&out).unwrap();
     assert_eq!(p.kind, Kind::Unknown("outbound".into()));
-    assert_eq!(p.provider, Provider::Hooklog);
+    assert_eq!(p.provider, None);
+    assert_eq!(p.provider_name(), "hooklog");
     let internal = parse(&ev(Source::Internal, "/optout", &[], b"x")).unwrap();
     assert_eq!(internal.kind.as_str(), "internal");
 
@@ -996,7 +968,7 @@ fn unknown_routes_and_hooklog_records_are_unknown_with_a_body_key() {
     assert_eq!(p.dedup_keys, parse(&out).unwrap().dedup_keys);
 
     let backfill = json_ev(
-        Source::BackfillOpenPhone,
+        Source::BackfillQuo,
         "/v1/contacts/CT1",
         &json!({"id": "CT1"}),
     );
@@ -1017,7 +989,7 @@ fn key_components_that_are_not_plain_ids_are_hashed() {
 
     let weird = json!({"id": "EV x:y", "type": "contact.updated",
         "data": {"object": {"id": "CT1"}}});
-    let p = parse(&json_ev(Source::OpenPhone, "/webhook/openphone", &weird)).unwrap();
+    let p = parse(&json_ev(Source::Quo, "/webhook/openphone", &weird)).unwrap();
     assert_eq!(p.dedup_keys.len(), 1);
     assert_eq!(p.dedup_keys[0].matches(':').count(), 2);
 }

@@ -5,9 +5,10 @@ use serde_json::Value;
 use super::{
     direction_word, header, json_object, outbound_status_kind, parse_time, part, route_path,
     status_part, str_i64, Call, Data, Direction, Fields, Kind, Message, ParseError, Parsed,
-    Provider, Recording, Transcription,
+    Recording, Transcription,
 };
 use crate::event::Event;
+use crate::provider::Provider;
 
 /// Call statuses after which nothing more happens to a call.
 const TERMINAL_CALL_STATUSES: [&str; 5] = ["completed", "busy", "failed", "no-answer", "canceled"];
@@ -114,7 +115,13 @@ pub(super) fn webhook(event: &Event) -> Result<Parsed, ParseError> {
         "/voice/status" => Callback::VoiceStatus,
         "/voice/recording-complete" => Callback::Recording,
         "/voice/transcription" => Callback::Transcription,
-        _ => return Ok(super::unknown(event, Provider::Twilio, path.to_owned())),
+        _ => {
+            return Ok(super::unknown(
+                event,
+                Some(Provider::Twilio),
+                path.to_owned(),
+            ))
+        }
     };
     let form = Form::read(event)?;
 
@@ -264,7 +271,7 @@ pub(super) fn webhook(event: &Event) -> Result<Parsed, ParseError> {
 
     Ok(Parsed {
         kind,
-        provider: Provider::Twilio,
+        provider: Some(Provider::Twilio),
         occurred_at,
         dedup_keys: keys,
         data,
@@ -293,7 +300,13 @@ pub(super) fn backfill(event: &Event) -> Result<Parsed, ParseError> {
             (*r, rest.first().copied())
         }
         ["2010-04-01", "Accounts", _, r @ ("Messages" | "Calls"), sid] => (*r, Some(*sid)),
-        _ => return Ok(super::unknown(event, Provider::Twilio, path.to_owned())),
+        _ => {
+            return Ok(super::unknown(
+                event,
+                Some(Provider::Twilio),
+                path.to_owned(),
+            ))
+        }
     };
     let route_sid = route_sid
         .map(|s| s.trim_end_matches(".json"))
@@ -349,7 +362,7 @@ pub(super) fn backfill(event: &Event) -> Result<Parsed, ParseError> {
         };
         return Ok(Parsed {
             kind,
-            provider: Provider::Twilio,
+            provider: Some(Provider::Twilio),
             occurred_at: created_at,
             dedup_keys: vec![key],
             data: Data::Message(message),
@@ -392,7 +405,7 @@ pub(super) fn backfill(event: &Event) -> Result<Parsed, ParseError> {
     };
     Ok(Parsed {
         kind,
-        provider: Provider::Twilio,
+        provider: Some(Provider::Twilio),
         occurred_at: start.or(created_at),
         dedup_keys: vec![key],
         data: Data::Call(call),

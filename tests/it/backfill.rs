@@ -124,10 +124,7 @@ fn a_quo_day_is_fetched_whole_following_every_page_to_the_end_whatever_total_ite
 
     assert_eq!(sink.routes(), expected_quo_routes());
     assert_eq!(sink.items.len(), 15, "each resource exactly once");
-    assert!(sink
-        .items
-        .iter()
-        .all(|(s, _, _)| *s == Source::BackfillOpenPhone));
+    assert!(sink.items.iter().all(|(s, _, _)| *s == Source::BackfillQuo));
     // The body is the resource itself, as sent: the summary without its `data` wrapper.
     let summary = sink
         .items

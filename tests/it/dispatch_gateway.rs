@@ -14,7 +14,8 @@ use hooklog::consumers::dispatch::{
     DispatchRequest, Gateway, GatewayOptions, PayloadInput,
 };
 use hooklog::event::{Micros, Seq};
-use hooklog::parse::{Data, Kind, Parsed, Provider};
+use hooklog::parse::{Data, Kind, Parsed};
+use hooklog::provider::Provider;
 use hooklog::send::RetryPolicy;
 use serde_json::Value;
 
@@ -54,7 +55,7 @@ fn client() -> Client {
 fn parsed() -> Parsed {
     Parsed {
         kind: Kind::MessageReceived,
-        provider: Provider::OpenPhone,
+        provider: Some(Provider::Quo),
         occurred_at: None,
         dedup_keys: vec!["openphone:message:AC77".into()],
         data: Data::Other,

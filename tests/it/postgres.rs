@@ -454,7 +454,7 @@ fn a_rewind_to_zero_leaves_every_table_identical() {
         &[("HOOKLOG_POSTGRES_BATCH", "7")],
     );
     send_all(&s);
-    // Provider retries, flagged duplicates.
+    // SendProvider retries, flagged duplicates.
     for (_, f) in accepted_fixtures()
         .iter()
         .filter(|(_, f)| f.provider == "openphone")
@@ -1368,7 +1368,8 @@ mod outbound {
     };
     use hooklog::consumers::Consumer;
     use hooklog::event::{Event, Micros, Seq};
-    use hooklog::gates::{Provider, Reason, ReasonCode};
+    use hooklog::gates::{Reason, ReasonCode};
+    use hooklog::provider::SendProvider;
 
     use super::{direct_sink, Db};
 
@@ -1417,7 +1418,7 @@ mod outbound {
             hold_until: (verdict == Verdict::Hold).then(|| "2026-12-01T16:00:00Z".into()),
             line_id: Some("quo-main".into()),
             from_number: Some("+12125550199".into()),
-            provider: Some(Provider::Openphone),
+            provider: Some(SendProvider::Quo),
             to: Some("+12125550100".into()),
             evaluation,
             decided_at: at.into(),
@@ -1428,7 +1429,7 @@ mod outbound {
         OutboundRecord::Attempt(SendAttempt {
             id: id(n),
             attempt: 1,
-            provider: Provider::Openphone,
+            provider: SendProvider::Quo,
             from: "+12125550199".into(),
             to: "+12125550100".into(),
             redelivery: false,

@@ -8,6 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use tokio::sync::watch;
 
+use hooklog::provider::SendProvider;
+
 use hooklog::alerts::{Alerter, Severity};
 use hooklog::config::Secret;
 use hooklog::consumers::compliance::{self, Compliance};
@@ -19,7 +21,7 @@ use hooklog::consumers::outbound::{
 use hooklog::consumers::sender::{SendClients, Sender, SenderConfig, SharedClient};
 use hooklog::consumers::{spawn_driver, Consumer, DriverConfig, DriverContext, Registry};
 use hooklog::event::{Event, Micros, Seq};
-use hooklog::gates::{ComplianceConfig, LineConfig, Provider, TenDlc};
+use hooklog::gates::{ComplianceConfig, LineConfig, TenDlc};
 use hooklog::log::sled::{SledLog, SledOptions};
 use hooklog::log::Log;
 use hooklog::metrics::Metrics;
@@ -39,14 +41,14 @@ fn lines() -> Vec<LineConfig> {
         LineConfig {
             id: "quo-main".into(),
             number: "+12125550199".into(),
-            provider: Provider::Openphone,
+            provider: SendProvider::Quo,
             ten_dlc: TenDlc::Approved,
             business_name: "Acme".into(),
         },
         LineConfig {
             id: "tw-main".into(),
             number: "+12125550198".into(),
-            provider: Provider::Twilio,
+            provider: SendProvider::Twilio,
             ten_dlc: TenDlc::Approved,
             business_name: "Acme".into(),
         },
@@ -104,7 +106,7 @@ fn quo_client(fake: &FakeServer) -> SharedClient {
 }
 
 /// A request and its allow decision, appended and projected as the outbound consumer does.
-async fn allowed(w: &World, line: &str, provider: Provider, number: &str) -> (MessageId, u64) {
+async fn allowed(w: &World, line: &str, provider: SendProvider, number: &str) -> (MessageId, u64) {
     let request = MessageRequest {
         id: MessageId::generate(Micros::now()),
         idempotency_key: None,
@@ -164,7 +166,7 @@ async fn until(mut f: impl FnMut() -> bool) {
 async fn under_the_driver_a_rewind_sends_nothing_again_and_a_redeliver_rewind_sends_once_more() {
     let w = world();
     let fake = FakeServer::start(answer(201, r#"{"sid":"SM1","status":"queued"}"#));
-    let (id, dseq) = allowed(&w, "tw-main", Provider::Twilio, "+12125550198").await;
+    let (id, dseq) = allowed(&w, "tw-main", SendProvider::Twilio, "+12125550198").await;
     // The outbound consumer (the sender's upstream) has read the decision.
     w.log.store_cursor("outbound", Seq(dseq)).unwrap();
     let s = sender(
@@ -244,7 +246,7 @@ async fn twilio_21610_over_http_fails_the_message_and_compliance_suppresses_the_
         400,
         r#"{"code":21610,"message":"Attempt to send to unsubscribed recipient","status":400}"#,
     ));
-    let (id, dseq) = allowed(&w, "tw-main", Provider::Twilio, "+12125550198").await;
+    let (id, dseq) = allowed(&w, "tw-main", SendProvider::Twilio, "+12125550198").await;
     let mut s = sender(
         &w,
         SendClients {
@@ -292,7 +294,7 @@ async fn a_quo_a2p_400_over_http_blocks_the_line_with_a_critical_alert() {
         400,
         r#"{"message":"A2P registration is not approved for this number","code":"0400400"}"#,
     ));
-    let (id, _) = allowed(&w, "quo-main", Provider::Openphone, "+12125550199").await;
+    let (id, _) = allowed(&w, "quo-main", SendProvider::Quo, "+12125550199").await;
     let mut s = sender(
         &w,
         SendClients {

@@ -96,7 +96,7 @@ impl Compliance {
             number: number.clone(),
             state: state.to_owned(),
             seq: event.seq.0,
-            provider: parsed.provider.as_str().to_owned(),
+            provider: parsed.provider_name().to_owned(),
             line: line.clone(),
             text: text.clone(),
             at: event.received_at.to_rfc3339(),

@@ -203,13 +203,7 @@ fn a_poison_record_is_reported_after_the_records_before_it_are_applied() {
     let store = MemState::default();
     let events = vec![
         quo_inbound(1, T0, "EV1", "AC1", "+15555550181", "STOP"),
-        event(
-            2,
-            T0 + 1,
-            Source::OpenPhone,
-            "/webhook/openphone",
-            "{not json",
-        ),
+        event(2, T0 + 1, Source::Quo, "/webhook/openphone", "{not json"),
         quo_inbound(3, T0 + 2, "EV3", "AC3", "+15555550182", "STOP"),
     ];
     let err = project(&store, &events).unwrap_err();

@@ -11,6 +11,8 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use crate::provider::SendProvider;
+
 use crate::clock::Clock;
 use crate::consumers::compliance::ADMIN_ROUTE;
 use crate::consumers::outbound::records::DECISION_ROUTE;
@@ -20,7 +22,7 @@ use crate::consumers::outbound::{
 };
 use crate::consumers::testutil::{event, from_fixture, quo_inbound};
 use crate::event::{Event, Micros, Seq, Source, Verification};
-use crate::gates::{LineConfig, Provider, Reason, ReasonCode, TenDlc};
+use crate::gates::{LineConfig, Reason, ReasonCode, TenDlc};
 
 use super::fake::TWILIO_UNSUBSCRIBED;
 
@@ -87,19 +89,19 @@ pub(super) fn lines() -> Vec<LineConfig> {
         line(
             "quo-main",
             "+12125550199",
-            Provider::Openphone,
+            SendProvider::Quo,
             TenDlc::Approved,
         ),
         line(
             "tw-main",
             "+12125550198",
-            Provider::Twilio,
+            SendProvider::Twilio,
             TenDlc::Approved,
         ),
         line(
             "tw-pending",
             "+13125550199",
-            Provider::Twilio,
+            SendProvider::Twilio,
             TenDlc::Pending,
         ),
     ]
@@ -248,7 +250,7 @@ impl Mix {
             event(
                 0,
                 at(130),
-                Source::BackfillOpenPhone,
+                Source::BackfillQuo,
                 "/v1/messages/AC165e913969111f4e9211018fb2e56a9c",
                 &resource.to_string(),
             ),
@@ -307,7 +309,7 @@ impl Mix {
         let attempt = OutboundRecord::Attempt(SendAttempt {
             id: m0.id.clone(),
             attempt: 1,
-            provider: Provider::Openphone,
+            provider: SendProvider::Quo,
             from: "+12125550199".into(),
             to: "+12125550101".into(),
             redelivery: false,

@@ -41,7 +41,7 @@ fn retries_backfill_twins_and_redeliveries_are_duplicates_and_a_second_contact_u
     let backfill = event(
         3,
         t0 + 24 * HOUR,
-        Source::BackfillOpenPhone,
+        Source::BackfillQuo,
         "/v1/messages/AC165e913969111f4e9211018fb2e56a9c",
         &resource.to_string(),
     );
@@ -58,13 +58,7 @@ fn retries_backfill_twins_and_redeliveries_are_duplicates_and_a_second_contact_u
             "EV99999999999999999999999999999999",
         )
         .replace("Maple & Oak Realty", "Birch Realty");
-    let update2 = event(
-        7,
-        t0 + 3 * HOUR,
-        Source::OpenPhone,
-        "/webhook/openphone",
-        &body,
-    );
+    let update2 = event(7, t0 + 3 * HOUR, Source::Quo, "/webhook/openphone", &body);
 
     run(
         &mut dedup,
@@ -203,7 +197,7 @@ fn a_rebuild_from_zero_reproduces_the_whole_state() {
 fn an_unparseable_record_still_dedups_against_an_identical_copy() {
     let store = MemState::default();
     let mut dedup = Dedup::new(&store, 72).unwrap();
-    let a = event(1, 0, Source::OpenPhone, "/webhook/quo", "not json");
+    let a = event(1, 0, Source::Quo, "/webhook/quo", "not json");
     let mut b = a.clone();
     b.seq = Seq(2);
     run(&mut dedup, &[a, b]);

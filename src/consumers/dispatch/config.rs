@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BreakerConfig, DispatchPolicy, GatewayOptions, Route, Routes};
 use crate::config::Secret;
-use crate::parse::Provider;
+use crate::provider::Provider;
 use crate::send::RetryPolicy;
 
 /// One `[[dispatch.routes]]` table.
@@ -111,16 +111,6 @@ fn http_url(url: &str) -> bool {
     rest.is_some_and(|r| !r.split('/').next().unwrap_or_default().is_empty())
 }
 
-/// `openphone`/`quo`, `twilio`, `salesmsg`.
-pub fn parse_provider(name: &str) -> Option<Provider> {
-    match name.trim().to_ascii_lowercase().as_str() {
-        "openphone" | "quo" => Some(Provider::OpenPhone),
-        "twilio" => Some(Provider::Twilio),
-        "salesmsg" => Some(Provider::SalesMsg),
-        _ => None,
-    }
-}
-
 impl DispatchConfig {
     /// Whether dispatch runs.
     pub fn enabled(&self) -> bool {
@@ -191,7 +181,7 @@ impl DispatchConfig {
         for (i, r) in self.routes.iter().enumerate() {
             let provider = match &r.provider {
                 None => None,
-                Some(p) => Some(parse_provider(p).ok_or_else(|| {
+                Some(p) => Some(p.parse::<Provider>().map_err(|_| {
                     format!("routes[{i}].provider: `{p}` is not openphone, quo, twilio or salesmsg")
                 })?),
             };

@@ -309,12 +309,15 @@ impl Dispatch {
             tracing::debug!(seq = event.seq.0, "record does not parse: not dispatched");
             return Ok(());
         };
+        let Some(provider) = parsed.provider else {
+            // hooklog's own records were skipped above; nothing else parses without one.
+            return Ok(());
+        };
         let parties = Parties::of(parsed);
-        let routes = self.settings.routes.match_event_on(
-            parsed.kind.as_str(),
-            parsed.provider,
-            &parties.lines(),
-        );
+        let routes =
+            self.settings
+                .routes
+                .match_event_on(parsed.kind.as_str(), provider, &parties.lines());
         let window = window.filter(|w| w.contains(event.seq));
         for route in routes {
             match (self.ledger_entry(event.seq, &route.agent)?, window) {
@@ -354,10 +357,7 @@ impl Dispatch {
         let Some(max) = self.settings.max_event_age else {
             return false;
         };
-        let backfilled = matches!(
-            event.source,
-            Source::BackfillOpenPhone | Source::BackfillTwilio
-        );
+        let backfilled = matches!(event.source, Source::BackfillQuo | Source::BackfillTwilio);
         let happened = match parsed.occurred_at {
             Some(t) if backfilled => t.timestamp_micros().min(event.received_at.0),
             _ => event.received_at.0,

@@ -100,7 +100,7 @@ impl DispatchRequest {
             dedup_key,
             idempotency_key: &key,
             kind: input.parsed.kind.as_str(),
-            provider: input.parsed.provider.as_str(),
+            provider: input.parsed.provider_name(),
             line: input.line,
             agent: input.agent,
             received_at: input.received_at.to_rfc3339(),
@@ -125,12 +125,13 @@ impl DispatchRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{Data, Kind, Provider};
+    use crate::parse::{Data, Kind};
+    use crate::provider::Provider;
 
     fn parsed(keys: &[&str]) -> Parsed {
         Parsed {
             kind: Kind::MessageReceived,
-            provider: Provider::OpenPhone,
+            provider: Some(Provider::Quo),
             occurred_at: None,
             dedup_keys: keys.iter().map(|k| (*k).to_owned()).collect(),
             data: Data::Other,

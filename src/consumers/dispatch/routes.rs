@@ -6,7 +6,7 @@
 //! agent, the first one wins, so an agent is dispatched an event at most once however the
 //! rules overlap, while several different agents may each receive it. Pure; no I/O.
 
-use crate::parse::Provider;
+use crate::provider::Provider;
 
 /// One rule from `[dispatch] routes`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,7 +135,7 @@ mod tests {
             route(&["message.received"], None, Some("+15550001111"), "vip"),
         ])
         .unwrap();
-        let o = Provider::OpenPhone;
+        let o = Provider::Quo;
         let t = Provider::Twilio;
         let table: &[(&str, Provider, Option<&str>, &[&str])] = &[
             ("message.received", o, None, &["acquisitions"]),
@@ -174,10 +174,10 @@ mod tests {
         let mut second = route(&["*"], None, None, "acquisitions");
         second.url = Some("http://second".into());
         let routes = Routes::new(vec![first, second]).unwrap();
-        let hits = routes.match_event("message.received", Provider::OpenPhone, None);
+        let hits = routes.match_event("message.received", Provider::Quo, None);
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].url.as_deref(), Some("http://first"));
-        let hits = routes.match_event("call.ringing", Provider::OpenPhone, None);
+        let hits = routes.match_event("call.ringing", Provider::Quo, None);
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].url.as_deref(), Some("http://second"));
     }
@@ -191,7 +191,7 @@ mod tests {
         .unwrap();
         let hits = |lines: &[&str]| -> Vec<String> {
             routes
-                .match_event_on("message.received", Provider::OpenPhone, lines)
+                .match_event_on("message.received", Provider::Quo, lines)
                 .into_iter()
                 .map(|r| r.agent.clone())
                 .collect()

@@ -238,7 +238,7 @@ async fn duplicates_unrouted_kinds_unparseable_and_hooklogs_own_records_are_not_
         crate::consumers::outbound::records::DISPATCH_ROUTE,
         r#"{"seq":1}"#,
     );
-    let garbage = event(4, t, Source::OpenPhone, "/webhook/openphone", "{not json");
+    let garbage = event(4, t, Source::Quo, "/webhook/openphone", "{not json");
     let delivered = serde_json::json!({
         "id": "EVd", "object": "event", "apiVersion": "v4", "createdAt": "2026-04-14T16:02:11.557Z",
         "type": "message.delivered",
@@ -249,7 +249,7 @@ async fn duplicates_unrouted_kinds_unparseable_and_hooklogs_own_records_are_not_
     let unrouted = event(
         5,
         t,
-        Source::OpenPhone,
+        Source::Quo,
         "/webhook/openphone",
         &delivered.to_string(),
     );
@@ -300,7 +300,7 @@ async fn an_event_older_than_the_maximum_age_is_projected_but_wakes_no_agent_unl
     let mut backfilled = happened_at(3, now() - 2 * hour, "+15555550403", "hello?");
     let envelope: serde_json::Value = serde_json::from_slice(&backfilled.body).unwrap();
     backfilled.body = serde_json::to_vec(&envelope["data"]["object"]).unwrap();
-    backfilled.source = Source::BackfillOpenPhone;
+    backfilled.source = Source::BackfillQuo;
     backfilled.route = "/v1/messages/AC3".into();
     backfilled.received_at = Micros::now();
     h.run(&[old.clone(), fresh.clone(), backfilled])
@@ -410,7 +410,7 @@ async fn an_opted_out_sender_is_dispatched_with_opted_out_true() {
 async fn a_call_is_routed_by_its_quo_line_id_and_flags_a_suppressed_caller() {
     let mut h = harness_with(vec![Route {
         kinds: vec!["call.ringing".into()],
-        provider: Some(crate::parse::Provider::OpenPhone),
+        provider: Some(crate::provider::Provider::Quo),
         line: Some("PNTVGxqnqT".into()),
         agent: "atlas".into(),
         url: Some("http://atlas.test/hook".into()),

@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use super::records::{
     GateDecision, MessageId, MessageRequest, SendAttempt, SendResult, SendStatus, Verdict,
 };
-use crate::gates::{Provider, Reason};
+use crate::gates::Reason;
+use crate::provider::SendProvider;
 
 /// What the API reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +103,7 @@ pub struct Message {
     /// The sending number, once decided.
     pub from_number: Option<String>,
     /// The provider requested, or resolved once decided.
-    pub provider: Option<Provider>,
+    pub provider: Option<SendProvider>,
     /// The recipient as given.
     pub to: String,
     /// The recipient in E.164, once decided.
@@ -344,7 +345,7 @@ mod tests {
             hold_until: (verdict == Verdict::Hold).then(|| "2026-12-01T13:00:00Z".into()),
             line_id: Some("quo-main".into()),
             from_number: Some("+12125550199".into()),
-            provider: Some(Provider::Openphone),
+            provider: Some(SendProvider::Quo),
             to: Some("+12125550100".into()),
             evaluation,
             decided_at: "2026-11-30T12:00:01Z".into(),
@@ -355,7 +356,7 @@ mod tests {
         SendAttempt {
             id: request().id,
             attempt: n,
-            provider: Provider::Openphone,
+            provider: SendProvider::Quo,
             from: "+12125550199".into(),
             to: "+12125550100".into(),
             redelivery,

@@ -58,13 +58,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::provider::SendProvider;
+
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::clock::Clock;
 use crate::consumers::dedup::{self, Verdicts};
 use crate::consumers::{compliance, Batch, BatchError, Consumer, Record};
 use crate::event::{Micros, Seq};
 use crate::gates::blast_safety::content_hash;
-use crate::gates::{self, ComplianceConfig, Decision, Inputs, LineConfig, Provider, Reason};
+use crate::gates::{self, ComplianceConfig, Decision, Inputs, LineConfig, Reason};
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::parse::{Data, Direction};
@@ -257,7 +259,7 @@ impl Outbound {
         let provider = msg
             .provider
             .or(line.map(|l| l.provider))
-            .unwrap_or(Provider::Openphone);
+            .unwrap_or(SendProvider::Quo);
         let to = crate::phone::normalize_e164(&msg.to);
         let first_requested_at = parse_time(&msg.requested_at).unwrap_or(now);
         let history = self.store.sends_since(now - Duration::hours(24))?;

@@ -19,8 +19,10 @@ use std::fmt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::provider::SendProvider;
+
 use crate::event::{Event, Micros, Source, Verification, Verified};
-use crate::gates::{Provider, Reason};
+use crate::gates::Reason;
 
 /// An agent's request to send a message (`POST /v1/messages`).
 pub const REQUEST_ROUTE: &str = "/v1/messages";
@@ -87,7 +89,7 @@ pub struct MessageRequest {
     pub from: String,
     /// The provider the caller expects; `None`: the line's own. Never substituted.
     #[serde(default)]
-    pub provider: Option<Provider>,
+    pub provider: Option<SendProvider>,
     /// The recipient, as given.
     pub to: String,
     /// The text.
@@ -129,7 +131,7 @@ pub struct GateDecision {
     pub from_number: Option<String>,
     /// The provider the message goes through, when resolved.
     #[serde(default)]
-    pub provider: Option<Provider>,
+    pub provider: Option<SendProvider>,
     /// The recipient in E.164, when it is a phone number.
     #[serde(default)]
     pub to: Option<String>,
@@ -147,7 +149,7 @@ pub struct SendAttempt {
     /// 1 for the first attempt; a redelivery is the next number.
     pub attempt: u32,
     /// The provider called.
-    pub provider: Provider,
+    pub provider: SendProvider,
     /// The sending number.
     pub from: String,
     /// The recipient, E.164.
@@ -392,7 +394,7 @@ mod tests {
                 id: id.clone(),
                 idempotency_key: Some("k1".into()),
                 from: "quo-main".into(),
-                provider: Some(Provider::Openphone),
+                provider: Some(SendProvider::Quo),
                 to: "+12125550100".into(),
                 content: "hi".into(),
                 requested_at: "2026-11-30T12:00:00Z".into(),
@@ -404,7 +406,7 @@ mod tests {
                 hold_until: None,
                 line_id: Some("quo-main".into()),
                 from_number: Some("+12125550199".into()),
-                provider: Some(Provider::Openphone),
+                provider: Some(SendProvider::Quo),
                 to: Some("+12125550100".into()),
                 evaluation: 1,
                 decided_at: "2026-11-30T12:00:01Z".into(),
@@ -412,7 +414,7 @@ mod tests {
             OutboundRecord::Attempt(SendAttempt {
                 id: id.clone(),
                 attempt: 1,
-                provider: Provider::Twilio,
+                provider: SendProvider::Twilio,
                 from: "+12125550199".into(),
                 to: "+12125550100".into(),
                 redelivery: false,
@@ -475,7 +477,7 @@ mod tests {
         assert_eq!(err.seq, 3);
         ev.route = "/internal/optouts".into();
         assert!(OutboundRecord::decode(&ev).is_none());
-        ev.source = Source::OpenPhone;
+        ev.source = Source::Quo;
         ev.route = REQUEST_ROUTE.into();
         assert!(
             OutboundRecord::decode(&ev).is_none(),

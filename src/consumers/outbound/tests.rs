@@ -9,6 +9,7 @@ use crate::consumers::{spawn_driver, DriverConfig, DriverContext, Registry};
 use crate::event::Event;
 use crate::gates::TenDlc;
 use crate::log::sled::{SledLog, SledOptions};
+use crate::provider::SendProvider;
 use chrono::TimeZone;
 use tokio::sync::watch;
 
@@ -20,14 +21,14 @@ fn lines() -> Vec<LineConfig> {
         LineConfig {
             id: "quo-main".into(),
             number: "+12125550199".into(),
-            provider: Provider::Openphone,
+            provider: SendProvider::Quo,
             ten_dlc: TenDlc::Approved,
             business_name: "Acme Homes".into(),
         },
         LineConfig {
             id: "tw-pending".into(),
             number: "+13125550199".into(),
-            provider: Provider::Twilio,
+            provider: SendProvider::Twilio,
             ten_dlc: TenDlc::Pending,
             business_name: "Acme Homes".into(),
         },

@@ -30,7 +30,8 @@ use crate::consumers::outbound::{
     self, Change, DispatchResult, LineChange, Message, MessageId, OutboundRecord,
 };
 use crate::event::{Event, Source};
-use crate::parse::{self, Data, Direction, Kind, Parsed, Provider};
+use crate::parse::{self, Data, Direction, Kind, Parsed};
+use crate::provider::Provider;
 
 /// The `kind` of a record that cannot be parsed.
 pub const UNPARSED: &str = "unparsed";
@@ -188,15 +189,6 @@ fn unparsed_key(event: &Event) -> String {
     )
 }
 
-fn provider_of(source: Source) -> Provider {
-    match source {
-        Source::OpenPhone | Source::BackfillOpenPhone => Provider::OpenPhone,
-        Source::Twilio | Source::BackfillTwilio => Provider::Twilio,
-        Source::SalesMsg => Provider::SalesMsg,
-        Source::Outbound | Source::Internal => Provider::Hooklog,
-    }
-}
-
 fn resource_id(data: &Data) -> Option<&str> {
     match data {
         Data::Message(m) => Some(m.id.as_str()),
@@ -234,7 +226,7 @@ pub fn project(
             None,
         ),
         Err(e) => (
-            provider_of(event.source),
+            event.source.provider(),
             UNPARSED.to_owned(),
             vec![unparsed_key(event)],
             None,
@@ -250,7 +242,10 @@ pub fn project(
         .set("seq", int8(seq))
         .set("source", text(event.source.as_str().to_owned()))
         .set("route", text(clean(&event.route)))
-        .set("provider", text(provider.as_str().to_owned()))
+        .set(
+            "provider",
+            text(provider.map_or("hooklog", Provider::as_str).to_owned()),
+        )
         .set("kind", text(clean(&kind)))
         .set("resource_id", t(resource))
         .set("dedup_key", text(keys.first().cloned().unwrap_or_default()))
@@ -310,7 +305,7 @@ fn seqs(row: Row, seq: i64) -> Row {
 
 fn resources(event: &Event, p: &Parsed, seq: i64, received: DateTime<Utc>, rows: &mut Vec<Row>) {
     match (&p.data, p.provider) {
-        (Data::Message(m), Provider::OpenPhone) if !m.id.is_empty() => {
+        (Data::Message(m), Some(Provider::Quo)) if !m.id.is_empty() => {
             let first_to = m.to.first().map(String::as_str);
             rows.push(seqs(
                 Row::new(&tables::OPENPHONE_MESSAGES)
@@ -338,7 +333,7 @@ fn resources(event: &Event, p: &Parsed, seq: i64, received: DateTime<Utc>, rows:
                 seq,
             ));
         }
-        (Data::Message(m), Provider::Twilio) if !m.id.is_empty() => {
+        (Data::Message(m), Some(Provider::Twilio)) if !m.id.is_empty() => {
             let first_to = m.to.first().map(String::as_str);
             rows.push(seqs(
                 Row::new(&tables::TWILIO_SMS)
@@ -371,11 +366,13 @@ fn resources(event: &Event, p: &Parsed, seq: i64, received: DateTime<Utc>, rows:
                 seq,
             ));
         }
-        (Data::Message(m), Provider::SalesMsg) => {
+        (Data::Message(m), Some(Provider::SalesMsg)) => {
             rows.push(salesmsg(event, p, Some(m), seq, received))
         }
-        (Data::Other, Provider::SalesMsg) => rows.push(salesmsg(event, p, None, seq, received)),
-        (Data::Call(c), Provider::OpenPhone) if !c.id.is_empty() => {
+        (Data::Other, Some(Provider::SalesMsg)) => {
+            rows.push(salesmsg(event, p, None, seq, received))
+        }
+        (Data::Call(c), Some(Provider::Quo)) if !c.id.is_empty() => {
             let other = c.participants.first().map(String::as_str);
             rows.push(seqs(
                 Row::new(&tables::OPENPHONE_CALLS)
@@ -407,7 +404,7 @@ fn resources(event: &Event, p: &Parsed, seq: i64, received: DateTime<Utc>, rows:
                 seq,
             ));
         }
-        (Data::Call(c), Provider::Twilio) if !c.id.is_empty() => {
+        (Data::Call(c), Some(Provider::Twilio)) if !c.id.is_empty() => {
             let mut row = Row::new(&tables::TWILIO_CALLS)
                 .set("sid", text(clean(&c.id)))
                 .set("direction", direction(c.direction))
@@ -440,7 +437,7 @@ fn resources(event: &Event, p: &Parsed, seq: i64, received: DateTime<Utc>, rows:
             }
             rows.push(seqs(row, seq));
         }
-        (Data::Recording(r), Provider::Twilio) => {
+        (Data::Recording(r), Some(Provider::Twilio)) => {
             if let Some(call) = r.call_sid.as_deref().filter(|s| !s.is_empty()) {
                 rows.push(seqs(
                     Row::new(&tables::TWILIO_CALLS)
@@ -458,7 +455,7 @@ fn resources(event: &Event, p: &Parsed, seq: i64, received: DateTime<Utc>, rows:
                 ));
             }
         }
-        (Data::Transcription(x), Provider::Twilio) => {
+        (Data::Transcription(x), Some(Provider::Twilio)) => {
             if let Some(call) = x.call_sid.as_deref().filter(|s| !s.is_empty()) {
                 rows.push(seqs(
                     Row::new(&tables::TWILIO_CALLS)
@@ -792,7 +789,7 @@ mod tests {
         let body = br#"{ "id": "EV1",  "n": 1.50 }"#;
         let e = event(
             1,
-            Source::OpenPhone,
+            Source::Quo,
             "/webhook/quo",
             Some("application/json"),
             body,
@@ -877,7 +874,7 @@ mod tests {
 
         let bad = event(
             8,
-            Source::OpenPhone,
+            Source::Quo,
             "/webhook/quo",
             Some("application/json"),
             b"[1]",
@@ -923,7 +920,8 @@ mod tests {
             GateDecision, MessageRequest, SendAttempt, SendResult, SendStatus, Status,
             Verdict as Gate,
         };
-        use crate::gates::{Provider as Line, Reason, ReasonCode};
+        use crate::gates::{Reason, ReasonCode};
+        use crate::provider::SendProvider;
 
         const ID: &str = "msg_0000000000001000000000000a";
 
@@ -947,7 +945,7 @@ mod tests {
                 hold_until: None,
                 line_id: Some("quo-main".into()),
                 from_number: Some("+12125550199".into()),
-                provider: Some(Line::Openphone),
+                provider: Some(SendProvider::Quo),
                 to: Some("+12125550100".into()),
                 evaluation: 1,
                 decided_at: "2026-11-30T12:00:01Z".into(),
@@ -958,7 +956,7 @@ mod tests {
             OutboundRecord::Attempt(SendAttempt {
                 id: MessageId(ID.into()),
                 attempt: 1,
-                provider: Line::Openphone,
+                provider: SendProvider::Quo,
                 from: "+12125550199".into(),
                 to: "+12125550100".into(),
                 redelivery: false,

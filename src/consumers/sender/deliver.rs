@@ -17,7 +17,7 @@ use crate::consumers::outbound::{
 };
 use crate::consumers::BatchError;
 use crate::event::{Micros, Source, Verification, Verified};
-use crate::gates::Provider;
+use crate::provider::SendProvider;
 use crate::send::{
     self, AlertSink, BuildError, HttpOptions, Limiter, OutboundMessage, Outcome, RetryPolicy,
     SendClient,
@@ -69,10 +69,10 @@ impl SendClients {
     pub fn providers(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
         if self.openphone.is_some() {
-            out.push(Provider::Openphone.as_str());
+            out.push(SendProvider::Quo.as_str());
         }
         if self.twilio.is_some() {
-            out.push(Provider::Twilio.as_str());
+            out.push(SendProvider::Twilio.as_str());
         }
         out
     }
@@ -205,7 +205,7 @@ impl Sender {
         redelivery: bool,
         window: Option<u64>,
     ) -> Result<(), BatchError> {
-        let provider_name = msg.provider.map_or("unknown", Provider::as_str);
+        let provider_name = msg.provider.map_or("unknown", SendProvider::as_str);
         let reasons = self.last_moment_reasons(msg);
         if !reasons.is_empty() {
             tracing::info!(id = %msg.id, ?reasons, "refused at the last moment; not sent");
@@ -227,8 +227,8 @@ impl Sender {
             return Ok(());
         };
         let route = match provider {
-            Provider::Openphone => self.openphone.clone(),
-            Provider::Twilio => self.twilio.clone(),
+            SendProvider::Quo => self.openphone.clone(),
+            SendProvider::Twilio => self.twilio.clone(),
         };
         let (Some(route), Some(from)) = (route, msg.from_number.clone()) else {
             let why = if msg.from_number.is_none() {
@@ -323,7 +323,7 @@ impl Sender {
         &self,
         msg: &Message,
         attempt: u32,
-        provider: Provider,
+        provider: SendProvider,
         line_id: &str,
         to: &str,
         delivery: Delivery,

@@ -94,6 +94,8 @@ pub mod ledger;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::provider::SendProvider;
+
 use crate::alerts::{Alert, Severity};
 use crate::clock::Clock;
 use crate::consumers::outbound::{
@@ -102,7 +104,7 @@ use crate::consumers::outbound::{
 use crate::consumers::redelivery::{Redelivery, RedeliveryWindow};
 use crate::consumers::{Batch, BatchError, Consumer, RewindMode};
 use crate::event::Seq;
-use crate::gates::{ComplianceConfig, LineConfig, Provider};
+use crate::gates::{ComplianceConfig, LineConfig};
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::send::{AlertSink, Limiter, Rate, RetryPolicy};
@@ -267,7 +269,7 @@ impl Sender {
         let provider = msg
             .as_ref()
             .and_then(|m| m.provider)
-            .map_or("unknown", Provider::as_str);
+            .map_or("unknown", SendProvider::as_str);
         if let Some(records) = self.unrecorded.get(id).cloned() {
             return self.finish_attempt(id, attempt, provider, records).await;
         }

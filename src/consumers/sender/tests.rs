@@ -9,6 +9,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use super::*;
 use std::time::Duration;
 
+use crate::provider::SendProvider;
+
 use crate::alerts::Alert;
 use crate::alerts::Alerter;
 use crate::config::Config;
@@ -121,8 +123,8 @@ fn lines() -> Vec<LineConfig> {
         business_name: "Acme".into(),
     };
     vec![
-        line(QUO_LINE, "+12125550199", Provider::Openphone),
-        line(TWILIO_LINE, "+12125550198", Provider::Twilio),
+        line(QUO_LINE, "+12125550199", SendProvider::Quo),
+        line(TWILIO_LINE, "+12125550198", SendProvider::Twilio),
     ]
 }
 
@@ -185,8 +187,8 @@ async fn append(w: &World, record: OutboundRecord) -> u64 {
 /// outbound consumer would. Returns the id and the two records.
 async fn allowed(w: &World, line: &str, to: &str) -> (MessageId, Vec<Event>) {
     let (provider, number) = match line {
-        QUO_LINE => (Provider::Openphone, "+12125550199"),
-        _ => (Provider::Twilio, "+12125550198"),
+        QUO_LINE => (SendProvider::Quo, "+12125550199"),
+        _ => (SendProvider::Twilio, "+12125550198"),
     };
     let request = MessageRequest {
         id: MessageId::generate(Micros::now()),
@@ -419,7 +421,7 @@ async fn an_attempt_without_a_result_becomes_unknown_with_a_critical_alert_and_n
         OutboundRecord::Attempt(SendAttempt {
             id: id.clone(),
             attempt: 1,
-            provider: Provider::Twilio,
+            provider: SendProvider::Twilio,
             from: "+12125550198".into(),
             to: TO.into(),
             redelivery: false,
@@ -728,7 +730,7 @@ async fn learning_never_moves_the_ledger_back_and_keeps_the_window_of_the_same_a
         OutboundRecord::Attempt(SendAttempt {
             id: id.clone(),
             attempt: n,
-            provider: Provider::Openphone,
+            provider: SendProvider::Quo,
             from: "+12125550199".into(),
             to: TO.into(),
             redelivery: n > 1,

@@ -152,7 +152,7 @@ impl Consumer for Staleness {
             let event = record.event;
             if !matches!(
                 event.source,
-                Source::OpenPhone | Source::Twilio | Source::SalesMsg
+                Source::Quo | Source::Twilio | Source::SalesMsg
             ) {
                 continue;
             }

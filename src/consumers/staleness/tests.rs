@@ -164,7 +164,7 @@ fn backfilled_copies_and_duplicates_are_no_sign_of_life_and_end_no_stale_episode
     let backfilled = event(
         3,
         T0 + 2 * HOUR,
-        Source::BackfillOpenPhone,
+        Source::BackfillQuo,
         "/v1/messages/ACmissed",
         &missed.to_string(),
     );
