@@ -52,6 +52,7 @@ use prometheus::{IntCounterVec, Opts};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::clock::Clock;
 use crate::config::Secret;
 use crate::metrics::Metrics;
 
@@ -179,13 +180,10 @@ pub struct Alert {
     pub next_step: String,
 }
 
-/// The alerter's clock (UTC now); injectable for tests.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
 /// Knobs that are not configuration: for tests.
 #[derive(Clone)]
 pub struct AlerterOptions {
-    /// Where coalescing and the hourly cap read the time. Default [`Utc::now`].
+    /// Where coalescing and the hourly cap read the time. Default [`Clock::system`].
     pub clock: Clock,
     /// Wait before the second try after a 5xx or transport error; doubled for the third.
     /// Default 1 s.
@@ -195,7 +193,7 @@ pub struct AlerterOptions {
 impl Default for AlerterOptions {
     fn default() -> Self {
         AlerterOptions {
-            clock: Arc::new(Utc::now),
+            clock: Clock::system(),
             retry_backoff: Duration::from_secs(1),
         }
     }
@@ -330,7 +328,7 @@ impl Alerter {
         let Some(discord) = &self.discord else {
             return;
         };
-        let now = (discord.clock)();
+        let now = discord.clock.now();
         let verdict = discord
             .gate
             .lock()
@@ -505,7 +503,7 @@ impl Sender {
                     None => break,
                 },
                 () = tokio::time::sleep(SUMMARY_POLL) => {
-                    let now = (self.clock)();
+                    let now = self.clock.now();
                     let summary = self
                         .gate
                         .lock()

@@ -521,7 +521,7 @@ fn start_consumers(
         log.clone(),
         config.compliance.clone(),
         config.lines.clone(),
-        config.clock,
+        config.clock.clone(),
         alerter.clone(),
         metrics.clone(),
     )?;
@@ -567,7 +567,7 @@ fn start_consumers(
             Arc::new(alerter.clone()),
             metrics.clone(),
         )?
-        .with_clock(config.clock);
+        .with_clock(config.clock.clone());
         threads.push(consumers::spawn_on_thread(
             sender,
             ctx.clone(),

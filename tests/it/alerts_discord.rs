@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
 use hooklog::alerts::{Alert, Alerter, AlerterOptions, AlertsConfig, Severity};
+use hooklog::clock::{Clock, ClockHand};
 use hooklog::config::Secret;
 use hooklog::metrics::Metrics;
 use serde_json::{json, Value};
@@ -105,19 +105,19 @@ impl FakeDiscord {
 
 /// A clock the test moves by hand.
 #[derive(Clone)]
-struct FakeClock(Arc<Mutex<DateTime<Utc>>>);
+struct FakeClock(Clock, ClockHand);
 
 impl FakeClock {
     fn new(at: &str) -> FakeClock {
-        FakeClock(Arc::new(Mutex::new(at.parse().unwrap())))
+        let (clock, hand) = Clock::manual(at.parse().unwrap());
+        FakeClock(clock, hand)
     }
-    fn advance(&self, secs: i64) {
-        *self.0.lock().unwrap() += TimeDelta::seconds(secs);
+    fn advance(&self, secs: u64) {
+        self.1.advance(Duration::from_secs(secs));
     }
     fn options(&self) -> AlerterOptions {
-        let c = self.0.clone();
         AlerterOptions {
-            clock: Arc::new(move || *c.lock().unwrap()),
+            clock: self.0.clone(),
             retry_backoff: Duration::from_millis(20),
         }
     }

@@ -2,11 +2,11 @@
 //! gateway is a port whose listener was dropped (connection refused).
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use hooklog::alerts::Severity;
+use hooklog::clock::Clock;
 use hooklog::config::Secret;
 use hooklog::consumers::dispatch::breaker::State;
 use hooklog::consumers::dispatch::{
@@ -219,10 +219,7 @@ fn a_down_gateway_opens_the_breaker_and_a_trial_after_the_cool_down_closes_it() 
         l.local_addr().unwrap()
     };
     let url = format!("http://{addr}/v1/dispatch");
-    let base = Instant::now();
-    let offset_ms = Arc::new(AtomicU64::new(0));
-    let o = offset_ms.clone();
-    let clock = Arc::new(move || base + Duration::from_millis(o.load(Ordering::SeqCst)));
+    let (clock, hand) = Clock::manual(chrono::Utc::now());
     let config = BreakerConfig {
         failure_threshold: 3,
         cool_down: Duration::from_secs(30),
@@ -251,7 +248,7 @@ fn a_down_gateway_opens_the_breaker_and_a_trial_after_the_cool_down_closes_it() 
     assert_eq!(opened[0].severity, Severity::Critical);
 
     // Within the cool-down: refused without a call.
-    offset_ms.store(29_000, Ordering::SeqCst);
+    hand.advance(Duration::from_millis(29_000));
     for _ in 0..3 {
         let report = dispatch_with_retries(&gateway, &mut breaker, &req, &fast(10), &alerts);
         assert_eq!(
@@ -269,7 +266,7 @@ fn a_down_gateway_opens_the_breaker_and_a_trial_after_the_cool_down_closes_it() 
         TcpListener::bind(addr).unwrap(),
         answer(200, r#"{"ok":true}"#),
     );
-    offset_ms.store(30_000, Ordering::SeqCst);
+    hand.advance(Duration::from_millis(1_000));
     let report = dispatch_with_retries(&gateway, &mut breaker, &req, &fast(10), &alerts);
     assert_eq!(report.outcome, DispatchOutcome::Delivered { status: 200 });
     assert_eq!(report.attempts.len(), 1);

@@ -1,4 +1,5 @@
-//! A circuit breaker for the agent gateway, with an injectable clock.
+//! A circuit breaker for the agent gateway. It measures its cool-down on [`Clock::instant`], so
+//! tests move time with a manual clock.
 //!
 //! Closed: calls go through; `failure_threshold` consecutive failures (default 5) open it.
 //! Open: for `cool_down` (default 30 s) every call is refused without touching the network,
@@ -11,11 +12,9 @@
 //! never admits a call. A "failure" is a sign the gateway is down or unhealthy (a
 //! `Retryable` outcome); a 4xx refusal proves it is up and counts as a success here.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Where the breaker reads the time; tests pass a fake.
-pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+use crate::clock::Clock;
 
 /// Thresholds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,7 +98,7 @@ impl std::fmt::Debug for Breaker {
 impl Breaker {
     /// A closed breaker named `name` (used in alert keys) on the real clock.
     pub fn new(name: impl Into<String>, config: BreakerConfig) -> Breaker {
-        Breaker::with_clock(name, config, Arc::new(Instant::now))
+        Breaker::with_clock(name, config, Clock::system())
     }
 
     /// A closed breaker reading the time from `clock`.
@@ -129,7 +128,7 @@ impl Breaker {
 
     /// Whether a call may be made now. Admitting the half-open trial marks it in flight.
     pub fn allow(&mut self) -> Permit {
-        let now = (self.clock)();
+        let now = self.clock.instant();
         match self.state {
             State::Closed { .. } => Permit::Allowed,
             State::Open { until } if now < until => Permit::Refused {
@@ -147,7 +146,7 @@ impl Breaker {
 
     /// Reports how an admitted call went: `healthy` is false for a sign the gateway is down.
     pub fn record(&mut self, healthy: bool) -> Option<Transition> {
-        let now = (self.clock)();
+        let now = self.clock.instant();
         let open = State::Open {
             until: now + self.config.cool_down,
         };
@@ -184,20 +183,13 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ClockHand;
+    use chrono::Utc;
     use proptest::prelude::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
-    /// A clock that moves only when told to.
-    fn fake_clock() -> (Clock, Arc<AtomicU64>) {
-        let base = Instant::now();
-        let offset_ms = Arc::new(AtomicU64::new(0));
-        let o = offset_ms.clone();
-        let clock: Clock = Arc::new(move || base + Duration::from_millis(o.load(Ordering::SeqCst)));
-        (clock, offset_ms)
-    }
-
-    fn breaker(threshold: u32, cool_down_ms: u64) -> (Breaker, Arc<AtomicU64>) {
-        let (clock, offset) = fake_clock();
+    /// A breaker on a clock that moves only when its hand advances it.
+    fn breaker(threshold: u32, cool_down_ms: u64) -> (Breaker, ClockHand) {
+        let (clock, offset) = Clock::manual(Utc::now());
         let config = BreakerConfig {
             failure_threshold: threshold,
             cool_down: Duration::from_millis(cool_down_ms),
@@ -238,14 +230,14 @@ mod tests {
                 retry_in: Duration::from_millis(1000)
             }
         );
-        clock.store(999, Ordering::SeqCst);
+        clock.advance(Duration::from_millis(999));
         assert_eq!(
             b.allow(),
             Permit::Refused {
                 retry_in: Duration::from_millis(1)
             }
         );
-        clock.store(1000, Ordering::SeqCst);
+        clock.advance(Duration::from_millis(1));
         assert_eq!(b.allow(), Permit::Allowed);
         assert_eq!(b.state(), State::HalfOpen { trial_out: true });
         assert_eq!(
@@ -263,7 +255,7 @@ mod tests {
         let (mut b, clock) = breaker(2, 500);
         b.record(false);
         assert_eq!(b.record(false), Some(Transition::Opened));
-        clock.store(600, Ordering::SeqCst);
+        clock.advance(Duration::from_millis(600));
         assert_eq!(b.allow(), Permit::Allowed);
         assert_eq!(b.record(false), Some(Transition::Reopened));
         assert_eq!(
@@ -300,10 +292,10 @@ mod tests {
             let clock = b.clock.clone();
             for op in ops {
                 match op {
-                    Op::Advance(ms) => { offset.fetch_add(ms, Ordering::SeqCst); }
+                    Op::Advance(ms) => offset.advance(Duration::from_millis(ms)),
                     Op::Call(healthy) => {
                         let before = b.state();
-                        let t = clock();
+                        let t = clock.instant();
                         let permit = b.allow();
                         match before {
                             State::Open { until } if t < until => {
