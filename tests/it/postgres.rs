@@ -1363,8 +1363,8 @@ mod outbound {
     use std::time::Duration;
 
     use hooklog::consumers::outbound::{
-        self, Change, DispatchResult, GateDecision, LineChange, Message, MessageId, MessageRequest,
-        OutboundRecord, SendAttempt, SendResult, SendStatus, Verdict,
+        self, Change, DispatchResult, GateDecision, GateVerdict, LineChange, Message, MessageId,
+        MessageRequest, OutboundRecord, SendAttempt, SendResult, SendStatus,
     };
     use hooklog::consumers::Consumer;
     use hooklog::event::{Event, Micros, Seq};
@@ -1403,19 +1403,19 @@ mod outbound {
         })
     }
 
-    fn decision(n: u8, verdict: Verdict, evaluation: u32, at: &str) -> OutboundRecord {
+    fn decision(n: u8, verdict: GateVerdict, evaluation: u32, at: &str) -> OutboundRecord {
         OutboundRecord::Decision(GateDecision {
             id: id(n),
             verdict,
             reasons: match verdict {
-                Verdict::Allow => vec![],
-                Verdict::Hold => vec![Reason::new(ReasonCode::QuietHours, "quiet hours")],
-                Verdict::Refuse => vec![
+                GateVerdict::Allow => vec![],
+                GateVerdict::Hold => vec![Reason::new(ReasonCode::QuietHours, "quiet hours")],
+                GateVerdict::Refuse => vec![
                     Reason::new(ReasonCode::RecipientOptedOut, "the recipient opted out"),
                     Reason::new(ReasonCode::QuietHours, "quiet hours"),
                 ],
             },
-            hold_until: (verdict == Verdict::Hold).then(|| "2026-12-01T16:00:00Z".into()),
+            hold_until: (verdict == GateVerdict::Hold).then(|| "2026-12-01T16:00:00Z".into()),
             line_id: Some("quo-main".into()),
             from_number: Some("+12125550199".into()),
             provider: Some(SendProvider::Quo),
@@ -1506,7 +1506,7 @@ mod outbound {
             dir.path(),
             &[
                 request(1),
-                decision(1, Verdict::Allow, 1, at),
+                decision(1, GateVerdict::Allow, 1, at),
                 attempt(1),
                 result(1, SendStatus::Sent),
             ],
@@ -1588,12 +1588,12 @@ mod outbound {
             dir.path(),
             &[
                 request(1),
-                decision(1, Verdict::Hold, 1, "2026-11-30T23:30:00Z"),
+                decision(1, GateVerdict::Hold, 1, "2026-11-30T23:30:00Z"),
                 request(2),
-                decision(2, Verdict::Refuse, 1, "2026-11-30T23:30:01Z"),
+                decision(2, GateVerdict::Refuse, 1, "2026-11-30T23:30:01Z"),
                 // A late second decision for the refused message changes nothing.
-                decision(2, Verdict::Allow, 2, "2026-11-30T23:30:02Z"),
-                decision(1, Verdict::Allow, 2, "2026-12-01T16:00:00Z"),
+                decision(2, GateVerdict::Allow, 2, "2026-11-30T23:30:02Z"),
+                decision(1, GateVerdict::Allow, 2, "2026-12-01T16:00:00Z"),
                 attempt(1),
                 result(1, SendStatus::Unknown),
             ],
@@ -1686,13 +1686,13 @@ mod outbound {
         vec![
             request(1),
             request(2),
-            decision(1, Verdict::Allow, 1, "2026-11-30T12:00:01Z"),
-            decision(2, Verdict::Hold, 1, "2026-11-30T23:30:00Z"),
+            decision(1, GateVerdict::Allow, 1, "2026-11-30T12:00:01Z"),
+            decision(2, GateVerdict::Hold, 1, "2026-11-30T23:30:00Z"),
             dispatched(1, "acquisitions", "delivered"),
             attempt(1),
             line("blocked", "A2P campaign suspended"),
             result(1, SendStatus::Sent),
-            decision(2, Verdict::Refuse, 2, "2026-12-01T16:00:00Z"),
+            decision(2, GateVerdict::Refuse, 2, "2026-12-01T16:00:00Z"),
             line("unblocked", "campaign approved again"),
             dispatched(2, "atlas", "dead_lettered"),
         ]

@@ -15,8 +15,8 @@ use hooklog::config::Secret;
 use hooklog::consumers::compliance::{self, Compliance};
 use hooklog::consumers::dedup::Dedup;
 use hooklog::consumers::outbound::{
-    apply, Change, GateDecision, Message, MessageId, MessageRequest, OutboundRecord, OutboundStore,
-    SendStatus, Verdict,
+    apply, Change, GateDecision, GateVerdict, Message, MessageId, MessageRequest, OutboundRecord,
+    OutboundStore, SendStatus,
 };
 use hooklog::consumers::sender::{SendClients, Sender, SenderConfig, SharedClient};
 use hooklog::consumers::{spawn_driver, Consumer, DriverConfig, DriverContext, Registry};
@@ -123,7 +123,7 @@ async fn allowed(w: &World, line: &str, provider: SendProvider, number: &str) ->
         .0;
     let decision = GateDecision {
         id: request.id.clone(),
-        verdict: Verdict::Allow,
+        verdict: GateVerdict::Allow,
         reasons: vec![],
         hold_until: None,
         line_id: Some(line.into()),

@@ -30,7 +30,7 @@ use crate::parse::{Data, Direction, Kind};
 use crate::phone::normalize_e164;
 use crate::state::{KvTree, StateError, StateStore};
 
-use classifier::{Confidence, Verdict};
+use classifier::{Confidence, Intent};
 pub use suppression::{
     entry, is_suppressed, list, AdminChange, OptOutChange, OptOutEntry, ADMIN_ROUTE,
 };
@@ -104,7 +104,7 @@ impl Compliance {
             reason,
         };
         match verdict {
-            Verdict::OptOut { confidence, reason } => {
+            Intent::OptOut { confidence, reason } => {
                 let how = match (confidence, msg.opt_out_type.is_some()) {
                     (_, true) => "opt_out_type",
                     (Confidence::Keyword, _) => "keyword",
@@ -125,7 +125,7 @@ impl Compliance {
                     });
                 }
             }
-            Verdict::OptIn { keyword } => {
+            Intent::OptIn { keyword } => {
                 if self.get(&number)?.is_some_and(|e| e.is_suppressed()) {
                     self.put(&evidence(
                         "resubscribed",
@@ -135,10 +135,10 @@ impl Compliance {
                     tracing::info!(seq = event.seq.0, number = %number, "resubscribed");
                 }
             }
-            Verdict::Help => {
+            Intent::Help => {
                 tracing::info!(seq = event.seq.0, number = %number, "HELP received");
             }
-            Verdict::None => {}
+            Intent::None => {}
         }
         Ok(())
     }

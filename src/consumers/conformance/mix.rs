@@ -17,8 +17,8 @@ use crate::clock::Clock;
 use crate::consumers::compliance::ADMIN_ROUTE;
 use crate::consumers::outbound::records::DECISION_ROUTE;
 use crate::consumers::outbound::{
-    DispatchResult, GateDecision, LineChange, MessageId, MessageRequest, OutboundRecord,
-    SendAttempt, SendResult, SendStatus, Verdict,
+    DispatchResult, GateDecision, GateVerdict, LineChange, MessageId, MessageRequest,
+    OutboundRecord, SendAttempt, SendResult, SendStatus,
 };
 use crate::consumers::testutil::{event, from_fixture, quo_inbound};
 use crate::event::{Event, Micros, Seq, Source, Verification};
@@ -149,7 +149,7 @@ impl Builder {
         names: (&'static str, &'static str),
         minutes: i64,
         request: MessageRequest,
-        decided: Option<(Verdict, Vec<Reason>, &str)>,
+        decided: Option<(GateVerdict, Vec<Reason>, &str)>,
     ) {
         let r = OutboundRecord::Request(request.clone());
         self.push(names.0, outbound(&r, at(minutes), Verification::AdminToken));
@@ -304,7 +304,7 @@ impl Mix {
             ("m0_request", "m0_decision"),
             180,
             m0.clone(),
-            Some((Verdict::Allow, vec![], "quo-main")),
+            Some((GateVerdict::Allow, vec![], "quo-main")),
         );
         let attempt = OutboundRecord::Attempt(SendAttempt {
             id: m0.id.clone(),
@@ -384,14 +384,14 @@ impl Mix {
             ("r1_request", "r1_decision"),
             190,
             request(1, "quo-main", "+12125550100", Some("k-1"), 12),
-            decided(Verdict::Allow, &[], "quo-main"),
+            decided(GateVerdict::Allow, &[], "quo-main"),
         );
         b.request(
             ("r2_request", "r2_decision"),
             195,
             request(2, "tw-pending", "+12125550102", None, 14),
             decided(
-                Verdict::Refuse,
+                GateVerdict::Refuse,
                 &[ReasonCode::LineTenDlcPending],
                 "tw-pending",
             ),
@@ -401,7 +401,7 @@ impl Mix {
             200,
             request(3, "quo-main", stop_sender, None, 16),
             decided(
-                Verdict::Refuse,
+                GateVerdict::Refuse,
                 &[ReasonCode::RecipientOptedOut],
                 "quo-main",
             ),
@@ -410,19 +410,23 @@ impl Mix {
             ("r4_request", "r4_decision"),
             205,
             request(4, "quo-main", "+12125550100", Some("k-1"), 18),
-            decided(Verdict::Refuse, &[ReasonCode::DuplicateRequest], "quo-main"),
+            decided(
+                GateVerdict::Refuse,
+                &[ReasonCode::DuplicateRequest],
+                "quo-main",
+            ),
         );
         b.request(
             ("r5_request", "r5_decision"),
             210,
             request(5, "tw-main", "+12125550103", None, 20),
-            decided(Verdict::Allow, &[], "tw-main"),
+            decided(GateVerdict::Allow, &[], "tw-main"),
         );
         b.request(
             ("r6_request", "r6_decision"),
             215,
             request(6, "tw-main", TWILIO_UNSUBSCRIBED, None, 22),
-            decided(Verdict::Allow, &[], "tw-main"),
+            decided(GateVerdict::Allow, &[], "tw-main"),
         );
 
         // Inbound traffic after everything else.

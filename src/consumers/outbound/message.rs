@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::records::{
-    GateDecision, MessageId, MessageRequest, SendAttempt, SendResult, SendStatus, Verdict,
+    GateDecision, GateVerdict, MessageId, MessageRequest, SendAttempt, SendResult, SendStatus,
 };
 use crate::gates::Reason;
 use crate::provider::SendProvider;
@@ -226,16 +226,16 @@ pub fn apply(msg: &mut Message, seq: u64, change: Change<'_>) -> bool {
             msg.reasons = d.reasons.clone();
             msg.updated_at = d.decided_at.clone();
             let (event, status) = match d.verdict {
-                Verdict::Allow => {
+                GateVerdict::Allow => {
                     msg.approved = true;
                     msg.hold_until = None;
                     ("allowed", Status::Pending)
                 }
-                Verdict::Hold => {
+                GateVerdict::Hold => {
                     msg.hold_until = d.hold_until.clone();
                     ("held", Status::Held)
                 }
-                Verdict::Refuse => {
+                GateVerdict::Refuse => {
                     msg.hold_until = None;
                     ("refused", Status::Refused)
                 }
@@ -333,16 +333,16 @@ mod tests {
         )
     }
 
-    fn decision(verdict: Verdict, evaluation: u32) -> GateDecision {
+    fn decision(verdict: GateVerdict, evaluation: u32) -> GateDecision {
         GateDecision {
             id: request().id,
             verdict,
             reasons: match verdict {
-                Verdict::Allow => vec![],
-                Verdict::Hold => vec![Reason::new(ReasonCode::QuietHours, "quiet")],
-                Verdict::Refuse => vec![Reason::new(ReasonCode::RecipientOptedOut, "stop")],
+                GateVerdict::Allow => vec![],
+                GateVerdict::Hold => vec![Reason::new(ReasonCode::QuietHours, "quiet")],
+                GateVerdict::Refuse => vec![Reason::new(ReasonCode::RecipientOptedOut, "stop")],
             },
-            hold_until: (verdict == Verdict::Hold).then(|| "2026-12-01T13:00:00Z".into()),
+            hold_until: (verdict == GateVerdict::Hold).then(|| "2026-12-01T13:00:00Z".into()),
             line_id: Some("quo-main".into()),
             from_number: Some("+12125550199".into()),
             provider: Some(SendProvider::Quo),
@@ -386,7 +386,7 @@ mod tests {
         assert!(apply(
             &mut m,
             11,
-            Change::Decision(&decision(Verdict::Allow, 1))
+            Change::Decision(&decision(GateVerdict::Allow, 1))
         ));
         assert_eq!(m.status, Status::Pending);
         assert!(m.awaits_send() && !m.awaits_decision());
@@ -407,13 +407,17 @@ mod tests {
     #[test]
     fn replaying_records_already_applied_changes_nothing() {
         let mut m = request();
-        apply(&mut m, 11, Change::Decision(&decision(Verdict::Allow, 1)));
+        apply(
+            &mut m,
+            11,
+            Change::Decision(&decision(GateVerdict::Allow, 1)),
+        );
         apply(&mut m, 12, Change::Attempt(&attempt(1, false)));
         let before = m.clone();
         assert!(!apply(
             &mut m,
             11,
-            Change::Decision(&decision(Verdict::Allow, 1))
+            Change::Decision(&decision(GateVerdict::Allow, 1))
         ));
         assert!(!apply(&mut m, 12, Change::Attempt(&attempt(1, false))));
         assert_eq!(m, before);
@@ -422,11 +426,15 @@ mod tests {
     #[test]
     fn a_second_decision_for_a_decided_message_is_ignored() {
         let mut m = request();
-        apply(&mut m, 11, Change::Decision(&decision(Verdict::Refuse, 1)));
+        apply(
+            &mut m,
+            11,
+            Change::Decision(&decision(GateVerdict::Refuse, 1)),
+        );
         assert!(!apply(
             &mut m,
             12,
-            Change::Decision(&decision(Verdict::Allow, 1))
+            Change::Decision(&decision(GateVerdict::Allow, 1))
         ));
         assert_eq!(m.status, Status::Refused);
         assert!(!m.approved);
@@ -436,11 +444,19 @@ mod tests {
     #[test]
     fn a_held_message_is_decided_again_and_can_then_be_sent() {
         let mut m = request();
-        apply(&mut m, 11, Change::Decision(&decision(Verdict::Hold, 1)));
+        apply(
+            &mut m,
+            11,
+            Change::Decision(&decision(GateVerdict::Hold, 1)),
+        );
         assert_eq!(m.status, Status::Held);
         assert!(m.hold_until.is_some());
         assert!(m.awaits_decision());
-        apply(&mut m, 20, Change::Decision(&decision(Verdict::Allow, 2)));
+        apply(
+            &mut m,
+            20,
+            Change::Decision(&decision(GateVerdict::Allow, 2)),
+        );
         assert_eq!(m.status, Status::Pending);
         assert_eq!(m.evaluations, 2);
         assert!(m.hold_until.is_none());
@@ -450,7 +466,11 @@ mod tests {
     #[test]
     fn an_unknown_result_without_its_attempt_record_still_lands() {
         let mut m = request();
-        apply(&mut m, 11, Change::Decision(&decision(Verdict::Allow, 1)));
+        apply(
+            &mut m,
+            11,
+            Change::Decision(&decision(GateVerdict::Allow, 1)),
+        );
         assert!(apply(
             &mut m,
             12,
@@ -463,7 +483,11 @@ mod tests {
     #[test]
     fn only_a_redelivery_attempts_a_finished_message_again() {
         let mut m = request();
-        apply(&mut m, 11, Change::Decision(&decision(Verdict::Allow, 1)));
+        apply(
+            &mut m,
+            11,
+            Change::Decision(&decision(GateVerdict::Allow, 1)),
+        );
         apply(&mut m, 12, Change::Attempt(&attempt(1, false)));
         apply(&mut m, 13, Change::Result(&result(1, SendStatus::Sent)));
         assert!(!apply(&mut m, 14, Change::Attempt(&attempt(2, false))));

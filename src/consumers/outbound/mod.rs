@@ -74,8 +74,8 @@ use crate::state::{StateError, StateStore};
 
 pub use message::{apply, Change, Message, Status, Step};
 pub use records::{
-    DispatchResult, GateDecision, LineChange, MessageId, MessageRequest, OutboundRecord,
-    RecordError, SendAttempt, SendResult, SendStatus, Verdict,
+    DispatchResult, GateDecision, GateVerdict, LineChange, MessageId, MessageRequest,
+    OutboundRecord, RecordError, SendAttempt, SendResult, SendStatus,
 };
 pub use store::OutboundStore;
 use store::SentEntry;
@@ -188,7 +188,7 @@ impl Outbound {
         self.store.put_message(&msg)?;
         if let Change::Decision(d) = change {
             match d.verdict {
-                Verdict::Hold => {
+                GateVerdict::Hold => {
                     let due = d
                         .hold_until
                         .as_deref()
@@ -196,11 +196,11 @@ impl Outbound {
                         .map_or(Micros(0), |t| Micros(t.timestamp_micros()));
                     self.store.set_open(id, due)?;
                 }
-                Verdict::Allow => {
+                GateVerdict::Allow => {
                     self.store.close(id)?;
                     self.count_cleared(seq, &msg, d)?;
                 }
-                Verdict::Refuse => self.store.close(id)?,
+                GateVerdict::Refuse => self.store.close(id)?,
             }
         }
         Ok(())
@@ -291,16 +291,16 @@ impl Outbound {
             },
         );
         let mut decision = match decision {
-            Decision::Allow => (Verdict::Allow, Vec::new(), None),
-            Decision::Hold { until, reason } => (Verdict::Hold, vec![reason], Some(until)),
-            Decision::Refuse { reasons } => (Verdict::Refuse, reasons, None),
+            Decision::Allow => (GateVerdict::Allow, Vec::new(), None),
+            Decision::Hold { until, reason } => (GateVerdict::Hold, vec![reason], Some(until)),
+            Decision::Refuse { reasons } => (GateVerdict::Refuse, reasons, None),
         };
         // One idempotency key, one message: a second request that slipped past the API
         // (a crash between its append and its note) is refused, never sent twice.
         if let Some(key) = &msg.idempotency_key {
             if let Some(owner) = self.store.projected_id_for_key(key)? {
                 if owner != msg.id {
-                    decision.0 = Verdict::Refuse;
+                    decision.0 = GateVerdict::Refuse;
                     decision.2 = None;
                     decision.1.push(Reason::new(
                         gates::ReasonCode::DuplicateRequest,
@@ -359,13 +359,13 @@ impl Outbound {
             self.in_flight.insert(id.clone(), seq);
             // Blast safety must see this message before the next one is decided; the
             // projection writes the same entry again when it reads the record.
-            if verdict == Verdict::Allow {
+            if verdict == GateVerdict::Allow {
                 self.count_cleared(seq, &msg, &decision)?;
             }
             let label = match verdict {
-                Verdict::Allow => "allow",
-                Verdict::Hold => "hold",
-                Verdict::Refuse => "refuse",
+                GateVerdict::Allow => "allow",
+                GateVerdict::Hold => "hold",
+                GateVerdict::Refuse => "refuse",
             };
             self.metrics
                 .outbound_decisions
@@ -377,7 +377,7 @@ impl Outbound {
                 .map(|r| format!("{:?}", r.code))
                 .collect();
             tracing::info!(id = %id, verdict = label, reasons = ?codes, seq = seq.0, "outbound request decided");
-            if verdict == Verdict::Refuse
+            if verdict == GateVerdict::Refuse
                 && decision
                     .reasons
                     .iter()

@@ -101,7 +101,7 @@ pub struct MessageRequest {
 /// What the gates decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum GateVerdict {
     /// Cleared by every gate: the sender sends it.
     Allow,
     /// Quiet hours only: evaluated again at `hold_until`.
@@ -116,7 +116,7 @@ pub struct GateDecision {
     /// The message.
     pub id: MessageId,
     /// The verdict.
-    pub verdict: Verdict,
+    pub verdict: GateVerdict,
     /// Every reason (empty for `allow`).
     #[serde(default)]
     pub reasons: Vec<Reason>,
@@ -401,7 +401,7 @@ mod tests {
             }),
             OutboundRecord::Decision(GateDecision {
                 id: id.clone(),
-                verdict: Verdict::Refuse,
+                verdict: GateVerdict::Refuse,
                 reasons: vec![Reason::new(ReasonCode::RecipientOptedOut, "opted out")],
                 hold_until: None,
                 line_id: Some("quo-main".into()),

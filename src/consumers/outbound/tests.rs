@@ -161,7 +161,7 @@ async fn a_request_that_passes_every_gate_is_allowed_once_and_its_decision_is_in
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let d = h.decisions();
     assert_eq!(d.len(), 1, "decided once: {d:?}");
-    assert_eq!(d[0].verdict, Verdict::Allow);
+    assert_eq!(d[0].verdict, GateVerdict::Allow);
     h.stop().await;
 }
 

@@ -917,8 +917,7 @@ mod tests {
     mod outbound_path {
         use super::*;
         use crate::consumers::outbound::{
-            GateDecision, MessageRequest, SendAttempt, SendResult, SendStatus, Status,
-            Verdict as Gate,
+            GateDecision, GateVerdict, MessageRequest, SendAttempt, SendResult, SendStatus, Status,
         };
         use crate::gates::{Reason, ReasonCode};
         use crate::provider::SendProvider;
@@ -940,7 +939,7 @@ mod tests {
         fn allow() -> OutboundRecord {
             OutboundRecord::Decision(GateDecision {
                 id: MessageId(ID.into()),
-                verdict: Gate::Allow,
+                verdict: GateVerdict::Allow,
                 reasons: vec![],
                 hold_until: None,
                 line_id: Some("quo-main".into()),

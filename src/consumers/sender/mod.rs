@@ -99,7 +99,7 @@ use crate::provider::SendProvider;
 use crate::alerts::{Alert, Severity};
 use crate::clock::Clock;
 use crate::consumers::outbound::{
-    GateDecision, MessageId, OutboundRecord, OutboundStore, SendResult, SendStatus, Verdict,
+    GateDecision, GateVerdict, MessageId, OutboundRecord, OutboundStore, SendResult, SendStatus,
 };
 use crate::consumers::redelivery::{Redelivery, RedeliveryWindow};
 use crate::consumers::{Batch, BatchError, Consumer, RewindMode};
@@ -375,7 +375,7 @@ impl Consumer for Sender {
                 }
                 _ => continue,
             };
-            if decision.verdict == Verdict::Allow {
+            if decision.verdict == GateVerdict::Allow {
                 self.on_allow(event.seq, &decision).await?;
             }
         }

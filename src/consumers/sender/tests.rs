@@ -202,7 +202,7 @@ async fn allowed(w: &World, line: &str, to: &str) -> (MessageId, Vec<Event>) {
     let rseq = append(w, OutboundRecord::Request(request.clone())).await;
     let decision = GateDecision {
         id: request.id.clone(),
-        verdict: Verdict::Allow,
+        verdict: GateVerdict::Allow,
         reasons: vec![],
         hold_until: None,
         line_id: Some(line.into()),

@@ -1,7 +1,7 @@
 //! Inbound opt-out classifier: says whether one inbound SMS body revokes consent, re-subscribes,
 //! asks for help, or is ordinary conversation.
 //!
-//! Pure: no I/O, no state, no clock. The gate stores the returned [`Verdict`] (serialised) as
+//! Pure: no I/O, no state, no clock. The gate stores the returned [`Intent`] (serialised) as
 //! evidence on the suppression list, so every opt-out names the rule that fired in `reason`
 //! (`keyword:stop`, `phrase:remove me`, `ambiguous:stop+negation`, ...).
 //!
@@ -77,7 +77,7 @@
 //!      this`; not `holy shit`), and a stop emoji (🛑 ⛔ 🚫 🖕) in a short message;
 //!    - `don't call me, just text` (and the reverse): a channel preference, not a clear
 //!      revocation of texts (`ambiguous:channel preference`).
-//! 5. **Benign contexts** (→ [`Verdict::None`]); each applies only inside one clause:
+//! 5. **Benign contexts** (→ [`Intent::None`]); each applies only inside one clause:
 //!    `stop by|over|in|at|off`, `bus|pit|truck|next|last|a|the stop`, `stop sign|light`;
 //!    `end of|up|date|unit`, `the|dead|back|month end`; `cancel` with an appointment word
 //!    within three words (`cancel the appointment|showing|closing|contract`, `cancel Friday`:
@@ -90,7 +90,7 @@
 //!    is benign too.
 //!    Words that merely contain a trigger are not triggers (`weekend`, `nonstop`, `stopped`).
 //! 6. **Resubscribe only on an exact keyword** (gate rule 4): `yes please`, `start texting me
-//!    again`, `yes I'm interested` are [`Verdict::None`]; later chatty replies are not
+//!    again`, `yes I'm interested` are [`Intent::None`]; later chatty replies are not
 //!    re-consent.
 //!
 //! [`Confidence::Keyword`] means "the normalised message is exactly one keyword"; the provider
@@ -117,7 +117,7 @@ use tokenize::*;
 /// What an inbound message means for the sender's consent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
-pub enum Verdict {
+pub enum Intent {
     /// Consent is revoked: suppress the number before the next outbound check.
     OptOut {
         /// How the revocation was recognised; `Ambiguous` needs a human look.
@@ -136,10 +136,10 @@ pub enum Verdict {
     None,
 }
 
-impl Verdict {
+impl Intent {
     /// Whether the number must be suppressed.
     pub fn is_opt_out(&self) -> bool {
-        matches!(self, Verdict::OptOut { .. })
+        matches!(self, Intent::OptOut { .. })
     }
 }
 
@@ -164,7 +164,7 @@ impl Confidence {
 
 /// Classifies one inbound message body. `opt_out_type` is Twilio's `OptOutType` parameter, when
 /// the webhook carried one. Never panics.
-pub fn classify(text: &str, opt_out_type: Option<&str>) -> Verdict {
+pub fn classify(text: &str, opt_out_type: Option<&str>) -> Intent {
     if let Some(verdict) = opt_out_type.and_then(|t| from_opt_out_type(t, text)) {
         return verdict;
     }
@@ -172,7 +172,7 @@ pub fn classify(text: &str, opt_out_type: Option<&str>) -> Verdict {
     if let [only] = tokens.as_slice() {
         if let Some(t) = trigger(&only.text) {
             if matches!(t.scope, Scope::Keyword | Scope::End) {
-                return Verdict::OptOut {
+                return Intent::OptOut {
                     confidence: Confidence::Keyword,
                     reason: t.keyword,
                 };
@@ -180,11 +180,11 @@ pub fn classify(text: &str, opt_out_type: Option<&str>) -> Verdict {
         }
     }
     if let Some(keyword) = exact_opt_in(text) {
-        return Verdict::OptIn { keyword };
+        return Intent::OptIn { keyword };
     }
     if let [only] = tokens.as_slice() {
         if HELP_KEYWORDS.contains(&only.text.as_str()) {
-            return Verdict::Help;
+            return Intent::Help;
         }
     }
     let message = Message::new(&tokens);
@@ -195,8 +195,8 @@ pub fn classify(text: &str, opt_out_type: Option<&str>) -> Verdict {
     message.typos(&mut best);
     message.signals(text, &mut best);
     match best.0 {
-        Some((confidence, reason)) => Verdict::OptOut { confidence, reason },
-        None => Verdict::None,
+        Some((confidence, reason)) => Intent::OptOut { confidence, reason },
+        None => Intent::None,
     }
 }
 
@@ -215,20 +215,20 @@ pub fn normalize(text: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Lexicon. Every entry is in normalised form (a test checks it).
 
-fn from_opt_out_type(opt_out_type: &str, text: &str) -> Option<Verdict> {
+fn from_opt_out_type(opt_out_type: &str, text: &str) -> Option<Intent> {
     let t = opt_out_type.trim();
     if t.eq_ignore_ascii_case("stop") {
-        Some(Verdict::OptOut {
+        Some(Intent::OptOut {
             confidence: Confidence::Keyword,
             reason: "opt_out_type:stop",
         })
     } else if t.eq_ignore_ascii_case("start") {
         // Twilio also reports custom opt-in keywords as START; name ours when it is one.
-        Some(Verdict::OptIn {
+        Some(Intent::OptIn {
             keyword: exact_opt_in(text).unwrap_or("start"),
         })
     } else if t.eq_ignore_ascii_case("help") {
-        Some(Verdict::Help)
+        Some(Intent::Help)
     } else {
         None
     }

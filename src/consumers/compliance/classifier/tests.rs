@@ -15,22 +15,22 @@ enum Class {
 }
 use Class::{Ambiguous, Help, Keyword, OptIn, Phrase};
 
-fn class(v: Verdict) -> Class {
+fn class(v: Intent) -> Class {
     match v {
-        Verdict::OptOut { confidence, .. } => match confidence {
+        Intent::OptOut { confidence, .. } => match confidence {
             Confidence::Keyword => Keyword,
             Confidence::Phrase => Phrase,
             Confidence::Ambiguous => Ambiguous,
         },
-        Verdict::OptIn { .. } => OptIn,
-        Verdict::Help => Help,
-        Verdict::None => Class::None,
+        Intent::OptIn { .. } => OptIn,
+        Intent::Help => Help,
+        Intent::None => Class::None,
     }
 }
 
 fn reason(text: &str) -> &'static str {
     match classify(text, None) {
-        Verdict::OptOut { reason, .. } => reason,
+        Intent::OptOut { reason, .. } => reason,
         other => panic!("{text:?} is not an opt-out: {other:?}"),
     }
 }
@@ -373,7 +373,7 @@ fn reasons_name_the_rule_that_fired() {
 
 #[test]
 fn twilio_opt_out_type_wins_over_the_body() {
-    let stop = Verdict::OptOut {
+    let stop = Intent::OptOut {
         confidence: Confidence::Keyword,
         reason: "opt_out_type:stop",
     };
@@ -382,23 +382,23 @@ fn twilio_opt_out_type_wins_over_the_body() {
     assert_eq!(classify("STOP", Some("Stop")), stop);
     assert_eq!(
         classify("STOP", Some("START")),
-        Verdict::OptIn { keyword: "start" }
+        Intent::OptIn { keyword: "start" }
     );
     assert_eq!(
         classify("unstop", Some("start")),
-        Verdict::OptIn { keyword: "unstop" }
+        Intent::OptIn { keyword: "unstop" }
     );
     assert_eq!(
         classify("yes", Some("START")),
-        Verdict::OptIn { keyword: "yes" }
+        Intent::OptIn { keyword: "yes" }
     );
-    assert_eq!(classify("stop", Some("HELP")), Verdict::Help);
+    assert_eq!(classify("stop", Some("HELP")), Intent::Help);
 }
 
 #[test]
 fn an_unknown_or_empty_opt_out_type_falls_back_to_the_body() {
     assert_eq!(classify("STOP", Some("")), classify("STOP", None));
-    assert_eq!(classify("hello", Some("UNKNOWN")), Verdict::None);
+    assert_eq!(classify("hello", Some("UNKNOWN")), Intent::None);
     assert_eq!(class(classify("remove me", Some("  "))), Phrase);
 }
 
@@ -494,7 +494,7 @@ fn every_typo_of_stop_one_keyboard_slip_away_is_ambiguous() {
         assert_eq!(reason(typo), "typo:stop", "{typo}");
     }
     for word in STOP_LOOKALIKES {
-        assert_eq!(classify(word, None), Verdict::None, "{word}");
+        assert_eq!(classify(word, None), Intent::None, "{word}");
     }
 }
 
@@ -514,11 +514,11 @@ fn verdicts_serialise_as_snake_case_evidence() {
         serde_json::json!({"verdict": "opt_in", "keyword": "yes"})
     );
     assert_eq!(
-        serde_json::to_value(Verdict::Help).unwrap(),
+        serde_json::to_value(Intent::Help).unwrap(),
         serde_json::json!({"verdict": "help"})
     );
     assert_eq!(
-        serde_json::to_value(Verdict::None).unwrap(),
+        serde_json::to_value(Intent::None).unwrap(),
         serde_json::json!({"verdict": "none"})
     );
     assert_eq!(
@@ -674,7 +674,7 @@ proptest! {
         let text = format!("{stop}{suffix}");
         prop_assert!(classify(&text, None).is_opt_out(), "{text:?}");
         let longer = format!("{stop}{suffix} {tail}");
-        prop_assert!(!matches!(classify(&longer, None), Verdict::OptIn { .. }), "{longer:?}");
+        prop_assert!(!matches!(classify(&longer, None), Intent::OptIn { .. }), "{longer:?}");
     }
 
     #[test]
@@ -689,7 +689,7 @@ proptest! {
         let text = format!("{before}{keyword}{after}");
         let got = classify(&text, None);
         prop_assert!(
-            matches!(got, Verdict::OptOut { confidence: Confidence::Keyword, .. }),
+            matches!(got, Intent::OptOut { confidence: Confidence::Keyword, .. }),
             "{:?} gave {:?}", text, got
         );
     }

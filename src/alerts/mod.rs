@@ -1,0 +1,423 @@
+//! Operator alerts: always to the log through `tracing`, and to a Discord webhook,
+//! coalesced and rate-limited.
+//!
+//! # Design
+//!
+//! [`Alerter::raise`] is called from the pipeline (dead letters, staleness, send failures)
+//! and must never block it nor fail. It does three cheap things on the caller's thread:
+//!
+//! 1. logs the alert (`error!` for critical, `warn!` for warnings, `info!` for info), always;
+//! 2. if a webhook is configured, passes the alert through the throttle (`throttle.rs`, a pure state
+//!    machine behind a `std::sync::Mutex` held for microseconds, never across an await);
+//! 3. queues the messages the throttle lets through on a bounded `tokio::sync::mpsc` channel
+//!    with `try_send` (a full queue drops the message and counts it `failed`).
+//!
+//! One background task owns the HTTP side. It sends one message at a time (in order, and
+//! Discord's per-webhook limit is low anyway) with `ureq` on `spawn_blocking`, retries a
+//! 429 once after Discord's `retry_after`, and 5xx, timeouts and connection errors up to
+//! three tries with exponential backoff. The task is spawned by [`Alerter::new`] on the
+//! current tokio runtime and ends when the last `Alerter` clone is dropped. Outside a
+//! runtime `new` returns a log-only alerter (and says so in the log).
+//!
+//! # The throttle
+//!
+//! - **Coalescing**: an alert whose key was last *sent* less than `min_interval_secs` ago
+//!   is counted, not sent. The next alert sent for that key carries
+//!   `(+N similar since HH:MM UTC)`, HH:MM being when the previous one was sent. A count
+//!   that no later alert picks up is not sent by itself: the alert already sent told the
+//!   operator what to look at, and every alert is in the log.
+//! - **Global cap**: at most `max_per_hour` messages (summaries included) in any rolling
+//!   hour. Alerts beyond it are dropped and counted. When there is room again, the count
+//!   `N alerts suppressed by the rate limit` goes out once: with the next alert let
+//!   through, or on its own from the poster's periodic check (every 30 s) if none comes.
+//!
+//! The clock is injectable ([`AlerterOptions::clock`]) so tests can move time.
+//!
+//! # Files
+//!
+//! This file: [`Alerter`] and what callers hand it. [`config`]: `[alerts]`. `throttle.rs`:
+//! coalescing and the cap. `discord.rs`: the poster task and Discord's rules.
+//!
+//! # Secrets
+//!
+//! The webhook URL contains the webhook token. It is a [`Secret`] and never appears in a
+//! log line or `Debug` output of this module: transport errors are described by their kind
+//! and cause (whose text is scrubbed of the URL) rather than by ureq's `Display`, which
+//! includes the URL. ureq itself logs the URL at `debug` level through the `log` crate, so
+//! the daemon's log filter must keep `ureq` at `info` or above.
+
+pub mod config;
+mod discord;
+mod throttle;
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus::{IntCounterVec, Opts};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+
+pub use config::AlertsConfig;
+use discord::{Outgoing, Poster};
+use throttle::{Admission, Throttle};
+
+/// Discord rejects a `content` longer than this many characters.
+const DISCORD_MAX_CONTENT: usize = 2000;
+
+/// Messages waiting for the poster. The throttle lets through at most `max_per_hour` messages
+/// an hour, so this fills only when Discord has been unreachable for a long time.
+const QUEUE_CAPACITY: usize = 256;
+
+/// Tries for a message that meets 5xx answers, timeouts or connection errors.
+const MAX_TRIES: u32 = 3;
+
+/// Longest wait honoured for a 429 (Discord's global limit can ask for minutes; one alert
+/// must not hold the queue that long).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Wait for a 429 that says neither `retry_after` nor `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How often the poster checks whether a rate-limit summary is due when no alert comes.
+const SUMMARY_POLL: Duration = Duration::from_secs(30);
+
+/// Past this many coalescing entries, the ones equivalent to "never sent" are dropped.
+const MAX_IDLE_KEYS: usize = 1024;
+
+/// How urgent an alert is; sets the log level and the Discord label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing (a recovery).
+    Info,
+    /// Needs a look soon (dead letters, retries exhausted).
+    Warning,
+    /// Needs action now (no inbound messages, the log cannot be written).
+    Critical,
+}
+
+impl Severity {
+    /// `info`, `warning` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    fn badge(self) -> &'static str {
+        match self {
+            Severity::Info => "ℹ️ **INFO**",
+            Severity::Warning => "⚠️ **WARNING**",
+            Severity::Critical => "🚨 **CRITICAL**",
+        }
+    }
+}
+
+/// One operator alert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    /// Coalescing key: alerts with the same key are one story (e.g. `dead_letter:dedup`).
+    pub key: String,
+    /// How urgent it is.
+    pub severity: Severity,
+    /// One line: what happened.
+    pub title: String,
+    /// Why, with the figures the operator needs.
+    pub reason: String,
+    /// What the operator should run next, e.g. `hooklog-replay dead-letters`.
+    pub next_step: String,
+}
+
+/// Knobs that are not configuration: for tests.
+#[derive(Clone)]
+pub struct AlerterOptions {
+    /// Where coalescing and the hourly cap read the time. Default [`Clock::system`].
+    pub clock: Clock,
+    /// Wait before the second try after a 5xx or transport error; doubled for the third.
+    /// Default 1 s.
+    pub retry_backoff: Duration,
+}
+
+impl Default for AlerterOptions {
+    fn default() -> Self {
+        AlerterOptions {
+            clock: Clock::system(),
+            retry_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl fmt::Debug for AlerterOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlerterOptions")
+            .field("retry_backoff", &self.retry_backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Raises operator alerts. Cheap to clone (one `Arc`); `Send + Sync`.
+#[derive(Clone)]
+pub struct Alerter {
+    /// `None`: log only (no webhook configured, or no runtime to send from).
+    discord: Option<Arc<Discord>>,
+    /// In tests, every alert raised, before the throttle (see [`Alerter::raised`]).
+    #[cfg(test)]
+    raised: Arc<Mutex<Vec<Alert>>>,
+}
+
+/// The caller-side half of Discord delivery.
+struct Discord {
+    gate: Arc<Mutex<Throttle>>,
+    clock: Clock,
+    queue: mpsc::Sender<Outgoing>,
+    /// Messages queued or being sent (for [`Alerter::flush`]).
+    pending: Arc<AtomicUsize>,
+    counters: Counters,
+}
+
+impl fmt::Debug for Alerter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Alerter")
+            .field(
+                "discord",
+                &if self.discord.is_some() {
+                    "webhook <redacted>"
+                } else {
+                    "off (log only)"
+                },
+            )
+            .finish()
+    }
+}
+
+impl Alerter {
+    /// An alerter for `config`. With a webhook, it must be called inside a tokio runtime
+    /// (any flavour): it spawns the poster task there. Outside one, or without a webhook,
+    /// the alerter logs only. With `metrics`, registers `hooklog_alerts_total{outcome}`.
+    pub fn new(config: &AlertsConfig, metrics: Option<&Metrics>) -> Alerter {
+        Alerter::with_options(config, metrics, AlerterOptions::default())
+    }
+
+    /// [`Alerter::new`] with an injected clock and retry backoff.
+    pub fn with_options(
+        config: &AlertsConfig,
+        metrics: Option<&Metrics>,
+        options: AlerterOptions,
+    ) -> Alerter {
+        let counters = Counters::register(metrics);
+        let Some(url) = config.discord_webhook_url.clone() else {
+            tracing::info!("no alerts.discord_webhook_url: alerts go to the log only");
+            return Alerter::disabled();
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                "alerter created outside a tokio runtime: Discord alerts are off, alerts go to the log only"
+            );
+            return Alerter::disabled();
+        };
+        let gate = Arc::new(Mutex::new(Throttle::new(config)));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let sender = Poster {
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(config.timeout_secs.max(1)))
+                .user_agent(concat!("hooklog/", env!("CARGO_PKG_VERSION")))
+                .build(),
+            url,
+            backoff: options.retry_backoff,
+            gate: gate.clone(),
+            clock: options.clock.clone(),
+            pending: pending.clone(),
+            counters: counters.clone(),
+        };
+        runtime.spawn(sender.run(rx));
+        Alerter {
+            discord: Some(Arc::new(Discord {
+                gate,
+                clock: options.clock,
+                queue,
+                pending,
+                counters,
+            })),
+            #[cfg(test)]
+            raised: Arc::default(),
+        }
+    }
+
+    /// An alerter that only logs.
+    pub fn disabled() -> Alerter {
+        Alerter {
+            discord: None,
+            #[cfg(test)]
+            raised: Arc::default(),
+        }
+    }
+
+    /// Every alert raised through this alerter or its clones so far, in order, before
+    /// coalescing and the hourly cap (which the throttle's tests cover). Tests only: it is how
+    /// the pipeline's tests check which alerts a situation raises.
+    #[cfg(test)]
+    pub(crate) fn raised(&self) -> Vec<Alert> {
+        self.raised
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Logs `alert` and, with a webhook, hands it to the throttle and the poster. Never blocks
+    /// and never fails; callable from any thread, inside a runtime or not.
+    pub fn raise(&self, alert: Alert) {
+        log_alert(&alert);
+        #[cfg(test)]
+        self.raised
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(alert.clone());
+        let Some(discord) = &self.discord else {
+            return;
+        };
+        let now = discord.clock.now();
+        let verdict = discord
+            .gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(&alert, now);
+        match verdict {
+            Admission::Send(message) => {
+                discord.pending.fetch_add(1, Ordering::AcqRel);
+                let outgoing = Outgoing {
+                    key: alert.key.clone(),
+                    content: message,
+                };
+                if discord.queue.try_send(outgoing).is_err() {
+                    discord.pending.fetch_sub(1, Ordering::AcqRel);
+                    discord.counters.inc(Outcome::Failed);
+                    tracing::error!(
+                        alert = %alert.key,
+                        "alert queue full (Discord unreachable for long?): message dropped"
+                    );
+                }
+            }
+            Admission::Coalesced => discord.counters.inc(Outcome::Coalesced),
+            Admission::RateLimited => {
+                discord.counters.inc(Outcome::RateLimited);
+                tracing::debug!(
+                    alert = %alert.key,
+                    "alert not sent to Discord: over alerts.max_per_hour"
+                );
+            }
+        }
+    }
+
+    /// Waits until every queued message was sent or given up, at most `within`. Returns
+    /// whether the queue drained. For shutdown (deliver what was raised last) and tests.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let Some(discord) = &self.discord else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if discord.pending.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn log_alert(a: &Alert) {
+    match a.severity {
+        Severity::Critical => tracing::error!(
+            alert = %a.key, severity = a.severity.as_str(), reason = %a.reason,
+            next = %a.next_step, "ALERT: {}", a.title
+        ),
+        Severity::Warning => tracing::warn!(
+            alert = %a.key, severity = a.severity.as_str(), reason = %a.reason,
+            next = %a.next_step, "ALERT: {}", a.title
+        ),
+        Severity::Info => tracing::info!(
+            alert = %a.key, severity = a.severity.as_str(), reason = %a.reason,
+            next = %a.next_step, "ALERT: {}", a.title
+        ),
+    }
+}
+
+/// `hooklog_alerts_total{outcome}` values.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Sent,
+    Coalesced,
+    RateLimited,
+    Failed,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [
+        Outcome::Sent,
+        Outcome::Coalesced,
+        Outcome::RateLimited,
+        Outcome::Failed,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Coalesced => "coalesced",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct Counters(Option<IntCounterVec>);
+
+impl Counters {
+    fn register(metrics: Option<&Metrics>) -> Counters {
+        let Some(metrics) = metrics else {
+            return Counters(None);
+        };
+        let vec = match IntCounterVec::new(
+            Opts::new(
+                "hooklog_alerts_total",
+                "Operator alerts for Discord by outcome (sent, coalesced, rate_limited, failed)",
+            ),
+            &["outcome"],
+        ) {
+            Ok(vec) => vec,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create hooklog_alerts_total");
+                return Counters(None);
+            }
+        };
+        // Every outcome is exported from the start, so a rate() over it works before the
+        // first failure.
+        for outcome in Outcome::ALL {
+            vec.with_label_values(&[outcome.as_str()]);
+        }
+        if let Err(e) = metrics.register(Box::new(vec.clone())) {
+            // A second alerter on the same registry: its counts are not exported.
+            tracing::warn!(error = %e, "hooklog_alerts_total not registered");
+        }
+        Counters(Some(vec))
+    }
+
+    fn inc(&self, outcome: Outcome) {
+        if let Some(vec) = &self.0 {
+            vec.with_label_values(&[outcome.as_str()]).inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
