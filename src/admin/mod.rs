@@ -120,7 +120,7 @@ impl Admin {
 
     /// Answers one request.
     pub async fn handle(self: Arc<Self>, req: RawRequest<BodyStream>) -> Response {
-        let result = self.dispatch(req).await;
+        let result = self.route(req).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind(),
@@ -143,7 +143,7 @@ impl Admin {
         given.len() == expected.len() && bool::from(given.ct_eq(expected))
     }
 
-    async fn dispatch(&self, req: RawRequest<BodyStream>) -> Result<Response, ApiError> {
+    async fn route(&self, req: RawRequest<BodyStream>) -> Result<Response, ApiError> {
         if !req.path.starts_with("/admin/") && !req.path.starts_with("/v1/") {
             return Err(ApiError::NotFound);
         }

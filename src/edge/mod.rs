@@ -63,7 +63,7 @@ impl Edge {
     pub async fn handle(self: Arc<Self>, req: RawRequest<BodyStream>) -> Response {
         let started = Instant::now();
         let route_label = metric_route(&req.path);
-        let result = self.dispatch(req, started).await;
+        let result = self.route(req, started).await;
         let outcome = match &result {
             Ok(_) => "accepted",
             Err(e) => e.kind(),
@@ -75,7 +75,7 @@ impl Edge {
         result.unwrap_or_else(ApiError::into_response)
     }
 
-    async fn dispatch(
+    async fn route(
         &self,
         req: RawRequest<BodyStream>,
         started: Instant,
