@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod parse;
 pub mod phone;
 pub mod provider;
+pub mod retry;
 pub mod send;
 pub mod signature;
 pub mod state;

@@ -38,7 +38,7 @@ use anyhow::Context as _;
 use chrono::{NaiveDate, Utc};
 use hooklog::admin::api::{EventJson, EventPage};
 use hooklog::backfill::{
-    self, quo, twilio, Checkpoint, Progress, Range, RetryPolicy, Sink, SinkError, BACKFILL_RATE,
+    self, quo, twilio, Checkpoint, Progress, Range, Sink, SinkError, BACKFILL_RATE, BACKFILL_RETRY,
 };
 use hooklog::event::Source;
 use hooklog::log::{Log, LogError};
@@ -115,7 +115,7 @@ pub fn run(ctx: &Context, args: &BackfillArgs) -> anyhow::Result<()> {
                     .unwrap_or_default(),
                 range,
                 lines: args.lines.clone(),
-                retry: RetryPolicy::default(),
+                retry: BACKFILL_RETRY,
                 workspace_messages: ctx.config.openphone.workspace_messages,
             };
             let mut cp = Checkpoint::open(checkpoint_path.as_deref(), opts.run_key())?;
@@ -136,7 +136,7 @@ pub fn run(ctx: &Context, args: &BackfillArgs) -> anyhow::Result<()> {
                     .unwrap_or_default(),
                 range,
                 page_size: 1000,
-                retry: RetryPolicy::default(),
+                retry: BACKFILL_RETRY,
             };
             let mut cp = Checkpoint::open(checkpoint_path.as_deref(), opts.run_key())?;
             sink.resumed(&cp);

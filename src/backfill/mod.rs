@@ -79,6 +79,7 @@ use serde_json::Value;
 
 use crate::event::{Micros, Seq, Source, Verification, Verified};
 use crate::log::{Log, LogError};
+use crate::retry::RetryPolicy;
 use crate::send::limiter::{Limiter, Rate};
 
 /// Requests per second per credential: under Quo's 10/s with a margin, evenly spaced (burst
@@ -158,47 +159,14 @@ impl Range {
     }
 }
 
-/// Retries of one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt.
-    pub max_retries: u32,
-    /// Backoff base: the delay cap of the first retry.
-    pub base: Duration,
-    /// Largest backoff delay.
-    pub cap: Duration,
-    /// Largest `Retry-After` honoured (a longer one is cut to this).
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_retries: 8,
-            base: Duration::from_millis(250),
-            cap: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(300),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before retry number `attempt` (0 for the first retry): full jitter over
-    /// `[0, min(cap, base × 2^attempt)]`, and at least `retry_after` (cut to
-    /// `max_retry_after`). `unit` is a uniform sample in `[0, 1]`.
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
-        let ceiling = self
-            .base
-            .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
-            .unwrap_or(self.cap)
-            .min(self.cap);
-        let jittered = ceiling.mul_f64(unit.clamp(0.0, 1.0));
-        match retry_after {
-            Some(after) => jittered.max(after.min(self.max_retry_after)),
-            None => jittered,
-        }
-    }
-}
+/// The retries of one backfill request: 8 after the first try, 250 ms doubling to 30 s, and a
+/// `Retry-After` honoured up to 5 minutes (a backfill can wait; a gap must not stay open).
+pub const BACKFILL_RETRY: RetryPolicy = RetryPolicy {
+    max_retries: 8,
+    base: Duration::from_millis(250),
+    max: Duration::from_secs(30),
+    max_retry_after: Duration::from_secs(300),
+};
 
 /// Why a request failed for good.
 #[derive(Debug, thiserror::Error)]
@@ -718,40 +686,6 @@ pub fn append_direct(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    #[test]
-    fn backoff_is_full_jitter_under_a_doubling_ceiling_capped() {
-        let p = RetryPolicy {
-            max_retries: 8,
-            base: ms(100),
-            cap: ms(1000),
-            max_retry_after: Duration::from_secs(60),
-        };
-        assert_eq!(p.delay(0, None, 1.0), ms(100));
-        assert_eq!(p.delay(1, None, 1.0), ms(200));
-        assert_eq!(p.delay(3, None, 1.0), ms(800));
-        assert_eq!(p.delay(4, None, 1.0), ms(1000));
-        assert_eq!(p.delay(40, None, 1.0), ms(1000));
-        assert_eq!(p.delay(3, None, 0.0), Duration::ZERO);
-        assert_eq!(p.delay(3, None, 0.5), ms(400));
-    }
-
-    #[test]
-    fn retry_after_is_a_lower_bound_on_the_delay_within_its_cap() {
-        let p = RetryPolicy {
-            max_retries: 8,
-            base: ms(100),
-            cap: ms(1000),
-            max_retry_after: Duration::from_secs(5),
-        };
-        assert_eq!(p.delay(0, Some(Duration::from_secs(2)), 0.3), ms(2000));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(90)), 0.3), ms(5000));
-        assert_eq!(p.delay(4, Some(ms(10)), 1.0), ms(1000));
-    }
 
     #[test]
     fn retry_after_is_read_as_seconds_or_as_an_http_date() {

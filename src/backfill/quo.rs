@@ -48,9 +48,10 @@ use serde_json::value::RawValue;
 
 use super::{
     fingerprint, query, Checkpoint, CheckpointError, Client, Conversation, FetchError, Progress,
-    Range, RetryPolicy, RunKey, Sink, SinkError,
+    Range, RunKey, Sink, SinkError,
 };
 use crate::event::Source;
+use crate::retry::RetryPolicy;
 use crate::send::limiter::Limiter;
 
 /// Largest page the API gives.

@@ -22,10 +22,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    fingerprint, query, Checkpoint, CheckpointError, Client, FetchError, Progress, Range,
-    RetryPolicy, RunKey, Sink, SinkError,
+    fingerprint, query, Checkpoint, CheckpointError, Client, FetchError, Progress, Range, RunKey,
+    Sink, SinkError,
 };
 use crate::event::Source;
+use crate::retry::RetryPolicy;
 use crate::send::limiter::Limiter;
 
 /// Why a Twilio backfill stopped.

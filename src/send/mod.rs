@@ -39,6 +39,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 
 use crate::alerts::{Alert, Alerter, Severity};
+use crate::retry::RetryPolicy;
 
 pub use limiter::{Limiter, Rate};
 
@@ -263,42 +264,6 @@ pub(crate) fn perform(
     }
 }
 
-/// Backoff for 429s.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Retries after the first try (the issue: 3).
-    pub max_retries: u32,
-    /// The first backoff cap; doubled for each retry.
-    pub base: Duration,
-    /// No backoff is longer than this.
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// twilio-node's auto-retry (ref twilio §5), a little slower to start: 3 retries,
-    /// 250 ms doubling, capped at 4 s.
-    fn default() -> Self {
-        RetryPolicy {
-            max_retries: 3,
-            base: Duration::from_millis(250),
-            max: Duration::from_secs(4),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before retry `retry` (0-based) with full jitter: `jitter` ∈ [0, 1] scales
-    /// `min(max, base × 2^retry)`. Full jitter spreads senders that were limited together.
-    pub fn backoff(&self, retry: u32, jitter: f64) -> Duration {
-        let cap = self
-            .base
-            .checked_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
-            .unwrap_or(self.max)
-            .min(self.max);
-        cap.mul_f64(jitter.clamp(0.0, 1.0))
-    }
-}
-
 /// Where [`send_with_retries`] raises operator alerts: the daemon's [`Alerter`]; tests
 /// record them.
 pub trait AlertSink {
@@ -418,21 +383,6 @@ fn alert_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_is_capped_by_base_doubling_and_max() {
-        let p = RetryPolicy {
-            max_retries: 3,
-            base: Duration::from_millis(100),
-            max: Duration::from_millis(300),
-        };
-        assert_eq!(p.backoff(0, 1.0), Duration::from_millis(100));
-        assert_eq!(p.backoff(1, 1.0), Duration::from_millis(200));
-        assert_eq!(p.backoff(2, 1.0), Duration::from_millis(300));
-        assert_eq!(p.backoff(40, 1.0), Duration::from_millis(300));
-        assert_eq!(p.backoff(1, 0.5), Duration::from_millis(100));
-        assert_eq!(p.backoff(1, 0.0), Duration::ZERO);
-    }
 
     #[test]
     fn e164_accepts_only_plus_and_8_to_15_digits() {

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use hooklog::backfill::{
-    quo, twilio, Checkpoint, Progress, Range, RetryPolicy, Sink, SinkError, BACKFILL_RATE,
-};
+use hooklog::backfill::{quo, twilio, Checkpoint, Progress, Range, Sink, SinkError, BACKFILL_RATE};
 use hooklog::event::Source;
 use hooklog::send::limiter::Limiter;
 
 use crate::fake_providers::{self, FakeApi, Fault, DAY, QUO_KEY};
+use hooklog::retry::RetryPolicy;
 
 /// Keeps what it is given; refuses everything after `fail_after` resources if set.
 #[derive(Default)]
@@ -42,7 +41,7 @@ fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         max_retries: 4,
         base: Duration::from_millis(20),
-        cap: Duration::from_millis(200),
+        max: Duration::from_millis(200),
         max_retry_after: Duration::from_secs(5),
     }
 }

@@ -16,10 +16,10 @@ use hooklog::consumers::dispatch::{
 use hooklog::event::{Micros, Seq};
 use hooklog::parse::{Data, Kind, Parsed};
 use hooklog::provider::Provider;
-use hooklog::send::RetryPolicy;
 use serde_json::Value;
 
 use crate::fake_server::{answer, Alerts, FakeServer, Reply};
+use hooklog::retry::RetryPolicy;
 
 const TOKEN: &str = "gw-token-1";
 
@@ -83,6 +83,7 @@ fn fast(max_retries: u32) -> DispatchPolicy {
             max_retries,
             base: Duration::from_millis(10),
             max: Duration::from_millis(40),
+            ..RetryPolicy::default()
         },
         max_elapsed: Duration::from_secs(5),
     }

@@ -8,11 +8,11 @@ use hooklog::alerts::Severity;
 use hooklog::config::Secret;
 use hooklog::send::{
     quo, send_with_retries, twilio, HttpOptions, Limiter, OutboundMessage, Outcome, Rate,
-    RetryPolicy,
 };
 use serde_json::{json, Value};
 
 use crate::fake_server::{Alerts, FakeServer, Reply};
+use hooklog::retry::RetryPolicy;
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "twilio-token-1";
@@ -61,6 +61,7 @@ fn fast_policy() -> RetryPolicy {
         max_retries: 3,
         base: Duration::from_millis(20),
         max: Duration::from_millis(80),
+        ..RetryPolicy::default()
     }
 }
 
@@ -181,6 +182,7 @@ fn a_429_storm_is_retried_three_times_with_backoff_then_alerted() {
         max_retries: 3,
         base: Duration::from_millis(30),
         max: Duration::from_millis(60),
+        ..RetryPolicy::default()
     };
     let started = Instant::now();
     let report = send_with_retries(

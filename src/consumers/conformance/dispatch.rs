@@ -13,7 +13,7 @@ use crate::consumers::dispatch::{
 use crate::consumers::dispatch::{Dispatch, Settings, NAME};
 use crate::event::Seq;
 use crate::metrics::Metrics;
-use crate::send::RetryPolicy;
+use crate::retry::RetryPolicy;
 
 struct UnderDispatch;
 
@@ -46,6 +46,7 @@ impl UnderTest for UnderDispatch {
                     max_retries: 1,
                     base: Duration::from_millis(1),
                     max: Duration::from_millis(2),
+                    ..RetryPolicy::default()
                 },
                 max_elapsed: Duration::from_secs(1),
             },

@@ -13,7 +13,8 @@ use crate::consumers::sender::{SendClients, Sender, SenderConfig, NAME};
 use crate::event::Seq;
 use crate::gates::ComplianceConfig;
 use crate::metrics::Metrics;
-use crate::send::{quo, twilio, HttpOptions, RetryPolicy};
+use crate::retry::RetryPolicy;
+use crate::send::{quo, twilio, HttpOptions};
 
 struct UnderSender;
 
@@ -57,6 +58,7 @@ impl UnderTest for UnderSender {
             max_retries: 1,
             base: Duration::from_millis(1),
             max: Duration::from_millis(2),
+            ..RetryPolicy::default()
         })
     }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{BreakerConfig, DispatchPolicy, GatewayOptions, Route, Routes};
 use crate::config::Secret;
 use crate::provider::Provider;
-use crate::send::RetryPolicy;
+use crate::retry::RetryPolicy;
 
 /// One `[[dispatch.routes]]` table.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -227,6 +227,7 @@ impl DispatchConfig {
                 max_retries: self.max_retries,
                 base: Duration::from_millis(self.retry_base_ms),
                 max: Duration::from_millis(self.retry_max_ms),
+                ..RetryPolicy::default()
             },
             max_elapsed: Duration::from_secs(self.retry_max_elapsed_secs),
         }

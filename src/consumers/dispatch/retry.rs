@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 
 use crate::alerts::{Alert, Severity};
-use crate::send::{AlertSink, RetryPolicy};
+use crate::retry::RetryPolicy;
+use crate::send::AlertSink;
 
 use super::breaker::{Breaker, Permit, Transition};
 use super::client::{DispatchOutcome, Gateway};
@@ -40,6 +41,7 @@ impl Default for DispatchPolicy {
                 max_retries: 4,
                 base: Duration::from_millis(500),
                 max: Duration::from_secs(8),
+                ..RetryPolicy::default()
             },
             max_elapsed: Duration::from_secs(20),
         }
@@ -204,6 +206,7 @@ mod tests {
                 max_retries,
                 base: Duration::from_millis(1),
                 max: Duration::from_millis(2),
+                ..RetryPolicy::default()
             },
             max_elapsed: Duration::from_secs(5),
         }
@@ -247,6 +250,7 @@ mod tests {
                 max_retries: 10,
                 base: Duration::from_secs(60),
                 max: Duration::from_secs(60),
+                ..RetryPolicy::default()
             },
             max_elapsed: Duration::ZERO,
         };

@@ -7,7 +7,7 @@ use crate::consumers::dedup::Dedup;
 use crate::consumers::testutil::{event, quo_inbound, HOUR};
 use crate::event::Verified;
 use crate::log::sled::{SledLog, SledOptions};
-use crate::send::RetryPolicy;
+use crate::retry::RetryPolicy;
 use std::collections::VecDeque;
 
 /// Answers from a script, then `Delivered`; keeps every request.
@@ -106,6 +106,7 @@ fn settings(extra: Vec<Route>) -> Settings {
                 max_retries: 1,
                 base: Duration::from_millis(1),
                 max: Duration::from_millis(2),
+                ..RetryPolicy::default()
             },
             max_elapsed: Duration::from_secs(1),
         },

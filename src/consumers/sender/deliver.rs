@@ -18,9 +18,9 @@ use crate::consumers::outbound::{
 use crate::consumers::BatchError;
 use crate::event::{Micros, Source, Verification, Verified};
 use crate::provider::SendProvider;
+use crate::retry::RetryPolicy;
 use crate::send::{
-    self, AlertSink, BuildError, HttpOptions, Limiter, OutboundMessage, Outcome, RetryPolicy,
-    SendClient,
+    self, AlertSink, BuildError, HttpOptions, Limiter, OutboundMessage, Outcome, SendClient,
 };
 
 /// A provider client shared with the blocking send thread.
@@ -291,7 +291,7 @@ impl Sender {
         };
         let (alerts, retry, connect_retries) = (
             self.alerts.clone(),
-            self.retry.clone(),
+            self.retry,
             self.connect_retries,
         );
         let delivery = tokio::task::spawn_blocking(move || {

@@ -107,7 +107,8 @@ use crate::event::Seq;
 use crate::gates::{ComplianceConfig, LineConfig};
 use crate::log::Log;
 use crate::metrics::Metrics;
-use crate::send::{AlertSink, Limiter, Rate, RetryPolicy};
+use crate::retry::RetryPolicy;
+use crate::send::{AlertSink, Limiter, Rate};
 use crate::state::{KvTree, StateError, StateStore};
 
 pub use config::SenderConfig;

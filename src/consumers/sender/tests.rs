@@ -168,6 +168,7 @@ fn sender_with(w: &World, compliance: ComplianceConfig, clients: SendClients) ->
         max_retries: 3,
         base: Duration::from_millis(1),
         max: Duration::from_millis(5),
+        ..RetryPolicy::default()
     })
 }
 
