@@ -24,18 +24,18 @@ use chrono::{DateTime, Utc};
 /// The system clock (optionally shifted), or a manual one for tests.
 #[derive(Clone, Default)]
 pub struct Clock {
-    source: Source,
+    source: Reading,
 }
 
 #[derive(Clone)]
-enum Source {
+enum Reading {
     System { offset_secs: i64 },
     Manual(Arc<Manual>),
 }
 
-impl Default for Source {
+impl Default for Reading {
     fn default() -> Self {
-        Source::System { offset_secs: 0 }
+        Reading::System { offset_secs: 0 }
     }
 }
 
@@ -74,7 +74,7 @@ impl Clock {
     /// The system clock shifted by `offset_secs` (tests).
     pub fn shifted(offset_secs: i64) -> Clock {
         Clock {
-            source: Source::System { offset_secs },
+            source: Reading::System { offset_secs },
         }
     }
 
@@ -91,7 +91,7 @@ impl Clock {
             elapsed: Mutex::new(Duration::ZERO),
         });
         let clock = Clock {
-            source: Source::Manual(manual.clone()),
+            source: Reading::Manual(manual.clone()),
         };
         (clock, ClockHand(manual))
     }
@@ -99,16 +99,16 @@ impl Clock {
     /// The offset from the system clock, in seconds (0 for a manual clock).
     pub fn offset_secs(&self) -> i64 {
         match &self.source {
-            Source::System { offset_secs } => *offset_secs,
-            Source::Manual(_) => 0,
+            Reading::System { offset_secs } => *offset_secs,
+            Reading::Manual(_) => 0,
         }
     }
 
     /// The current wall-clock time.
     pub fn now(&self) -> DateTime<Utc> {
         match &self.source {
-            Source::System { offset_secs } => Utc::now() + chrono::Duration::seconds(*offset_secs),
-            Source::Manual(m) => {
+            Reading::System { offset_secs } => Utc::now() + chrono::Duration::seconds(*offset_secs),
+            Reading::Manual(m) => {
                 // A test clock is advanced by seconds or hours, never by 292 000 years.
                 m.wall + chrono::Duration::from_std(m.elapsed()).unwrap_or(chrono::Duration::MAX)
             }
@@ -119,8 +119,8 @@ impl Clock {
     /// wall-clock time), the start plus what the hand added for a manual one.
     pub fn instant(&self) -> Instant {
         match &self.source {
-            Source::System { .. } => Instant::now(),
-            Source::Manual(m) => m.instant + m.elapsed(),
+            Reading::System { .. } => Instant::now(),
+            Reading::Manual(m) => m.instant + m.elapsed(),
         }
     }
 }
@@ -128,9 +128,9 @@ impl Clock {
 impl fmt::Debug for Clock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {
-            Source::System { offset_secs: 0 } => f.write_str("Clock::system"),
-            Source::System { offset_secs } => write!(f, "Clock::shifted({offset_secs})"),
-            Source::Manual(m) => write!(f, "Clock::manual({}, +{:?})", m.wall, m.elapsed()),
+            Reading::System { offset_secs: 0 } => f.write_str("Clock::system"),
+            Reading::System { offset_secs } => write!(f, "Clock::shifted({offset_secs})"),
+            Reading::Manual(m) => write!(f, "Clock::manual({}, +{:?})", m.wall, m.elapsed()),
         }
     }
 }
