@@ -10,8 +10,11 @@
 //!   authenticate the server), and the connection task spawned on the caller's runtime.
 //! - [`migrate`]: the numbered files of `schema/`, embedded in the binary, applied once each
 //!   and recorded in `hooklog_schema_migrations`.
-//! - [`rows`]: what each record becomes (pure: no I/O, no clock), and [`tables`]: the upsert
-//!   statements with the merge rule of each column;
+//! - [`rows`]: what each record becomes (pure: no I/O, no clock), [`tables`]: the upsert
+//!   statements with the merge rule of each column, and [`cells`]: a row's values and a
+//!   batch's parameters;
+//! - `plan.rs`: the rows of a batch, planned on a blocking thread; `commit.rs`: one batch's
+//!   transaction and how its failures are classified;
 //! - [`error`]: [`PgError`], one enum for all of the above.
 //!
 //! # Statement mode
@@ -89,35 +92,36 @@
 //! re-running the batch record by record: the records before it are committed, the cursor
 //! is moved past it, it is dead-lettered, and the driver goes on after it.
 
+pub mod cells;
+mod commit;
 pub mod config;
 pub mod connect;
 pub mod error;
 pub mod migrate;
+mod plan;
 pub mod rows;
 pub mod tables;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::consumers::compliance;
-use crate::consumers::dedup::{self, Verdict, Verdicts};
-use crate::consumers::outbound::{Message, OutboundRecord};
+use crate::consumers::dedup::{self, Verdicts};
 use crate::consumers::{Batch, BatchError, Consumer, RewindMode};
-use crate::event::{Event, Seq, Source};
+use crate::event::Seq;
 use crate::metrics::Metrics;
-use crate::parse::{self, Data, Direction, Kind};
-use crate::state::{StateError, StateStore};
+use crate::state::StateStore;
 
+use commit::{Commit, Failure, Sql};
 pub use config::{quote_schema, PostgresConfig};
 pub use connect::{connect, Connected};
 pub use error::{describe, PgError};
-use tables::{Params, Row, Table};
+use plan::{Planned, Planner};
 
 /// The consumer's name (and its row in `hooklog_cursors`).
 pub const NAME: &str = "postgres";
@@ -198,299 +202,6 @@ struct Conn {
     seq: i64,
     epoch: i64,
 }
-
-/// Statements, built once with the schema written in.
-struct Sql {
-    upserts: Vec<(&'static Table, String)>,
-    init_cursor: String,
-    read_cursor: String,
-    load_messages: String,
-    advance: String,
-    rewind: String,
-}
-
-impl Sql {
-    fn new(q: &str) -> Sql {
-        Sql {
-            upserts: tables::TABLES
-                .iter()
-                .map(|t| (*t, t.upsert_sql(q)))
-                .collect(),
-            init_cursor: format!(
-                "insert into {q}.hooklog_cursors (name, seq, epoch) values ($1, 0, 0) on conflict (name) do nothing"
-            ),
-            read_cursor: format!("select seq, epoch from {q}.hooklog_cursors where name = $1"),
-            load_messages: format!(
-                "select id, state::text from {q}.outbound_messages where id = any($1) for update"
-            ),
-            advance: format!(
-                "update {q}.hooklog_cursors set seq = greatest(seq, $2), updated_at = now() \
-                 where name = $1 and seq = $3 and epoch = $4"
-            ),
-            rewind: format!(
-                "update {q}.hooklog_cursors set seq = $2, epoch = epoch + 1, updated_at = now() \
-                 where name = $1 returning seq, epoch"
-            ),
-        }
-    }
-}
-
-/// Why one attempt failed, classified once.
-enum Failure {
-    /// Postgres refused the data (SQLSTATE 22xxx, 23xxx): isolate the record.
-    Data(String),
-    /// Anything else: retry later, on a new connection if this one is gone.
-    Transient(String),
-}
-
-impl From<PgError> for Failure {
-    fn from(e: PgError) -> Self {
-        Failure::Transient(e.to_string())
-    }
-}
-
-impl From<tokio_postgres::Error> for Failure {
-    fn from(e: tokio_postgres::Error) -> Self {
-        let data = e
-            .as_db_error()
-            .is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23"));
-        if data {
-            Failure::Data(describe(&e))
-        } else {
-            Failure::Transient(format!("postgres: {}", describe(&e)))
-        }
-    }
-}
-
-impl From<StateError> for Failure {
-    fn from(e: StateError) -> Self {
-        Failure::Transient(e.to_string())
-    }
-}
-
-/// The rows of one record, kept apart so that a refused record can be found.
-#[derive(Clone)]
-struct Planned {
-    seq: Seq,
-    rows: Vec<Row>,
-    /// A record that changes an outbound message (request, decision, attempt, result): its
-    /// row depends on the message's stored state, so it is folded in the transaction.
-    message: Option<OutboundRecord>,
-}
-
-/// What turns records into rows: owned, so it runs on a blocking thread while the previous
-/// batch's transaction runs on the connection.
-#[derive(Clone)]
-struct Planner {
-    verdicts: Verdicts,
-    store: Arc<dyn StateStore>,
-    dedup_ttl: TimeDelta,
-}
-
-impl Planner {
-    /// Rows for each record of the batch.
-    fn plan(&self, batch: &Batch) -> Result<Vec<Planned>, Failure> {
-        // One range scan for the batch's verdicts.
-        let verdicts = self.verdicts.of_batch(batch.events())?;
-        let mut planned = Vec::with_capacity(batch.events().len());
-        let mut optouts_changed = false;
-        for record in batch.records() {
-            let event = record.event;
-            let verdict = verdicts.get(event.seq).ok_or_else(|| {
-                // The driver never passes dedup, so dedup was rewound under us: wait for it.
-                Failure::Transient(format!("no dedup verdict yet for record {}", event.seq))
-            })?;
-            // Parsed once for every consumer (dedup, or the read-ahead, got there first).
-            let parsed = record.parsed();
-            if verdict == Verdict::Original {
-                optouts_changed |= touches_optouts(event, parsed);
-            }
-            let mut rows = rows::project(event, parsed, verdict, self.dedup_ttl);
-            let mut message = None;
-            // Duplicates stay in omni_events only, like every other record.
-            if verdict == Verdict::Original {
-                match OutboundRecord::decode(event) {
-                    None => {}
-                    Some(Err(error)) => {
-                        // Only hooklog writes these; the record stays in omni_events.
-                        tracing::warn!(%error, "unreadable outbound record: only its omni_events row is written");
-                    }
-                    Some(Ok(OutboundRecord::Dispatch(d))) => {
-                        rows.push(rows::dispatch_row(event.seq.0, &d));
-                    }
-                    Some(Ok(OutboundRecord::Line(l))) => {
-                        rows.push(rows::line_row(event.seq.0, &l));
-                    }
-                    Some(Ok(record)) => message = Some(record),
-                }
-            }
-            planned.push(Planned {
-                seq: event.seq,
-                rows,
-                message,
-            });
-        }
-        if optouts_changed {
-            // The entries this batch's records set (a later record may have changed an entry
-            // since: it is projected with that record, and the higher seq wins the row).
-            let mut by_seq: HashMap<u64, &mut Planned> =
-                planned.iter_mut().map(|p| (p.seq.0, p)).collect();
-            for entry in compliance::list(self.store.as_ref())? {
-                if let Some(p) = by_seq.get_mut(&entry.seq) {
-                    p.rows.push(rows::optout_row(&entry));
-                }
-            }
-        }
-        Ok(planned)
-    }
-}
-
-/// One transaction: the rows of `planned`, then the fenced cursor update to at least `last`.
-struct Commit {
-    client: Arc<tokio_postgres::Client>,
-    sql: Arc<Sql>,
-    planned: Vec<Planned>,
-    last: i64,
-    expected: i64,
-    epoch: i64,
-    timeout: Duration,
-    metrics: SinkMetrics,
-}
-
-impl Commit {
-    /// Runs it; the cursor it committed, or why not. The connection is left outside any
-    /// transaction (or is broken, which the caller sees on `is_closed`).
-    async fn run(self) -> Result<i64, Failure> {
-        let started = Instant::now();
-        let timeout = self.timeout;
-        let client = self.client.clone();
-        match tokio::time::timeout(timeout, self.transaction()).await {
-            Err(_) => Err(Failure::Transient(
-                PgError::Timeout(timeout.as_secs()).to_string(),
-            )),
-            Ok(Err(e)) => {
-                // Leave the aborted transaction (harmless if none is open); if the connection
-                // itself is gone this fails too, and the caller reconnects.
-                let _ = client.batch_execute("rollback").await;
-                Err(e)
-            }
-            Ok(Ok(seq)) => {
-                self.metrics.committed_seq.set(seq);
-                self.metrics
-                    .batch_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                Ok(seq)
-            }
-        }
-    }
-
-    /// The `outbound_messages` rows of the batch's message records: the stored messages they
-    /// are about (read in this transaction, locked), with the records folded in.
-    async fn messages(&self) -> Result<Vec<Row>, Failure> {
-        let records: Vec<(u64, &OutboundRecord)> = self
-            .planned
-            .iter()
-            .filter_map(|p| p.message.as_ref().map(|m| (p.seq.0, m)))
-            .collect();
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&str> = records
-            .iter()
-            .filter_map(|(_, r)| rows::message_id(r))
-            .map(|id| id.as_str())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let stored = self
-            .client
-            .query_typed(&self.sql.load_messages, &[(&ids, Type::TEXT_ARRAY)])
-            .await?;
-        let mut messages = HashMap::with_capacity(stored.len());
-        for row in stored {
-            let id: String = row.try_get(0)?;
-            let state: String = row.try_get(1)?;
-            let message: Message = serde_json::from_str(&state).map_err(|e| {
-                // Someone edited the row: isolate the record rather than overwrite it.
-                Failure::Data(format!(
-                    "outbound_messages.state of {id} cannot be read: {e}"
-                ))
-            })?;
-            messages.insert(id, message);
-        }
-        let changed = rows::fold_messages(&mut messages, &records);
-        Ok(changed
-            .iter()
-            .filter_map(|id| messages.get(id))
-            .map(rows::message_row)
-            .collect())
-    }
-
-    async fn transaction(&self) -> Result<i64, Failure> {
-        let client = &self.client;
-        client.batch_execute("begin").await?;
-        let messages = self.messages().await?;
-        let mut by_table: HashMap<&'static str, Vec<&Row>> = HashMap::new();
-        for row in self.planned.iter().flat_map(|p| &p.rows).chain(&messages) {
-            by_table.entry(row.table.name).or_default().push(row);
-        }
-        let mut statements: Vec<(&str, Vec<(Params, Type)>)> = Vec::new();
-        let mut counts: Vec<(&'static str, usize)> = Vec::new();
-        for (table, upsert) in &self.sql.upserts {
-            let Some(rows) = by_table.get(table.name) else {
-                continue;
-            };
-            counts.push((table.name, rows.len()));
-            for round in tables::rounds(rows) {
-                statements.push((upsert.as_str(), Params::columns(table, &round)));
-            }
-        }
-        let refs: Vec<(&str, Vec<Param>)> = statements
-            .iter()
-            .map(|(upsert, params)| {
-                (
-                    *upsert,
-                    params
-                        .iter()
-                        .map(|(p, t)| (p.as_sql(), t.clone()))
-                        .collect(),
-                )
-            })
-            .collect();
-        let fence: [Param; 4] = [
-            (&NAME, Type::TEXT),
-            (&self.last, Type::INT8),
-            (&self.expected, Type::INT8),
-            (&self.epoch, Type::INT8),
-        ];
-        // Sent back to back (tokio-postgres pipelines requests issued together); the server
-        // runs them in order, and the first error aborts the transaction.
-        let upserts = futures_util::future::try_join_all(
-            refs.iter().map(|(q, p)| client.execute_typed(q, p)),
-        );
-        let fenced = client.execute_typed(&self.sql.advance, &fence);
-        let (_, moved) = futures_util::future::try_join(upserts, fenced).await?;
-        if moved == 0 {
-            client.batch_execute("rollback").await?;
-            // Someone else moved the cursor; the caller reads it again before retrying.
-            return Err(Failure::Transient(format!(
-                "the cursor row `{NAME}` moved under this writer (expected seq {}, epoch {}): another hooklog writes to this database, or it was rewound; retrying from the stored cursor",
-                self.expected, self.epoch
-            )));
-        }
-        client.batch_execute("commit").await?;
-        for (table, n) in counts {
-            self.metrics
-                .rows
-                .with_label_values(&[table])
-                .inc_by(n as u64);
-        }
-        Ok(self.expected.max(self.last))
-    }
-}
-
-/// A statement parameter with its declared type (unnamed statements carry the types).
-type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 /// A transaction sent while the driver reads and plans the next batch.
 struct InFlight {
@@ -836,15 +547,6 @@ fn transient(f: Failure) -> BatchError {
     match f {
         Failure::Transient(e) | Failure::Data(e) => BatchError::Transient(e),
     }
-}
-
-/// Whether a record can change the suppression list (what the compliance consumer reads).
-fn touches_optouts(event: &Event, parsed: Result<&parse::Parsed, &parse::ParseError>) -> bool {
-    if event.source == Source::Internal {
-        return event.route == compliance::ADMIN_ROUTE;
-    }
-    matches!(parsed, Ok(p) if p.kind == Kind::MessageReceived
-        && matches!(&p.data, Data::Message(m) if m.direction == Direction::Inbound))
 }
 
 impl Consumer for PostgresSink {

@@ -289,11 +289,8 @@ impl Sender {
             to: to.clone(),
             content: msg.content.clone(),
         };
-        let (alerts, retry, connect_retries) = (
-            self.alerts.clone(),
-            self.retry,
-            self.connect_retries,
-        );
+        let (alerts, retry, connect_retries) =
+            (self.alerts.clone(), self.retry, self.connect_retries);
         let delivery = tokio::task::spawn_blocking(move || {
             deliver(
                 route.client.as_ref(),
