@@ -46,9 +46,10 @@ use hooklog::send::limiter::Limiter;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
+use crate::backend::api::Token;
 use crate::backend::{is_unreachable, Backend};
 use crate::cli::{BackfillArgs, BackfillProvider};
-use crate::context::{Context, Token};
+use crate::context::Context;
 use crate::output::Out;
 
 /// How long to wait for dedup to give its verdicts on the appended records.
@@ -232,7 +233,7 @@ enum Target {
     /// The data directory, the daemon being stopped.
     Direct {
         log: Arc<dyn Log>,
-        /// The log in messages ([`crate::context::Store::location`]).
+        /// The log in messages ([`crate::store::Store::location`]).
         dir: String,
     },
 }

@@ -34,6 +34,7 @@ mod output;
 mod show;
 mod signals;
 mod status;
+mod store;
 mod tail;
 
 use std::process::ExitCode;

@@ -20,7 +20,36 @@ use hooklog::consumers::{DeadLetter, RedriveReport, RewindReport};
 use serde_json::Value;
 
 use super::{Backend, Item, StatusReply, Unreachable};
-use crate::context::Token;
+
+/// The admin token and where it was found. `Debug` does not print the token.
+#[derive(Clone)]
+pub enum Token {
+    /// A token, with a description of its origin for error messages.
+    Found {
+        /// The token.
+        value: String,
+        /// `--token`, `server.admin_token (from …)`, or the token file's path.
+        origin: String,
+    },
+    /// No token could be found; requests go without one and a 401 explains this reason.
+    Missing {
+        /// Why: what was looked at.
+        reason: String,
+    },
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::Found { origin, .. } => f
+                .debug_struct("Found")
+                .field("value", &"<redacted>")
+                .field("origin", origin)
+                .finish(),
+            Token::Missing { reason } => f.debug_struct("Missing").field("reason", reason).finish(),
+        }
+    }
+}
 
 /// The admin API answered with an error status other than 401.
 #[derive(Debug, thiserror::Error)]

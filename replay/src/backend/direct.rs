@@ -26,7 +26,7 @@ use hooklog::log::{Log, LogError};
 use hooklog::state::StateStore;
 
 use super::{Backend, Item, StatusReply};
-use crate::context::Store;
+use crate::store::Store;
 
 /// A reader of the stopped daemon's log: `<data_dir>/log`, or the JetStream stream and
 /// `<data_dir>/state`.
