@@ -6,9 +6,9 @@
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
-use crate::edge::verifier::Rejection;
 use crate::log::LogError;
 use crate::provider::Provider;
+use crate::signature::Rejection;
 
 /// Seconds a provider is told to wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u32 = 5;

@@ -21,6 +21,7 @@ use crate::event::Micros;
 use crate::http::{self, BodyStream, RawRequest};
 use crate::log::Log;
 use crate::metrics::Metrics;
+use crate::signature::Rejection;
 use verifier::{IncomingRequest, Verifier, WebhookRoute, KEPT_HEADERS};
 
 /// What the edge handlers share.
@@ -107,7 +108,7 @@ impl Edge {
         let provider = route.provider();
         if !self.verifier.is_configured(provider) {
             // Do not read a body we cannot verify; the provider retries after configuration.
-            return Err(verifier::Rejection::NotConfigured(provider).into());
+            return Err(Rejection::NotConfigured(provider).into());
         }
         let body = http::read_body(&req.headers, req.body, self.max_body_bytes).await?;
         let incoming = IncomingRequest {
@@ -120,7 +121,7 @@ impl Edge {
             .verifier
             .verify(route, incoming, received_at)
             .inspect_err(|rejection| {
-                if let verifier::Rejection::Unverified(p, e) = rejection {
+                if let Rejection::Unverified(p, e) = rejection {
                     self.metrics
                         .verify_failures
                         .with_label_values(&[p.as_str(), e.reason()])

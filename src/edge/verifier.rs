@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::event::{Micros, Source, Verification, Verified};
 use crate::provider::Provider;
-use crate::signature::{self, HmacKey, KeyError, VerifyError};
+use crate::signature::{self, HmacKey, KeyError, Rejection, VerifyError};
 
 /// Headers kept in the record: what re-verification and dedup need, plus the host, content
 /// type and user agent for forensics (the host is also a hint for which public URL Twilio
@@ -93,18 +93,6 @@ impl IncomingRequest {
             None => self.path.clone(),
         }
     }
-}
-
-/// Why a request was not accepted.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
-    /// No keys are configured for the route's provider: answer 503 so the provider retries
-    /// once an operator has configured them, rather than dropping events.
-    #[error("{} is not configured", .0.as_str())]
-    NotConfigured(Provider),
-    /// The request failed verification.
-    #[error("{provider} request failed verification: {1}", provider = .0.as_str())]
-    Unverified(Provider, VerifyError),
 }
 
 /// Why a [`Verifier`] could not be built from configuration.

@@ -2,9 +2,10 @@
 //! and tooling: [`quo_legacy`] (`openphone-signature`), [`standard_webhooks`] (Quo's
 //! `webhook-*` headers), [`twilio`] (`X-Twilio-Signature`) and [`salesmsg`] (the URL secret).
 //!
-//! A leaf: it imports nothing of hooklog, so the edge's [`crate::edge::verifier`] (which
-//! scheme and keys for which route), the configuration's checks of signing secrets and the
-//! fixture tooling all build on it.
+//! Near the ground floor: it imports nothing of hooklog but [`Provider`], so the edge's
+//! [`crate::edge::verifier`] (which scheme and keys for which route), the one error → HTTP
+//! mapping ([`Rejection`]), the configuration's checks of signing secrets and the fixture
+//! tooling all build on it.
 //!
 //! Everything here is pure: no I/O, and no clock reads (callers pass `now`). Invariants shared
 //! by every scheme: signatures are compared in constant time; every configured key is tried
@@ -18,6 +19,8 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
+
+use crate::provider::Provider;
 
 pub mod quo_legacy;
 pub mod salesmsg;
@@ -41,6 +44,19 @@ impl std::fmt::Debug for HmacKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "HmacKey(<redacted, {} bytes>)", self.0.len())
     }
+}
+
+/// Why a webhook was not accepted: its provider has no keys configured, or it failed its
+/// scheme's verification. The edge answers each with its status ([`crate::error::ApiError`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// No keys are configured for the route's provider: answer 503 so the provider retries
+    /// once an operator has configured them, rather than dropping events.
+    #[error("{} is not configured", .0.as_str())]
+    NotConfigured(Provider),
+    /// The request failed verification.
+    #[error("{provider} request failed verification: {1}", provider = .0.as_str())]
+    Unverified(Provider, VerifyError),
 }
 
 /// Why a configured secret could not be turned into an [`HmacKey`].
