@@ -1,4 +1,4 @@
-//! Rewind throughput of the dedup and compliance consumers (DESIGN §9: ≥ 100 000 events/s
+//! Rewind throughput of the dedup and compliance consumers (docs/architecture.md#performance-targets: ≥ 100 000 events/s
 //! together, a 1 M-event rewind ≤ 30 s).
 //!
 //! Setup writes N realistic records into a fresh sled log (Quo legacy and Standard Webhooks
@@ -25,7 +25,7 @@ use hooklog::signature::{quo_legacy, twilio, HmacKey};
 use std::sync::Arc;
 
 /// Records in the log: 100 000, or `HOOKLOG_BENCH_EVENTS` (e.g. 1 000 000 to time the
-/// 1 M-event rewind of DESIGN §9 directly; the benchmark names keep saying 100k).
+/// 1 M-event rewind of docs/architecture.md#performance-targets directly; the benchmark names keep saying 100k).
 fn events() -> u64 {
     std::env::var("HOOKLOG_BENCH_EVENTS")
         .ok()

@@ -1,4 +1,4 @@
-//! Receipt-to-dispatch latency (DESIGN §5: p99 under 30 s) and dispatch throughput, live.
+//! Receipt-to-dispatch latency (docs/architecture.md#performance-targets: p99 under 30 s) and dispatch throughput, live.
 //!
 //! The daemon's pipeline minus HTTP: dedup, compliance and dispatch each under the shared
 //! driver on a thread of its own, over a fresh sled log. Each iteration appends a burst of

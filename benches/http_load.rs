@@ -1,4 +1,4 @@
-//! HTTP load benchmark against the real daemon (DESIGN §9: ≥ 10 000 acknowledged webhooks/s
+//! HTTP load benchmark against the real daemon (docs/architecture.md#performance-targets: ≥ 10 000 acknowledged webhooks/s
 //! at saturation with 64 connections, p99 ack latency ≤ 10 ms at 2 000 req/s, resident memory
 //! ≤ 150 MB). See `benches/README.md` for figures and how to read them.
 //!
@@ -63,10 +63,10 @@ use hooklog::signature::{quo_legacy, HmacKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Quo signing secret (base64; the test vector key of `ref/openphone.md`), as in
+/// Quo signing secret (base64; the test vector key of docs/reference/quo.md#test-vectors), as in
 /// `verify_append.rs`.
 const QUO_KEY: &str = "R2ZLM2o0bFhBNVpyUnU2NG9mYXQ1MHNyR3pvSUhIVVg=";
-/// Body size the DESIGN §9 targets are stated for.
+/// Body size the targets of docs/architecture.md#performance-targets are stated for.
 const BODY_BYTES: usize = 1200;
 /// Width of the counter written into each body's event id.
 const ID_DIGITS: usize = 20;

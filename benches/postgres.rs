@@ -1,4 +1,4 @@
-//! Sustained throughput of the Postgres sink into the local PostgreSQL (DESIGN §9: ≥ 10 000
+//! Sustained throughput of the Postgres sink into the local PostgreSQL (docs/architecture.md#performance-targets: ≥ 10 000
 //! events/s).
 //!
 //! Each iteration projects 10 000 new records (fresh sequence numbers and ids, so every row

@@ -1,4 +1,4 @@
-//! The hot path of DESIGN §9: signature verification, and verify + durable append with group
+//! The hot path of docs/architecture.md#performance-targets: signature verification, and verify + durable append with group
 //! commit, measured against the raw sled insert-then-flush ceiling in the same run.
 //!
 //! Groups (see `benches/README.md` for the figures and how to read them):
@@ -46,10 +46,10 @@ use hooklog::log::Log;
 use hooklog::metrics::Metrics;
 use hooklog::signature::{quo_legacy, standard_webhooks, twilio, HmacKey};
 
-/// Body size the DESIGN §9 targets are stated for.
+/// Body size the targets of docs/architecture.md#performance-targets are stated for.
 const BODY_BYTES: usize = 1200;
 
-/// Quo signing secret (base64; the test vector key of `ref/openphone.md`).
+/// Quo signing secret (base64; the test vector key of docs/reference/quo.md#test-vectors).
 const QUO_KEY: &str = "R2ZLM2o0bFhBNVpyUnU2NG9mYXQ1MHNyR3pvSUhIVVg=";
 const TWILIO_TOKEN: &str = "1ad9454bf158ce5e00b723d06dbb2e93";
 const SALESMSG_SECRET: &str = "sm_9f8e7d6c5b4a39281706f5e4d3c2b1a0";

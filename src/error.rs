@@ -1,7 +1,7 @@
 //! The one mapping from failures to HTTP answers, for the edge and the admin API alike.
 //!
 //! Every handler returns `Result<Response, ApiError>`; [`ApiError::into_response`] is the only
-//! place a status code is chosen for an error, so DESIGN §3's table lives here.
+//! place a status code is chosen for an error, so the table of docs/api.md#status-codes lives here.
 
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;

@@ -4,7 +4,7 @@
 //! header read timeout, head size, idle timeout), and reply helpers.
 //!
 //! Routing is done by the handlers with a `match` on the path rather than by warp filter
-//! combinators: the status codes of DESIGN §3 (404 vs 405 vs 413) then come from one place,
+//! combinators: the status codes of docs/api.md#status-codes (404 vs 405 vs 413) then come from one place,
 //! and the raw request target Twilio signs is available as received.
 
 use std::convert::Infallible;

@@ -4,7 +4,7 @@
 //!
 //! # Where records go
 //!
-//! - The daemon runs: `POST /admin/events` (DESIGN §6), one record per resource. Dedup then
+//! - The daemon runs: `POST /admin/events` (docs/api.md#post-adminevents), one record per resource. Dedup then
 //!   marks the resources that had arrived by webhook as duplicates; at the end the command
 //!   waits (up to [`VERDICT_WAIT`]) for dedup to reach the last appended record and counts
 //!   the verdicts of the records it appended.

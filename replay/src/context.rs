@@ -1,7 +1,7 @@
 //! What every subcommand needs: the configuration, where the admin API is, which token to
 //! send (and where it came from, for error messages), and the choice of backend.
 //!
-//! Backend choice (DESIGN §6: sled allows one process per database, so the daemon owns the
+//! Backend choice (docs/operations.md#hooklog-replay: sled allows one process per database, so the daemon owns the
 //! data directory while it runs: `data_dir/log` on sled, `data_dir/state` on JetStream; the
 //! data directory is opened with the engine the configuration names, see [`Store`]):
 //! - `--direct`: the data directory, always.

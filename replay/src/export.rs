@@ -3,7 +3,7 @@
 //!
 //! # Format
 //!
-//! Each line is one record in the shape of `GET /admin/events` (DESIGN §6): `seq`,
+//! Each line is one record in the shape of `GET /admin/events` (docs/api.md#get-adminevents): `seq`,
 //! `received_at` (RFC 3339, microseconds), `source`, `route`, `headers`, `body` (UTF-8 text,
 //! or base64 when `body_encoding` is `base64`), `body_encoding`, `verified` (the label of how
 //! the request was authenticated when it was received). The dedup verdict is left out: it is

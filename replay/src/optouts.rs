@@ -1,4 +1,4 @@
-//! `optouts`: the suppression list (DESIGN §6, §7): each number with its state and the
+//! `optouts`: the suppression list (docs/api.md#suppression-list): each number with its state and the
 //! evidence of its latest change. Through the admin API, or the data directory when the
 //! daemon is stopped. Text: a table with the message text cut to the terminal's width;
 //! `--json`: one `OptOutEntry` per line.

@@ -1,4 +1,4 @@
-//! The JSON shapes of the admin API (DESIGN §6), shared by the daemon and `hooklog-replay`.
+//! The JSON shapes of the admin API (docs/api.md#admin-routes), shared by the daemon and `hooklog-replay`.
 //! Fields may be added, never renamed: scripts depend on them.
 
 use base64::Engine;

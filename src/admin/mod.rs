@@ -1,4 +1,4 @@
-//! The admin API (DESIGN §6): a separate, loopback-only listener, every request authorised by
+//! The admin API (docs/api.md#admin-api): a separate, loopback-only listener, every request authorised by
 //! `Authorization: Bearer <token>`.
 //!
 //! The token is `[server] admin_token`, or generated at first start into

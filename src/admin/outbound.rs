@@ -1,4 +1,4 @@
-//! The outbound API on the admin listener (DESIGN §6): agents ask for an SMS with
+//! The outbound API on the admin listener (docs/api.md#outbound-api): agents ask for an SMS with
 //! `POST /v1/messages` and follow it with `GET /v1/messages/{id}`; operators unblock a line
 //! a provider blocked with `POST /admin/lines/{id}/unblock`.
 //!

@@ -1,7 +1,7 @@
 //! Backfill: fetch what the providers' REST APIs hold for a date range and hand every
 //! resource to a [`Sink`] (the CLI appends it to the log), so a gap in webhook delivery is
 //! closed with the same facts the webhooks would have brought. Dedup then drops what had
-//! already arrived (DESIGN §1.5): each resource becomes a record whose dedup key collides with
+//! already arrived (docs/guarantees.md#5-duplicates-are-kept-but-flagged): each resource becomes a record whose dedup key collides with
 //! its webhook twin (the record convention is in the header of [`crate::parse`]).
 //!
 //! - [`quo`]: Quo (OpenPhone) `/v1`: phone numbers → conversations updated in the range →

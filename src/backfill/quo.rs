@@ -1,4 +1,4 @@
-//! Quo (OpenPhone) backfill over the `/v1` REST API (ref/openphone.md §5–6).
+//! Quo (OpenPhone) backfill over the `/v1` REST API (docs/reference/quo.md#rest-api, docs/reference/quo.md#backfill-recipe).
 //!
 //! The recipe:
 //!
@@ -35,7 +35,7 @@
 //! With `[openphone] workspace_messages = true`, step 3 is replaced by one walk of the
 //! workspace-wide `GET /messages` of the dated 2026-03-30 API (`Quo-Api-Version` header, no
 //! `/v1`; `limit` ≤ 50 and the `after` cursor from `nextCursor`, the conventions of that
-//! version's "requests" page). Its filter names are not confirmed (ref §5), so none is sent:
+//! version's "requests" page). Its filter names are not confirmed (docs/reference/quo.md#endpoints), so none is sent:
 //! the list is newest first, items newer than the range are passed over and the walk stops
 //! at the first page that reaches back before it. With `--line`, items of other lines are
 //! dropped. Calls, summaries and transcripts still come from the per-conversation recipe.

@@ -1,4 +1,4 @@
-//! Twilio backfill over the 2010-04-01 REST API (ref/twilio.md §5).
+//! Twilio backfill over the 2010-04-01 REST API (docs/reference/twilio.md#backfill-2010-04-01).
 //!
 //! Two listings, each a unit of the checkpoint:
 //!

@@ -2,7 +2,7 @@
 //! sits beside the driver because the bound is the consumers' business: their cursors and dead
 //! letters hold it back, and dedup's verdicts of the deleted records go with them.
 //!
-//! DESIGN §4: records older than the configured age **and** below every consumer's cursor may
+//! The rule (docs/operations.md#retention): records older than the configured age **and** below every consumer's cursor may
 //! be pruned; never below a cursor. The bound is the smallest of:
 //! - the first record received at or after `now - retention` ([`Log::seq_at_or_after`]);
 //! - every consumer's cursor: every cursor stored in the log, including those of consumers

@@ -1,4 +1,4 @@
-//! The public webhook edge: every route of DESIGN §3 on every configured listener.
+//! The public webhook edge: every route of docs/api.md#routes on every configured listener.
 //!
 //! For a webhook the order is fixed and is the whole point of hooklog:
 //! read the body (capped) → verify ([`verifier`]) → append and wait for the group commit →

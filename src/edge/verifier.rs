@@ -26,7 +26,7 @@ pub const KEPT_HEADERS: &[&str] = &[
     "x-twilio-webhooks-signature-settings",
 ];
 
-/// The webhook routes of DESIGN §3 and how each is answered.
+/// The webhook routes (docs/api.md#routes) and how each is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WebhookRoute {
     /// `/webhook/openphone`, `/webhook/quo`.

@@ -6,7 +6,7 @@
 //! ending at the evaluation time, so a burst cannot straddle midnight to get two days'
 //! budget. The recipient cap and the duplicate check count every line and provider: the FL,
 //! OK and MD limits (≤ 3 per 24 h) are per person, not per sending number, and varying
-//! wording or numbers to get around a filter is what carriers punish (ref/compliance.md §4).
+//! wording or numbers to get around a filter is what carriers punish (docs/reference/compliance.md#blast-safety-and-duplicates).
 //! A request that would be the (cap + 1)-th in the window is refused.
 
 use chrono::{DateTime, Duration, Utc};

@@ -78,7 +78,7 @@ pub enum UnknownAreaCode {
     /// Refuse the request (the default: fail closed).
     Refuse,
     /// Assume the recipient may be in any US zone (Eastern to Hawaii) and in a state whose
-    /// rules are unknown: the strictest window of `ref/compliance.md` §2.
+    /// rules are unknown: the strictest window of docs/reference/compliance.md#if-the-state-is-unknown.
     Strictest,
 }
 
@@ -134,7 +134,7 @@ pub struct ComplianceConfig {
     pub unknown_area_code: UnknownAreaCode,
 }
 
-/// Public shorteners carriers filter (ref/compliance.md §4 "Content", Twilio 30963).
+/// Public shorteners carriers filter (docs/reference/compliance.md#content, Twilio 30963).
 pub const DEFAULT_SHORTENERS: &[&str] = &[
     "bit.ly",
     "tinyurl.com",

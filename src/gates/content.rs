@@ -3,7 +3,7 @@
 //!
 //! The deny-list holds words the business never sends, such as the owner's personal name;
 //! entries match case-insensitively on word boundaries, so `Ann` does not match `annual`.
-//! Shorteners hide the destination and carriers filter them (Twilio 30963, ref/compliance.md
+//! Shorteners hide the destination and carriers filter them (Twilio 30963, docs/reference/compliance.md#content
 //! §4): a link whose host is a listed domain, or a subdomain of one, is refused, with or
 //! without a scheme (`bit.ly/x`, `https://www.bit.ly/x`).
 

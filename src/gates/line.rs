@@ -3,7 +3,7 @@
 //!
 //! Never a fallback: a request for an unknown, pending, rejected or mismatched line is
 //! refused, not moved to another line or provider. Rotating numbers or providers around a
-//! block is "snowshoeing", which carriers fine (ref/compliance.md §3).
+//! block is "snowshoeing", which carriers fine (docs/reference/compliance.md#a2p-10dlc-registration).
 
 use super::config::{LineConfig, TenDlc};
 use super::{Reason, ReasonCode};

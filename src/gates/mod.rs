@@ -1,4 +1,4 @@
-//! The outbound compliance gates (DESIGN §7): every outbound request passes all of them or
+//! The outbound compliance gates (docs/outbound.md#the-gates): every outbound request passes all of them or
 //! is not sent.
 //!
 //! Pure units: no I/O, no clock, no state. The caller passes the request (with the time),
@@ -9,7 +9,7 @@
 //!
 //! # Gate order
 //!
-//! Reasons are reported in the order of ref/compliance.md ("suppression → line registration →
+//! Reasons are reported in the order of docs/reference/compliance.md#gate-order ("suppression → line registration →
 //! hours → frequency caps → content and identification → duplicates"):
 //!
 //! 1. [`optout`]: the recipient is not suppressed, on any line or provider;

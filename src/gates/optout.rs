@@ -1,7 +1,7 @@
 //! `optout`: the recipient is not on the suppression list.
 //!
 //! The list is hooklog's own, keyed by E.164 number across every line and both providers
-//! (ref/compliance.md §1: OpenPhone blocks workspace-wide, Twilio per number, so neither
+//! (docs/reference/compliance.md#what-the-providers-do: OpenPhone blocks workspace-wide, Twilio per number, so neither
 //! provider's block is enough). This gate stays pure: the caller passes the lookup, in
 //! production [`crate::consumers::compliance::is_suppressed`] over the state store. A lookup
 //! that fails refuses the request (fail closed): not knowing is not consent.

@@ -2,9 +2,9 @@
 //!
 //! The recipient's candidate zones are every IANA zone of their area code
 //! ([`super::area_codes`]); their state is the one the area code belongs to (an FL area code
-//! is presumed to be in FL, ref/compliance.md §2). The window of each zone is the configured
+//! is presumed to be in FL, docs/reference/compliance.md#quiet-hours-by-state). The window of each zone is the configured
 //! window (08:00–21:00 by default, never wider: 47 CFR 64.1200(c)(1)) narrowed by the state's
-//! rule from the table of ref/compliance.md §2, including days with no window at all (no
+//! rule from the table of docs/reference/compliance.md#quiet-hours-by-state, including days with no window at all (no
 //! Sundays in AL, LA, MS, RI, UT). The request may go only if the instant is inside the window
 //! of **every** zone, in that zone's local time: chrono-tz applies each zone's own DST rules,
 //! so a DST change and the zones without DST (Arizona, Hawaii, Puerto Rico) need no special
@@ -45,7 +45,7 @@ const H18: HhMm = HhMm::new(18, 0);
 const H20: HhMm = HhMm::new(20, 0);
 const H21: HhMm = HhMm::new(21, 0);
 
-/// When nothing is known about the state (ref/compliance.md §2 "If the state is unknown").
+/// When nothing is known about the state (docs/reference/compliance.md#if-the-state-is-unknown).
 const UNKNOWN_STATE: Week = [
     Some((H10, H18)),
     Some((H10, H18)),
@@ -56,7 +56,7 @@ const UNKNOWN_STATE: Week = [
     None,
 ];
 
-/// The state rules of ref/compliance.md §2, and only those. States not listed follow the
+/// The state rules of docs/reference/compliance.md#quiet-hours-by-state, and only those. States not listed follow the
 /// federal window. Vendor-sourced (UNCONFIRMED) rows are applied too: stricter is safe.
 fn state_rule(region: &str) -> Option<Week> {
     Some(match region {

@@ -4,7 +4,7 @@
 //! "First contact" is an input (has this line ever texted this number?), because the
 //! durable outbound history is not this module's. On first contact the body must contain the
 //! line's `business_name` (case-insensitive, spacing and punctuation ignored) and opt-out
-//! wording such as "Reply STOP to opt out" (ref/compliance.md §4 "Identification"; WA requires
+//! wording such as "Reply STOP to opt out" (docs/reference/compliance.md#identification; WA requires
 //! the sender to be identified). Later messages in a thread are not checked here.
 
 use super::config::LineConfig;

@@ -3,7 +3,7 @@
 //! event its dedup keys.
 //!
 //! The function is pure (no I/O, no clock): a replay parses every record to the same value, so
-//! every projection built on it is reproducible (DESIGN §1.3).
+//! every projection built on it is reproducible (docs/architecture.md#the-rules-the-design-keeps).
 //!
 //! # Errors versus unknown events
 //!
@@ -21,7 +21,7 @@
 //!   `data.object` (API `v4` shape: `text`, `to` as an array; app `v2`/`v3` shape: `body`, `to`
 //!   as a string, comma-joined for groups). `2026-03-30` envelopes carry `data.resource` and
 //!   `data.context`: every field is looked up in the resource first, then in the context
-//!   (ids only in the resource). That field set is UNCONFIRMED (ref/openphone.md §3), so the
+//!   (ids only in the resource). That field set is UNCONFIRMED (docs/reference/quo.md#the-2026-03-30-envelope), so the
 //!   assumptions are: the resource has the same field names as the legacy `v4` object
 //!   (`id`, `from`, `to`, `text`, `direction`, `status`, `createdAt`, `callId`, …); the
 //!   context may hold `phoneNumberId`, `userId`, `conversationId`, `contactIds` and
@@ -381,7 +381,7 @@ pub struct DialogueLine {
     pub user_id: Option<String>,
 }
 
-/// A Quo contact. The field set is UNCONFIRMED (ref/openphone.md §3): everything but the id is
+/// A Quo contact. The field set is UNCONFIRMED (docs/reference/quo.md#legacy-envelope): everything but the id is
 /// optional.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Contact {

@@ -34,7 +34,7 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// Quo: 10 requests/s per API key (ref openphone §5), burst 10.
+    /// Quo: 10 requests/s per API key (docs/reference/quo.md#rest-api), burst 10.
     pub const QUO: Rate = Rate {
         per_second: 10,
         burst: 10,

@@ -1,5 +1,5 @@
 //! Provider send clients and rate limits: the first piece of the `sender` consumer
-//! (DESIGN §5). The consumer itself, the outbound API and the effects ledger come later.
+//! (docs/outbound.md#provider-send-clients). The consumer itself, the outbound API and the effects ledger come later.
 //!
 //! - [`quo`] and [`twilio`]: pure request builders and response classifiers, plus a small
 //!   blocking [`Client`](quo::Client) per provider that performs the call with ureq;

@@ -1,4 +1,4 @@
-//! Quo (OpenPhone) `POST /v1/messages` (ref openphone §5): a pure request builder, a pure
+//! Quo (OpenPhone) `POST /v1/messages` (docs/reference/quo.md#sending): a pure request builder, a pure
 //! response classifier, and a blocking [`Client`].
 //!
 //! The body is `{content, from, to: [one E.164]}`; `Authorization` carries the raw API key,

@@ -1,4 +1,4 @@
-//! Twilio `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` (ref twilio §5, §6): a pure
+//! Twilio `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` (docs/reference/twilio.md#sending, docs/reference/twilio.md#opt-out): a pure
 //! request builder, a pure response classifier, and a blocking [`Client`].
 //!
 //! The body is a form with `To`, `From`, `Body`; auth is HTTP Basic `AccountSid:AuthToken`.

@@ -1,4 +1,4 @@
-//! The admin API client (DESIGN §6), every request with `Authorization: Bearer <token>`.
+//! The admin API client (docs/api.md#admin-api), every request with `Authorization: Bearer <token>`.
 //!
 //! Reads (the [`Backend`] trait): `GET /admin/status`, `GET /admin/events?after=&limit=`,
 //! `GET /admin/events/{seq}`, `GET /admin/dead-letters[?consumer=]`, `GET /admin/optouts`.

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::support::fake_providers::{self, FakeApi, DAY, QUO_KEY};
 use crate::support::{self, jetstream_stream};
 
-/// The signing key of ref/openphone.md §1's constructed vector.
+/// The signing key of the constructed vector of docs/reference/quo.md#test-vectors.
 const SIGNING_KEY: &str = "R2ZLM2o0bFhBNVpyUnU2NG9mYXQ1MHNyR3pvSUhIVVg=";
 
 struct Daemon {

@@ -1,4 +1,4 @@
-//! The dispatch consumer: wakes agents with the events they own (DESIGN §5).
+//! The dispatch consumer: wakes agents with the events they own (docs/consumers.md#dispatch).
 //!
 //! The component's files:
 //!

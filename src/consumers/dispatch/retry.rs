@@ -7,7 +7,7 @@
 //! it has seen, so an uncertain attempt (timeout, reset, 5xx) is retried; this is the
 //! opposite of [`crate::send`], where an SMS is never resent blindly. What stays the
 //! caller's job (the consumer): the effects ledger that stops a rewind from
-//! dispatching again unless `--redeliver` is given (DESIGN §1.4).
+//! dispatching again unless `--redeliver` is given (docs/consumers.md#rewind-and-redeliver).
 
 use std::time::{Duration, Instant};
 

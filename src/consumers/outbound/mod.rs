@@ -1,4 +1,4 @@
-//! The outbound path (DESIGN §5, §7): an agent's request to send an SMS, the gates'
+//! The outbound path (docs/outbound.md): an agent's request to send an SMS, the gates'
 //! decision, the send attempt and its result, each a record in the log; and the `outbound`
 //! consumer, which runs the gates and projects those records into the state of each message.
 //!

@@ -1,5 +1,5 @@
 //! The `sender` consumer: sends the outbound messages the gates allowed, through the Quo or
-//! Twilio REST API, and records every attempt and result in the log (DESIGN §5, §7;
+//! Twilio REST API, and records every attempt and result in the log (docs/outbound.md#sender;
 //! guarantees 3, 4 and 6).
 //!
 //! It follows `outbound` (its upstream), so the message projection has seen every decision

@@ -25,7 +25,7 @@
 //!
 //! - **Ack after stored.** [`Log::append`] resolves `Ok(seq)` only once the stream has
 //!   acknowledged the publish (stored on one server for R1, on a quorum for R3). What that
-//!   survives is the server's promise, not fsync: see the README's "Which log engine".
+//!   survives is the server's promise, not fsync: see docs/architecture.md#what-an-acknowledged-webhook-survives.
 //! - **A retried publish is stored once.** Each append carries a `Nats-Msg-Id` unique to it
 //!   (this process's id and a counter). An append whose acknowledgement is lost is published
 //!   again with the same id, and the stream answers with the first copy's sequence (inside

@@ -8,14 +8,15 @@
 //! # Why more than the provider keyword match
 //!
 //! Twilio and Quo (OpenPhone) act only on a body that is exactly one keyword
-//! (ref/compliance.md §1 "What the providers do", ref/twilio.md §6). Since FCC 24-24
+//! (docs/reference/compliance.md#what-the-providers-do, docs/reference/twilio.md#opt-out). Since FCC 24-24
 //! (47 CFR 64.1200(a)(10)) consent can be revoked by any reasonable means: any wording a
 //! reasonable person reads as a revocation counts, typos and other languages included
-//! (ref/compliance.md §1 "What the law requires beyond keywords"). Missing a revocation is a
+//! (docs/reference/compliance.md#what-the-law-requires-beyond-keywords). Missing a revocation is a
 //! TCPA violation per later text; suppressing by mistake costs one lead. So the classifier
 //! fails closed: a message that is neither clearly benign nor clearly a revocation is an
 //! opt-out with [`Confidence::Ambiguous`], which the gate suppresses at once (gate rule 5) and
-//! flags for a human (gate rule 3).
+//! flags for a human (gate rule 3). The gate rules are numbered as in
+//! docs/reference/compliance.md#rules-for-the-inbound-classifier.
 //!
 //! # Normalisation (gate rule 1), see [`normalize`]
 //!
