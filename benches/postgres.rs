@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hooklog::alerts::Alerter;
-use hooklog::config::Secret;
+use hooklog::config::secret::Secret;
 use hooklog::consumers::dedup::Dedup;
 use hooklog::consumers::postgres::PostgresConfig;
 use hooklog::consumers::postgres::PostgresSink;

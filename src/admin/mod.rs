@@ -17,7 +17,8 @@ use subtle::ConstantTimeEq;
 use warp::http::{header, Method, StatusCode};
 use warp::reply::Response;
 
-use crate::config::{Config, Secret};
+use crate::config::secret::Secret;
+use crate::config::Config;
 use crate::consumers::{self, compliance, Registry};
 use crate::error::ApiError;
 use crate::event::{Micros, Seq, Source, Verification, Verified};

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secret;
+use crate::config::secret::Secret;
 
 /// `[alerts]`
 #[derive(Clone, Debug, Deserialize, Serialize)]

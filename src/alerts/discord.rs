@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::throttle::Throttle;
 use super::{Counters, Outcome, DEFAULT_RETRY_AFTER, MAX_RETRY_AFTER, MAX_TRIES, SUMMARY_POLL};
 use crate::clock::Clock;
-use crate::config::Secret;
+use crate::config::secret::Secret;
 
 /// The background half: posts what the throttle let through.
 pub(super) struct Poster {

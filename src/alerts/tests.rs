@@ -6,7 +6,7 @@ use throttle::{render, truncate};
 
 use chrono::{DateTime, Utc};
 
-use crate::config::Secret;
+use crate::config::secret::Secret;
 
 fn t(hms: &str) -> DateTime<Utc> {
     format!("2026-05-04T{hms}Z").parse().unwrap()

@@ -7,10 +7,13 @@ use std::path::PathBuf;
 
 use super::error::ConfigError;
 
+/// Environment variable that names the config file.
+pub const CONFIG_ENV: &str = "HOOKLOG_CONFIG";
+
 pub(super) const ENV_PREFIX: &str = "HOOKLOG_";
 
 /// Environment variables with the prefix that are not configuration keys.
-pub(super) const ENV_NOT_KEYS: &[&str] = &[super::CONFIG_ENV];
+pub(super) const ENV_NOT_KEYS: &[&str] = &[CONFIG_ENV];
 
 /// Sections, longest first so `twilio.voice` wins over `twilio` when matching env names.
 pub(super) const SECTIONS: &[&str] = &[

@@ -9,7 +9,7 @@
 //! the value. That is how secrets stay out of the file and the process environment.
 //!
 //! Invariants: unknown sections and keys are errors (a typo must not silently disable a
-//! check); every error names the key and where its value came from; secrets are [`Secret`]s,
+//! check); every error names the key and where its value came from; secrets are [`secret::Secret`]s,
 //! whose `Debug` and `Serialize` print `<redacted>`.
 
 //!
@@ -17,7 +17,7 @@
 //!
 //! This file: [`Config`], the composition of every section, and how it is loaded.
 //! [`env`]: environment overrides, `*_file` indirection and [`Provenance`]; [`secret`]:
-//! [`Secret`]; [`de`]: the serde helpers every section uses; [`sections`]: the sections
+//! [`secret::Secret`]; [`de`]: the serde helpers every section uses; [`sections`]: the sections
 //! several components read; [`validate`](mod@validate): the checks serde cannot make;
 //! [`error`]: [`ConfigError`]. Sections, secrets and helpers import nothing back from here.
 
@@ -33,17 +33,26 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use env::Provenance;
+// The sections that live in the component they configure. These imports are the only ones
+// from `config` to a higher layer, and each names the section's own file, which imports
+// nothing back but `config::{de, secret}`.
+use crate::alerts::config::AlertsConfig;
+use crate::consumers::dispatch::config::DispatchConfig;
+use crate::consumers::postgres::config::PostgresConfig;
+use crate::consumers::sender::config::SenderConfig;
+use crate::consumers::staleness::config::StalenessConfig;
+use crate::gates::config::{ComplianceConfig, LineConfig};
+use crate::log::config::LogConfig;
+
+use crate::clock::Clock;
+
 use env::{env_key, record_origins, resolve_files, table_at, ENV_NOT_KEYS, ENV_PREFIX};
+pub use env::{Provenance, CONFIG_ENV};
 pub use error::ConfigError;
-pub use secret::Secret;
 pub use sections::{
     ConsumersConfig, DedupConfig, QuoConfig, SalesMsgConfig, ServerConfig, TwilioConfig,
     VoiceConfig,
 };
-
-/// Environment variable that names the config file.
-pub const CONFIG_ENV: &str = "HOOKLOG_CONFIG";
 
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -54,7 +63,7 @@ pub struct Config {
     /// Listeners and limits.
     pub server: ServerConfig,
     /// The embedded log.
-    pub log: crate::log::LogConfig,
+    pub log: LogConfig,
     /// Quo (OpenPhone).
     pub openphone: QuoConfig,
     /// Twilio.
@@ -66,22 +75,22 @@ pub struct Config {
     /// The shared consumer driver.
     pub consumers: ConsumersConfig,
     /// Operator alerts (Discord).
-    pub alerts: crate::alerts::AlertsConfig,
+    pub alerts: AlertsConfig,
     /// The staleness monitor.
-    pub staleness: crate::consumers::staleness::config::StalenessConfig,
+    pub staleness: StalenessConfig,
     /// The Postgres (Supabase) sync.
-    pub postgres: crate::consumers::postgres::PostgresConfig,
+    pub postgres: PostgresConfig,
     /// Agent dispatch (the gateway, routes, retries).
-    pub dispatch: crate::consumers::dispatch::DispatchConfig,
+    pub dispatch: DispatchConfig,
     /// The outbound compliance gates.
-    pub compliance: crate::gates::ComplianceConfig,
+    pub compliance: ComplianceConfig,
     /// The sending lines (`[[lines]]`; file only, no environment override).
-    pub lines: Vec<crate::gates::LineConfig>,
+    pub lines: Vec<LineConfig>,
     /// The clock of the outbound path: the system clock, except in tests.
     #[serde(skip)]
-    pub clock: crate::clock::Clock,
+    pub clock: Clock,
     /// The outbound sender.
-    pub sender: crate::consumers::sender::SenderConfig,
+    pub sender: SenderConfig,
 }
 
 impl Default for Config {
@@ -89,20 +98,20 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./data"),
             server: ServerConfig::default(),
-            log: crate::log::LogConfig::default(),
+            log: LogConfig::default(),
             openphone: QuoConfig::default(),
             twilio: TwilioConfig::default(),
             salesmsg: SalesMsgConfig::default(),
             dedup: DedupConfig::default(),
             consumers: ConsumersConfig::default(),
-            alerts: crate::alerts::AlertsConfig::default(),
-            staleness: crate::consumers::staleness::config::StalenessConfig::default(),
-            postgres: crate::consumers::postgres::PostgresConfig::default(),
-            dispatch: crate::consumers::dispatch::DispatchConfig::default(),
-            compliance: crate::gates::ComplianceConfig::default(),
+            alerts: AlertsConfig::default(),
+            staleness: StalenessConfig::default(),
+            postgres: PostgresConfig::default(),
+            dispatch: DispatchConfig::default(),
+            compliance: ComplianceConfig::default(),
             lines: Vec::new(),
-            clock: crate::clock::Clock::system(),
-            sender: crate::consumers::sender::SenderConfig::default(),
+            clock: Clock::system(),
+            sender: SenderConfig::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Tests of `crate::config`.
 
 use super::*;
+use crate::config::secret::Secret;
 use std::io::Write;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

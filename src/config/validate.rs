@@ -5,7 +5,7 @@
 use super::env::Provenance;
 use super::error::ConfigError;
 use super::Config;
-use crate::log::LogBackend;
+use crate::log::config::LogBackend;
 
 impl Config {
     /// Checks what serde cannot: cross-key rules and values that must decode.

@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 
 use super::config::ComplianceConfig;
-use super::{Reason, ReasonCode};
+use super::reason::{Reason, ReasonCode};
 
 /// SHA-256 of a body after [`normalize_body`].
 pub type ContentHash = [u8; 32];

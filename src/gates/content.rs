@@ -8,7 +8,7 @@
 //! without a scheme (`bit.ly/x`, `https://www.bit.ly/x`).
 
 use super::config::ComplianceConfig;
-use super::{Reason, ReasonCode};
+use super::reason::{Reason, ReasonCode};
 
 /// Every content problem of `body`.
 pub fn check(config: &ComplianceConfig, body: &str) -> Vec<Reason> {

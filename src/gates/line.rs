@@ -6,7 +6,7 @@
 //! block is "snowshoeing", which carriers fine (docs/reference/compliance.md#a2p-10dlc-registration).
 
 use super::config::{LineConfig, TenDlc};
-use super::{Reason, ReasonCode};
+use super::reason::{Reason, ReasonCode};
 use crate::provider::SendProvider;
 
 /// The line the request may use, or why it may not.

@@ -6,7 +6,7 @@
 //! production [`crate::consumers::compliance::is_suppressed`] over the state store. A lookup
 //! that fails refuses the request (fail closed): not knowing is not consent.
 
-use super::{Reason, ReasonCode};
+use super::reason::{Reason, ReasonCode};
 
 /// "Is this E.164 number suppressed?" The error is a description of why it is not known.
 pub trait Suppressions {

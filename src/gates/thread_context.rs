@@ -8,7 +8,7 @@
 //! the sender to be identified). Later messages in a thread are not checked here.
 
 use super::config::LineConfig;
-use super::{Reason, ReasonCode};
+use super::reason::{Reason, ReasonCode};
 
 /// Phrases accepted as opt-out instructions, compared after [`squash`].
 const OPT_OUT_PHRASES: &[&str] = &[

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{de, Secret};
+use crate::config::de;
+use crate::config::secret::Secret;
 
 /// `[log]`
 #[derive(Clone, Debug, Deserialize, Serialize)]

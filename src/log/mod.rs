@@ -1,21 +1,53 @@
-//! The durable event log: the `Log` trait and its engines.
+//! The durable event log: the [`Log`] trait and its engines.
 //!
 //! The log is the source of truth (guarantee 3): one record per accepted request, appended
 //! in sequence order, never rewritten. Everything else (dedup verdicts, projections,
 //! dispatch) is derived from it through per-consumer cursors.
 //!
-//! Invariants every engine keeps:
+//! # What every engine guarantees, and who relies on it
+//!
 //! - **Ack after durable.** [`Log::append`] resolves `Ok(seq)` only after the record is
-//!   written *and* flushed; the edge answers 2xx only then (guarantee 1). A failed flush
-//!   resolves every waiter of that batch with an error, so the edge answers 503.
-//! - **One writer assigns sequences.** Sequence numbers are contiguous, start at 1, and are
-//!   assigned in the order records become durable, so a range-tailing reader never skips one.
-//! - **Cursors never pass the log.** A cursor names the last sequence a consumer has fully
-//!   processed; `0` means nothing yet.
+//!   stored for good (sled: written and flushed; JetStream: acknowledged by the stream); the
+//!   edge answers 2xx only then (guarantee 1). A failed write resolves every waiter of its
+//!   batch with an error, so the edge answers 503 and the provider retries.
+//! - **State written before an append is durable once the append is acknowledged.** Consumer
+//!   state ([`Log::state`]) written before an append was made survives any crash after that
+//!   append resolved (sled: one database, one flush; JetStream: a flush of the local state
+//!   started after the append, awaited beside it). The sender's at-most-once rests on this: its
+//!   ledger entry `attempting(n)` is written before the attempt record is appended, and the
+//!   provider is called only after that append resolved, so no call can happen that a restart
+//!   would not know of.
+//! - **One writer assigns sequences.** Sequences start at 1, are contiguous, are assigned in
+//!   the order records become durable, and are never reused, not even after retention
+//!   deleted everything but the last record (the engine keeps it, so a reopen continues the
+//!   sequence).
+//! - **Readers see only what is durable.** [`Log::read`], [`Log::get`], [`Log::stats`] and
+//!   [`Log::watch_last_seq`] never show a record that a crash or a failed write could take
+//!   back: a consumer never acts on a record whose sequence could later name another one.
+//! - **Records are immutable and read in order.** [`Log::read`] returns records after a
+//!   sequence in sequence order, with no gap but the front that retention deleted; a record
+//!   reads the same every time. So a consumer replaying a range sees what it saw the first
+//!   time, which is what makes projections reproducible.
+//! - **Nothing is skipped silently.** A record the engine cannot decode (an unknown format
+//!   byte, a corrupt value) is reported as [`LogError::Corrupt`] with its sequence; the
+//!   consumer driver parks it in the consumer's dead letters and moves on.
+//! - **Cursors and consumer state live together.** [`Log::cursor`]/[`Log::store_cursor`] keep
+//!   each consumer's last fully processed sequence (`0`: nothing yet) in the same store as
+//!   [`Log::state`], so a cursor never describes state that is not there. A cursor is durable
+//!   at the next flush; one lost in a crash only means reprocessing (consumers are
+//!   at-least-once). The driver never moves a cursor past the end of the log.
+//! - **Retention deletes from the front only.** [`Log::prune_before`] removes records below a
+//!   bound the caller chose below every cursor and dead letter ([`crate::consumers::retention`]);
+//!   [`LogStats::first_seq`] then names the first record still stored.
+//! - **One process runs the consumers.** [`Log::leadership`] says whether this process may run
+//!   them; with several replicas on one JetStream stream only the holder of the consumers'
+//!   lease does, and the records its consumers write are fenced (see [`jetstream`]).
+//! - **Close drains.** [`Log::close`] stops accepting appends and resolves every queued one
+//!   before it returns.
 //!
 //! Engines: [`sled::SledLog`] (embedded, the default) and [`jetstream::JetStreamLog`] (a NATS
 //! JetStream stream). The trait is object-safe, so either sits behind `Arc<dyn Log>` and no
-//! consumer knows which one runs.
+//! consumer knows which one runs. [`config`] holds `[log]`; [`size`] the size gauges.
 
 pub mod config;
 pub mod jetstream;

@@ -16,7 +16,7 @@
 use serde_json::Value;
 
 use super::{is_e164, perform, BuildError, HttpOptions, HttpRequest, OutboundMessage, Outcome};
-use crate::config::Secret;
+use crate::config::secret::Secret;
 
 /// Quo's limit on `content`.
 pub const MAX_CONTENT_CHARS: usize = 1600;

@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use super::{is_e164, perform, BuildError, HttpOptions, HttpRequest, OutboundMessage, Outcome};
-use crate::config::Secret;
+use crate::config::secret::Secret;
 
 /// Twilio's production API host.
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";

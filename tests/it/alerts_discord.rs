@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hooklog::alerts::{Alert, Alerter, AlerterOptions, AlertsConfig, Severity};
 use hooklog::clock::{Clock, ClockHand};
-use hooklog::config::Secret;
+use hooklog::config::secret::Secret;
 use hooklog::metrics::Metrics;
 use serde_json::{json, Value};
 use warp::http::StatusCode;

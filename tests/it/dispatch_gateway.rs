@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hooklog::alerts::Severity;
 use hooklog::clock::Clock;
-use hooklog::config::Secret;
+use hooklog::config::secret::Secret;
 use hooklog::consumers::dispatch::breaker::State;
 use hooklog::consumers::dispatch::{
     dispatch_with_retries, Breaker, BreakerConfig, Client, DispatchOutcome, DispatchPolicy,

@@ -1112,7 +1112,7 @@ fn direct_sink(
     let mut dedup = hooklog::consumers::dedup::Dedup::new(store.as_ref(), 72).unwrap();
     db.rt.block_on(dedup.handle(events)).unwrap();
     let config = hooklog::consumers::postgres::PostgresConfig {
-        url: Some(hooklog::config::Secret::new(base_url())),
+        url: Some(hooklog::config::secret::Secret::new(base_url())),
         schema: db.schema.clone(),
         ..hooklog::consumers::postgres::PostgresConfig::default()
     };

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use hooklog::alerts::Severity;
-use hooklog::config::Secret;
+use hooklog::config::secret::Secret;
 use hooklog::send::{
     quo, send_with_retries, twilio, HttpOptions, Limiter, OutboundMessage, Outcome, Rate,
 };

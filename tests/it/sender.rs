@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use hooklog::provider::SendProvider;
 
 use hooklog::alerts::{Alerter, Severity};
-use hooklog::config::Secret;
+use hooklog::config::secret::Secret;
 use hooklog::consumers::compliance::{self, Compliance};
 use hooklog::consumers::dedup::Dedup;
 use hooklog::consumers::outbound::{

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::alerts::Alerter;
-use crate::config::Secret;
+use crate::config::secret::Secret;
 use crate::consumers::dispatch::{
     BreakerConfig, Client, DispatchPolicy, GatewayOptions, Route, Routes,
 };

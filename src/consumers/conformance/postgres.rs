@@ -10,7 +10,7 @@ use rand::Rng;
 use super::mix::message_id;
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::alerts::Alerter;
-use crate::config::Secret;
+use crate::config::secret::Secret;
 use crate::consumers::postgres::{connect, describe, tables, PostgresConfig};
 use crate::consumers::postgres::{PostgresSink, NAME};
 use crate::event::Seq;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::mix;
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::alerts::Alerter;
-use crate::config::Secret;
+use crate::config::secret::Secret;
 use crate::consumers::outbound::OutboundStore;
 use crate::consumers::sender::{SendClients, Sender, SenderConfig, NAME};
 use crate::event::Seq;

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::Secret;
+use crate::config::secret::Secret;
 use crate::send::HttpRequest;
 
 use super::payload::DispatchRequest;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{BreakerConfig, DispatchPolicy, GatewayOptions, Route, Routes};
-use crate::config::Secret;
+use crate::config::secret::Secret;
 use crate::provider::Provider;
 use crate::retry::RetryPolicy;
 

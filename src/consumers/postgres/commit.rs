@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::types::{ToSql, Type};
 
-use super::error::{describe, PgError};
+use super::error::{Failure, PgError};
 use super::plan::Planned;
 use super::tables::{self, Params, Row, Table};
 use super::{rows, SinkMetrics, NAME};
 use crate::consumers::outbound::{Message, OutboundRecord};
-use crate::state::StateError;
 
 /// Statements, built once with the schema written in.
 pub(super) struct Sql {
@@ -48,39 +47,6 @@ impl Sql {
                  where name = $1 returning seq, epoch"
             ),
         }
-    }
-}
-
-/// Why one attempt failed, classified once.
-pub(super) enum Failure {
-    /// Postgres refused the data (SQLSTATE 22xxx, 23xxx): isolate the record.
-    Data(String),
-    /// Anything else: retry later, on a new connection if this one is gone.
-    Transient(String),
-}
-
-impl From<PgError> for Failure {
-    fn from(e: PgError) -> Self {
-        Failure::Transient(e.to_string())
-    }
-}
-
-impl From<tokio_postgres::Error> for Failure {
-    fn from(e: tokio_postgres::Error) -> Self {
-        let data = e
-            .as_db_error()
-            .is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23"));
-        if data {
-            Failure::Data(describe(&e))
-        } else {
-            Failure::Transient(format!("postgres: {}", describe(&e)))
-        }
-    }
-}
-
-impl From<StateError> for Failure {
-    fn from(e: StateError) -> Self {
-        Failure::Transient(e.to_string())
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::connect;
 use super::error::PgError;
-use crate::config::Secret;
+use crate::config::secret::Secret;
 
 /// `[postgres]`: the Supabase sync. Without `url` the sink does not run (its cursor waits at
 /// 0 and catches up from the log once configured).

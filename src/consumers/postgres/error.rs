@@ -1,8 +1,11 @@
 //! What can go wrong talking to Postgres: one error enum for the URL, TLS, the connection, the
 //! statements and the migrations, and [`describe`], which puts a server error in one line with
-//! its SQLSTATE and detail.
+//! its SQLSTATE and detail; and [`Failure`], the sink's classification of a failed batch (data
+//! Postgres refused, or anything worth retrying).
 
 use std::path::PathBuf;
+
+use crate::state::StateError;
 
 /// Why talking to Postgres failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,5 +70,38 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
             Some(cause) => format!("{e}: {cause}"),
             None => e.to_string(),
         },
+    }
+}
+
+/// Why one attempt failed, classified once.
+pub(crate) enum Failure {
+    /// Postgres refused the data (SQLSTATE 22xxx, 23xxx): isolate the record.
+    Data(String),
+    /// Anything else: retry later, on a new connection if this one is gone.
+    Transient(String),
+}
+
+impl From<PgError> for Failure {
+    fn from(e: PgError) -> Self {
+        Failure::Transient(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let data = e
+            .as_db_error()
+            .is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23"));
+        if data {
+            Failure::Data(describe(&e))
+        } else {
+            Failure::Transient(format!("postgres: {}", describe(&e)))
+        }
+    }
+}
+
+impl From<StateError> for Failure {
+    fn from(e: StateError) -> Self {
+        Failure::Transient(e.to_string())
     }
 }

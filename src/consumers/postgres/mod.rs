@@ -117,9 +117,10 @@ use crate::event::Seq;
 use crate::metrics::Metrics;
 use crate::state::StateStore;
 
-use commit::{Commit, Failure, Sql};
+use commit::{Commit, Sql};
 pub use config::{quote_schema, PostgresConfig};
 pub use connect::{connect, Connected};
+use error::Failure;
 pub use error::{describe, PgError};
 use plan::{Planned, Planner};
 
@@ -212,7 +213,7 @@ struct InFlight {
 
 /// The Postgres sink.
 pub struct PostgresSink {
-    url: crate::config::Secret,
+    url: crate::config::secret::Secret,
     config: PostgresConfig,
     sql: Arc<Sql>,
     conn: Option<Conn>,

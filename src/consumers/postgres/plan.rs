@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::TimeDelta;
 
-use super::commit::Failure;
+use super::error::Failure;
 use super::rows;
 use super::tables::Row;
 use crate::consumers::compliance;

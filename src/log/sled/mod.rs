@@ -70,18 +70,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, TrySendError};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 mod writer;
 
 use super::{AppendTicket, Log, LogError, LogStats, PruneReport};
 use crate::event::{Event, Seq, Verified};
 use crate::metrics::Metrics;
-use writer::Writer;
-
-/// Most appends one group commit serves. Bounds the latency of the last request in a batch
-/// and the memory held between insert and flush.
-pub const MAX_BATCH: usize = 1024;
+pub use writer::MAX_BATCH;
+use writer::{last_key, storage, Request, Shared, Writer};
 
 /// Keys one retention batch deletes before it flushes.
 const PRUNE_BATCH: usize = 10_000;
@@ -165,57 +162,6 @@ impl Default for SledOptions {
     }
 }
 
-pub(super) enum Request {
-    Append {
-        event: Verified,
-        done: oneshot::Sender<Result<Seq, LogError>>,
-    },
-    /// Commit what is queued before this, then stop.
-    Stop,
-}
-
-pub(super) struct Shared {
-    /// Cleared by `close`: the writer accepts nothing more.
-    open: AtomicBool,
-    /// Set once by a failed write; sled refuses everything after it (see "A full disk").
-    failed: watch::Sender<Option<String>>,
-    dir: PathBuf,
-    min_free_bytes: u64,
-}
-
-impl Shared {
-    /// Free bytes for an unprivileged writer on the log's file system, or `None` when the
-    /// file system cannot be asked (then the reserve is not enforced: refusing every append
-    /// because `statvfs` failed would turn a monitoring problem into an outage).
-    fn free_bytes(&self) -> Option<u64> {
-        let st = nix::sys::statvfs::statvfs(&self.dir).ok()?;
-        #[allow(clippy::useless_conversion)] // the field types differ between targets
-        Some(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
-    }
-
-    /// `Some((free, reserve))` when the free space is below the reserve.
-    fn shortage(&self) -> Option<(u64, u64)> {
-        if self.min_free_bytes == 0 {
-            return None;
-        }
-        match self.free_bytes() {
-            Some(free) if free < self.min_free_bytes => Some((free, self.min_free_bytes)),
-            _ => None,
-        }
-    }
-
-    fn fail(&self, message: String) {
-        self.failed.send_if_modified(|f| {
-            if f.is_none() {
-                *f = Some(message);
-                true
-            } else {
-                false
-            }
-        });
-    }
-}
-
 /// The sled-backed [`Log`].
 pub struct SledLog {
     db: sled::Db,
@@ -235,10 +181,6 @@ impl std::fmt::Debug for SledLog {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
-}
-
-pub(super) fn storage(e: sled::Error) -> LogError {
-    LogError::Storage(e.to_string())
 }
 
 impl SledLog {
@@ -342,14 +284,6 @@ impl SledLog {
 
     fn decode(seq: Seq, bytes: &[u8]) -> Result<Event, LogError> {
         Event::decode(bytes).map_err(|source| LogError::Corrupt { seq, source })
-    }
-}
-
-pub(super) fn last_key(tree: &sled::Tree) -> Result<Seq, LogError> {
-    match tree.last().map_err(storage)? {
-        Some((k, _)) => Seq::from_key(&k)
-            .ok_or_else(|| LogError::Incompatible(format!("event key of {} bytes", k.len()))),
-        None => Ok(Seq(0)),
     }
 }
 

@@ -3,17 +3,85 @@
 //! inserts every record, flushes **once**, then publishes the new last sequence and completes
 //! every ticket (see [`super`] for why each step is where it is).
 
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 use tokio::sync::{oneshot, watch};
 
-use super::{last_key, Request, Shared, MAX_BATCH};
 use crate::event::{Seq, Verified};
 use crate::log::LogError;
 use crate::metrics::Metrics;
 
+/// Most appends one group commit serves. Bounds the latency of the last request in a batch
+/// and the memory held between insert and flush.
+pub const MAX_BATCH: usize = 1024;
+
+pub(super) enum Request {
+    Append {
+        event: Verified,
+        done: oneshot::Sender<Result<Seq, LogError>>,
+    },
+    /// Commit what is queued before this, then stop.
+    Stop,
+}
+
+pub(super) struct Shared {
+    /// Cleared by `close`: the writer accepts nothing more.
+    pub(super) open: AtomicBool,
+    /// Set once by a failed write; sled refuses everything after it (see "A full disk").
+    pub(super) failed: watch::Sender<Option<String>>,
+    pub(super) dir: PathBuf,
+    pub(super) min_free_bytes: u64,
+}
+
+impl Shared {
+    /// Free bytes for an unprivileged writer on the log's file system, or `None` when the
+    /// file system cannot be asked (then the reserve is not enforced: refusing every append
+    /// because `statvfs` failed would turn a monitoring problem into an outage).
+    pub(super) fn free_bytes(&self) -> Option<u64> {
+        let st = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        #[allow(clippy::useless_conversion)] // the field types differ between targets
+        Some(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+    }
+
+    /// `Some((free, reserve))` when the free space is below the reserve.
+    pub(super) fn shortage(&self) -> Option<(u64, u64)> {
+        if self.min_free_bytes == 0 {
+            return None;
+        }
+        match self.free_bytes() {
+            Some(free) if free < self.min_free_bytes => Some((free, self.min_free_bytes)),
+            _ => None,
+        }
+    }
+
+    pub(super) fn fail(&self, message: String) {
+        self.failed.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(message);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+pub(super) fn storage(e: sled::Error) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+pub(super) fn last_key(tree: &sled::Tree) -> Result<Seq, LogError> {
+    match tree.last().map_err(storage)? {
+        Some((k, _)) => Seq::from_key(&k)
+            .ok_or_else(|| LogError::Incompatible(format!("event key of {} bytes", k.len()))),
+        None => Ok(Seq(0)),
+    }
+}
+
+/// The writer thread's state.
 pub(super) struct Writer {
     pub(super) db: sled::Db,
     pub(super) events: sled::Tree,
