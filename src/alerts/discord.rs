@@ -8,10 +8,23 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::counters::{Counters, Outcome};
 use super::throttle::Throttle;
-use super::{Counters, Outcome, DEFAULT_RETRY_AFTER, MAX_RETRY_AFTER, MAX_TRIES, SUMMARY_POLL};
 use crate::clock::Clock;
 use crate::config::secret::Secret;
+
+/// Tries for a message that meets 5xx answers, timeouts or connection errors.
+const MAX_TRIES: u32 = 3;
+
+/// Longest wait honoured for a 429 (Discord's global limit can ask for minutes; one alert
+/// must not hold the queue that long).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Wait for a 429 that says neither `retry_after` nor `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How often the poster checks whether a rate-limit summary is due when no alert comes.
+const SUMMARY_POLL: Duration = Duration::from_secs(30);
 
 /// The background half: posts what the throttle let through.
 pub(super) struct Poster {

@@ -35,8 +35,9 @@
 //!
 //! # Files
 //!
-//! This file: [`Alerter`] and what callers hand it. [`config`]: `[alerts]`. `throttle.rs`:
-//! coalescing and the cap. `discord.rs`: the poster task and Discord's rules.
+//! This file: [`Alerter`]. `alert.rs`: what callers hand it ([`Alert`], [`Severity`]).
+//! [`config`]: `[alerts]`. `throttle.rs`: coalescing and the cap. `discord.rs`: the poster
+//! task and Discord's rules. `counters.rs`: `hooklog_alerts_total`.
 //!
 //! # Secrets
 //!
@@ -46,7 +47,9 @@
 //! includes the URL. ureq itself logs the URL at `debug` level through the `log` crate, so
 //! the daemon's log filter must keep `ureq` at `info` or above.
 
+mod alert;
 pub mod config;
+mod counters;
 mod discord;
 mod throttle;
 
@@ -55,85 +58,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus::{IntCounterVec, Opts};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 
+pub use alert::{Alert, Severity};
 pub use config::AlertsConfig;
+use counters::{Counters, Outcome};
 use discord::{Outgoing, Poster};
 use throttle::{Admission, Throttle};
-
-/// Discord rejects a `content` longer than this many characters.
-const DISCORD_MAX_CONTENT: usize = 2000;
 
 /// Messages waiting for the poster. The throttle lets through at most `max_per_hour` messages
 /// an hour, so this fills only when Discord has been unreachable for a long time.
 const QUEUE_CAPACITY: usize = 256;
-
-/// Tries for a message that meets 5xx answers, timeouts or connection errors.
-const MAX_TRIES: u32 = 3;
-
-/// Longest wait honoured for a 429 (Discord's global limit can ask for minutes; one alert
-/// must not hold the queue that long).
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-
-/// Wait for a 429 that says neither `retry_after` nor `Retry-After`.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// How often the poster checks whether a rate-limit summary is due when no alert comes.
-const SUMMARY_POLL: Duration = Duration::from_secs(30);
-
-/// Past this many coalescing entries, the ones equivalent to "never sent" are dropped.
-const MAX_IDLE_KEYS: usize = 1024;
-
-/// How urgent an alert is; sets the log level and the Discord label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Worth knowing (a recovery).
-    Info,
-    /// Needs a look soon (dead letters, retries exhausted).
-    Warning,
-    /// Needs action now (no inbound messages, the log cannot be written).
-    Critical,
-}
-
-impl Severity {
-    /// `info`, `warning` or `critical`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-
-    fn badge(self) -> &'static str {
-        match self {
-            Severity::Info => "ℹ️ **INFO**",
-            Severity::Warning => "⚠️ **WARNING**",
-            Severity::Critical => "🚨 **CRITICAL**",
-        }
-    }
-}
-
-/// One operator alert.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Alert {
-    /// Coalescing key: alerts with the same key are one story (e.g. `dead_letter:dedup`).
-    pub key: String,
-    /// How urgent it is.
-    pub severity: Severity,
-    /// One line: what happened.
-    pub title: String,
-    /// Why, with the figures the operator needs.
-    pub reason: String,
-    /// What the operator should run next, e.g. `hooklog-replay dead-letters`.
-    pub next_step: String,
-}
 
 /// Knobs that are not configuration: for tests.
 #[derive(Clone)]
@@ -349,73 +287,6 @@ fn log_alert(a: &Alert) {
             alert = %a.key, severity = a.severity.as_str(), reason = %a.reason,
             next = %a.next_step, "ALERT: {}", a.title
         ),
-    }
-}
-
-/// `hooklog_alerts_total{outcome}` values.
-#[derive(Clone, Copy, Debug)]
-enum Outcome {
-    Sent,
-    Coalesced,
-    RateLimited,
-    Failed,
-}
-
-impl Outcome {
-    const ALL: [Outcome; 4] = [
-        Outcome::Sent,
-        Outcome::Coalesced,
-        Outcome::RateLimited,
-        Outcome::Failed,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Sent => "sent",
-            Outcome::Coalesced => "coalesced",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::Failed => "failed",
-        }
-    }
-}
-
-#[derive(Clone, Default)]
-struct Counters(Option<IntCounterVec>);
-
-impl Counters {
-    fn register(metrics: Option<&Metrics>) -> Counters {
-        let Some(metrics) = metrics else {
-            return Counters(None);
-        };
-        let vec = match IntCounterVec::new(
-            Opts::new(
-                "hooklog_alerts_total",
-                "Operator alerts for Discord by outcome (sent, coalesced, rate_limited, failed)",
-            ),
-            &["outcome"],
-        ) {
-            Ok(vec) => vec,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot create hooklog_alerts_total");
-                return Counters(None);
-            }
-        };
-        // Every outcome is exported from the start, so a rate() over it works before the
-        // first failure.
-        for outcome in Outcome::ALL {
-            vec.with_label_values(&[outcome.as_str()]);
-        }
-        if let Err(e) = metrics.register(Box::new(vec.clone())) {
-            // A second alerter on the same registry: its counts are not exported.
-            tracing::warn!(error = %e, "hooklog_alerts_total not registered");
-        }
-        Counters(Some(vec))
-    }
-
-    fn inc(&self, outcome: Outcome) {
-        if let Some(vec) = &self.0 {
-            vec.with_label_values(&[outcome.as_str()]).inc();
-        }
     }
 }
 

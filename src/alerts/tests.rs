@@ -2,7 +2,7 @@
 
 use super::*;
 use discord::scrub;
-use throttle::{render, truncate};
+use throttle::{render, truncate, DISCORD_MAX_CONTENT};
 
 use chrono::{DateTime, Utc};
 

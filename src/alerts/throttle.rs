@@ -6,8 +6,14 @@ use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 
+use super::alert::{Alert, Severity};
 use super::config::AlertsConfig;
-use super::{Alert, Severity, DISCORD_MAX_CONTENT, MAX_IDLE_KEYS};
+
+/// Discord rejects a `content` longer than this many characters.
+pub(super) const DISCORD_MAX_CONTENT: usize = 2000;
+
+/// Past this many coalescing entries, the ones equivalent to "never sent" are dropped.
+pub(super) const MAX_IDLE_KEYS: usize = 1024;
 
 /// What the throttle decided about one alert.
 #[derive(Clone, Debug, PartialEq, Eq)]
