@@ -3,10 +3,13 @@
 
 use serde_json::{Map, Value};
 
-use super::{
+use super::fields::{
     body_key, direction_word, header, json_object, media_urls, outbound_status_kind, parse_time,
-    part, recipients, route_path, status_part, value_id, Call, CallSummary, CallTranscript,
-    Contact, Data, DialogueLine, Direction, Fields, Kind, Message, ParseError, Parsed,
+    part, recipients, route_path, status_part, value_id, Fields,
+};
+use super::model::{
+    Call, CallSummary, CallTranscript, Contact, Data, DialogueLine, Direction, Kind, Message,
+    ParseError, Parsed,
 };
 use crate::event::Event;
 use crate::provider::Provider;
@@ -85,11 +88,23 @@ pub(super) fn backfill(event: &Event) -> Result<Parsed, ParseError> {
                 "calls" => Resource::Call,
                 "call-summaries" => Resource::Summary,
                 "call-transcripts" => Resource::Transcript,
-                _ => return Ok(super::unknown(event, Some(Provider::Quo), path.to_owned())),
+                _ => {
+                    return Ok(super::fields::unknown(
+                        event,
+                        Some(Provider::Quo),
+                        path.to_owned(),
+                    ))
+                }
             };
             (resource, rest.first().copied())
         }
-        _ => return Ok(super::unknown(event, Some(Provider::Quo), path.to_owned())),
+        _ => {
+            return Ok(super::fields::unknown(
+                event,
+                Some(Provider::Quo),
+                path.to_owned(),
+            ))
+        }
     };
 
     let root = json_object(&event.body)?;

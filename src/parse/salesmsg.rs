@@ -9,10 +9,11 @@
 
 use serde_json::Value;
 
-use super::{
+use super::fields::{
     body_key, direction_word, json_object, media_urls, outbound_status_kind, part, recipients,
-    status_part, value_id, Data, Direction, Fields, Kind, Message, ParseError, Parsed,
+    status_part, value_id, Fields,
 };
+use super::model::{Data, Direction, Kind, Message, ParseError, Parsed};
 use crate::event::Event;
 use crate::provider::Provider;
 
@@ -29,7 +30,7 @@ pub(super) fn webhook(event: &Event) -> Result<Parsed, ParseError> {
     let occurred_at = f.time("created_at").or_else(|| {
         root.get("triggered_at")
             .and_then(Value::as_str)
-            .and_then(super::parse_time)
+            .and_then(super::fields::parse_time)
     });
 
     let mut keys = Vec::new();

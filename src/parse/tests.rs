@@ -11,6 +11,7 @@ use super::*;
 use crate::event::{Micros, Seq, Verification};
 use crate::fixture::Fixture;
 use crate::provider::Provider;
+use fields::part;
 
 fn ev(source: Source, route: &str, headers: &[(&str, &str)], body: &[u8]) -> Event {
     Event {

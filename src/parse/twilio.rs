@@ -2,10 +2,12 @@
 
 use serde_json::Value;
 
-use super::{
+use super::fields::{
     direction_word, header, json_object, outbound_status_kind, parse_time, part, route_path,
-    status_part, str_i64, Call, Data, Direction, Fields, Kind, Message, ParseError, Parsed,
-    Recording, Transcription,
+    status_part, str_i64, Fields,
+};
+use super::model::{
+    Call, Data, Direction, Kind, Message, ParseError, Parsed, Recording, Transcription,
 };
 use crate::event::Event;
 use crate::provider::Provider;
@@ -116,7 +118,7 @@ pub(super) fn webhook(event: &Event) -> Result<Parsed, ParseError> {
         "/voice/recording-complete" => Callback::Recording,
         "/voice/transcription" => Callback::Transcription,
         _ => {
-            return Ok(super::unknown(
+            return Ok(super::fields::unknown(
                 event,
                 Some(Provider::Twilio),
                 path.to_owned(),
@@ -301,7 +303,7 @@ pub(super) fn backfill(event: &Event) -> Result<Parsed, ParseError> {
         }
         ["2010-04-01", "Accounts", _, r @ ("Messages" | "Calls"), sid] => (*r, Some(*sid)),
         _ => {
-            return Ok(super::unknown(
+            return Ok(super::fields::unknown(
                 event,
                 Some(Provider::Twilio),
                 path.to_owned(),
