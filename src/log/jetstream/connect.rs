@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
-use super::{js_err, leader_subject, Credentials, JetStreamOptions};
+use super::options::{Credentials, JetStreamOptions};
+use super::shared::{js_err, leader_subject};
 use crate::log::LogError;
 
 pub(super) async fn connect(

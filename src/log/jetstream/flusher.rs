@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::sled_err;
+use super::shared::sled_err;
 use crate::log::LogError;
 
 /// Opens the local state database. Its file lock is what says a daemon runs on this data

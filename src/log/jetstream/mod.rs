@@ -16,10 +16,11 @@
 //!
 //! # Files
 //!
-//! This file: the engine and its [`Log`] implementation. [`connect`]: NATS and the stream;
-//! [`leader`]: the consumers' lease campaign and the fenced leader's writes; [`lease`]: the
-//! lease itself; [`flusher`]: the local state database and its group flush; [`restore`]:
-//! restoring records in order.
+//! This file: the engine and its [`Log`] implementation. [`options`]: how to reach the stream;
+//! [`connect`]: NATS and the stream; `campaign.rs`: the campaign for the consumers' lease;
+//! [`leader`]: taking office and the fenced leader's writes; [`lease`]: the lease itself;
+//! [`flusher`]: the local state database and its group flush; [`restore`]: restoring records
+//! in order; `shared.rs`: the layout's names and the helpers every file uses.
 //!
 //! # Invariants
 //!
@@ -66,13 +67,16 @@
 //! their own threads), so reads are sent to that runtime and waited for on a plain channel,
 //! which works from any thread, inside another runtime or not.
 
+mod campaign;
 pub mod connect;
 pub mod flusher;
 pub mod leader;
 pub mod lease;
+pub mod options;
 pub mod restore;
+mod shared;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,88 +93,10 @@ use connect::connect;
 use flusher::{open_state_db, StateFlusher};
 use leader::{LeaderPublish, Role};
 use restore::{get_one, restore_in_order};
+use shared::{js_err, on, raise, sled_err, READ_CONCURRENCY};
 
-/// How often the last stored sequence is read from the stream, so that appends made by
-/// another process (another replica, `hooklog-replay`) wake the consumers here.
-pub const LAST_SEQ_POLL: Duration = Duration::from_millis(200);
-
-/// Direct reads in flight at once for one [`Log::read`].
-const READ_CONCURRENCY: usize = 64;
-
-/// Publishes of one [`Log::restore_events`] whose acknowledgement is not awaited yet.
-pub(super) const RESTORE_IN_FLIGHT: usize = 256;
-
-/// The route of the record a replica writes when it becomes the consumers' leader (body: JSON
-/// `{"replica", "lease_revision"}`): the fence that makes its predecessor's later writes fail,
-/// and a trace in the log of who ran the consumers from when.
-pub const LEADER_ROUTE: &str = "/internal/leader";
-
-/// The header naming the replica that published a record on the leader subject.
-pub(super) const REPLICA_HEADER: &str = "Hooklog-Replica";
-
-/// The subject of the records only the consumers' leader writes, beside `subject`.
-pub fn leader_subject(subject: &str) -> String {
-    format!("{subject}.leader")
-}
-
-/// How to reach the server.
-#[derive(Clone, Debug, Default)]
-pub enum Credentials {
-    /// No authentication.
-    #[default]
-    None,
-    /// A `.creds` file (JWT and NKey seed), as `nsc` writes it.
-    File(PathBuf),
-    /// A token.
-    Token(String),
-    /// An NKey seed (`SU…`).
-    NKey(String),
-}
-
-/// Options for opening the JetStream log.
-#[derive(Clone, Debug)]
-pub struct JetStreamOptions {
-    /// Server URLs, comma-separated (`nats://host:4222`, `tls://…`).
-    pub url: String,
-    /// Stream name.
-    pub stream: String,
-    /// The subject records are published on (the stream binds exactly this one).
-    pub subject: String,
-    /// Replicas of the stream (1, or 3 on a cluster).
-    pub replicas: usize,
-    /// The stream's duplicate window: a publish retried within it is stored once.
-    pub duplicate_window: Duration,
-    /// How long an append waits for the stream's acknowledgement before answering 503.
-    pub ack_timeout: Duration,
-    /// Authentication.
-    pub credentials: Credentials,
-    /// A CA certificate to trust (PEM).
-    pub tls_ca: Option<PathBuf>,
-    /// A client certificate and its key (PEM), for servers that verify clients.
-    pub tls_client: Option<(PathBuf, PathBuf)>,
-    /// Refuse a connection without TLS.
-    pub tls_required: bool,
-    /// sled page cache of the local state database, in bytes.
-    pub state_cache_capacity: u64,
-}
-
-impl Default for JetStreamOptions {
-    fn default() -> Self {
-        JetStreamOptions {
-            url: "nats://127.0.0.1:4222".into(),
-            stream: "HOOKLOG".into(),
-            subject: "hooklog.events".into(),
-            replicas: 1,
-            duplicate_window: Duration::from_secs(120),
-            ack_timeout: Duration::from_secs(2),
-            credentials: Credentials::None,
-            tls_ca: None,
-            tls_client: None,
-            tls_required: false,
-            state_cache_capacity: 16 * 1024 * 1024,
-        }
-    }
-}
+pub use options::{Credentials, JetStreamOptions};
+pub use shared::{leader_subject, LAST_SEQ_POLL, LEADER_ROUTE};
 
 /// The JetStream-backed [`Log`].
 pub struct JetStreamLog {
@@ -213,14 +139,6 @@ impl std::fmt::Debug for JetStreamLog {
             .field("subject", &self.subject)
             .finish_non_exhaustive()
     }
-}
-
-pub(super) fn js_err(what: &str, e: impl std::fmt::Display) -> LogError {
-    LogError::Storage(format!("JetStream {what}: {e}"))
-}
-
-pub(super) fn sled_err(e: sled::Error) -> LogError {
-    LogError::Storage(format!("local state database: {e}"))
 }
 
 impl JetStreamLog {
@@ -322,19 +240,6 @@ impl JetStreamLog {
     }
 }
 
-/// Runs `fut` on the engine's runtime and waits for it on this thread (any thread).
-pub(super) fn on<T: Send + 'static>(
-    handle: &tokio::runtime::Handle,
-    fut: impl std::future::Future<Output = Result<T, LogError>> + Send + 'static,
-) -> Result<T, LogError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    handle.spawn(async move {
-        let _ = tx.send(fut.await);
-    });
-    rx.recv()
-        .unwrap_or_else(|_| Err(LogError::Storage("the JetStream runtime stopped".into())))
-}
-
 async fn publish_once(
     js: &jetstream::Context,
     subject: &str,
@@ -364,19 +269,6 @@ async fn follow_last_seq(
             raise(&last_seq, Seq(info.state.last_sequence), &metrics);
         }
     }
-}
-
-/// Moves the last known sequence forward (never back: acknowledgements arrive out of order).
-pub(super) fn raise(last_seq: &watch::Sender<Seq>, seq: Seq, metrics: &Metrics) {
-    last_seq.send_if_modified(|last| {
-        if seq > *last {
-            *last = seq;
-            metrics.last_seq.set(seq.0 as i64);
-            true
-        } else {
-            false
-        }
-    });
 }
 
 impl Log for JetStreamLog {

@@ -3,7 +3,7 @@
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 
-use super::{js_err, RESTORE_IN_FLIGHT};
+use super::shared::{js_err, RESTORE_IN_FLIGHT};
 use crate::event::{Event, Seq};
 use crate::log::LogError;
 
