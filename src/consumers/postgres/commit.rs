@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::types::{ToSql, Type};
 
+use super::config::NAME;
 use super::error::{Failure, PgError};
+use super::metrics::SinkMetrics;
 use super::plan::Planned;
+use super::rows;
 use super::tables::{self, Params, Row, Table};
-use super::{rows, SinkMetrics, NAME};
 use crate::consumers::outbound::{Message, OutboundRecord};
 
 /// Statements, built once with the schema written in.

@@ -11,6 +11,9 @@ use super::connect;
 use super::error::PgError;
 use crate::config::secret::Secret;
 
+/// The consumer's name: its cursor's in the log, its row's in `hooklog_cursors`, its section's.
+pub const NAME: &str = "postgres";
+
 /// `[postgres]`: the Supabase sync. Without `url` the sink does not run (its cursor waits at
 /// 0 and catches up from the log once configured).
 #[derive(Clone, Debug, Deserialize, Serialize)]
