@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::ledger::LedgerState;
-use super::{transient, Sender};
+use super::{transient, OutboundOrOptOut, Sender};
 use crate::alerts::{Alert, Severity};
 use crate::config::Config;
 use crate::consumers::compliance::{OptOutChange, ADMIN_ROUTE};
@@ -83,24 +83,10 @@ impl SendClients {
     }
 }
 
-/// How a provider is reached: its client and its limiter.
-#[derive(Clone)]
-pub(super) struct Route {
-    pub(super) client: SharedClient,
-    pub(super) limiter: Arc<Limiter>,
-}
-
 /// What the blocking half of a send brings back.
 pub(super) struct Delivery {
     outcome: Result<Outcome, BuildError>,
     tries: u32,
-}
-
-/// A record the sender appends after a call.
-#[derive(Clone, Debug)]
-pub(super) enum OutboundOrOptOut {
-    Outbound(OutboundRecord),
-    OptOut(OptOutChange),
 }
 
 impl OutboundOrOptOut {

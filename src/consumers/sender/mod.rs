@@ -98,6 +98,7 @@ use crate::provider::SendProvider;
 
 use crate::alerts::{Alert, Severity};
 use crate::clock::Clock;
+use crate::consumers::compliance::OptOutChange;
 use crate::consumers::outbound::{
     GateDecision, GateVerdict, MessageId, OutboundRecord, OutboundStore, SendResult, SendStatus,
 };
@@ -112,12 +113,25 @@ use crate::send::{AlertSink, Limiter, Rate};
 use crate::state::{KvTree, StateError, StateStore};
 
 pub use config::SenderConfig;
-use deliver::{OutboundOrOptOut, Route};
 pub use deliver::{SendClients, SharedClient};
 pub use ledger::{LedgerEntry, LedgerState};
 
 /// The consumer's name.
 pub const NAME: &str = "sender";
+
+/// How a provider is reached: its client and its limiter.
+#[derive(Clone)]
+struct Route {
+    pub(super) client: SharedClient,
+    pub(super) limiter: Arc<Limiter>,
+}
+
+/// A record the sender appends after a call.
+#[derive(Clone, Debug)]
+enum OutboundOrOptOut {
+    Outbound(OutboundRecord),
+    OptOut(OptOutChange),
+}
 
 /// The sender consumer.
 pub struct Sender {
