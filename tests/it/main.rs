@@ -18,6 +18,7 @@ mod util;
 // Tests (some also lend helpers to others, e.g. `crash`'s real-binary daemon).
 mod admin;
 mod alerts_discord;
+mod architecture;
 mod backfill;
 mod consumers;
 mod crash;
