@@ -1,27 +1,32 @@
-//! hooklog: the webhook backbone for Quo (OpenPhone), Twilio and SalesMsg.
+//! hooklog: the webhook backbone for Quo (formerly OpenPhone), Twilio and SalesMsg.
 //!
 //! # Layout
 //!
-//! - [`config`]: one `Config`, layered defaults < TOML < `HOOKLOG_*` env, validated at start.
-//! - [`event`]: the one envelope stored in the log, and its versioned encoding.
-//! - [`edge`]: the public listener: routes, signature verification ([`edge::verify`], one
-//!   pure module per scheme), TwiML answers.
-//! - [`log`]: the `Log` trait and the sled engine with its group-commit writer.
-//! - [`admin`]: the token-protected admin API used by `hooklog-replay`.
-//! - [`postgres`]: connections, migrations and the row projection of the Postgres (Supabase)
-//!   sync, whose consumer is [`consumers::postgres`].
-//! - [`gates`]: the outbound compliance gates (pure units, run by [`consumers::outbound`]).
-//! - [`send`]: the provider send clients (Quo, Twilio), their rate limiter and 429 backoff;
-//!   the consumer that uses them is [`consumers::sender`].
-//! - [`dispatch`]: `[dispatch]`, agent routing rules, the gateway client and its circuit
-//!   breaker; the consumer is [`consumers::dispatch`].
-//! - [`outbound`]: the records of the outbound path (request, decision, attempt, result)
-//!   and the state of a message.
-//! - [`metrics`], [`error`] (the one error → HTTP mapping), [`http`] (shared plumbing),
-//!   [`fixture`] (signed request files used by tests and smoke tests).
+//! One folder (or file) per component, in layers: a file imports only its own component and
+//! the layers below; the one exception is [`config`] composing the sections that live in their
+//! components (each section's own `config.rs`). `tests/it/architecture.rs` checks both, and
+//! that no import loops. From the ground up:
 //!
-//! [`run`] is the daemon: it binds nothing itself (the caller passes bound listeners, so tests
-//! use `127.0.0.1:0`) and returns after a graceful shutdown.
+//! 1. Leaves: [`provider`] (the one `Provider`), [`phone`] (E.164), [`clock`] (the one
+//!    `Clock`), [`retry`] (the one `RetryPolicy`), [`metrics`], [`state`] (consumer state).
+//! 2. The envelope and pure logic: [`event`] (what the log stores, versioned), [`signature`]
+//!    (one pure module per webhook scheme), [`parse`] (typed events and dedup keys),
+//!    [`gates`] (the outbound compliance gates).
+//! 3. [`log`] (the `Log` trait, whose header lists what consumers rely on, and the sled and
+//!    JetStream engines), [`config`] (defaults < file < `HOOKLOG_*`, validated), [`error`] (the
+//!    one error → HTTP mapping), [`alerts`] (operator alerts, Discord), [`send`] (the provider
+//!    send clients and their limits), [`http`] (listener plumbing).
+//! 4. [`consumers`]: the `Consumer` trait, the one driver, and one folder per consumer (dedup,
+//!    compliance, outbound, postgres, dispatch, sender, staleness), each with its pure logic,
+//!    its driver shell and the read model others use; [`backfill`] (gap recovery from the
+//!    providers' REST APIs).
+//! 5. Faces: [`edge`] (the public webhook listener), [`admin`] (the admin API and the
+//!    agents' outbound API), [`fixture`] (signed request files for tests and smoke tests).
+//! 6. This file: [`run`], the daemon. It binds nothing itself (the caller passes bound
+//!    listeners, so tests use `127.0.0.1:0`) and returns after a graceful shutdown.
+//!
+//! The design in prose, with the guarantees and the provider facts the code relies on, is in
+//! `docs/` (start at `docs/architecture.md`).
 
 /// mimalloc for every program that links hooklog (the daemon, `hooklog-replay`, tests and
 /// benches, so that a benchmark measures the allocator the daemon runs with). Parsing and
@@ -188,7 +193,7 @@ pub async fn run(
 }
 
 /// [`open_log`] for the daemon: on JetStream it also runs for the consumers' lease on the
-/// stream ([`log::lease`]): the replica that holds it runs the consumers, the others serve the
+/// stream ([`log::jetstream::lease`]): the replica that holds it runs the consumers, the others serve the
 /// edge as standbys ([`log::Log::leadership`]).
 pub fn open_daemon_log(config: &Config, metrics: Metrics) -> Result<Arc<dyn Log>, log::LogError> {
     open_engine(config, metrics, true)
@@ -285,7 +290,7 @@ pub async fn run_with_log(
     let (consumers_stop, consumers_rx) = watch::channel(false);
     let (retention_stop, retention_rx) = watch::channel(false);
     // The consumers and retention run on the leader only: at once on sled (one process per
-    // log), and on JetStream once this replica holds the consumers' lease ([`log::lease`]).
+    // log), and on JetStream once this replica holds the consumers' lease ([`log::jetstream::lease`]).
     // A standby serves the edge meanwhile.
     let start_leading = || -> Result<Leading, RunError> {
         let tasks = start_consumers(

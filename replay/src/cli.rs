@@ -100,8 +100,8 @@ pub enum Command {
     /// dedup key collides with its webhook twin, so what had arrived is marked duplicate and
     /// the rest flows through every consumer like a webhook. Appends through the admin API
     /// while the daemon runs, else into the data directory. Progress is checkpointed: the
-    /// same command resumes an interrupted run. Quo: [openphone] api_key, api_base; Twilio:
-    /// [twilio] account_sid, auth_tokens (the first), api_base.
+    /// same command resumes an interrupted run. Quo: `[openphone]` api_key, api_base; Twilio:
+    /// `[twilio]` account_sid, auth_tokens (the first), api_base.
     Backfill(BackfillArgs),
     /// Write the records received in a time range as JSON lines (a backup, a migration).
     ///
@@ -127,14 +127,14 @@ pub enum Command {
     /// Sign a fixture with the configured keys at the current time and send it (a deployment
     /// smoke test).
     ///
-    /// Quo fixtures are signed with the first [openphone] signing_keys entry, Twilio with the
-    /// first [twilio] auth_tokens entry over the public URL (--public-url, else --url when it
+    /// Quo fixtures are signed with the first `[openphone]` signing_keys entry, Twilio with the
+    /// first `[twilio]` auth_tokens entry over the public URL (--public-url, else --url when it
     /// is one of server.public_urls, else the first of them), SalesMsg with the first
-    /// [salesmsg] secrets entry. Prints the status and body; exits 0 on 2xx, 1 otherwise.
+    /// `[salesmsg]` secrets entry. Prints the status and body; exits 0 on 2xx, 1 otherwise.
     Fire(FireArgs),
     /// Forget a retired consumer's cursor so that it no longer holds retention back.
     ///
-    /// Retention ([log] retention_days) never deletes a record at or above any stored cursor,
+    /// Retention (`[log]` retention_days) never deletes a record at or above any stored cursor,
     /// including the cursor of a consumer configured off (a Postgres sink switched off stays
     /// where it stopped, maybe at 0). If that consumer is retired for good, drop its cursor;
     /// should it run again, it starts from the first record still stored. Works on a stopped
@@ -173,10 +173,10 @@ pub struct ImportArgs {
 /// `fire`.
 #[derive(Debug, Args)]
 pub struct FireArgs {
-    /// A fixture file (fixtures/<provider>/<name>.json).
+    /// A fixture file (`fixtures/<provider>/<name>.json`).
     pub fixture: PathBuf,
 
-    /// Base URL of the webhook listener (e.g. https://hooks.example.com); the fixture's path
+    /// Base URL of the webhook listener (e.g. `https://hooks.example.com`); the fixture's path
     /// and query are appended.
     #[arg(long, value_name = "URL")]
     pub url: String,
@@ -210,7 +210,7 @@ pub struct BackfillArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Where progress is kept [default: <data_dir>/backfill-<provider>-<since>-<until>.json].
+    /// Where progress is kept [default: <data_dir>/backfill-PROVIDER-SINCE-UNTIL.json].
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
 }

@@ -41,7 +41,7 @@
 //!
 //! # Secrets
 //!
-//! The webhook URL contains the webhook token. It is a [`Secret`] and never appears in a
+//! The webhook URL contains the webhook token. It is a [`Secret`](crate::config::secret::Secret) and never appears in a
 //! log line or `Debug` output of this module: transport errors are described by their kind
 //! and cause (whose text is scrubbed of the URL) rather than by ureq's `Display`, which
 //! includes the URL. ureq itself logs the URL at `debug` level through the `log` crate, so

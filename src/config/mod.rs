@@ -16,9 +16,9 @@
 //! # Files
 //!
 //! This file: [`Config`], the composition of every section, and how it is loaded.
-//! [`env`]: environment overrides, `*_file` indirection and [`Provenance`]; [`secret`]:
+//! [`env`](mod@env): environment overrides, `*_file` indirection and [`Provenance`]; [`secret`]:
 //! [`secret::Secret`]; [`de`]: the serde helpers every section uses; [`sections`]: the sections
-//! several components read; [`validate`](mod@validate): the checks serde cannot make;
+//! several components read; `validate.rs`: the checks serde cannot make;
 //! [`error`]: [`ConfigError`]. Sections, secrets and helpers import nothing back from here.
 
 pub mod de;

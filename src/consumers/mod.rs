@@ -2,7 +2,7 @@
 //! shared driver.
 //!
 //! A consumer has a name, a durable cursor (stored with the log: the last sequence it has fully
-//! processed), optional upstreams, and its own state trees ([`state`]). The driver owns
+//! processed), optional upstreams, and its own state trees ([`crate::state`]). The driver owns
 //! everything around the consumer's logic: reading batches after the cursor, never passing an
 //! upstream's cursor, saving the cursor **after** the effect (at-least-once), retrying transient
 //! failures with exponential backoff and full jitter, dead-lettering poison records (the cursor
@@ -40,7 +40,7 @@
 //!
 //! - this file: the [`Consumer`] trait and how a batch fails ([`BatchError`]);
 //! - [`driver`]: the one driver loop; [`registry`]: what status shows and the operator's
-//!   controls; [`dead_letters`]: the parked records; `batches`: the batches the drivers share,
+//!   controls; [`dead_letters`](mod@dead_letters): the parked records; `batches`: the batches the drivers share,
 //!   parsed once; [`redelivery`]: the windows of `rewind --redeliver`; [`retention`]: which
 //!   records may be deleted, given every cursor and dead letter;
 //! - one folder per consumer, its logic and its driver shell together, with the read model

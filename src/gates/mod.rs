@@ -13,7 +13,7 @@
 //! hours → frequency caps → content and identification → duplicates"):
 //!
 //! 1. [`optout`]: the recipient is not suppressed, on any line or provider;
-//! 2. [`line`]: the line is configured, on the requested provider, 10DLC approved (no
+//! 2. [`line`](mod@line): the line is configured, on the requested provider, 10DLC approved (no
 //!    fallback to another line or provider);
 //! 3. [`quiet_hours`]: inside the window of every zone of the recipient's area code;
 //! 4. [`blast_safety`]: kill switch, per-line cap, per-recipient cap, duplicate content;

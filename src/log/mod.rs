@@ -107,7 +107,7 @@ pub enum LogError {
     Failed(String),
     /// A record only the consumers' leader may write (one with [`Verification::Internal`]:
     /// a decision, a send attempt, a dispatch result) was refused because this replica does
-    /// not hold the consumers' lease, or lost it ([`lease`]).
+    /// not hold the consumers' lease, or lost it ([`jetstream::lease`]).
     ///
     /// [`Verification::Internal`]: crate::event::Verification::Internal
     #[error("not the consumers' leader: {0}")]
@@ -118,7 +118,7 @@ pub enum LogError {
 ///
 /// On sled there is one process per log (the database lock), so it always does. Several
 /// replicas may serve the edge of one JetStream stream; the holder of the consumers' lease
-/// ([`lease`]) runs them and the others wait as standbys.
+/// ([`jetstream::lease`]) runs them and the others wait as standbys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Leadership {
     /// This process runs the consumers.

@@ -102,7 +102,7 @@ impl HmacKey {
         self.0.len()
     }
 
-    /// True for a key with no bytes, which [`first_match`] callers treat as never matching.
+    /// True for a key with no bytes, which `first_match` callers treat as never matching.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -11,7 +11,7 @@
 //!
 //! Consumer state (dead letters, the suppression list) lives in the same database, in the
 //! trees `consumer/<name>/<tree>`; it is read through the library's own readers
-//! ([`consumers::dead_letters`], [`compliance::list`]) on [`Log::state`]. The consumers looked
+//! ([`consumers::dead_letters()`], [`compliance::list`]) on [`Log::state`]. The consumers looked
 //! at are those with a stored cursor: every consumer that ever ran has one. Records carry
 //! their dedup verdict, as the admin API shows them.
 

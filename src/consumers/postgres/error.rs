@@ -1,6 +1,6 @@
 //! What can go wrong talking to Postgres: one error enum for the URL, TLS, the connection, the
 //! statements and the migrations, and [`describe`], which puts a server error in one line with
-//! its SQLSTATE and detail; and [`Failure`], the sink's classification of a failed batch (data
+//! its SQLSTATE and detail; and `Failure`, the sink's classification of a failed batch (data
 //! Postgres refused, or anything worth retrying).
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //!
 //! - this file: the consumer ([`PostgresSink`]), which drives the others;
 //! - [`config`]: the `[postgres]` section;
-//! - [`connect`]: one `tokio-postgres` connection from a URL, with TLS when the URL asks for
+//! - [`connect`](mod@connect): one `tokio-postgres` connection from a URL, with TLS when the URL asks for
 //!   it (`sslmode=require` encrypts, `verify-ca`/`verify-full` or a `ca_file` also
 //!   authenticate the server), and the connection task spawned on the caller's runtime.
 //! - [`migrate`]: the numbered files of `schema/`, embedded in the binary, applied once each
@@ -72,7 +72,7 @@
 //!
 //! # The outbound path
 //!
-//! Records of the outbound path ([`OutboundRecord`]) give rows besides their `omni_events`
+//! Records of the outbound path ([`OutboundRecord`](crate::consumers::outbound::OutboundRecord)) give rows besides their `omni_events`
 //! one. A dispatch result is one `agent_dispatches` row keyed on its own seq (written once), a
 //! line change upserts `outbound_lines` (the higher seq wins). A message's row is not a
 //! function of one record but the fold [`crate::consumers::outbound::apply`] of all its records, so it is

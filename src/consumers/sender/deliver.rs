@@ -1,5 +1,5 @@
 //! Sending one attempt: the provider clients and their limiters, the blocking call with its
-//! retries ([`deliver`]), the records an outcome calls for, and their appends before the ledger
+//! retries (`deliver`), the records an outcome calls for, and their appends before the ledger
 //! entry is closed.
 
 use std::sync::Arc;

@@ -67,7 +67,7 @@
 //!
 //! # Outcomes
 //!
-//! | provider outcome ([`Outcome`]) | result | also |
+//! | provider outcome ([`Outcome`](crate::send::Outcome)) | result | also |
 //! |---|---|---|
 //! | `Sent` | `sent` with the provider's id | |
 //! | `OptedOut` (Twilio 21610) | `failed` | an opt-out record for the recipient (compliance suppresses it) |

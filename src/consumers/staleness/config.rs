@@ -23,7 +23,7 @@ pub struct StalenessConfig {
     pub window_end: String,
     /// IANA zone of the window, e.g. `America/Los_Angeles`.
     pub timezone: String,
-    /// How often the daemon calls [`StalenessMonitor::check`], in seconds.
+    /// How often the daemon calls [`StalenessMonitor::check`](super::StalenessMonitor::check), in seconds.
     #[serde(deserialize_with = "parsed")]
     pub check_interval_secs: u64,
 }

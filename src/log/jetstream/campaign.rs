@@ -14,11 +14,11 @@ use crate::log::{Leadership, LogError};
 
 impl JetStreamLog {
     /// Runs for the consumers' lease on the stream ([`super::lease`]), in the background: until
-    /// it is taken this replica is a standby ([`Log::leadership`]), serving the edge and
+    /// it is taken this replica is a standby ([`Log::leadership`](crate::log::Log::leadership)), serving the edge and
     /// refusing the leader's records; the lease is tried again every [`poll_interval`] of
     /// `ttl` and taken once its holder has not renewed it for `ttl`. Once taken, the leader's
-    /// record is written ([`LEADER_ROUTE`]), the lease is renewed every third of `ttl` until
-    /// `close`, and losing it (someone else wrote it) sets [`Log::failure`], which stops the
+    /// record is written ([`LEADER_ROUTE`](super::LEADER_ROUTE)), the lease is renewed every third of `ttl` until
+    /// `close`, and losing it (someone else wrote it) sets [`Log::failure`](crate::log::Log::failure), which stops the
     /// daemon: its service manager starts it again, as a standby.
     ///
     /// Returns after the first try (or a few acknowledgement timeouts), so that a replica that

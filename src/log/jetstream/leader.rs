@@ -1,7 +1,8 @@
-//! Who runs the consumers on a stream, and how the leader's writes are fenced: the campaign
-//! for the consumers' lease ([`JetStreamLog::campaign`]), taking office (the [`LEADER_ROUTE`]
-//! record that fences out a former holder), the fenced publishes of the leader's records
-//! ([`LeaderPublish`]), and stepping down when the lease or the fence is lost.
+//! Who runs the consumers on a stream, and how the leader's writes are fenced: what the
+//! campaign for the consumers' lease ([`super::JetStreamLog::campaign`]) calls, taking office
+//! (the [`super::LEADER_ROUTE`] record that fences out a former holder), the fenced publishes
+//! of the leader's records (`LeaderPublish`), and stepping down when the lease or the fence is
+//! lost.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

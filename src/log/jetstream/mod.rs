@@ -17,7 +17,7 @@
 //! # Files
 //!
 //! This file: the engine and its [`Log`] implementation. [`options`]: how to reach the stream;
-//! [`connect`]: NATS and the stream; `campaign.rs`: the campaign for the consumers' lease;
+//! [`connect`](mod@connect): NATS and the stream; `campaign.rs`: the campaign for the consumers' lease;
 //! [`leader`]: taking office and the fenced leader's writes; [`lease`]: the lease itself;
 //! [`flusher`]: the local state database and its group flush; [`restore`]: restoring records
 //! in order; `shared.rs`: the layout's names and the helpers every file uses.
@@ -400,7 +400,7 @@ impl Log for JetStreamLog {
     }
 
     /// In order, unlike concurrent [`Log::append`]s (each publishes from a task of its own,
-    /// so two may reach the server in either order): see [`restore_in_order`].
+    /// so two may reach the server in either order): see `restore.rs`.
     fn restore_events(&self, events: Vec<Event>) -> Result<Vec<Seq>, LogError> {
         if !self.open.load(Ordering::Acquire) {
             return Err(LogError::WriterStopped);

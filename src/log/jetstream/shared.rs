@@ -14,10 +14,10 @@ use crate::metrics::Metrics;
 /// another process (another replica, `hooklog-replay`) wake the consumers here.
 pub const LAST_SEQ_POLL: Duration = Duration::from_millis(200);
 
-/// Direct reads in flight at once for one [`Log::read`].
+/// Direct reads in flight at once for one [`Log::read`](crate::log::Log::read).
 pub(super) const READ_CONCURRENCY: usize = 64;
 
-/// Publishes of one [`Log::restore_events`] whose acknowledgement is not awaited yet.
+/// Publishes of one [`Log::restore_events`](crate::log::Log::restore_events) whose acknowledgement is not awaited yet.
 pub(super) const RESTORE_IN_FLIGHT: usize = 256;
 
 /// The route of the record a replica writes when it becomes the consumers' leader (body: JSON

@@ -29,7 +29,7 @@
 //! must not act on a record that a crash (or a failed flush) could take back, because the
 //! next append would then reuse its sequence and the consumer's cursor would skip it.
 //!
-//! The writer is [`writer`]; the rest of this file opens the database and serves reads.
+//! The writer is `writer.rs`; the rest of this file opens the database and serves reads.
 //!
 //! # A full disk
 //!
@@ -49,7 +49,7 @@
 //! # Retention
 //!
 //! [`Log::prune_before`] deletes records from the front only, in batches of
-//! [`PRUNE_BATCH`] keys each followed by a flush, on the caller's thread: appends go on
+//! `PRUNE_BATCH` keys each followed by a flush, on the caller's thread: appends go on
 //! meanwhile. The last durable record is never deleted, because the writer derives the next
 //! sequence from the last key at open (and after a failed commit): keeping it means a
 //! sequence is never handed out twice, even when every record is old enough to go. The

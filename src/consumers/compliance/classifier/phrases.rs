@@ -3,7 +3,7 @@
 
 use super::lexicon::*;
 
-/// Every phrase of every list [`Message::occurrences`] searches.
+/// Every phrase of every list [`Message::occurrences`](super::Message::occurrences) searches.
 pub(super) fn all_phrases() -> impl Iterator<Item = &'static str> {
     REVOCATIONS
         .iter()
