@@ -8,7 +8,9 @@
 //! that no import loops. From the ground up:
 //!
 //! 1. Leaves: [`provider`] (the one `Provider`), [`phone`] (E.164), [`clock`] (the one
-//!    `Clock`), [`retry`] (the one `RetryPolicy`), [`metrics`], [`state`] (consumer state).
+//!    `Clock`), [`retry`] (the one `RetryPolicy`), [`metrics`], [`state`] (consumer state),
+//!    and `config`'s own leaves, [`config::secret`] and [`config::de`], which every section
+//!    uses wherever it lives.
 //! 2. The envelope and pure logic: [`event`] (what the log stores, versioned), [`signature`]
 //!    (one pure module per webhook scheme), [`parse`] (typed events and dedup keys),
 //!    [`gates`] (the outbound compliance gates).

@@ -63,13 +63,15 @@ pub enum Command {
     Show(ShowArgs),
     /// Make a consumer process records again (needs the running daemon).
     ///
-    /// Consumers with derived state (dedup, compliance) are rebuilt from the first record
-    /// whatever the target: their state is cleared and recomputed, which gives the same
+    /// Consumers with derived state (dedup, compliance, outbound) are rebuilt from the first
+    /// record whatever the target: their state is cleared and recomputed, which gives the same
     /// result; once retention has pruned the log (status shows first_seq > 1) such a rebuild
     /// is refused, as it would forget what the deleted records contributed. The others
-    /// (staleness) move their cursor back to the target only (never forward), at most to just
-    /// before the first record still stored. The daemon's consumer drivers apply cursors, so a rewind cannot be done on a
-    /// stopped data directory. `--json` prints the daemon's report.
+    /// (postgres, dispatch, sender, staleness) move their cursor back to the target only
+    /// (never forward), at most to just before the first record still stored; dispatch and
+    /// the sender perform no effect again unless --redeliver is given. The daemon's consumer
+    /// drivers apply cursors, so a rewind cannot be done on a stopped data directory. `--json`
+    /// prints the daemon's report.
     #[command(group(ArgGroup::new("target").required(true).args(["to_seq", "since"])))]
     Rewind(RewindArgs),
     /// List records consumers could not process (dead letters), by consumer and sequence.

@@ -19,9 +19,10 @@
 //! without bound, and no consumer reads a verdict below its cursor.
 //!
 //! What stays true after pruning: `stats().first_seq` is the first remaining record, and
-//! status reports it. A rewind of a consumer that only replays (dispatch, the Postgres
-//! sink) to a point before it starts at the first remaining record. A rewind that would
-//! rebuild derived state (dedup, compliance and the others) is refused once `first_seq > 1`: the
+//! status reports it. A rewind of a consumer that only replays (the Postgres sink, dispatch,
+//! the sender, staleness) to a point before it starts at the first remaining record. A rewind
+//! that would rebuild derived state (dedup, compliance, outbound) is refused once
+//! `first_seq > 1`: the
 //! rebuild would recompute the state without the deleted records (an opt-out older than the
 //! retention would be forgotten), which is not the same state.
 

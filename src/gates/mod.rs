@@ -4,8 +4,8 @@
 //! Pure units: no I/O, no clock, no state. The caller passes the request (with the time),
 //! the configuration, a suppression lookup, the recent sends and whether the line has texted
 //! the recipient before; [`evaluate`] returns a [`Decision`] whose reasons carry a
-//! machine-readable [`ReasonCode`] and a sentence for a human. The sender, its durable
-//! history and the decision events are later work.
+//! machine-readable [`ReasonCode`] and a sentence for a human. The outbound consumer runs
+//! them and appends the decision; the sender runs some again at the last moment.
 //!
 //! # Gate order
 //!

@@ -1,5 +1,5 @@
 //! Typed provider events: [`parse`] turns a raw log record into a [`Parsed`] event for the
-//! consumers (dedup, compliance, and later the Postgres sync and dispatch), and gives each
+//! consumers (dedup, compliance, outbound, the Postgres sync, dispatch, staleness), and gives each
 //! event its dedup keys.
 //!
 //! The function is pure (no I/O, no clock): a replay parses every record to the same value, so

@@ -1,5 +1,6 @@
 //! Provider send clients and rate limits: the first piece of the `sender` consumer
-//! (docs/outbound.md#provider-send-clients). The consumer itself, the outbound API and the effects ledger come later.
+//! (docs/outbound.md#provider-send-clients). The consumer, with its effects ledger, is
+//! [`crate::consumers::sender`]; the outbound API is [`crate::admin::outbound`].
 //!
 //! - [`quo`] and [`twilio`]: pure request builders and response classifiers, plus a small
 //!   blocking [`Client`](quo::Client) per provider that performs the call with ureq;
