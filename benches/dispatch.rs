@@ -20,7 +20,8 @@ use hooklog::consumers::dispatch::{
     BreakerConfig, DispatchOutcome, DispatchPolicy, DispatchRequest, Gateway, Route, Routes,
 };
 use hooklog::consumers::dispatch::{Dispatch, Settings};
-use hooklog::consumers::{spawn_on_thread, DriverConfig, DriverContext, Registry};
+use hooklog::consumers::driver::{spawn_on_thread, DriverConfig, DriverContext};
+use hooklog::consumers::Registry;
 use hooklog::edge::verifier::{IncomingRequest, Verifier, WebhookRoute};
 use hooklog::event::Micros;
 use hooklog::log::sled::{SledLog, SledOptions};

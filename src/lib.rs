@@ -501,26 +501,30 @@ fn start_consumers(
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinSet<()>, RunError> {
     let store = log.state();
-    let ctx = consumers::DriverContext {
+    let ctx = consumers::driver::DriverContext {
         log: log.clone(),
         store: store.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         alerter: alerter.clone(),
-        config: consumers::DriverConfig {
+        config: consumers::driver::DriverConfig {
             batch_size: config.consumers.batch_size,
             backoff_base: Duration::from_millis(config.consumers.backoff_base_ms),
             backoff_max: Duration::from_millis(config.consumers.backoff_max_ms),
             alert_after_failures: config.consumers.alert_after_failures,
-            ..consumers::DriverConfig::default()
+            ..consumers::driver::DriverConfig::default()
         },
     };
     let mut tasks = tokio::task::JoinSet::new();
     let mut threads = Vec::new();
     let dedup = consumers::dedup::Dedup::new(store.as_ref(), config.dedup.ttl_hours)?;
-    threads.push(consumers::spawn_on_thread(dedup, ctx.clone(), stop.clone()));
+    threads.push(consumers::driver::spawn_on_thread(
+        dedup,
+        ctx.clone(),
+        stop.clone(),
+    ));
     let compliance = consumers::compliance::Compliance::new(store.as_ref(), alerter.clone())?;
-    threads.push(consumers::spawn_on_thread(
+    threads.push(consumers::driver::spawn_on_thread(
         compliance,
         ctx.clone(),
         stop.clone(),
@@ -533,7 +537,7 @@ fn start_consumers(
         alerter.clone(),
         metrics.clone(),
     )?;
-    threads.push(consumers::spawn_on_thread(
+    threads.push(consumers::driver::spawn_on_thread(
         outbound,
         ctx.clone(),
         stop.clone(),
@@ -550,7 +554,11 @@ fn start_consumers(
         .map_err(|e| RunError::Consumer(format!("postgres: {e}")))?;
         let mut sink_ctx = ctx.clone();
         sink_ctx.config.batch_size = config.postgres.batch;
-        threads.push(consumers::spawn_on_thread(sink, sink_ctx, stop.clone()));
+        threads.push(consumers::driver::spawn_on_thread(
+            sink,
+            sink_ctx,
+            stop.clone(),
+        ));
     } else {
         tracing::info!("no postgres.url: the Postgres sync is off (its cursor waits)");
     }
@@ -576,7 +584,7 @@ fn start_consumers(
             metrics.clone(),
         )?
         .with_clock(config.clock.clone());
-        threads.push(consumers::spawn_on_thread(
+        threads.push(consumers::driver::spawn_on_thread(
             sender,
             ctx.clone(),
             stop.clone(),
@@ -599,7 +607,7 @@ fn start_consumers(
             alerter.clone(),
             metrics.clone(),
         )?;
-        threads.push(consumers::spawn_on_thread(
+        threads.push(consumers::driver::spawn_on_thread(
             consumer,
             ctx.clone(),
             stop.clone(),
@@ -623,7 +631,11 @@ fn start_consumers(
         )?;
     }
     let staleness_meta = feeder.meta();
-    threads.push(consumers::spawn_on_thread(feeder, ctx, stop.clone()));
+    threads.push(consumers::driver::spawn_on_thread(
+        feeder,
+        ctx,
+        stop.clone(),
+    ));
     for finished in threads {
         let finished = finished
             .map_err(|e| RunError::Consumer(format!("cannot start a consumer thread: {e}")))?;

@@ -76,7 +76,6 @@ use crate::state::StateError;
 
 pub use batches::{Batch, Record};
 pub use dead_letters::{dead_letters, DeadLetter, DEAD_LETTERS};
-pub use driver::{backoff, spawn_driver, spawn_on_thread, DriverConfig, DriverContext};
 pub use registry::{ConsumerInfo, ControlError, RedriveReport, Registry, RewindReport, RunState};
 
 /// Why a batch failed.

@@ -1,6 +1,7 @@
 //! Tests of the driver and the registry with probe consumers: cursors, upstreams, retries,
 //! dead letters and redrives, rewinds, pauses, the learning pass, committed cursors.
 
+use super::driver::{backoff, spawn_driver, DriverContext};
 use super::*;
 use std::sync::Mutex;
 use std::time::Duration;

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{spawn_driver, Consumer, DriverConfig, DriverContext, Registry};
+use super::driver::{spawn_driver, DriverConfig, DriverContext};
+use super::{Consumer, Registry};
 use crate::alerts::Alerter;
 
 use crate::event::{Event, Micros, Seq, Source, Verification, Verified};

@@ -14,12 +14,13 @@ use hooklog::alerts::{Alerter, Severity};
 use hooklog::config::secret::Secret;
 use hooklog::consumers::compliance::{self, Compliance};
 use hooklog::consumers::dedup::Dedup;
+use hooklog::consumers::driver::{spawn_driver, DriverConfig, DriverContext};
 use hooklog::consumers::outbound::{
     apply, Change, GateDecision, GateVerdict, Message, MessageId, MessageRequest, OutboundRecord,
     OutboundStore, SendStatus,
 };
 use hooklog::consumers::sender::{SendClients, Sender, SenderConfig, SharedClient};
-use hooklog::consumers::{spawn_driver, Consumer, DriverConfig, DriverContext, Registry};
+use hooklog::consumers::{Consumer, Registry};
 use hooklog::event::{Event, Micros, Seq};
 use hooklog::gates::{ComplianceConfig, LineConfig, TenDlc};
 use hooklog::log::sled::{SledLog, SledOptions};

@@ -42,9 +42,10 @@ use tokio::task::JoinHandle;
 
 use super::compliance::Compliance;
 use super::dedup::Dedup;
+use super::driver::{spawn_driver, DriverContext};
 use super::outbound::Outbound;
 use super::testutil::{dump, fast_context};
-use super::{dead_letters, spawn_driver, Batch, BatchError, Consumer, DriverContext, RewindMode};
+use super::{dead_letters, Batch, BatchError, Consumer, RewindMode};
 use crate::alerts::Alerter;
 use crate::event::{Event, Seq, Verified, FORMAT_V1};
 use crate::gates::ComplianceConfig;

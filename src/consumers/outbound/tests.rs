@@ -4,8 +4,9 @@
 use super::*;
 use crate::consumers::compliance::Compliance;
 use crate::consumers::dedup::Dedup;
+use crate::consumers::driver::{spawn_driver, DriverConfig, DriverContext};
 use crate::consumers::outbound::{MessageRequest, Status};
-use crate::consumers::{spawn_driver, DriverConfig, DriverContext, Registry};
+use crate::consumers::Registry;
 use crate::event::Event;
 use crate::gates::TenDlc;
 use crate::log::sled::{SledLog, SledOptions};
