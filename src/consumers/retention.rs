@@ -35,7 +35,8 @@ use tokio::sync::watch;
 
 use crate::consumers::Registry;
 use crate::event::{Micros, Seq};
-use crate::log::{update_gauges, Log, LogError, PruneReport};
+use crate::log::size::update_gauges;
+use crate::log::{Log, LogError, PruneReport};
 use crate::metrics::Metrics;
 use crate::state::{StateError, StateStore};
 

@@ -64,7 +64,6 @@ use tokio::sync::{oneshot, watch};
 use crate::event::{DecodeError, Event, Seq, Verified};
 
 pub use config::{JetStreamConfig, LogBackend, LogConfig};
-pub use size::{dir_bytes, update_gauges};
 
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]

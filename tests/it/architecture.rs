@@ -6,8 +6,10 @@
 //! every `crate::`/`super::`/`self::` path (or a path through a child module) in code names the
 //! file that holds the module it reaches. Comments, strings and test-only code (a module
 //! declared under `#[cfg(test)]`, inline or in a file of its own) are left out: a test may reach
-//! anywhere. A `pub use` is a module's face (a re-export for its callers), not a dependency of
-//! its code, so it draws no arrow. `contributing.md` in `docs/` states the rules this enforces.
+//! anywhere. A `pub use` draws an arrow like any `use`: a `mod.rs` that re-exports a child's
+//! items depends on that child, so the child must not import the `mod.rs` back (the shared
+//! types live in the `mod.rs`, or in a file of their own). `contributing.md` in `docs/` states
+//! the rules this enforces.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -233,8 +235,8 @@ fn declared_children(code: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every path `code` names, as segments: the leaves of its private `use` trees, and the paths
-/// written in code.
+/// Every path `code` names, as segments: the leaves of its `use` trees, and the paths written
+/// in code.
 fn referenced_paths(code: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let mut body = String::with_capacity(code.len());
@@ -242,10 +244,8 @@ fn referenced_paths(code: &str) -> Vec<Vec<String>> {
     while let Some(at) = find_use(rest) {
         body.push_str(&rest[..at.start]);
         let stmt = &rest[at.tree_start..at.end];
-        if !at.public {
-            for leaf in expand(stmt) {
-                out.push(segments(&leaf));
-            }
+        for leaf in expand(stmt) {
+            out.push(segments(&leaf));
         }
         rest = &rest[at.end + 1..];
     }
@@ -283,11 +283,10 @@ struct UseAt {
     start: usize,
     tree_start: usize,
     end: usize,
-    public: bool,
 }
 
-/// The next `use …;` statement: where it starts, where its tree starts, where its `;` is, and
-/// whether it is a `pub` re-export.
+/// The next `use …;` statement (`pub` or not): where it starts, where its tree starts, and
+/// where its `;` is.
 fn find_use(code: &str) -> Option<UseAt> {
     let mut from = 0;
     loop {
@@ -295,8 +294,7 @@ fn find_use(code: &str) -> Option<UseAt> {
         let before = code[..at].trim_end_matches(' ');
         let line_start = before.rfind('\n').map_or(0, |n| n + 1);
         let prefix = before[line_start..].trim();
-        let public = prefix.starts_with("pub");
-        let statement_start = prefix.is_empty() || public;
+        let statement_start = prefix.is_empty() || prefix.starts_with("pub");
         let word_start = at == 0
             || !code.as_bytes()[at - 1].is_ascii_alphanumeric() && code.as_bytes()[at - 1] != b'_';
         if statement_start && word_start {
@@ -305,7 +303,6 @@ fn find_use(code: &str) -> Option<UseAt> {
                 start: line_start,
                 tree_start: at + "use ".len(),
                 end,
-                public,
             });
         }
         from = at + "use ".len();
@@ -591,6 +588,16 @@ fn the_checker_sees_a_loop_when_there_is_one() {
     assert_eq!(edges["b.rs"], BTreeSet::from(["a/c.rs".to_owned()]));
     assert!(loops(&edges).is_empty());
     std::fs::write(src.join("a/c.rs"), "use crate::b::Thing;\npub struct C;\n").unwrap();
+    let found = loops(&Crate::read(src).edges());
+    assert_eq!(found.len(), 1, "{}", describe(&found));
+    // A re-export is an arrow too: a child that imports the mod.rs re-exporting it is a loop.
+    std::fs::write(src.join("b.rs"), "pub struct Thing;\n").unwrap();
+    std::fs::write(
+        src.join("a/mod.rs"),
+        "mod c;\npub use c::C;\npub struct Shared;\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("a/c.rs"), "use super::Shared;\npub struct C;\n").unwrap();
     let found = loops(&Crate::read(src).edges());
     assert_eq!(found.len(), 1, "{}", describe(&found));
 }

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BreakerConfig, DispatchPolicy, GatewayOptions, Route, Routes};
+use super::breaker::BreakerConfig;
+use super::client::GatewayOptions;
+use super::retry::DispatchPolicy;
+use super::routes::{Route, RouteError, Routes};
 use crate::config::secret::Secret;
 use crate::provider::Provider;
 use crate::retry::RetryPolicy;
@@ -199,8 +202,8 @@ impl DispatchConfig {
             });
         }
         Routes::new(routes).map_err(|e| match e {
-            super::RouteError::NoKinds { index, .. } => format!("routes[{index}].kinds: {e}"),
-            super::RouteError::NoAgent { index } => format!("routes[{index}].agent: {e}"),
+            RouteError::NoKinds { index, .. } => format!("routes[{index}].kinds: {e}"),
+            RouteError::NoAgent { index } => format!("routes[{index}].agent: {e}"),
         })
     }
 

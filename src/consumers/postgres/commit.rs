@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::types::{ToSql, Type};
 
+use super::cells::{self, Params, Row};
 use super::config::NAME;
 use super::error::{Failure, PgError};
 use super::metrics::SinkMetrics;
 use super::plan::Planned;
 use super::rows;
-use super::tables::{self, Params, Row, Table};
+use super::tables::{self, Table};
 use crate::consumers::outbound::{Message, OutboundRecord};
 
 /// Statements, built once with the schema written in.
@@ -148,7 +149,7 @@ impl Commit {
                 continue;
             };
             counts.push((table.name, rows.len()));
-            for round in tables::rounds(rows) {
+            for round in cells::rounds(rows) {
                 statements.push((upsert.as_str(), Params::columns(table, &round)));
             }
         }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use chrono::TimeDelta;
 
+use super::cells::Row;
 use super::error::Failure;
 use super::rows;
-use super::tables::Row;
 use crate::consumers::compliance;
 use crate::consumers::dedup::{Verdict, Verdicts};
 use crate::consumers::outbound::OutboundRecord;

@@ -23,7 +23,8 @@ use serde_json::{Map, Value};
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::tables::{self, int8, text, texts, ts, Cell, JsonDoc, Row};
+use super::cells::{int8, text, texts, ts, Cell, JsonDoc, Row};
+use super::tables;
 use crate::consumers::compliance::OptOutEntry;
 use crate::consumers::dedup::Verdict;
 use crate::consumers::outbound::{

@@ -27,8 +27,6 @@
 
 use tokio_postgres::types::Type;
 
-pub use super::cells::{int8, rounds, text, texts, ts, Cell, JsonDoc, JsonParam, Params, Row};
-
 /// A column's SQL type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ty {

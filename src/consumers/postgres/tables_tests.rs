@@ -1,6 +1,7 @@
 //! Tests of the table definitions: the generated upserts and the merge rules.
 
 use super::*;
+use crate::consumers::postgres::cells::{int8, rounds, text, texts, Cell, Row};
 
 #[test]
 fn every_table_has_a_key_and_every_group_has_a_precedence_key() {

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::ledger::LedgerState;
-use super::{transient, OutboundOrOptOut, Sender};
+use super::{transient, LedgerState, OutboundOrOptOut, SendClients, Sender, SharedClient};
 use crate::alerts::{Alert, Severity};
 use crate::config::Config;
 use crate::consumers::compliance::{OptOutChange, ADMIN_ROUTE};
@@ -22,19 +21,6 @@ use crate::retry::RetryPolicy;
 use crate::send::{
     self, AlertSink, BuildError, HttpOptions, Limiter, OutboundMessage, Outcome, SendClient,
 };
-
-/// A provider client shared with the blocking send thread.
-pub type SharedClient = Arc<dyn SendClient + Send + Sync>;
-
-/// The send clients by provider; a provider without one cannot send (fail closed: its
-/// messages fail, they never go through the other provider).
-#[derive(Clone, Default)]
-pub struct SendClients {
-    /// Quo (OpenPhone).
-    pub openphone: Option<SharedClient>,
-    /// Twilio.
-    pub twilio: Option<SharedClient>,
-}
 
 impl SendClients {
     /// The clients the configuration has credentials for: Quo with `openphone.api_key`,

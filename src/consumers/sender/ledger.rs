@@ -4,40 +4,10 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-use super::Sender;
+use super::{LedgerEntry, LedgerState, Sender};
 use crate::consumers::outbound::{MessageId, OutboundRecord, SendStatus};
 use crate::consumers::{Batch, BatchError};
 use crate::state::StateError;
-
-/// Where a message stands in the effects ledger.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LedgerState {
-    /// The attempt is recorded and the provider may have been called; no result yet.
-    Attempting,
-    /// The attempt has its result (or was refused before any call).
-    Done,
-}
-
-/// One message's entry in the effects ledger.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LedgerEntry {
-    /// The latest attempt's number (1 for the first).
-    pub attempt: u32,
-    /// Where it stands.
-    pub state: LedgerState,
-    /// The result, once done.
-    #[serde(default)]
-    pub status: Option<SendStatus>,
-    /// When the entry was written (RFC 3339).
-    pub at: String,
-    /// The generation of the redelivery window the attempt was made in, if any: a batch
-    /// handled again inside the same window does not send again.
-    #[serde(default)]
-    pub window: Option<u64>,
-}
 
 impl Sender {
     /// A message's ledger entry.

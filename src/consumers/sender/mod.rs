@@ -94,7 +94,7 @@ pub mod ledger;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::provider::SendProvider;
+use serde::{Deserialize, Serialize};
 
 use crate::alerts::{Alert, Severity};
 use crate::clock::Clock;
@@ -108,16 +108,56 @@ use crate::event::Seq;
 use crate::gates::{ComplianceConfig, LineConfig};
 use crate::log::Log;
 use crate::metrics::Metrics;
+use crate::provider::SendProvider;
 use crate::retry::RetryPolicy;
-use crate::send::{AlertSink, Limiter, Rate};
+use crate::send::{AlertSink, Limiter, Rate, SendClient};
 use crate::state::{KvTree, StateError, StateStore};
 
 pub use config::SenderConfig;
-pub use deliver::{SendClients, SharedClient};
-pub use ledger::{LedgerEntry, LedgerState};
 
 /// The consumer's name.
 pub const NAME: &str = "sender";
+
+/// A provider client shared with the blocking send thread.
+pub type SharedClient = Arc<dyn SendClient + Send + Sync>;
+
+/// The send clients by provider; a provider without one cannot send (fail closed: its
+/// messages fail, they never go through the other provider).
+#[derive(Clone, Default)]
+pub struct SendClients {
+    /// Quo (OpenPhone).
+    pub openphone: Option<SharedClient>,
+    /// Twilio.
+    pub twilio: Option<SharedClient>,
+}
+
+/// Where a message stands in the effects ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerState {
+    /// The attempt is recorded and the provider may have been called; no result yet.
+    Attempting,
+    /// The attempt has its result (or was refused before any call).
+    Done,
+}
+
+/// One message's entry in the effects ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// The latest attempt's number (1 for the first).
+    pub attempt: u32,
+    /// Where it stands.
+    pub state: LedgerState,
+    /// The result, once done.
+    #[serde(default)]
+    pub status: Option<SendStatus>,
+    /// When the entry was written (RFC 3339).
+    pub at: String,
+    /// The generation of the redelivery window the attempt was made in, if any: a batch
+    /// handled again inside the same window does not send again.
+    #[serde(default)]
+    pub window: Option<u64>,
+}
 
 /// How a provider is reached: its client and its limiter.
 #[derive(Clone)]
