@@ -275,11 +275,7 @@ pub async fn run_with_log(
     prepare_data_dir(&config.data_dir)?;
     let token = admin::load_or_create_token(&config)?;
     let verifier = edge::verifier::Verifier::from_config(&config)?;
-    for provider in [
-        provider::Provider::Quo,
-        provider::Provider::Twilio,
-        provider::Provider::SalesMsg,
-    ] {
+    for provider in provider::Provider::ALL {
         if !verifier.is_configured(provider) {
             tracing::warn!(
                 provider = provider.as_str(),

@@ -105,6 +105,7 @@ mod twilio;
 use crate::event::{Event, Source};
 use fields::unknown;
 
+pub use model::provider_name;
 pub use model::{
     Call, CallSummary, CallTranscript, Contact, Data, DialogueLine, Direction, Kind, Message,
     ParseError, Parsed, Recording, Transcription,

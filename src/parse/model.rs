@@ -30,12 +30,18 @@ impl Parsed {
     /// The provider's wire spelling (`openphone`, `twilio`, `salesmsg`), or `hooklog` for the
     /// records hooklog writes itself: what keys, metrics and JSON name.
     pub fn provider_name(&self) -> &'static str {
-        self.provider.map_or("hooklog", Provider::as_str)
+        provider_name(self.provider)
     }
 }
 
+/// The name of a record's provider as keys, metrics, JSON and Postgres write it: the wire
+/// spelling, or `hooklog` for the records hooklog writes itself (`None`).
+pub fn provider_name(provider: Option<Provider>) -> &'static str {
+    provider.map_or("hooklog", Provider::as_str)
+}
+
 fn provider_or_hooklog<S: Serializer>(p: &Option<Provider>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(p.map_or("hooklog", Provider::as_str))
+    s.serialize_str(provider_name(*p))
 }
 
 /// What happened. Serialised as [`Kind::as_str`].

@@ -243,10 +243,7 @@ pub fn project(
         .set("seq", int8(seq))
         .set("source", text(event.source.as_str().to_owned()))
         .set("route", text(clean(&event.route)))
-        .set(
-            "provider",
-            text(provider.map_or("hooklog", Provider::as_str).to_owned()),
-        )
+        .set("provider", text(parse::provider_name(provider).to_owned()))
         .set("kind", text(clean(&kind)))
         .set("resource_id", t(resource))
         .set("dedup_key", text(keys.first().cloned().unwrap_or_default()))
