@@ -519,7 +519,8 @@ fn start_consumers(
         ctx.clone(),
         stop.clone(),
     ));
-    let compliance = consumers::compliance::Compliance::new(store.as_ref(), alerter.clone())?;
+    let compliance = consumers::compliance::Compliance::new(store.as_ref(), alerter.clone())?
+        .trusting_salesmsg_opt_in(config.salesmsg.trust_opt_in);
     threads.push(consumers::driver::spawn_on_thread(
         compliance,
         ctx.clone(),

@@ -213,4 +213,9 @@ pub struct SalesMsgConfig {
     /// Shared secrets accepted in `?secret=`; any may match.
     #[serde(deserialize_with = "de::list")]
     pub secrets: Vec<Secret>,
+    /// Whether an inbound SalesMsg START/UNSTOP/YES may lift an opt-out (on the line it was
+    /// sent to). Off by default: the URL secret is SalesMsg's only credential, so whoever
+    /// holds it could otherwise re-subscribe anyone. A SalesMsg opt-out always counts.
+    #[serde(deserialize_with = "de::parsed")]
+    pub trust_opt_in: bool,
 }

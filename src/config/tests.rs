@@ -328,3 +328,22 @@ fn retention_keys_default_to_keep_forever_and_are_validated() {
         .to_string();
     assert!(err.contains("log.retention_days"), "{err}");
 }
+
+#[test]
+fn salesmsg_opt_ins_are_distrusted_unless_trust_opt_in_is_set_and_a_bad_value_names_the_key() {
+    let (c, _) = Config::load_from(None, env(&[])).unwrap();
+    assert!(!c.salesmsg.trust_opt_in, "fail closed by default");
+    let f = file("[salesmsg]\ntrust_opt_in = true\n");
+    let (c, _) = Config::load_from(Some(f.path()), env(&[])).unwrap();
+    assert!(c.salesmsg.trust_opt_in);
+    let (c, _) = Config::load_from(
+        Some(f.path()),
+        env(&[("HOOKLOG_SALESMSG_TRUST_OPT_IN", "false")]),
+    )
+    .unwrap();
+    assert!(!c.salesmsg.trust_opt_in);
+    let err = Config::load_from(None, env(&[("HOOKLOG_SALESMSG_TRUST_OPT_IN", "maybe")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("salesmsg.trust_opt_in"), "{err}");
+}

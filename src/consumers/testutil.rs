@@ -79,6 +79,26 @@ pub fn quo_inbound(
     )
 }
 
+/// A Quo legacy inbound message from `from` to line `line` saying `text`, written (its
+/// `createdAt`) when it was received, `at`.
+pub fn quo_inbound_to(seq: u64, at: i64, from: &str, line: &str, text: &str) -> Event {
+    let written = Micros(at).to_rfc3339();
+    let body = serde_json::json!({
+        "id": format!("EV{seq}"), "object": "event", "apiVersion": "v4", "createdAt": written,
+        "type": "message.received",
+        "data": {"object": {"id": format!("AC{seq}"), "object": "message", "from": from,
+            "to": [line], "direction": "incoming", "text": text, "status": "received",
+            "createdAt": written, "phoneNumberId": "PNtoDbDhuz"}}
+    });
+    event(
+        seq,
+        at,
+        Source::Quo,
+        "/webhook/openphone",
+        &body.to_string(),
+    )
+}
+
 /// Every entry of every tree of `consumer` in `store`, for whole-state comparisons.
 pub fn dump(
     store: &dyn crate::state::StateStore,

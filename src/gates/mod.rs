@@ -12,7 +12,8 @@
 //! Reasons are reported in the order of docs/reference/compliance.md#gate-order ("suppression → line registration →
 //! hours → frequency caps → content and identification → duplicates"):
 //!
-//! 1. [`optout`]: the recipient is not suppressed, on any line or provider;
+//! 1. [`optout`]: the recipient is not suppressed for the request's line (an opt-out counts
+//!    on every line and provider; a re-subscription lifts it on its own line only);
 //! 2. [`line`](mod@line): the line is configured, on the requested provider, 10DLC approved (no
 //!    fallback to another line or provider);
 //! 3. [`quiet_hours`]: inside the window of every zone of the recipient's area code;
@@ -121,7 +122,16 @@ pub fn evaluate(req: &Request, inputs: &Inputs<'_>) -> Decision {
             ReasonCode::RecipientInvalid,
             format!("`{}` is not a phone number", req.to),
         )),
-        Some(to) => refusals.extend(optout::check(inputs.suppressions, to)),
+        Some(to) => {
+            // The line's own number is what a re-subscription names; an unknown line gets the
+            // strictest answer (and is refused by the line gate anyway).
+            let line_number = inputs
+                .lines
+                .iter()
+                .find(|l| l.id == req.line_id)
+                .map(|l| l.number.as_str());
+            refusals.extend(optout::check(inputs.suppressions, to, line_number))
+        }
     }
 
     if let Some(why) = inputs.line_blocked {
@@ -285,7 +295,7 @@ mod tests {
         config: &ComplianceConfig,
     ) -> Decision {
         let listed: Vec<String> = suppressed.iter().map(|s| s.to_string()).collect();
-        let lookup = move |n: &str| Ok(listed.iter().any(|s| s == n));
+        let lookup = move |n: &str, _: Option<&str>| Ok(listed.iter().any(|s| s == n));
         let lines = lines();
         evaluate(
             req,
@@ -402,6 +412,35 @@ mod tests {
     }
 
     #[test]
+    fn the_suppression_lookup_is_asked_for_the_number_of_the_requested_line() {
+        // Re-subscribed on the Quo line's number only.
+        let lifted_on_quo = |_: &str, line: Option<&str>| Ok(line != Some("+13055550000"));
+        let lines = lines();
+        let decide = |line: &str, provider| {
+            evaluate(
+                &request(line, provider, ny("2026-06-10 12:00")),
+                &Inputs {
+                    config: &ComplianceConfig::default(),
+                    lines: &lines,
+                    suppressions: &lifted_on_quo,
+                    history: &[],
+                    line_has_texted_recipient: true,
+                    line_blocked: None,
+                },
+            )
+        };
+        assert_eq!(decide("quo-main", SendProvider::Quo), Decision::Allow);
+        assert_eq!(
+            codes(&decide("twilio-2", SendProvider::Twilio)),
+            [ReasonCode::RecipientOptedOut]
+        );
+        // A line that is not configured is asked as unknown (the strictest answer).
+        assert!(
+            codes(&decide("nowhere", SendProvider::Quo)).contains(&ReasonCode::RecipientOptedOut)
+        );
+    }
+
+    #[test]
     fn a_pending_line_is_refused_and_not_replaced_by_an_approved_one() {
         let d = run(
             &request("twilio-new", SendProvider::Twilio, ny("2026-06-10 12:00")),
@@ -510,7 +549,7 @@ mod tests {
     #[test]
     fn a_failed_suppression_lookup_refuses() {
         let lines = lines();
-        let broken = |_: &str| Err("store unavailable".to_owned());
+        let broken = |_: &str, _: Option<&str>| Err("store unavailable".to_owned());
         let d = evaluate(
             &request("quo-main", SendProvider::Quo, ny("2026-06-10 12:00")),
             &Inputs {
@@ -528,7 +567,7 @@ mod tests {
     #[test]
     fn a_line_the_provider_blocked_is_refused_even_when_configured_approved() {
         let lines = lines();
-        let nobody = |_: &str| Ok(false);
+        let nobody = |_: &str, _: Option<&str>| Ok(false);
         let d = evaluate(
             &request("quo-main", SendProvider::Quo, ny("2026-06-10 12:00")),
             &Inputs {

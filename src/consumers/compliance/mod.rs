@@ -1,38 +1,55 @@
 //! The compliance consumer, inbound half: the suppression list.
 //!
 //! Every inbound message (Quo, Twilio, SalesMsg; any line) is classified by
-//! [`classifier::classify`]. An opt-out suppresses the sender's E.164 number across every
-//! line and both providers from the moment it is projected; an exact START/UNSTOP/YES from a
-//! suppressed number resubscribes it; HELP is recognised and logged. Ambiguous messages count
-//! as opt-outs (compliance fails closed) and raise an alert so a human can review them.
-//! Operators add and remove entries through the admin API, which appends `internal` events
-//! (route [`ADMIN_ROUTE`]): the log stays the source of truth and a rebuild reproduces the list.
-//! The `sender` appends the same kind of record ([`OptOutChange`], naming the provider and
-//! line) when Twilio refuses a send with 21610.
+//! [`classifier::classify`], and what it means for consent becomes a fact of the sender's
+//! E.164 number, at the time the person wrote it ([`suppression`] has the model and how the
+//! answers follow from the facts):
+//! - an opt-out (any provider, a backfill included) suppresses the number on every line and
+//!   both providers; ambiguous messages count as opt-outs (compliance fails closed) and raise
+//!   an alert so a human can review them;
+//! - an exact START/UNSTOP/YES lifts an opt-out written before it, on the line it was sent to
+//!   only. It is kept as evidence only, lifting nothing, when it was backfilled (a history
+//!   read back is not a person asking now), when it came through SalesMsg (whose URL secret is
+//!   its only credential) unless `[salesmsg] trust_opt_in` is set, or when the line it was
+//!   sent to is not one E.164 number;
+//! - HELP is recognised and logged.
 //!
-//! Records flagged duplicate by dedup (its upstream) are skipped. A record that cannot be
-//! parsed is poison (dead-lettered).
+//! Operators add and lift entries through the admin API, which appends `internal` events
+//! (route [`ADMIN_ROUTE`]): the log stays the source of truth and a rebuild reproduces the list.
+//! An operator's add is lifted only by an operator. The `sender` appends the same kind of
+//! record ([`OptOutChange`], naming the provider and line) when Twilio refuses a send with
+//! 21610: a person's opt-out as the provider reports it.
+//!
+//! Invariant: the list is a function of the set of records (and of `trust_opt_in`), not of
+//! their order: each record only raises a per-kind maximum ([`suppression::Facts::apply`]).
+//!
+//! Inbound records flagged duplicate by dedup (its upstream) are skipped; operator and sender
+//! changes ([`ADMIN_ROUTE`]) never are (identical bytes there are two acts, not a retry). A
+//! record that cannot be parsed is poison (dead-lettered).
 //!
 //! The component's files: this one (the consumer), [`suppression`] (the list as the other
-//! components read it, its key layout and the records that change it) and [`classifier`] (what
-//! an inbound message means for consent: pure).
+//! components read it, its model, its key layout and the records that change it) and
+//! [`classifier`] (what an inbound message means for consent: pure).
 
 pub mod classifier;
 pub mod suppression;
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::consumers::dedup::{self, RangeVerdicts, Verdicts};
 use crate::consumers::{Batch, BatchError, Consumer, Record};
-use crate::event::{Event, Source};
-use crate::parse::{Data, Direction, Kind};
+use crate::event::{Event, Micros, Source};
+use crate::parse::{Data, Direction, Kind, Message};
 use crate::phone::normalize_e164;
 use crate::state::{KvTree, StateError, StateStore};
 
 use classifier::{Confidence, Intent};
 pub use suppression::{
-    entry, is_suppressed, list, AdminChange, OptOutChange, OptOutEntry, ADMIN_ROUTE,
+    entry, is_suppressed, list, AdminChange, Fact, FactKind, Facts, OptOutChange, OptOutEntry,
+    ADMIN_ROUTE,
 };
 
 /// The consumer's name.
@@ -43,6 +60,8 @@ pub struct Compliance {
     suppression: Arc<dyn KvTree>,
     verdicts: Verdicts,
     alerter: Alerter,
+    /// `[salesmsg] trust_opt_in`: whether a SalesMsg START may lift an opt-out.
+    trust_salesmsg_opt_in: bool,
 }
 
 impl Compliance {
@@ -52,7 +71,16 @@ impl Compliance {
             suppression: store.tree(NAME, suppression::TREE)?,
             verdicts: Verdicts::open(store)?,
             alerter,
+            trust_salesmsg_opt_in: false,
         })
+    }
+
+    /// Lets a SalesMsg opt-in lift an opt-out (`[salesmsg] trust_opt_in`; off by default,
+    /// because SalesMsg's URL secret is its only credential). Changing it applies to the
+    /// records projected from then on; a rewind of `compliance` applies it to the whole log.
+    pub fn trusting_salesmsg_opt_in(mut self, trust: bool) -> Compliance {
+        self.trust_salesmsg_opt_in = trust;
+        self
     }
 
     fn get(&self, number: &str) -> Result<Option<OptOutEntry>, StateError> {
@@ -67,13 +95,38 @@ impl Compliance {
         self.suppression.insert(entry.number.as_bytes(), &json)
     }
 
+    /// Adds one fact to `number`'s entry.
+    fn apply(&self, number: &str, kind: FactKind, fact: Fact) -> Result<(), StateError> {
+        let mut facts = self.get(number)?.map(|e| e.facts).unwrap_or_default();
+        facts.apply(kind, fact);
+        self.put(&OptOutEntry::of(number.to_owned(), facts))
+    }
+
+    /// Why an opt-in through `source` may not lift an opt-out, if so.
+    fn distrust(&self, source: Source, line: Option<&str>) -> Option<&'static str> {
+        match source {
+            Source::BackfillQuo | Source::BackfillTwilio => {
+                Some("backfilled: a history read back never lifts an opt-out")
+            }
+            Source::SalesMsg if !self.trust_salesmsg_opt_in => {
+                Some("SalesMsg is not trusted to opt a number in ([salesmsg] trust_opt_in)")
+            }
+            _ if line.is_none() => Some("the line it was sent to is not one E.164 number"),
+            _ => None,
+        }
+    }
+
     fn process(&self, record: Record<'_>, verdicts: &RangeVerdicts) -> Result<(), BatchError> {
         let event = record.event;
-        if !verdicts.is_original(event.seq)? {
-            return Ok(());
-        }
+        // An operator's change is an act of its own, never a provider's retry: two identical
+        // DELETEs (or adds) a day apart have the same bytes, so dedup's body key calls the
+        // second a duplicate, yet it must count at its own time (re-adding a number after a
+        // lift must suppress it). Applying one twice is harmless: facts only keep maxima.
         if event.source == Source::Internal && event.route == ADMIN_ROUTE {
             return self.admin_change(event);
+        }
+        if !verdicts.is_original(event.seq)? {
+            return Ok(());
         }
         let parsed = record.parsed().map_err(|e| BatchError::Poison {
             seq: event.seq,
@@ -91,15 +144,19 @@ impl Compliance {
         };
         let text = msg.text.clone().unwrap_or_default();
         let verdict = classifier::classify(&text, msg.opt_out_type.as_deref());
-        let line = msg.line_id.clone().or_else(|| msg.to.first().cloned());
-        let evidence = |state: &str, how: &str, reason: String| OptOutEntry {
-            number: number.clone(),
-            state: state.to_owned(),
+        let line = line_of(msg);
+        let event_at = event_time(parsed.occurred_at.or(msg.created_at), event.received_at);
+        let fact = |how: &str, reason: String| Fact {
+            event_at,
+            received_at: event.received_at.to_rfc3339(),
             seq: event.seq.0,
+            source: event.source.as_str().to_owned(),
             provider: parsed.provider_name().to_owned(),
-            line: line.clone(),
+            line: line
+                .clone()
+                .or_else(|| msg.line_id.clone())
+                .or_else(|| msg.to.first().cloned()),
             text: text.clone(),
-            at: event.received_at.to_rfc3339(),
             how: how.to_owned(),
             reason,
         };
@@ -111,7 +168,7 @@ impl Compliance {
                     (Confidence::Phrase, _) => "phrase",
                     (Confidence::Ambiguous, _) => "ambiguous",
                 };
-                self.put(&evidence("opted_out", how, reason.to_owned()))?;
+                self.apply(&number, FactKind::OptOut, fact(how, reason.to_owned()))?;
                 tracing::info!(seq = event.seq.0, number = %number, how, "opt-out recorded");
                 if confidence == Confidence::Ambiguous {
                     self.alerter.raise(Alert {
@@ -125,16 +182,24 @@ impl Compliance {
                     });
                 }
             }
-            Intent::OptIn { keyword } => {
-                if self.get(&number)?.is_some_and(|e| e.is_suppressed()) {
-                    self.put(&evidence(
-                        "resubscribed",
-                        "opt_in",
-                        format!("keyword:{keyword}"),
-                    ))?;
-                    tracing::info!(seq = event.seq.0, number = %number, "resubscribed");
+            Intent::OptIn { keyword } => match self.distrust(event.source, line.as_deref()) {
+                None => {
+                    self.apply(
+                        &number,
+                        FactKind::OptIn,
+                        fact("opt_in", format!("keyword:{keyword}")),
+                    )?;
+                    tracing::info!(seq = event.seq.0, number = %number, line = ?line, "opt-in recorded for its line");
                 }
-            }
+                Some(why) => {
+                    self.apply(
+                        &number,
+                        FactKind::IgnoredOptIn,
+                        fact("opt_in_ignored", format!("keyword:{keyword}; {why}")),
+                    )?;
+                    tracing::info!(seq = event.seq.0, number = %number, why, "opt-in kept as evidence only");
+                }
+            },
             Intent::Help => {
                 tracing::info!(seq = event.seq.0, number = %number, "HELP received");
             }
@@ -152,28 +217,52 @@ impl Compliance {
             .map_err(|e| poison(format!("invalid opt-out change: {e}")))?;
         let number = normalize_e164(&change.number)
             .ok_or_else(|| poison(format!("`{}` is not a phone number", change.number)))?;
-        let state = match change.action.as_str() {
-            "add" => "opted_out",
-            "remove" => "resubscribed",
-            other => return Err(poison(format!("unknown action `{other}`"))),
+        // A provider's report (Twilio 21610) is the person's opt-out as the provider saw it:
+        // the person may lift it by re-subscribing, like one they sent us.
+        let kind = match (change.action.as_str(), &change.provider) {
+            ("add", None) => FactKind::OperatorAdd,
+            ("add", Some(_)) => FactKind::OptOut,
+            ("remove", _) => FactKind::OperatorLift,
+            (other, _) => return Err(poison(format!("unknown action `{other}`"))),
         };
         let (provider, how) = match change.provider {
             Some(p) => (p, "provider"),
             None => ("admin".to_owned(), "admin"),
         };
-        self.put(&OptOutEntry {
-            number,
-            state: state.to_owned(),
+        let fact = Fact {
+            // hooklog's own record: its receipt is when it was written.
+            event_at: event.received_at.to_datetime(),
+            received_at: event.received_at.to_rfc3339(),
             seq: event.seq.0,
+            source: event.source.as_str().to_owned(),
             reason: format!("{provider}:{}", change.action),
             provider,
             line: change.line,
             text: change.reason.unwrap_or_default(),
-            at: event.received_at.to_rfc3339(),
             how: how.into(),
-        })?;
+        };
+        self.apply(&number, kind, fact)?;
         Ok(())
     }
+}
+
+/// The line an inbound message was sent to: its one E.164 recipient. A group message (several
+/// recipients) or one with no number names no line, so an opt-in in it lifts nothing.
+pub fn line_of(msg: &Message) -> Option<String> {
+    let mut numbers: Vec<String> = msg.to.iter().filter_map(|t| normalize_e164(t)).collect();
+    numbers.dedup();
+    match numbers.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// When a message was written, for ordering facts: the provider's time, but never after
+/// hooklog received it (a provider clock ahead, or a forged date, must not place an opt-in
+/// after a later STOP); the receipt time when the payload has none.
+pub fn event_time(provider_time: Option<DateTime<Utc>>, received_at: Micros) -> DateTime<Utc> {
+    let received = received_at.to_datetime();
+    provider_time.map_or(received, |t| t.min(received))
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -17,7 +17,8 @@
 //! more agents. Each agent is sent the event once, by [`dispatch_with_retries`]
 //! (breaker, retries with full jitter, one idempotency key `hooklog:<seq>:<dedup_key>` for
 //! every attempt), with `opted_out` set when the contact (the other party of the message or
-//! call) is on compliance's suppression list (compliance is the other upstream, so the list
+//! call) is suppressed on compliance's list for the line the event is on (its number; a
+//! re-subscription lifts on its own line only; compliance is the other upstream, so the list
 //! already includes the record itself). The outcome is:
 //!
 //! - **delivered**: a [`DispatchResult`] record is appended to the log, then the ledger
@@ -400,8 +401,11 @@ impl Dispatch {
     ) -> Result<(), BatchError> {
         let seq = event.seq;
         let agent = route.agent.as_str();
+        // Suppressed for the line the event is on: an agent replies from that line.
         let opted_out = match &parties.contact {
-            Some(n) => compliance::is_suppressed(self.store.as_ref(), n)?,
+            Some(n) => {
+                compliance::is_suppressed(self.store.as_ref(), n, parties.line_number.as_deref())?
+            }
             None => false,
         };
         let url = route.url.as_deref().unwrap_or(&self.settings.url);

@@ -408,6 +408,35 @@ async fn an_opted_out_sender_is_dispatched_with_opted_out_true() {
 }
 
 #[tokio::test]
+async fn opted_out_is_per_line_after_a_re_subscription_on_one_line() {
+    use crate::consumers::testutil::quo_inbound_to;
+    let mut h = harness();
+    let t = now();
+    let (n, a, b) = ("+15555550403", "+15555550100", "+15555550101");
+    let events = vec![
+        quo_inbound_to(1, t, n, a, "STOP"),
+        quo_inbound_to(2, t + 1_000_000, n, a, "START"),
+        quo_inbound_to(3, t + 2_000_000, n, a, "on line A"),
+        quo_inbound_to(4, t + 3_000_000, n, b, "on line B"),
+    ];
+    h.run(&events).await.unwrap();
+    let flags: Vec<(u64, bool)> = h
+        .gateway
+        .bodies()
+        .iter()
+        .map(|b| {
+            (
+                b["seq"].as_u64().unwrap(),
+                b["opted_out"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    // The list is read as it stands when the event is dispatched (compliance ran over the
+    // whole batch first): the START lifted line A only, so an agent may reply on A, not on B.
+    assert_eq!(flags, vec![(1, false), (2, false), (3, false), (4, true)]);
+}
+
+#[tokio::test]
 async fn a_call_is_routed_by_its_quo_line_id_and_flags_a_suppressed_caller() {
     let mut h = harness_with(vec![Route {
         kinds: vec!["call.ringing".into()],

@@ -269,8 +269,10 @@ impl Outbound {
         };
         let blocked = self.store.line(&line_id)?;
         let state = self.state.clone();
-        let suppressions =
-            move |n: &str| compliance::is_suppressed(state.as_ref(), n).map_err(|e| e.to_string());
+        // The gates pass the request's line number (a re-subscription lifts on its line only).
+        let suppressions = move |n: &str, line: Option<&str>| {
+            compliance::is_suppressed(state.as_ref(), n, line).map_err(|e| e.to_string())
+        };
         let request = gates::Request {
             line_id: line_id.clone(),
             provider,

@@ -53,7 +53,8 @@ impl Planner {
             })?;
             // Parsed once for every consumer (dedup, or the read-ahead, got there first).
             let parsed = record.parsed();
-            if verdict == Verdict::Original {
+            // Compliance applies every operator change, duplicate bytes or not.
+            if verdict == Verdict::Original || is_optout_change(event) {
                 optouts_changed |= touches_optouts(event, parsed);
             }
             let mut rows = rows::project(event, parsed, verdict, self.dedup_ttl);
@@ -94,6 +95,11 @@ impl Planner {
         }
         Ok(planned)
     }
+}
+
+/// An operator's (or the sender's) change to the suppression list.
+fn is_optout_change(event: &Event) -> bool {
+    event.source == Source::Internal && event.route == compliance::ADMIN_ROUTE
 }
 
 /// Whether a record can change the suppression list (what the compliance consumer reads).

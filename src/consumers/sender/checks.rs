@@ -1,5 +1,5 @@
 //! The last-moment checks (fail closed): just before calling a provider, the sender refuses a
-//! message whose recipient is suppressed (or whose list cannot be read), when the kill switch is
+//! message whose recipient is suppressed for its line (or whose list cannot be read), when the kill switch is
 //! on, when the line is blocked by a provider, gone from `[[lines]]`, not approved or on another
 //! provider, or when the recipient's quiet hours are closed now. An opt-out or a line block the
 //! sender itself has appended counts at once, before the other consumers have projected it.
@@ -20,10 +20,17 @@ impl Sender {
             )];
         };
         let here = crate::phone::normalize_e164(to).and_then(|n| self.opted_out_here.get(&n));
+        // Asked for the number of the line it goes from (a re-subscription lifts on its line
+        // only); a line gone from `[[lines]]` gets the strictest answer.
+        let line_number = msg
+            .line_id
+            .as_deref()
+            .and_then(|id| self.lines.iter().find(|l| l.id == id))
+            .map(|l| l.number.as_str());
         match compliance::entry(self.state.as_ref(), to) {
             Ok(e) => {
                 let projected = e.as_ref().map_or(0, |e| e.seq);
-                let suppressed = e.as_ref().is_some_and(|e| e.is_suppressed());
+                let suppressed = e.as_ref().is_some_and(|e| e.is_suppressed_on(line_number));
                 if suppressed || here.is_some_and(|&s| s > projected) {
                     reasons.push(Reason::new(
                         ReasonCode::RecipientOptedOut,

@@ -130,6 +130,45 @@ async fn a_recipient_who_opted_out_after_the_decision_is_refused_without_a_call(
 }
 
 #[tokio::test]
+async fn a_recipient_who_re_subscribed_on_one_line_is_sent_from_that_line_only() {
+    let w = world();
+    let (from_quo, mut events) = allowed(&w, QUO_LINE, TO).await;
+    let (from_twilio, more) = allowed(&w, TWILIO_LINE, TO).await;
+    events.extend(more);
+    // After the decisions: STOP, then START, both to the Quo line's number.
+    let quo_number = lines()[0].number.clone();
+    let now = Micros::now().0;
+    for (i, text) in [(1, "STOP"), (2, "START")] {
+        let e = crate::consumers::testutil::quo_inbound_to(
+            100 + i,
+            now + i as i64 * 1_000_000,
+            TO,
+            &quo_number,
+            text,
+        );
+        let v = Verified::new(
+            e.received_at,
+            e.source,
+            e.route,
+            e.headers,
+            e.body,
+            crate::event::Verification::QuoLegacy { key: 0 },
+        );
+        w.log.append(v).await.unwrap();
+    }
+    project_compliance(&w).await;
+    let mut s = sender(&w);
+    s.handle(&events).await.unwrap();
+    assert_eq!((w.quo.calls(), w.twilio.calls()), (1, 0));
+    assert_eq!(results(&history(&w, &from_quo))[0].status, SendStatus::Sent);
+    let r = &results(&history(&w, &from_twilio))[0];
+    assert_eq!(
+        (r.status, r.reasons[0].code),
+        (SendStatus::Refused, ReasonCode::RecipientOptedOut)
+    );
+}
+
+#[tokio::test]
 async fn the_kill_switch_refuses_at_the_last_moment_without_a_call() {
     let w = world();
     let (id, events) = allowed(&w, TWILIO_LINE, TO).await;
