@@ -35,3 +35,4 @@ mod outbound;
 mod postgres;
 mod send_providers;
 mod sender;
+mod trust_optouts;
