@@ -248,7 +248,7 @@ impl Compliance {
 
 /// The line an inbound message was sent to: its one E.164 recipient. A group message (several
 /// recipients) or one with no number names no line, so an opt-in in it lifts nothing.
-pub fn line_of(msg: &Message) -> Option<String> {
+fn line_of(msg: &Message) -> Option<String> {
     let mut numbers: Vec<String> = msg.to.iter().filter_map(|t| normalize_e164(t)).collect();
     numbers.dedup();
     match numbers.as_slice() {
@@ -260,7 +260,7 @@ pub fn line_of(msg: &Message) -> Option<String> {
 /// When a message was written, for ordering facts: the provider's time, but never after
 /// hooklog received it (a provider clock ahead, or a forged date, must not place an opt-in
 /// after a later STOP); the receipt time when the payload has none.
-pub fn event_time(provider_time: Option<DateTime<Utc>>, received_at: Micros) -> DateTime<Utc> {
+fn event_time(provider_time: Option<DateTime<Utc>>, received_at: Micros) -> DateTime<Utc> {
     let received = received_at.to_datetime();
     provider_time.map_or(received, |t| t.min(received))
 }

@@ -35,7 +35,7 @@
 //! strictest answer (suppressed if any opt-out is in force, per-line lifts ignored).
 //!
 //! Entries written before this model (a state `opted_out`/`resubscribed` and the evidence of
-//! the latest change in log order) still read: see [`decode`]. They keep the answer they had;
+//! the latest change in log order) still read (`decode`). They keep the answer they had;
 //! a rewind of `compliance` recomputes them under these rules.
 
 use std::collections::BTreeMap;
