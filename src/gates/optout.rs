@@ -32,8 +32,8 @@ pub fn check(suppressions: &dyn Suppressions, to: &str, line: Option<&str>) -> O
         Ok(true) => Some(Reason::new(
             ReasonCode::RecipientOptedOut,
             format!(
-                "{to} opted out (on every line, unless it re-subscribed on {}); it is never texted from here unless it re-subscribes to this line or an operator lifts it",
-                line.unwrap_or("the line")
+                "{to} opted out and is suppressed on {}: an opt-out counts on every line and provider until the person re-subscribes to that line or an operator lifts it",
+                line.map_or_else(|| "every line".to_owned(), |l| format!("line {l}"))
             ),
         )),
         Err(e) => Some(Reason::new(

@@ -334,3 +334,30 @@ fn a_salesmsg_start_lifts_nothing_unless_salesmsg_is_trusted_to_opt_in() {
         assert_eq!(decision(&s, "quo-main", n, 2), "recipient_opted_out");
     }
 }
+
+#[test]
+fn a_persons_start_does_not_lift_an_operators_add_and_an_operators_lift_lifts_every_line() {
+    let tmp = crate::engine::tempdir();
+    let s = server(tmp.path(), "");
+    let n = "+12125550148";
+    let (code, r) = s.admin_send(
+        "POST",
+        "/admin/optouts",
+        &serde_json::json!({"number": n, "reason": "asked by phone"}).to_string(),
+    );
+    assert_eq!(code, 202, "{r}");
+    // Written now, after the operator's add: still no lift.
+    twilio_deliver(&s, "SMh1", n, TWILIO_LINE, "START");
+    let e = listed(&s, n);
+    assert_eq!(
+        (e["state"].as_str(), e["how"].as_str()),
+        (Some("opted_out"), Some("admin")),
+        "{e}"
+    );
+    assert_eq!(decision(&s, "tw-main", n, 0), "recipient_opted_out");
+    let (code, r) = s.admin_send("DELETE", &format!("/admin/optouts/{n}"), "");
+    assert_eq!(code, 202, "{r}");
+    assert_eq!(listed(&s, n)["state"], "resubscribed");
+    assert_eq!(decision(&s, "tw-main", n, 1), "allowed");
+    assert_eq!(decision(&s, "quo-main", n, 2), "allowed");
+}

@@ -433,9 +433,11 @@ fn every_answer(store: &MemState) -> Vec<(String, [bool; 3], String, Vec<String>
 }
 
 /// Projects `events` through dedup and compliance in batches cut at `cuts`.
-fn project_in_batches(store: &MemState, events: &[Event], cuts: &[usize]) {
+fn project_in_batches(store: &MemState, events: &[Event], cuts: &[usize], trust: bool) {
     let mut dedup = Dedup::new(store, 72).unwrap();
-    let mut c = Compliance::new(store, Alerter::disabled()).unwrap();
+    let mut c = Compliance::new(store, Alerter::disabled())
+        .unwrap()
+        .trusting_salesmsg_opt_in(trust);
     let mut at = 0;
     let mut cut = cuts.iter().cycle();
     while at < events.len() {
@@ -456,6 +458,7 @@ proptest! {
         set in proptest::collection::vec((generated(), any::<bool>()), 1..16),
         order in any::<u64>(),
         cuts in proptest::collection::vec(1usize..5, 1..6),
+        trust in any::<bool>(),
     ) {
         let numbers = ["+15555550123", "+15555550124"];
         let logged = |perm: &[usize]| -> Vec<Event> {
@@ -477,15 +480,17 @@ proptest! {
         }
 
         let first = MemState::default();
-        project_in_batches(&first, &logged(&in_order), &[usize::MAX]);
+        project_in_batches(&first, &logged(&in_order), &[usize::MAX], trust);
         let live = MemState::default();
         let events = logged(&shuffled);
-        project_in_batches(&live, &events, &cuts);
+        project_in_batches(&live, &events, &cuts, trust);
         prop_assert_eq!(every_answer(&first), every_answer(&live));
 
         // A rewind: the same log, the state cleared, rebuilt in one pass.
         let projected = dump(&live, NAME, &["suppression"]);
-        let mut c = Compliance::new(&live, Alerter::disabled()).unwrap();
+        let mut c = Compliance::new(&live, Alerter::disabled())
+            .unwrap()
+            .trusting_salesmsg_opt_in(trust);
         c.reset().unwrap();
         c.handle(&events).now_or_never().unwrap().unwrap();
         prop_assert_eq!(dump(&live, NAME, &["suppression"]), projected);
