@@ -19,7 +19,7 @@
 //!    one error → HTTP mapping), [`alerts`] (operator alerts, Discord), [`send`] (the provider
 //!    send clients and their limits), [`http`] (listener plumbing).
 //! 4. [`consumers`]: the `Consumer` trait, the one driver, and one folder per consumer (dedup,
-//!    compliance, outbound, postgres, dispatch, sender, staleness), each with its pure logic,
+//!    compliance, outbound, postgres, dispatch, sender, staleness, controls), each with its pure logic,
 //!    its driver shell and the read model others use; [`backfill`] (gap recovery from the
 //!    providers' REST APIs).
 //! 5. Faces: [`edge`] (the public webhook listener), [`admin`] (the admin API and the
@@ -344,6 +344,7 @@ pub async fn run_with_log(
         metrics.clone(),
         registry.clone(),
         &config.lines,
+        config.compliance.kill_switch,
     )?);
 
     let limits = http::Limits::from_config(&config.server);
@@ -485,7 +486,8 @@ async fn log_failure(mut rx: watch::Receiver<Option<String>>) -> String {
     }
 }
 
-/// Starts the consumers of this stage: dedup, compliance (inbound), the Postgres sync (when
+/// Starts the consumers of this stage: the operator's stops (controls), dedup, compliance
+/// (inbound), the Postgres sync (when
 /// `postgres.url` is set), the outbound gates, the sender (when enabled and a provider has
 /// send credentials), agent dispatch (when `dispatch.url` is set), and the staleness monitor.
 fn start_consumers(
@@ -513,6 +515,23 @@ fn start_consumers(
     };
     let mut tasks = tokio::task::JoinSet::new();
     let mut threads = Vec::new();
+    // The operator's stops first: every other driver reads its pause from this projection,
+    // and waits at start until it has read the log as it was then.
+    let controls = consumers::controls::ControlsConsumer::new(store.as_ref(), alerter.clone())?;
+    let view = consumers::controls::Controls::open(log.clone())?;
+    registry.read_pauses_from(consumers::registry::PauseSource {
+        projected_by: consumers::controls::NAME,
+        paused: Arc::new(move |name: &str| {
+            view.pause(name)
+                .map(|p| p.is_some_and(|p| p.paused))
+                .map_err(|e| e.to_string())
+        }),
+    });
+    threads.push(consumers::driver::spawn_on_thread(
+        controls,
+        ctx.clone(),
+        stop.clone(),
+    ));
     let dedup = consumers::dedup::Dedup::new(store.as_ref(), config.dedup.ttl_hours)?;
     threads.push(consumers::driver::spawn_on_thread(
         dedup,

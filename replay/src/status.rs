@@ -102,6 +102,7 @@ mod tests {
                     state: "running".into(),
                     dead_letters: 1,
                     last_error: Some("bad\nbody".into()),
+                    pause: None,
                 },
                 ConsumerStatus {
                     name: "postgres".into(),
@@ -110,9 +111,11 @@ mod tests {
                     state: "retrying".into(),
                     dead_letters: 0,
                     last_error: None,
+                    pause: None,
                 },
             ],
             standby: None,
+            kill_switch: Default::default(),
         }
     }
 

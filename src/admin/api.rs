@@ -4,6 +4,7 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::consumers::controls::{KillSwitch, Pause};
 use crate::event::Event;
 use crate::log::LogStats;
 
@@ -18,6 +19,59 @@ pub struct Status {
     /// …`). Absent where this process runs them, and when read from a data directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standby: Option<String>,
+    /// The kill switch: on or off, and the operator's latest record about it.
+    #[serde(default)]
+    pub kill_switch: KillSwitchStatus,
+}
+
+/// The kill switch in [`Status`] (and the answer of `GET /admin/kill-switch`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillSwitchStatus {
+    /// Nothing is sent: the configuration or the latest record turned it on.
+    pub on: bool,
+    /// `[compliance] kill_switch = true`: on whatever the records say.
+    pub config: bool,
+    /// The latest operator record about it (who, when, why, its seq), on or off; absent when
+    /// none was ever written.
+    #[serde(default)]
+    pub record: Option<KillSwitch>,
+}
+
+/// `POST /admin/kill-switch` request.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KillSwitchRequest {
+    /// Turn it on (nothing is sent) or off.
+    pub on: bool,
+    /// Why; required to turn it on.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /admin/consumers/{name}/pause|resume` request (optional).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PauseRequest {
+    /// Why (shown in status).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The answer to a stop (`POST /admin/kill-switch`, `…/pause`, `…/resume`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StopAnswer {
+    /// The control record's sequence.
+    pub seq: u64,
+    /// Whether the stop is in force here (the `controls` projection has applied it). False on
+    /// a standby replica (the leader applies it) or when the projection did not get there in
+    /// time (it will: the record is in the log).
+    pub applied: bool,
+    /// The consumer paused or resumed (`pause`, `resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+    /// `kill_switch_on`, `kill_switch_off`, `pause` or `resume`.
+    pub action: String,
+    /// What to expect when `applied` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A consumer's state in [`Status`].
@@ -36,6 +90,10 @@ pub struct ConsumerStatus {
     pub dead_letters: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// The operator's latest pause or resume of it (who, when, why, its seq); absent when it
+    /// was never paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Pause>,
 }
 
 /// One record as JSON (`GET /admin/events`, `GET /admin/events/{seq}`).

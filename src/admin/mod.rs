@@ -19,6 +19,7 @@ use warp::reply::Response;
 
 use crate::config::secret::Secret;
 use crate::config::Config;
+use crate::consumers::controls::{self, ControlAction, ControlRecord, Controls};
 use crate::consumers::{self, compliance, Registry};
 use crate::error::ApiError;
 use crate::event::{Micros, Seq, Source, Verification, Verified};
@@ -34,6 +35,8 @@ pub const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 /// Admin request bodies (backfilled resources) may be larger than webhooks, but not unbounded.
 const MAX_ADMIN_BODY: u64 = 8 * 1024 * 1024;
+/// How long a stop's route waits for the `controls` projection to apply its record.
+const STOP_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the admin token could not be read or created.
 #[derive(Debug, thiserror::Error)]
@@ -99,19 +102,26 @@ pub struct Admin {
     metrics: Metrics,
     registry: Arc<Registry>,
     outbound: outbound::OutboundApi,
+    controls: Controls,
+    /// `[compliance] kill_switch`: on whatever the records say.
+    kill_switch_in_config: bool,
 }
 
 impl Admin {
-    /// Builds the admin state; `lines` are the configured `[[lines]]`.
+    /// Builds the admin state; `lines` are the configured `[[lines]]`, `kill_switch` is
+    /// `[compliance] kill_switch`.
     pub fn new(
         token: Secret,
         log: Arc<dyn Log>,
         metrics: Metrics,
         registry: Arc<Registry>,
         lines: &[crate::gates::LineConfig],
+        kill_switch: bool,
     ) -> Result<Admin, crate::state::StateError> {
         Ok(Admin {
             outbound: outbound::OutboundApi::new(log.as_ref(), lines)?,
+            controls: Controls::open(log.clone())?,
+            kill_switch_in_config: kill_switch,
             token,
             log,
             metrics,
@@ -188,6 +198,38 @@ impl Admin {
             ["admin", "status"] => {
                 method(&req.method, Method::GET)?;
                 Ok(http::json(StatusCode::OK, &self.status()?))
+            }
+            ["admin", "kill-switch"] if req.method == Method::POST => {
+                let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
+                let ask: api::KillSwitchRequest = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::BadRequest(format!(
+                        "invalid kill-switch request (expected {{\"on\": true|false, \"reason\": \"…\"}}): {e}"
+                    ))
+                })?;
+                let reason = ask
+                    .reason
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty());
+                if ask.on && reason.is_none() {
+                    return Err(ApiError::BadRequest(
+                        "a reason is required to turn the kill switch on: it is shown in                          status and in the alert, for whoever turns it off"
+                            .into(),
+                    ));
+                }
+                let answer = self
+                    .stop(ControlAction::KillSwitch { on: ask.on }, reason)
+                    .await?;
+                let code = if answer.applied {
+                    StatusCode::OK
+                } else {
+                    StatusCode::ACCEPTED
+                };
+                Ok(http::json(code, &answer))
+            }
+            ["admin", "kill-switch"] => {
+                method(&req.method, Method::GET)
+                    .map_err(|_| ApiError::MethodNotAllowed("GET, POST"))?;
+                Ok(http::json(StatusCode::OK, &self.kill_switch()?))
             }
             ["admin", "events"] if req.method == Method::POST => {
                 let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
@@ -337,17 +379,114 @@ impl Admin {
                 Ok(http::json(StatusCode::OK, &report))
             }
             "pause" | "resume" => {
-                self.registry
-                    .set_paused(name, action == "pause")
-                    .await
-                    .map_err(control_err)?;
-                Ok(http::json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "consumer": name, "action": action }),
-                ))
+                if name == controls::NAME {
+                    return Err(ApiError::BadRequest(format!(
+                        "`{name}` cannot be paused or resumed: it projects the kill switch and                          the pauses from the log, and a pause of it would freeze every stop                          (the sender waits for it before every call)"
+                    )));
+                }
+                let known = self.registry.names().iter().any(|n| n == name)
+                    || self.log.cursors()?.iter().any(|(n, _)| n == name);
+                if !known {
+                    return Err(ApiError::BadRequest(format!(
+                        "no consumer named `{name}` (running: {})",
+                        self.registry.names().join(", ")
+                    )));
+                }
+                let ask: api::PauseRequest = parse_json_or_empty(body)?;
+                let reason = ask
+                    .reason
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty());
+                let consumer = (*name).to_owned();
+                let what = if action == "pause" {
+                    ControlAction::Pause { consumer }
+                } else {
+                    ControlAction::Resume { consumer }
+                };
+                let answer = self.stop(what, reason).await?;
+                Ok(http::json(StatusCode::OK, &answer))
             }
             _ => Err(ApiError::NotFound),
         }
+    }
+
+    /// Appends an operator's stop as a control record (source `internal`, admin token: the
+    /// only writer the `controls` consumer obeys), then, on the replica that runs the
+    /// consumers, waits (bounded) until the projection has applied it, so that when the
+    /// answer says `applied` the stop is in force for every later send.
+    async fn stop(
+        &self,
+        action: ControlAction,
+        reason: Option<String>,
+    ) -> Result<api::StopAnswer, ApiError> {
+        let (label, consumer) = match &action {
+            ControlAction::KillSwitch { on: true } => ("kill_switch_on", None),
+            ControlAction::KillSwitch { on: false } => ("kill_switch_off", None),
+            ControlAction::Pause { consumer } => ("pause", Some(consumer.clone())),
+            ControlAction::Resume { consumer } => ("resume", Some(consumer.clone())),
+        };
+        let now = Micros::now();
+        let record = ControlRecord {
+            action,
+            reason,
+            at: now.to_rfc3339(),
+            by: controls::OPERATOR.to_owned(),
+        };
+        let body = serde_json::to_vec(&record).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let verified = Verified::new(
+            now,
+            Source::Internal,
+            controls::CONTROL_ROUTE.to_owned(),
+            vec![("content-type".into(), "application/json".into())],
+            body,
+            Verification::AdminToken,
+        );
+        let seq = self
+            .log
+            .append(verified)
+            .await
+            .map_err(ApiError::AppendFailed)?;
+        tracing::warn!(seq = seq.0, action = label, consumer = ?consumer, "operator stop appended");
+        let (applied, note) = if self.require_leader().is_err() {
+            (
+                false,
+                Some(
+                    "this replica is a standby: the record is in the log and the replica that                      runs the consumers applies it (and any replica that takes over later)"
+                        .to_owned(),
+                ),
+            )
+        } else if self
+            .controls
+            .wait_until_projected(seq, STOP_APPLY_WAIT)
+            .await?
+        {
+            (true, None)
+        } else {
+            (
+                false,
+                Some(format!(
+                    "the record is in the log but the controls consumer did not apply it within                      {} s; the sender does not call a provider until it has; see                      `hooklog-replay status`",
+                    STOP_APPLY_WAIT.as_secs()
+                )),
+            )
+        };
+        Ok(api::StopAnswer {
+            seq: seq.0,
+            applied,
+            consumer,
+            action: label.to_owned(),
+            note,
+        })
+    }
+
+    /// The kill switch as this replica sees it: the configuration and the projected record.
+    fn kill_switch(&self) -> Result<api::KillSwitchStatus, ApiError> {
+        let record = self.controls.kill_switch()?;
+        Ok(api::KillSwitchStatus {
+            on: self.kill_switch_in_config || record.as_ref().is_some_and(|k| k.on),
+            config: self.kill_switch_in_config,
+            record,
+        })
     }
 
     fn event_json(&self, ev: &crate::event::Event) -> Result<EventJson, ApiError> {
@@ -392,6 +531,7 @@ impl Admin {
     /// The status document: the log, and every consumer (running here or with a stored cursor).
     pub fn status(&self) -> Result<Status, ApiError> {
         let mut status = status_of(self.log.as_ref())?;
+        status.kill_switch = self.kill_switch()?;
         if let Err(ApiError::NotLeader(holder)) = self.require_leader() {
             status.standby = Some(format!(
                 "{holder} runs the consumers; the cursors shown are this replica's own, from \
@@ -418,6 +558,7 @@ impl Admin {
                     state,
                     dead_letters: dead,
                     last_error: info.last_error.clone(),
+                    pause: self.controls.pause(&info.name)?,
                 }),
             }
         }
@@ -432,6 +573,14 @@ impl Admin {
             .source
             .parse()
             .map_err(|e: crate::event::UnknownSource| ApiError::BadRequest(e.to_string()))?;
+        if req.route == controls::CONTROL_ROUTE {
+            // The `controls` consumer obeys records with the admin token and source
+            // `internal`, which is what this route writes too: it must never write one.
+            return Err(ApiError::BadRequest(format!(
+                "route `{}` is written only by POST /admin/kill-switch and POST                  /admin/consumers/{{name}}/pause|resume",
+                controls::CONTROL_ROUTE
+            )));
+        }
         if source.is_webhook() {
             return Err(ApiError::BadRequest(format!(
                 "source `{source}` is reserved for signed webhooks; send the signed request to \
@@ -485,12 +634,23 @@ fn needs_consumers(parts: &[&str], method: &Method) -> bool {
 
 /// The status of a log with the cursors it stores. Used by the daemon and, with the daemon
 /// stopped, by `hooklog-replay` on the data directory directly.
+///
+/// The kill switch and the pauses are the ones projected into this log's state (the
+/// configuration's `[compliance] kill_switch` is the caller's to add).
 pub fn status_of(log: &dyn Log) -> Result<Status, crate::log::LogError> {
     let stats = log.stats()?;
+    let store = log.state();
+    let state_err = |e: crate::state::StateError| crate::log::LogError::Storage(e.to_string());
+    let pauses: std::collections::BTreeMap<String, controls::Pause> =
+        controls::stops::stored_pauses(store.as_ref())
+            .map_err(state_err)?
+            .into_iter()
+            .collect();
     let consumers = log
         .cursors()?
         .into_iter()
         .map(|(name, cursor)| api::ConsumerStatus {
+            pause: pauses.get(&name).cloned(),
             name,
             cursor: cursor.0,
             lag: stats.last_seq.saturating_sub(cursor.0),
@@ -499,10 +659,16 @@ pub fn status_of(log: &dyn Log) -> Result<Status, crate::log::LogError> {
             last_error: None,
         })
         .collect();
+    let record = controls::stops::stored_kill_switch(store.as_ref()).map_err(state_err)?;
     Ok(Status {
         log: stats,
         consumers,
         standby: None,
+        kill_switch: api::KillSwitchStatus {
+            on: record.as_ref().is_some_and(|k| k.on),
+            config: false,
+            record,
+        },
     })
 }
 

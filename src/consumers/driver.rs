@@ -1,8 +1,10 @@
 //! The one driver every consumer runs under: it reads batches after the cursor, never passes
 //! an upstream's cursor, saves the cursor after the effect, retries transient failures with
 //! backoff and full jitter, dead-letters poison records, and carries out the operator's
-//! controls (pause, resume, rewind, redrive) between batches. The invariants it keeps are the
-//! ones listed in [`super`].
+//! controls (rewind, redrive) between batches. Before every batch it reads whether its
+//! consumer is paused from the projection the registry names ([`Registry::read_pauses_from`]:
+//! pauses are records in the log), after waiting once at start for that projection to have
+//! read the log as it was then. The invariants it keeps are the ones listed in [`super`].
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -165,6 +167,7 @@ impl<C: Consumer> Driver<C> {
         let mut last_seq = self.ctx.log.watch_last_seq();
         let registry = self.ctx.registry.clone();
         tracing::info!(consumer = name, "consumer started");
+        self.wait_for_pauses().await;
         if self.consumer.has_effects() {
             self.learning_pass().await;
         }
@@ -172,6 +175,7 @@ impl<C: Consumer> Driver<C> {
             if *self.shutdown.borrow() {
                 break;
             }
+            self.read_pause();
             let step = if self.paused {
                 // A paused consumer handles nothing, but the log goes on growing: its lag
                 // must show the backlog the pause builds, not the value from before it.
@@ -221,6 +225,80 @@ impl<C: Consumer> Driver<C> {
         }
         self.set_info(RunState::Stopped, None);
         tracing::info!(consumer = name, "consumer stopped");
+    }
+
+    /// Before the first batch: waits until the consumer that projects the pauses has read the
+    /// log up to its end as of now (the new leader after a fail-over catches up from its own
+    /// local state here), so that a pause already in the log holds from the first batch. Not
+    /// for that consumer itself, nor when no projection is named; returns early on shutdown.
+    async fn wait_for_pauses(&mut self) {
+        let name = self.consumer.name();
+        let Some(source) = self.ctx.registry.pause_source() else {
+            return;
+        };
+        if source.projected_by == name {
+            return;
+        }
+        let log = self.ctx.log.clone();
+        let end = log.watch_last_seq().borrow().0;
+        let registry = self.ctx.registry.clone();
+        let mut told = false;
+        while !*self.shutdown.borrow() {
+            match log.cursor(source.projected_by) {
+                Ok(seq) if seq.0 >= end => break,
+                Ok(seq) if !told => {
+                    told = true;
+                    tracing::info!(
+                        consumer = name,
+                        projection = source.projected_by,
+                        at = seq.0,
+                        end,
+                        "waiting for the pauses in the log to be projected before the first batch"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(consumer = name, error = %e, "cannot read the cursor of the pauses' projection")
+                }
+            }
+            let wake = registry.wake.notified();
+            tokio::select! {
+                _ = wake => {}
+                _ = self.shutdown.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        self.read_pause();
+    }
+
+    /// Reads whether the consumer is paused from the projection; keeps what it knew when the
+    /// projection cannot be read.
+    fn read_pause(&mut self) {
+        let name = self.consumer.name();
+        let Some(source) = self.ctx.registry.pause_source() else {
+            return;
+        };
+        if source.projected_by == name {
+            return;
+        }
+        match (source.paused)(name) {
+            Ok(paused) if paused != self.paused => {
+                self.paused = paused;
+                tracing::info!(consumer = name, paused, "pause state changed");
+                self.set_info(
+                    if paused {
+                        RunState::Paused
+                    } else {
+                        RunState::Running
+                    },
+                    None,
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(consumer = name, error = %e, "cannot read the pause state; keeping it as it was")
+            }
+        }
     }
 
     /// The learning pass of a consumer with effects: hands it, in batches, the records from
@@ -464,14 +542,6 @@ impl<C: Consumer> Driver<C> {
 
     async fn apply(&mut self, cmd: Control) {
         match cmd {
-            Control::Pause => {
-                self.paused = true;
-                self.set_info(RunState::Paused, None);
-            }
-            Control::Resume => {
-                self.paused = false;
-                self.set_info(RunState::Running, None);
-            }
             Control::Rewind {
                 to,
                 dry_run,

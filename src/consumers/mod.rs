@@ -6,7 +6,8 @@
 //! everything around the consumer's logic: reading batches after the cursor, never passing an
 //! upstream's cursor, saving the cursor **after** the effect (at-least-once), retrying transient
 //! failures with exponential backoff and full jitter, dead-lettering poison records (the cursor
-//! moves on, an alert fires), pause/resume, rewind, redrive, graceful shutdown and metrics.
+//! moves on, an alert fires), pauses (read from the log's projection of them, the
+//! [`controls`] consumer), rewind, redrive, graceful shutdown and metrics.
 //!
 //! Invariants:
 //! - A consumer's cursor never exceeds the end of the log nor any upstream's cursor.
@@ -39,21 +40,22 @@
 //! # Layout
 //!
 //! - this file: the [`Consumer`] trait and how a batch fails ([`BatchError`]);
-//! - [`driver`]: the one driver loop; [`registry`]: what status shows and the operator's
-//!   controls; [`dead_letters`](mod@dead_letters): the parked records; `batches`: the batches the drivers share,
+//! - [`driver`]: the one driver loop; [`registry`]: what status shows, the operator's
+//!   controls and where the pauses are read; [`dead_letters`](mod@dead_letters): the parked records; `batches`: the batches the drivers share,
 //!   parsed once; [`redelivery`]: the windows of `rewind --redeliver`; [`retention`]: which
 //!   records may be deleted, given every cursor and dead letter;
 //! - one folder per consumer, its logic and its driver shell together, with the read model
 //!   other consumers use in a file of its own: [`dedup`] ([`dedup::verdicts`]), [`compliance`]
 //!   ([`compliance::suppression`], [`compliance::classifier`]), [`outbound`]
 //!   ([`outbound::store`], [`outbound::records`]), [`postgres`], [`dispatch`], [`sender`],
-//!   [`staleness`];
+//!   [`staleness`], [`controls`] ([`controls::stops`]: the kill switch and the pauses);
 //! - `conformance` (tests): the properties every consumer passes.
 
 mod batches;
 pub mod compliance;
 #[cfg(test)]
 mod conformance;
+pub mod controls;
 pub mod dead_letters;
 pub mod dedup;
 pub mod dispatch;

@@ -1,6 +1,8 @@
 //! The registry of running consumers: what status shows of each, and the operator's controls
-//! (rewind, redrive, pause, resume), which reach a consumer's driver over a channel so that
-//! they never run concurrently with a batch.
+//! (rewind, redrive), which reach a consumer's driver over a channel so that they never run
+//! concurrently with a batch. Pauses are not kept here: they are records in the log, and the
+//! drivers read them from the projection the daemon names with [`Registry::read_pauses_from`]
+//! (the `controls` consumer), before every batch.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -80,8 +82,22 @@ pub(super) enum Control {
         seq: Option<Seq>,
         reply: oneshot::Sender<Result<RedriveReport, String>>,
     },
-    Pause,
-    Resume,
+}
+
+/// Whether a consumer is paused, as a projection of the log has it (an error: the state
+/// cannot be read; the driver then keeps what it knew).
+pub type PauseLookup = Arc<dyn Fn(&str) -> Result<bool, String> + Send + Sync>;
+
+/// Where the drivers read the pauses: the consumer that projects them, and the lookup.
+#[derive(Clone)]
+pub struct PauseSource {
+    /// The consumer that projects the pauses. Every other driver waits, before its first
+    /// batch, until this one has read the log up to the end it had when the driver started,
+    /// so that a pause already in the log holds from the first batch (after a fail-over too);
+    /// this one is never paused.
+    pub projected_by: &'static str,
+    /// The lookup by consumer name.
+    pub paused: PauseLookup,
 }
 
 pub(super) struct Entry {
@@ -101,6 +117,8 @@ pub struct Registry {
     /// rewind while it checks the log and moves a cursor back: a cursor never moves back
     /// below a bound a pass is deleting up to.
     pub(super) retention: tokio::sync::Mutex<()>,
+    /// Where the pauses are read (none: nothing is ever paused).
+    pauses: Mutex<Option<PauseSource>>,
 }
 
 /// Why an operator command could not be carried out.
@@ -194,15 +212,21 @@ impl Registry {
             .map_err(ControlError::Failed)
     }
 
-    /// Pauses or resumes `name`.
-    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), ControlError> {
-        let tx = self.sender(name)?;
-        tx.send(if paused {
-            Control::Pause
-        } else {
-            Control::Resume
-        })
-        .await
-        .map_err(|_| ControlError::Stopped(name.to_owned()))
+    /// Makes `source` the pauses every driver obeys (the daemon: the `controls` projection).
+    pub fn read_pauses_from(&self, source: PauseSource) {
+        *self.pauses.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// Where the pauses are read, if anywhere.
+    pub(super) fn pause_source(&self) -> Option<PauseSource> {
+        self.pauses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Wakes every driver, so that each reads its pause again (the projection changed one).
+    pub fn wake_all(&self) {
+        self.wake.notify_waiters();
     }
 }

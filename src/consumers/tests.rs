@@ -260,6 +260,16 @@ async fn a_consumer_never_passes_its_upstream() {
     let (log, ctx) = setup(dir.path());
     let (up, _, _, _) = probe("up", &[]);
     let (down, down_seen, _, _) = probe("down", &["up"]);
+    // The pauses as a projection would have them (the daemon's is the `controls` consumer).
+    let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let p = paused.clone();
+    ctx.registry
+        .read_pauses_from(crate::consumers::registry::PauseSource {
+            projected_by: "pauses",
+            paused: Arc::new(move |name: &str| {
+                Ok(name == "up" && p.load(std::sync::atomic::Ordering::SeqCst))
+            }),
+        });
     let (stop, rx) = watch::channel(false);
     let t1 = tokio::spawn(spawn_driver(up, ctx.clone(), rx.clone()));
     let t2 = tokio::spawn(spawn_driver(down, ctx.clone(), rx));
@@ -267,7 +277,8 @@ async fn a_consumer_never_passes_its_upstream() {
         append(&log, body).await;
     }
     until(|| log.cursor("down").unwrap() == Seq(3)).await;
-    ctx.registry.set_paused("up", true).await.unwrap();
+    paused.store(true, std::sync::atomic::Ordering::SeqCst);
+    ctx.registry.wake_all();
     tokio::time::sleep(Duration::from_millis(50)).await;
     for body in ["d", "e", "f"] {
         append(&log, body).await;
@@ -279,7 +290,8 @@ async fn a_consumer_never_passes_its_upstream() {
         Seq(3),
         "held back by its upstream"
     );
-    ctx.registry.set_paused("up", false).await.unwrap();
+    paused.store(false, std::sync::atomic::Ordering::SeqCst);
+    ctx.registry.wake_all();
     until(|| log.cursor("down").unwrap() == Seq(6)).await;
     assert_eq!(*down_seen.lock().unwrap(), vec![1, 2, 3, 4, 5, 6]);
     stop.send(true).unwrap();

@@ -58,7 +58,7 @@ pub fn check(
     if config.kill_switch {
         reasons.push(Reason::new(
             ReasonCode::KillSwitch,
-            "the kill switch (compliance.kill_switch) stops every outbound message",
+            "the kill switch is on (compliance.kill_switch, or an operator's POST /admin/kill-switch): it stops every outbound message",
         ));
     }
     let since = now - Duration::hours(24);

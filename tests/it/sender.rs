@@ -88,6 +88,7 @@ fn sender(w: &World, clients: SendClients) -> Sender {
         Metrics::new(),
     )
     .unwrap()
+    .without_controls_consumer()
     .with_clock(hooklog::clock::Clock::starting_at(noon_in_new_york()))
 }
 

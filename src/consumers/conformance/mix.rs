@@ -1,6 +1,7 @@
 //! The realistic mixed log every consumer is run over: inbound Quo, Twilio and SalesMsg
 //! messages (a STOP, a START, free text), calls, status callbacks, a contact update, an
-//! operator's opt-out, every kind of duplicate (a provider retry, a backfilled copy, a
+//! operator's opt-out, the operator's stops (the kill switch turned on and off, a consumer
+//! paused and resumed), every kind of duplicate (a provider retry, a backfilled copy, a
 //! redelivered request), a dispatch result and a whole message's outbound records written
 //! before this process started (a fail-over), new outbound requests for the gates, and two
 //! inbound messages at the end (what every property checks was processed after a bad
@@ -15,6 +16,7 @@ use crate::provider::SendProvider;
 
 use crate::clock::Clock;
 use crate::consumers::compliance::ADMIN_ROUTE;
+use crate::consumers::controls::{ControlAction, ControlRecord, CONTROL_ROUTE, OPERATOR};
 use crate::consumers::outbound::records::DECISION_ROUTE;
 use crate::consumers::outbound::{
     DispatchResult, GateDecision, GateVerdict, LineChange, MessageId, MessageRequest,
@@ -272,6 +274,50 @@ impl Mix {
         );
         admin.verification = Verification::AdminToken;
         b.push("admin_optout", admin);
+        // The operator's stops, each lifted again before the new requests below.
+        let stops = [
+            (
+                "kill_switch_on",
+                ControlAction::KillSwitch { on: true },
+                161,
+            ),
+            (
+                "pause_dispatch",
+                ControlAction::Pause {
+                    consumer: "dispatch".into(),
+                },
+                162,
+            ),
+            (
+                "resume_dispatch",
+                ControlAction::Resume {
+                    consumer: "dispatch".into(),
+                },
+                163,
+            ),
+            (
+                "kill_switch_off",
+                ControlAction::KillSwitch { on: false },
+                164,
+            ),
+        ];
+        for (name, action, minutes) in stops {
+            let record = ControlRecord {
+                action,
+                reason: Some("conformance".into()),
+                at: rfc3339(at(minutes)),
+                by: OPERATOR.into(),
+            };
+            let mut stop = event(
+                0,
+                at(minutes),
+                Source::Internal,
+                CONTROL_ROUTE,
+                &serde_json::to_string(&record).unwrap(),
+            );
+            stop.verification = Verification::AdminToken;
+            b.push(name, stop);
+        }
         // The same Twilio request delivered twice (the edge's crash before its answer).
         let mut again = b.get("twilio_sms").clone();
         again.received_at = Micros(at(170));

@@ -79,6 +79,7 @@ macro_rules! properties {
 }
 
 mod compliance;
+mod controls;
 mod dedup;
 mod dispatch;
 mod fake;
@@ -92,6 +93,8 @@ mod staleness;
 /// its upstreams' cursors, and the outbound consumer projects the messages the sender reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Up {
+    /// The operator's stops, which the gates and the sender wait for.
+    Controls,
     Dedup,
     Compliance,
     Outbound,
@@ -100,6 +103,7 @@ enum Up {
 impl Up {
     fn name(self) -> &'static str {
         match self {
+            Up::Controls => super::controls::NAME,
             Up::Dedup => super::dedup::NAME,
             Up::Compliance => super::compliance::NAME,
             Up::Outbound => super::outbound::NAME,
@@ -256,6 +260,12 @@ fn start<U: UnderTest>(u: &U, w: &World, crash: Option<(Crash, watch::Sender<boo
     for up in U::UPSTREAMS {
         let (ctx, rx) = (ctx.clone(), rx.clone());
         tasks.push(match up {
+            Up::Controls => {
+                let controls =
+                    super::controls::ControlsConsumer::new(store.as_ref(), Alerter::disabled())
+                        .unwrap();
+                tokio::spawn(spawn_driver(controls, ctx, rx))
+            }
             Up::Dedup => {
                 let dedup = Dedup::new(store.as_ref(), super::dedup::DEFAULT_TTL_HOURS).unwrap();
                 tokio::spawn(spawn_driver(dedup, ctx, rx))

@@ -12,7 +12,7 @@ struct UnderOutbound;
 impl UnderTest for UnderOutbound {
     type C = Outbound;
     const NAME: &'static str = NAME;
-    const UPSTREAMS: &'static [Up] = &[Up::Dedup, Up::Compliance];
+    const UPSTREAMS: &'static [Up] = &[Up::Controls, Up::Dedup, Up::Compliance];
     const EFFECTS: bool = true;
 
     fn build(&self, w: &World) -> Outbound {

@@ -21,7 +21,7 @@ struct UnderSender;
 impl UnderTest for UnderSender {
     type C = Sender;
     const NAME: &'static str = NAME;
-    const UPSTREAMS: &'static [Up] = &[Up::Dedup, Up::Compliance, Up::Outbound];
+    const UPSTREAMS: &'static [Up] = &[Up::Controls, Up::Dedup, Up::Compliance, Up::Outbound];
     const EFFECTS: bool = true;
     const DECIDED: bool = true;
 

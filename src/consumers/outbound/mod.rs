@@ -31,10 +31,13 @@
 //!   [`apply`]; allowed messages are counted for blast safety and mark the
 //!   recipient as contacted by the line; provider-reported outgoing messages mark contacts
 //!   too; line blocks are kept. Nothing here reads the clock.
-//! - **Decisions** ([`Consumer::tick`], only when this consumer has read the whole log):
-//!   every message waiting for the gates whose time has come (new ones at once, held ones
-//!   when their window opens) is evaluated with [`crate::gates::evaluate`] at the clock's
-//!   now, and the decision is appended as a record, which the projection then applies.
+//! - **Decisions** ([`Consumer::tick`], only when this consumer and the `controls` projection
+//!   have read the whole log): every message waiting for the gates whose time has come (new
+//!   ones at once, held ones when their window opens) is evaluated with
+//!   [`crate::gates::evaluate`] at the clock's now, and the decision is appended as a record,
+//!   which the projection then applies. The kill switch is on for the gates when the
+//!   configuration says so or when an operator's record in the log has turned it on
+//!   ([`crate::consumers::controls`]).
 //!
 //! Invariants:
 //! - A message is decided only when every record before now has been projected, so a
@@ -62,6 +65,7 @@ use crate::provider::SendProvider;
 
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::clock::Clock;
+use crate::consumers::controls::Controls;
 use crate::consumers::dedup::{self, Verdicts};
 use crate::consumers::{compliance, Batch, BatchError, Consumer, Record};
 use crate::event::{Micros, Seq};
@@ -96,6 +100,11 @@ pub struct Outbound {
     metrics: Metrics,
     /// Decisions appended and not yet projected: message id → the decision's record.
     in_flight: HashMap<MessageId, Seq>,
+    /// The operator's kill switch as the `controls` consumer projects it.
+    controls: Controls,
+    /// Whether deciding waits for that projection to have read the whole log (off only in
+    /// tests that run no `controls` consumer).
+    wait_for_controls: bool,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -120,6 +129,8 @@ impl Outbound {
     ) -> Result<Outbound, StateError> {
         let state = log.state();
         Ok(Outbound {
+            controls: Controls::open(log.clone())?,
+            wait_for_controls: true,
             store: OutboundStore::open(state.as_ref())?,
             verdicts: Verdicts::open(state.as_ref())?,
             state,
@@ -131,6 +142,13 @@ impl Outbound {
             metrics,
             in_flight: HashMap::new(),
         })
+    }
+
+    /// For tests that run no `controls` consumer: deciding does not wait for its projection
+    /// (the kill switch it holds, off in such a test, is still read).
+    pub fn without_controls_consumer(mut self) -> Outbound {
+        self.wait_for_controls = false;
+        self
     }
 
     /// The line a request's `from` names: a line id, or a line's number.
@@ -252,8 +270,14 @@ impl Outbound {
         Ok(())
     }
 
-    /// Evaluates `msg` now.
-    fn evaluate(&self, msg: &Message, now: DateTime<Utc>) -> Result<GateDecision, StateError> {
+    /// Evaluates `msg` now, under `config` (the configuration with the kill switch as the
+    /// log has it).
+    fn evaluate(
+        &self,
+        config: &ComplianceConfig,
+        msg: &Message,
+        now: DateTime<Utc>,
+    ) -> Result<GateDecision, StateError> {
         let line = self.resolve_line(&msg.from);
         let line_id = line.map_or_else(|| msg.from.clone(), |l| l.id.clone());
         let provider = msg
@@ -284,7 +308,7 @@ impl Outbound {
         let decision = gates::evaluate(
             &request,
             &Inputs {
-                config: &self.config,
+                config,
                 lines: &self.lines,
                 suppressions: &suppressions,
                 history: &history,
@@ -336,6 +360,31 @@ impl Outbound {
         if cursor.0 < last {
             return Ok(());
         }
+        // A kill switch in the log must be in force before anything is decided.
+        let transient = |e: String| BatchError::Transient(e);
+        if self.wait_for_controls
+            && self
+                .controls
+                .projected_through()
+                .map_err(|e| transient(e.to_string()))?
+                .0
+                < last
+        {
+            return Ok(());
+        }
+        let kill_switch = self
+            .controls
+            .kill_switch()
+            .map_err(|e| transient(format!("the kill switch cannot be read: {e}")))?
+            .is_some_and(|k| k.on);
+        let config = if kill_switch && !self.config.kill_switch {
+            std::borrow::Cow::Owned(ComplianceConfig {
+                kill_switch: true,
+                ..self.config.clone()
+            })
+        } else {
+            std::borrow::Cow::Borrowed(&self.config)
+        };
         let now = self.clock.now();
         let due = self.store.due(Micros(now.timestamp_micros()))?;
         for id in due {
@@ -350,7 +399,7 @@ impl Outbound {
                 self.store.close(&id)?;
                 continue;
             }
-            let decision = self.evaluate(&msg, now)?;
+            let decision = self.evaluate(&config, &msg, now)?;
             let verdict = decision.verdict;
             let record = OutboundRecord::Decision(decision.clone());
             let seq = self

@@ -91,7 +91,8 @@ impl Harness {
             Alerter::disabled(),
             Metrics::new(),
         )
-        .unwrap();
+        .unwrap()
+        .without_controls_consumer();
         self.tasks = vec![
             tokio::spawn(spawn_driver(dedup, self.ctx.clone(), rx.clone())),
             tokio::spawn(spawn_driver(compliance, self.ctx.clone(), rx.clone())),

@@ -1,15 +1,67 @@
 //! The last-moment checks (fail closed): just before calling a provider, the sender refuses a
-//! message whose recipient is suppressed for its line (or whose list cannot be read), when the kill switch is
-//! on, when the line is blocked by a provider, gone from `[[lines]]`, not approved or on another
-//! provider, or when the recipient's quiet hours are closed now. An opt-out or a line block the
-//! sender itself has appended counts at once, before the other consumers have projected it.
+//! message whose recipient is suppressed for its line (or whose list cannot be read), when
+//! the kill switch is on (in the configuration, or by an operator's record in the log; or
+//! when it cannot be read), when the line is blocked by a provider, gone from `[[lines]]`,
+//! not approved or on another provider, or when the recipient's quiet hours are closed now.
+//! An opt-out or a line block the sender itself has appended counts at once, before the
+//! other consumers have projected it.
+//!
+//! Before those checks, [`Sender::await_stops`] holds the call (a transient condition: the
+//! batch is retried, nothing is refused) until the `controls` projection has read the log up
+//! to the end it had when the batch started, and while the sender is paused: a stop already
+//! in the log is never missed because its projection lagged.
 
-use super::Sender;
-use crate::consumers::compliance;
+use std::time::Duration;
+
+use super::{Sender, NAME};
 use crate::consumers::outbound::Message;
+use crate::consumers::{compliance, BatchError};
 use crate::gates::{self, quiet_hours, Reason, ReasonCode};
 
+/// How long a call waits for the `controls` projection before the batch is retried.
+const CONTROLS_WAIT: Duration = Duration::from_secs(2);
+
 impl Sender {
+    /// The stops before a call: the `controls` projection has read the log up to the end it
+    /// had when the batch started (else the batch is retried: a kill switch appended before
+    /// it could be missed), and the sender is not paused (else the rest of the batch waits
+    /// for the resume, its driver pauses).
+    pub(super) async fn await_stops(&self) -> Result<(), BatchError> {
+        let transient = |e: String| BatchError::Transient(e);
+        if self.wait_for_controls {
+            let projected = self
+                .controls
+                .wait_until_projected(self.batch_end, CONTROLS_WAIT)
+                .await
+                .map_err(|e| transient(e.to_string()))?;
+            if !projected {
+                let at = self
+                    .controls
+                    .projected_through()
+                    .map_or_else(|e| e.to_string(), |s| s.0.to_string());
+                return Err(transient(format!(
+                    "not sending: the controls projection has read the log up to {at}, behind                      the end of the log when this batch started ({}), so a kill switch could                      be missed; retried when it catches up",
+                    self.batch_end
+                )));
+            }
+        }
+        if let Some(p) = self
+            .controls
+            .pause(NAME)
+            .map_err(|e| transient(e.to_string()))?
+            .filter(|p| p.paused)
+        {
+            return Err(transient(format!(
+                "not sending: the sender was paused by {} at {} ({}; record {}); the rest of                  the batch waits for the resume",
+                p.by,
+                p.at,
+                p.reason.as_deref().unwrap_or("no reason given"),
+                p.seq
+            )));
+        }
+        Ok(())
+    }
+
     /// Why the message may not go now, if anything (fail closed).
     pub(super) fn last_moment_reasons(&self, msg: &Message) -> Vec<Reason> {
         let mut reasons = Vec::new();
@@ -46,8 +98,26 @@ impl Sender {
         if self.compliance.kill_switch {
             reasons.push(Reason::new(
                 ReasonCode::KillSwitch,
-                "the kill switch is on: nothing is sent",
+                "the kill switch is on (compliance.kill_switch): nothing is sent",
             ));
+        } else {
+            match self.controls.kill_switch() {
+                Ok(Some(k)) if k.on => reasons.push(Reason::new(
+                    ReasonCode::KillSwitch,
+                    format!(
+                        "the kill switch is on (turned on by {} at {}: {}; record {}): nothing                          is sent",
+                        k.by,
+                        k.at,
+                        k.reason.as_deref().unwrap_or("no reason given"),
+                        k.seq
+                    ),
+                )),
+                Ok(_) => {}
+                Err(e) => reasons.push(Reason::new(
+                    ReasonCode::KillSwitch,
+                    format!("the kill switch cannot be read: {e}"),
+                )),
+            }
         }
         match (msg.line_id.as_deref(), msg.provider) {
             (Some(line_id), Some(provider)) => {

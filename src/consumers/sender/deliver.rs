@@ -178,6 +178,7 @@ impl Sender {
         window: Option<u64>,
     ) -> Result<(), BatchError> {
         let provider_name = msg.provider.map_or("unknown", SendProvider::as_str);
+        self.await_stops().await?;
         let reasons = self.last_moment_reasons(msg);
         if !reasons.is_empty() {
             tracing::info!(id = %msg.id, ?reasons, "refused at the last moment; not sent");

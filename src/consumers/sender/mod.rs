@@ -99,6 +99,7 @@ use serde::{Deserialize, Serialize};
 use crate::alerts::{Alert, Severity};
 use crate::clock::Clock;
 use crate::consumers::compliance::OptOutChange;
+use crate::consumers::controls::Controls;
 use crate::consumers::outbound::{
     GateDecision, GateVerdict, MessageId, OutboundRecord, OutboundStore, SendResult, SendStatus,
 };
@@ -199,6 +200,13 @@ pub struct Sender {
     /// Records of a finished call that could not be appended (the log failed): appended
     /// when the batch is retried, instead of declaring the attempt unknown.
     unrecorded: HashMap<MessageId, Vec<OutboundOrOptOut>>,
+    /// The operator's stops (kill switch, pauses) as the `controls` consumer projects them.
+    controls: Controls,
+    /// Whether a call waits for that projection to have read the log up to [`Self::batch_end`]
+    /// (off only in tests that run no `controls` consumer).
+    wait_for_controls: bool,
+    /// The end of the log when the batch in hand started.
+    batch_end: Seq,
 }
 
 fn transient(e: impl std::fmt::Display) -> BatchError {
@@ -221,6 +229,7 @@ impl Sender {
         metrics: Metrics,
     ) -> Result<Sender, StateError> {
         let state = log.state();
+        let controls = Controls::open(log.clone())?;
         let ledger = state.tree(NAME, "ledger")?;
         let redelivery = Redelivery::new(state.tree(NAME, "redeliver")?);
         let window = redelivery.current()?;
@@ -264,7 +273,17 @@ impl Sender {
             blocked_here: HashMap::new(),
             opted_out_here: HashMap::new(),
             unrecorded: HashMap::new(),
+            controls,
+            wait_for_controls: true,
+            batch_end: Seq(0),
         })
+    }
+
+    /// For tests that run no `controls` consumer: a call does not wait for its projection
+    /// to catch up (the stops it holds, none in such a test, are still read).
+    pub fn without_controls_consumer(mut self) -> Sender {
+        self.wait_for_controls = false;
+        self
     }
 
     /// Replaces the clock (tests).
@@ -420,6 +439,8 @@ impl Consumer for Sender {
     }
 
     async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+        // A stop appended before this point must be projected before any call of the batch.
+        self.batch_end = *self.log.watch_last_seq().borrow();
         for event in batch.events() {
             let decision = match OutboundRecord::decode(event) {
                 Some(Ok(OutboundRecord::Decision(d))) => d,

@@ -165,6 +165,7 @@ fn sender_with(w: &World, compliance: ComplianceConfig, clients: SendClients) ->
         w.metrics.clone(),
     )
     .unwrap()
+    .without_controls_consumer()
     .with_clock(Clock::starting_at(noon_in_new_york()))
     .with_retry_policy(RetryPolicy {
         max_retries: 3,

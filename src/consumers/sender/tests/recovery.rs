@@ -149,6 +149,7 @@ fn flaky_sender(w: &World) -> (Sender, Arc<Flaky>) {
         w.metrics.clone(),
     )
     .unwrap()
+    .without_controls_consumer()
     .with_clock(Clock::starting_at(noon_in_new_york()));
     (s, flaky)
 }
@@ -220,6 +221,7 @@ fn other_replica(w: &World, id: &MessageId) -> (Sender, Arc<Flaky>) {
         Metrics::new(),
     )
     .unwrap()
+    .without_controls_consumer()
     .with_clock(Clock::starting_at(noon_in_new_york()));
     (s, flaky)
 }
