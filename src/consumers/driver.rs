@@ -109,6 +109,11 @@ pub fn spawn_driver<C: Consumer>(
     shutdown: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + Send {
     let (tx, rx) = mpsc::channel(16);
+    // The pause as projected so far, so that status shows it from the start; the driver reads
+    // it again once the projection has caught up, and before every batch.
+    let paused = ctx.registry.pause_source().is_some_and(|source| {
+        source.projected_by != consumer.name() && (source.paused)(consumer.name()).unwrap_or(false)
+    });
     let info = Arc::new(Mutex::new(ConsumerInfo {
         name: consumer.name().to_owned(),
         upstreams: consumer
@@ -116,7 +121,11 @@ pub fn spawn_driver<C: Consumer>(
             .iter()
             .map(|s| (*s).to_owned())
             .collect(),
-        state: RunState::Running,
+        state: if paused {
+            RunState::Paused
+        } else {
+            RunState::Running
+        },
         last_error: None,
     }));
     ctx.registry.lock().insert(
@@ -132,7 +141,7 @@ pub fn spawn_driver<C: Consumer>(
         info,
         control: rx,
         shutdown,
-        paused: false,
+        paused,
         failures: 0,
     }
     .run()
@@ -271,6 +280,15 @@ impl<C: Consumer> Driver<C> {
         self.read_pause();
     }
 
+    /// Running, or paused.
+    fn idle_state(&self) -> RunState {
+        if self.paused {
+            RunState::Paused
+        } else {
+            RunState::Running
+        }
+    }
+
     /// Reads whether the consumer is paused from the projection; keeps what it knew when the
     /// projection cannot be read.
     fn read_pause(&mut self) {
@@ -285,14 +303,7 @@ impl<C: Consumer> Driver<C> {
             Ok(paused) if paused != self.paused => {
                 self.paused = paused;
                 tracing::info!(consumer = name, paused, "pause state changed");
-                self.set_info(
-                    if paused {
-                        RunState::Paused
-                    } else {
-                        RunState::Running
-                    },
-                    None,
-                );
+                self.set_info(self.idle_state(), None);
             }
             Ok(_) => {}
             Err(e) => {
@@ -363,7 +374,7 @@ impl<C: Consumer> Driver<C> {
                             "learned from the log the effects already performed"
                         );
                     }
-                    self.set_info(RunState::Running, Some(None));
+                    self.set_info(self.idle_state(), Some(None));
                     return;
                 }
                 Err(e) => self.transient_failure(e.to_string()).await,

@@ -28,7 +28,7 @@ use crate::util;
 
 /// The consumers' lease, as short as the configuration allows, so that a fail-over fits in
 /// a test.
-const LEASE_SECS: u64 = 3;
+pub(crate) const LEASE_SECS: u64 = 3;
 
 /// The consumers a replica with this configuration runs, each of which must catch up.
 const CONSUMERS: [&str; 6] = [
@@ -43,15 +43,15 @@ const CONSUMERS: [&str; 6] = [
 const GATEWAY_TOKEN: &str = "gw-failover-token";
 
 /// One `hooklog serve` with a data directory and ports of its own; killed when dropped, so
-/// that a failed assertion leaves nothing running.
-struct Replica {
+/// that a failed assertion leaves nothing running. (`trust_stops` starts replicas too.)
+pub(crate) struct Replica {
     data: PathBuf,
     ports: (u16, u16),
     daemon: Option<Daemon>,
 }
 
 impl Replica {
-    fn new(data: PathBuf) -> Replica {
+    pub(crate) fn new(data: PathBuf) -> Replica {
         Replica {
             data,
             ports: (free_port(), free_port()),
@@ -60,27 +60,32 @@ impl Replica {
     }
 
     /// Starts the binary and waits until `/readyz` answers 200.
-    fn start(&mut self, env: &[(String, String)]) {
+    pub(crate) fn start(&mut self, env: &[(String, String)]) {
         let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         self.daemon = Some(spawn_daemon_with(&self.data, &mut self.ports, &env));
     }
 
-    fn public(&self) -> SocketAddr {
+    pub(crate) fn public(&self) -> SocketAddr {
         self.daemon.as_ref().expect("the replica runs").public
     }
 
-    fn admin(&self) -> SocketAddr {
+    pub(crate) fn admin(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports.1))
     }
 
     /// An admin request with this replica's own token.
-    fn admin_json(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    pub(crate) fn admin_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
         admin_json(self.admin(), &token_of(&self.data), method, path, body)
     }
 
     /// `hooklog_consumers_leader` on the public listener's `/metrics`; `None` when the
     /// replica does not answer or does not show it.
-    fn leader(&self) -> Option<u64> {
+    pub(crate) fn leader(&self) -> Option<u64> {
         let (code, metrics) = util::get(self.public(), "/metrics");
         if code != 200 {
             return None;
@@ -93,7 +98,7 @@ impl Replica {
     }
 
     /// SIGKILL: no shutdown code runs, the lease is not released.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut d) = self.daemon.take() {
             let _ = d.child.kill();
             let _ = d.child.wait();
@@ -101,7 +106,7 @@ impl Replica {
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within 30 s; the exit status, if any.
-    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn stop(&mut self) -> Option<std::process::ExitStatus> {
         use nix::sys::signal::{kill, Signal};
         use nix::unistd::Pid;
         let mut d = self.daemon.take()?;
@@ -126,7 +131,7 @@ impl Drop for Replica {
 }
 
 /// Polls `f` every 50 ms until it gives a value; panics with its last reason after `within`.
-fn poll<T>(what: &str, within: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+pub(crate) fn poll<T>(what: &str, within: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + within;
     loop {
         match f() {

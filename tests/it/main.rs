@@ -36,3 +36,4 @@ mod postgres;
 mod send_providers;
 mod sender;
 mod trust_optouts;
+mod trust_stops;

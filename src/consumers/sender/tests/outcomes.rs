@@ -187,6 +187,99 @@ async fn the_kill_switch_refuses_at_the_last_moment_without_a_call() {
 }
 
 #[tokio::test]
+async fn a_kill_switch_in_the_log_that_the_controls_projection_has_not_read_holds_every_call() {
+    use crate::consumers::controls::{self, ControlAction, ControlRecord, ControlsConsumer};
+    use crate::event::{Source, Verification};
+    let w = world();
+    let (id, events) = allowed(&w, TWILIO_LINE, TO).await;
+    // The operator turns the kill switch on after the decision; its projection lags.
+    let record = ControlRecord {
+        action: ControlAction::KillSwitch { on: true },
+        reason: Some("wrong template".into()),
+        at: "2026-11-30T17:00:02Z".into(),
+        by: controls::OPERATOR.into(),
+    };
+    let on = w
+        .log
+        .append(Verified::new(
+            Micros::now(),
+            Source::Internal,
+            controls::CONTROL_ROUTE.into(),
+            vec![],
+            serde_json::to_vec(&record).unwrap(),
+            Verification::AdminToken,
+        ))
+        .await
+        .unwrap();
+    let mut s = sender(&w);
+    s.wait_for_controls = true;
+    let r = s.handle(&events).await;
+    assert!(
+        matches!(&r, Err(BatchError::Transient(e)) if e.contains("controls projection")),
+        "held as a transient condition, not refused: {r:?}"
+    );
+    assert_eq!(
+        w.twilio.calls(),
+        0,
+        "no call while the projection is behind"
+    );
+    assert!(results(&history(&w, &id)).is_empty(), "nothing decided yet");
+
+    // The projection reads the record: the retried batch refuses the message, still no call.
+    let mut c = ControlsConsumer::new(w.log.state().as_ref(), Alerter::disabled()).unwrap();
+    c.handle(&[w.log.get(on).unwrap().unwrap()]).await.unwrap();
+    w.log.store_cursor(controls::NAME, on).unwrap();
+    s.handle(&events).await.unwrap();
+    assert_eq!(w.twilio.calls(), 0);
+    let r = &results(&history(&w, &id))[0];
+    assert_eq!(
+        (r.status, r.reasons[0].code),
+        (SendStatus::Refused, ReasonCode::KillSwitch)
+    );
+    assert!(r.reasons[0].message.contains("wrong template"), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_pause_of_the_sender_in_the_log_stops_the_batch_before_the_next_call() {
+    use crate::consumers::controls::{self, ControlAction, ControlRecord, ControlsConsumer};
+    use crate::event::{Source, Verification};
+    let w = world();
+    let (id, events) = allowed(&w, TWILIO_LINE, TO).await;
+    let record = ControlRecord {
+        action: ControlAction::Pause {
+            consumer: NAME.into(),
+        },
+        reason: None,
+        at: "2026-11-30T17:00:02Z".into(),
+        by: controls::OPERATOR.into(),
+    };
+    let pause = w
+        .log
+        .append(Verified::new(
+            Micros::now(),
+            Source::Internal,
+            controls::CONTROL_ROUTE.into(),
+            vec![],
+            serde_json::to_vec(&record).unwrap(),
+            Verification::AdminToken,
+        ))
+        .await
+        .unwrap();
+    let mut c = ControlsConsumer::new(w.log.state().as_ref(), Alerter::disabled()).unwrap();
+    c.handle(&[w.log.get(pause).unwrap().unwrap()])
+        .await
+        .unwrap();
+    let mut s = sender(&w);
+    let r = s.handle(&events).await;
+    assert!(
+        matches!(&r, Err(BatchError::Transient(e)) if e.contains("paused")),
+        "{r:?}"
+    );
+    assert_eq!(w.twilio.calls(), 0);
+    assert!(results(&history(&w, &id)).is_empty());
+}
+
+#[tokio::test]
 async fn quiet_hours_closed_at_the_last_moment_refuse_without_a_call() {
     let w = world();
     let (id, events) = allowed(&w, TWILIO_LINE, TO).await;
