@@ -91,11 +91,22 @@ pub enum Command {
     Optouts,
     /// Pause a consumer (needs the running daemon).
     ///
-    /// It finishes the batch in hand, then stops reading until `resume`; its lag grows
-    /// meanwhile. Not remembered across a daemon restart.
-    Pause(ConsumerArg),
+    /// The pause is a record in the log: it holds across restarts and on the replica that
+    /// takes over after a fail-over. The consumer finishes the batch in hand (the sender stops
+    /// before its next call), then stops reading until `resume`; its lag grows meanwhile.
+    /// `status` shows who paused it, when and why. `controls` cannot be paused.
+    Pause(PauseArgs),
     /// Resume a paused consumer (needs the running daemon).
-    Resume(ConsumerArg),
+    Resume(PauseArgs),
+    /// Turn the kill switch on (nothing is sent) or off (needs the running daemon).
+    ///
+    /// A record in the log, written through the admin API: it holds across restarts and
+    /// fail-overs, on every replica. While it is on, new outbound requests are refused with
+    /// `kill_switch` and the sender refuses every message at the last moment. `--reason` is
+    /// required to turn it on; `status` shows who, when and why. `[compliance] kill_switch =
+    /// true` in the configuration forces it on whatever the records say.
+    #[command(name = "kill-switch")]
+    KillSwitch(KillSwitchArgs),
     /// Fetch days from a provider's REST API and append every message and call to the log.
     ///
     /// Closes a gap in webhook delivery: each resource becomes a `backfill-*` record whose
@@ -315,11 +326,40 @@ pub struct RedriveArgs {
     pub seq: Option<u64>,
 }
 
-/// `pause`, `resume`.
+/// `drop-cursor`.
 #[derive(Debug, Args)]
 pub struct ConsumerArg {
     /// The consumer (as listed by `status`).
     pub consumer: String,
+}
+
+/// `pause`, `resume`.
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The consumer (as listed by `status`).
+    pub consumer: String,
+    /// Why (shown by `status`).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// `kill-switch on|off`.
+#[derive(Debug, Args)]
+pub struct KillSwitchArgs {
+    /// `on` (nothing is sent) or `off`.
+    pub state: OnOff,
+    /// Why (required with `on`; shown by `status` and in the alert).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// The two positions of the kill switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Nothing is sent.
+    On,
+    /// Sending as usual.
+    Off,
 }
 
 #[cfg(test)]

@@ -1,16 +1,18 @@
-//! The commands that change what a consumer does: `rewind`, `redrive`, `pause`, `resume`.
+//! The commands that change what a consumer does: `rewind`, `redrive`, `pause`, `resume`,
+//! and the emergency stop `kill-switch`.
 //!
-//! Only the running daemon can carry them out: its consumer drivers own the cursors, the
-//! dead-letter lists and the paused state, and apply changes between batches. So these go to
-//! the admin API only; with the daemon stopped (or `--direct`) they explain that and exit 1,
-//! never touching the data directory.
+//! Only the running daemon can carry them out: its consumer drivers own the cursors and the
+//! dead-letter lists and apply changes between batches, and pauses and the kill switch are
+//! records the daemon appends and projects. So these go to the admin API only; with the
+//! daemon stopped (or `--direct`) they explain that and exit 1, never touching the data
+//! directory.
 
 use hooklog::admin::api::{RedriveRequest, RewindRequest};
 use hooklog::consumers::{DeadLetter, RedriveReport, RewindReport};
 
 use crate::backend::api::{refused_by_daemon, Api};
 use crate::backend::{is_unreachable, Backend};
-use crate::cli::{ConsumerArg, RedriveArgs, RewindArgs};
+use crate::cli::{KillSwitchArgs, OnOff, PauseArgs, RedriveArgs, RewindArgs};
 use crate::context::Context;
 use crate::output::{count, one_line, Out};
 
@@ -37,7 +39,11 @@ const REDRIVE: Needs = Needs {
 };
 const PAUSE: Needs = Needs {
     what: "pausing or resuming a consumer",
-    why: "it is a state of the consumer's running driver, not stored",
+    why: "the daemon appends the pause to the log and its drivers obey it",
+};
+const KILL_SWITCH: Needs = Needs {
+    what: "turning the kill switch on or off",
+    why: "the daemon appends it to the log and applies it before it answers",
 };
 
 /// The admin API client, unless `--direct` rules it out.
@@ -196,25 +202,84 @@ fn render_redrive(r: &RedriveReport, letters: &[DeadLetter], only: Option<u64>) 
 }
 
 /// Runs `pause` (`paused`) or `resume`.
-pub fn set_paused(ctx: &Context, args: &ConsumerArg, paused: bool) -> anyhow::Result<()> {
+pub fn set_paused(ctx: &Context, args: &PauseArgs, paused: bool) -> anyhow::Result<()> {
     let api = daemon(ctx, &PAUSE)?;
     let name = one_line(&args.consumer, None);
     let doing = format!("{} {name}", if paused { "pause" } else { "resume" });
-    let json = api
-        .set_paused(&args.consumer, paused)
+    let answer = api
+        .set_paused(&args.consumer, paused, args.reason.as_deref())
         .map_err(|e| explain(ctx, &PAUSE, &doing, e))?;
     let mut out = Out::stdout();
     if ctx.json {
-        out.line(&json)?;
+        out.line(&answer.json)?;
     } else if paused {
         out.line(&format!(
-            "{name}: pausing (it finishes the batch in hand; not remembered across a daemon \
-             restart; `hooklog-replay resume {name}` to go on)"
+            "{name}: pausing (record {}{}; it finishes the batch in hand; the pause holds \
+             across restarts and fail-overs; `hooklog-replay resume {name}` to go on)",
+            answer.value.seq,
+            pending(&answer.value)
         ))?;
     } else {
-        out.line(&format!("{name}: resumed"))?;
+        out.line(&format!(
+            "{name}: resumed (record {}{})",
+            answer.value.seq,
+            pending(&answer.value)
+        ))?;
     }
     out.flush()
+}
+
+/// Runs `kill-switch on|off`.
+pub fn kill_switch(ctx: &Context, args: &KillSwitchArgs) -> anyhow::Result<()> {
+    let on = args.state == OnOff::On;
+    let reason = args
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if on && reason.is_none() {
+        anyhow::bail!(
+            "turning the kill switch on needs --reason \"…\": it is shown by `status` and in \
+             the alert, for whoever turns it off"
+        );
+    }
+    let api = daemon(ctx, &KILL_SWITCH)?;
+    let doing = format!("turn the kill switch {}", if on { "on" } else { "off" });
+    let answer = api
+        .kill_switch(on, reason)
+        .map_err(|e| explain(ctx, &KILL_SWITCH, &doing, e))?;
+    let mut out = Out::stdout();
+    if ctx.json {
+        out.line(&answer.json)?;
+    } else if on {
+        out.line(&format!(
+            "kill switch ON (record {}{}): nothing is sent; new requests are refused with \
+             kill_switch; `hooklog-replay kill-switch off` to send again",
+            answer.value.seq,
+            pending(&answer.value)
+        ))?;
+    } else {
+        out.line(&format!(
+            "kill switch off (record {}{}){}",
+            answer.value.seq,
+            pending(&answer.value),
+            "; `[compliance] kill_switch = true` in the configuration, if set, still holds \
+             sending off (see `hooklog-replay status`)"
+        ))?;
+    }
+    out.flush()
+}
+
+/// `, not applied yet: …` when the daemon answered before its projection applied the record.
+fn pending(a: &hooklog::admin::api::StopAnswer) -> String {
+    if a.applied {
+        ", in force".to_owned()
+    } else {
+        format!(
+            ", not in force yet: {}",
+            a.note.as_deref().unwrap_or("the daemon will apply it")
+        )
+    }
 }
 
 #[cfg(test)]

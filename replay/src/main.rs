@@ -68,6 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Optouts => optouts::run(&ctx),
         Command::Pause(args) => control::set_paused(&ctx, args, true),
         Command::Resume(args) => control::set_paused(&ctx, args, false),
+        Command::KillSwitch(args) => control::kill_switch(&ctx, args),
         Command::Backfill(args) => backfill::run(&ctx, args),
         Command::Export(args) => export::run(&ctx, args),
         Command::Import(args) => import::run(&ctx, args),

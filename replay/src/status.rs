@@ -1,5 +1,6 @@
-//! `status`: the log's bounds and size, and each consumer's cursor, lag, state (running,
-//! paused, retrying, stopped), dead letters and last error. `--json` prints the admin API's
+//! `status`: the log's bounds and size, the kill switch (on or off, from the configuration or
+//! an operator's record: who, when, why), and each consumer's cursor, lag, state (running,
+//! paused, retrying, stopped), dead letters, last error and pause (who, when, why). `--json` prints the admin API's
 //! `GET /admin/status` document as it came. With the daemon stopped, the cursors and dead
 //! letters are read from the data directory; states and last errors only exist in the daemon.
 
@@ -39,6 +40,8 @@ fn render(status: &Status, source: &str, direct: bool) -> String {
     if let Some(standby) = &status.standby {
         text.push_str(&format!("standby replica: {standby}\n\n"));
     }
+    text.push_str(&kill_switch(status));
+    text.push_str("\n\n");
     if status.consumers.is_empty() {
         text.push_str("no consumer has stored a cursor yet\n");
         return text;
@@ -71,6 +74,20 @@ fn render(status: &Status, source: &str, direct: bool) -> String {
         ],
         &rows,
     ));
+    for c in &status.consumers {
+        if let Some(p) = c.pause.as_ref().filter(|p| p.paused) {
+            text.push_str(&format!(
+                "{} paused by {} at {} (record {}): {}\n",
+                one_line(&c.name, None),
+                one_line(&p.by, None),
+                one_line(&p.at, None),
+                p.seq,
+                p.reason
+                    .as_deref()
+                    .map_or_else(|| "no reason given".to_owned(), |r| one_line(r, Some(120)))
+            ));
+        }
+    }
     if direct {
         text.push_str(
             "\n(read from the data directory: with the daemon stopped the stored cursors and \
@@ -78,6 +95,35 @@ fn render(status: &Status, source: &str, direct: bool) -> String {
         );
     }
     text
+}
+
+/// `kill switch: off`, or `kill switch: ON …` with where it comes from, who, when and why.
+fn kill_switch(status: &Status) -> String {
+    let k = &status.kill_switch;
+    let record = k.record.as_ref().map(|r| {
+        format!(
+            "{} by {} at {} (record {}): {}",
+            if r.on { "turned on" } else { "turned off" },
+            one_line(&r.by, None),
+            one_line(&r.at, None),
+            r.seq,
+            r.reason.as_deref().map_or_else(
+                || "no reason given".to_owned(),
+                |why| one_line(why, Some(120))
+            )
+        )
+    });
+    match (k.on, k.config, record) {
+        (true, true, record) => format!(
+            "kill switch: ON by the configuration ([compliance] kill_switch = true){}",
+            record
+                .map(|r| format!("; last record: {r}"))
+                .unwrap_or_default()
+        ),
+        (true, false, Some(r)) => format!("kill switch: ON, {r}"),
+        (_, _, Some(r)) => format!("kill switch: off, {r}"),
+        (_, _, None) => "kill switch: off".to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -142,6 +188,51 @@ mod tests {
             text.ends_with("not consumer states or last errors)\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_kill_switch_and_pauses_show_who_when_and_why() {
+        use hooklog::admin::api::KillSwitchStatus;
+        use hooklog::consumers::controls::{KillSwitch, Pause};
+        let mut st = status();
+        assert!(render(&st, "x", false).contains("\nkill switch: off\n"));
+        st.kill_switch = KillSwitchStatus {
+            on: true,
+            config: false,
+            record: Some(KillSwitch {
+                on: true,
+                by: "operator".into(),
+                at: "2026-12-07T16:00:00Z".into(),
+                reason: Some("carrier complaint".into()),
+                seq: 41,
+            }),
+        };
+        st.consumers[0].pause = Some(Pause {
+            paused: true,
+            by: "operator".into(),
+            at: "2026-12-07T16:01:00Z".into(),
+            reason: None,
+            seq: 42,
+        });
+        let text = render(&st, "x", false);
+        assert!(
+            text.contains(
+                "kill switch: ON, turned on by operator at 2026-12-07T16:00:00Z (record 41): \
+                 carrier complaint\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "dedup paused by operator at 2026-12-07T16:01:00Z (record 42): no reason given\n"
+            ),
+            "{text}"
+        );
+        st.kill_switch.config = true;
+        assert!(render(&st, "x", false).contains(
+            "kill switch: ON by the configuration ([compliance] kill_switch = true); last \
+             record: turned on by operator"
+        ));
     }
 
     #[test]

@@ -14,7 +14,9 @@ use std::io::ErrorKind;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hooklog::admin::api::{EventJson, EventPage, RedriveRequest, RewindRequest, Status};
+use hooklog::admin::api::{
+    EventJson, EventPage, RedriveRequest, RewindRequest, Status, StopAnswer,
+};
 use hooklog::consumers::compliance::OptOutEntry;
 use hooklog::consumers::{DeadLetter, RedriveReport, RewindReport};
 use serde_json::Value;
@@ -203,11 +205,33 @@ impl Api {
         })
     }
 
-    /// `POST /admin/consumers/{name}/pause` or `…/resume`: the answer as one line of JSON.
-    pub fn set_paused(&self, name: &str, paused: bool) -> anyhow::Result<String> {
+    /// `POST /admin/consumers/{name}/pause` or `…/resume`.
+    pub fn set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        reason: Option<&str>,
+    ) -> anyhow::Result<Item<StopAnswer>> {
         let action = if paused { "pause" } else { "resume" };
         let path = format!("/admin/consumers/{}/{action}", path_segment(name));
-        Ok(self.post(&path, &serde_json::json!({}))?.to_string())
+        self.stop(&path, &serde_json::json!({ "reason": reason }))
+    }
+
+    /// `POST /admin/kill-switch`.
+    pub fn kill_switch(&self, on: bool, reason: Option<&str>) -> anyhow::Result<Item<StopAnswer>> {
+        self.stop(
+            "/admin/kill-switch",
+            &serde_json::json!({ "on": on, "reason": reason }),
+        )
+    }
+
+    fn stop(&self, path: &str, body: &Value) -> anyhow::Result<Item<StopAnswer>> {
+        let answer = self.post(path, body)?;
+        Ok(Item {
+            json: answer.to_string(),
+            value: serde_json::from_value(answer)
+                .with_context(|| format!("cannot decode the answer to POST {path}"))?,
+        })
     }
 
     fn unauthorised(&self) -> anyhow::Error {

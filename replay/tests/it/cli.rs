@@ -816,7 +816,7 @@ fn dead_letters_of_an_unknown_consumer_is_an_error_not_an_empty_list() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         stderr(&o).trim(),
-        "hooklog-replay: no consumer named `nope` (known: compliance, dedup, outbound, staleness)"
+        "hooklog-replay: no consumer named `nope` (known: compliance, controls, dedup, outbound, staleness)"
     );
 }
 
@@ -872,7 +872,7 @@ fn redrive_of_an_unknown_consumer_exits_1_naming_the_running_ones() {
     assert_eq!(
         stderr(&o).trim(),
         "hooklog-replay: cannot redrive nope: no consumer named `nope` (running: compliance, \
-         dedup, outbound, staleness)"
+         controls, dedup, outbound, staleness)"
     );
 }
 
@@ -954,19 +954,56 @@ fn a_rewind_while_paused_holds_the_cursor_until_resumed() {
     let status = daemon.status();
     let dedup = consumer(&status, "dedup");
     assert_eq!(dedup["cursor"], 0, "paused: {status}");
-    assert_eq!(dedup["lag"], 3, "{status}");
+    // The three records and the pause's own record.
+    assert_eq!(dedup["lag"], 4, "{status}");
     assert_eq!(dedup["state"], "paused", "{status}");
     assert!(
-        stdout(&ok(daemon.run(&["status"]))).contains("\ndedup       0       3    paused "),
+        stdout(&ok(daemon.run(&["status"]))).contains("\ndedup       0       4    paused "),
         "the text status shows the state"
     );
 
-    assert_eq!(
-        stdout(&ok(daemon.run(&["resume", "dedup"]))),
-        "dedup: resumed\n"
-    );
+    let text = stdout(&ok(daemon.run(&["resume", "dedup"])));
+    assert!(text.starts_with("dedup: resumed (record "), "{text}");
+    assert!(text.ends_with(", in force)\n"), "{text}");
     let status = daemon.caught_up("dedup");
     assert_eq!(consumer(&status, "dedup")["state"], "running", "{status}");
+}
+
+#[test]
+fn the_kill_switch_is_turned_on_with_a_reason_shown_by_status_and_turned_off() {
+    let daemon = Daemon::start();
+    let o = daemon.run(&["kill-switch", "on"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("needs --reason"), "{}", stderr(&o));
+    let text = stdout(&ok(daemon.run(&[
+        "kill-switch",
+        "on",
+        "--reason",
+        "wrong template in the spring campaign",
+    ])));
+    assert!(text.starts_with("kill switch ON (record "), "{text}");
+    assert!(text.contains(", in force): nothing is sent"), "{text}");
+    let status = daemon.status();
+    assert_eq!(status["kill_switch"]["on"], true, "{status}");
+    assert_eq!(
+        status["kill_switch"]["record"]["by"], "operator",
+        "{status}"
+    );
+    let text = stdout(&ok(daemon.run(&["status"])));
+    assert!(
+        text.contains("kill switch: ON, turned on by operator at "),
+        "{text}"
+    );
+    assert!(
+        text.contains("): wrong template in the spring campaign\n"),
+        "{text}"
+    );
+    let text = stdout(&ok(daemon.run(&["kill-switch", "off"])));
+    assert!(text.starts_with("kill switch off (record "), "{text}");
+    assert_eq!(daemon.status()["kill_switch"]["on"], false);
+    let o = daemon.run(&["pause", "controls"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot be paused"), "{}", stderr(&o));
 }
 
 #[test]
@@ -989,7 +1026,7 @@ fn rewind_of_an_unknown_consumer_exits_1_naming_the_running_ones() {
     assert_eq!(
         stderr(&o).trim(),
         "hooklog-replay: cannot rewind nope: no consumer named `nope` (running: compliance, \
-         dedup, outbound, staleness)"
+         controls, dedup, outbound, staleness)"
     );
     assert!(stdout(&o).is_empty());
 }
