@@ -6,7 +6,7 @@
 //! An opt-out or a line block the sender itself has appended counts at once, before the
 //! other consumers have projected it.
 //!
-//! Before those checks, [`Sender::await_stops`] holds the call (a transient condition: the
+//! Before those checks, `Sender::await_stops` holds the call (a transient condition: the
 //! batch is retried, nothing is refused) until the `controls` projection has read the log up
 //! to the end it had when the batch started, and while the sender is paused: a stop already
 //! in the log is never missed because its projection lagged.

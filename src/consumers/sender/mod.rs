@@ -60,10 +60,19 @@
 //! Between the decision and the call, time passes (a queue, a retry of the batch, a
 //! redelivery). Just before calling, the sender refuses (result `refused` with reasons, no
 //! call) when the recipient is suppressed (or the list cannot be read), the kill switch is
-//! on, the line is blocked by a provider, gone from `[[lines]]`, not approved or on another
+//! on (the configuration's, or an operator's record projected by
+//! [`crate::consumers::controls`]), the line is blocked by a provider, gone from `[[lines]]`, not approved or on another
 //! provider, or the recipient's quiet hours are closed now (or the area code is unknown). An
 //! opt-out or a line block the sender itself has appended counts at once, before the
 //! compliance and outbound consumers have projected it.
+//!
+//! # The operator's stops
+//!
+//! Before any call of a batch, the `controls` projection must have read the log up to the
+//! end the log had when the batch started: a kill switch already in the log is never missed
+//! because its projection lagged (the call waits, then the batch is retried as a transient
+//! condition; nothing is refused for it). A pause of the sender in the log stops the batch
+//! before the next call (transient too; its driver then pauses).
 //!
 //! # Outcomes
 //!
