@@ -165,6 +165,7 @@ fn bench(c: &mut Criterion) {
         breaker: BreakerConfig::default(),
         dead_letter_after: Duration::from_secs(3600),
         max_event_age: None,
+        max_redeliver: 1000,
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let dedup = Dedup::new(store.as_ref(), 72).expect("dedup");

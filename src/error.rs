@@ -55,6 +55,18 @@ pub enum ApiError {
     /// Not ready to serve (readiness probe) → 503.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// A rewind with `redeliver` that was not carried out because the operator has not
+    /// confirmed it or it is over the limit → 409, with the report of what it would perform
+    /// again; the message says what to run next.
+    #[error("{message}")]
+    RedeliveryRefused {
+        /// `redeliver_unconfirmed` or `redeliver_over_limit`.
+        kind: &'static str,
+        /// What it would do and what to run next.
+        message: String,
+        /// The rewind report, as JSON.
+        report: serde_json::Value,
+    },
     /// An admin route that needs the consumers' state, asked of a standby replica (another
     /// replica runs the consumers; its admin API answers) → 503.
     #[error("this replica is a standby; ask the replica that runs the consumers ({0})")]
@@ -85,6 +97,7 @@ impl ApiError {
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotReady(_) | ApiError::NotLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RedeliveryRefused { .. } => StatusCode::CONFLICT,
         }
     }
 
@@ -104,6 +117,7 @@ impl ApiError {
             ApiError::Log(_) => "log_error",
             ApiError::NotReady(_) => "not_ready",
             ApiError::NotLeader(_) => "not_leader",
+            ApiError::RedeliveryRefused { kind, .. } => kind,
         }
     }
 
@@ -113,7 +127,10 @@ impl ApiError {
         if status.is_server_error() {
             tracing::warn!(error = %self, status = status.as_u16(), "request failed");
         }
-        let body = serde_json::json!({ "error": self.kind(), "message": self.to_string() });
+        let mut body = serde_json::json!({ "error": self.kind(), "message": self.to_string() });
+        if let ApiError::RedeliveryRefused { report, .. } = &self {
+            body["report"] = report.clone();
+        }
         let mut resp = Response::new(body.to_string().into());
         *resp.status_mut() = status;
         let headers = resp.headers_mut();

@@ -286,11 +286,24 @@ pub struct RewindArgs {
     pub dry_run: bool,
 
     /// Perform irreversible effects again for the rewound records: `dispatch` dispatches
-    /// them to the agents again, `sender` sends their messages again (after re-checking the
-    /// opt-out list, the kill switch and quiet hours). Without it, a rewind of those
-    /// consumers re-projects and never repeats an effect. Refused by other consumers.
+    /// them to the agents again, `sender` sends their messages again (each re-send passes
+    /// every outbound gate again first: opt-out, line state, kill switch, quiet hours, caps,
+    /// duplicates, first-contact wording). Without --yes it only reports how many sends or
+    /// wake-ups it would perform and exits 1 with the command to confirm. Without it, a
+    /// rewind of those consumers re-projects and never repeats an effect. Refused by other
+    /// consumers.
     #[arg(long)]
     pub redeliver: bool,
+
+    /// With --redeliver: go ahead, if the count is within the consumer's max_redeliver
+    /// (`[sender]`: 100 messages, `[dispatch]`: 1000 wake-ups by default).
+    #[arg(long, requires = "redeliver")]
+    pub yes: bool,
+
+    /// With --redeliver: the most sends (or wake-ups) this one rewind may perform, instead of
+    /// the configured max_redeliver.
+    #[arg(long, value_name = "N", requires = "redeliver")]
+    pub max: Option<u64>,
 }
 
 /// `--since`: a date (midnight UTC) or an RFC 3339 time, sent to the daemon as RFC 3339.

@@ -86,11 +86,27 @@ pub fn rewind(ctx: &Context, args: &RewindArgs) -> anyhow::Result<()> {
         since: args.since.clone(),
         dry_run: args.dry_run,
         redeliver: args.redeliver,
+        confirm: args.yes,
+        max_redeliver: args.max,
     };
     let doing = format!("rewind {}", one_line(&args.consumer, None));
-    let report = api
-        .rewind(&args.consumer, &req)
-        .map_err(|e| explain(ctx, &REWIND, &doing, e))?;
+    let report = match api.rewind(&args.consumer, &req) {
+        Ok(report) => report,
+        Err(e) => {
+            // A redelivery not confirmed or over the limit: the report, then how to go on.
+            if let Some((report, json)) = refused_redelivery(&e) {
+                let mut out = Out::stdout();
+                if ctx.json {
+                    out.line(&json)?;
+                } else {
+                    out.line(&render_refused(&report))?;
+                }
+                out.flush()?;
+                anyhow::bail!("{}", redelivery_next_step(&report, args));
+            }
+            return Err(explain(ctx, &REWIND, &doing, e));
+        }
+    };
     let mut out = Out::stdout();
     if ctx.json {
         out.line(&report.json)?;
@@ -100,9 +116,91 @@ pub fn rewind(ctx: &Context, args: &RewindArgs) -> anyhow::Result<()> {
     out.flush()
 }
 
+/// The report of a rewind with --redeliver the daemon refused (409: not confirmed, or over
+/// the limit), and the answer's report as one line of JSON.
+fn refused_redelivery(e: &anyhow::Error) -> Option<(RewindReport, String)> {
+    let refused = refused_by_daemon(e).filter(|r| r.code == 409)?;
+    let json = refused.report.clone()?;
+    let report = serde_json::from_value(json.clone()).ok()?;
+    Some((report, json.to_string()))
+}
+
+/// What to run next after a refused redelivery: the same command with --yes (and --max
+/// when the count is over the limit), or a narrower range.
+fn redelivery_next_step(r: &RewindReport, args: &RewindArgs) -> String {
+    let Some(plan) = &r.redelivery else {
+        return "the redelivery was refused; nothing was changed".to_owned();
+    };
+    let target = match (&args.since, args.to_seq) {
+        (Some(since), _) => format!("--since {since}"),
+        (None, Some(n)) => format!("--to-seq {n}"),
+        (None, None) => format!("--to-seq {}", r.to_cursor),
+    };
+    let name = one_line(&r.consumer, None);
+    let base = format!("hooklog-replay rewind {name} {target} --redeliver --yes");
+    let counted = format!("{} {}", plan.effects, plan.unit);
+    if plan.within_limit() {
+        format!("nothing was changed; to perform these {counted} again, run: {base}")
+    } else {
+        let refused = if args.yes { "refused: " } else { "" };
+        format!(
+            "{refused}nothing was changed; {counted} is more than the limit of {} ({}): \
+             narrow the range, or to perform them all again, run: {base} --max {}",
+            plan.limit, plan.limit_from, plan.effects
+        )
+    }
+}
+
 /// `dedup: cursor 1234 → 0 (rebuild from the first record), 1234 records will be processed
-/// again`, or what would happen.
+/// again`, or what would happen; with a redelivery, what it performs again.
 fn render_rewind(r: &RewindReport) -> String {
+    let text = render_cursor(r);
+    let Some(plan) = &r.redelivery else {
+        return text;
+    };
+    let records = match (plan.first_seq, plan.last_seq) {
+        (Some(first), Some(last)) => format!(
+            " (records {first}..={last}; e.g. {})",
+            plan.sample.join(", ")
+        ),
+        _ => String::new(),
+    };
+    let verb = if r.dry_run {
+        "would perform"
+    } else {
+        "performs"
+    };
+    format!(
+        "{text}\n{}: the redelivery {verb} {} {} again{records}; limit {} ({})",
+        one_line(&r.consumer, None),
+        plan.effects,
+        plan.unit,
+        plan.limit,
+        plan.limit_from
+    )
+}
+
+/// A redelivery the daemon refused: what it would have performed again.
+fn render_refused(r: &RewindReport) -> String {
+    let name = one_line(&r.consumer, None);
+    let Some(plan) = &r.redelivery else {
+        return format!("{name}: the redelivery was refused; nothing was changed");
+    };
+    let records = match (plan.first_seq, plan.last_seq) {
+        (Some(first), Some(last)) => format!(
+            " (records {first}..={last}; e.g. {})",
+            plan.sample.join(", ")
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "{name}: a rewind to {} with --redeliver would perform {} {} again{records}; limit {} \
+         ({}); nothing was changed",
+        r.to_cursor, plan.effects, plan.unit, plan.limit, plan.limit_from
+    )
+}
+
+fn render_cursor(r: &RewindReport) -> String {
     let how = if r.rebuild {
         "rebuild from the first record"
     } else {
@@ -294,6 +392,7 @@ mod tests {
             replay: 1234,
             rebuild,
             redeliver: false,
+            redelivery: None,
             dry_run,
         }
     }

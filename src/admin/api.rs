@@ -205,9 +205,17 @@ pub struct RewindRequest {
     #[serde(default)]
     pub dry_run: bool,
     /// Perform irreversible effects again too (dispatch, sender): their effects ledgers
-    /// are bypassed for the rewound records. Refused by consumers without effects.
+    /// are bypassed for the rewound records. Refused by consumers without effects. Without
+    /// `confirm` the consumer only reports what it would perform again (409).
     #[serde(default)]
     pub redeliver: bool,
+    /// With `redeliver`: go ahead (within the limit). Without it nothing changes.
+    #[serde(default)]
+    pub confirm: bool,
+    /// With `redeliver`: the most effects this one rewind may perform again, instead of the
+    /// consumer's configured `max_redeliver`.
+    #[serde(default)]
+    pub max_redeliver: Option<u64>,
 }
 
 /// `POST /admin/dead-letters/redrive` request (empty body: every consumer, every record).

@@ -371,9 +371,19 @@ impl Admin {
                         ))
                     }
                 };
+                if !req.redeliver && (req.confirm || req.max_redeliver.is_some()) {
+                    return Err(ApiError::BadRequest(
+                        "`confirm` and `max_redeliver` apply to a rewind with `\"redeliver\": true` only"
+                            .into(),
+                    ));
+                }
+                let redeliver = req.redeliver.then_some(consumers::Redeliver {
+                    confirm: req.confirm,
+                    max: req.max_redeliver,
+                });
                 let report = self
                     .registry
-                    .rewind(name, to, req.dry_run, req.redeliver)
+                    .rewind_with(name, to, req.dry_run, redeliver)
                     .await
                     .map_err(control_err)?;
                 Ok(http::json(StatusCode::OK, &report))
@@ -693,6 +703,16 @@ fn control_err(e: consumers::ControlError) -> ApiError {
         consumers::ControlError::Failed(_) => {
             ApiError::Log(crate::log::LogError::Storage(e.to_string()))
         }
+        consumers::ControlError::Unconfirmed(ref report)
+        | consumers::ControlError::OverLimit(ref report) => ApiError::RedeliveryRefused {
+            kind: if matches!(e, consumers::ControlError::Unconfirmed(_)) {
+                "redeliver_unconfirmed"
+            } else {
+                "redeliver_over_limit"
+            },
+            message: e.to_string(),
+            report: serde_json::to_value(report).unwrap_or_default(),
+        },
     }
 }
 

@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::dead_letters::{dead_letters, decode_dead_letter, DeadLetter, DEAD_LETTERS};
 use super::registry::{
-    ConsumerInfo, Control, ControlError, Entry, RedriveReport, Registry, RewindReport, RunState,
+    ConsumerInfo, Control, ControlError, Entry, Redeliver, RedriveReport, Registry, RewindReport,
+    RunState,
 };
 use super::{Batch, BatchError, Consumer, RewindMode};
 use crate::alerts::{Alert, Alerter, Severity};
@@ -568,7 +569,7 @@ impl<C: Consumer> Driver<C> {
                     .stats()
                     .map(|s| s.first_seq)
                     .unwrap_or_default();
-                let r = if redeliver && !self.consumer.has_effects() {
+                let r = if redeliver.is_some() && !self.consumer.has_effects() {
                     Err(ControlError::Refused(format!(
                         "{name} has no irreversible effects to redeliver; rewind it without --redeliver"
                     )))
@@ -580,9 +581,7 @@ impl<C: Consumer> Driver<C> {
                         "{name} rebuilds its state from the first record, and retention has deleted                          every record before {pruned_before}: a rebuild would lose what they                          contributed (opt-outs, dedup claims), so it is refused"
                     )))
                 } else {
-                    self.rewind(to, dry_run, redeliver)
-                        .await
-                        .map_err(|e| ControlError::Failed(e.to_string()))
+                    self.rewind(to, dry_run, redeliver).await
                 };
                 let _ = reply.send(r);
             }
@@ -593,21 +592,41 @@ impl<C: Consumer> Driver<C> {
         }
     }
 
+    /// A rewind. With `redeliver`, the consumer first counts what it would perform again
+    /// (its ledger, the range streamed from the log); unless that is a dry run, the rewind
+    /// goes ahead only when the operator confirmed and the count is within the limit, else
+    /// it is refused with the report and nothing changes.
     async fn rewind(
         &mut self,
         to: Seq,
         dry_run: bool,
-        redeliver: bool,
-    ) -> Result<RewindReport, StepError> {
+        redeliver: Option<Redeliver>,
+    ) -> Result<RewindReport, ControlError> {
+        let failed = |e: StepError| ControlError::Failed(e.to_string());
         let name = self.consumer.name();
         let log = self.ctx.log.clone();
-        let from = log.cursor(name)?;
-        let stats = log.stats()?;
+        let from = log.cursor(name).map_err(|e| failed(e.into()))?;
+        let stats = log.stats().map_err(|e| failed(e.into()))?;
         let rebuild = self.consumer.rewind_mode() == RewindMode::Rebuild;
         let target = if rebuild {
             Seq(stats.first_seq.saturating_sub(1))
         } else {
             to.min(from)
+        };
+        let redelivery = match redeliver {
+            Some(ask) => {
+                let mut plan = self
+                    .consumer
+                    .plan_redelivery(target, from)
+                    .map_err(|e| failed(e.into()))?;
+                let (configured, key) = self.consumer.max_redeliver();
+                (plan.limit, plan.limit_from) = match ask.max {
+                    Some(max) => (max, "this request".to_owned()),
+                    None => (configured, key.to_owned()),
+                };
+                Some(plan)
+            }
+            None => None,
         };
         let report = RewindReport {
             consumer: name.to_owned(),
@@ -615,33 +634,66 @@ impl<C: Consumer> Driver<C> {
             to_cursor: target.0,
             replay: stats.last_seq.saturating_sub(target.0),
             rebuild,
-            redeliver,
+            redeliver: redeliver.is_some(),
+            redelivery,
             dry_run,
         };
-        if !dry_run {
-            if redeliver {
-                self.consumer
-                    .redeliver(target, from)
-                    .map_err(|e| StepError(e.to_string()))?;
-            }
-            if rebuild {
-                self.consumer
-                    .reset()
-                    .map_err(|e| StepError(e.to_string()))?;
-            }
-            self.consumer.move_committed_cursor(target).await?;
-            log.store_cursor(name, target)?;
-            tracing::info!(
-                consumer = name,
-                from = from.0,
-                to = target.0,
-                rebuild,
-                redeliver,
-                "rewound"
-            );
-            self.ctx.registry.wake.notify_waiters();
+        if dry_run {
+            return Ok(report);
         }
+        match (redeliver, &report.redelivery) {
+            (Some(ask), Some(_)) if !ask.confirm => {
+                return Err(ControlError::Unconfirmed(Box::new(report)));
+            }
+            (Some(_), Some(plan)) if !plan.within_limit() => {
+                tracing::warn!(
+                    consumer = name,
+                    effects = plan.effects,
+                    limit = plan.limit,
+                    "a confirmed redelivery over the limit was refused"
+                );
+                return Err(ControlError::OverLimit(Box::new(report)));
+            }
+            _ => {}
+        }
+        self.apply_rewind(target, from, rebuild, redeliver.is_some())
+            .await
+            .map_err(failed)?;
         Ok(report)
+    }
+
+    /// Carries out a rewind from `from` to `target` that has been checked.
+    async fn apply_rewind(
+        &mut self,
+        target: Seq,
+        from: Seq,
+        rebuild: bool,
+        redeliver: bool,
+    ) -> Result<(), StepError> {
+        let name = self.consumer.name();
+        let log = self.ctx.log.clone();
+        if redeliver {
+            self.consumer
+                .redeliver(target, from)
+                .map_err(|e| StepError(e.to_string()))?;
+        }
+        if rebuild {
+            self.consumer
+                .reset()
+                .map_err(|e| StepError(e.to_string()))?;
+        }
+        self.consumer.move_committed_cursor(target).await?;
+        log.store_cursor(name, target)?;
+        tracing::info!(
+            consumer = name,
+            from = from.0,
+            to = target.0,
+            rebuild,
+            redeliver,
+            "rewound"
+        );
+        self.ctx.registry.wake.notify_waiters();
+        Ok(())
     }
 
     async fn redrive(&mut self, only: Option<Seq>) -> Result<RedriveReport, StepError> {

@@ -78,7 +78,10 @@ use crate::state::StateError;
 
 pub use batches::{Batch, Record};
 pub use dead_letters::{dead_letters, DeadLetter, DEAD_LETTERS};
-pub use registry::{ConsumerInfo, ControlError, RedriveReport, Registry, RewindReport, RunState};
+pub use registry::{
+    ConsumerInfo, ControlError, Redeliver, RedeliveryPlan, RedriveReport, Registry, RewindReport,
+    RunState,
+};
 
 /// Why a batch failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,6 +189,23 @@ pub trait Consumer: Send + 'static {
     fn redeliver(&mut self, after: Seq, through: Seq) -> Result<(), BatchError> {
         let _ = (after, through);
         Ok(())
+    }
+
+    /// What [`Self::redeliver`] with the same range would perform again, counted from the
+    /// effects ledger by the same rules that handling the range inside a new window follows,
+    /// reading the range from the log a batch at a time
+    /// ([`redelivery::scan`]); changes nothing. The driver opens the window only when the
+    /// operator confirmed and the count is within the limit. Only called when
+    /// [`Self::has_effects`] is true; the default counts nothing.
+    fn plan_redelivery(&mut self, after: Seq, through: Seq) -> Result<RedeliveryPlan, BatchError> {
+        let _ = (after, through);
+        Ok(RedeliveryPlan::new("effects"))
+    }
+
+    /// The most effects one redelivery may perform unless the operator raises the limit for
+    /// that call, and the configuration key that sets it (`[sender] max_redeliver`).
+    fn max_redeliver(&self) -> (u64, &'static str) {
+        (0, "no limit configured")
     }
 
     /// The consumer is caught up (nothing new to read): time-driven work, such as

@@ -12,16 +12,70 @@
 //! between the rewind and the replay, and it is closed once the consumer's own progress
 //! passes `through`. A redrive hands over records behind the cursor: those never close it.
 //!
+//! # Limits
+//!
+//! Before a window is opened, the consumer counts what it would perform again
+//! ([`Consumer::plan_redelivery`], a [`RedeliveryPlan`](super::RedeliveryPlan)): its own ledger decides, record by
+//! record, exactly as handling the range inside a fresh window would, and the range is read
+//! from the log in batches of [`SCAN_BATCH`] ([`scan`]), so the count costs no memory per
+//! record. The driver opens the window only when the operator confirmed and the count is
+//! within the limit (`max_redeliver` of the consumer's section, or the operator's own for
+//! that one call); otherwise it refuses and changes nothing (docs/operations.md#redeliver-safely).
+//!
 //! [`Consumer::redeliver`]: super::Consumer::redeliver
+//! [`Consumer::plan_redelivery`]: super::Consumer::plan_redelivery
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Micros, Seq};
+use crate::event::{Event, Micros, Seq};
+use crate::log::{Log, LogError};
 use crate::state::{KvTree, StateError};
 
 const WINDOW_KEY: &[u8] = b"redeliver";
+
+/// Records read from the log at a time while counting a redelivery.
+pub const SCAN_BATCH: usize = 512;
+
+/// Hands `f` the records in `(after, through]`, in order, [`SCAN_BATCH`] at a time, so that
+/// counting a range of any length holds one batch in memory. A record that cannot be decoded
+/// is left out (the driver dead-letters it; it performs nothing).
+pub fn scan(
+    log: &dyn Log,
+    after: Seq,
+    through: Seq,
+    mut f: impl FnMut(Vec<Event>) -> Result<(), super::BatchError>,
+) -> Result<(), super::BatchError> {
+    let transient = |e: LogError| super::BatchError::Transient(e.to_string());
+    let mut from = after;
+    while from < through {
+        let want = (through.0 - from.0).min(SCAN_BATCH as u64) as usize;
+        let events = match log.read(from, want) {
+            Ok(events) => events,
+            Err(LogError::Corrupt { seq, .. }) => {
+                // The records before it, then on after it.
+                let before = seq.0.saturating_sub(from.0 + 1) as usize;
+                let events = if before > 0 {
+                    log.read(from, before).map_err(transient)?
+                } else {
+                    Vec::new()
+                };
+                f(events)?;
+                from = seq;
+                continue;
+            }
+            Err(e) => return Err(transient(e)),
+        };
+        let Some(last) = events.last().map(|e| e.seq) else {
+            return Ok(());
+        };
+        let events: Vec<Event> = events.into_iter().filter(|e| e.seq <= through).collect();
+        f(events)?;
+        from = last;
+    }
+    Ok(())
+}
 
 /// Records in `(after, through]` perform their effect again, once each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,11 @@
 //! concurrently with a batch. Pauses are not kept here: they are records in the log, and the
 //! drivers read them from the projection the daemon names with [`Registry::read_pauses_from`]
 //! (the `controls` consumer), before every batch.
+//!
+//! A rewind with `redeliver` ([`Redeliver`]) is carried out only when the operator confirmed
+//! it and the consumer's own count of what it would perform again ([`RedeliveryPlan`]) is
+//! within the limit; otherwise it is refused with the report
+//! ([`ControlError::Unconfirmed`], [`ControlError::OverLimit`]) and nothing changes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -56,8 +61,114 @@ pub struct RewindReport {
     /// Effects of the records in range are performed again (dispatch, sender).
     #[serde(default)]
     pub redeliver: bool,
+    /// With `redeliver`: what would be (or is being) performed again, and the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redelivery: Option<RedeliveryPlan>,
     /// Nothing was changed.
     pub dry_run: bool,
+}
+
+impl RewindReport {
+    /// Why a rewind with `redeliver` was refused and exactly what to run next (with the
+    /// counts); `confirmed` says whether the operator had confirmed it.
+    pub fn refusal(&self, confirmed: bool) -> String {
+        let name = &self.consumer;
+        let to = self.to_cursor;
+        let Some(plan) = &self.redelivery else {
+            return format!("{name}: nothing was changed");
+        };
+        let range = match (plan.first_seq, plan.last_seq) {
+            (Some(first), Some(last)) => format!(
+                " (records {first}..={last}, e.g. {})",
+                plan.sample.join(", ")
+            ),
+            _ => String::new(),
+        };
+        let mut text = format!(
+            "{name}: nothing was changed. Rewinding to {to} with redeliver would perform {} {} \
+             again{range}.",
+            plan.effects, plan.unit
+        );
+        if plan.within_limit() {
+            text.push_str(&format!(
+                " To go ahead: `hooklog-replay rewind {name} --to-seq {to} --redeliver --yes` \
+                 (admin API: add \"confirm\": true)."
+            ));
+        } else {
+            let state = if confirmed { "Refused: that" } else { "That" };
+            text.push_str(&format!(
+                " {state} is more than the limit of {} ({}). Narrow the range (a later \
+                 --to-seq), or raise the limit for this call only: `hooklog-replay rewind \
+                 {name} --to-seq {to} --redeliver --yes --max {}` (admin API: \"confirm\": \
+                 true, \"max_redeliver\": {})",
+                plan.limit, plan.limit_from, plan.effects, plan.effects
+            ));
+            text.push('.');
+        }
+        text
+    }
+}
+
+/// How a rewind performs effects again (dispatch, sender): only with the operator's
+/// confirmation, and only within a limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Redeliver {
+    /// The operator confirmed (`--yes`, `"confirm": true`); without it the rewind only
+    /// reports what it would do.
+    pub confirm: bool,
+    /// The operator's limit for this call instead of the configured `max_redeliver`.
+    pub max: Option<u64>,
+}
+
+/// Ids a plan names as examples.
+pub const SAMPLE: usize = 10;
+
+/// What a redelivery would perform again: counted by the consumer from its ledger, before
+/// anything changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedeliveryPlan {
+    /// What one effect is: `sends` (the sender) or `wake-ups` (dispatch: events × agents).
+    pub unit: String,
+    /// How many effects the window would perform again.
+    pub effects: u64,
+    /// The first and last record in range that would perform one, if any.
+    pub first_seq: Option<u64>,
+    /// See `first_seq`.
+    pub last_seq: Option<u64>,
+    /// The first few of them: message ids (sender), `seq:agent` (dispatch).
+    pub sample: Vec<String>,
+    /// The most effects this rewind may perform: the configured `max_redeliver`, or the
+    /// operator's own for this call.
+    #[serde(default)]
+    pub limit: u64,
+    /// Where the limit came from: `[sender] max_redeliver`, or `this request`.
+    #[serde(default)]
+    pub limit_from: String,
+}
+
+impl RedeliveryPlan {
+    /// An empty plan counting `unit`.
+    pub fn new(unit: &str) -> RedeliveryPlan {
+        RedeliveryPlan {
+            unit: unit.to_owned(),
+            ..RedeliveryPlan::default()
+        }
+    }
+
+    /// Counts one effect of record `seq`, named `id` in the sample.
+    pub fn add(&mut self, seq: Seq, id: impl FnOnce() -> String) {
+        self.effects += 1;
+        self.first_seq.get_or_insert(seq.0);
+        self.last_seq = Some(seq.0);
+        if self.sample.len() < SAMPLE {
+            self.sample.push(id());
+        }
+    }
+
+    /// Whether the count is within the limit.
+    pub fn within_limit(&self) -> bool {
+        self.effects <= self.limit
+    }
 }
 
 /// The outcome of a redrive.
@@ -75,7 +186,7 @@ pub(super) enum Control {
     Rewind {
         to: Seq,
         dry_run: bool,
-        redeliver: bool,
+        redeliver: Option<Redeliver>,
         reply: oneshot::Sender<Result<RewindReport, ControlError>>,
     },
     Redrive {
@@ -136,6 +247,14 @@ pub enum ControlError {
     /// The request does not apply to this consumer (nothing was changed).
     #[error("{0}")]
     Refused(String),
+    /// A rewind with `redeliver` the operator has not confirmed: nothing was changed; the
+    /// report says what it would perform again.
+    #[error("{}", .0.refusal(false))]
+    Unconfirmed(Box<RewindReport>),
+    /// A confirmed rewind with `redeliver` that would perform more effects again than the
+    /// limit: nothing was changed.
+    #[error("{}", .0.refusal(true))]
+    OverLimit(Box<RewindReport>),
 }
 
 impl Registry {
@@ -173,14 +292,29 @@ impl Registry {
         })
     }
 
-    /// Rewinds `name` so that records after `to` are processed again; with `redeliver`, a
-    /// consumer with an effects ledger performs their effects again too.
+    /// Rewinds `name` so that records after `to` are processed again. `redeliver` asks for
+    /// their effects again too, unconfirmed: the consumer reports what it would perform and
+    /// changes nothing ([`ControlError::Unconfirmed`]); see [`Self::rewind_with`].
     pub async fn rewind(
         &self,
         name: &str,
         to: Seq,
         dry_run: bool,
         redeliver: bool,
+    ) -> Result<RewindReport, ControlError> {
+        let redeliver = redeliver.then(Redeliver::default);
+        self.rewind_with(name, to, dry_run, redeliver).await
+    }
+
+    /// Rewinds `name` so that records after `to` are processed again; with `redeliver`, a
+    /// consumer with an effects ledger performs their effects again too, once confirmed and
+    /// within the limit.
+    pub async fn rewind_with(
+        &self,
+        name: &str,
+        to: Seq,
+        dry_run: bool,
+        redeliver: Option<Redeliver>,
     ) -> Result<RewindReport, ControlError> {
         let tx = self.sender(name)?;
         let (reply, rx) = oneshot::channel();

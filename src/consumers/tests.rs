@@ -394,6 +394,17 @@ impl Consumer for Effectful {
         self.windows.lock().unwrap().push((after.0, through.0));
         Ok(())
     }
+    /// One effect per record in range; the limit is 2.
+    fn plan_redelivery(&mut self, after: Seq, through: Seq) -> Result<RedeliveryPlan, BatchError> {
+        let mut plan = RedeliveryPlan::new("effects");
+        for seq in after.0 + 1..=through.0 {
+            plan.add(Seq(seq), || format!("e{seq}"));
+        }
+        Ok(plan)
+    }
+    fn max_redeliver(&self) -> (u64, &'static str) {
+        (2, "[effectful] max_redeliver")
+    }
     async fn tick(&mut self) -> Result<(), BatchError> {
         self.ticks.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -446,16 +457,120 @@ async fn redeliver_reaches_only_a_consumer_with_effects_and_an_idle_consumer_tic
         windows.lock().unwrap().is_empty(),
         "a dry run redelivers nothing"
     );
+    let confirmed = Redeliver {
+        confirm: true,
+        max: None,
+    };
     let report = ctx
         .registry
-        .rewind("effectful", Seq(1), false, true)
+        .rewind_with("effectful", Seq(2), false, Some(confirmed))
         .await
         .unwrap();
     assert!(report.redeliver);
-    assert_eq!(*windows.lock().unwrap(), vec![(1, 4)]);
+    assert_eq!(report.redelivery.map(|p| p.effects), Some(2));
+    assert_eq!(*windows.lock().unwrap(), vec![(2, 4)]);
     stop.send(true).unwrap();
     t1.await.unwrap();
     t2.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_redelivery_is_refused_unconfirmed_and_over_the_limit_and_goes_ahead_only_when_confirmed_within_it(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, ctx) = setup(dir.path());
+    for body in ["a", "b", "c", "d"] {
+        append(&log, body).await;
+    }
+    let windows = Arc::new(Mutex::new(Vec::new()));
+    let e = Effectful {
+        windows: windows.clone(),
+        ticks: Arc::new(AtomicU32::new(0)),
+    };
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(spawn_driver(e, ctx.clone(), rx));
+    until(|| log.cursor("effectful").unwrap() == Seq(4)).await;
+    let untouched = |what: &str| {
+        assert!(windows.lock().unwrap().is_empty(), "{what}: no window");
+        assert_eq!(log.cursor("effectful").unwrap(), Seq(4), "{what}: no move");
+    };
+
+    // Not confirmed (the plain `rewind` with redeliver): the report, and nothing changes.
+    let err = ctx
+        .registry
+        .rewind("effectful", Seq(0), false, true)
+        .await
+        .unwrap_err();
+    let ControlError::Unconfirmed(report) = &err else {
+        panic!("expected Unconfirmed, got {err}");
+    };
+    let plan = report.redelivery.clone().unwrap();
+    assert_eq!(
+        (plan.effects, plan.first_seq, plan.last_seq, plan.limit),
+        (4, Some(1), Some(4), 2)
+    );
+    assert_eq!(plan.sample, ["e1", "e2", "e3", "e4"]);
+    let text = err.to_string();
+    assert!(text.contains("perform 4 effects again"), "{text}");
+    assert!(
+        text.contains("hooklog-replay rewind effectful --to-seq 0 --redeliver --yes --max 4"),
+        "{text}"
+    );
+    untouched("unconfirmed");
+
+    // Confirmed, over the configured limit of 2.
+    let confirmed = Redeliver {
+        confirm: true,
+        max: None,
+    };
+    let err = ctx
+        .registry
+        .rewind_with("effectful", Seq(0), false, Some(confirmed))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ControlError::OverLimit(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("more than the limit of 2 ([effectful] max_redeliver)"),
+        "{err}"
+    );
+    untouched("over the limit");
+
+    // A limit raised for this call, but still below the count.
+    let raised = |max| Redeliver {
+        confirm: true,
+        max: Some(max),
+    };
+    let err = ctx
+        .registry
+        .rewind_with("effectful", Seq(0), false, Some(raised(3)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("limit of 3 (this request)"),
+        "{err}"
+    );
+    untouched("over a raised limit");
+
+    // A dry run reports and changes nothing, whatever the count.
+    let dry = ctx
+        .registry
+        .rewind_with("effectful", Seq(0), true, Some(Redeliver::default()))
+        .await
+        .unwrap();
+    assert_eq!(dry.redelivery.map(|p| p.effects), Some(4));
+    untouched("a dry run");
+
+    // Raised to the count: it goes ahead.
+    let report = ctx
+        .registry
+        .rewind_with("effectful", Seq(0), false, Some(raised(4)))
+        .await
+        .unwrap();
+    assert_eq!(report.redelivery.map(|p| p.effects), Some(4));
+    assert_eq!(*windows.lock().unwrap(), vec![(0, 4)]);
+    stop.send(true).unwrap();
+    task.await.unwrap();
 }
 
 /// Journals what the driver hands it (`learn:<seq>`, `handle:<seq>`) and the cursor at

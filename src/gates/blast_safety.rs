@@ -8,6 +8,11 @@
 //! OK and MD limits (≤ 3 per 24 h) are per person, not per sending number, and varying
 //! wording or numbers to get around a filter is what carriers punish (docs/reference/compliance.md#blast-safety-and-duplicates).
 //! A request that would be the (cap + 1)-th in the window is refused.
+//!
+//! A re-send of a message (an operator's redelivery) is evaluated again with its own
+//! earlier sends passed apart (`own`): they count toward the caps like any send, since the
+//! re-send is one more message to the person and on the line, but never make it a duplicate
+//! of itself.
 
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
@@ -45,10 +50,13 @@ pub fn content_hash(body: &str) -> ContentHash {
     Sha256::digest(normalize_body(body).as_bytes()).into()
 }
 
-/// Every blast-safety problem of sending `body` to `to` on `line_id` at `now`.
+/// Every blast-safety problem of sending `body` to `to` on `line_id` at `now`. `history`
+/// holds the recent sends of other messages, `own` the earlier sends of this same message
+/// (empty for a new request): both count toward the caps, only `history` for duplicates.
 pub fn check(
     config: &ComplianceConfig,
     history: &[Sent],
+    own: &[Sent],
     line_id: &str,
     to: &str,
     body: &str,
@@ -63,7 +71,7 @@ pub fn check(
     }
     let since = now - Duration::hours(24);
     // Future-dated records count too: a clock step back must not reopen the budget.
-    let recent = || history.iter().filter(|s| s.at > since);
+    let recent = || history.iter().chain(own).filter(|s| s.at > since);
     let on_line = recent().filter(|s| s.line_id == line_id).count();
     if on_line >= config.line_daily_cap as usize {
         reasons.push(Reason::new(
@@ -85,7 +93,8 @@ pub fn check(
         ));
     }
     let hash = content_hash(body);
-    if recent().any(|s| s.to == to && s.content_hash == hash) {
+    let others = || history.iter().filter(|s| s.at > since);
+    if others().any(|s| s.to == to && s.content_hash == hash) {
         reasons.push(Reason::new(
             ReasonCode::DuplicateContent,
             format!("{to} already received this message in the last 24 h"),
@@ -120,7 +129,7 @@ mod tests {
         body: &str,
         now: DateTime<Utc>,
     ) -> Vec<ReasonCode> {
-        check(c, h, line, TO, body, now)
+        check(c, h, &[], line, TO, body, now)
             .into_iter()
             .map(|r| r.code)
             .collect()
@@ -180,6 +189,40 @@ mod tests {
         );
         assert!(codes(&c, &history, "b", "y", t(2)).is_empty());
         assert!(codes(&c, &history[1..], "a", "y", t(2)).is_empty());
+    }
+
+    #[test]
+    fn a_resend_counts_its_own_earlier_sends_toward_the_caps_but_is_no_duplicate_of_itself() {
+        let c = ComplianceConfig {
+            recipient_cap_24h: 2,
+            ..ComplianceConfig::default()
+        };
+        let codes = |history: &[Sent], own: &[Sent]| -> Vec<ReasonCode> {
+            check(&c, history, own, "a", TO, "Hi Sam", t(3))
+                .into_iter()
+                .map(|r| r.code)
+                .collect()
+        };
+        let original = [sent("a", TO, "Hi Sam", t(0))];
+        // The same send as someone else's message is a duplicate; as its own, it is not.
+        assert_eq!(codes(&original, &[]), [ReasonCode::DuplicateContent]);
+        assert!(codes(&[], &original).is_empty());
+        // Its own send counts toward the cap: with one more message the cap is reached.
+        let other = [sent("b", TO, "something else", t(1))];
+        assert_eq!(codes(&other, &original), [ReasonCode::RecipientCap24h]);
+        assert!(codes(&other, &[]).is_empty());
+        // And toward the line's cap.
+        let line = ComplianceConfig {
+            line_daily_cap: 1,
+            ..ComplianceConfig::default()
+        };
+        assert_eq!(
+            check(&line, &[], &original, "a", TO, "Hi Sam", t(3))
+                .into_iter()
+                .map(|r| r.code)
+                .collect::<Vec<_>>(),
+            [ReasonCode::LineDailyCap]
+        );
     }
 
     #[test]

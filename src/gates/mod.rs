@@ -5,7 +5,9 @@
 //! the configuration, a suppression lookup, the recent sends and whether the line has texted
 //! the recipient before; [`evaluate`] returns a [`Decision`] whose reasons carry a
 //! machine-readable [`ReasonCode`] and a sentence for a human. The outbound consumer runs
-//! them and appends the decision; the sender runs some again at the last moment.
+//! them and appends the decision; the sender runs some again at the last moment, and all of
+//! them again for a re-send (an operator's redelivery), passing the message's own earlier
+//! sends apart ([`Inputs::own_history`]).
 //!
 //! # Gate order
 //!
@@ -100,8 +102,12 @@ pub struct Inputs<'a> {
     pub lines: &'a [LineConfig],
     /// The suppression list.
     pub suppressions: &'a dyn Suppressions,
-    /// Recent sends, at least the last 24 h, every line.
+    /// Recent sends, at least the last 24 h, every line (for a re-send: of other messages).
     pub history: &'a [Sent],
+    /// For a re-send of a message (an operator's redelivery): the earlier sends of this same
+    /// message in the last 24 h. They count toward the caps, but a re-send is no duplicate of
+    /// itself ([`blast_safety::check`]). Empty for a new request.
+    pub own_history: &'a [Sent],
     /// Whether the request's line has ever texted the recipient (else this is a first
     /// contact).
     pub line_has_texted_recipient: bool,
@@ -184,6 +190,7 @@ pub fn evaluate(req: &Request, inputs: &Inputs<'_>) -> Decision {
         refusals.extend(blast_safety::check(
             config,
             inputs.history,
+            inputs.own_history,
             &req.line_id,
             to,
             &req.body,
@@ -192,6 +199,7 @@ pub fn evaluate(req: &Request, inputs: &Inputs<'_>) -> Decision {
     } else if config.kill_switch {
         refusals.extend(blast_safety::check(
             config,
+            &[],
             &[],
             &req.line_id,
             &req.to,
@@ -304,6 +312,7 @@ mod tests {
                 lines: &lines,
                 suppressions: &lookup,
                 history,
+                own_history: &[],
                 line_has_texted_recipient: false,
                 line_blocked: None,
             },
@@ -424,6 +433,7 @@ mod tests {
                     lines: &lines,
                     suppressions: &lifted_on_quo,
                     history: &[],
+                    own_history: &[],
                     line_has_texted_recipient: true,
                     line_blocked: None,
                 },
@@ -557,6 +567,7 @@ mod tests {
                 lines: &lines,
                 suppressions: &broken,
                 history: &[],
+                own_history: &[],
                 line_has_texted_recipient: true,
                 line_blocked: None,
             },
@@ -575,6 +586,7 @@ mod tests {
                 lines: &lines,
                 suppressions: &nobody,
                 history: &[],
+                own_history: &[],
                 line_has_texted_recipient: true,
                 line_blocked: Some("Quo: A2P registration not approved"),
             },

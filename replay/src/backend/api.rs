@@ -67,6 +67,10 @@ pub struct Refused {
     pub text: String,
     /// The server's `message`, or `(no message)`.
     pub message: String,
+    /// The server's `error` kind (`bad_request`, `redeliver_unconfirmed`, …), if it gave one.
+    pub kind: Option<String>,
+    /// The report a refused `rewind … --redeliver` carries (`report`), if any.
+    pub report: Option<Value>,
 }
 
 /// The [`Refused`] error in `e`'s chain, if any.
@@ -152,17 +156,24 @@ impl Api {
             Err(ureq::Error::Status(401, _)) => Err(self.unauthorised()),
             Err(ureq::Error::Status(code, resp)) => {
                 let text = resp.status_text().to_owned();
-                let message = resp
+                let body: Option<Value> = resp
                     .into_string()
                     .ok()
-                    .and_then(|body| server_message(&body))
-                    .unwrap_or_else(|| "(no message)".to_owned());
+                    .and_then(|body| serde_json::from_str(&body).ok());
+                let field = |name: &str| {
+                    body.as_ref()
+                        .and_then(|b| b.get(name))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                };
                 Err(Refused {
                     method,
                     path: path.to_owned(),
                     code,
                     text,
-                    message,
+                    message: field("message").unwrap_or_else(|| "(no message)".to_owned()),
+                    kind: field("error"),
+                    report: body.as_ref().and_then(|b| b.get("report")).cloned(),
                 }
                 .into())
             }
@@ -252,11 +263,6 @@ impl Api {
 }
 
 /// The `message` of the admin API's error body `{"error": …, "message": …}`.
-fn server_message(body: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    v.get("message")?.as_str().map(str::to_owned)
-}
-
 /// `key`'s list in a JSON answer, each entry decoded.
 fn list_of<T: serde::de::DeserializeOwned>(
     mut answer: Value,

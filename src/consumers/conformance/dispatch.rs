@@ -56,6 +56,7 @@ impl UnderTest for UnderDispatch {
             },
             dead_letter_after: Duration::from_secs(3600),
             max_event_age: None,
+            max_redeliver: 1000,
         };
         let gateway = Client::new(Secret::new("conformance"), &GatewayOptions::default());
         Dispatch::new(

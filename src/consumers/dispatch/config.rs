@@ -83,7 +83,17 @@ pub struct DispatchConfig {
     /// then the consumer backs off as a whole and tries again later.
     #[serde(deserialize_with = "crate::config::de::parsed")]
     pub retry_max_elapsed_secs: u64,
+    /// The most agent wake-ups (events × agents) one `rewind dispatch --redeliver` may
+    /// perform, unless the operator raises it for that call (`--max N`). Higher than the
+    /// sender's: a wake-up reaches an agent, which is idempotent per key, not a person; but a
+    /// mistyped range must not wake every agent for the whole history.
+    #[serde(deserialize_with = "crate::config::de::parsed")]
+    pub max_redeliver: u64,
 }
+
+/// The most a configured `max_redeliver` may be: larger redeliveries take `--max` on the
+/// one call that needs it, never a standing setting.
+pub const MAX_REDELIVER_CEILING: u64 = 1_000_000;
 
 impl Default for DispatchConfig {
     fn default() -> Self {
@@ -103,6 +113,7 @@ impl Default for DispatchConfig {
             retry_base_ms: policy.retry.base.as_millis() as u64,
             retry_max_ms: policy.retry.max.as_millis() as u64,
             retry_max_elapsed_secs: policy.max_elapsed.as_secs(),
+            max_redeliver: 1000,
         }
     }
 }
@@ -139,6 +150,14 @@ impl DispatchConfig {
             return Err(format!(
                 "dead_letter_after_secs: {} is below 60 (a gateway restart would dead-letter events)",
                 self.dead_letter_after_secs
+            ));
+        }
+        if !(1..=MAX_REDELIVER_CEILING).contains(&self.max_redeliver) {
+            return Err(format!(
+                "max_redeliver: {} is outside 1..={MAX_REDELIVER_CEILING}; it is the most agent \
+                 wake-ups one `rewind dispatch --redeliver` may perform (default 1000); for a \
+                 larger redelivery, pass --max N to that one rewind instead",
+                self.max_redeliver
             ));
         }
         if self.failure_threshold == 0 {

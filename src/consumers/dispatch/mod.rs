@@ -93,9 +93,11 @@ use serde::{Deserialize, Serialize};
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::consumers::dedup::{self, RangeVerdicts, Verdicts};
 use crate::consumers::outbound::{DispatchResult, OutboundRecord};
-use crate::consumers::redelivery::Redelivery;
 pub use crate::consumers::redelivery::RedeliveryWindow;
-use crate::consumers::{compliance, Batch, BatchError, Consumer, RewindMode, DEAD_LETTERS};
+use crate::consumers::redelivery::{scan, Redelivery};
+use crate::consumers::{
+    compliance, Batch, BatchError, Consumer, RedeliveryPlan, RewindMode, DEAD_LETTERS,
+};
 use crate::event::{Event, Micros, Seq, Source};
 use crate::log::Log;
 use crate::metrics::Metrics;
@@ -150,6 +152,8 @@ pub struct Settings {
     pub dead_letter_after: Duration,
     /// Events that happened longer ago than this are not dispatched (`None`: no limit).
     pub max_event_age: Option<Duration>,
+    /// The most wake-ups one redelivery may perform without the operator's `--max`.
+    pub max_redeliver: u64,
 }
 
 impl Settings {
@@ -163,6 +167,7 @@ impl Settings {
             dead_letter_after: Duration::from_secs(c.dead_letter_after_secs),
             max_event_age: (c.max_event_age_secs > 0)
                 .then(|| Duration::from_secs(c.max_event_age_secs)),
+            max_redeliver: c.max_redeliver,
         })
     }
 }
@@ -239,6 +244,18 @@ impl Parties {
     }
 }
 
+/// A record's parse, its parties, and the routes it matches.
+type Targets<'r, 's> = (&'r Parsed, Parties, Vec<&'s Route>);
+
+/// What the ledger says about one event for one agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RouteDue {
+    /// Dispatched already (outside a window, or in this window).
+    Done,
+    /// To dispatch (if not too old, outside a window).
+    Dispatch,
+}
+
 fn ledger_key(seq: Seq, agent: &str) -> Vec<u8> {
     let mut key = seq.to_key().to_vec();
     key.extend_from_slice(agent.as_bytes());
@@ -292,6 +309,69 @@ impl Dispatch {
         self.redelivery.current()
     }
 
+    /// The agents `record` goes to, with its parse and parties; `None` when it wakes no one
+    /// (a duplicate, hooklog's own record, a record that does not parse).
+    fn targets<'r>(
+        &self,
+        record: &super::Record<'r>,
+        verdicts: &RangeVerdicts,
+    ) -> Result<Option<Targets<'r, '_>>, BatchError> {
+        let event = record.event;
+        if !verdicts.is_original(event.seq)? {
+            return Ok(None);
+        }
+        if matches!(event.source, Source::Outbound | Source::Internal) {
+            return Ok(None);
+        }
+        let Ok(parsed) = record.parsed() else {
+            // Compliance dead-letters it; there is nothing to tell an agent.
+            tracing::debug!(seq = event.seq.0, "record does not parse: not dispatched");
+            return Ok(None);
+        };
+        let Some(provider) = parsed.provider else {
+            // hooklog's own records were skipped above; nothing else parses without one.
+            return Ok(None);
+        };
+        let parties = Parties::of(parsed);
+        let routes =
+            self.settings
+                .routes
+                .match_event_on(parsed.kind.as_str(), provider, &parties.lines());
+        Ok(Some((parsed, parties, routes)))
+    }
+
+    /// What the ledger says to do with `event` for `route`'s agent, inside `window` (the
+    /// window already filtered to the record) or outside any. What [`Self::process`] acts on,
+    /// and what a redelivery's plan counts.
+    fn route_due(
+        &self,
+        event: &Event,
+        route: &Route,
+        window: Option<RedeliveryWindow>,
+    ) -> Result<RouteDue, BatchError> {
+        match (self.ledger_entry(event.seq, &route.agent)?, window) {
+            (None, _) => {}
+            (Some(e), Some(w)) if e.window == Some(w.generation) => return Ok(RouteDue::Done),
+            (Some(_), Some(_)) => {}
+            (Some(e), None) if e.outcome == DEAD_LETTERED => {
+                if self.dead_letters.get(&event.seq.to_key())?.is_none() {
+                    return Err(BatchError::Poison {
+                        seq: event.seq,
+                        error: format!(
+                            "agent {}: not delivered within {} s of receipt (recorded before a restart)",
+                            route.agent,
+                            self.settings.dead_letter_after.as_secs()
+                        ),
+                    });
+                }
+                // Still a dead letter: a redrive, or a rewind over it. Try again.
+            }
+            (Some(_), None) => return Ok(RouteDue::Done),
+        }
+        // A window dispatches even an old event: the operator asked.
+        Ok(RouteDue::Dispatch)
+    }
+
     async fn process(
         &self,
         record: super::Record<'_>,
@@ -299,46 +379,13 @@ impl Dispatch {
         window: Option<RedeliveryWindow>,
     ) -> Result<(), BatchError> {
         let event = record.event;
-        if !verdicts.is_original(event.seq)? {
-            return Ok(());
-        }
-        if matches!(event.source, Source::Outbound | Source::Internal) {
-            return Ok(());
-        }
-        let Ok(parsed) = record.parsed() else {
-            // Compliance dead-letters it; there is nothing to tell an agent.
-            tracing::debug!(seq = event.seq.0, "record does not parse: not dispatched");
+        let Some((parsed, parties, routes)) = self.targets(&record, verdicts)? else {
             return Ok(());
         };
-        let Some(provider) = parsed.provider else {
-            // hooklog's own records were skipped above; nothing else parses without one.
-            return Ok(());
-        };
-        let parties = Parties::of(parsed);
-        let routes =
-            self.settings
-                .routes
-                .match_event_on(parsed.kind.as_str(), provider, &parties.lines());
         let window = window.filter(|w| w.contains(event.seq));
         for route in routes {
-            match (self.ledger_entry(event.seq, &route.agent)?, window) {
-                (None, _) => {}
-                (Some(e), Some(w)) if e.window == Some(w.generation) => continue,
-                (Some(_), Some(_)) => {}
-                (Some(e), None) if e.outcome == DEAD_LETTERED => {
-                    if self.dead_letters.get(&event.seq.to_key())?.is_none() {
-                        return Err(BatchError::Poison {
-                            seq: event.seq,
-                            error: format!(
-                                "agent {}: not delivered within {} s of receipt (recorded before a restart)",
-                                route.agent,
-                                self.settings.dead_letter_after.as_secs()
-                            ),
-                        });
-                    }
-                    // Still a dead letter: a redrive, or a rewind over it. Try again.
-                }
-                (Some(_), None) => continue,
+            if self.route_due(event, route, window)? == RouteDue::Done {
+                continue;
             }
             if window.is_none() && self.too_old(event, parsed) {
                 self.skip_stale(event, route)?;
@@ -348,6 +395,37 @@ impl Dispatch {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The wake-ups a redelivery window over `(after, through]` would perform: every agent
+    /// every record in range is routed to, as [`Self::route_due`] decides inside a new
+    /// window (which dispatches an event that was too old to dispatch at first, too).
+    fn plan(&self, after: Seq, through: Seq) -> Result<RedeliveryPlan, BatchError> {
+        let mut plan = RedeliveryPlan::new("wake-ups");
+        let window = RedeliveryWindow {
+            after: after.0,
+            through: through.0,
+            // A generation no ledger entry has (real ones are times in µs).
+            generation: u64::MAX,
+        };
+        scan(self.log.as_ref(), after, through, |events| {
+            let verdicts = self.verdicts.of_batch(&events)?;
+            let batch = Batch::new(events);
+            for record in batch.records() {
+                let Some((_, _, routes)) = self.targets(&record, &verdicts)? else {
+                    continue;
+                };
+                for route in routes {
+                    if self.route_due(record.event, route, Some(window))? == RouteDue::Dispatch {
+                        plan.add(record.event.seq, || {
+                            format!("{}:{}", record.event.seq.0, route.agent)
+                        });
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(plan)
     }
 
     /// Whether the event is older than `max_event_age`: a backfilled copy of an old message
@@ -560,6 +638,14 @@ impl Consumer for Dispatch {
 
     fn has_effects(&self) -> bool {
         true
+    }
+
+    fn plan_redelivery(&mut self, after: Seq, through: Seq) -> Result<RedeliveryPlan, BatchError> {
+        self.plan(after, through)
+    }
+
+    fn max_redeliver(&self) -> (u64, &'static str) {
+        (self.settings.max_redeliver, "[dispatch] max_redeliver")
     }
 
     fn redeliver(&mut self, after: Seq, through: Seq) -> Result<(), BatchError> {

@@ -116,6 +116,7 @@ fn settings(extra: Vec<Route>) -> Settings {
         },
         dead_letter_after: Duration::from_secs(3600),
         max_event_age: None,
+        max_redeliver: 1000,
     }
 }
 
@@ -724,4 +725,57 @@ async fn learning_keeps_the_ledger_entries_this_process_wrote() {
         (REJECTED, "hooklog:2:theirs", None)
     );
     assert!(h.gateway.seen().is_empty(), "learning calls nothing");
+}
+
+#[tokio::test]
+async fn the_plan_counts_every_wake_up_a_window_would_perform_and_changes_nothing() {
+    let mut h = harness_with(vec![Route {
+        kinds: vec!["message.received".into()],
+        provider: None,
+        line: None,
+        agent: "closer".into(),
+        url: None,
+    }]);
+    let t = now();
+    let mut sent = Vec::new();
+    for s in 1..=3 {
+        sent.push(inbound(s, t + s as i64, &format!("+1555555080{s}"), "hi"));
+    }
+    // The third arrives twice (a provider retry): dedup marks the copy, no one is woken.
+    sent.push(sent[2].clone());
+    for e in sent {
+        let v = Verified::new(
+            e.received_at,
+            e.source,
+            e.route,
+            e.headers,
+            e.body,
+            e.verification,
+        );
+        h.log.append(v).await.unwrap();
+    }
+    let events = h.log.read(Seq(0), 100).unwrap();
+    h.run(&events).await.unwrap();
+    assert_eq!(h.gateway.seen().len(), 6, "3 events × 2 agents");
+
+    let plan = h.dispatch.plan_redelivery(Seq(0), Seq(4)).unwrap();
+    assert_eq!(
+        (
+            plan.unit.as_str(),
+            plan.effects,
+            plan.first_seq,
+            plan.last_seq
+        ),
+        ("wake-ups", 6, Some(1), Some(3))
+    );
+    assert_eq!(plan.sample[..2], ["1:acquisitions", "1:closer"]);
+    let plan = h.dispatch.plan_redelivery(Seq(2), Seq(4)).unwrap();
+    assert_eq!(plan.effects, 2);
+    assert_eq!(
+        h.dispatch.max_redeliver(),
+        (1000, "[dispatch] max_redeliver")
+    );
+    // Counting performed nothing and opened no window.
+    assert_eq!(h.gateway.seen().len(), 6);
+    assert!(h.dispatch.window().unwrap().is_none());
 }

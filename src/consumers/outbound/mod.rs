@@ -12,6 +12,8 @@
 //! - [`message`]: the state of one message, a pure fold of its records;
 //! - [`store`]: the trees the projection and the API keep (the read model the API, the sender
 //!   and the Postgres sync use);
+//! - [`gating`]: the gates over that read model, the one evaluation this consumer decides
+//!   with and the sender re-checks a re-send with;
 //! - this file: the consumer.
 //!
 //! Invariants: a message is sent only after an `allow` decision for it is in the log; an
@@ -52,6 +54,7 @@
 //!
 //! Key layout: see [`store`].
 
+pub mod gating;
 pub mod message;
 pub mod records;
 pub mod store;
@@ -61,8 +64,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::provider::SendProvider;
-
 use crate::alerts::{Alert, Alerter, Severity};
 use crate::clock::Clock;
 use crate::consumers::controls::Controls;
@@ -70,12 +71,13 @@ use crate::consumers::dedup::{self, Verdicts};
 use crate::consumers::{compliance, Batch, BatchError, Consumer, Record};
 use crate::event::{Micros, Seq};
 use crate::gates::blast_safety::content_hash;
-use crate::gates::{self, ComplianceConfig, Decision, Inputs, LineConfig, Reason};
+use crate::gates::{self, ComplianceConfig, Decision, LineConfig, Reason};
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::parse::{Data, Direction};
 use crate::state::{StateError, StateStore};
 
+use gating::{Gating, Sending};
 pub use message::{apply, Change, Message, Status, Step};
 pub use records::{
     DispatchResult, GateDecision, GateVerdict, LineChange, MessageId, MessageRequest,
@@ -151,16 +153,6 @@ impl Outbound {
         self
     }
 
-    /// The line a request's `from` names: a line id, or a line's number.
-    fn resolve_line(&self, from: &str) -> Option<&LineConfig> {
-        let number = crate::phone::normalize_e164(from);
-        self.lines.iter().find(|l| l.id == from).or_else(|| {
-            number
-                .as_deref()
-                .and_then(|n| self.lines.iter().find(|l| l.number == n))
-        })
-    }
-
     fn project(&mut self, record: Record<'_>) -> Result<(), BatchError> {
         let event = record.event;
         let seq = event.seq;
@@ -184,7 +176,17 @@ impl Outbound {
                 self.change(seq, &d.id, Change::Decision(&d))?;
                 Ok(())
             }
-            Some(Ok(OutboundRecord::Attempt(a))) => self.change(seq, &a.id, Change::Attempt(&a)),
+            Some(Ok(OutboundRecord::Attempt(a))) => {
+                self.change(seq, &a.id, Change::Attempt(&a))?;
+                if a.redelivery {
+                    // A re-send counts toward the caps like any send (the sender has written
+                    // the same entry already; this keeps it a projection of the log).
+                    if let Some(msg) = self.store.message(&a.id)? {
+                        self.store.record_resend(&msg, &a)?;
+                    }
+                }
+                Ok(())
+            }
             Some(Ok(OutboundRecord::Result(r))) => self.change(seq, &r.id, Change::Result(&r)),
             Some(Ok(OutboundRecord::Line(l))) => Ok(self.store.put_line(seq.0, &l)?),
             Some(Ok(OutboundRecord::Dispatch(_))) => Ok(()),
@@ -278,44 +280,14 @@ impl Outbound {
         msg: &Message,
         now: DateTime<Utc>,
     ) -> Result<GateDecision, StateError> {
-        let line = self.resolve_line(&msg.from);
-        let line_id = line.map_or_else(|| msg.from.clone(), |l| l.id.clone());
-        let provider = msg
-            .provider
-            .or(line.map(|l| l.provider))
-            .unwrap_or(SendProvider::Quo);
-        let to = crate::phone::normalize_e164(&msg.to);
-        let first_requested_at = parse_time(&msg.requested_at).unwrap_or(now);
-        let history = self.store.sends_since(now - Duration::hours(24))?;
-        let contacted = match &to {
-            Some(to) => self.store.contacted(&line_id, to)?,
-            None => false,
-        };
-        let blocked = self.store.line(&line_id)?;
-        let state = self.state.clone();
-        // The gates pass the request's line number (a re-subscription lifts on its line only).
-        let suppressions = move |n: &str, line: Option<&str>| {
-            compliance::is_suppressed(state.as_ref(), n, line).map_err(|e| e.to_string())
-        };
-        let request = gates::Request {
-            line_id: line_id.clone(),
-            provider,
-            to: msg.to.clone(),
-            body: msg.content.clone(),
-            first_requested_at,
-            now,
-        };
-        let decision = gates::evaluate(
-            &request,
-            &Inputs {
-                config,
-                lines: &self.lines,
-                suppressions: &suppressions,
-                history: &history,
-                line_has_texted_recipient: contacted,
-                line_blocked: blocked.as_ref().and_then(|b| b.blocked()),
-            },
-        );
+        let gated = Gating {
+            store: &self.store,
+            state: self.state.as_ref(),
+            config,
+            lines: &self.lines,
+        }
+        .evaluate(msg, now, Sending::New)?;
+        let (line, provider, to, decision) = (gated.line, gated.provider, gated.to, gated.decision);
         let mut decision = match decision {
             Decision::Allow => (GateVerdict::Allow, Vec::new(), None),
             Decision::Hold { until, reason } => (GateVerdict::Hold, vec![reason], Some(until)),

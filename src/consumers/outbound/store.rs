@@ -9,7 +9,7 @@
 //! | `open`        | message id                          | due time, µs since epoch, BE   | projection |
 //! | `contacted`   | line id `\0` recipient E.164        | first record's seq, BE         | projection |
 //! | `lines`       | line id                             | JSON [`LineState`]             | projection |
-//! | `sends`       | cleared at (µs, BE) ++ message id   | JSON [`SentEntry`]             | projection |
+//! | `sends`       | cleared or re-sent at (µs, BE) ++ message id | JSON [`SentEntry`]    | projection |
 //! | `api_keys`    | idempotency key                     | message id                     | the API    |
 //! | `requested`   | message id                          | request record's seq, BE       | the API    |
 //!
@@ -24,9 +24,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::message::Message;
-use super::records::{LineChange, MessageId};
+use super::records::{LineChange, MessageId, SendAttempt};
 use crate::event::Micros;
-use crate::gates::blast_safety::{ContentHash, Sent};
+use crate::gates::blast_safety::{content_hash, ContentHash, Sent};
 use crate::state::{for_each, to_json, KvTree, StateError, StateStore};
 
 /// The consumer that owns these trees.
@@ -249,6 +249,14 @@ impl OutboundStore {
             .is_some())
     }
 
+    /// The first record that made `to` a contact of `line_id`, if any.
+    pub fn contacted_at(&self, line_id: &str, to: &str) -> Result<Option<u64>, StateError> {
+        self.contacted
+            .get(&Self::contact_key(line_id, to))?
+            .map(|v| be_u64("contacted", &v))
+            .transpose()
+    }
+
     /// Records that `line_id` has texted `to` (first record wins).
     pub fn set_contacted(&self, line_id: &str, to: &str, seq: u64) -> Result<(), StateError> {
         let k = Self::contact_key(line_id, to);
@@ -288,16 +296,53 @@ impl OutboundStore {
         self.sends.insert(&k, &to_json(entry)?)
     }
 
-    /// Messages cleared at or after `since`.
+    /// Messages cleared (and re-sent) at or after `since`.
     pub fn sends_since(&self, since: DateTime<Utc>) -> Result<Vec<Sent>, StateError> {
+        Ok(self.sends_since_apart(since, None)?.0)
+    }
+
+    /// Messages cleared (and re-sent) at or after `since`: those of other messages, and
+    /// those of message `own` (its clearance and its earlier re-sends).
+    pub fn sends_since_apart(
+        &self,
+        since: DateTime<Utc>,
+        own: Option<&MessageId>,
+    ) -> Result<(Vec<Sent>, Vec<Sent>), StateError> {
         let from = (since.timestamp_micros().max(0) as u64).to_be_bytes();
-        let mut out = Vec::new();
-        for_each(self.sends.as_ref(), &from, |_, v| {
+        let (mut others, mut mine) = (Vec::new(), Vec::new());
+        for_each(self.sends.as_ref(), &from, |k, v| {
             let e: SentEntry = serde_json::from_slice(v).map_err(|e| corrupt("sends", e))?;
-            out.push(e.into());
+            let is_own = own.is_some_and(|id| k.get(8..) == Some(id.as_str().as_bytes()));
+            if is_own {
+                mine.push(e.into());
+            } else {
+                others.push(e.into());
+            }
             Ok(true)
         })?;
-        Ok(out)
+        Ok((others, mine))
+    }
+
+    /// Counts a re-send (an attempt with `redelivery`) for blast safety: a re-send is one
+    /// more message to the person and on the line. Keyed by the attempt's own time, so the
+    /// sender (at once, before the projection reads the attempt) and the projection write the
+    /// same entry. Nothing when the message has no resolved line.
+    pub fn record_resend(&self, msg: &Message, attempt: &SendAttempt) -> Result<(), StateError> {
+        let Some(line_id) = msg.line_id.clone() else {
+            return Ok(());
+        };
+        let Ok(at) = DateTime::parse_from_rfc3339(&attempt.at) else {
+            return Ok(());
+        };
+        self.record_send(
+            &msg.id,
+            &SentEntry {
+                line_id,
+                to: attempt.to.clone(),
+                content_hash: content_hash(&msg.content),
+                at: at.with_timezone(&Utc),
+            },
+        )
     }
 
     /// Forgets cleared messages older than `before` (blast safety looks back 24 h).

@@ -10,13 +10,22 @@
 //! batch is retried, nothing is refused) until the `controls` projection has read the log up
 //! to the end it had when the batch started, and while the sender is paused: a stop already
 //! in the log is never missed because its projection lagged.
+//!
+//! A re-send (an operator's redelivery) passes, besides, every gate again as a new request
+//! would now (`resend_reasons`: caps, identical content within 24 h, first-contact wording,
+//! quiet hours, opt-out, line state, the configured kill switch), through the one evaluation
+//! the outbound consumer decides with ([`crate::consumers::outbound::gating`]). Its own
+//! earlier sends count toward the caps but do not make it a duplicate of itself; a
+//! quiet-hours hold is a refusal (the sender does not hold).
 
 use std::time::Duration;
 
 use super::{Sender, NAME};
+use crate::consumers::outbound::gating::{Gating, Sending};
 use crate::consumers::outbound::Message;
 use crate::consumers::{compliance, BatchError};
-use crate::gates::{self, quiet_hours, Reason, ReasonCode};
+use crate::gates::{self, quiet_hours, Decision, Reason, ReasonCode};
+use crate::state::StateError;
 
 /// How long a call waits for the `controls` projection before the batch is retried.
 const CONTROLS_WAIT: Duration = Duration::from_secs(2);
@@ -169,5 +178,21 @@ impl Sender {
             )),
         }
         reasons
+    }
+
+    /// Why a re-send of `msg` may not go now by the full gate set, as it stands now.
+    pub(super) fn resend_reasons(&self, msg: &Message) -> Result<Vec<Reason>, StateError> {
+        let gated = Gating {
+            store: &self.outbound,
+            state: self.state.as_ref(),
+            config: &self.compliance,
+            lines: &self.lines,
+        }
+        .evaluate(msg, self.clock.now(), Sending::Again)?;
+        Ok(match gated.decision {
+            Decision::Allow => Vec::new(),
+            Decision::Hold { reason, .. } => vec![reason],
+            Decision::Refuse { reasons } => reasons,
+        })
     }
 }

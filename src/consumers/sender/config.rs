@@ -25,7 +25,16 @@ pub struct SenderConfig {
     /// Longest wait for the connection, in seconds; failing it sends nothing.
     #[serde(deserialize_with = "crate::config::de::parsed")]
     pub connect_timeout_secs: u64,
+    /// The most messages one `rewind sender --redeliver` may send again, unless the operator
+    /// raises it for that call (`--max N`). Low on purpose: a redelivery is for a handful of
+    /// failed sends, and a mistyped range must not text a whole list again.
+    #[serde(deserialize_with = "crate::config::de::parsed")]
+    pub max_redeliver: u64,
 }
+
+/// The most a configured `max_redeliver` may be: larger redeliveries take `--max` on the
+/// one call that needs it, never a standing setting.
+pub const MAX_REDELIVER_CEILING: u64 = 100_000;
 
 impl Default for SenderConfig {
     fn default() -> Self {
@@ -36,6 +45,7 @@ impl Default for SenderConfig {
             max_retries: 3,
             timeout_secs: 15,
             connect_timeout_secs: 5,
+            max_redeliver: 100,
         }
     }
 }
@@ -65,6 +75,14 @@ impl SenderConfig {
             return Err(format!(
                 "timeout_secs: {} is outside 1..=300",
                 self.timeout_secs
+            ));
+        }
+        if !(1..=MAX_REDELIVER_CEILING).contains(&self.max_redeliver) {
+            return Err(format!(
+                "max_redeliver: {} is outside 1..={MAX_REDELIVER_CEILING}; it is the most messages \
+                 one `rewind sender --redeliver` may send again (default 100); for a larger \
+                 redelivery, pass --max N to that one rewind instead",
+                self.max_redeliver
             ));
         }
         if self.connect_timeout_secs == 0 || self.connect_timeout_secs > self.timeout_secs {

@@ -179,7 +179,14 @@ impl Sender {
     ) -> Result<(), BatchError> {
         let provider_name = msg.provider.map_or("unknown", SendProvider::as_str);
         self.await_stops().await?;
-        let reasons = self.last_moment_reasons(msg);
+        let mut reasons = self.last_moment_reasons(msg);
+        if redelivery {
+            for r in self.resend_reasons(msg)? {
+                if !reasons.iter().any(|known| known.code == r.code) {
+                    reasons.push(r);
+                }
+            }
+        }
         if !reasons.is_empty() {
             tracing::info!(id = %msg.id, ?reasons, "refused at the last moment; not sent");
             let mut r = self.result(msg, attempt, SendStatus::Refused, "refused");
@@ -242,7 +249,7 @@ impl Sender {
 
         // The guard: durable before the provider is called.
         self.put_ledger(&msg.id, attempt, LedgerState::Attempting, None, window)?;
-        let record = OutboundRecord::Attempt(SendAttempt {
+        let attempt_record = SendAttempt {
             id: msg.id.clone(),
             attempt,
             provider,
@@ -250,11 +257,17 @@ impl Sender {
             to: to.clone(),
             redelivery,
             at: self.now_rfc3339(),
-        });
+        };
+        let record = OutboundRecord::Attempt(attempt_record.clone());
         if let Err(e) = self.log.append(record.to_verified(Micros::now())).await {
             // Nothing was called: undo the guard so the retried batch sends normally.
             self.ledger.remove(msg.id.as_str().as_bytes())?;
             return Err(transient(e));
+        }
+        if redelivery {
+            // The next re-send in this batch must count this one toward the caps, before the
+            // outbound projection reads the attempt (it writes the same entry then).
+            self.outbound.record_resend(msg, &attempt_record)?;
         }
 
         let outbound = OutboundMessage {

@@ -110,10 +110,11 @@ use crate::clock::Clock;
 use crate::consumers::compliance::OptOutChange;
 use crate::consumers::controls::Controls;
 use crate::consumers::outbound::{
-    GateDecision, GateVerdict, MessageId, OutboundRecord, OutboundStore, SendResult, SendStatus,
+    GateDecision, GateVerdict, Message, MessageId, OutboundRecord, OutboundStore, SendResult,
+    SendStatus,
 };
-use crate::consumers::redelivery::{Redelivery, RedeliveryWindow};
-use crate::consumers::{Batch, BatchError, Consumer, RewindMode};
+use crate::consumers::redelivery::{scan, Redelivery, RedeliveryWindow};
+use crate::consumers::{Batch, BatchError, Consumer, RedeliveryPlan, RewindMode};
 use crate::event::Seq;
 use crate::gates::{ComplianceConfig, LineConfig};
 use crate::log::Log;
@@ -169,6 +170,27 @@ pub struct LedgerEntry {
     pub window: Option<u64>,
 }
 
+/// A window generation no ledger entry has: what a new window looks like to [`Sender::due`]
+/// when a redelivery is counted (real generations are times in µs).
+const NEW_WINDOW: u64 = u64::MAX;
+
+/// What an `allow` decision calls for.
+enum Due {
+    /// The ledger says `attempting(n)`: settle it, never call.
+    Settle(u32),
+    /// The projection does not know the message: nothing can be sent.
+    Unknown,
+    /// Not approved, or already done (outside a window, or in this window already).
+    Nothing,
+    /// Send attempt `attempt`; `again` when it was attempted before (a redelivery).
+    Send {
+        msg: Box<Message>,
+        attempt: u32,
+        again: bool,
+        window: Option<u64>,
+    },
+}
+
 /// How a provider is reached: its client and its limiter.
 #[derive(Clone)]
 struct Route {
@@ -199,6 +221,8 @@ pub struct Sender {
     metrics: Metrics,
     retry: RetryPolicy,
     connect_retries: u32,
+    /// `[sender] max_redeliver`.
+    max_redeliver: u64,
     clock: Clock,
     /// Line blocks this sender appended, by line id, with the record's seq: they count until
     /// the outbound projection has a change at least as new.
@@ -278,6 +302,7 @@ impl Sender {
                 ..RetryPolicy::default()
             },
             connect_retries: 3,
+            max_redeliver: config.max_redeliver,
             clock: Clock::system(),
             blocked_here: HashMap::new(),
             opted_out_here: HashMap::new(),
@@ -312,37 +337,88 @@ impl Sender {
         self.clock.now().to_rfc3339()
     }
 
-    /// Handles one `allow` decision at `seq`.
-    async fn on_allow(&mut self, seq: Seq, decision: &GateDecision) -> Result<(), BatchError> {
+    /// What handling the `allow` decision `decision` calls for, by the ledger and the
+    /// message, when its record is inside a redelivery window of generation `window`
+    /// (`None`: outside any). What [`Self::on_allow`] acts on, and what a redelivery's plan
+    /// counts, so the count is exactly what the window would send.
+    fn due(&self, decision: &GateDecision, window: Option<u64>) -> Result<Due, StateError> {
         let id = &decision.id;
         let entry = self.ledger_entry(id)?;
         if let Some(e) = entry
             .as_ref()
             .filter(|e| e.state == LedgerState::Attempting)
         {
-            return self.settle_interrupted(id, e.attempt).await;
+            return Ok(Due::Settle(e.attempt));
         }
         let Some(msg) = self.outbound.message(id)? else {
-            tracing::warn!(seq = seq.0, id = %id, "allow decision for a message the projection does not know; not sent");
-            return Ok(());
+            return Ok(Due::Unknown);
         };
         if !msg.approved {
-            return Ok(());
+            return Ok(Due::Nothing);
         }
         let done_before = entry.is_some() || msg.attempts > 0;
-        let window = self
-            .window
-            .filter(|w| w.contains(seq))
-            .map(|w| w.generation);
         if done_before {
             let sent_in_this_window =
                 window.is_some() && entry.as_ref().and_then(|e| e.window) == window;
             if window.is_none() || sent_in_this_window {
-                return Ok(());
+                return Ok(Due::Nothing);
             }
         }
         let attempt = msg.attempts.max(entry.map_or(0, |e| e.attempt)) + 1;
-        self.send(&msg, attempt, done_before, window).await
+        Ok(Due::Send {
+            msg: Box::new(msg),
+            attempt,
+            again: done_before,
+            window,
+        })
+    }
+
+    /// Handles one `allow` decision at `seq`.
+    async fn on_allow(&mut self, seq: Seq, decision: &GateDecision) -> Result<(), BatchError> {
+        let window = self
+            .window
+            .filter(|w| w.contains(seq))
+            .map(|w| w.generation);
+        match self.due(decision, window)? {
+            Due::Settle(attempt) => self.settle_interrupted(&decision.id, attempt).await,
+            Due::Unknown => {
+                tracing::warn!(seq = seq.0, id = %decision.id, "allow decision for a message the projection does not know; not sent");
+                Ok(())
+            }
+            Due::Nothing => Ok(()),
+            Due::Send {
+                msg,
+                attempt,
+                again,
+                window,
+            } => self.send(&msg, attempt, again, window).await,
+        }
+    }
+
+    /// The re-sends a redelivery window over `(after, through]` would make: every allowed
+    /// message in range that the ledger says was attempted, as [`Self::due`] decides inside
+    /// a new window. A message with two `allow` decisions in range (which the outbound
+    /// consumer never appends) would be counted twice: more, never fewer.
+    fn plan(&self, after: Seq, through: Seq) -> Result<RedeliveryPlan, BatchError> {
+        let mut plan = RedeliveryPlan::new("sends");
+        scan(self.log.as_ref(), after, through, |events| {
+            for event in &events {
+                let Some(Ok(OutboundRecord::Decision(d))) = OutboundRecord::decode(event) else {
+                    continue;
+                };
+                if d.verdict != GateVerdict::Allow {
+                    continue;
+                }
+                if let Due::Send {
+                    again: true, msg, ..
+                } = self.due(&d, Some(NEW_WINDOW))?
+                {
+                    plan.add(event.seq, || msg.id.to_string());
+                }
+            }
+            Ok(())
+        })?;
+        Ok(plan)
     }
 
     /// The ledger says `attempting(n)`: the process stopped (or the log failed) between the
@@ -425,6 +501,14 @@ impl Consumer for Sender {
 
     fn has_effects(&self) -> bool {
         true
+    }
+
+    fn plan_redelivery(&mut self, after: Seq, through: Seq) -> Result<RedeliveryPlan, BatchError> {
+        self.plan(after, through)
+    }
+
+    fn max_redeliver(&self) -> (u64, &'static str) {
+        (self.max_redeliver, "[sender] max_redeliver")
     }
 
     fn redeliver(&mut self, after: Seq, through: Seq) -> Result<(), BatchError> {

@@ -190,6 +190,11 @@ async fn append(w: &World, record: OutboundRecord) -> u64 {
 /// A request from `line` to `to` and its `allow` decision, appended and projected as the
 /// outbound consumer would. Returns the id and the two records.
 async fn allowed(w: &World, line: &str, to: &str) -> (MessageId, Vec<Event>) {
+    allowed_saying(w, line, to, "Hi, this is Acme. Reply STOP to opt out.").await
+}
+
+/// [`allowed`] with its text.
+async fn allowed_saying(w: &World, line: &str, to: &str, content: &str) -> (MessageId, Vec<Event>) {
     let (provider, number) = match line {
         QUO_LINE => (SendProvider::Quo, "+12125550199"),
         _ => (SendProvider::Twilio, "+12125550198"),
@@ -200,7 +205,7 @@ async fn allowed(w: &World, line: &str, to: &str) -> (MessageId, Vec<Event>) {
         from: line.into(),
         provider: None,
         to: to.into(),
-        content: "Hi, this is Acme. Reply STOP to opt out.".into(),
+        content: content.into(),
         requested_at: "2026-11-30T17:00:00Z".into(),
     };
     let rseq = append(w, OutboundRecord::Request(request.clone())).await;
@@ -414,3 +419,4 @@ async fn a_batch_handled_twice_inside_one_redelivery_window_sends_once_more_not_
 
 mod outcomes;
 mod recovery;
+mod redelivery;
