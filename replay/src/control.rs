@@ -416,6 +416,64 @@ mod tests {
         );
     }
 
+    fn refused(effects: u64, limit: u64) -> RewindReport {
+        let mut r = report(false, false);
+        r.consumer = "sender".into();
+        r.from_cursor = 40_000;
+        r.to_cursor = 0;
+        r.redeliver = true;
+        r.redelivery = Some(hooklog::consumers::RedeliveryPlan {
+            unit: "sends".into(),
+            effects,
+            first_seq: Some(2),
+            last_seq: Some(39_998),
+            sample: vec!["msg_a".into(), "msg_b".into()],
+            limit,
+            limit_from: "[sender] max_redeliver".into(),
+        });
+        r
+    }
+
+    fn args(extra: &[&str]) -> RewindArgs {
+        use clap::Parser;
+        let mut argv = vec![
+            "hooklog-replay",
+            "rewind",
+            "sender",
+            "--to-seq",
+            "0",
+            "--redeliver",
+        ];
+        argv.extend(extra);
+        match crate::cli::Cli::parse_from(argv).command {
+            crate::cli::Command::Rewind(a) => a,
+            _ => unreachable!("a rewind"),
+        }
+    }
+
+    #[test]
+    fn a_refused_redelivery_shows_the_count_and_the_command_that_goes_ahead() {
+        let r = refused(10_000, 100);
+        assert_eq!(
+            render_refused(&r),
+            "sender: a rewind to 0 with --redeliver would perform 10000 sends again (records \
+             2..=39998; e.g. msg_a, msg_b); limit 100 ([sender] max_redeliver); nothing was \
+             changed"
+        );
+        assert_eq!(
+            redelivery_next_step(&r, &args(&[])),
+            "nothing was changed; 10000 sends is more than the limit of 100 ([sender] \
+             max_redeliver): narrow the range, or to perform them all again, run: \
+             hooklog-replay rewind sender --to-seq 0 --redeliver --yes --max 10000"
+        );
+        assert!(redelivery_next_step(&r, &args(&["--yes"])).starts_with("refused: "));
+        assert_eq!(
+            redelivery_next_step(&refused(3, 100), &args(&[])),
+            "nothing was changed; to perform these 3 sends again, run: hooklog-replay rewind \
+             sender --to-seq 0 --redeliver --yes"
+        );
+    }
+
     fn letter(seq: u64, error: &str) -> DeadLetter {
         DeadLetter {
             consumer: "dedup".into(),

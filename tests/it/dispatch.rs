@@ -16,9 +16,18 @@ const TOKEN: &str = "gw-test-token-1";
 
 /// The fixture configuration plus a `[dispatch]` section pointing at `gateway`.
 fn config_with_dispatch(dir: &Path, gateway: &FakeServer) -> hooklog::config::Config {
+    config_with_dispatch_and(dir, gateway, "")
+}
+
+/// [`config_with_dispatch`] with more `[dispatch]` keys (`extra`, TOML lines).
+pub fn config_with_dispatch_and(
+    dir: &Path,
+    gateway: &FakeServer,
+    extra: &str,
+) -> hooklog::config::Config {
     let base = std::fs::read_to_string(util::fixtures_dir().join("hooklog.toml")).unwrap();
     let text = format!(
-        "{base}\n[dispatch]\nurl = \"http://{}/v1/dispatch\"\ntoken = \"{TOKEN}\"\n\n\
+        "{base}\n[dispatch]\nurl = \"http://{}/v1/dispatch\"\ntoken = \"{TOKEN}\"\n{extra}\n\
          [[dispatch.routes]]\nkinds = [\"message.received\"]\nagent = \"acquisitions\"\n\n\
          [[dispatch.routes]]\nkinds = [\"call.ringing\", \"call.completed\"]\nagent = \"atlas\"\n",
         gateway.addr
@@ -115,7 +124,7 @@ fn an_inbound_message_wakes_its_agent_once_a_rewind_does_not_and_a_redelivery_do
     assert_eq!(s.status().log.last_seq, last, "no new result either");
 
     // With redeliver: exactly one more POST, with the same key.
-    let report = rewind(&s, r#"{"to_seq":0,"redeliver":true}"#);
+    let report = rewind(&s, r#"{"to_seq":0,"redeliver":true,"confirm":true}"#);
     assert_eq!(report["redeliver"], true);
     wait_for("the redelivery", Duration::from_secs(5), || {
         gateway.requests().len() >= 2

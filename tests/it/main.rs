@@ -36,4 +36,5 @@ mod postgres;
 mod send_providers;
 mod sender;
 mod trust_optouts;
+mod trust_redeliver;
 mod trust_stops;

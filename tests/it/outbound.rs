@@ -524,7 +524,7 @@ fn an_outbound_request_is_gated_sent_once_and_visible_through_the_api_and_in_pos
     let (code, r) = s.admin_send(
         "POST",
         "/admin/consumers/sender/rewind",
-        r#"{"to_seq":0,"redeliver":true}"#,
+        r#"{"to_seq":0,"redeliver":true,"confirm":true}"#,
     );
     assert_eq!(code, 200, "{r}");
     wait_for("the redelivery", 15, || quo.requests().len() == 2);

@@ -20,7 +20,7 @@ use hooklog::consumers::outbound::{
     OutboundStore, SendStatus,
 };
 use hooklog::consumers::sender::{SendClients, Sender, SenderConfig, SharedClient};
-use hooklog::consumers::{Consumer, Registry};
+use hooklog::consumers::{Consumer, ControlError, Redeliver, Registry};
 use hooklog::event::{Event, Micros, Seq};
 use hooklog::gates::{ComplianceConfig, LineConfig, TenDlc};
 use hooklog::log::sled::{SledLog, SledOptions};
@@ -206,9 +206,24 @@ async fn under_the_driver_a_rewind_sends_nothing_again_and_a_redeliver_rewind_se
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(fake.requests().len(), 1, "a plain rewind never sends again");
 
+    let unconfirmed = ctx.registry.rewind("sender", Seq(0), false, true).await;
+    assert!(
+        matches!(unconfirmed, Err(ControlError::Unconfirmed(_))),
+        "{unconfirmed:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "an unconfirmed redelivery sends nothing"
+    );
+    let confirmed = Redeliver {
+        confirm: true,
+        max: None,
+    };
     let report = ctx
         .registry
-        .rewind("sender", Seq(0), false, true)
+        .rewind_with("sender", Seq(0), false, Some(confirmed))
         .await
         .unwrap();
     assert!(report.redeliver);

@@ -1222,3 +1222,50 @@ fn rewind_postgres_since_a_date_moves_the_sink_back_and_it_projects_again() {
         "{after}"
     );
 }
+
+#[test]
+fn rewind_with_redeliver_prints_the_report_and_exits_1_without_yes_and_goes_ahead_with_it() {
+    // A sender (Quo credentials, one line) with nothing sent yet.
+    let daemon = Daemon::start_with(
+        "\n[openphone]\napi_key = \"quo-key\"\napi_base = \"http://127.0.0.1:9\"\n\n\
+         [[lines]]\nid = \"quo-main\"\nnumber = \"+12125550199\"\nprovider = \"openphone\"\n\
+         ten_dlc = \"approved\"\nbusiness_name = \"Acme\"\n",
+    );
+    daemon.append_many(2);
+    daemon.caught_up("sender");
+    let o = daemon.run(&["rewind", "sender", "--to-seq", "0", "--redeliver"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(
+            "sender: a rewind to 0 with --redeliver would perform 0 sends again; limit 100 \
+             ([sender] max_redeliver); nothing was changed"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("run: hooklog-replay rewind sender --to-seq 0 --redeliver --yes"),
+        "{}",
+        stderr(&o)
+    );
+    let o = daemon.run(&["rewind", "sender", "--to-seq", "0", "--redeliver", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report = &json_lines(&o)[0];
+    assert_eq!(report["redelivery"]["effects"], 0, "{report}");
+    assert_eq!(report["redelivery"]["unit"], "sends", "{report}");
+
+    let o = ok(daemon.run(&["rewind", "sender", "--to-seq", "0", "--redeliver", "--yes"]));
+    assert!(
+        stdout(&o).contains("sender: the redelivery performs 0 sends again"),
+        "{}",
+        stdout(&o)
+    );
+    // --yes and --max belong to --redeliver.
+    for args in [
+        &["rewind", "sender", "--to-seq", "0", "--yes"][..],
+        &["rewind", "sender", "--to-seq", "0", "--max", "5"],
+    ] {
+        let o = daemon.run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -19,6 +19,9 @@
 //!   or `held`): a second decision for a decided message (a race, a replay) changes nothing.
 //! - A result ends the attempt it names; a result without a recorded attempt (the daemon
 //!   stopped between the two) is still applied, so `unknown` is never lost.
+//! - A `refused` result for a later attempt of a finished message is a re-send the sender
+//!   refused at the last moment: a history step (`redelivery_refused`, with the reasons);
+//!   the status stays that of the last attempt made.
 
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +79,8 @@ impl Status {
 pub struct Step {
     /// The record.
     pub seq: u64,
-    /// `requested`, `allowed`, `held`, `refused`, `attempt`, `sent`, `failed`, `unknown`.
+    /// `requested`, `allowed`, `held`, `refused`, `attempt`, `redelivery`, `sent`, `failed`,
+    /// `unknown`, `redelivery_refused` (a re-send refused by the gates at the last moment).
     pub event: String,
     /// When it happened (RFC 3339).
     pub at: String,
@@ -278,6 +282,24 @@ pub fn apply(msg: &mut Message, seq: u64, change: Change<'_>) -> bool {
             // The daemon can stop between the ledger entry and the attempt record: the
             // result (`unknown`) then arrives for an attempt the log never saw.
             let orphan = msg.awaits_send() && r.attempt == msg.attempts + 1;
+            // A re-send (redelivery) the sender refused at the last moment: no attempt was
+            // made, so the message keeps the status of its last attempt; the refusal and
+            // its reasons are a step of its history.
+            let refused_resend = r.status == SendStatus::Refused
+                && msg.approved
+                && msg.status.is_final()
+                && r.attempt > msg.attempts;
+            if refused_resend {
+                msg.attempts = r.attempt;
+                msg.last_seq = seq;
+                msg.history.push(Step {
+                    seq,
+                    event: "redelivery_refused".into(),
+                    at: r.at.clone(),
+                    detail: reasons_text(&r.reasons),
+                });
+                return true;
+            }
             if !(ends_attempt || orphan) {
                 return false;
             }
@@ -402,6 +424,34 @@ mod tests {
         assert_eq!(m.provider_id.as_deref(), Some("AC1"));
         let steps: Vec<&str> = m.history.iter().map(|s| s.event.as_str()).collect();
         assert_eq!(steps, ["requested", "allowed", "attempt", "sent"]);
+    }
+
+    #[test]
+    fn a_resend_refused_at_the_last_moment_is_a_step_and_keeps_the_status_of_the_last_attempt() {
+        let mut m = request();
+        apply(
+            &mut m,
+            11,
+            Change::Decision(&decision(GateVerdict::Allow, 1)),
+        );
+        apply(&mut m, 12, Change::Attempt(&attempt(1, false)));
+        apply(&mut m, 13, Change::Result(&result(1, SendStatus::Sent)));
+        let mut refused = result(2, SendStatus::Refused);
+        refused.provider_id = None;
+        refused.reasons = vec![Reason::new(ReasonCode::RecipientCap24h, "the cap is 3")];
+        assert!(apply(&mut m, 20, Change::Result(&refused)));
+        assert_eq!((m.status, m.attempts), (Status::Sent, 2));
+        assert_eq!(m.provider_id.as_deref(), Some("AC1"));
+        let last = m.history.last().unwrap();
+        assert_eq!(
+            (last.event.as_str(), last.detail.as_deref()),
+            ("redelivery_refused", Some("the cap is 3"))
+        );
+        // Applied once: the same record again changes nothing.
+        assert!(!apply(&mut m, 20, Change::Result(&refused)));
+        // The next re-send is still a redelivery of a finished message.
+        assert!(apply(&mut m, 21, Change::Attempt(&attempt(3, true))));
+        assert_eq!(m.status, Status::Sending);
     }
 
     #[test]
