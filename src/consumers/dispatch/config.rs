@@ -301,6 +301,20 @@ mod tests {
             ),
             (
                 DispatchConfig {
+                    max_redeliver: 0,
+                    ..on()
+                },
+                "max_redeliver: 0 is outside 1..=1000000",
+            ),
+            (
+                DispatchConfig {
+                    max_redeliver: MAX_REDELIVER_CEILING + 1,
+                    ..on()
+                },
+                "max_redeliver: 1000001 is outside",
+            ),
+            (
+                DispatchConfig {
                     routes: vec![],
                     ..on()
                 },

@@ -40,7 +40,10 @@
 //! redelivery window `(after, through]` ([`Consumer::redeliver`]); records in it are
 //! dispatched again (result records with `redelivery: true`), each once per window: the
 //! ledger entry remembers the window's generation, so a batch retried after a transient
-//! failure does not send twice. The window is removed when a batch passes `through`.
+//! failure does not send twice. The window is removed when a batch passes `through`. It is
+//! opened only once the operator confirmed and the count of wake-ups it performs
+//! ([`Consumer::plan_redelivery`], decided by `route_due` like the dispatching)
+//! is within `[dispatch] max_redeliver` or the call's own limit.
 //!
 //! A `dead_lettered` entry does not block a record that is still in the dead-letter list:
 //! that is a redrive (or a rewind over a pending dead letter), and it is tried again. A

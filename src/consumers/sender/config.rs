@@ -94,3 +94,26 @@ impl SenderConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_redeliver_defaults_to_100_and_outside_its_range_says_what_to_do_instead() {
+        assert_eq!(SenderConfig::default().max_redeliver, 100);
+        assert_eq!(SenderConfig::default().validate(), Ok(()));
+        for bad in [0, MAX_REDELIVER_CEILING + 1] {
+            let c = SenderConfig {
+                max_redeliver: bad,
+                ..SenderConfig::default()
+            };
+            let err = c.validate().unwrap_err();
+            assert!(err.starts_with("max_redeliver: "), "{err}");
+            assert!(
+                err.contains("pass --max N to that one rewind instead"),
+                "{err}"
+            );
+        }
+    }
+}

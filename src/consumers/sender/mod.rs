@@ -19,8 +19,10 @@
 //! appended, and the append's flush (the state trees live in the same sled database as the
 //! log) makes both durable **before** the provider is called. A rewind re-reads decisions
 //! whose ledger entry is `done` and skips them; only an operator's `rewind sender
-//! --redeliver` ([`Consumer::redeliver`]) sends them again, as a new attempt with
-//! `redelivery: true`, still after the last-moment checks, and once per window
+//! --redeliver` ([`Consumer::redeliver`]), once confirmed and within `max_redeliver` (the
+//! count is [`Consumer::plan_redelivery`], decided by the same function as the sending),
+//! sends them again, as a new attempt with `redelivery: true`, after the last-moment checks
+//! and the full gate set ([`checks`]), and once per window
 //! ([`super::redelivery`]: the ledger entry keeps the window's generation, so a batch handled
 //! again inside the window sends nothing more). Nothing retries a call whose
 //! outcome may be that the message went out: a read timeout, a 5xx and a crash end as
@@ -64,7 +66,8 @@
 //! [`crate::consumers::controls`]), the line is blocked by a provider, gone from `[[lines]]`, not approved or on another
 //! provider, or the recipient's quiet hours are closed now (or the area code is unknown). An
 //! opt-out or a line block the sender itself has appended counts at once, before the
-//! compliance and outbound consumers have projected it.
+//! compliance and outbound consumers have projected it. A re-send passes every gate again
+//! too (caps, duplicates, first-contact wording), and counts toward the caps at once.
 //!
 //! # The operator's stops
 //!
