@@ -205,7 +205,7 @@ pub trait Consumer: Send + 'static {
     /// The most effects one redelivery may perform unless the operator raises the limit for
     /// that call, and the configuration key that sets it (`[sender] max_redeliver`).
     fn max_redeliver(&self) -> (u64, &'static str) {
-        (0, "no limit configured")
+        (0, "no redelivery limit set for this consumer")
     }
 
     /// The consumer is caught up (nothing new to read): time-driven work, such as

@@ -191,14 +191,25 @@ impl Sender {
             tracing::info!(id = %msg.id, ?reasons, "refused at the last moment; not sent");
             let mut r = self.result(msg, attempt, SendStatus::Refused, "refused");
             r.reasons = reasons;
-            return self
-                .finish_attempt(
+            self.finish_attempt(
+                &msg.id,
+                attempt,
+                provider_name,
+                vec![OutboundOrOptOut::Outbound(OutboundRecord::Result(r))],
+            )
+            .await?;
+            if window.is_some() {
+                // Refused inside a redelivery window: that was this window's one try, so a
+                // batch handled again inside it neither refuses twice nor sends later.
+                self.put_ledger(
                     &msg.id,
                     attempt,
-                    provider_name,
-                    vec![OutboundOrOptOut::Outbound(OutboundRecord::Result(r))],
-                )
-                .await;
+                    LedgerState::Done,
+                    Some(SendStatus::Refused),
+                    window,
+                )?;
+            }
+            return Ok(());
         }
         // The checks above guarantee a provider, a line and a recipient.
         let (Some(provider), Some(line_id), Some(to)) =

@@ -92,7 +92,10 @@ async fn a_resend_whose_recipient_cap_the_original_sends_reached_is_refused_with
         "the originals, each within the cap when decided"
     );
 
-    s.redeliver(Seq(0), events[1].seq).unwrap();
+    // The window covers the first message and reaches past this batch: it stays open while
+    // the batch is handled again.
+    let through = Seq(events.last().unwrap().seq.0 + 100);
+    s.redeliver(Seq(0), through).unwrap();
     s.handle(&events).await.unwrap();
     assert_eq!(
         w.quo.calls(),
@@ -107,6 +110,12 @@ async fn a_resend_whose_recipient_cap_the_original_sends_reached_is_refused_with
         (2, SendStatus::Refused, 2)
     );
     assert_eq!(codes(&r[1]), [ReasonCode::RecipientCap24h]);
+    // Handled again inside the window (a retried batch), even with the cap now higher: that
+    // was the window's one try, nothing more is refused or sent.
+    let mut again = sender_with(&w, capped(4), clients(&w));
+    again.handle(&events).await.unwrap();
+    assert_eq!(results(&history(&w, &ids[0])).len(), 2);
+    assert_eq!(w.quo.calls(), 3);
 }
 
 #[tokio::test]
