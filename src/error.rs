@@ -38,6 +38,18 @@ pub enum ApiError {
     /// Missing or wrong admin token → 401.
     #[error("missing or invalid admin token")]
     Unauthorized,
+    /// A valid token whose role does not reach the route (an agent token on an operator
+    /// route) → 403, saying which routes it may use.
+    #[error(
+        "this is the agent token `{agent}`: it may use only {allowed}; every other route \
+         needs the operator token"
+    )]
+    Forbidden {
+        /// The agent the token belongs to.
+        agent: String,
+        /// The routes it may use.
+        allowed: String,
+    },
     /// A malformed admin request → 400.
     #[error("{0}")]
     BadRequest(String),
@@ -93,6 +105,7 @@ impl ApiError {
             ApiError::Rejected(Rejection::Unverified(_, _)) => StatusCode::UNAUTHORIZED,
             ApiError::AppendFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -111,6 +124,7 @@ impl ApiError {
             ApiError::Rejected(Rejection::Unverified(_, e)) => e.reason(),
             ApiError::AppendFailed(_) => "append_failed",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::BodyRead(_) => "body_read",
             ApiError::BodyTimeout(_) => "body_timeout",

@@ -162,6 +162,16 @@ impl Source {
     pub fn is_webhook(self) -> bool {
         matches!(self, Source::Quo | Source::Twilio | Source::SalesMsg)
     }
+
+    /// The sources an operator appends with `POST /admin/events` (backfill).
+    pub const OPERATOR_HELD: [Source; 2] = [Source::BackfillQuo, Source::BackfillTwilio];
+
+    /// Whether the operator's `POST /admin/events` may append this source: not a webhook
+    /// (the signed edge's) and not `outbound` or `internal` (hooklog's own records, see
+    /// [`crate::provenance`]).
+    pub fn is_operator_held(self) -> bool {
+        Source::OPERATOR_HELD.contains(&self)
+    }
 }
 
 impl fmt::Display for Source {
@@ -201,6 +211,11 @@ pub enum Verification {
     AdminToken,
     /// Written by hooklog itself.
     Internal,
+    /// Appended through the outbound API by an agent holding one of the
+    /// `[server.agent_tokens]` (which agent: the record's own body, e.g. a message request's
+    /// `requested_by`). Last, so the bincode index of every older variant stays what old
+    /// records hold.
+    AgentToken,
 }
 
 impl Verification {
@@ -215,6 +230,7 @@ impl Verification {
             Verification::SalesMsgSecret { secret } => format!("salesmsg-secret (secret {secret})"),
             Verification::AdminToken => "admin-token".to_owned(),
             Verification::Internal => "internal".to_owned(),
+            Verification::AgentToken => "agent-token".to_owned(),
         }
     }
 
@@ -229,6 +245,7 @@ impl Verification {
         match label {
             "admin-token" => return Some(Verification::AdminToken),
             "internal" => return Some(Verification::Internal),
+            "agent-token" => return Some(Verification::AgentToken),
             _ => {}
         }
         let (kind, args) = label.split_once(" (")?;
@@ -408,6 +425,7 @@ mod tests {
             any::<u16>().prop_map(|secret| Verification::SalesMsgSecret { secret }),
             Just(Verification::AdminToken),
             Just(Verification::Internal),
+            Just(Verification::AgentToken),
         ]
     }
 
@@ -501,6 +519,20 @@ mod tests {
             Event::decode(&hex::decode(PINNED_V1_HEX).unwrap()).unwrap(),
             ev
         );
+    }
+
+    #[test]
+    fn the_variants_old_records_hold_keep_their_encoding() {
+        // The variant index is what bincode stores: an older record's `admin-token` (4) and
+        // `internal` (5) must read back as themselves, and the new variant comes after them.
+        let byte = |v: Verification| {
+            let mut out = Vec::new();
+            bincode::encode_into_std_write(v, &mut out, bincode::config::standard()).unwrap();
+            out[0]
+        };
+        assert_eq!(byte(Verification::AdminToken), 4);
+        assert_eq!(byte(Verification::Internal), 5);
+        assert_eq!(byte(Verification::AgentToken), 6);
     }
 
     const PINNED_V1_HEX: &str =

@@ -11,7 +11,8 @@
 //!    `Clock`), [`retry`] (the one `RetryPolicy`), [`metrics`], [`state`] (consumer state),
 //!    and `config`'s own leaves, [`config::secret`] and [`config::de`], which every section
 //!    uses wherever it lives.
-//! 2. The envelope and pure logic: [`event`] (what the log stores, versioned), [`signature`]
+//! 2. The envelope and pure logic: [`event`] (what the log stores, versioned), [`provenance`]
+//!    (who may write which record: the one table every consumer asks), [`signature`]
 //!    (one pure module per webhook scheme), [`parse`] (typed events and dedup keys),
 //!    [`gates`] (the outbound compliance gates).
 //! 3. [`log`] (the `Log` trait, whose header lists what consumers rely on, and the sled and
@@ -53,6 +54,7 @@ pub mod log;
 pub mod metrics;
 pub mod parse;
 pub mod phone;
+pub mod provenance;
 pub mod provider;
 pub mod retry;
 pub mod send;
@@ -274,6 +276,9 @@ pub async fn run_with_log(
 ) -> Result<(), RunError> {
     prepare_data_dir(&config.data_dir)?;
     let token = admin::load_or_create_token(&config)?;
+    // Before anything starts: a generated operator token may equal an agent's.
+    let tokens = admin::routes::Tokens::new(token, &config.server.agent_tokens)
+        .map_err(admin::TokenError::from)?;
     let verifier = edge::verifier::Verifier::from_config(&config)?;
     for provider in provider::Provider::ALL {
         if !verifier.is_configured(provider) {
@@ -339,7 +344,7 @@ pub async fn run_with_log(
         ready.clone(),
     ));
     let admin = Arc::new(admin::Admin::new(
-        token,
+        tokens,
         log.clone(),
         metrics.clone(),
         registry.clone(),

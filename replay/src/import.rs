@@ -41,6 +41,14 @@
 //! cursor in Postgres itself: after restoring a partial export against a database that holds
 //! the original's projection, rewind it to 0).
 //!
+//! # Whose records
+//!
+//! Records keep the export's verification labels, so an imported record that says `internal`
+//! counts as hooklog's own ([`hooklog::provenance`]): an export is as trusted as the data
+//! directory, and only exports an operator made should be imported. What import cannot do is
+//! make anything send or dispatch again (the cursors above); the projections are rebuilt from
+//! what it wrote.
+//!
 //! # Checks before anything is written
 //!
 //! The whole file is read once and checked first: every line must be a record (known source,

@@ -1,20 +1,28 @@
 //! The admin API (docs/api.md#admin-api): a separate, loopback-only listener, every request authorised by
 //! `Authorization: Bearer <token>`.
 //!
-//! The token is `[server] admin_token`, or generated at first start into
-//! `<data_dir>/admin.token` (mode 0600), where `hooklog-replay` reads it. sled allows one
-//! process per database, so while the daemon runs this API is how tools read and append.
+//! The operator token is `[server] admin_token`, or generated at first start into
+//! `<data_dir>/admin.token` (mode 0600), where `hooklog-replay` reads it; it reaches every
+//! route. Agents hold tokens of their own (`[server.agent_tokens]`), which reach only the
+//! outbound API: [`routes`] lists every route with its role, and the router serves only what
+//! that list holds. sled allows one process per database, so while the daemon runs this API is
+//! how tools read and append.
+//!
+//! Invariants: `POST /admin/events` appends only operator-held sources (backfill): webhook
+//! sources come through the signed edge, and `outbound` and `internal` records are the
+//! daemon's own ([`crate::provenance`]); the records this API appends carry the caller's
+//! verification (the operator's or an agent's token), never the daemon's.
 
 pub mod api;
 pub mod outbound;
+pub mod routes;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rand::RngCore;
-use subtle::ConstantTimeEq;
-use warp::http::{header, Method, StatusCode};
+use warp::http::{header, StatusCode};
 use warp::reply::Response;
 
 use crate::config::secret::Secret;
@@ -52,6 +60,9 @@ pub enum TokenError {
     /// The token file is empty.
     #[error("admin token file {0} is empty; delete it to generate a new token")]
     Empty(PathBuf),
+    /// An agent token is the operator token.
+    #[error(transparent)]
+    Shared(#[from] routes::SharedToken),
 }
 
 /// The path of the generated token for a data directory.
@@ -97,7 +108,7 @@ pub fn load_or_create_token(config: &Config) -> Result<Secret, TokenError> {
 
 /// What the admin handlers share.
 pub struct Admin {
-    token: Secret,
+    tokens: routes::Tokens,
     log: Arc<dyn Log>,
     metrics: Metrics,
     registry: Arc<Registry>,
@@ -111,7 +122,7 @@ impl Admin {
     /// Builds the admin state; `lines` are the configured `[[lines]]`, `kill_switch` is
     /// `[compliance] kill_switch`.
     pub fn new(
-        token: Secret,
+        tokens: routes::Tokens,
         log: Arc<dyn Log>,
         metrics: Metrics,
         registry: Arc<Registry>,
@@ -122,7 +133,7 @@ impl Admin {
             outbound: outbound::OutboundApi::new(log.as_ref(), lines)?,
             controls: Controls::open(log.clone())?,
             kill_switch_in_config: kill_switch,
-            token,
+            tokens,
             log,
             metrics,
             registry,
@@ -143,31 +154,44 @@ impl Admin {
         result.unwrap_or_else(ApiError::into_response)
     }
 
-    fn authorised(&self, req: &RawRequest<BodyStream>) -> bool {
-        let Some(value) = req.headers.get(header::AUTHORIZATION) else {
-            return false;
-        };
-        let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
-            return false;
-        };
-        let expected = self.token.expose().as_bytes();
-        given.len() == expected.len() && bool::from(given.ct_eq(expected))
-    }
-
     async fn route(&self, req: RawRequest<BodyStream>) -> Result<Response, ApiError> {
+        use routes::{Found, Route};
         if !req.path.starts_with("/admin/") && !req.path.starts_with("/v1/") {
             return Err(ApiError::NotFound);
         }
-        if !self.authorised(&req) {
-            return Err(ApiError::Unauthorized);
+        let caller = self
+            .tokens
+            .authenticate(req.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+            .ok_or(ApiError::Unauthorized)?;
+        let forbidden = |caller: &routes::Caller| match caller {
+            routes::Caller::Agent(name) => ApiError::Forbidden {
+                agent: name.clone(),
+                allowed: Route::for_agents(),
+            },
+            // The operator may call every route.
+            routes::Caller::Operator => ApiError::NotFound,
+        };
+        let path = req.path.clone();
+        let (route, params) = match routes::find(&req.method, &path) {
+            Found::Route(route, params) => (route, params),
+            Found::OtherMethod(same_path) => {
+                if !same_path.iter().any(|r| caller.may_call(*r)) {
+                    return Err(forbidden(&caller));
+                }
+                return Err(ApiError::MethodNotAllowed(routes::allow(&same_path)));
+            }
+            Found::Nothing => return Err(ApiError::NotFound),
+        };
+        if !caller.may_call(route) {
+            return Err(forbidden(&caller));
         }
-        let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
-        if needs_consumers(&parts, &req.method) {
+        if route.needs_consumers() {
             self.require_leader()?;
         }
-        match parts.as_slice() {
-            ["v1", "messages"] => {
-                method(&req.method, Method::POST)?;
+        // The `{…}` segments, in the order of the route's pattern.
+        let param = |i: usize| params.get(i).copied().unwrap_or_default();
+        match route {
+            Route::SendMessage => {
                 let header_key = req
                     .headers
                     .get("idempotency-key")
@@ -176,30 +200,25 @@ impl Admin {
                 let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
                 let accepted = self
                     .outbound
-                    .post(self.log.as_ref(), &body, header_key)
+                    .post(self.log.as_ref(), &caller, &body, header_key)
                     .await?;
                 Ok(http::json(StatusCode::ACCEPTED, &accepted))
             }
-            ["v1", "messages", id] => {
-                method(&req.method, Method::GET)?;
-                let view = self.outbound.get(self.log.as_ref(), id)?;
+            Route::GetMessage => {
+                let view = self.outbound.get(self.log.as_ref(), param(0))?;
                 Ok(http::json(StatusCode::OK, &view))
             }
-            ["admin", "lines", line, "unblock"] => {
-                method(&req.method, Method::POST)?;
+            Route::UnblockLine => {
                 let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
                 let note: api::LineNote = parse_json_or_empty(&body)?;
                 let seq = self
                     .outbound
-                    .unblock(self.log.as_ref(), line, note.reason)
+                    .unblock(self.log.as_ref(), param(0), note.reason)
                     .await?;
                 Ok(http::json(StatusCode::ACCEPTED, &Appended { seq }))
             }
-            ["admin", "status"] => {
-                method(&req.method, Method::GET)?;
-                Ok(http::json(StatusCode::OK, &self.status()?))
-            }
-            ["admin", "kill-switch"] if req.method == Method::POST => {
+            Route::Status => Ok(http::json(StatusCode::OK, &self.status()?)),
+            Route::SetKillSwitch => {
                 let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
                 let ask: api::KillSwitchRequest = serde_json::from_slice(&body).map_err(|e| {
                     ApiError::BadRequest(format!(
@@ -212,7 +231,8 @@ impl Admin {
                     .filter(|r| !r.is_empty());
                 if ask.on && reason.is_none() {
                     return Err(ApiError::BadRequest(
-                        "a reason is required to turn the kill switch on: it is shown in                          status and in the alert, for whoever turns it off"
+                        "a reason is required to turn the kill switch on: it is shown in \
+                         status and in the alert, for whoever turns it off"
                             .into(),
                     ));
                 }
@@ -226,19 +246,13 @@ impl Admin {
                 };
                 Ok(http::json(code, &answer))
             }
-            ["admin", "kill-switch"] => {
-                method(&req.method, Method::GET)
-                    .map_err(|_| ApiError::MethodNotAllowed("GET, POST"))?;
-                Ok(http::json(StatusCode::OK, &self.kill_switch()?))
-            }
-            ["admin", "events"] if req.method == Method::POST => {
+            Route::KillSwitch => Ok(http::json(StatusCode::OK, &self.kill_switch()?)),
+            Route::AppendEvent => {
                 let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
                 let appended = self.append(&body).await?;
                 Ok(http::json(StatusCode::CREATED, &appended))
             }
-            ["admin", "events"] => {
-                method(&req.method, Method::GET)
-                    .map_err(|_| ApiError::MethodNotAllowed("GET, POST"))?;
+            Route::ListEvents => {
                 let (after, limit) = page_params(req.query.as_deref())?;
                 let events = self.log.read(Seq(after), limit)?;
                 let next_after = events.last().map(|e| e.seq.0).unwrap_or(after);
@@ -251,21 +265,24 @@ impl Admin {
                     &EventPage { events, next_after },
                 ))
             }
-            ["admin", "events", seq] => {
-                method(&req.method, Method::GET)?;
+            Route::GetEvent => {
+                let seq = param(0);
                 let seq: u64 = seq.parse().map_err(|_| {
                     ApiError::BadRequest(format!("`{seq}` is not a sequence number"))
                 })?;
                 let ev = self.log.get(Seq(seq))?.ok_or(ApiError::NotFound)?;
                 Ok(http::json(StatusCode::OK, &self.event_json(&ev)?))
             }
-            ["admin", "consumers", name, action] => {
-                method(&req.method, Method::POST)?;
+            Route::Rewind | Route::Pause | Route::Resume => {
                 let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
-                self.consumer_action(name, action, &body).await
+                let action = match route {
+                    Route::Rewind => "rewind",
+                    Route::Pause => "pause",
+                    _ => "resume",
+                };
+                self.consumer_action(param(0), action, &body).await
             }
-            ["admin", "dead-letters"] => {
-                method(&req.method, Method::GET)?;
+            Route::DeadLetters => {
                 let only = query_param(req.query.as_deref(), "consumer");
                 let mut all = Vec::new();
                 for name in self.registry.names() {
@@ -278,8 +295,7 @@ impl Admin {
                     &serde_json::json!({ "dead_letters": all }),
                 ))
             }
-            ["admin", "dead-letters", "redrive"] => {
-                method(&req.method, Method::POST)?;
+            Route::Redrive => {
                 let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
                 let req: api::RedriveRequest = parse_json_or_empty(&body)?;
                 let names = match &req.consumer {
@@ -300,24 +316,22 @@ impl Admin {
                     &serde_json::json!({ "redriven": reports }),
                 ))
             }
-            ["admin", "optouts"] if req.method == Method::POST => {
+            Route::AddOptOut => {
                 let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
                 let add: api::OptOutRequest = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::BadRequest(format!("invalid opt-out: {e}")))?;
                 let seq = self.optout_change("add", &add.number, add.reason).await?;
                 Ok(http::json(StatusCode::ACCEPTED, &Appended { seq }))
             }
-            ["admin", "optouts"] => {
-                method(&req.method, Method::GET)
-                    .map_err(|_| ApiError::MethodNotAllowed("GET, POST"))?;
+            Route::ListOptOuts => {
                 let list = compliance::list(self.log.state().as_ref())?;
                 Ok(http::json(
                     StatusCode::OK,
                     &serde_json::json!({ "optouts": list }),
                 ))
             }
-            ["admin", "optouts", number] => {
-                method(&req.method, Method::DELETE)?;
+            Route::RemoveOptOut => {
+                let number = param(0);
                 // A path segment: `%XX` is decoded but `+` is a plus sign, not a space.
                 let number =
                     form_urlencoded::parse(format!("n={}", number.replace('+', "%2B")).as_bytes())
@@ -327,7 +341,6 @@ impl Admin {
                 let seq = self.optout_change("remove", &number, None).await?;
                 Ok(http::json(StatusCode::ACCEPTED, &Appended { seq }))
             }
-            _ => Err(ApiError::NotFound),
         }
     }
 
@@ -391,7 +404,7 @@ impl Admin {
             "pause" | "resume" => {
                 if name == controls::NAME {
                     return Err(ApiError::BadRequest(format!(
-                        "`{name}` cannot be paused or resumed: it projects the kill switch and                          the pauses from the log, and a pause of it would freeze every stop                          (the sender waits for it before every call)"
+                        "`{name}` cannot be paused or resumed: it projects the kill switch and the pauses from the log, and a pause of it would freeze every stop (the sender waits for it before every call)"
                     )));
                 }
                 let known = self.registry.names().iter().any(|n| n == name)
@@ -461,7 +474,7 @@ impl Admin {
             (
                 false,
                 Some(
-                    "this replica is a standby: the record is in the log and the replica that                      runs the consumers applies it (and any replica that takes over later)"
+                    "this replica is a standby: the record is in the log and the replica that runs the consumers applies it (and any replica that takes over later)"
                         .to_owned(),
                 ),
             )
@@ -475,7 +488,7 @@ impl Admin {
             (
                 false,
                 Some(format!(
-                    "the record is in the log but the controls consumer did not apply it within                      {} s; the sender does not call a provider until it has; see                      `hooklog-replay status`",
+                    "the record is in the log but the controls consumer did not apply it within {} s; the sender does not call a provider until it has; see `hooklog-replay status`",
                     STOP_APPLY_WAIT.as_secs()
                 )),
             )
@@ -587,7 +600,7 @@ impl Admin {
             // The `controls` consumer obeys records with the admin token and source
             // `internal`, which is what this route writes too: it must never write one.
             return Err(ApiError::BadRequest(format!(
-                "route `{}` is written only by POST /admin/kill-switch and POST                  /admin/consumers/{{name}}/pause|resume",
+                "route `{}` is written only by POST /admin/kill-switch and POST /admin/consumers/{{name}}/pause|resume",
                 controls::CONTROL_ROUTE
             )));
         }
@@ -595,6 +608,20 @@ impl Admin {
             return Err(ApiError::BadRequest(format!(
                 "source `{source}` is reserved for signed webhooks; send the signed request to \
                  the webhook listener instead (or use a backfill-* source)"
+            )));
+        }
+        if !source.is_operator_held() {
+            return Err(ApiError::BadRequest(format!(
+                "source `{source}` is written only by hooklog itself (gate decisions, send \
+                 attempts and results, dispatch results, opt-out and line changes): this route \
+                 takes the operator's backfill sources, {}. Ask for a message with POST \
+                 /v1/messages, change the suppression list with /admin/optouts, unblock a line \
+                 with POST /admin/lines/{{id}}/unblock",
+                Source::OPERATOR_HELD
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         if let Some(enc) = req.body_encoding.as_deref() {
@@ -626,20 +653,6 @@ impl Admin {
             .map_err(ApiError::AppendFailed)?;
         Ok(Appended { seq: seq.0 })
     }
-}
-
-/// Whether a route reads or changes consumer state (the outbound messages, the suppression
-/// list, consumers and their dead letters): only the replica that runs the consumers answers
-/// it. The log itself (status, events, appends, opt-out changes, which are appends) is the
-/// same on every replica.
-fn needs_consumers(parts: &[&str], method: &Method) -> bool {
-    matches!(
-        parts,
-        ["v1", "messages", ..]
-            | ["admin", "lines", ..]
-            | ["admin", "consumers", ..]
-            | ["admin", "dead-letters", ..]
-    ) || (parts == ["admin", "optouts"] && method == Method::GET)
 }
 
 /// The status of a log with the cursors it stores. Used by the daemon and, with the daemon
@@ -680,18 +693,6 @@ pub fn status_of(log: &dyn Log) -> Result<Status, crate::log::LogError> {
             record,
         },
     })
-}
-
-fn method(got: &Method, want: Method) -> Result<(), ApiError> {
-    if *got == want {
-        Ok(())
-    } else if want == Method::POST {
-        Err(ApiError::MethodNotAllowed("POST"))
-    } else if want == Method::DELETE {
-        Err(ApiError::MethodNotAllowed("DELETE"))
-    } else {
-        Err(ApiError::MethodNotAllowed("GET"))
-    }
 }
 
 fn control_err(e: consumers::ControlError) -> ApiError {

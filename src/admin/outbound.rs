@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::provider::SendProvider;
 
+use super::routes::Caller;
 use crate::consumers::outbound as gate;
 use crate::consumers::outbound::{
     LineChange, Message, MessageId, MessageRequest, OutboundRecord, OutboundStore, Status, Step,
@@ -95,6 +96,8 @@ pub struct MessageView {
     pub requested_at: String,
     /// When its status last changed.
     pub updated_at: String,
+    /// Whose token asked: `agent:<name>` or `operator`.
+    pub requested_by: String,
     /// Every step, oldest first.
     pub history: Vec<Step>,
 }
@@ -118,6 +121,7 @@ impl From<Message> for MessageView {
             error: m.error,
             requested_at: m.requested_at,
             updated_at: m.updated_at,
+            requested_by: m.requested_by.unwrap_or_else(|| "operator".to_owned()),
             history: m.history,
         }
     }
@@ -173,10 +177,12 @@ impl OutboundApi {
         }
     }
 
-    /// `POST /v1/messages`.
+    /// `POST /v1/messages` from `caller`, whose name the request record keeps (from the
+    /// token, never from the body: a `requestedBy` in the JSON is ignored).
     pub async fn post(
         &self,
         log: &dyn Log,
+        caller: &Caller,
         body: &[u8],
         header_key: Option<String>,
     ) -> Result<Accepted, ApiError> {
@@ -248,9 +254,10 @@ impl OutboundApi {
             to,
             content,
             requested_at: now.to_rfc3339(),
+            requested_by: Some(caller.label()),
         });
         let seq = log
-            .append(record.to_verified(now))
+            .append(record.to_verified_as(now, caller.verification()))
             .await
             .map_err(ApiError::AppendFailed)?;
         self.store.note_requested(&id, seq.0)?;

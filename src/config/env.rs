@@ -17,6 +17,7 @@ pub(super) const ENV_NOT_KEYS: &[&str] = &[CONFIG_ENV];
 
 /// Sections, longest first so `twilio.voice` wins over `twilio` when matching env names.
 pub(super) const SECTIONS: &[&str] = &[
+    "server.agent_tokens",
     "log.jetstream",
     "twilio.voice",
     "compliance",

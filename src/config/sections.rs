@@ -4,6 +4,7 @@
 //! `[dispatch]`, `[sender]`, `[staleness]`, `[alerts]`, `[compliance]`, `[[lines]]`, `[log]`)
 //! and [`super::Config`] composes it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,10 @@ pub struct ServerConfig {
     /// Admin bearer token; generated into `<data_dir>/admin.token` when absent.
     #[serde(deserialize_with = "de::opt_parsed")]
     pub admin_token: Option<Secret>,
+    /// `[server.agent_tokens]`: agent name → its token (`name = "…"` or
+    /// `name_file = "…"`). An agent token reaches only the outbound API
+    /// (docs/api.md#roles); the name is recorded on what it asks for.
+    pub agent_tokens: BTreeMap<String, Secret>,
     /// Seconds to wait for in-flight requests on shutdown.
     #[serde(deserialize_with = "de::parsed")]
     pub shutdown_grace_secs: u64,
@@ -101,6 +106,7 @@ impl Default for ServerConfig {
             public_urls: Vec::new(),
             max_body_bytes: 1024 * 1024,
             admin_token: None,
+            agent_tokens: BTreeMap::new(),
             shutdown_grace_secs: 10,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,

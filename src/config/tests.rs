@@ -347,3 +347,81 @@ fn salesmsg_opt_ins_are_distrusted_unless_trust_opt_in_is_set_and_a_bad_value_na
         .to_string();
     assert!(err.contains("salesmsg.trust_opt_in"), "{err}");
 }
+
+#[test]
+fn agent_tokens_come_from_the_file_a_file_of_their_own_or_the_environment() {
+    let secret = file("acq-token-0123456789abcdef\n");
+    let f = file(&format!(
+        "[server.agent_tokens]\nacquisitions_file = \"{}\"\ndispo = \"dispo-token-0123456789\"\n",
+        secret.path().display()
+    ));
+    let (c, prov) = Config::load_from(
+        Some(f.path()),
+        env(&[(
+            "HOOKLOG_SERVER_AGENT_TOKENS_FOLLOW_UP",
+            "follow-token-0123456789",
+        )]),
+    )
+    .unwrap();
+    let tokens: Vec<(&str, &str)> = c
+        .server
+        .agent_tokens
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose()))
+        .collect();
+    assert_eq!(
+        tokens,
+        vec![
+            ("acquisitions", "acq-token-0123456789abcdef"),
+            ("dispo", "dispo-token-0123456789"),
+            ("follow_up", "follow-token-0123456789"),
+        ]
+    );
+    assert!(prov
+        .origin("server.agent_tokens.acquisitions")
+        .contains("acquisitions_file"));
+    assert!(
+        !c.to_redacted_toml().contains("dispo-token"),
+        "agent tokens are secrets"
+    );
+}
+
+#[test]
+fn a_bad_agent_token_is_refused_with_what_to_do() {
+    let admin = "operator-token-0123456789";
+    for (toml, key, says) in [
+        (
+            "[server.agent_tokens]\nAcquisitions = \"acq-token-0123456789\"\n",
+            "server.agent_tokens.Acquisitions",
+            "lower-case letters",
+        ),
+        (
+            "[server.agent_tokens]\nacquisitions = \"short\"\n",
+            "server.agent_tokens.acquisitions",
+            "openssl rand",
+        ),
+        (
+            "[server.agent_tokens]\nacquisitions = \"\"\n",
+            "server.agent_tokens.acquisitions",
+            "at least 16",
+        ),
+        (
+            "[server.agent_tokens]\na = \"same-token-0123456789\"\nb = \"same-token-0123456789\"\n",
+            "server.agent_tokens.b",
+            "server.agent_tokens.a",
+        ),
+        (
+            &format!(
+                "[server]\nadmin_token = \"{admin}\"\n[server.agent_tokens]\na = \"{admin}\"\n"
+            ),
+            "server.agent_tokens.a",
+            "token of its own",
+        ),
+    ] {
+        let f = file(toml);
+        let err = Config::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains(says), "{toml}: {err}");
+    }
+}

@@ -63,6 +63,52 @@ impl Config {
                 ));
             }
         }
+        for (name, token) in &self.server.agent_tokens {
+            let key = format!("server.agent_tokens.{name}");
+            let name_ok = !name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !name_ok {
+                return Err(bad(
+                    &key,
+                    format!(
+                        "`{name}` is not an agent name: use lower-case letters, digits, `_` and \
+                         `-` (it is recorded as `agent:<name>` on what the agent asks for)"
+                    ),
+                ));
+            }
+            if token.expose().trim().len() < 16 {
+                return Err(bad(
+                    &key,
+                    "the token must be at least 16 characters; generate one with `openssl rand \
+                     -hex 32`"
+                        .into(),
+                ));
+            }
+            if self.server.admin_token.as_ref() == Some(token) {
+                return Err(bad(
+                    &key,
+                    "this token is server.admin_token too: the operator token reaches every \
+                     route, so give the agent a token of its own"
+                        .into(),
+                ));
+            }
+            if let Some((other, _)) = self
+                .server
+                .agent_tokens
+                .iter()
+                .find(|(other, t)| *other < name && *t == token)
+            {
+                return Err(bad(
+                    &key,
+                    format!(
+                        "the same token as server.agent_tokens.{other}: give each agent a token \
+                         of its own, so that what it asks for names it"
+                    ),
+                ));
+            }
+        }
         if !(1..=24 * 365).contains(&self.dedup.ttl_hours) {
             return Err(bad(
                 "dedup.ttl_hours",

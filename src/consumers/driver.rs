@@ -464,14 +464,15 @@ impl<C: Consumer> Driver<C> {
                 self.set_info(RunState::Running, Some(None));
             }
             Err(BatchError::Transient(e)) => self.transient_failure(e).await,
-            Err(BatchError::Poison { seq, error }) => {
+            Err(e @ BatchError::Poison { .. }) | Err(e @ BatchError::Forged(_)) => {
+                let seq = e.record().unwrap_or(last);
                 let done = batch.events().iter().filter(|e| e.seq < seq).count() as u64;
                 self.ctx
                     .metrics
                     .consumer_processed
                     .with_label_values(&[name])
                     .inc_by(done);
-                self.dead_letter(seq, error)?;
+                self.dead_letter_for(&e, seq)?;
                 log.store_cursor(name, seq)?;
             }
         }
@@ -479,7 +480,50 @@ impl<C: Consumer> Driver<C> {
         Ok(Step::Continue)
     }
 
+    /// Dead-letters `seq` for `e` (poison or forged).
+    fn dead_letter_for(&mut self, e: &BatchError, seq: Seq) -> Result<(), StateError> {
+        match e {
+            BatchError::Forged(forged) => {
+                let name = self.consumer.name();
+                self.dead_letter_quietly(seq, forged.to_string())?;
+                // Its own key per record: one forged record must not hide the next behind
+                // the dead-letter alert's coalescing.
+                self.ctx.alerter.raise(Alert {
+                    key: format!("forged:{name}:{seq}"),
+                    severity: Severity::Critical,
+                    title: format!("{name}: forged record {seq} refused, never acted on"),
+                    reason: forged.to_string(),
+                    next_step: format!(
+                        "find who could write it (`hooklog-replay show {seq}`: a leaked token, \
+                         an import, write access to the log's storage) and rotate what it used; \
+                         the record stays a dead letter of {name}"
+                    ),
+                });
+                Ok(())
+            }
+            BatchError::Poison { error, .. } | BatchError::Transient(error) => {
+                self.dead_letter(seq, error.clone())
+            }
+        }
+    }
+
     fn dead_letter(&mut self, seq: Seq, error: String) -> Result<(), StateError> {
+        let name = self.consumer.name();
+        self.dead_letter_quietly(seq, error.clone())?;
+        self.ctx.alerter.raise(Alert {
+            key: format!("dead_letter:{name}"),
+            severity: Severity::Warning,
+            title: format!("{name}: record {seq} dead-lettered"),
+            reason: error,
+            next_step: format!(
+                "inspect with `hooklog-replay show {seq}` and `hooklog-replay dead-letters`; after a fix, `hooklog-replay redrive {name}`"
+            ),
+        });
+        Ok(())
+    }
+
+    /// Stores the dead letter, counts it and logs it; the caller raises the alert.
+    fn dead_letter_quietly(&mut self, seq: Seq, error: String) -> Result<(), StateError> {
         let name = self.consumer.name();
         let tree = self.ctx.store.tree(name, DEAD_LETTERS)?;
         let attempts = match tree.get(&seq.to_key())? {
@@ -510,15 +554,6 @@ impl<C: Consumer> Driver<C> {
             Some(Some(format!("record {seq} dead-lettered: {error}"))),
         );
         tracing::error!(consumer = name, seq = seq.0, %error, "record dead-lettered");
-        self.ctx.alerter.raise(Alert {
-            key: format!("dead_letter:{name}"),
-            severity: Severity::Warning,
-            title: format!("{name}: record {seq} dead-lettered"),
-            reason: error,
-            next_step: format!(
-                "inspect with `hooklog-replay show {seq}` and `hooklog-replay dead-letters`; after a fix, `hooklog-replay redrive {name}`"
-            ),
-        });
         Ok(())
     }
 
@@ -725,8 +760,8 @@ impl<C: Consumer> Driver<C> {
                     tree.remove(&seq.to_key())?;
                     report.succeeded.push(seq.0);
                 }
-                Err(BatchError::Poison { error, .. }) | Err(BatchError::Transient(error)) => {
-                    self.dead_letter(seq, error)?;
+                Err(e) => {
+                    self.dead_letter_for(&e, seq)?;
                     report.failed.push(seq.0);
                 }
             }

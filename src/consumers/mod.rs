@@ -100,6 +100,24 @@ pub enum BatchError {
         /// Why.
         error: String,
     },
+    /// The record was written by someone who may not write its kind
+    /// ([`crate::provenance`]: a decision not written by hooklog, an opt-out edit from an
+    /// agent's token): it is never acted on. Handled like [`BatchError::Poison`] (every
+    /// record before it applied, this one dead-lettered), with a critical alert of its own
+    /// naming the record.
+    #[error(transparent)]
+    Forged(#[from] crate::provenance::Forged),
+}
+
+impl BatchError {
+    /// The record that is dead-lettered: `None` for a transient failure.
+    pub fn record(&self) -> Option<Seq> {
+        match self {
+            BatchError::Transient(_) => None,
+            BatchError::Poison { seq, .. } => Some(*seq),
+            BatchError::Forged(f) => Some(Seq(f.seq)),
+        }
+    }
 }
 
 impl From<StateError> for BatchError {

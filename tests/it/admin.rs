@@ -76,7 +76,7 @@ fn events_are_appended_read_by_page_and_fetched_by_sequence() {
         assert_eq!(r.status, 201, "{}", r.body);
         assert_eq!(r.body, format!("{{\"seq\":{}}}", n + 1));
     }
-    let binary = serde_json::json!({"source": "internal", "route": "/x", "body": "AP8A", "body_encoding": "base64"});
+    let binary = serde_json::json!({"source": "backfill-openphone", "route": "/x", "body": "AP8A", "body_encoding": "base64"});
     assert_eq!(
         util::request(
             s.admin,

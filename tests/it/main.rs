@@ -38,3 +38,4 @@ mod sender;
 mod trust_optouts;
 mod trust_redeliver;
 mod trust_stops;
+mod trust_tokens;

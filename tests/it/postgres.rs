@@ -1400,6 +1400,7 @@ mod outbound {
             to: "(212) 555-0100".into(),
             content: format!("hello {n}"),
             requested_at: "2026-11-30T12:00:00Z".into(),
+            requested_by: None,
         })
     }
 

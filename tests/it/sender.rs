@@ -117,6 +117,7 @@ async fn allowed(w: &World, line: &str, provider: SendProvider, number: &str) ->
         to: TO.into(),
         content: "Hi, this is Acme. Reply STOP to opt out.".into(),
         requested_at: "2026-11-30T17:00:00Z".into(),
+        requested_by: None,
     };
     let append = |r: OutboundRecord| w.log.append(r.to_verified(Micros::now()));
     let rseq = append(OutboundRecord::Request(request.clone()))

@@ -158,7 +158,7 @@ fn projection_of_status(s: &Value) -> Value {
 }
 
 /// Webhooks (one twice: a duplicate), an opt-out by STOP, a Quo message, a backfilled twin,
-/// a binary body, an operator opt-out and an outbound record: 8 records.
+/// a binary body, an operator opt-out and a record of an unknown route: 8 records.
 fn fill(a: &Daemon) {
     // Webhooks (one twice: a duplicate), an opt-out by STOP, a Quo message.
     fire(a, "twilio/sms_inbound.json");
@@ -188,9 +188,11 @@ fn fill(a: &Daemon) {
         "/admin/optouts",
         json!({"number": "+15555550199", "reason": "asked by phone"}),
     );
+    // A record of a route no parser knows (the admin API appends only backfill sources:
+    // `outbound` and `internal` records are the daemon's own).
     a.post(
         "/admin/events",
-        json!({"source": "outbound", "route": "/test/outbound", "body": "{}"}),
+        json!({"source": "backfill-openphone", "route": "/test/other", "body": "{}"}),
     );
 }
 

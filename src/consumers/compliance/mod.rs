@@ -25,7 +25,8 @@
 //!
 //! Inbound records flagged duplicate by dedup (its upstream) are skipped; operator and sender
 //! changes ([`ADMIN_ROUTE`]) never are (identical bytes there are two acts, not a retry). A
-//! record that cannot be parsed is poison (dead-lettered).
+//! record that cannot be parsed is poison (dead-lettered), and so is an opt-out edit that neither
+//! the operator's route nor the daemon wrote ([`crate::provenance`]): it never changes the list.
 //!
 //! The component's files: this one (the consumer), [`suppression`] (the list as the other
 //! components read it, its model, its key layout and the records that change it) and
@@ -213,6 +214,9 @@ impl Compliance {
             seq: event.seq,
             error,
         };
+        // Only the operator's route and the sender write these: anything else (an agent's
+        // token, a webhook's signature) never changes the list.
+        crate::provenance::check(event)?;
         let change: OptOutChange = serde_json::from_slice(&event.body)
             .map_err(|e| poison(format!("invalid opt-out change: {e}")))?;
         let number = normalize_e164(&change.number)

@@ -43,6 +43,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::event::{Micros, Source, Verification, Verified};
 use crate::phone::normalize_e164;
 use crate::state::{for_each, StateError, StateStore};
 
@@ -51,7 +52,7 @@ pub const CONSUMER: &str = "compliance";
 /// The tree of the list.
 pub(crate) const TREE: &str = "suppression";
 /// Route of the `internal` events the admin API appends for manual list changes.
-pub const ADMIN_ROUTE: &str = "/internal/optouts";
+pub const ADMIN_ROUTE: &str = crate::provenance::OPTOUT_ROUTE;
 
 /// `state` of an entry under which the number is suppressed on at least one line.
 pub const OPTED_OUT: &str = "opted_out";
@@ -369,6 +370,23 @@ pub struct OptOutChange {
     /// The line the refused message was sent from, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<String>,
+}
+
+impl OptOutChange {
+    /// The record ready to append, authenticated as `verification`: the sender's own
+    /// ([`Verification::Internal`]) or the operator's ([`Verification::AdminToken`]); any
+    /// other is appended but never applied ([`crate::provenance`]).
+    pub fn to_verified_as(&self, at: Micros, verification: Verification) -> Verified {
+        Verified::new(
+            at,
+            Source::Internal,
+            ADMIN_ROUTE.to_owned(),
+            vec![("content-type".into(), "application/json".into())],
+            // A struct of strings: serde_json cannot fail on it.
+            serde_json::to_vec(self).unwrap_or_default(),
+            verification,
+        )
+    }
 }
 
 /// The suppression list: every number someone opted out or an operator acted on

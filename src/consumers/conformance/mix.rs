@@ -191,6 +191,7 @@ fn request(n: u64, from: &str, to: &str, key: Option<&str>, street: u32) -> Mess
         to: to.into(),
         content: text(street),
         requested_at: rfc3339(at(180 + 5 * n as i64)),
+        requested_by: None,
     }
 }
 

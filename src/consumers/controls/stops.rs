@@ -33,7 +33,7 @@ pub const NAME: &str = "controls";
 /// The tree of the stops.
 pub(crate) const TREE: &str = "stops";
 /// Route of the `internal` records the operator routes append.
-pub const CONTROL_ROUTE: &str = "/internal/control";
+pub const CONTROL_ROUTE: &str = crate::provenance::CONTROL_ROUTE;
 /// Who writes a control record today: the holder of the operator (admin) token.
 pub const OPERATOR: &str = "operator";
 

@@ -87,6 +87,10 @@ pub struct Step {
     /// Details (reasons, the provider's answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Who did it, where the record says: the `requested` step names the token that asked
+    /// (`agent:<name>` or `operator`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// The projected state of one message.
@@ -130,6 +134,10 @@ pub struct Message {
     pub requested_at: String,
     /// When its status last changed (RFC 3339).
     pub updated_at: String,
+    /// Whose token asked (`agent:<name>` or `operator`); `None` on requests written before
+    /// agent tokens existed, when the operator token was the only one.
+    #[serde(default)]
+    pub requested_by: Option<String>,
     /// The request record.
     pub request_seq: u64,
     /// The last record applied.
@@ -161,6 +169,7 @@ impl Message {
             error: None,
             requested_at: r.requested_at.clone(),
             updated_at: r.requested_at.clone(),
+            requested_by: r.requested_by.clone(),
             request_seq: seq,
             last_seq: seq,
             history: vec![Step {
@@ -168,6 +177,7 @@ impl Message {
                 event: "requested".into(),
                 at: r.requested_at.clone(),
                 detail: None,
+                by: r.requested_by.clone(),
             }],
         }
     }
@@ -250,6 +260,7 @@ pub fn apply(msg: &mut Message, seq: u64, change: Change<'_>) -> bool {
                 event: event.into(),
                 at: d.decided_at.clone(),
                 detail: reasons_text(&d.reasons),
+                by: None,
             }
         }
         Change::Attempt(a) => {
@@ -275,6 +286,7 @@ pub fn apply(msg: &mut Message, seq: u64, change: Change<'_>) -> bool {
                     a.from,
                     a.to
                 )),
+                by: None,
             }
         }
         Change::Result(r) => {
@@ -297,6 +309,7 @@ pub fn apply(msg: &mut Message, seq: u64, change: Change<'_>) -> bool {
                     event: "redelivery_refused".into(),
                     at: r.at.clone(),
                     detail: reasons_text(&r.reasons),
+                    by: None,
                 });
                 return true;
             }
@@ -327,6 +340,7 @@ pub fn apply(msg: &mut Message, seq: u64, change: Change<'_>) -> bool {
                     .clone()
                     .or_else(|| reasons_text(&r.reasons))
                     .or_else(|| r.provider_id.clone()),
+                by: None,
             }
         }
     };
@@ -351,6 +365,7 @@ mod tests {
                 to: "+12125550100".into(),
                 content: "hi".into(),
                 requested_at: "2026-11-30T12:00:00Z".into(),
+                requested_by: None,
             },
         )
     }

@@ -51,6 +51,10 @@
 //!   requests decided in one pass see each other.
 //! - Upstreams are dedup (duplicated webhooks are skipped) and compliance (the suppression
 //!   list is current up to the record being decided).
+//! - Only records whose writer may write them are projected ([`crate::provenance`], checked by
+//!   [`OutboundRecord::decode`]): a decision, attempt, result or dispatch result that hooklog
+//!   did not write, or a line change by an agent, is a dead letter
+//!   ([`BatchError::Forged`]) and changes no message.
 //!
 //! Key layout: see [`store`].
 
@@ -158,6 +162,7 @@ impl Outbound {
         let seq = event.seq;
         let poison = |error: String| BatchError::Poison { seq, error };
         match OutboundRecord::decode(event) {
+            Some(Err(RecordError::Forged(forged))) => Err(forged.into()),
             Some(Err(e)) => Err(poison(e.to_string())),
             Some(Ok(OutboundRecord::Request(r))) => {
                 if self.store.message(&r.id)?.is_none() {

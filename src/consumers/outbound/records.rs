@@ -7,12 +7,17 @@
 //!
 //! | route                         | source     | written by                   | body               |
 //! |-------------------------------|------------|------------------------------|--------------------|
-//! | [`REQUEST_ROUTE`]             | `outbound` | `POST /v1/messages`          | [`MessageRequest`] |
+//! | [`REQUEST_ROUTE`]             | `outbound` | `POST /v1/messages` (a token)| [`MessageRequest`] |
 //! | [`DECISION_ROUTE`]            | `outbound` | the `outbound` gate consumer | [`GateDecision`]   |
 //! | [`ATTEMPT_ROUTE`]             | `outbound` | `sender`, before the call    | [`SendAttempt`]    |
 //! | [`RESULT_ROUTE`]              | `outbound` | `sender`, after the call     | [`SendResult`]     |
 //! | [`LINE_ROUTE`]                | `internal` | `sender`, the admin API      | [`LineChange`]     |
 //! | [`DISPATCH_ROUTE`]            | `internal` | `dispatch`                   | [`DispatchResult`] |
+//!
+//! "Written by" is enforced: [`OutboundRecord::decode`] returns [`RecordError::Forged`] for a
+//! record whose verification does not fit its route ([`crate::provenance`]), so every reader
+//! that acts on these records refuses one that hooklog (or, for a request or a line unblock,
+//! a token holder through its route) did not write.
 
 use std::fmt;
 
@@ -23,19 +28,20 @@ use crate::provider::SendProvider;
 
 use crate::event::{Event, Micros, Source, Verification, Verified};
 use crate::gates::Reason;
+use crate::provenance::{self, Forged};
 
 /// An agent's request to send a message (`POST /v1/messages`).
-pub const REQUEST_ROUTE: &str = "/v1/messages";
+pub const REQUEST_ROUTE: &str = provenance::REQUEST_ROUTE;
 /// The gates' decision on a request.
-pub const DECISION_ROUTE: &str = "/internal/outbound/decision";
+pub const DECISION_ROUTE: &str = provenance::DECISION_ROUTE;
 /// A send attempt, appended (and flushed) before the provider is called.
-pub const ATTEMPT_ROUTE: &str = "/internal/outbound/attempt";
+pub const ATTEMPT_ROUTE: &str = provenance::ATTEMPT_ROUTE;
 /// How a send attempt ended.
-pub const RESULT_ROUTE: &str = "/internal/outbound/result";
+pub const RESULT_ROUTE: &str = provenance::RESULT_ROUTE;
 /// A line blocked by a provider, or unblocked by an operator.
-pub const LINE_ROUTE: &str = "/internal/lines";
+pub const LINE_ROUTE: &str = provenance::LINE_ROUTE;
 /// The result of dispatching one event to one agent.
-pub const DISPATCH_ROUTE: &str = "/internal/dispatch/result";
+pub const DISPATCH_ROUTE: &str = provenance::DISPATCH_ROUTE;
 
 /// A message id: `msg_` then 26 lowercase hex digits, time-ordered (13 digits of
 /// microseconds since the epoch, 13 random).
@@ -96,6 +102,11 @@ pub struct MessageRequest {
     pub content: String,
     /// When the API accepted it (RFC 3339).
     pub requested_at: String,
+    /// Whose token asked: `agent:<name>` or `operator`, written by the API from the token
+    /// that authenticated the request, never from the caller's JSON. Absent on records
+    /// written before agent tokens existed (the operator token was the only one then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// What the gates decided.
@@ -282,16 +293,32 @@ pub enum OutboundRecord {
     Dispatch(DispatchResult),
 }
 
-/// A record of the outbound path that cannot be read.
+/// A record of the outbound path that must not be acted on.
 #[derive(Debug, thiserror::Error)]
-#[error("record {seq} ({route}) is not a valid outbound record: {source}")]
-pub struct RecordError {
+pub enum RecordError {
+    /// The body is not the record's JSON.
+    #[error("record {seq} ({route}) is not a valid outbound record: {source}")]
+    Invalid {
+        /// The record.
+        seq: u64,
+        /// Its route.
+        route: String,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// Its writer may not write a record of its kind ([`crate::provenance`]).
+    #[error(transparent)]
+    Forged(#[from] Forged),
+}
+
+impl RecordError {
     /// The record.
-    pub seq: u64,
-    /// Its route.
-    pub route: String,
-    /// The JSON error.
-    pub source: serde_json::Error,
+    pub fn seq(&self) -> u64 {
+        match self {
+            RecordError::Invalid { seq, .. } => *seq,
+            RecordError::Forged(f) => f.seq,
+        }
+    }
 }
 
 impl OutboundRecord {
@@ -307,7 +334,9 @@ impl OutboundRecord {
         }
     }
 
-    /// Reads `event` if it is a record of the outbound path: `None` for any other event.
+    /// Reads `event` if it is a record of the outbound path: `None` for any other event,
+    /// [`RecordError::Forged`] for one whose writer may not write it (checked before the
+    /// body is read: a forged record is never acted on, however well formed).
     pub fn decode(event: &Event) -> Option<Result<OutboundRecord, RecordError>> {
         fn parse<T: serde::de::DeserializeOwned>(
             event: &Event,
@@ -315,21 +344,26 @@ impl OutboundRecord {
         ) -> Result<OutboundRecord, RecordError> {
             serde_json::from_slice(&event.body)
                 .map(wrap)
-                .map_err(|source| RecordError {
+                .map_err(|source| RecordError::Invalid {
                     seq: event.seq.0,
                     route: event.route.clone(),
                     source,
                 })
         }
-        match (event.source, event.route.as_str()) {
-            (Source::Outbound, REQUEST_ROUTE) => Some(parse(event, OutboundRecord::Request)),
-            (Source::Outbound, DECISION_ROUTE) => Some(parse(event, OutboundRecord::Decision)),
-            (Source::Outbound, ATTEMPT_ROUTE) => Some(parse(event, OutboundRecord::Attempt)),
-            (Source::Outbound, RESULT_ROUTE) => Some(parse(event, OutboundRecord::Result)),
-            (Source::Internal, LINE_ROUTE) => Some(parse(event, OutboundRecord::Line)),
-            (Source::Internal, DISPATCH_ROUTE) => Some(parse(event, OutboundRecord::Dispatch)),
-            _ => None,
+        type Reader = fn(&Event) -> Result<OutboundRecord, RecordError>;
+        let read: Reader = match (event.source, event.route.as_str()) {
+            (Source::Outbound, REQUEST_ROUTE) => |e| parse(e, OutboundRecord::Request),
+            (Source::Outbound, DECISION_ROUTE) => |e| parse(e, OutboundRecord::Decision),
+            (Source::Outbound, ATTEMPT_ROUTE) => |e| parse(e, OutboundRecord::Attempt),
+            (Source::Outbound, RESULT_ROUTE) => |e| parse(e, OutboundRecord::Result),
+            (Source::Internal, LINE_ROUTE) => |e| parse(e, OutboundRecord::Line),
+            (Source::Internal, DISPATCH_ROUTE) => |e| parse(e, OutboundRecord::Dispatch),
+            _ => return None,
+        };
+        if let Err(forged) = provenance::check(event) {
+            return Some(Err(forged.into()));
         }
+        Some(read(event))
     }
 
     /// The record ready to append. A request comes from a holder of the admin token; the
@@ -382,7 +416,7 @@ mod tests {
             route: record.placement().1.to_owned(),
             headers: vec![],
             body: v.body().to_vec(),
-            verification: Verification::Internal,
+            verification: v.verification,
         }
     }
 
@@ -398,6 +432,7 @@ mod tests {
                 to: "+12125550100".into(),
                 content: "hi".into(),
                 requested_at: "2026-11-30T12:00:00Z".into(),
+                requested_by: None,
             }),
             OutboundRecord::Decision(GateDecision {
                 id: id.clone(),
@@ -474,7 +509,7 @@ mod tests {
         );
         ev.body = b"{not json".to_vec();
         let err = OutboundRecord::decode(&ev).unwrap().unwrap_err();
-        assert_eq!(err.seq, 3);
+        assert_eq!(err.seq(), 3);
         ev.route = "/internal/optouts".into();
         assert!(OutboundRecord::decode(&ev).is_none());
         ev.source = Source::Quo;
@@ -483,6 +518,43 @@ mod tests {
             OutboundRecord::decode(&ev).is_none(),
             "only hooklog writes these"
         );
+    }
+
+    #[test]
+    fn a_record_whose_writer_may_not_write_it_is_forged_however_well_formed_its_body() {
+        let decision = OutboundRecord::Decision(GateDecision {
+            id: MessageId::generate(Micros::now()),
+            verdict: GateVerdict::Allow,
+            reasons: vec![],
+            hold_until: None,
+            line_id: Some("quo-main".into()),
+            from_number: Some("+12125550199".into()),
+            provider: Some(SendProvider::Quo),
+            to: Some("+12125550100".into()),
+            evaluation: 1,
+            decided_at: "2026-11-30T12:00:01Z".into(),
+        });
+        let mut ev = stored(&decision, 9);
+        assert!(matches!(OutboundRecord::decode(&ev), Some(Ok(_))));
+        for forger in [
+            Verification::AdminToken,
+            Verification::AgentToken,
+            Verification::QuoStandard { key: 0 },
+        ] {
+            ev.verification = forger;
+            match OutboundRecord::decode(&ev) {
+                Some(Err(RecordError::Forged(f))) => {
+                    assert_eq!((f.seq, f.route.as_str()), (9, DECISION_ROUTE))
+                }
+                other => panic!("{forger:?}: {other:?}"),
+            }
+        }
+        // Checked before the body: a forged record with a broken body is still forged.
+        ev.body = b"{not json".to_vec();
+        assert!(matches!(
+            OutboundRecord::decode(&ev),
+            Some(Err(RecordError::Forged(_)))
+        ));
     }
 
     #[test]

@@ -390,6 +390,7 @@ mod tests {
                 to: "+12125550100".into(),
                 content: "c".into(),
                 requested_at: "2026-11-30T12:00:00Z".into(),
+                requested_by: None,
             },
         );
         s.put_message(&m).unwrap();

@@ -117,6 +117,7 @@ impl Harness {
             to: to.into(),
             content: body.into(),
             requested_at: rfc3339(Utc::now()),
+            requested_by: None,
         });
         self.log.append(r.to_verified(Micros::now())).await.unwrap();
         id

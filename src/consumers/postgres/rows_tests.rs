@@ -185,6 +185,7 @@ mod outbound_path {
             to: "(212) 555-0100".into(),
             content: "a\0b".into(),
             requested_at: "2026-11-30T12:00:00Z".into(),
+            requested_by: None,
         })
     }
 

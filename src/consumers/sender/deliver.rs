@@ -10,12 +10,12 @@ use rand::Rng;
 use super::{transient, LedgerState, OutboundOrOptOut, SendClients, Sender, SharedClient};
 use crate::alerts::{Alert, Severity};
 use crate::config::Config;
-use crate::consumers::compliance::{OptOutChange, ADMIN_ROUTE};
+use crate::consumers::compliance::OptOutChange;
 use crate::consumers::outbound::{
     LineChange, Message, MessageId, OutboundRecord, SendAttempt, SendResult, SendStatus,
 };
 use crate::consumers::BatchError;
-use crate::event::{Micros, Source, Verification, Verified};
+use crate::event::{Micros, Verification, Verified};
 use crate::provider::SendProvider;
 use crate::retry::RetryPolicy;
 use crate::send::{
@@ -79,15 +79,7 @@ impl OutboundOrOptOut {
     pub(super) fn to_verified(&self) -> Verified {
         match self {
             OutboundOrOptOut::Outbound(r) => r.to_verified(Micros::now()),
-            OutboundOrOptOut::OptOut(c) => Verified::new(
-                Micros::now(),
-                Source::Internal,
-                ADMIN_ROUTE.to_owned(),
-                vec![("content-type".into(), "application/json".into())],
-                // A struct of strings: serde_json cannot fail on it.
-                serde_json::to_vec(c).unwrap_or_default(),
-                Verification::Internal,
-            ),
+            OutboundOrOptOut::OptOut(c) => c.to_verified_as(Micros::now(), Verification::Internal),
         }
     }
 }

@@ -77,6 +77,13 @@
 //! condition; nothing is refused for it). A pause of the sender in the log stops the batch
 //! before the next call (transient too; its driver then pauses).
 //!
+//! # Only the daemon's decisions
+//!
+//! A decision, attempt or result that hooklog did not write itself ([`crate::provenance`]:
+//! one appended with a token, or carrying a webhook's verification) is never acted on: it is
+//! dead-lettered here (and by `outbound`); a forged `allow` sends nothing, a forged attempt or
+//! result is not learned into the ledger.
+//!
 //! # Outcomes
 //!
 //! | provider outcome ([`Outcome`](crate::send::Outcome)) | result | also |
@@ -113,7 +120,8 @@ use crate::clock::Clock;
 use crate::consumers::compliance::OptOutChange;
 use crate::consumers::controls::Controls;
 use crate::consumers::outbound::{
-    GateDecision, GateVerdict, Message, MessageId, OutboundRecord, OutboundStore, SendResult,
+    GateDecision, GateVerdict, Message, MessageId, OutboundRecord, OutboundStore, RecordError,
+    SendResult,
     SendStatus,
 };
 use crate::consumers::redelivery::{scan, Redelivery, RedeliveryWindow};
@@ -122,6 +130,7 @@ use crate::event::Seq;
 use crate::gates::{ComplianceConfig, LineConfig};
 use crate::log::Log;
 use crate::metrics::Metrics;
+use crate::provenance;
 use crate::provider::SendProvider;
 use crate::retry::RetryPolicy;
 use crate::send::{AlertSink, Limiter, Rate, SendClient};
@@ -540,6 +549,18 @@ impl Consumer for Sender {
         for event in batch.events() {
             let decision = match OutboundRecord::decode(event) {
                 Some(Ok(OutboundRecord::Decision(d))) => d,
+                Some(Err(RecordError::Forged(forged)))
+                    if matches!(
+                        forged.kind,
+                        provenance::Kind::Decision
+                            | provenance::Kind::Attempt
+                            | provenance::Kind::Result
+                    ) =>
+                {
+                    // The kinds the sender reads: nothing is sent for it, nothing is learned
+                    // from it, and the operator hears of it here too.
+                    return Err(forged.into());
+                }
                 Some(Err(e)) => {
                     // The outbound consumer dead-letters it; nothing is sent for it.
                     tracing::warn!(seq = event.seq.0, error = %e, "unreadable outbound record; nothing sent for it");

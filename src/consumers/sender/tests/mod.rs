@@ -207,6 +207,7 @@ async fn allowed_saying(w: &World, line: &str, to: &str, content: &str) -> (Mess
         to: to.into(),
         content: content.into(),
         requested_at: "2026-11-30T17:00:00Z".into(),
+        requested_by: None,
     };
     let rseq = append(w, OutboundRecord::Request(request.clone())).await;
     let decision = GateDecision {
