@@ -121,8 +121,7 @@ use crate::consumers::compliance::OptOutChange;
 use crate::consumers::controls::Controls;
 use crate::consumers::outbound::{
     GateDecision, GateVerdict, Message, MessageId, OutboundRecord, OutboundStore, RecordError,
-    SendResult,
-    SendStatus,
+    SendResult, SendStatus,
 };
 use crate::consumers::redelivery::{scan, Redelivery, RedeliveryWindow};
 use crate::consumers::{Batch, BatchError, Consumer, RedeliveryPlan, RewindMode};
