@@ -47,7 +47,10 @@
 //! counts as hooklog's own ([`hooklog::provenance`]): an export is as trusted as the data
 //! directory, and only exports an operator made should be imported. What import cannot do is
 //! make anything send or dispatch again (the cursors above); the projections are rebuilt from
-//! what it wrote.
+//! what it wrote. The summary counts the records that say hooklog wrote them
+//! (`written_by_hooklog`) and lists those whose label does not fit their kind
+//! (`never_acted_on`: restored as history, dead-lettered by the consumers), and the import
+//! says so on stderr.
 //!
 //! # Checks before anything is written
 //!
@@ -103,6 +106,15 @@ pub fn run(ctx: &Context, args: &ImportArgs) -> anyhow::Result<()> {
         None
     };
     let already = log.as_ref().map_or(0, |(_, k)| *k);
+    if let Some(first) = checked.forged.first() {
+        eprintln!(
+            "hooklog-replay import: {} in {} were written by someone who may not write them \
+             (the first: {first}); they are restored as they are, and every consumer that \
+             would act on them dead-letters them instead, with an alert",
+            count(checked.forged.len() as u64, "record", "records"),
+            file.display()
+        );
+    }
     if already > 0 {
         eprintln!(
             "hooklog-replay import: {dir} already holds the first {} of {}: continuing after \
@@ -153,6 +165,8 @@ pub fn run(ctx: &Context, args: &ImportArgs) -> anyhow::Result<()> {
         "original_first_seq": checked.first_seq,
         "original_last_seq": checked.last_seq,
         "by_source": checked.by_source,
+        "written_by_hooklog": checked.by_hooklog,
+        "never_acted_on": checked.forged.iter().map(|f| f.seq).collect::<Vec<_>>(),
         "effects_cursors": last.map(|l| {
             EFFECT_CONSUMERS
                 .iter()
@@ -226,6 +240,11 @@ struct Checked {
     first_seq: Option<u64>,
     last_seq: Option<u64>,
     by_source: BTreeMap<String, u64>,
+    /// Records that say hooklog itself wrote them (`internal`): restored as its own.
+    by_hooklog: u64,
+    /// Records whose writer may not write their kind ([`hooklog::provenance`]): restored,
+    /// and dead-lettered by every consumer that would act on them.
+    forged: Vec<hooklog::provenance::Forged>,
 }
 
 /// Reads the whole file once and checks every line (see the module docs).
@@ -235,9 +254,17 @@ fn check_file(path: &Path) -> anyhow::Result<Checked> {
         first_seq: None,
         last_seq: None,
         by_source: BTreeMap::new(),
+        by_hooklog: 0,
+        forged: Vec::new(),
     };
     for_each_record(path, |_, ev| {
         checked.records += 1;
+        if ev.verification == Verification::Internal {
+            checked.by_hooklog += 1;
+        }
+        if let Err(forged) = hooklog::provenance::check(&ev) {
+            checked.forged.push(forged);
+        }
         checked.first_seq.get_or_insert(ev.seq.0);
         checked.last_seq = Some(ev.seq.0);
         *checked

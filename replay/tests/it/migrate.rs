@@ -602,3 +602,76 @@ fn an_export_from_sled_imported_into_jetstream_and_back_reproduces_the_projectio
     assert_eq!(records_b, records_a);
     assert_eq!(optouts_b, optouts_a);
 }
+
+#[test]
+fn an_imported_record_whose_label_does_not_fit_its_kind_is_restored_as_history_and_never_acted_on()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("hooklog.toml");
+    std::fs::write(&config, config_text(&data, "127.0.0.1:0", TWILIO_TOKEN)).unwrap();
+    const NUMBER: &str = "+15555550199";
+    let line = |seq: u64, source: &str, route: &str, body: Value, verified: &str| {
+        json!({"seq": seq, "received_at": "2026-12-01T12:00:00.000000Z", "source": source,
+               "route": route, "headers": {"content-type": "application/json"},
+               "body": body.to_string(), "body_encoding": "utf8", "verified": verified})
+        .to_string()
+    };
+    let id = "msg_0000000000001000000000000a";
+    let file = dir.path().join("crafted.jsonl");
+    std::fs::write(
+        &file,
+        [
+            // The operator's opt-out, then a removal that says an agent wrote it.
+            line(1, "internal", "/internal/optouts", json!({"action": "add", "number": NUMBER}), "admin-token"),
+            line(2, "internal", "/internal/optouts", json!({"action": "remove", "number": NUMBER}), "agent-token"),
+            // A request, and an `allow` that says the operator's token wrote it.
+            line(3, "outbound", "/v1/messages", json!({"id": id, "from": "quo-main", "to": NUMBER, "content": "hi", "requested_at": "2026-12-01T12:00:00Z"}), "admin-token"),
+            line(4, "outbound", "/internal/outbound/decision", json!({"id": id, "verdict": "allow", "evaluation": 1, "decided_at": "2026-12-01T12:00:01Z"}), "admin-token"),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+
+    let summary = import(&config, &file);
+    assert_eq!(summary["records"], 4, "{summary}");
+    assert_eq!(summary["never_acted_on"], json!([2, 4]), "{summary}");
+    assert_eq!(summary["written_by_hooklog"], 0, "{summary}");
+
+    let d = Daemon::start(config, data);
+    d.caught_up();
+    let optouts = d.get("/admin/optouts");
+    let entry = optouts["optouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["number"] == NUMBER)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(entry["state"], "opted_out", "still suppressed: {optouts}");
+    let letters = d.get("/admin/dead-letters")["dead_letters"].clone();
+    let mut got: Vec<(String, u64)> = letters
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["consumer"].as_str().unwrap().to_owned(),
+                l["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [("compliance".to_owned(), 2), ("outbound".to_owned(), 4)],
+        "{letters}"
+    );
+    // The message waits for (or got) the gates' own decision, never the imported one.
+    let m = d.get(&format!("/v1/messages/{id}"));
+    assert_ne!(m["status"], "sent", "{m}");
+    assert!(
+        !m["history"].to_string().contains("\"seq\":4"),
+        "the forged allow is not in its history: {m}"
+    );
+}
