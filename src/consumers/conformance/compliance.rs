@@ -1,6 +1,6 @@
 //! `compliance` under the suite: the suppression list.
 
-use super::mix::Unreadable;
+use super::mix::{Forgery, Unreadable};
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::alerts::Alerter;
 use crate::consumers::compliance::{self, Compliance};
@@ -44,4 +44,9 @@ async fn an_unreadable_outbound_record_is_parked_not_skipped() {
         Unreadable::OptOutChange,
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_forged_opt_out_lift_is_never_acted_on() {
+    super::a_forged_daemon_record_is_never_acted_on(UnderCompliance, Forgery::OptOutLift).await;
 }

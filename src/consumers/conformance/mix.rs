@@ -40,6 +40,23 @@ pub(super) struct Options {
     /// An outbound-path record whose body this build cannot read (`unreadable`), before the
     /// new requests.
     pub unreadable: Option<Unreadable>,
+    /// A record only hooklog or the operator's routes write, written by someone else
+    /// (`forged`), before the new requests.
+    pub forged: Option<Forgery>,
+    /// With `forged`: the same record under a backfill source instead, which no consumer
+    /// acts on (the log a forged record must leave the projections as).
+    pub forged_as_history: bool,
+}
+
+/// A record that claims a writer it does not have ([`crate::provenance`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Forgery {
+    /// An `allow` by the operator's token for a request the gates refuse (`forged_request`,
+    /// from the line whose 10DLC is pending), followed, with `decided`, by the gates'
+    /// refusal.
+    Allow,
+    /// An agent's lift of the opt-out of the number that sent STOP.
+    OptOutLift,
 }
 
 /// An outbound-path record in a shape this build does not know (a newer hooklog wrote it).
@@ -415,6 +432,69 @@ impl Mix {
                 );
                 change.verification = Verification::Internal;
                 b.push("unreadable", change);
+            }
+        }
+
+        if let Some(kind) = o.forged {
+            let as_history = |mut e: Event| {
+                if o.forged_as_history {
+                    e.source = Source::BackfillQuo;
+                    e.verification = Verification::AdminToken;
+                }
+                e
+            };
+            match kind {
+                Forgery::Allow => {
+                    let mut r = request(90, "tw-pending", "+12125550109", None, 90);
+                    r.requested_at = rfc3339(at(186));
+                    let allow = OutboundRecord::Decision(GateDecision {
+                        id: r.id.clone(),
+                        verdict: GateVerdict::Allow,
+                        reasons: vec![],
+                        hold_until: None,
+                        line_id: Some("tw-pending".into()),
+                        from_number: Some(line("tw-pending").number.clone()),
+                        provider: Some(line("tw-pending").provider),
+                        to: Some("+12125550109".into()),
+                        evaluation: 1,
+                        decided_at: rfc3339(at(186)),
+                    });
+                    let request_record = OutboundRecord::Request(r.clone());
+                    b.push(
+                        "forged_request",
+                        outbound(&request_record, at(186), Verification::AdminToken),
+                    );
+                    b.push(
+                        "forged",
+                        as_history(outbound(&allow, at(186) + 1, Verification::AdminToken)),
+                    );
+                    if o.decided {
+                        let refuse = OutboundRecord::Decision(GateDecision {
+                            id: r.id.clone(),
+                            verdict: GateVerdict::Refuse,
+                            reasons: vec![Reason::new(ReasonCode::LineTenDlcPending, "gate")],
+                            ..match allow {
+                                OutboundRecord::Decision(d) => d,
+                                _ => unreachable!("built above as a decision"),
+                            }
+                        });
+                        b.push(
+                            "forged_request_decision",
+                            outbound(&refuse, at(186) + 2, Verification::Internal),
+                        );
+                    }
+                }
+                Forgery::OptOutLift => {
+                    let mut lift = event(
+                        0,
+                        at(186),
+                        Source::Internal,
+                        ADMIN_ROUTE,
+                        r#"{"action":"remove","number":"+15555550191"}"#,
+                    );
+                    lift.verification = Verification::AgentToken;
+                    b.push("forged", as_history(lift));
+                }
             }
         }
 

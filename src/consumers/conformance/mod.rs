@@ -26,6 +26,12 @@
 //!    outbound) run the same check with such a record. The sender and the Postgres sink do
 //!    not park it: they log it and go on (the sender sends nothing for it, the sink writes its
 //!    `omni_events` row only), and the outbound consumer parks it.
+//! 4. **A forged daemon record is never acted on** (the consumers that act on hooklog's own
+//!    records: outbound and sender for an `allow` written with the operator's token,
+//!    compliance for an opt-out lift written with an agent's). The log with the forged record
+//!    must leave the projection, the records appended and the calls made exactly as the same
+//!    log with that record under a backfill source (history nobody acts on), and the record
+//!    must be a dead letter with a critical alert of its own ([`crate::provenance`]).
 //!
 //! Everything is real except the far side of the network: a sled log and its state store,
 //! the driver with its registry, PostgreSQL on 127.0.0.1:5432 (a schema per world, dropped
@@ -55,7 +61,7 @@ use crate::metrics::Metrics;
 use crate::state::StateStore;
 
 use fake::FakeApi;
-use mix::{Mix, Options, Unreadable};
+use mix::{Forgery, Mix, Options, Unreadable};
 
 /// The three as tests of the adapter `$adapter` in the module that invokes it.
 macro_rules! properties {
@@ -758,6 +764,57 @@ async fn an_unknown_record_version_is_parked_not_skipped<U: UnderTest>(u: U) {
     )
     .await;
     stop(r).await;
+}
+
+/// Property 4, for the consumers that act on hooklog's own records (outbound, sender,
+/// compliance): a forged daemon record is never acted on. A record that claims a writer it
+/// does not have ([`crate::provenance`]) leaves the projection, the records appended and the
+/// calls made exactly as the same record under a backfill source does (history that no
+/// consumer acts on), and it is a dead letter with a critical alert naming it.
+async fn a_forged_daemon_record_is_never_acted_on<U: UnderTest>(u: U, kind: Forgery) {
+    let name = U::NAME;
+    let options = |as_history| Options {
+        forged: Some(kind),
+        forged_as_history: as_history,
+        ..Options::default()
+    };
+    let reference = World::new::<U>(options(true)).await;
+    let r = start(&u, &reference, None);
+    settle(&u, &reference).await;
+    stop(r).await;
+    let expected = snapshot(&u, &reference).await.without_wall_clock();
+
+    let w = World::new::<U>(options(false)).await;
+    let bad = w.mix.seq("forged");
+    let r = start(&u, &w, None);
+    settle(&u, &w).await;
+    let letters = dead_letters(w.store().as_ref(), name).unwrap();
+    assert!(
+        letters
+            .iter()
+            .any(|d| d.seq == bad.0 && d.error.starts_with("forged record")),
+        "{name}: forged record {bad} is not a dead letter: {letters:?}"
+    );
+    let alerted = r.ctx.alerter.raised().into_iter().any(|a| {
+        a.key == format!("forged:{name}:{bad}") && a.severity == crate::alerts::Severity::Critical
+    });
+    assert!(alerted, "{name}: no critical alert for forged record {bad}");
+    stop(r).await;
+    let mut got = snapshot(&u, &w).await.without_wall_clock();
+    got.0.remove(&format!("dead_letters/#{bad}"));
+    let mut calls = w.api.calls();
+    let mut expected_calls = reference.api.calls();
+    calls.sort();
+    expected_calls.sort();
+    assert!(
+        calls == expected_calls,
+        "{name}: the forged record made calls:\n{calls:#?}\nagainst\n{expected_calls:#?}"
+    );
+    assert_same(
+        &format!("{name}: a forged record against the same record as history"),
+        &expected,
+        &got,
+    );
 }
 
 /// Property 3 for a consumer that reads records of the outbound path: one whose body is in a

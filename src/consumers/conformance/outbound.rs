@@ -1,7 +1,7 @@
 //! `outbound` under the suite: the message projection and its indexes; its effects are the
 //! decision records it appends when idle.
 
-use super::mix::{message_id, Unreadable};
+use super::mix::{message_id, Forgery, Unreadable};
 use super::{dump, outbound_consumer, render_value, Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::consumers::outbound::{Outbound, NAME};
 use crate::consumers::outbound::{OutboundStore, Status};
@@ -73,4 +73,9 @@ properties!(UnderOutbound);
 async fn an_unreadable_outbound_record_is_parked_not_skipped() {
     super::an_unreadable_outbound_record_is_parked_not_skipped(UnderOutbound, Unreadable::Decision)
         .await;
+}
+
+#[tokio::test]
+async fn a_forged_allow_is_never_acted_on() {
+    super::a_forged_daemon_record_is_never_acted_on(UnderOutbound, Forgery::Allow).await;
 }

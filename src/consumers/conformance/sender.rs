@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::mix;
+use super::mix::{self, Forgery};
 use super::{Crash, Mix, Snapshot, UnderTest, Up, World};
 use crate::alerts::Alerter;
 use crate::config::secret::Secret;
@@ -88,3 +88,8 @@ impl UnderTest for UnderSender {
 }
 
 properties!(UnderSender);
+
+#[tokio::test]
+async fn a_forged_allow_is_never_acted_on() {
+    super::a_forged_daemon_record_is_never_acted_on(UnderSender, Forgery::Allow).await;
+}
