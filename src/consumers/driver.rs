@@ -613,7 +613,7 @@ impl<C: Consumer> Driver<C> {
                     // retention has deleted records, what they contributed (an opt-out, a dedup
                     // claim) would be lost, not recomputed.
                     Err(ControlError::Refused(format!(
-                        "{name} rebuilds its state from the first record, and retention has deleted                          every record before {pruned_before}: a rebuild would lose what they                          contributed (opt-outs, dedup claims), so it is refused"
+                        "{name} rebuilds its state from the first record, and retention has deleted every record before {pruned_before}: a rebuild would lose what they contributed (opt-outs, dedup claims), so it is refused"
                     )))
                 } else {
                     self.rewind(to, dry_run, redeliver).await

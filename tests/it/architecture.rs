@@ -654,3 +654,70 @@ fn nothing_cites_a_document_outside_the_repository() {
         found.join("\n")
     );
 }
+
+#[test]
+fn no_message_carries_the_indentation_of_a_lost_line_continuation() {
+    // A long message split over lines without its trailing `\` keeps the next line's
+    // indentation inside the text ("has deleted                          every record"): an
+    // operator reads it in an error or an alert. A word, then a run of spaces, then a word,
+    // inside one string literal on one line, is that mistake.
+    let run = has_continuation_indent;
+    let mut found = Vec::new();
+    let mut stack = vec![root().join("src"), root().join("replay/src")];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            // Only the text between the first and the last quote of the line.
+            let (Some(a), Some(b)) = (code.find('"'), code.rfind('"')) else {
+                continue;
+            };
+            if a < b && run(&code[a + 1..b]) {
+                found.push(format!("{}:{}: {}", path.display(), n + 1, code));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "a string literal holds the indentation of its next line (end the line with `\\`):\n{}",
+        found.join("\n")
+    );
+}
+
+/// Whether `s` has a letter or punctuation, then twelve or more spaces, then a letter: what a
+/// missing `\` leaves (a table aligned with a few spaces, or a tab, is not it).
+fn has_continuation_indent(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b' ' {
+            let start = i;
+            while i < b.len() && b[i] == b' ' {
+                i += 1;
+            }
+            let before = start.checked_sub(1).map(|j| b[j]);
+            let after = b.get(i).copied();
+            if i - start >= 12
+                && before.is_some_and(|c| c.is_ascii_alphanumeric() || b",.;:)".contains(&c))
+                && after.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'(' || c == b'`')
+            {
+                return true;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    false
+}

@@ -49,7 +49,7 @@ impl Sender {
                     .projected_through()
                     .map_or_else(|e| e.to_string(), |s| s.0.to_string());
                 return Err(transient(format!(
-                    "not sending: the controls projection has read the log up to {at}, behind                      the end of the log when this batch started ({}), so a kill switch could                      be missed; retried when it catches up",
+                    "not sending: the controls projection has read the log up to {at}, behind the end of the log when this batch started ({}), so a kill switch could be missed; retried when it catches up",
                     self.batch_end
                 )));
             }
@@ -61,7 +61,7 @@ impl Sender {
             .filter(|p| p.paused)
         {
             return Err(transient(format!(
-                "not sending: the sender was paused by {} at {} ({}; record {}); the rest of                  the batch waits for the resume",
+                "not sending: the sender was paused by {} at {} ({}; record {}); the rest of the batch waits for the resume",
                 p.by,
                 p.at,
                 p.reason.as_deref().unwrap_or("no reason given"),
@@ -114,7 +114,7 @@ impl Sender {
                 Ok(Some(k)) if k.on => reasons.push(Reason::new(
                     ReasonCode::KillSwitch,
                     format!(
-                        "the kill switch is on (turned on by {} at {}: {}; record {}): nothing                          is sent",
+                        "the kill switch is on (turned on by {} at {}: {}; record {}): nothing is sent",
                         k.by,
                         k.at,
                         k.reason.as_deref().unwrap_or("no reason given"),
