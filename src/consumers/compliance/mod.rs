@@ -84,23 +84,18 @@ impl Compliance {
         self
     }
 
-    fn get(&self, number: &str) -> Result<Option<OptOutEntry>, StateError> {
-        self.suppression
-            .get(number.as_bytes())?
-            .map(|v| suppression::decode(&v))
-            .transpose()
+    fn put(&self, number: &str, facts: &Facts) -> Result<(), StateError> {
+        let json = suppression::encode_facts(number, facts)?;
+        self.suppression.insert(number.as_bytes(), &json)
     }
 
-    fn put(&self, entry: &OptOutEntry) -> Result<(), StateError> {
-        let json = crate::state::to_json(entry)?;
-        self.suppression.insert(entry.number.as_bytes(), &json)
-    }
-
-    /// Adds one fact to `number`'s entry.
     fn apply(&self, number: &str, kind: FactKind, fact: Fact) -> Result<(), StateError> {
-        let mut facts = self.get(number)?.map(|e| e.facts).unwrap_or_default();
+        let mut facts = match self.suppression.get(number.as_bytes())? {
+            Some(v) => suppression::decode_facts(&v)?.1,
+            None => Facts::default(),
+        };
         facts.apply(kind, fact);
-        self.put(&OptOutEntry::of(number.to_owned(), facts))
+        self.put(number, &facts)
     }
 
     /// Why an opt-in through `source` may not lift an opt-out, if so.

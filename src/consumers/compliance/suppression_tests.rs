@@ -197,6 +197,25 @@ fn an_entry_reads_back_as_written_and_its_summary_is_recomputed() {
 }
 
 #[test]
+fn the_stored_form_is_the_number_and_its_facts_and_reads_back_as_the_whole_entry() {
+    let f = facts(&[
+        (FactKind::OptOut, fact(at(14, 0), 1, Some(A), "STOP")),
+        (FactKind::OptIn, fact(at(15, 0), 2, Some(A), "START")),
+    ]);
+    let stored = encode_facts(A, &f).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    let mut keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["facts", "number"]);
+    assert_eq!(decode(&stored).unwrap(), OptOutEntry::of(A.into(), f));
+}
+
+#[test]
 fn entries_of_the_old_shape_keep_the_answer_they_gave() {
     let old = |state: &str, how: &str| {
         serde_json::json!({
