@@ -65,7 +65,8 @@ pub fn resolve_line<'a>(lines: &'a [LineConfig], from: &str) -> Option<&'a LineC
     })
 }
 
-fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+/// A time the outbound records write (RFC 3339), in UTC; `None` if unreadable.
+pub(super) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Utc))

@@ -81,7 +81,7 @@ use crate::metrics::Metrics;
 use crate::parse::{Data, Direction};
 use crate::state::{StateError, StateStore};
 
-use gating::{Gating, Sending};
+use gating::{parse_time, Gating, Sending};
 pub use message::{apply, Change, Message, Status, Step};
 pub use records::{
     DispatchResult, GateDecision, GateVerdict, LineChange, MessageId, MessageRequest,
@@ -115,12 +115,6 @@ pub struct Outbound {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 impl Outbound {
