@@ -455,18 +455,9 @@ impl Admin {
             at: now.to_rfc3339(),
             by: controls::OPERATOR.to_owned(),
         };
-        let body = serde_json::to_vec(&record).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let verified = Verified::new(
-            now,
-            Source::Internal,
-            controls::CONTROL_ROUTE.to_owned(),
-            vec![("content-type".into(), "application/json".into())],
-            body,
-            Verification::AdminToken,
-        );
         let seq = self
             .log
-            .append(verified)
+            .append(record.to_verified(now))
             .await
             .map_err(ApiError::AppendFailed)?;
         tracing::warn!(seq = seq.0, action = label, consumer = ?consumer, "operator stop appended");
@@ -529,23 +520,17 @@ impl Admin {
         let normalized = crate::phone::normalize_e164(number).ok_or_else(|| {
             ApiError::BadRequest(format!("`{number}` is not a phone number (E.164 expected)"))
         })?;
-        let change = compliance::AdminChange {
+        // The operator's change: no provider, no line (the sender's 21610 record names both).
+        let change = compliance::OptOutChange {
             action: action.to_owned(),
             number: normalized,
             reason,
+            provider: None,
+            line: None,
         };
-        let body = serde_json::to_vec(&change).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let verified = Verified::new(
-            Micros::now(),
-            Source::Internal,
-            compliance::ADMIN_ROUTE.to_owned(),
-            vec![("content-type".into(), "application/json".into())],
-            body,
-            Verification::AdminToken,
-        );
         Ok(self
             .log
-            .append(verified)
+            .append(change.to_verified_as(Micros::now(), Verification::AdminToken))
             .await
             .map_err(ApiError::AppendFailed)?
             .0)

@@ -49,8 +49,7 @@ use crate::state::{KvTree, StateError, StateStore};
 
 use classifier::{Confidence, Intent};
 pub use suppression::{
-    entry, is_suppressed, list, AdminChange, Fact, FactKind, Facts, OptOutChange, OptOutEntry,
-    ADMIN_ROUTE,
+    entry, is_suppressed, list, Fact, FactKind, Facts, OptOutChange, OptOutEntry, ADMIN_ROUTE,
 };
 
 /// The consumer's name.

@@ -338,23 +338,12 @@ impl OptOutEntry {
     }
 }
 
-/// A manual change appended through the admin API.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AdminChange {
-    /// `add` (suppress) or `remove` (lift).
-    pub action: String,
-    /// The number.
-    pub number: String,
-    /// Why (kept as evidence).
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-/// The body of an [`ADMIN_ROUTE`] record as this consumer reads it: an [`AdminChange`]
-/// (same JSON fields), plus where the change came from when hooklog itself appended it. The
-/// `sender` appends one when Twilio refuses a send with 21610 (the recipient unsubscribed at
-/// Twilio), so the evidence names the provider and the line rather than an operator. Both
-/// extra fields default to absent, so every record the admin API wrote reads as before.
+/// The body of an [`ADMIN_ROUTE`] record: an operator's change (`POST`/`DELETE
+/// /admin/optouts`: action, number, reason), or one hooklog itself appended, which also says
+/// where it came from: the `sender` appends one when Twilio refuses a send with 21610 (the
+/// recipient unsubscribed at Twilio), so the evidence names the provider and the line rather
+/// than an operator. Both extra fields are absent from an operator's change (and from every
+/// record the admin API wrote before they existed), so those read as the operator's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OptOutChange {
     /// `add` (suppress) or `remove` (lift).

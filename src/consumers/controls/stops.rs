@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, Seq, Source, Verification};
+use crate::event::{Event, Micros, Seq, Source, Verification, Verified};
 use crate::log::{Log, LogError};
 use crate::state::{for_each, KvTree, StateError, StateStore};
 
@@ -74,6 +74,22 @@ pub struct ControlRecord {
     pub at: String,
     /// Who asked: [`OPERATOR`] (or the name of the token that asked).
     pub by: String,
+}
+
+impl ControlRecord {
+    /// The record ready to append as the operator route writes it (source `internal`, the
+    /// operator's token): the only writer the `controls` consumer obeys ([`forged`]).
+    pub fn to_verified(&self, at: Micros) -> Verified {
+        Verified::new(
+            at,
+            Source::Internal,
+            CONTROL_ROUTE.to_owned(),
+            vec![("content-type".into(), "application/json".into())],
+            // An enum and strings: serde_json cannot fail on them.
+            serde_json::to_vec(self).unwrap_or_default(),
+            Verification::AdminToken,
+        )
+    }
 }
 
 /// The kill switch as the log has it.

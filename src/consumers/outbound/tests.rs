@@ -211,19 +211,14 @@ async fn a_fourth_message_to_one_recipient_in_24_hours_is_refused_even_in_one_pa
 #[tokio::test]
 async fn an_opted_out_recipient_is_refused() {
     let mut h = Harness::start(Clock::starting_at(noon()));
-    let change = compliance::AdminChange {
+    let change = compliance::OptOutChange {
         action: "add".into(),
         number: TO.into(),
         reason: Some("asked by phone".into()),
+        provider: None,
+        line: None,
     };
-    let v = crate::event::Verified::new(
-        Micros::now(),
-        crate::event::Source::Internal,
-        compliance::ADMIN_ROUTE.into(),
-        vec![],
-        serde_json::to_vec(&change).unwrap(),
-        crate::event::Verification::AdminToken,
-    );
+    let v = change.to_verified_as(Micros::now(), crate::event::Verification::AdminToken);
     h.log.append(v).await.unwrap();
     let id = h.request("quo-main", TO, BODY, None).await;
     let m = h.settled(&id).await;
