@@ -168,9 +168,8 @@ impl Config {
         }
         if self.log.backend == LogBackend::Jetstream {
             let j = &self.log.jetstream;
-            if j.nats_url.trim().is_empty() {
-                return Err(bad("log.jetstream.nats_url", "must not be empty".into()));
-            }
+            crate::log::config::seed_urls(&j.nats_url)
+                .map_err(|m| bad("log.jetstream.nats_url", m))?;
             let name_ok = !j.stream.is_empty()
                 && j.stream
                     .chars()

@@ -88,6 +88,16 @@ pub enum LogError {
     /// The data directory is locked by another process (a running daemon).
     #[error("the data directory is in use by another process (is the daemon running?): {0}")]
     Locked(String),
+    /// The log's server cannot be reached, or cannot serve the stream yet (JetStream: no
+    /// NATS seed answers, the stream lookup or creation timed out, or a cluster that is still
+    /// starting refused it). Transient: the daemon retries at start ([`LogError::is_transient`]).
+    #[error("the log's server is unavailable: {0}")]
+    Unavailable(String),
+    /// The configuration cannot work (a `nats_url` that is not a list of NATS URLs, a
+    /// credentials file that cannot be read, credentials or TLS the server refuses): fix it;
+    /// retrying would not help.
+    #[error("{0}")]
+    Config(String),
     /// A cursor name that cannot be stored (empty, or too long).
     #[error("invalid consumer name `{0}`")]
     InvalidCursorName(String),
@@ -111,6 +121,17 @@ pub enum LogError {
     /// [`Verification::Internal`]: crate::event::Verification::Internal
     #[error("not the consumers' leader: {0}")]
     NotLeader(String),
+}
+
+impl LogError {
+    /// Whether opening the log may succeed later without a change of configuration: a busy
+    /// data directory ([`LogError::Locked`]: another process holds it, e.g. the previous
+    /// daemon still stopping) or a server that is not there yet ([`LogError::Unavailable`]).
+    /// The daemon retries these at start with backoff; every other error stops it (a wrong
+    /// stream, a configuration error, an I/O error of the data directory).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LogError::Locked(_) | LogError::Unavailable(_))
+    }
 }
 
 /// Whether this process runs the consumers.

@@ -6,12 +6,15 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 
 use super::options::{Credentials, JetStreamOptions};
-use super::shared::{js_err, leader_subject};
+use super::shared::leader_subject;
+use crate::log::config::seed_urls;
 use crate::log::LogError;
 
 pub(super) async fn connect(
     o: &JetStreamOptions,
 ) -> Result<(async_nats::Client, jetstream::Context, stream::Stream), LogError> {
+    let seeds =
+        seed_urls(&o.url).map_err(|m| LogError::Config(format!("log.jetstream.nats_url: {m}")))?;
     let mut connect = async_nats::ConnectOptions::new()
         .name("hooklog")
         .connection_timeout(Duration::from_secs(5))
@@ -21,7 +24,7 @@ pub(super) async fn connect(
         Credentials::Token(t) => connect.token(t.clone()),
         Credentials::NKey(seed) => connect.nkey(seed.clone()),
         Credentials::File(path) => connect.credentials_file(path).await.map_err(|e| {
-            LogError::Storage(format!("log.jetstream.creds_file {}: {e}", path.display()))
+            LogError::Config(format!("log.jetstream.creds_path {}: {e}", path.display()))
         })?,
     };
     if let Some(ca) = &o.tls_ca {
@@ -30,17 +33,37 @@ pub(super) async fn connect(
     if let Some((cert, key)) = &o.tls_client {
         connect = connect.add_client_certificate(cert.clone(), key.clone());
     }
-    let client = connect.connect(o.url.as_str()).await.map_err(|e| {
-        LogError::Storage(format!(
-            "cannot connect to NATS at {} (log.jetstream.nats_url): {e}",
-            o.url
-        ))
-    })?;
+    // Every seed is tried once (in random order) before this fails; once connected, the
+    // client reconnects to any server of the cluster, seeds and the ones it learned of.
+    let client = connect
+        .connect(seeds.as_slice())
+        .await
+        .map_err(|e| connect_error(&o.url, e))?;
     let js = jetstream::ContextBuilder::new()
         .timeout(o.ack_timeout)
         .build(client.clone());
     let stream = ensure_stream(&js, o).await?;
     Ok((client, js, stream))
+}
+
+/// A failed connection, classified: no seed answering (connection refused, a timeout, a name
+/// that does not resolve yet) is [`LogError::Unavailable`], which the daemon retries at
+/// start; credentials or TLS the server refuses, or a seed list it cannot use, are
+/// [`LogError::Config`].
+fn connect_error(url: &str, e: async_nats::ConnectError) -> LogError {
+    use async_nats::ConnectErrorKind as K;
+    let message = format!("cannot connect to NATS at {url} (log.jetstream.nats_url): {e}");
+    match e.kind() {
+        K::Io | K::TimedOut | K::Dns | K::MaxReconnects => LogError::Unavailable(message),
+        K::Authentication | K::AuthorizationViolation => LogError::Config(format!(
+            "{message}: check log.jetstream.token, nkey_seed or creds_path"
+        )),
+        K::Tls => LogError::Config(format!(
+            "{message}: check log.jetstream.tls_ca_path, tls_cert_path, tls_key_path and \
+             tls_required"
+        )),
+        K::ServerParse => LogError::Config(message),
+    }
 }
 
 /// The stream as configured: created when missing, checked when present.
@@ -62,7 +85,7 @@ pub(super) async fn ensure_stream(
             let info = existing
                 .info()
                 .await
-                .map_err(|e| js_err("stream info", e))?;
+                .map_err(|e| unavailable("stream info", e))?;
             let problems = mismatches(&info.config, &wanted);
             if problems.is_empty() {
                 Ok(existing)
@@ -81,11 +104,11 @@ pub(super) async fn ensure_stream(
                 config.subjects = wanted.subjects.clone();
                 js.update_stream(config)
                     .await
-                    .map_err(|e| js_err("stream update (adding the leader subject)", e))?;
+                    .map_err(|e| unavailable("stream update (adding the leader subject)", e))?;
                 tracing::info!(stream = %o.stream, "added the leader subject to the stream");
                 js.get_stream(&o.stream)
                     .await
-                    .map_err(|e| js_err("stream lookup", e))
+                    .map_err(|e| unavailable("stream lookup", e))
             } else {
                 Err(LogError::Incompatible(format!(
                     "JetStream stream {} does not match log.jetstream: {}. Change the \
@@ -101,11 +124,23 @@ pub(super) async fn ensure_stream(
                 if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
         {
             js.create_stream(wanted).await.map_err(|e| {
-                LogError::Storage(format!("cannot create JetStream stream {}: {e}", o.stream))
+                LogError::Unavailable(format!(
+                    "cannot create JetStream stream {} (replicas {}): {e}",
+                    o.stream, o.replicas
+                ))
             })
         }
-        Err(e) => Err(js_err("stream lookup", e)),
+        Err(e) => Err(unavailable("stream lookup", e)),
     }
+}
+
+/// A request about the stream that failed at start: timed out, no responders, or refused by
+/// a cluster that is still electing its leaders or has too few servers up for the stream's
+/// replicas. All of these are what a server or cluster that is still starting answers, so
+/// they are [`LogError::Unavailable`] (retried with the error in each log line); a stream that
+/// exists but does not match is [`LogError::Incompatible`] instead, and not retried.
+fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(format!("JetStream {what}: {e}"))
 }
 
 /// Each way an existing stream differs from what hooklog needs, in words.

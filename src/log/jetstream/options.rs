@@ -21,7 +21,8 @@ pub enum Credentials {
 /// Options for opening the JetStream log.
 #[derive(Clone, Debug)]
 pub struct JetStreamOptions {
-    /// Server URLs, comma-separated (`nats://host:4222`, `tls://…`).
+    /// Seed URLs, comma-separated (`nats://host:4222`, `tls://…`), as
+    /// [`crate::log::config::seed_urls`] parses them.
     pub url: String,
     /// Stream name.
     pub stream: String,
