@@ -181,7 +181,15 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Runs the daemon on the embedded sled log in `config.data_dir` until `shutdown` resolves.
+/// Runs the daemon on the log `[log] backend` names until `shutdown` resolves.
+///
+/// The log is opened first, and a transient failure to open it ([`log::LogError::is_transient`]:
+/// a data directory another process still holds, a NATS server or cluster that is not up yet)
+/// is retried with backoff ([`START_RETRY_FIRST`] doubling to [`START_RETRY_MAX`]), one
+/// warning per try saying what failed and when the next try is. Meanwhile the listeners are
+/// bound but not served (a connection waits in the kernel's backlog, a health check times
+/// out), and a `shutdown` returns `Ok` at once (after the try under way, if any). Any other
+/// error (the configuration, a stream that does not match) is returned: it needs a person.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -189,11 +197,76 @@ pub async fn run(
 ) -> Result<(), RunError> {
     prepare_data_dir(&config.data_dir)?;
     let metrics = Metrics::new();
-    let (c, m) = (config.clone(), metrics.clone());
-    let log = tokio::task::spawn_blocking(move || open_daemon_log(&c, m))
-        .await
-        .map_err(|e| log::LogError::Storage(format!("log open task failed: {e}")))??;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let Some(log) = open_daemon_log_waiting(&config, &metrics, shutdown.as_mut()).await? else {
+        tracing::info!("stopped while waiting for the log; hooklog stopped");
+        return Ok(());
+    };
     run_with_log(config, listeners, log, metrics, shutdown).await
+}
+
+/// The first wait after a transient failure to open the log at start.
+pub const START_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between two tries to open the log at start.
+pub const START_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// [`open_daemon_log`], tried again while it fails transiently; `None` if `shutdown`
+/// resolved first (a log opened meanwhile is closed again).
+async fn open_daemon_log_waiting<S: Future<Output = ()>>(
+    config: &Config,
+    metrics: &Metrics,
+    mut shutdown: std::pin::Pin<&mut S>,
+) -> Result<Option<Arc<dyn Log>>, RunError> {
+    let mut delay = START_RETRY_FIRST;
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let (c, m) = (config.clone(), metrics.clone());
+        let mut opening = tokio::task::spawn_blocking(move || open_daemon_log(&c, m));
+        let stopping = tokio::select! {
+            opened = &mut opening => Some(opened),
+            _ = shutdown.as_mut() => None,
+        };
+        let Some(opened) = stopping else {
+            // The try under way cannot be cancelled (it blocks a thread); it is bounded by
+            // the connection timeouts. What it opened is closed again.
+            tracing::info!("shutdown signal received while opening the log");
+            if let Ok(Ok(log)) = opening.await {
+                let _ = tokio::task::spawn_blocking(move || log.close()).await;
+            }
+            return Ok(None);
+        };
+        let error = match opened
+            .map_err(|e| log::LogError::Storage(format!("log open task failed: {e}")))?
+        {
+            Ok(log) => {
+                if attempt > 1 {
+                    tracing::info!(attempt, "the log is open");
+                }
+                return Ok(Some(log));
+            }
+            Err(e) if e.is_transient() => e,
+            Err(e) => return Err(e.into()),
+        };
+        let next_try = chrono::Utc::now()
+            + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::zero());
+        tracing::warn!(
+            attempt,
+            error = %error,
+            retry_in_secs = delay.as_secs(),
+            next_try = %next_try.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "cannot open the log yet; trying again (webhooks are not served until it opens)"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.as_mut() => {
+                tracing::info!("shutdown signal received while waiting for the log");
+                return Ok(None);
+            }
+        }
+        delay = (delay * 2).min(START_RETRY_MAX);
+    }
 }
 
 /// [`open_log`] for the daemon: on JetStream it also runs for the consumers' lease on the

@@ -94,29 +94,35 @@ fn on_jetstream_webhooks_are_acknowledged_deduplicated_and_kept_across_a_restart
     assert_eq!((status.log.first_seq, status.log.last_seq), (1, 4));
 }
 
-/// A nats-server of the test's own, so that it can be killed and started again.
-struct PrivateNats {
+/// A nats-server of the test's own, so that it can be killed and started again (`startup`
+/// starts one after the daemon).
+pub(crate) struct PrivateNats {
     child: Option<Child>,
     port: u16,
     store: PathBuf,
 }
 
 impl PrivateNats {
-    fn start(store: &Path) -> PrivateNats {
-        let mut n = PrivateNats {
-            child: None,
-            port: free_port(),
-            store: store.to_owned(),
-        };
+    pub(crate) fn start(store: &Path) -> PrivateNats {
+        let mut n = PrivateNats::stopped(store, free_port());
         n.restart();
         n
     }
 
-    fn url(&self) -> String {
+    /// A server on `port` with its store in `store`, not started yet ([`Self::restart`]).
+    pub(crate) fn stopped(store: &Path, port: u16) -> PrivateNats {
+        PrivateNats {
+            child: None,
+            port,
+            store: store.to_owned(),
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let child = Command::new(
             std::env::var("HOOKLOG_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into()),
         )

@@ -35,6 +35,7 @@ mod outbound;
 mod postgres;
 mod send_providers;
 mod sender;
+mod startup;
 mod trust_optouts;
 mod trust_redeliver;
 mod trust_stops;

@@ -26,7 +26,7 @@ pub(crate) fn base_url() -> String {
 }
 
 /// `base_url` with its host and port replaced (to go through a proxy) and query params added.
-fn url_via(addr: Option<SocketAddr>, params: &str) -> String {
+pub(crate) fn url_via(addr: Option<SocketAddr>, params: &str) -> String {
     let base = base_url();
     let (scheme_rest, query) = base.split_once('?').unwrap_or((&base, ""));
     let (scheme, rest) = scheme_rest.split_once("://").unwrap();
@@ -545,8 +545,8 @@ fn status_updates_and_attachments_converge_whatever_the_arrival_order() {
 /// A TCP proxy the test can cut (every open connection dropped, new ones refused) and
 /// restore. With `reject_named`, it reads the frontend protocol and kills any connection that
 /// sends a Parse message naming a statement, as a transaction pooler would break it.
-struct Proxy {
-    addr: SocketAddr,
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
     up: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     named: Arc<AtomicU64>,
@@ -554,7 +554,15 @@ struct Proxy {
 
 impl Proxy {
     fn start(target: SocketAddr, reject_named: bool) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Proxy::on(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            target,
+            reject_named,
+        )
+    }
+
+    /// A proxy accepting on `listener` (e.g. one bound to a port a daemon was already told).
+    pub(crate) fn on(listener: TcpListener, target: SocketAddr, reject_named: bool) -> Proxy {
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
@@ -656,7 +664,7 @@ fn frontend_copy(client: &mut TcpStream, server: &mut TcpStream) -> Result<(), (
     }
 }
 
-fn pg_addr() -> SocketAddr {
+pub(crate) fn pg_addr() -> SocketAddr {
     let base = base_url();
     let rest = base.split_once("://").unwrap().1;
     let host = rest.split('/').next().unwrap();
