@@ -30,6 +30,7 @@ mod failover;
 mod fixtures;
 mod hostile;
 mod jetstream;
+mod nats_cluster;
 mod ops;
 mod outbound;
 mod postgres;

@@ -28,6 +28,7 @@ impl JetStreamLog {
         let replica = self.replica_id()?;
         let stream = self.stream.clone();
         let name = stream.cached_info().config.name.clone();
+        let replicas = stream.cached_info().config.num_replicas;
         self.elected.store(true, Ordering::Release);
         self.leadership
             .send_replace(Leadership::Standby { holder: None });
@@ -55,7 +56,7 @@ impl JetStreamLog {
                     return;
                 }
                 let attempt = async {
-                    let lease = Lease::acquire(&js, &name, &replica, ttl)
+                    let lease = Lease::acquire(&js, &name, &replica, ttl, replicas)
                         .await
                         .map_err(|e| match e {
                             LeaseError::Held { holder, .. } => Ok(holder),

@@ -12,8 +12,10 @@
 //!
 //! # Layout
 //!
-//! A key-value bucket `HOOKLOG_CONSUMER_LEASES` (file storage, history 1, no age limit):
-//! key = the stream's name, value = the holder's id (the replica id kept in its local state).
+//! A key-value bucket `HOOKLOG_CONSUMER_LEASES` (file storage, history 1, no age limit, as many
+//! replicas as the log's stream had when the bucket was made, so that on a cluster the lease
+//! survives the loss of a server as the log does): key = the stream's name, value = the
+//! holder's id (the replica id kept in its local state).
 //! An entry the server stamped more than the lease time ago is expired: the bucket has no
 //! `max_age` because nats-server 2.9 has no per-key age, and one bucket-wide age would tie
 //! every stream to whichever lease time created the bucket.
@@ -77,12 +79,14 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Takes the lease on `stream` for `holder`, or says who holds it.
+    /// Takes the lease on `stream` for `holder`, or says who holds it. A missing bucket is
+    /// made with `replicas` replicas (the log stream's).
     pub async fn acquire(
         js: &jetstream::Context,
         stream: &str,
         holder: &str,
         ttl: Duration,
+        replicas: usize,
     ) -> Result<Lease, LeaseError> {
         let nats = |message: String| LeaseError::Nats {
             stream: stream.to_owned(),
@@ -103,6 +107,7 @@ impl Lease {
                     deny_delete: true,
                     allow_direct: true,
                     discard: jetstream::stream::DiscardPolicy::New,
+                    num_replicas: replicas.max(1),
                     ..Default::default()
                 })
                 .await

@@ -282,7 +282,7 @@ fn a_lease_its_holder_stopped_renewing_is_taken_after_the_lease_time_and_a_resta
     // A replica killed with SIGKILL: its entry stays behind and is never renewed.
     let (js, name) = (b.js.clone(), stream.options.stream.clone());
     on(&b.handle, async move {
-        let dead = crate::log::jetstream::lease::Lease::acquire(&js, &name, "killed:1", ttl)
+        let dead = crate::log::jetstream::lease::Lease::acquire(&js, &name, "killed:1", ttl, 1)
             .await
             .map_err(|e| LogError::Storage(e.to_string()))?;
         drop(dead);
@@ -314,7 +314,7 @@ fn a_lease_its_holder_stopped_renewing_is_taken_after_the_lease_time_and_a_resta
     let (js, name) = (a.js.clone(), stream.options.stream.clone());
     let id = b_id.clone();
     on(&a.handle, async move {
-        let left = crate::log::jetstream::lease::Lease::acquire(&js, &name, &id, ttl)
+        let left = crate::log::jetstream::lease::Lease::acquire(&js, &name, &id, ttl, 1)
             .await
             .map_err(|e| LogError::Storage(e.to_string()))?;
         drop(left);
