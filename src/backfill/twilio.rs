@@ -10,7 +10,11 @@
 //!   day>&PageSize=1000`.
 //!
 //! Each follows `next_page_uri` (relative, fetched from the API base) until it is null; the
-//! checkpoint stores that URI as the page token. Authentication is HTTP Basic with the
+//! checkpoint stores that URI as the page token. A `next_page_uri` is followed only when it is
+//! the same listing's path under the API's own version path
+//! (`/2010-04-01/Accounts/{AC}/Messages.json?…`, see [`check_next_page`]): the request carries
+//! the account's credentials, so a page that points anywhere else (another host, another
+//! path) is refused and the run stops ([`TwilioError::NextPageRefused`]). Authentication is HTTP Basic with the
 //! account SID and the first of `[twilio] auth_tokens`. Each message or call goes to the
 //! sink as one record of source `backfill-twilio`, route `/2010-04-01/Messages/{sid}` or
 //! `/2010-04-01/Calls/{sid}`, body the item's JSON exactly as the API sent it.
@@ -58,6 +62,26 @@ pub enum TwilioError {
     /// The checkpoint cannot be read or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A `next_page_uri` (from the API, or from the checkpoint being resumed) is not a page
+    /// of the listing under way: absolute, on another host, or outside
+    /// `/2010-04-01/Accounts/<sid>/<Messages|Calls>.json`. It is never fetched (it would carry
+    /// the account's credentials wherever it points); the run stops there, keeping what it
+    /// fetched before.
+    #[error(
+        "refused to follow the {unit} listing's next_page_uri `{uri}`: {why}; the backfill \
+         stopped there after {resources} resource(s) (those are stored and the checkpoint \
+         keeps the last good page)"
+    )]
+    NextPageRefused {
+        /// `messages` or `calls`.
+        unit: String,
+        /// The URI, cut to 200 characters and with control characters escaped.
+        uri: String,
+        /// What is wrong with it.
+        why: String,
+        /// Resources given to the sink by this run before it stopped.
+        resources: u64,
+    },
 }
 
 impl From<FetchError> for TwilioError {
@@ -160,8 +184,19 @@ pub fn backfill(
                 ("PageSize", page_size.as_str()),
             ])
         );
+        let listing = format!("/2010-04-01/Accounts/{account}/{resource}.json");
+        let refused = |uri: &str, why: String, resources: u64| TwilioError::NextPageRefused {
+            unit: unit.to_owned(),
+            uri: uri.chars().take(200).flat_map(char::escape_debug).collect(),
+            why,
+            resources,
+        };
         let mut url = match checkpoint.next_page(unit) {
-            Some(uri) => format!("{base}{uri}"),
+            Some(uri) => {
+                check_next_page(uri, &listing)
+                    .map_err(|why| refused(uri, why, client.progress.resources))?;
+                format!("{base}{uri}")
+            }
             None => first,
         };
         loop {
@@ -182,6 +217,11 @@ pub fn backfill(
                 client.count_resource(unit, sink);
             }
             let next = page.next_page_uri.filter(|u| !u.is_empty());
+            if let Some(uri) = &next {
+                // Before the checkpoint records it: a resumed run must not meet it either.
+                check_next_page(uri, &listing)
+                    .map_err(|why| refused(uri, why, client.progress.resources))?;
+            }
             checkpoint.page_done(unit, next.as_deref())?;
             match next {
                 Some(uri) => url = format!("{base}{uri}"),
@@ -194,4 +234,114 @@ pub fn backfill(
     client.progress.stage = "done".into();
     sink.progress(&client.progress);
     Ok(client.progress)
+}
+
+/// Whether `uri` may be fetched as the next page of `listing`
+/// (`/2010-04-01/Accounts/{AC}/Messages.json`): it must be that path exactly, followed by
+/// nothing or by a query. So no scheme or host (absolute and protocol-relative URIs are
+/// refused), no other account, resource or API version, no `..` or encoded path tricks (the
+/// path is compared byte for byte before the `?`), and no fragment, blank, control character
+/// or backslash anywhere (which URL parsers disagree about). `Err` says what is wrong.
+pub fn check_next_page(uri: &str, listing: &str) -> Result<(), String> {
+    if uri.len() > 8192 {
+        return Err("it is longer than 8192 bytes".into());
+    }
+    if let Some(c) = uri
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '\\' | '#'))
+    {
+        return Err(format!(
+            "it contains {c:?}, which no page of the listing does"
+        ));
+    }
+    if !uri.starts_with('/') || uri.starts_with("//") {
+        return Err(format!(
+            "it is not a path on the API host (only {listing}?… is followed)"
+        ));
+    }
+    let path = uri.split_once('?').map_or(uri, |(path, _)| path);
+    if path != listing {
+        return Err(format!("its path is not {listing}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_next_page;
+
+    const LISTING: &str = "/2010-04-01/Accounts/AC123/Messages.json";
+
+    #[test]
+    fn the_listings_own_next_pages_are_followed() {
+        for uri in [
+            "/2010-04-01/Accounts/AC123/Messages.json?PageSize=1000&Page=1&PageToken=PAabc",
+            "/2010-04-01/Accounts/AC123/Messages.json",
+            "/2010-04-01/Accounts/AC123/Messages.json?DateSent%3E=2026-03-02&PageToken=PA2",
+        ] {
+            assert_eq!(check_next_page(uri, LISTING), Ok(()), "{uri}");
+        }
+    }
+
+    #[test]
+    fn a_uri_that_leaves_the_listing_is_refused_saying_why() {
+        for (uri, says) in [
+            (
+                "https://evil.example/2010-04-01/Accounts/AC123/Messages.json",
+                "not a path",
+            ),
+            (
+                "//evil.example/2010-04-01/Accounts/AC123/Messages.json",
+                "not a path",
+            ),
+            (
+                "http:/2010-04-01/Accounts/AC123/Messages.json",
+                "not a path",
+            ),
+            (
+                "@evil.example/2010-04-01/Accounts/AC123/Messages.json",
+                "not a path",
+            ),
+            (
+                "/2010-04-01/Accounts/AC999/Messages.json?Page=1",
+                "its path is not",
+            ),
+            (
+                "/2010-04-01/Accounts/AC123/Calls.json?Page=1",
+                "its path is not",
+            ),
+            (
+                "/2010-04-01/Accounts/AC123/Messages.json/../../../x",
+                "its path is not",
+            ),
+            (
+                "/2010-04-01/Accounts/AC123/Messages.json%2F..%2Fx",
+                "its path is not",
+            ),
+            (
+                "/2010-04-01/Accounts/AC123/Messages.jsonx?Page=1",
+                "its path is not",
+            ),
+            ("/v1/messages?Page=1", "its path is not"),
+            (
+                "/2010-04-01/Accounts/AC123/Messages.json?x=1#frag",
+                "contains '#'",
+            ),
+            (
+                "/2010-04-01/Accounts/AC123/Messages.json?x=\\evil",
+                "contains '\\\\'",
+            ),
+            (
+                "/2010-04-01/Accounts/AC123/Messages.json?x=1\r\nHost: evil",
+                "contains '\\r'",
+            ),
+            (
+                "/2010-04-01/Accounts/AC123/Messages.json? x",
+                "contains ' '",
+            ),
+        ] {
+            let why = check_next_page(uri, LISTING).unwrap_err();
+            assert!(why.contains(says), "{uri}: {why}");
+        }
+    }
 }

@@ -513,6 +513,97 @@ fn an_interrupted_twilio_run_resumes_at_the_next_page_uri() {
 }
 
 #[test]
+fn a_twilio_next_page_uri_off_the_listing_is_refused_never_fetched_and_the_first_page_is_kept() {
+    let hostile = [
+        "https://evil.example/2010-04-01/Accounts/ACx/Messages.json?PageToken=PA2",
+        "//evil.example/2010-04-01/Accounts/ACx/Messages.json?PageToken=PA2",
+        "/2010-04-01/Accounts/ACsomeoneelse/Messages.json?PageToken=PA2",
+        "/2010-04-01/Accounts/{sid}/Messages.json/../../../../v1/phone-numbers",
+        "/v1/phone-numbers?PageToken=PA2",
+    ];
+    for template in hostile {
+        let fake = FakeApi::start(fake_providers::twilio_day());
+        let sid = fake.with(|st| st.twilio_sid.clone());
+        let uri = template.replace("{sid}", &sid);
+        fake.with(|st| st.twilio_next_page_uri = Some(uri.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        let opts = twilio_opts(&fake, "twilio-test-token");
+        let mut cp = Checkpoint::open(Some(&path), opts.run_key()).unwrap();
+        let (sink, result) = run_twilio(&opts, &mut cp);
+
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, twilio::TwilioError::NextPageRefused { unit, resources: 2, .. } if unit == "messages"),
+            "{uri}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("refused to follow the messages listing's next_page_uri"),
+            "{text}"
+        );
+        assert!(text.contains("after 2 resource(s)"), "{text}");
+        // The first page's two messages were delivered; nothing else was asked of any host.
+        assert_eq!(sink.items.len(), 2, "{uri}");
+        let seen = fake.seen();
+        assert_eq!(
+            seen.len(),
+            1,
+            "{uri}: only the first page was fetched: {seen:?}"
+        );
+        assert!(seen[0]
+            .path
+            .ends_with(&format!("/Accounts/{sid}/Messages.json")));
+
+        // The checkpoint kept the listing's start (no page token): the refused URI is not in
+        // it, and a run resumed from it meets the same refusal, not the hostile host.
+        let saved = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            !saved.contains("evil") && !saved.contains("phone-numbers"),
+            "{saved}"
+        );
+    }
+}
+
+#[test]
+fn a_checkpoint_whose_next_page_uri_leaves_the_listing_is_refused_before_any_request() {
+    let fake = FakeApi::start(fake_providers::twilio_day());
+    let opts = twilio_opts(&fake, "twilio-test-token");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp.json");
+    // A checkpoint left by a run stopped after the first page, then edited to point away.
+    fake.with(|st| st.fail_matching.push(("PageToken=PA2".into(), 503)));
+    let mut cp = Checkpoint::open(Some(&path), opts.run_key()).unwrap();
+    let (_, result) = run_twilio(&opts, &mut cp);
+    assert!(result.is_err());
+    let saved = std::fs::read_to_string(&path).unwrap();
+    assert!(saved.contains("PageToken=PA2"), "{saved}");
+    std::fs::write(
+        &path,
+        saved.replace(
+            "/2010-04-01/Accounts/",
+            "https://evil.example/2010-04-01/Accounts/",
+        ),
+    )
+    .unwrap();
+    fake.with(|st| st.fail_matching.clear());
+    let before = fake.seen().len();
+
+    let mut cp = Checkpoint::open(Some(&path), opts.run_key()).unwrap();
+    let (sink, result) = run_twilio(&opts, &mut cp);
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            twilio::TwilioError::NextPageRefused { resources: 0, .. }
+        ),
+        "{err:?}"
+    );
+    assert!(sink.items.is_empty());
+    assert_eq!(fake.seen().len(), before, "nothing was fetched");
+}
+
+#[test]
 fn a_conversation_listing_the_api_refuses_is_skipped_and_named_and_the_rest_is_fetched() {
     let fake = FakeApi::start(fake_providers::quo_day());
     // The group conversation CN2's messages (participants +15551110002, +15551110003).

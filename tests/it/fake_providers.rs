@@ -13,7 +13,8 @@
 //!   (`StartTime>`, `StartTime<`), whole-day inclusive bounds, `PageSize`, a relative
 //!   `next_page_uri` with a `PageToken`; HTTP Basic auth.
 //!
-//! Faults: [`State::faults`] answers the next requests with a status (and an optional
+//! Faults: [`State::twilio_next_page_uri`] replaces every Twilio `next_page_uri`;
+//! [`State::faults`] answers the next requests with a status (and an optional
 //! `Retry-After`) before any real handling; [`State::fail_matching`] answers every request
 //! whose path and query contain a string with a status, until removed. Every request is
 //! recorded with its arrival time and the status it got.
@@ -81,6 +82,9 @@ pub struct State {
     pub page_cap: usize,
     pub faults: VecDeque<Fault>,
     pub fail_matching: Vec<(String, u16)>,
+    /// When set, every Twilio page that has a next page names this `next_page_uri` instead
+    /// of its own (a hostile or broken API).
+    pub twilio_next_page_uri: Option<String>,
     pub seen: Vec<Seen>,
 }
 
@@ -458,7 +462,9 @@ fn twilio(st: &State, rest: &str, params: &[(String, String)]) -> (u16, Value) {
         }
         q.append_pair("Page", &(end / size).to_string());
         q.append_pair("PageToken", &format!("PA{end}"));
-        format!("/2010-04-01/Accounts/{account}/{file}?{}", q.finish())
+        st.twilio_next_page_uri
+            .clone()
+            .unwrap_or_else(|| format!("/2010-04-01/Accounts/{account}/{file}?{}", q.finish()))
     });
     (
         200,
@@ -587,6 +593,7 @@ pub fn quo_day() -> State {
         page_cap: 2,
         faults: VecDeque::new(),
         fail_matching: Vec::new(),
+        twilio_next_page_uri: None,
         seen: Vec::new(),
     }
 }
