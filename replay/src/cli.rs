@@ -141,9 +141,10 @@ pub enum Command {
     /// smoke test).
     ///
     /// Quo fixtures are signed with the first `[openphone]` signing_keys entry, Twilio with the
-    /// first `[twilio]` auth_tokens entry over the public URL (--public-url, else --url when it
-    /// is one of server.public_urls, else the first of them), SalesMsg with the first
-    /// `[salesmsg]` secrets entry. Prints the status and body; exits 0 on 2xx, 1 otherwise.
+    /// first `[twilio]` auth_tokens entry over the URL the request is sent to (--url and the
+    /// fixture's path: hooklog accepts it when --url is one of its server.public_urls),
+    /// SalesMsg with the first `[salesmsg]` secrets entry. Prints the status and body; exits 0
+    /// on 2xx, 1 otherwise.
     Fire(FireArgs),
     /// Forget a retired consumer's cursor so that it no longer holds retention back.
     ///
@@ -190,13 +191,13 @@ pub struct FireArgs {
     pub fixture: PathBuf,
 
     /// Base URL of the webhook listener (e.g. `https://hooks.example.com`); the fixture's path
-    /// and query are appended.
+    /// and query are appended. Twilio fixtures are signed for this URL.
     #[arg(long, value_name = "URL")]
     pub url: String,
 
-    /// The public base URL Twilio signatures are computed over [default: --url when it is
-    /// one of server.public_urls, else the first of them].
-    #[arg(long, value_name = "URL")]
+    /// Refused with an explanation (it once signed Twilio fixtures for another URL than the
+    /// one they were sent to): kept so that old scripts fail with a message saying what to do.
+    #[arg(long, value_name = "URL", hide = true)]
     pub public_url: Option<String>,
 }
 

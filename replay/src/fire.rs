@@ -1,12 +1,15 @@
-//! `fire FIXTURE --url URL [--public-url URL]`: a deployment smoke test. The fixture (a file
-//! of `fixtures/`, see its README) is signed at the current time with the keys of the
-//! configuration the daemon reads (the library's [`Fixture::request_configured`]) and sent to
-//! `URL` + the fixture's path and query. Prints the status and the body (`--json`: one
-//! object); exits 0 on 2xx, 1 otherwise.
+//! `fire FIXTURE --url URL`: a deployment smoke test. The fixture (a file of `fixtures/`, see
+//! its README) is signed at the current time with the keys of the configuration the daemon
+//! reads (the library's [`Fixture::request_configured`]) and sent to `URL` + the fixture's path
+//! and query. Prints the status and the body (`--json`: one object); exits 0 on 2xx, 1
+//! otherwise.
 //!
-//! Twilio signs the public URL, not the address a request is sent to: the signature is
-//! computed over `--public-url`, else `--url` when it is one of `server.public_urls`, else the
-//! first of those (what the daemon accepts).
+//! Twilio signs the full URL a request is sent to, and a Twilio signature has no timestamp: a
+//! request signed for one URL is valid there for good. So `fire` signs for exactly the URL it
+//! sends to, never for another: a signed request sent to a wrong or hostile `--url` is only
+//! good at that address. The daemon accepts it when `--url` is one of its
+//! `server.public_urls` (usually the public URL, through the proxy or tunnel: the real smoke
+//! test); `fire` warns before sending when it is not one of them in its own configuration.
 
 use std::time::Duration;
 
@@ -28,14 +31,28 @@ pub fn run(ctx: &Context, args: &FireArgs) -> anyhow::Result<()> {
     if !base.starts_with("http://") && !base.starts_with("https://") {
         anyhow::bail!("--url must start with http:// or https://, e.g. https://hooks.example.com");
     }
+    if let Some(other) = &args.public_url {
+        anyhow::bail!(
+            "--public-url {other} is no longer accepted: fire signs Twilio fixtures for the URL \
+             it sends to (a signature for one URL sent to another would be valid for good at \
+             the first). Pass the public URL as --url (e.g. --url {other}), or add the address \
+             you fire at to server.public_urls"
+        );
+    }
     let public = &ctx.config.server.public_urls;
-    let twilio_base_url = args.public_url.clone().or_else(|| {
-        if public.iter().any(|u| u.trim_end_matches('/') == base) {
-            Some(base.to_owned())
-        } else {
-            public.first().cloned()
-        }
-    });
+    if fixture.provider == "twilio" && !public.iter().any(|u| u.trim_end_matches('/') == base) {
+        eprintln!(
+            "warning: {base} is not one of server.public_urls ({}): the Twilio signature is \
+             made for {base}, which hooklog accepts only if it is one of its public URLs",
+            if public.is_empty() {
+                "none set".to_owned()
+            } else {
+                public.join(", ")
+            }
+        );
+    }
+    // Twilio signs the full URL: sign for the one the request goes to.
+    let twilio_base_url = Some(base.to_owned());
     let keys = SigningConfig {
         quo_key: ctx
             .config

@@ -15,10 +15,18 @@ const QUO_KEY: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TWILIO_TOKEN: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const PUBLIC_URL: &str = "https://hooks.example.net";
 
+/// A daemon's configuration. Its webhook listener is on a port chosen here, and its own
+/// loopback URL is its second public URL: `fire` signs Twilio fixtures for the URL it sends
+/// to, and the tests fire at the listener directly.
 fn config_text(data_dir: &Path, admin_listen: &str, twilio_token: &str) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     format!(
-        "data_dir = {:?}\n[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"{admin_listen}\"\n\
-         shutdown_grace_secs = 2\npublic_urls = [\"{PUBLIC_URL}\"]\n\
+        "data_dir = {:?}\n[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin_listen = \"{admin_listen}\"\n\
+         shutdown_grace_secs = 2\npublic_urls = [\"{PUBLIC_URL}\", \"http://127.0.0.1:{port}\"]\n\
          [openphone]\nsigning_keys = [\"{QUO_KEY}\"]\n\
          [twilio]\nauth_tokens = [\"{twilio_token}\"]\n",
         data_dir.to_str().unwrap()
@@ -411,7 +419,8 @@ fn fire_signs_a_fixture_with_the_configured_keys_and_exits_by_the_status() {
     let events = records(&d);
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["source"], "twilio");
-    assert_eq!(events[0]["verified"], "x-twilio-signature (token 0, url 0)");
+    // Signed for the URL it was sent to: the daemon's second public URL, its own address.
+    assert_eq!(events[0]["verified"], "x-twilio-signature (token 0, url 1)");
     assert_eq!(events[1]["source"], "openphone");
 
     // The text form: method, URL, status, then the body.
@@ -459,6 +468,135 @@ fn fire_signs_a_fixture_with_the_configured_keys_and_exits_by_the_status() {
     assert!(v["status"].as_u64().unwrap() >= 400, "{v}");
     assert!(text(&o.stderr).contains("answered"), "{}", text(&o.stderr));
     assert_eq!(records(&d).len(), 3, "the refused request is not logged");
+}
+
+/// One request a [`capture`] server received: its path and headers (names lower-cased) and
+/// body.
+struct Captured {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// A one-shot HTTP server on `127.0.0.1:0` that answers `200` to the first request and hands
+/// it over; its base URL.
+fn capture() -> (String, std::sync::mpsc::Receiver<Captured>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let path = line.split_whitespace().nth(1).unwrap().to_owned();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap();
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = stream;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            .unwrap();
+        tx.send(Captured {
+            path,
+            headers,
+            body,
+        })
+        .unwrap();
+    });
+    (base, rx)
+}
+
+#[test]
+fn fire_signs_a_twilio_fixture_for_the_url_it_sends_to_never_for_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hooklog.toml");
+    // A configuration whose only public URL is not where the request goes.
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[server]\npublic_urls = [\"{PUBLIC_URL}\"]\n\
+             [twilio]\nauth_tokens = [\"{TWILIO_TOKEN}\"]\n",
+            dir.path().join("data").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (target, received) = capture();
+    let o = ok(cli(&config, "http://127.0.0.1:9")
+        .args([
+            "fire",
+            &fixture("twilio/sms_inbound.json"),
+            "--url",
+            &target,
+        ])
+        .output()
+        .unwrap());
+    let req = received.recv_timeout(Duration::from_secs(10)).unwrap();
+    let signature = req
+        .headers
+        .iter()
+        .find(|(k, _)| k == "x-twilio-signature")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let key = hooklog::signature::HmacKey::from_utf8(TWILIO_TOKEN);
+    let sign = |base: &str| {
+        hooklog::signature::twilio::sign(
+            &key,
+            &format!("{base}{}", req.path),
+            Some("application/x-www-form-urlencoded"),
+            &req.body,
+        )
+    };
+    assert_eq!(
+        signature,
+        sign(&target),
+        "signed for the URL it was sent to"
+    );
+    assert_ne!(
+        signature,
+        sign(PUBLIC_URL),
+        "not for the configured public URL"
+    );
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "warning: {target} is not one of server.public_urls"
+        )),
+        "{stderr}"
+    );
+
+    // The flag that signed for another URL is refused, saying what to do, and sends nothing.
+    let o = cli(&config, "http://127.0.0.1:9")
+        .args([
+            "fire",
+            &fixture("twilio/sms_inbound.json"),
+            "--url",
+            &target,
+        ])
+        .args(["--public-url", PUBLIC_URL])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains("--public-url") && stderr.contains(&format!("--url {PUBLIC_URL}")),
+        "{stderr}"
+    );
 }
 
 /// What a daemon shows of its projections once caught up: status (bounds, cursors, dead
