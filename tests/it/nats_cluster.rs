@@ -2,8 +2,9 @@
 //! routes between them), a stream with three replicas, and the real binary configured with
 //! the three seed URLs (`log.jetstream.nats_url` as a comma-separated list). Under a load of
 //! signed webhooks, retried on anything but 2xx as a provider does, the node hooklog is
-//! connected to is killed with SIGKILL: hooklog reconnects to another node and goes on
-//! acknowledging within a bound, and every acknowledged webhook is in the stream afterwards.
+//! connected to (made the stream's leader first, the worst case) is killed with SIGKILL:
+//! hooklog reconnects to another node and goes on acknowledging within a bound, and every
+//! acknowledged webhook is in the stream afterwards.
 //!
 //! Always on JetStream, on the test's own cluster, whatever `HOOKLOG_TEST_ENGINE` says.
 
@@ -22,8 +23,10 @@ use crate::failover::{poll, Replica};
 /// How long hooklog may go without acknowledging anything once the node it is connected to
 /// is killed: the client's reconnection (at once, to another seed), and, when the stream's
 /// leader was on that node, the election of a new one (nats-server 2.9 takes a few seconds).
-/// Measured on a two-core machine: see the report this test prints.
-const MAX_GAP: Duration = Duration::from_secs(15);
+/// Measured on a two-core machine: 25-100 ms when the stream's leader was elsewhere, 4.1-5.8 s
+/// when it was on the killed node, as this test arranges (ops/runbooks/replicas.md); the bound
+/// leaves room for a machine loaded by the rest of the suite.
+const MAX_GAP: Duration = Duration::from_secs(20);
 
 /// One `nats-server` of the cluster; SIGKILLed when dropped.
 struct Node {
@@ -156,6 +159,51 @@ fn stream_leader(node: &Node) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// Steps the stream's leader down until `nodes[victim]` leads it (at most 12 tries); the
+/// leader's name at the end.
+fn lead_from(nodes: &[Node], victim: usize) -> String {
+    let want = nodes[victim].name.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt
+        .block_on(async_nats::connect(nodes[victim].url()))
+        .expect("the test connects to the node");
+    for _ in 0..12 {
+        let leader = poll("the stream's leader", Duration::from_secs(10), || {
+            let l = stream_leader(&nodes[victim]);
+            if l == "?" {
+                Err("not known".into())
+            } else {
+                Ok(l)
+            }
+        });
+        if leader == want {
+            return leader;
+        }
+        let _ = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                client.request(
+                    "$JS.API.STREAM.LEADER.STEPDOWN.HOOKLOG_CLUSTER",
+                    bytes::Bytes::new(),
+                ),
+            )
+            .await
+        });
+        poll("a new stream leader", Duration::from_secs(10), || {
+            let now = stream_leader(&nodes[victim]);
+            if now != leader && now != "?" {
+                Ok(())
+            } else {
+                Err(format!("still {now}"))
+            }
+        });
+    }
+    stream_leader(&nodes[victim])
+}
+
 /// One acknowledged webhook: its MessageSid and when the 2xx came.
 struct Acked {
     sid: String,
@@ -278,7 +326,10 @@ fn on_a_three_node_cluster_killing_the_node_hooklog_uses_loses_no_acknowledged_w
                 .ok_or_else(|| "no node lists a client named hooklog in /connz".to_owned())
         },
     );
-    let stream_leader = stream_leader(&nodes[victim]);
+    // The hardest case: the killed node also leads the stream, so the other two must elect
+    // a new leader before anything is stored again. Leadership is moved by step-downs until
+    // it lands there (each step-down elects one of the other two at random).
+    let stream_leader = lead_from(&nodes, victim);
     let before = acked.lock().unwrap().len();
     let refused_before = refused.load(Ordering::Relaxed);
     nodes[victim].kill();
@@ -289,25 +340,29 @@ fn on_a_three_node_cluster_killing_the_node_hooklog_uses_loses_no_acknowledged_w
         nodes[victim].name
     );
 
-    // Acknowledging again within the bound; then the load runs on for a while.
-    let resumed = poll("an acknowledgement after the kill", MAX_GAP, || {
-        acked
+    // Acknowledging again within the bound (the first acknowledgements after the kill may
+    // be requests that were in flight: wait for steady ones); then the load runs on a while.
+    poll("acknowledgements after the kill", MAX_GAP, || {
+        let after = acked
             .lock()
             .unwrap()
             .iter()
             .filter(|a| a.at > killed)
-            .map(|a| a.at)
-            .min()
-            .ok_or_else(|| "none yet".to_owned())
+            .count();
+        if after >= 50 {
+            Ok(())
+        } else {
+            Err(format!("{after} so far"))
+        }
     });
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
     }
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     let after = acked.iter().filter(|a| a.at > killed).count();
-    assert!(after >= 10, "only {after} acknowledgements after the kill");
+
     // The longest time without any acknowledgement, from the last one before the kill on.
     let mut times: Vec<Instant> = acked.iter().map(|a| a.at).collect();
     times.sort();
@@ -348,12 +403,11 @@ fn on_a_three_node_cluster_killing_the_node_hooklog_uses_loses_no_acknowledged_w
     );
     eprintln!(
         "cluster fail-over: {} acknowledged ({before} before the kill, {after} after), {} \
-         tries refused during the fail-over, first acknowledgement {:?} after the kill, longest \
-         time without one {gap:?}, hooklog now on {moved_to}; {} records stored ({} more than \
-         acknowledged: tries that were stored but not acknowledged, flagged by dedup)",
+         tries refused during the fail-over, longest time without an acknowledgement {gap:?}, \
+         hooklog now on {moved_to}; {} records stored ({} more than acknowledged: tries that \
+         were stored but not acknowledged, flagged by dedup)",
         acked.len(),
         refused.load(Ordering::Relaxed) - refused_before,
-        resumed - killed,
         stored.len(),
         stored.len().saturating_sub(acked.len()),
     );
