@@ -1,7 +1,14 @@
 //! The one mapping from failures to HTTP answers, for the edge and the admin API alike.
 //!
-//! Every handler returns `Result<Response, ApiError>`; [`ApiError::into_response`] is the only
-//! place a status code is chosen for an error, so the table of docs/api.md#status-codes lives here.
+//! Every handler returns `Result<Response, ApiError>`; [`ApiError::status`] is the only place a
+//! status code is chosen for an error, so the table of docs/api.md#status-codes lives here.
+//!
+//! Two renderings of the same error: [`ApiError::into_response`] for the admin API (behind its
+//! token: a JSON body with the kind and the whole message), and
+//! [`ApiError::into_public_response`] for the webhook listener, which anyone on the internet
+//! reaches: a fixed short text per status ([`ApiError::public_text`]), so that no storage
+//! error, path or configuration detail leaves the host. The detail of a server error goes to
+//! the log in both cases.
 
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -135,23 +142,59 @@ impl ApiError {
         }
     }
 
-    /// The HTTP answer: a small JSON body `{"error": kind, "message": …}`.
+    /// The admin API's answer: a small JSON body `{"error": kind, "message": …}`.
     pub fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::warn!(error = %self, status = status.as_u16(), "request failed");
-        }
+        self.log_server_error();
         let mut body = serde_json::json!({ "error": self.kind(), "message": self.to_string() });
         if let ApiError::RedeliveryRefused { report, .. } = &self {
             body["report"] = report.clone();
         }
-        let mut resp = Response::new(body.to_string().into());
-        *resp.status_mut() = status;
+        self.answer("application/json", body.to_string())
+    }
+
+    /// The webhook listener's answer: the same status and headers as [`Self::into_response`],
+    /// with [`Self::public_text`] as the whole body.
+    pub fn into_public_response(self) -> Response {
+        self.log_server_error();
+        let text = self.public_text();
+        self.answer("text/plain", text)
+    }
+
+    /// The fixed body of a public answer: it says what the client can do, never why the server
+    /// failed (that is in the log).
+    pub fn public_text(&self) -> &'static str {
+        match self {
+            // The readiness probe's own words.
+            ApiError::NotReady(_) => "not ready\n",
+            _ => match self.status() {
+                StatusCode::NOT_FOUND => "not found\n",
+                StatusCode::METHOD_NOT_ALLOWED => "method not allowed\n",
+                StatusCode::PAYLOAD_TOO_LARGE => "body too large\n",
+                StatusCode::UNAUTHORIZED => "unauthorized\n",
+                StatusCode::FORBIDDEN => "forbidden\n",
+                StatusCode::BAD_REQUEST => "bad request\n",
+                StatusCode::REQUEST_TIMEOUT => "request timeout\n",
+                StatusCode::SERVICE_UNAVAILABLE => "unavailable, retry\n",
+                StatusCode::CONFLICT => "conflict\n",
+                _ => "internal error\n",
+            },
+        }
+    }
+
+    /// A server error's detail, for the operator. Not-ready answers are left to the readiness
+    /// probe, which logs its reason sampled (a probe every few seconds would repeat it).
+    fn log_server_error(&self) {
+        let status = self.status();
+        if status.is_server_error() && !matches!(self, ApiError::NotReady(_)) {
+            tracing::warn!(error = %self, status = status.as_u16(), "request failed");
+        }
+    }
+
+    fn answer(self, content_type: &'static str, body: impl Into<warp::hyper::Body>) -> Response {
+        let mut resp = Response::new(body.into());
+        *resp.status_mut() = self.status();
         let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         match &self {
             ApiError::MethodNotAllowed(allow) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -165,5 +208,59 @@ impl ApiError {
             _ => {}
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_answer_carries_its_status_and_headers_but_no_internal_detail() {
+        let secret = "/var/lib/hooklog/log: No space left on device (os error 28)";
+        let resp = ApiError::AppendFailed(LogError::Storage(secret.into())).into_public_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/plain");
+        let resp = ApiError::NotReady(secret.into()).into_public_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let resp = ApiError::MethodNotAllowed("POST").into_public_response();
+        assert_eq!(resp.headers()[header::ALLOW], "POST");
+        // Every variant's public body is one of the fixed texts, whatever its message.
+        let fixed = [
+            "not ready\n",
+            "not found\n",
+            "method not allowed\n",
+            "body too large\n",
+            "unauthorized\n",
+            "forbidden\n",
+            "bad request\n",
+            "request timeout\n",
+            "unavailable, retry\n",
+            "conflict\n",
+            "internal error\n",
+        ];
+        for e in [
+            ApiError::NoSuch(secret.into()),
+            ApiError::AppendFailed(LogError::Storage(secret.into())),
+            ApiError::BodyRead(secret.into()),
+            ApiError::BadRequest(secret.into()),
+            ApiError::Log(LogError::Storage(secret.into())),
+            ApiError::NotReady(secret.into()),
+            ApiError::NotLeader(secret.into()),
+            ApiError::PayloadTooLarge(1),
+            ApiError::BodyTimeout(std::time::Duration::from_secs(1)),
+        ] {
+            assert!(fixed.contains(&e.public_text()), "{e:?}");
+            assert!(!e.public_text().contains("space"));
+        }
+        assert_eq!(
+            ApiError::NotReady(secret.into()).public_text(),
+            "not ready\n"
+        );
+        assert_eq!(
+            ApiError::AppendFailed(LogError::Storage(secret.into())).public_text(),
+            "unavailable, retry\n"
+        );
     }
 }

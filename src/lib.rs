@@ -111,6 +111,16 @@ pub enum RunError {
     /// reserve): the daemon stopped so that its service manager starts it again.
     #[error("stopped because the log failed; a restart reopens it: {0}")]
     LogFailed(String),
+    /// A listener stopped serving while running (its socket became unusable, or its task
+    /// panicked): the daemon stopped so that its service manager starts it again and the
+    /// port is bound anew.
+    #[error("stopped because the listener {listener} stopped serving; a restart binds it again: {reason}")]
+    ListenerDown {
+        /// The listener (`webhook <addr>` or `admin <addr>`).
+        listener: String,
+        /// Why it stopped.
+        reason: String,
+    },
 }
 
 impl From<state::StateError> for RunError {
@@ -427,29 +437,46 @@ pub async fn run_with_log(
 
     let limits = http::Limits::from_config(&config.server);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut servers = tokio::task::JoinSet::new();
+    let mut servers = Servers::new(ready.clone());
+    // Ready before the listeners start: their sockets are bound (connections wait in the
+    // backlog), and a listener that ends clears it for good, so a listener that ends at once
+    // cannot be overwritten by a later `true`.
+    ready.store(true, Ordering::Release);
     for listener in listeners.public {
-        let addr = listener.local_addr().ok();
+        let name = listener_name("webhook", &listener);
         let edge = edge.clone();
         let filter = http::raw(
             move |req| edge.clone().handle(req),
             limits.body_read_timeout,
         );
-        let server = http::serve(filter, listener, limits, stopped(stop_rx.clone()));
-        tracing::info!(addr = ?addr, "webhook listener up");
-        servers.spawn(server);
+        let server = http::serve(
+            filter,
+            listener,
+            &name,
+            limits,
+            &metrics,
+            stopped(stop_rx.clone()),
+        );
+        tracing::info!(listener = %name, "webhook listener up");
+        servers.spawn(name, server);
     }
     {
-        let addr = listeners.admin.local_addr().ok();
+        let name = listener_name("admin", &listeners.admin);
         let filter = http::raw(
             move |req| admin.clone().handle(req),
             limits.body_read_timeout,
         );
-        let server = http::serve(filter, listeners.admin, limits, stopped(stop_rx.clone()));
-        tracing::info!(addr = ?addr, "admin listener up");
-        servers.spawn(server);
+        let server = http::serve(
+            filter,
+            listeners.admin,
+            &name,
+            limits,
+            &metrics,
+            stopped(stop_rx.clone()),
+        );
+        tracing::info!(listener = %name, "admin listener up");
+        servers.spawn(name, server);
     }
-    ready.store(true, Ordering::Release);
     tracing::info!(data_dir = %config.data_dir.display(), "hooklog is ready");
 
     tokio::pin!(shutdown);
@@ -458,7 +485,8 @@ pub async fn run_with_log(
     let failure = loop {
         tokio::select! {
             _ = &mut shutdown => break None,
-            failure = log_failure(log.failure()) => break Some(failure),
+            failure = log_failure(log.failure()) => break Some(Failure::Log(failure)),
+            (listener, reason) = servers.ended() => break Some(Failure::Listener { listener, reason }),
             changed = leadership.changed(), if leading.is_none() && electable => {
                 if changed.is_err() {
                     electable = false;
@@ -469,7 +497,8 @@ pub async fn run_with_log(
             }
         }
     };
-    if let Some(failure) = &failure {
+    ready.store(false, Ordering::Release);
+    if let Some(Failure::Log(failure)) = &failure {
         tracing::error!(
             error = %failure,
             "the log failed and refuses every append until it is reopened; stopping so the \
@@ -492,14 +521,32 @@ pub async fn run_with_log(
                 .into(),
         });
     }
+    if let Some(Failure::Listener { listener, reason }) = &failure {
+        tracing::error!(
+            listener = %listener,
+            error = %reason,
+            "a listener stopped serving; stopping so the service manager restarts hooklog \
+             (its port refuses connections meanwhile)"
+        );
+        alerter.raise(alerts::Alert {
+            key: "listener_down".into(),
+            severity: alerts::Severity::Critical,
+            title: format!("hooklog's listener {listener} stopped: stopping for a restart"),
+            reason: format!(
+                "{reason}. The listener no longer accepts connections, so hooklog is stopping \
+                 rather than looking healthy with a dead port; the providers' requests are \
+                 refused until it is back, and they retry."
+            ),
+            next_step: "systemd's Restart=on-failure starts hooklog again and it binds the \
+                        port anew. If it keeps stopping, read the log lines before this one \
+                        (the listener's last accept error)."
+                .into(),
+        });
+    }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
-    ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let drained = tokio::time::timeout(grace, async {
-        while servers.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(grace, servers.drain()).await;
     if drained.is_err() {
         tracing::warn!(
             grace_secs = grace.as_secs(),
@@ -536,13 +583,107 @@ pub async fn run_with_log(
     let closed = tokio::task::spawn_blocking(move || closing.close())
         .await
         .map_err(|e| log::LogError::Storage(format!("log close task failed: {e}")))?;
-    if let Some(failure) = failure {
+    match failure {
         // Closing a failed log fails too; the first error is the one worth reporting.
-        return Err(RunError::LogFailed(failure));
+        Some(Failure::Log(failure)) => return Err(RunError::LogFailed(failure)),
+        Some(Failure::Listener { listener, reason }) => {
+            closed?;
+            return Err(RunError::ListenerDown { listener, reason });
+        }
+        None => {}
     }
     closed?;
     tracing::info!("hooklog stopped");
     Ok(())
+}
+
+/// Why the daemon stops on its own.
+enum Failure {
+    /// The log failed for good.
+    Log(String),
+    /// A listener stopped serving.
+    Listener { listener: String, reason: String },
+}
+
+/// `webhook 127.0.0.1:18792`: a listener's name in logs, alerts and its `listener` label.
+fn listener_name(kind: &str, listener: &TcpListener) -> String {
+    match listener.local_addr() {
+        Ok(addr) => format!("{kind} {addr}"),
+        Err(_) => kind.to_owned(),
+    }
+}
+
+/// The listener tasks. Any of them ending before the shutdown is a failure the daemon stops
+/// for: hyper's server returns only on shutdown or on an accept error that retrying cannot fix
+/// ([`http::ServeError`]), and a panic ends the task too.
+struct Servers {
+    tasks: tokio::task::JoinSet<Result<(), http::ServeError>>,
+    names: std::collections::HashMap<tokio::task::Id, String>,
+    ready: Arc<AtomicBool>,
+}
+
+/// Clears readiness when its listener task ends, however it ends (a panic unwinds through it),
+/// so `/readyz` stops saying ready before the main loop has even seen the end.
+struct NotReadyWhenDropped(Arc<AtomicBool>);
+
+impl Drop for NotReadyWhenDropped {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Servers {
+    fn new(ready: Arc<AtomicBool>) -> Servers {
+        Servers {
+            tasks: tokio::task::JoinSet::new(),
+            names: std::collections::HashMap::new(),
+            ready,
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        name: String,
+        server: impl Future<Output = Result<(), http::ServeError>> + Send + 'static,
+    ) {
+        let guard = NotReadyWhenDropped(self.ready.clone());
+        let task = self.tasks.spawn(async move {
+            let _guard = guard;
+            server.await
+        });
+        self.names.insert(task.id(), name);
+    }
+
+    /// The first listener task to end: its name and why. Pending while none has ended.
+    async fn ended(&mut self) -> (String, String) {
+        let Some(ended) = self.tasks.join_next_with_id().await else {
+            // No listener at all (never the case: the admin listener is always there).
+            return std::future::pending().await;
+        };
+        let name = |id| self.names.get(&id).cloned().unwrap_or_default();
+        match ended {
+            Ok((id, Ok(()))) => (
+                name(id),
+                "its server returned without being asked to stop".to_owned(),
+            ),
+            Ok((id, Err(e))) => (name(id), e.to_string()),
+            Err(e) if e.is_panic() => (name(e.id()), "its task panicked".to_owned()),
+            Err(e) => (name(e.id()), format!("its task was cancelled: {e}")),
+        }
+    }
+
+    /// Waits for every listener to finish its in-flight requests.
+    async fn drain(&mut self) {
+        while let Some(ended) = self.tasks.join_next().await {
+            if let Ok(Err(e)) = ended {
+                tracing::warn!(error = %e, "a listener failed while draining");
+            }
+        }
+    }
+
+    fn abort_all(&mut self) {
+        self.tasks.abort_all();
+    }
 }
 
 /// What runs on the replica that runs the consumers.

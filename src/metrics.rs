@@ -56,6 +56,11 @@ pub struct Metrics {
     pub dispatch_latency: HistogramVec,
     /// Dispatch results by agent and outcome (`delivered`, `rejected`, `dead_lettered`).
     pub dispatch_outcomes: IntCounterVec,
+    /// Failed `accept` calls by listener (`webhook <addr>`, `admin <addr>`): each is retried
+    /// unless the socket is gone (src/http/listener.rs).
+    pub accept_errors: IntCounterVec,
+    /// Connections open on each listener (at most `server.max_connections`).
+    pub open_connections: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -228,6 +233,28 @@ impl Metrics {
                 &["agent", "outcome"],
             )
             .expect("valid metric");
+            let accept_errors = IntCounterVec::new(
+                Opts::new(
+                    "hooklog_accept_errors_total",
+                    "Failed accepts of a connection, by listener (retried unless the socket is gone)",
+                ),
+                &["listener"],
+            )
+            .expect("valid metric");
+            let open_connections = IntGaugeVec::new(
+                Opts::new(
+                    "hooklog_open_connections",
+                    "Connections open on each listener (at most server.max_connections)",
+                ),
+                &["listener"],
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(accept_errors.clone()))
+                .expect("registered once");
+            registry
+                .register(Box::new(open_connections.clone()))
+                .expect("registered once");
             registry
                 .register(Box::new(dispatch_latency.clone()))
                 .expect("registered once");
@@ -297,6 +324,8 @@ impl Metrics {
                 sends,
                 dispatch_latency,
                 dispatch_outcomes,
+                accept_errors,
+                open_connections,
             }
         };
         m

@@ -156,7 +156,10 @@ impl Admin {
 
     async fn route(&self, req: RawRequest<BodyStream>) -> Result<Response, ApiError> {
         use routes::{Found, Route};
-        if !req.path.starts_with("/admin/") && !req.path.starts_with("/v1/") {
+        if !req.path.starts_with("/admin/")
+            && !req.path.starts_with("/v1/")
+            && req.path != "/metrics"
+        {
             return Err(ApiError::NotFound);
         }
         let caller = self
@@ -218,6 +221,11 @@ impl Admin {
                 Ok(http::json(StatusCode::ACCEPTED, &Appended { seq }))
             }
             Route::Status => Ok(http::json(StatusCode::OK, &self.status()?)),
+            Route::Metrics => Ok(http::reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics.render(),
+            )),
             Route::SetKillSwitch => {
                 let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
                 let ask: api::KillSwitchRequest = serde_json::from_slice(&body).map_err(|e| {

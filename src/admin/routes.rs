@@ -68,11 +68,14 @@ pub enum Route {
     AddOptOut,
     /// `DELETE /admin/optouts/{number}`
     RemoveOptOut,
+    /// `GET /metrics`: the Prometheus exposition (it names consumers, agents, listeners and
+    /// error rates, so only the operator reads it).
+    Metrics,
 }
 
 impl Route {
     /// Every route the router serves.
-    pub const ALL: [Route; 17] = [
+    pub const ALL: [Route; 18] = [
         Route::SendMessage,
         Route::GetMessage,
         Route::UnblockLine,
@@ -90,6 +93,7 @@ impl Route {
         Route::ListOptOuts,
         Route::AddOptOut,
         Route::RemoveOptOut,
+        Route::Metrics,
     ];
 
     /// Who may call it.
@@ -110,7 +114,8 @@ impl Route {
             | Route::Redrive
             | Route::ListOptOuts
             | Route::AddOptOut
-            | Route::RemoveOptOut => Role::Operator,
+            | Route::RemoveOptOut
+            | Route::Metrics => Role::Operator,
         }
     }
 
@@ -123,7 +128,8 @@ impl Route {
             | Route::ListEvents
             | Route::GetEvent
             | Route::DeadLetters
-            | Route::ListOptOuts => Method::GET,
+            | Route::ListOptOuts
+            | Route::Metrics => Method::GET,
             Route::RemoveOptOut => Method::DELETE,
             Route::SendMessage
             | Route::UnblockLine
@@ -154,6 +160,7 @@ impl Route {
             Route::Redrive => "/admin/dead-letters/redrive",
             Route::ListOptOuts | Route::AddOptOut => "/admin/optouts",
             Route::RemoveOptOut => "/admin/optouts/{number}",
+            Route::Metrics => "/metrics",
         }
     }
 
@@ -179,7 +186,8 @@ impl Route {
             | Route::AppendEvent
             | Route::GetEvent
             | Route::AddOptOut
-            | Route::RemoveOptOut => false,
+            | Route::RemoveOptOut
+            | Route::Metrics => false,
         }
     }
 

@@ -96,6 +96,10 @@ pub struct ServerConfig {
     /// Largest request head (request line and headers) in bytes; larger gets `431`.
     #[serde(deserialize_with = "de::parsed")]
     pub max_header_bytes: usize,
+    /// Connections open at once on each listener; past it, new connections wait in the
+    /// kernel's backlog until one closes (src/http/listener.rs).
+    #[serde(deserialize_with = "de::parsed")]
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +119,13 @@ impl Default for ServerConfig {
             // connection we are closing.
             idle_timeout_secs: 120,
             max_header_bytes: 32 * 1024,
+            // Each connection is one file descriptor: 4096 on the webhook listener and 4096 on
+            // the admin one stay far below the unit's LimitNOFILE=65536 (the log and NATS need
+            // a few dozen more), so the cap, not EMFILE, is what a flood meets. It is still
+            // far above what the tunnel and the providers open (tens), and bounds the memory of
+            // held connections (hyper's buffers: up to ~max_header_bytes each, 128 MiB at most
+            // with the default 32 KiB).
+            max_connections: 4096,
         }
     }
 }

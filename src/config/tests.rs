@@ -182,6 +182,14 @@ fn errors_name_the_bad_key_and_its_origin() {
             &[("HOOKLOG_SERVER_MAX_HEADER_BYTES", "4096")],
             "server.max_header_bytes",
         ),
+        (
+            &[("HOOKLOG_SERVER_MAX_CONNECTIONS", "0")],
+            "server.max_connections",
+        ),
+        (
+            &[("HOOKLOG_SERVER_MAX_CONNECTIONS", "1000001")],
+            "server.max_connections",
+        ),
     ];
     for (vars, key) in cases {
         let err = Config::load_from(None, env(vars)).unwrap_err().to_string();

@@ -7,6 +7,10 @@ use super::error::ConfigError;
 use super::Config;
 use crate::log::config::LogBackend;
 
+/// The largest `server.max_connections`: a file descriptor each, so more than this would need
+/// an open-file limit above the usual 1 048 576 ceiling (`fs.nr_open`).
+const MAX_CONNECTIONS: usize = 1_000_000;
+
 impl Config {
     /// Checks what serde cannot: cross-key rules and values that must decode.
     pub fn validate(&self, prov: &Provenance) -> Result<(), ConfigError> {
@@ -50,6 +54,16 @@ impl Config {
             return Err(bad(
                 "server.max_header_bytes",
                 format!("{} is outside 8192..=1048576", self.server.max_header_bytes),
+            ));
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.server.max_connections) {
+            return Err(bad(
+                "server.max_connections",
+                format!(
+                    "{} is outside 1..={MAX_CONNECTIONS}; keep it below the open-file limit \
+                     (LimitNOFILE) divided by the number of listeners",
+                    self.server.max_connections
+                ),
             ));
         }
         for url in &self.server.public_urls {

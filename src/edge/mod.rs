@@ -3,14 +3,22 @@
 //! For a webhook the order is fixed and is the whole point of hooklog:
 //! read the body (capped) → verify ([`verifier`]) → append and wait for the group commit →
 //! answer 2xx. A request that fails verification never reaches the log; a request whose
-//! append fails gets a 503 and is not acknowledged. `/healthz`, `/readyz` and `/metrics` are
-//! served on the same listeners.
+//! append fails gets a 503 and is not acknowledged. A request without the header (SalesMsg:
+//! the query parameter) its provider signs with is refused before its body is read
+//! ([`verifier::presents_signature`]). `/healthz` and `/readyz` are served on the same
+//! listeners; nothing else is (`/metrics` is on the admin listener, behind the operator token).
+//!
+//! What the internet sees: every error is a fixed short text
+//! ([`ApiError::into_public_response`]), and the probes answer `ok`, `ready` or `not ready`;
+//! the reasons go to the log. Rejections are counted exactly
+//! (`hooklog_verify_failures_total`) but logged sampled, at most one line per provider and
+//! reason a second ([`http::sampled`]): the rate of rejections is the sender's to choose.
 
 pub mod twiml;
 pub mod verifier;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
@@ -18,6 +26,7 @@ use warp::reply::Response;
 use crate::config::VoiceConfig;
 use crate::error::ApiError;
 use crate::event::Micros;
+use crate::http::sampled::Sampler;
 use crate::http::{self, BodyStream, RawRequest};
 use crate::log::Log;
 use crate::metrics::Metrics;
@@ -36,9 +45,17 @@ pub struct Edge {
     pub max_body_bytes: u64,
     /// Pre-rendered TwiML for voice routes.
     pub voice_twiml: String,
-    /// Whether the daemon is ready (listeners up, not shutting down).
+    /// Whether the daemon is ready (every listener up, not shutting down).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The "webhook rejected" lines, by provider and reason.
+    rejections_log: Sampler<(&'static str, &'static str)>,
+    /// The "not ready" lines, by reason.
+    readiness_log: Sampler<&'static str>,
 }
+
+/// At most one log line per provider and reason (rejections), or per reason (not ready), in
+/// this period.
+const LOG_PERIOD: Duration = Duration::from_secs(1);
 
 impl Edge {
     /// Builds the edge state.
@@ -57,6 +74,8 @@ impl Edge {
             max_body_bytes,
             voice_twiml: twiml::voice(voice),
             ready,
+            rejections_log: Sampler::new(LOG_PERIOD),
+            readiness_log: Sampler::new(LOG_PERIOD),
         }
     }
 
@@ -73,7 +92,7 @@ impl Edge {
             .requests
             .with_label_values(&[route_label, outcome])
             .inc();
-        result.unwrap_or_else(ApiError::into_response)
+        result.unwrap_or_else(ApiError::into_public_response)
     }
 
     async fn route(
@@ -91,14 +110,6 @@ impl Edge {
                 get_only(&req.method)?;
                 return self.readiness();
             }
-            "/metrics" => {
-                get_only(&req.method)?;
-                return Ok(http::reply(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    self.metrics.render(),
-                ));
-            }
             _ => {}
         }
         let route = WebhookRoute::for_path(&req.path).ok_or(ApiError::NotFound)?;
@@ -110,6 +121,17 @@ impl Edge {
             // Do not read a body we cannot verify; the provider retries after configuration.
             return Err(Rejection::NotConfigured(provider).into());
         }
+        let has_header = |name: &str| {
+            req.headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| !v.trim().is_empty()))
+        };
+        if let Err(e) = verifier::presents_signature(route, has_header, req.query.as_deref()) {
+            let rejection = Rejection::Unverified(provider, e);
+            self.count_rejection(&rejection);
+            return Err(rejection.into());
+        }
         let body = http::read_body(&req.headers, req.body, self.max_body_bytes).await?;
         let incoming = IncomingRequest {
             path: req.path,
@@ -120,19 +142,7 @@ impl Edge {
         let verified = self
             .verifier
             .verify(route, incoming, received_at)
-            .inspect_err(|rejection| {
-                if let Rejection::Unverified(p, e) = rejection {
-                    self.metrics
-                        .verify_failures
-                        .with_label_values(&[p.as_str(), e.reason()])
-                        .inc();
-                    tracing::info!(
-                        provider = p.as_str(),
-                        reason = e.reason(),
-                        "webhook rejected"
-                    );
-                }
-            })?;
+            .inspect_err(|rejection| self.count_rejection(rejection))?;
         let source = verified.source();
         let seq = self
             .log
@@ -156,14 +166,40 @@ impl Edge {
         })
     }
 
+    /// Counts a failed verification (exactly) and logs it (sampled).
+    fn count_rejection(&self, rejection: &Rejection) {
+        if let Rejection::Unverified(p, e) = rejection {
+            self.metrics
+                .verify_failures
+                .with_label_values(&[p.as_str(), e.reason()])
+                .inc();
+            if let Some(suppressed) = self
+                .rejections_log
+                .admit((p.as_str(), e.reason()), Instant::now())
+            {
+                tracing::info!(
+                    provider = p.as_str(),
+                    reason = e.reason(),
+                    error = %e,
+                    times_since_last_line = suppressed,
+                    "webhook rejected"
+                );
+            }
+        }
+    }
+
     fn readiness(&self) -> Result<Response, ApiError> {
-        if !self.ready.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(ApiError::NotReady("starting or shutting down".into()));
+        let reason = if !self.ready.load(std::sync::atomic::Ordering::Acquire) {
+            "starting, shutting down, or a listener stopped"
+        } else if !self.log.is_writable() {
+            "the log is not writable"
+        } else {
+            return Ok(http::reply(StatusCode::OK, "text/plain", "ready\n"));
+        };
+        if let Some(suppressed) = self.readiness_log.admit(reason, Instant::now()) {
+            tracing::info!(reason, times_since_last_line = suppressed, "not ready");
         }
-        if !self.log.is_writable() {
-            return Err(ApiError::NotReady("the log is not writable".into()));
-        }
-        Ok(http::reply(StatusCode::OK, "text/plain", "ready\n"))
+        Err(ApiError::NotReady(reason.into()))
     }
 }
 
@@ -192,7 +228,6 @@ fn metric_route(path: &str) -> &'static str {
         "/webhook/salesmsg",
         "/healthz",
         "/readyz",
-        "/metrics",
     ];
     KNOWN
         .iter()

@@ -66,6 +66,43 @@ impl WebhookRoute {
     }
 }
 
+/// Whether a request to `route` carries what its scheme authenticates with, asked before its
+/// body is read: `has_header` says whether a header (lower-case name) is present with a
+/// non-blank value, `query` is the raw query. Quo needs `webhook-signature` or
+/// `openphone-signature`, Twilio `x-twilio-signature`, SalesMsg a `secret` query parameter. A
+/// request without it can never verify ([`Verifier::verify`] would refuse it with the same
+/// [`VerifyError::MissingHeader`]), so its body, up to `max_body_bytes` of a stranger's
+/// choosing, is not worth reading.
+pub fn presents_signature(
+    route: WebhookRoute,
+    has_header: impl Fn(&str) -> bool,
+    query: Option<&str>,
+) -> Result<(), VerifyError> {
+    match route {
+        WebhookRoute::Quo => {
+            if has_header("webhook-signature") || has_header("openphone-signature") {
+                Ok(())
+            } else {
+                Err(VerifyError::MissingHeader("openphone-signature"))
+            }
+        }
+        WebhookRoute::TwilioVoice | WebhookRoute::TwilioCallback => {
+            if has_header("x-twilio-signature") {
+                Ok(())
+            } else {
+                Err(VerifyError::MissingHeader("x-twilio-signature"))
+            }
+        }
+        WebhookRoute::SalesMsg => {
+            if signature::salesmsg::presents_secret(query) {
+                Ok(())
+            } else {
+                Err(VerifyError::MissingHeader("secret"))
+            }
+        }
+    }
+}
+
 /// A request as read off the wire, before verification.
 #[derive(Clone, Debug)]
 pub struct IncomingRequest {
@@ -261,5 +298,51 @@ impl Verifier {
             req.body,
             verification,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_without_its_scheme_s_signature_is_refused_before_its_body() {
+        let with = |names: &'static [&'static str]| move |n: &str| names.contains(&n);
+        let quo = WebhookRoute::Quo;
+        assert_eq!(
+            presents_signature(quo, with(&["webhook-signature"]), None),
+            Ok(())
+        );
+        assert_eq!(
+            presents_signature(quo, with(&["openphone-signature"]), None),
+            Ok(())
+        );
+        assert_eq!(
+            presents_signature(quo, with(&["x-twilio-signature", "webhook-id"]), None),
+            Err(VerifyError::MissingHeader("openphone-signature"))
+        );
+        for twilio in [WebhookRoute::TwilioVoice, WebhookRoute::TwilioCallback] {
+            assert_eq!(
+                presents_signature(twilio, with(&["x-twilio-signature"]), None),
+                Ok(())
+            );
+            assert_eq!(
+                presents_signature(twilio, with(&["openphone-signature"]), Some("secret=x")),
+                Err(VerifyError::MissingHeader("x-twilio-signature"))
+            );
+        }
+        let salesmsg = WebhookRoute::SalesMsg;
+        assert_eq!(
+            presents_signature(salesmsg, with(&[]), Some("secret=x")),
+            Ok(())
+        );
+        assert_eq!(
+            presents_signature(salesmsg, with(&["x-twilio-signature"]), Some("a=1")),
+            Err(VerifyError::MissingHeader("secret"))
+        );
+        assert_eq!(
+            presents_signature(salesmsg, with(&[]), None),
+            Err(VerifyError::MissingHeader("secret"))
+        );
     }
 }

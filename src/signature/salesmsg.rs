@@ -32,6 +32,12 @@ pub fn verify(query: Option<&str>, secrets: &[HmacKey]) -> Result<usize, VerifyE
     .ok_or(VerifyError::BadSignature)
 }
 
+/// Whether the raw `query` has a `secret` parameter at all (decoded as [`verify`] decodes it):
+/// without one a request cannot verify, so the edge refuses it before reading its body.
+pub fn presents_secret(query: Option<&str>) -> bool {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes()).any(|(name, _)| name == PARAM)
+}
+
 /// The raw query with the value of every `secret` parameter replaced by `REDACTED`; every
 /// other byte, including the parameter's own name as sent (e.g. `%73ecret`), is kept.
 pub fn redact_query(query: &str) -> String {
@@ -90,6 +96,16 @@ mod tests {
                 "{query}"
             );
         }
+    }
+
+    #[test]
+    fn a_query_presents_a_secret_only_with_a_secret_parameter() {
+        assert!(presents_secret(Some("a=1&secret=x")));
+        assert!(presents_secret(Some("%73ecret=x")));
+        assert!(presents_secret(Some("secret=")));
+        assert!(!presents_secret(Some("a=1&secrets=x")));
+        assert!(!presents_secret(Some("")));
+        assert!(!presents_secret(None));
     }
 
     #[test]

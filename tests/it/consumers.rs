@@ -249,7 +249,7 @@ fn a_corrupt_record_does_not_stop_the_daemon_is_dead_lettered_counted_and_passed
     assert_eq!(code, 200);
     let third: serde_json::Value = serde_json::from_str(&third).unwrap();
     assert!(third["dedup"].is_object(), "record 3 was judged: {third}");
-    let (_, metrics) = util::get(s.public, "/metrics");
+    let (_, metrics) = s.metrics();
     assert!(
         metrics
             .lines()

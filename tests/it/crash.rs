@@ -24,6 +24,16 @@ pub(crate) fn free_port() -> u16 {
 pub(crate) struct Daemon {
     pub(crate) child: Child,
     pub(crate) public: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    data_dir: std::path::PathBuf,
+}
+
+impl Daemon {
+    /// `GET /metrics` on the admin listener with the daemon's generated operator token.
+    pub(crate) fn metrics(&self) -> (u16, String) {
+        let token = std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap_or_default();
+        util::metrics(self.admin, token.trim())
+    }
 }
 
 fn spawn_daemon(data_dir: &Path, ports: &mut (u16, u16)) -> Daemon {
@@ -37,6 +47,17 @@ pub(crate) fn spawn_daemon_with(
     ports: &mut (u16, u16),
     extra: &[(&str, String)],
 ) -> Daemon {
+    spawn_daemon_after(data_dir, ports, extra, None)
+}
+
+/// [`spawn_daemon_with`], the binary started by `sh -c '<shell>; exec "$0" "$@"'` when
+/// `shell` is given (e.g. `ulimit -n 64`): the same process, under the limits it set.
+pub(crate) fn spawn_daemon_after(
+    data_dir: &Path,
+    ports: &mut (u16, u16),
+    extra: &[(&str, String)],
+    shell: Option<&str>,
+) -> Daemon {
     let engine = if crate::engine::chooses_engine(extra.iter().map(|(k, _)| k)) {
         Vec::new()
     } else {
@@ -46,7 +67,18 @@ pub(crate) fn spawn_daemon_with(
     // then exits at once, and we try again on new ports.
     for _attempt in 0..5 {
         let (public, admin) = *ports;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hooklog"))
+        let binary = env!("CARGO_BIN_EXE_hooklog");
+        let mut command = match shell {
+            Some(shell) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("{shell}; exec \"$0\" \"$@\""))
+                    .arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -64,10 +96,16 @@ pub(crate) fn spawn_daemon_with(
             .spawn()
             .expect("the hooklog binary starts");
         let public = SocketAddr::from(([127, 0, 0, 1], public));
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if util::get(public, "/readyz").0 == 200 {
-                return Daemon { child, public };
+                return Daemon {
+                    child,
+                    public,
+                    admin,
+                    data_dir: data_dir.to_owned(),
+                };
             }
             if let Some(status) = child.try_wait().unwrap() {
                 eprintln!("daemon exited with {status} before it was ready; retrying on new ports");

@@ -143,7 +143,7 @@ fn an_inbound_message_wakes_its_agent_once_a_rewind_does_not_and_a_redelivery_do
         .count();
     assert_eq!(redelivered, 1);
 
-    let (code, metrics) = util::get(s.public, "/metrics");
+    let (code, metrics) = s.metrics();
     assert_eq!(code, 200);
     assert!(
         metrics.contains("hooklog_dispatch_latency_seconds_bucket{agent=\"acquisitions\""),
@@ -292,7 +292,7 @@ fn a_dispatch_the_gateway_answered_is_not_sent_again_after_a_kill_9_right_after_
     let delivered =
         "hooklog_dispatch_results_total{agent=\"acquisitions\",outcome=\"delivered\"} 1";
     wait_for("the dispatch is recorded", Duration::from_secs(10), || {
-        util::get(daemon.0.public, "/metrics").1.contains(delivered)
+        daemon.0.metrics().1.contains(delivered)
     });
     drop(daemon); // SIGKILL
 

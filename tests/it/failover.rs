@@ -1,8 +1,8 @@
 //! Two replicas of the real binary on one JetStream stream: both serve the edge, only the
-//! holder of the consumers' lease runs consumers (`hooklog_consumers_leader 1` in `/metrics`).
-//! The leader is killed with SIGKILL under webhook load while it sends texts and wakes an
-//! agent; the standby takes the lease and its consumers catch up from the log, losing and
-//! doubling nothing.
+//! holder of the consumers' lease runs consumers (`hooklog_consumers_leader 1` in the admin
+//! listener's `/metrics`). The leader is killed with SIGKILL under webhook load while it sends
+//! texts and wakes an agent; the standby takes the lease and its consumers catch up from the
+//! log, losing and doubling nothing.
 //!
 //! Always on JetStream (a stream of the test's own on the machine's nats-server, deleted at
 //! the end), whatever `HOOKLOG_TEST_ENGINE` says; the Postgres sink writes into a schema of
@@ -83,10 +83,10 @@ impl Replica {
         admin_json(self.admin(), &token_of(&self.data), method, path, body)
     }
 
-    /// `hooklog_consumers_leader` on the public listener's `/metrics`; `None` when the
+    /// `hooklog_consumers_leader` on the admin listener's `/metrics`; `None` when the
     /// replica does not answer or does not show it.
     pub(crate) fn leader(&self) -> Option<u64> {
-        let (code, metrics) = util::get(self.public(), "/metrics");
+        let (code, metrics) = self.daemon.as_ref()?.metrics();
         if code != 200 {
             return None;
         }

@@ -26,6 +26,7 @@ mod diskfull;
 mod dispatch;
 mod dispatch_gateway;
 mod edge;
+mod edge_survival;
 mod failover;
 mod fixtures;
 mod hostile;

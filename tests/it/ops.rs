@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 
 use crate::crash::{free_port, load, spawn_daemon_with, stored_sids, Daemon};
 use crate::outbound::{outbound_config, BODY};
-use crate::util::{get, request, TestServer};
+use crate::util::{request, TestServer};
 
 /// Runs the real binary with `args` in `cwd`, with only `env` (and `PATH`) in its environment.
 fn hooklog(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -434,7 +434,7 @@ fn unblocking_a_line_the_provider_blocked_needs_the_token_and_lets_its_messages_
 
 /// The value of one sample of `GET /metrics` (`name{labels}`), 0 when absent.
 fn metric(s: &TestServer, sample: &str) -> i64 {
-    let (code, text) = get(s.public, "/metrics");
+    let (code, text) = s.metrics();
     assert_eq!(code, 200);
     text.lines()
         .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))

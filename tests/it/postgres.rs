@@ -783,7 +783,7 @@ fn a_postgres_outage_stalls_the_sink_raises_an_alert_and_it_catches_up_with_noth
     assert_eq!(db.cursor(), before, "nothing committed while cut off");
     assert!(sink.lag >= 50, "status shows the lag: {sink:?}");
     assert!(sink.last_error.is_some(), "{sink:?}");
-    let (_, metrics) = util::get(s.public, "/metrics");
+    let (_, metrics) = s.metrics();
     assert!(
         metrics.contains("hooklog_postgres_connected 0"),
         "metrics show the sink down"
@@ -1036,7 +1036,7 @@ fn set_log_cursor(dir: &Path, seq: u64) {
 }
 
 fn processed_by_sink(s: &TestServer) -> u64 {
-    let (_, metrics) = util::get(s.public, "/metrics");
+    let (_, metrics) = s.metrics();
     metrics
         .lines()
         .find(|l| l.starts_with("hooklog_consumer_processed_total{consumer=\"postgres\"}"))

@@ -195,6 +195,12 @@ impl TestServer {
         }
     }
 
+    /// `GET /metrics` on the admin listener, with the operator token (the webhook listener
+    /// does not serve it).
+    pub fn metrics(&self) -> (u16, String) {
+        metrics(self.admin, &self.token)
+    }
+
     /// The log status through the admin API.
     pub fn status(&self) -> Status {
         let (code, body) = self.admin_get("/admin/status");
@@ -320,6 +326,19 @@ pub fn request(
 /// A GET returning status and body.
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let r = agent().get(&format!("http://{addr}{path}")).call();
+    match r {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// `GET /metrics` on an admin listener with `token`; `(0, "")` when it does not answer.
+pub fn metrics(admin: SocketAddr, token: &str) -> (u16, String) {
+    let r = agent()
+        .get(&format!("http://{admin}/metrics"))
+        .set("authorization", &format!("Bearer {token}"))
+        .call();
     match r {
         Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
         Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),

@@ -1,11 +1,16 @@
 //! HTTP plumbing shared by the edge and the admin API: one warp filter that hands a handler
 //! the raw request (method, raw path, raw query, headers, body stream), a body reader with a
 //! hard size limit and a deadline, the server loop with its connection limits ([`serve`]:
-//! header read timeout, head size, idle timeout), and reply helpers.
+//! header read timeout, head size, idle timeout), the accept loop that survives accept errors
+//! and caps open connections ([`listener`]), sampled log lines ([`sampled`]), and reply
+//! helpers.
 //!
 //! Routing is done by the handlers with a `match` on the path rather than by warp filter
 //! combinators: the status codes of docs/api.md#status-codes (404 vs 405 vs 413) then come from one place,
 //! and the raw request target Twilio signs is available as received.
+
+pub mod listener;
+pub mod sampled;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,13 +21,13 @@ use std::time::Duration;
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use warp::filters::path::FullPath;
 use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// The parts of a request a handler needs; the body is read on demand.
 pub struct RawRequest<B> {
@@ -63,6 +68,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// A connection with no byte read or written for this long is closed.
     pub idle_timeout: Duration,
+    /// Connections open at once on one listener; past it, new ones wait in the kernel's
+    /// backlog ([`listener`]).
+    pub max_connections: usize,
 }
 
 impl Limits {
@@ -73,14 +81,31 @@ impl Limits {
             body_read_timeout: Duration::from_secs(server.body_read_timeout_secs),
             max_header_bytes: server.max_header_bytes,
             idle_timeout: Duration::from_secs(server.idle_timeout_secs),
+            max_connections: server.max_connections,
         }
     }
 }
 
-/// Serves `filter` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Why a listener stopped serving before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listening socket became unusable (EBADF, EINVAL, …; see [`listener::classify`]):
+    /// retrying the accept cannot help, the daemon must stop for a restart.
+    #[error("listener {listener}: {message}")]
+    Accept {
+        /// The listener's name (its `listener` metric label).
+        listener: String,
+        /// hyper's error with the accept error it carries.
+        message: String,
+    },
+}
+
+/// Serves `filter` on `listener` (named `name` in logs and metrics) until `shutdown`
+/// resolves, then finishes in-flight requests; returns early only with the error that ended
+/// the accept loop ([`listener`]).
 ///
-/// This is `warp::serve(..).serve_incoming_with_graceful_shutdown(..)` plus two limits warp
-/// does not expose, both against clients that hold a connection without finishing a request
+/// This is `warp::serve(..).serve_incoming_with_graceful_shutdown(..)` plus the limits warp
+/// does not expose, against clients that hold a connection without finishing a request
 /// (slow loris): hyper 0.14 has no header read timeout by default, so a client sending one
 /// header byte a minute (or nothing at all) kept its connection and its task forever, and its
 /// read buffer grows to ~400 KiB before a head is refused, so a single header of a few hundred
@@ -88,13 +113,17 @@ impl Limits {
 /// 100 headers) with `431`, and closes a connection whose head is not complete within
 /// `header_read_timeout`. The body has its own deadline, in [`raw`]. hyper's header timer
 /// does not cover a keep-alive connection left idle after its first answer, nor a client
-/// that stops reading our answer: [`IdleTimeout`] closes those.
+/// that stops reading our answer: [`IdleTimeout`] closes those. The accept loop is ours
+/// ([`listener::Acceptor`]): hyper's server ends at the first accept error it is given, so it
+/// is given only the one that means the socket is gone.
 pub fn serve<F>(
     filter: F,
     listener: TcpListener,
+    name: &str,
     limits: Limits,
+    metrics: &Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> impl Future<Output = ()> + Send
+) -> impl Future<Output = Result<(), ServeError>> + Send
 where
     F: Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
 {
@@ -103,9 +132,14 @@ where
         let service = service.clone();
         async move { Ok::<_, Infallible>(service) }
     });
-    let idle = limits.idle_timeout;
-    let incoming =
-        TcpListenerStream::new(listener).map(move |c| c.map(|c| IdleTimeout::new(c, idle)));
+    let incoming = listener::Acceptor::new(
+        listener,
+        name,
+        limits.max_connections,
+        limits.idle_timeout,
+        listener::ListenerMetrics::new(metrics, name),
+    )
+    .into_stream();
     let server = hyper::Server::builder(hyper::server::accept::from_stream(incoming))
         // HTTP/1 only: warp also accepted HTTP/2 with prior knowledge (h2c), where none of the
         // limits above apply (hyper allows a 16 MiB header list and has no header timeout for
@@ -115,10 +149,12 @@ where
         .http1_max_buf_size(limits.max_header_bytes)
         .serve(make)
         .with_graceful_shutdown(shutdown);
+    let name = name.to_owned();
     async move {
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "server error");
-        }
+        server.await.map_err(|e| ServeError::Accept {
+            listener: name,
+            message: e.to_string(),
+        })
     }
 }
 
