@@ -66,6 +66,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
+# /metrics is on the admin listener, behind the operator token.
+ADMIN_TOKEN="failover-bench-operator-token"
 for r in a b; do
     eval "${r}_pub=$(free_port) ${r}_admin=$(free_port)"
     pub_var="${r}_pub"; admin_var="${r}_admin"
@@ -74,6 +76,7 @@ data_dir = "$work/$r"
 [server]
 listen = ["127.0.0.1:${!pub_var}"]
 admin_listen = "127.0.0.1:${!admin_var}"
+admin_token = "$ADMIN_TOKEN"
 public_urls = ["https://hooks.example.net"]
 [twilio]
 auth_tokens = ["0f1e2d3c4b5a69788796a5b4c3d2e1f0"]
@@ -113,8 +116,8 @@ for i in range(1, n + 1):
 EOF
 "$REPLAY" --config "$work/a.toml" import "$work/records.jsonl" >&2
 
-metric() { # port name
-    curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'
+metric() { # admin port, name
+    curl -s -H "Authorization: Bearer $ADMIN_TOKEN" "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'
 }
 max_lag() { # replica
     "$REPLAY" --config "$work/$1.toml" status --json 2>/dev/null \
@@ -135,18 +138,18 @@ stands_by() { [ "$(metric "$1" hooklog_consumers_leader)" = "0" ]; }
 
 t0=$(now)
 RUST_LOG=warn "$BIN" serve --config "$work/a.toml" & pids+=($!); a_pid=$!
-wait_for "A leads" leads "$a_pub"
+wait_for "A leads" leads "$a_admin"
 wait_for "A caught up" caught_up a
 t1=$(now)
 echo "A: first start on $N records, consumers caught up from 0 in $(secs "$t0" "$t1") s" >&2
 
 RUST_LOG=warn "$BIN" serve --config "$work/b.toml" & pids+=($!)
-wait_for "B stands by" stands_by "$b_pub"
+wait_for "B stands by" stands_by "$b_admin"
 sleep "$LEASE" # A has renewed its lease at least twice since B started
 
 kill -9 "$a_pid"
 k=$(now)
-wait_for "B leads" leads "$b_pub"
+wait_for "B leads" leads "$b_admin"
 l=$(now)
 wait_for "B caught up" caught_up b
 c=$(now)

@@ -28,7 +28,8 @@
 //!    them after the group commit's flush.
 //! 4. While a phase runs, a sampler reads the daemon's `VmRSS` every 100 ms from `/proc`;
 //!    after it, `VmHWM`, the CPU time of the daemon and of this client, the machine's idle
-//!    share, the load average and the daemon's mean group-commit batch (from `/metrics`).
+//!    share, the load average and the daemon's mean group-commit batch (from `/metrics`, on the
+//!    admin listener).
 //! 5. After SIGTERM, starts the daemon again on the data directory the run filled and reports
 //!    its resident memory once idle (5 s after ready): a restart on a large log.
 //!
@@ -324,7 +325,12 @@ impl Settings {
 struct Daemon {
     child: Child,
     public: SocketAddr,
+    admin: SocketAddr,
 }
+
+/// The operator token the bench's daemons are configured with (`/metrics` is on the admin
+/// listener, behind it).
+const ADMIN_TOKEN: &str = "bench-operator-token-0123456789";
 
 fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
@@ -346,7 +352,8 @@ impl Daemon {
             let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let config = dir.join("hooklog.toml");
             let text = format!(
-                "data_dir = {data:?}\n\n[server]\nlisten = [\"{public}\"]\nadmin_listen = \"{admin}\"\n\n\
+                "data_dir = {data:?}\n\n[server]\nlisten = [\"{public}\"]\nadmin_listen = \"{admin}\"\n\
+                 admin_token = \"{ADMIN_TOKEN}\"\n\n\
                  [openphone]\nsigning_keys = [\"{QUO_KEY}\"]\n{extra_toml}",
                 data = dir.join("data").display().to_string(),
             );
@@ -371,7 +378,11 @@ impl Daemon {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if blocking_get(public, "/readyz") == Some(200) {
-                    return Daemon { child, public };
+                    return Daemon {
+                        child,
+                        public,
+                        admin,
+                    };
                 }
                 if let Ok(Some(status)) = child.try_wait() {
                     eprintln!("hooklog exited with {status} before it was ready; new ports");
@@ -427,16 +438,24 @@ impl Drop for Daemon {
 
 /// One GET on a fresh connection; the status, or `None` if the daemon is not answering.
 fn blocking_get(addr: SocketAddr, path: &str) -> Option<u16> {
-    let (status, _) = blocking_get_body(addr, path)?;
+    let (status, _) = blocking_get_body(addr, path, "")?;
     Some(status)
 }
 
-fn blocking_get_body(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+/// The daemon's `/metrics` (on its admin listener, with the operator token).
+fn metrics(daemon: &Daemon) -> Option<String> {
+    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n");
+    let (_, body) = blocking_get_body(daemon.admin, "/metrics", &auth)?;
+    Some(body)
+}
+
+/// A GET with `headers` (complete lines) on a fresh connection: status and body.
+fn blocking_get_body(addr: SocketAddr, path: &str, headers: &str) -> Option<(u16, String)> {
     let mut s = StdStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut out = Vec::new();
@@ -451,8 +470,8 @@ fn blocking_get_body(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 }
 
 /// Sum and count of the daemon's `hooklog_append_batch_size` histogram.
-fn batch_metric(addr: SocketAddr) -> Option<(f64, f64)> {
-    let (_, body) = blocking_get_body(addr, "/metrics")?;
+fn batch_metric(daemon: &Daemon) -> Option<(f64, f64)> {
+    let body = metrics(daemon)?;
     let value = |name: &str| -> Option<f64> {
         body.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
@@ -487,8 +506,8 @@ fn restart_memory(bin: &Path, dir: &Path) -> String {
         proc_status_kb(pid, "VmRSS").unwrap_or(0),
         proc_status_kb(pid, "VmHWM").unwrap_or(0),
     );
-    let records = blocking_get_body(daemon.public, "/metrics")
-        .and_then(|(_, text)| {
+    let records = metrics(&daemon)
+        .and_then(|text| {
             text.lines()
                 .find_map(|l| l.strip_prefix("hooklog_log_last_seq "))
                 .and_then(|v| v.trim().parse::<f64>().ok())
@@ -982,7 +1001,7 @@ async fn run_phase(
     let ids = IDS.get_or_init(|| Arc::new(AtomicU64::new(1))).clone();
     let pid = daemon.child.id();
     let load_before = loadavg();
-    let batch_before = batch_metric(daemon.public);
+    let batch_before = batch_metric(&daemon);
 
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + Duration::from_secs_f64(settings.warmup);
@@ -1028,7 +1047,7 @@ async fn run_phase(
         }
     }
     let stats = all;
-    let batch_after = batch_metric(daemon.public);
+    let batch_after = batch_metric(&daemon);
     let mean_batch = match (batch_before, batch_after) {
         (Some((s0, n0)), Some((s1, n1))) if n1 > n0 => Some((s1 - s0) / (n1 - n0)),
         _ => None,
