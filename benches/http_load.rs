@@ -1001,7 +1001,7 @@ async fn run_phase(
     let ids = IDS.get_or_init(|| Arc::new(AtomicU64::new(1))).clone();
     let pid = daemon.child.id();
     let load_before = loadavg();
-    let batch_before = batch_metric(&daemon);
+    let batch_before = batch_metric(daemon);
 
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + Duration::from_secs_f64(settings.warmup);
@@ -1047,7 +1047,7 @@ async fn run_phase(
         }
     }
     let stats = all;
-    let batch_after = batch_metric(&daemon);
+    let batch_after = batch_metric(daemon);
     let mean_batch = match (batch_before, batch_after) {
         (Some((s0, n0)), Some((s1, n1))) if n1 > n0 => Some((s1 - s0) / (n1 - n0)),
         _ => None,
