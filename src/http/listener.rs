@@ -22,7 +22,12 @@
 //! kernel's backlog (and are accepted as soon as one closes, or time out at the client), while
 //! every connection already accepted is served as before. `hooklog_open_connections{listener}`
 //! counts the permits held.
+//!
+//! Each accepted connection ([`Conn`]) is also closed once it has been idle for the idle
+//! timeout ([`IdleTimeout`]): hyper's own timers cover neither a keep-alive connection left
+//! idle after its answer nor a client that stops reading.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -34,7 +39,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::sampled::Sampler;
-use super::IdleTimeout;
 use crate::metrics::Metrics;
 
 /// The first wait after a resource error.
@@ -333,6 +337,114 @@ impl tokio::io::AsyncWrite for Conn {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// A connection closed (its next read or write fails with `TimedOut`) once nothing has been
+/// read from or written to it for `timeout`.
+///
+/// Activity only records an [`Instant`](tokio::time::Instant); the timer is moved to the
+/// real deadline only when it fires, so a busy connection does not touch the timer wheel
+/// on every read.
+pub struct IdleTimeout<T> {
+    io: T,
+    timeout: Duration,
+    last_activity: tokio::time::Instant,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<T> IdleTimeout<T> {
+    /// Wraps `io`.
+    pub fn new(io: T, timeout: Duration) -> IdleTimeout<T> {
+        IdleTimeout {
+            io,
+            timeout,
+            last_activity: tokio::time::Instant::now(),
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    /// Called when the inner I/O is pending: an error once the connection has been idle
+    /// for the whole timeout (and the waker registered with the timer otherwise).
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let deadline = self.last_activity + self.timeout;
+            if deadline <= tokio::time::Instant::now() {
+                return Poll::Ready(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection idle for too long",
+                ));
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleTimeout<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.last_activity = tokio::time::Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.poll_idle(cx).map(Err),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleTimeout<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    self.last_activity = tokio::time::Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.poll_idle(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    self.last_activity = tokio::time::Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.poll_idle(cx).map(Err),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
