@@ -61,7 +61,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 Some(f) => format!("# configuration from {} and the environment", f.display()),
                 None => "# no configuration file: embedded defaults and the environment".to_owned(),
             };
-            let text = format!("{source}\n{}# ok\n", config.to_redacted_toml());
+            let warnings: String = config
+                .warnings()
+                .iter()
+                .map(|w| format!("# warning: {w}\n"))
+                .collect();
+            let text = format!("{source}\n{}{warnings}# ok\n", config.to_redacted_toml());
             let mut out = std::io::stdout().lock();
             match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
                 // A closed pipe (`| head`) is the reader's choice, not an error.
@@ -110,6 +115,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     None => {
                         tracing::info!("no configuration file: running on the embedded defaults")
                     }
+                }
+                for warning in config.warnings() {
+                    tracing::warn!("{warning}");
                 }
                 let listeners = hooklog::Listeners::bind(&config).await?;
                 hooklog::run(config, listeners, shutdown_signal()).await?;

@@ -158,6 +158,22 @@ fn validate_rejects_bad_values_without_echoing_the_url() {
         ..AlertsConfig::default()
     };
     assert!(no_host.validate().is_err());
+    let plain = AlertsConfig {
+        discord_webhook_url: Some(Secret::new(
+            "http://discord.com/api/webhooks/1/sekrit-token",
+        )),
+        ..AlertsConfig::default()
+    };
+    let err = plain.validate().unwrap_err();
+    assert!(
+        err.starts_with("discord_webhook_url: must be https://") && !err.contains("sekrit"),
+        "{err}"
+    );
+    let local = AlertsConfig {
+        discord_webhook_url: Some(Secret::new("http://127.0.0.1:9/api/webhooks/1/t")),
+        ..AlertsConfig::default()
+    };
+    assert!(local.validate().is_ok(), "a loopback fake stays allowed");
     let zero = AlertsConfig {
         max_per_hour: 0,
         ..AlertsConfig::default()

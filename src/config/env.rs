@@ -45,8 +45,11 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    /// Where the value of `key` (e.g. `server.listen`) came from.
+    /// Where the value of `key` (e.g. `server.listen`) came from. A key inside an array of
+    /// tables (`dispatch.routes[0].kinds`) came from where the array did.
     pub fn origin(&self, key: &str) -> String {
+        // Only the array's own key: a key left unset in a section that is set is a default.
+        let key = key.find('[').map_or(key, |i| &key[..i]);
         self.origins
             .get(key)
             .cloned()

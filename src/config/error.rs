@@ -1,5 +1,6 @@
 //! Why configuration could not be loaded: every error names the key and where its value came
-//! from (the file, an environment variable, or the defaults).
+//! from (the file, an environment variable, or the defaults), and none repeats a value: what is
+//! wrong is said in fixed words (see `message.rs`), because a value may be a secret.
 
 use std::path::PathBuf;
 
@@ -14,12 +15,22 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The config file is not valid TOML.
-    #[error("config file {path} is not valid TOML: {message}")]
+    /// The config file is not valid TOML. Told by position and key, never by the text there:
+    /// the offending line may hold a secret (an unquoted token).
+    #[error(
+        "config file {path} is not valid TOML: line {line}, column {column}{}: {message}",
+        key_note(.key)
+    )]
     Syntax {
         /// The file.
         path: PathBuf,
-        /// The parser's message (with line and column).
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column (in characters) of the error.
+        column: usize,
+        /// The key being set there (the dotted path, with its section), when one is.
+        key: Option<String>,
+        /// What is wrong and how to write it, in fixed words (no text from the file).
         message: String,
     },
     /// A `HOOKLOG_*` variable does not name a known section and key.
@@ -52,4 +63,10 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+}
+
+fn key_note(key: &Option<String>) -> String {
+    key.as_ref()
+        .map(|k| format!(", key `{k}`"))
+        .unwrap_or_default()
 }

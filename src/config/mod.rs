@@ -4,13 +4,16 @@
 //! if present, else none (the embedded defaults alone are a working daemon).
 //!
 //! Environment overrides are `HOOKLOG_<SECTION>_<KEY>` (`HOOKLOG_DATA_DIR` for the top-level
-//! key), upper case; lists are comma-separated. Any key may instead be given as `<key>_file`
-//! (in the file or the environment): the file's contents, without the trailing newline, are
-//! the value. That is how secrets stay out of the file and the process environment.
+//! key), upper case; lists are comma-separated, except lists of secrets, which are split on
+//! newlines only (a comma may be part of a secret). Any key may instead be given as
+//! `<key>_file` (in the file or the environment): the file's contents, without the trailing
+//! newline, are the value. That is how secrets stay out of the file and the process
+//! environment.
 //!
 //! Invariants: unknown sections and keys are errors (a typo must not silently disable a
-//! check); every error names the key and where its value came from; secrets are [`secret::Secret`]s,
-//! whose `Debug` and `Serialize` print `<redacted>`.
+//! check); every error names the key and where its value came from, and never repeats a value
+//! (`message.rs`: a TOML syntax error by file, line, column and key); secrets are
+//! [`secret::Secret`]s, whose `Debug` and `Serialize` print `<redacted>`.
 
 //!
 //! # Files
@@ -18,14 +21,17 @@
 //! This file: [`Config`], the composition of every section, and how it is loaded.
 //! [`env`](mod@env): environment overrides, `*_file` indirection and [`Provenance`]; [`secret`]:
 //! [`secret::Secret`]; [`de`]: the serde helpers every section uses; [`sections`]: the sections
-//! several components read; `validate.rs`: the checks serde cannot make;
+//! several components read; `validate.rs`: the checks serde cannot make; [`url`]: the check of
+//! outgoing URLs (https unless loopback); `message.rs`: errors told without their values;
 //! [`error`]: [`ConfigError`]. Sections, secrets and helpers import nothing back from here.
 
 pub mod de;
 pub mod env;
 pub mod error;
+mod message;
 pub mod secret;
 pub mod sections;
+pub mod url;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -35,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 // The sections that live in the component they configure. These imports are the only ones
 // from `config` to a higher layer, and each names the section's own file, which imports
-// nothing back but `config::{de, secret}`.
+// nothing back but `config::{de, secret, url}`.
 use crate::alerts::config::AlertsConfig;
 use crate::consumers::dispatch::config::DispatchConfig;
 use crate::consumers::postgres::config::PostgresConfig;
@@ -156,10 +162,7 @@ impl Config {
             })?;
             root = text
                 .parse::<toml::Table>()
-                .map_err(|e| ConfigError::Syntax {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| message::syntax_error(path, &text, &e))?;
             let origin = format!("file {}", path.display());
             record_origins(&root, "", &origin, &mut prov.origins);
         }
@@ -190,18 +193,31 @@ impl Config {
         resolve_files(&mut root, "", &mut prov)?;
 
         let mut track = serde_path_to_error::Track::new();
+        // Kept to recognise the value in an error message (the deserializer consumes `root`).
+        let values = root.clone();
         let de = serde_path_to_error::Deserializer::new(toml::Value::Table(root), &mut track);
         let config = Config::deserialize(de).map_err(|e| {
             let key = track.path().to_string();
-            // toml appends "in `key`" on a second line; the key is already named.
-            let message = e.to_string().lines().next().unwrap_or_default().to_owned();
+            let message = message::value_message(&e.to_string(), &message::leaves(&values, &key));
             ConfigError::Invalid {
                 origin: prov.origin(&key),
                 key,
                 message,
             }
         })?;
-        config.validate(&prov)?;
+        config.validate(&prov).map_err(|e| match e {
+            // A section's check may quote the value; it may be a secret.
+            ConfigError::Invalid {
+                key,
+                origin,
+                message,
+            } => ConfigError::Invalid {
+                message: message::scrub(&message, &message::leaves(&values, &key)),
+                key,
+                origin,
+            },
+            other => other,
+        })?;
         Ok((config, prov))
     }
 

@@ -63,9 +63,14 @@ pub struct ServerConfig {
     /// Public webhook listeners; each serves every route.
     #[serde(deserialize_with = "de::list")]
     pub listen: Vec<SocketAddr>,
-    /// Admin API listener (keep it on loopback).
+    /// Admin API listener. Loopback unless `allow_remote_admin`.
     #[serde(deserialize_with = "de::parsed")]
     pub admin_listen: SocketAddr,
+    /// Lets `admin_listen` be a non-loopback address (a warning is logged at start). Off: the
+    /// admin API (the operator token's every route) is never reachable from the network by a
+    /// typo.
+    #[serde(deserialize_with = "de::parsed")]
+    pub allow_remote_admin: bool,
     /// Public base URLs Twilio signs against (e.g. `https://hooks.example.com`).
     #[serde(deserialize_with = "de::list")]
     pub public_urls: Vec<String>,
@@ -107,6 +112,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 18792))],
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 18800)),
+            allow_remote_admin: false,
             public_urls: Vec::new(),
             max_body_bytes: 1024 * 1024,
             admin_token: None,
@@ -135,7 +141,8 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct QuoConfig {
     /// Webhook signing secrets: base64 (legacy) or `whsec_…` (Standard Webhooks); any may match.
-    #[serde(deserialize_with = "de::list")]
+    /// As one string: one per line.
+    #[serde(deserialize_with = "de::lines")]
     pub signing_keys: Vec<Secret>,
     /// REST API key (backfill, sending).
     #[serde(deserialize_with = "de::opt_parsed")]
@@ -167,8 +174,8 @@ impl Default for QuoConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TwilioConfig {
-    /// Auth tokens (primary first); any may match.
-    #[serde(deserialize_with = "de::list")]
+    /// Auth tokens (primary first); any may match. As one string: one per line.
+    #[serde(deserialize_with = "de::lines")]
     pub auth_tokens: Vec<Secret>,
     /// Account SID (REST API).
     #[serde(deserialize_with = "de::opt_parsed")]
@@ -227,8 +234,9 @@ pub struct VoiceConfig {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SalesMsgConfig {
-    /// Shared secrets accepted in `?secret=`; any may match.
-    #[serde(deserialize_with = "de::list")]
+    /// Shared secrets accepted in `?secret=`; any may match. As one string: one per line (a
+    /// comma is part of a secret).
+    #[serde(deserialize_with = "de::lines")]
     pub secrets: Vec<Secret>,
     /// Whether an inbound SalesMsg START/UNSTOP/YES may lift an opt-out (on the line it was
     /// sent to). Off by default: the URL secret is SalesMsg's only credential, so whoever

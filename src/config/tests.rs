@@ -40,7 +40,7 @@ fn environment_overrides_the_file_and_splits_lists() {
         env(&[
             ("HOOKLOG_DATA_DIR", "/srv/b"),
             ("HOOKLOG_SERVER_LISTEN", "127.0.0.1:18792, 127.0.0.1:18797"),
-            ("HOOKLOG_TWILIO_AUTH_TOKENS", "tok1,tok2"),
+            ("HOOKLOG_TWILIO_AUTH_TOKENS", "tok1\ntok2\n"),
             ("HOOKLOG_OPENPHONE_TOLERANCE_SECS", "60"),
             ("HOOKLOG_TWILIO_VOICE_SAY", "Hello"),
             ("HOOKLOG_CONFIG", "ignored"),
@@ -90,7 +90,7 @@ fn a_secret_file_supplies_the_value_and_its_key_is_named_on_error() {
 #[test]
 fn dispatch_routes_come_from_the_file_and_url_token_and_timeout_from_the_environment() {
     let cfg = file(
-        "[dispatch]\nurl = \"http://gw.example/file\"\n\
+        "[dispatch]\nurl = \"https://gw.example/file\"\n\
          [[dispatch.routes]]\nkinds = [\"message.received\"]\nagent = \"acquisitions\"\n\
          [[dispatch.routes]]\nkinds = [\"call.ringing\", \"call.completed\"]\nprovider = \"quo\"\n\
          line = \"+15550001111\"\nagent = \"atlas\"\nurl = \"https://atlas.example/hook\"\n",
@@ -99,7 +99,7 @@ fn dispatch_routes_come_from_the_file_and_url_token_and_timeout_from_the_environ
     let (c, _) = Config::load_from(
         Some(cfg.path()),
         env(&[
-            ("HOOKLOG_DISPATCH_URL", "http://gw.example/env"),
+            ("HOOKLOG_DISPATCH_URL", "https://gw.example/env"),
             (
                 "HOOKLOG_DISPATCH_TOKEN_FILE",
                 token.path().to_str().unwrap(),
@@ -108,7 +108,7 @@ fn dispatch_routes_come_from_the_file_and_url_token_and_timeout_from_the_environ
         ]),
     )
     .unwrap();
-    assert_eq!(c.dispatch.url.as_deref(), Some("http://gw.example/env"));
+    assert_eq!(c.dispatch.url.as_deref(), Some("https://gw.example/env"));
     assert_eq!(c.dispatch.token, Some(Secret::new("gw-token-from-file")));
     assert_eq!(
         (c.dispatch.timeout_secs, c.dispatch.dead_letter_after_secs),
@@ -125,7 +125,7 @@ fn dispatch_routes_come_from_the_file_and_url_token_and_timeout_from_the_environ
     let err = Config::load_from(
         None,
         env(&[
-            ("HOOKLOG_DISPATCH_URL", "http://gw.example/env"),
+            ("HOOKLOG_DISPATCH_URL", "https://gw.example/env"),
             ("HOOKLOG_DISPATCH_TOKEN", "tok-123456"),
             ("HOOKLOG_DISPATCH_TIMEOUT_SECS", "0"),
         ]),
@@ -223,8 +223,325 @@ fn invalid_toml_names_the_file_and_line() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("not valid TOML") && err.contains("line 1"),
+        err.contains("not valid TOML")
+            && err.contains("line 1, column")
+            && err.contains(&f.path().display().to_string())
+            && err.contains("section header"),
         "{err}"
+    );
+}
+
+/// Asserts that `err` says each of `says` and none of `secrets`.
+fn says_without(err: &str, says: &[&str], secrets: &[&str]) {
+    for s in says {
+        assert!(err.contains(s), "expected `{s}` in: {err}");
+    }
+    for s in secrets {
+        assert!(!err.contains(s), "the value `{s}` leaked into: {err}");
+    }
+}
+
+#[test]
+fn an_unquoted_secret_is_told_by_file_line_column_and_key_never_by_its_value() {
+    for (toml, line, key) in [
+        (
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n\n[twilio]\nauth_tokens = [hunter2secretvalue]\n",
+            "line 5, column 16",
+            "key `twilio.auth_tokens`",
+        ),
+        (
+            "[log.jetstream]\ntoken = s3cr3t-value-hunter2secretvalue\n",
+            "line 2, column 9",
+            "key `log.jetstream.token`",
+        ),
+        (
+            "[salesmsg]\nsecrets = [\n  \"first-secret-1\",\n  hunter2secretvalue,\n]\n",
+            "line 4, column 3",
+            "key `salesmsg.secrets`",
+        ),
+        (
+            "data_dir = hunter2secretvalue\n",
+            "line 1, column 12",
+            "key `data_dir`",
+        ),
+        (
+            "[server]\nadmin_token = \"hunter2secretvalue\n",
+            "line 2",
+            "key `server.admin_token`",
+        ),
+    ] {
+        let f = file(toml);
+        let err = Config::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        let path = f.path().display().to_string();
+        says_without(
+            &err,
+            &[&path, line, key],
+            &["hunter2", "s3cr3t", "first-secret"],
+        );
+    }
+    let f = file("[twilio]\nauth_tokens = [hunter2secretvalue]\n");
+    let err = Config::load_from(Some(f.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("must be quoted"), "says what to do: {err}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_or_form_is_told_without_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("tolerance");
+    std::fs::write(&secret_file, "hunter2secretvalue\n").unwrap();
+    // (file, environment, the key or variable named, what the message says)
+    type Case<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            Some("[openphone]\ntolerance_secs = \"hunter2secretvalue\"\n"),
+            vec![],
+            "openphone.tolerance_secs",
+            "expected a whole number",
+        ),
+        (
+            Some("[openphone]\ntolerance_secs = [\"hunter2secretvalue\"]\n"),
+            vec![],
+            "openphone.tolerance_secs",
+            "wrong type",
+        ),
+        (
+            Some("[twilio]\nauth_tokens = 5\n"),
+            vec![],
+            "twilio.auth_tokens",
+            "expected a list of strings",
+        ),
+        (
+            Some("[log]\nbackend = \"hunter2secretvalue\"\n"),
+            vec![],
+            "log.backend",
+            "expected",
+        ),
+        (
+            Some("[server]\nlisten = \"hunter2secretvalue\"\n"),
+            vec![],
+            "server.listen",
+            "expected an address with a port",
+        ),
+        (
+            None,
+            vec![("HOOKLOG_SERVER_ADMIN_LISTEN", "hunter2secretvalue")],
+            "HOOKLOG_SERVER_ADMIN_LISTEN",
+            "server.admin_listen",
+        ),
+        (
+            None,
+            vec![("HOOKLOG_SALESMSG_TRUST_OPT_IN", "hunter2secretvalue")],
+            "HOOKLOG_SALESMSG_TRUST_OPT_IN",
+            "expected true or false",
+        ),
+        (
+            None,
+            vec![(
+                "HOOKLOG_OPENPHONE_TOLERANCE_SECS_FILE",
+                secret_file.to_str().unwrap(),
+            )],
+            "openphone.tolerance_secs_file",
+            "expected a whole number",
+        ),
+    ];
+    for (toml, vars, names, says) in cases {
+        let f = toml.map(file);
+        let err = Config::load_from(f.as_ref().map(|f| f.path()), env(&vars))
+            .unwrap_err()
+            .to_string();
+        says_without(&err, &[names, says], &["hunter2"]);
+    }
+}
+
+#[test]
+fn secret_lists_split_on_newlines_only_and_other_lists_on_commas_too() {
+    let (c, _) = Config::load_from(
+        None,
+        env(&[
+            (
+                "HOOKLOG_SALESMSG_SECRETS",
+                "first,with-comma\r\nsecond-secret\n\n",
+            ),
+            (
+                "HOOKLOG_SERVER_LISTEN",
+                "127.0.0.1:1,127.0.0.1:2\n127.0.0.1:3",
+            ),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.salesmsg.secrets,
+        vec![
+            Secret::new("first,with-comma"),
+            Secret::new("second-secret")
+        ]
+    );
+    assert_eq!(c.server.listen.len(), 3);
+    assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
+    assert!(c.warnings()[0].contains("one per line"));
+    assert!(!c.warnings()[0].contains("with-comma"));
+
+    let keys = file(&format!(
+        "{QUO_KEY}\nwhsec_bmV3LXF1by1rZXktYWZ0ZXItcm90YXRpb24tMzJi\n"
+    ));
+    let (c, _) = Config::load_from(
+        None,
+        env(&[(
+            "HOOKLOG_OPENPHONE_SIGNING_KEYS_FILE",
+            keys.path().to_str().unwrap(),
+        )]),
+    )
+    .unwrap();
+    assert_eq!(c.openphone.signing_keys.len(), 2);
+    assert!(c.warnings().is_empty());
+}
+
+#[test]
+fn comma_separated_provider_secrets_are_refused_with_one_per_line_as_the_fix() {
+    for (var, value, key) in [
+        (
+            "HOOKLOG_TWILIO_AUTH_TOKENS",
+            "old-token-hunter2aaaaaaa,new-token-hunter2bbbbbbb",
+            "twilio.auth_tokens",
+        ),
+        (
+            "HOOKLOG_OPENPHONE_SIGNING_KEYS",
+            "R2ZLM2o0bFhBNVpyUnU2NG9mYXQ1MHNyR3pvSUhIVVg=,aHVudGVyMg==",
+            "openphone.signing_keys",
+        ),
+    ] {
+        let err = Config::load_from(
+            None,
+            env(&[
+                (var, value),
+                ("HOOKLOG_SERVER_PUBLIC_URLS", "https://hooks.example.com"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        says_without(&err, &[key, var, "one per line"], &["hunter2", "aHVudGVy"]);
+    }
+}
+
+#[test]
+fn a_non_loopback_admin_listen_needs_allow_remote_admin_and_is_warned_about() {
+    for addr in ["0.0.0.0:18800", "10.1.2.3:18800", "[::]:18800"] {
+        let err = Config::load_from(None, env(&[("HOOKLOG_SERVER_ADMIN_LISTEN", addr)]))
+            .unwrap_err()
+            .to_string();
+        says_without(
+            &err,
+            &[
+                "server.admin_listen",
+                "HOOKLOG_SERVER_ADMIN_LISTEN",
+                "not a loopback address",
+                "allow_remote_admin = true",
+            ],
+            &[],
+        );
+    }
+    for addr in ["127.0.0.1:18800", "127.0.0.2:1", "[::1]:18800"] {
+        let (c, _) =
+            Config::load_from(None, env(&[("HOOKLOG_SERVER_ADMIN_LISTEN", addr)])).unwrap();
+        assert!(c.warnings().is_empty(), "{addr}");
+    }
+    let f = file("[server]\nadmin_listen = \"0.0.0.0:18800\"\nallow_remote_admin = true\n");
+    let (c, _) = Config::load_from(Some(f.path()), env(&[])).unwrap();
+    assert!(c.server.allow_remote_admin);
+    let warnings = c.warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0].contains("0.0.0.0:18800") && warnings[0].contains("reachable from the network"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn outgoing_urls_must_be_https_unless_loopback() {
+    let routes = file(
+        "[dispatch]\ntoken = \"gw-token-0123456789\"\n\
+         [[dispatch.routes]]\nkinds = [\"*\"]\nagent = \"a\"\n",
+    );
+    for (var, url, key) in [
+        (
+            "HOOKLOG_OPENPHONE_API_BASE",
+            "http://api.openphone.com",
+            "openphone.api_base",
+        ),
+        (
+            "HOOKLOG_TWILIO_API_BASE",
+            "http://api.twilio.com",
+            "twilio.api_base",
+        ),
+        (
+            "HOOKLOG_DISPATCH_URL",
+            "http://gw.example/v1?t=hunter2",
+            "dispatch.url",
+        ),
+        (
+            "HOOKLOG_ALERTS_DISCORD_WEBHOOK_URL",
+            "http://discord.com/api/webhooks/1/hunter2",
+            "alerts.discord_webhook_url",
+        ),
+    ] {
+        let err = Config::load_from(Some(routes.path()), env(&[(var, url)]))
+            .unwrap_err()
+            .to_string();
+        says_without(&err, &[key, var, "must be https://"], &["hunter2"]);
+    }
+    let (c, _) = Config::load_from(
+        Some(routes.path()),
+        env(&[
+            ("HOOKLOG_OPENPHONE_API_BASE", "http://127.0.0.1:9"),
+            ("HOOKLOG_TWILIO_API_BASE", "http://localhost:9"),
+            ("HOOKLOG_DISPATCH_URL", "http://[::1]:9/v1/dispatch"),
+            (
+                "HOOKLOG_ALERTS_DISCORD_WEBHOOK_URL",
+                "https://discord.com/api/webhooks/1/t",
+            ),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.twilio.api_base, "http://localhost:9");
+}
+
+#[test]
+fn tolerance_may_not_exceed_the_dedup_window() {
+    let err = Config::load_from(
+        None,
+        env(&[
+            ("HOOKLOG_OPENPHONE_TOLERANCE_SECS", "7200"),
+            ("HOOKLOG_DEDUP_TTL_HOURS", "1"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    says_without(
+        &err,
+        &[
+            "openphone.tolerance_secs",
+            "HOOKLOG_OPENPHONE_TOLERANCE_SECS",
+            "dedup window",
+            "HOOKLOG_DEDUP_TTL_HOURS",
+            "Lower tolerance_secs or raise ttl_hours",
+        ],
+        &[],
+    );
+    let (c, _) = Config::load_from(
+        None,
+        env(&[
+            ("HOOKLOG_OPENPHONE_TOLERANCE_SECS", "3600"),
+            ("HOOKLOG_DEDUP_TTL_HOURS", "1"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.openphone.tolerance_secs, 3600,
+        "equal to the window is fine"
     );
 }
 

@@ -66,6 +66,19 @@ impl Config {
                 ),
             ));
         }
+        if !super::url::is_loopback_host(&self.server.admin_listen.ip().to_string())
+            && !self.server.allow_remote_admin
+        {
+            return Err(bad(
+                "server.admin_listen",
+                "is not a loopback address: the admin API (the operator token reaches every \
+                 route: opt-outs, sending, the kill switch) would be reachable from the network. \
+                 Keep it on 127.0.0.1 or ::1 and reach it through SSH or a proxy, or, on a \
+                 network you trust, set [server] allow_remote_admin = true \
+                 (HOOKLOG_SERVER_ALLOW_REMOTE_ADMIN=true)"
+                    .into(),
+            ));
+        }
         for url in &self.server.public_urls {
             validate_public_url(url).map_err(|m| bad("server.public_urls", m))?;
         }
@@ -254,12 +267,34 @@ impl Config {
                 format!("{} is outside 1..=86400", self.openphone.tolerance_secs),
             ));
         }
+        // A signed request older than the dedup window but inside the tolerance would be
+        // accepted after its first copy's dedup key was forgotten: stored as new.
+        let dedup_secs = self.dedup.ttl_hours.saturating_mul(3600);
+        if self.openphone.tolerance_secs > dedup_secs {
+            return Err(bad(
+                "openphone.tolerance_secs",
+                format!(
+                    "{} s is longer than the dedup window ([dedup] ttl_hours = {}, {dedup_secs} \
+                     s, from {}): a replay older than the window would be stored as new. Lower \
+                     tolerance_secs or raise ttl_hours",
+                    self.openphone.tolerance_secs,
+                    self.dedup.ttl_hours,
+                    prov.origin("dedup.ttl_hours")
+                ),
+            ));
+        }
         for (i, key) in self.openphone.signing_keys.iter().enumerate() {
             crate::signature::HmacKey::from_quo_secret(key.expose()).map_err(|e| {
+                // Signing secrets are base64, which has no comma: a comma is two keys on one line.
+                let hint = if key.expose().contains(',') {
+                    "; it contains a comma: give several keys one per line, not comma-separated"
+                } else {
+                    ""
+                };
                 bad(
                     "openphone.signing_keys",
                     format!(
-                        "key #{} is not a base64 or whsec_ signing secret: {e}",
+                        "key #{} is not a base64 or whsec_ signing secret: {e}{hint}",
                         i + 1
                     ),
                 )
@@ -272,6 +307,22 @@ impl Config {
             .any(|t| t.expose().is_empty())
         {
             return Err(bad("twilio.auth_tokens", "an auth token is empty".into()));
+        }
+        // Twilio auth tokens are hexadecimal: a comma is two tokens written the way lists
+        // were once split, which would now be one token that matches nothing.
+        if self
+            .twilio
+            .auth_tokens
+            .iter()
+            .any(|t| t.expose().contains(','))
+        {
+            return Err(bad(
+                "twilio.auth_tokens",
+                "an auth token contains a comma: give several tokens one per line (in the \
+                 environment, a newline between them; in auth_tokens_file, one per line), not \
+                 comma-separated"
+                    .into(),
+            ));
         }
         if !self.twilio.auth_tokens.is_empty() && self.server.public_urls.is_empty() {
             return Err(bad(
@@ -293,11 +344,37 @@ impl Config {
             ("openphone.api_base", &self.openphone.api_base),
             ("twilio.api_base", &self.twilio.api_base),
         ] {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(bad(key, format!("`{url}` is not an http(s) URL")));
-            }
+            // The API key or auth token goes there with every call.
+            super::url::check_outgoing(url).map_err(|m| bad(key, m))?;
         }
         Ok(())
+    }
+
+    /// What a valid configuration still deserves a warning for, one line each: the daemon logs
+    /// them at start and `check-config` prints them. Never a value.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !super::url::is_loopback_host(&self.server.admin_listen.ip().to_string()) {
+            out.push(format!(
+                "server.admin_listen is {}, not loopback (server.allow_remote_admin = true): the \
+                 admin API is reachable from the network; firewall the port and keep the \
+                 operator token secret",
+                self.server.admin_listen
+            ));
+        }
+        if self
+            .salesmsg
+            .secrets
+            .iter()
+            .any(|s| s.expose().contains(','))
+        {
+            out.push(
+                "salesmsg.secrets: a secret contains a comma; secret lists are split on newlines \
+                 only, so it is one secret. If you meant several, give one per line"
+                    .to_owned(),
+            );
+        }
+        out
     }
 }
 

@@ -306,13 +306,14 @@ fn a_rotated_second_key_is_accepted_for_every_provider() {
         &[
             (
                 "HOOKLOG_TWILIO_AUTH_TOKENS",
-                "old-token-aaaaaaaaaaaaaaaaaaaaaaa,new-token-bbbbbbbbbbbbbbbbbbbbbbb",
+                "old-token-aaaaaaaaaaaaaaaaaaaaaaa\nnew-token-bbbbbbbbbbbbbbbbbbbbbbb",
             ),
             (
                 "HOOKLOG_OPENPHONE_SIGNING_KEYS",
-                &format!("{QUO_KEY},{new_quo}"),
+                &format!("{QUO_KEY}\n{new_quo}"),
             ),
-            ("HOOKLOG_SALESMSG_SECRETS", "old-secret-1,new-secret-2"),
+            // One per line: a comma would be part of the secret.
+            ("HOOKLOG_SALESMSG_SECRETS", "old-secret-1\nnew-secret-2"),
         ],
     );
     let body = b"MessageSid=SM9&Body=hi".to_vec();

@@ -20,6 +20,7 @@ mod admin;
 mod alerts_discord;
 mod architecture;
 mod backfill;
+mod config_errors;
 mod consumers;
 mod crash;
 mod diskfull;

@@ -118,13 +118,6 @@ impl Default for DispatchConfig {
     }
 }
 
-fn http_url(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"));
-    rest.is_some_and(|r| !r.split('/').next().unwrap_or_default().is_empty())
-}
-
 impl DispatchConfig {
     /// Whether dispatch runs.
     pub fn enabled(&self) -> bool {
@@ -175,9 +168,8 @@ impl DispatchConfig {
             );
         }
         if let Some(url) = &self.url {
-            if !http_url(url) {
-                return Err(format!("url: `{url}` is not an http(s) URL"));
-            }
+            // The token and every routed event go there: https unless on this machine.
+            crate::config::url::check_outgoing(url).map_err(|m| format!("url: {m}"))?;
             match &self.token {
                 None => {
                     return Err(
@@ -208,9 +200,8 @@ impl DispatchConfig {
                 })?),
             };
             if let Some(url) = &r.url {
-                if !http_url(url) {
-                    return Err(format!("routes[{i}].url: `{url}` is not an http(s) URL"));
-                }
+                crate::config::url::check_outgoing(url)
+                    .map_err(|m| format!("routes[{i}].url: {m}"))?;
             }
             routes.push(Route {
                 kinds: r.kinds.clone(),
@@ -272,7 +263,7 @@ mod tests {
 
     fn on() -> DispatchConfig {
         DispatchConfig {
-            url: Some("http://gw.example/dispatch".into()),
+            url: Some("https://gw.example/dispatch".into()),
             token: Some(Secret::new("gw-token-secret")),
             routes: vec![route("acquisitions")],
             ..DispatchConfig::default()
@@ -326,6 +317,23 @@ mod tests {
                     ..on()
                 },
                 "url:",
+            ),
+            (
+                DispatchConfig {
+                    url: Some("http://gw.example/dispatch".into()),
+                    ..on()
+                },
+                "url: must be https://",
+            ),
+            (
+                DispatchConfig {
+                    routes: vec![RouteConfig {
+                        url: Some("http://atlas.example/hook".into()),
+                        ..route("atlas")
+                    }],
+                    ..on()
+                },
+                "routes[0].url: must be https://",
             ),
             (
                 DispatchConfig {

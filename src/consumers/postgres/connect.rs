@@ -1,12 +1,20 @@
 //! One Postgres connection from `postgres.url`, with TLS as the URL asks.
 //!
-//! `sslmode` follows libpq: `disable` (plain), `prefer` (the default: TLS if the server offers
-//! it), `require` (TLS or nothing; the certificate is not checked, unless a CA is given, which
-//! makes it `verify-ca` as in libpq), `verify-ca` (the chain must lead to the CA), `verify-full`
-//! (and the certificate must name the host). The CA is `postgres.ca_file` or the URL's
-//! `sslrootcert`; without one, `verify-*` uses the Mozilla roots of `webpki-roots`. tokio-postgres
-//! itself only knows disable/prefer/require, so the verify modes and `sslrootcert` are taken
-//! out of the URL here and become the rustls verifier.
+//! `sslmode` follows libpq: `disable` (plain), `prefer` (TLS if the server offers it),
+//! `require` (TLS or nothing; the certificate is not checked, unless a CA is given, which makes
+//! it `verify-ca` as in libpq), `verify-ca` (the chain must lead to the CA), `verify-full` (and
+//! the certificate must name the host). The CA is `postgres.ca_file` or the URL's
+//! `sslrootcert`; without one, `verify-*` uses the system's trusted roots (the Mozilla roots of
+//! `webpki-roots` when the system has none). tokio-postgres itself only knows
+//! disable/prefer/require, so the verify modes and `sslrootcert` are taken out of the URL here
+//! and become the rustls verifier.
+//!
+//! Without an `sslmode`, the default depends on the host (unlike libpq, whose default is
+//! `prefer` everywhere): `verify-full` when any host is off this machine, because the URL
+//! carries the password and the rows are the business's messages, and `prefer` when every host
+//! is loopback (`localhost`, 127.0.0.0/8, `::1`) or a Unix socket. Plaintext or an unchecked
+//! certificate to a remote host needs the URL to say so (`sslmode=disable`, `prefer`,
+//! `require`).
 //!
 //! TLS is rustls (ring provider) through `tokio-postgres-rustls`; the connection task is spawned
 //! on the caller's runtime and ends when the [`tokio_postgres::Client`] is dropped.
@@ -85,27 +93,47 @@ pub fn parse_url(url: &str) -> Result<Target, PgError> {
     let mut config: tokio_postgres::Config = rest.parse().map_err(|e: tokio_postgres::Error| {
         PgError::Url(format!("not a valid connection string ({e})"))
     })?;
-    let (mode, verify) = match sslmode.as_deref() {
-        None | Some("prefer") => (SslMode::Prefer, Verify::None),
-        Some("disable") => (SslMode::Disable, Verify::None),
-        Some("require") => (SslMode::Require, Verify::None),
-        Some("verify-ca") => (SslMode::Require, Verify::Ca),
-        Some("verify-full") => (SslMode::Require, Verify::Full),
-        Some(other) => {
+    if config.get_hosts().is_empty() {
+        return Err(PgError::Url("no host".into()));
+    }
+    let default = if all_local(&config) {
+        "prefer"
+    } else {
+        "verify-full"
+    };
+    let (mode, verify) = match sslmode.as_deref().unwrap_or(default) {
+        "prefer" => (SslMode::Prefer, Verify::None),
+        "disable" => (SslMode::Disable, Verify::None),
+        "require" => (SslMode::Require, Verify::None),
+        "verify-ca" => (SslMode::Require, Verify::Ca),
+        "verify-full" => (SslMode::Require, Verify::Full),
+        other => {
             return Err(PgError::Url(format!(
                 "sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"
             )))
         }
     };
     config.ssl_mode(mode);
-    if config.get_hosts().is_empty() {
-        return Err(PgError::Url("no host".into()));
-    }
     Ok(Target {
         config,
         verify,
         root_cert,
     })
+}
+
+/// Whether every host of `config` is this machine: a Unix socket or a loopback host (and every
+/// `hostaddr`, which is where a named host is really reached, a loopback address).
+fn all_local(config: &tokio_postgres::Config) -> bool {
+    let hosts = config.get_hosts().iter().all(|h| match h {
+        tokio_postgres::config::Host::Tcp(name) => crate::config::url::is_loopback_host(name),
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => true,
+    });
+    hosts
+        && config
+            .get_hostaddrs()
+            .iter()
+            .all(|ip| ip.to_canonical().is_loopback())
 }
 
 /// A live connection.
@@ -140,7 +168,8 @@ pub async fn connect(
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config);
     let (client, connection) = tokio::time::timeout(timeout, config.connect(tls))
         .await
-        .map_err(|_| PgError::Timeout(timeout.as_secs()))??;
+        .map_err(|_| PgError::Timeout(timeout.as_secs()))?
+        .map_err(|e| certificate_refused(&e).unwrap_or_else(|| e.into()))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %super::error::describe(&e), "postgres connection closed");
@@ -157,6 +186,31 @@ pub async fn connect(
         })
     };
     Ok(Connected { client, tls })
+}
+
+/// A connection error that is the server's certificate failing verification, told with what
+/// to do; `None` for any other error.
+fn certificate_refused(e: &tokio_postgres::Error) -> Option<PgError> {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        // tokio-rustls hands the rustls error over inside an io::Error.
+        let tls = c.downcast_ref::<rustls::Error>().or_else(|| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(refused @ rustls::Error::InvalidCertificate(_)) = tls {
+            return Some(PgError::Tls(format!(
+                "the server's certificate was refused ({refused}). With sslmode verify-full \
+                 (the default for a host off this machine) it must be signed by postgres.ca_file \
+                 or a system root and name the URL's host: set postgres.ca_file to the CA that \
+                 signed it (Supabase: prod-ca-2021.crt), or connect by the name in the \
+                 certificate; sslmode=require encrypts without checking, knowingly"
+            )));
+        }
+        cause = c.source();
+    }
+    None
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -183,7 +237,7 @@ pub fn client_config(verify: Verify, ca: Option<&Path>) -> Result<rustls::Client
                         })?;
                     }
                 }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+                None => roots = system_roots(),
             }
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
@@ -199,6 +253,31 @@ pub fn client_config(verify: Verify, ca: Option<&Path>) -> Result<rustls::Client
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth())
+}
+
+/// The system's trusted roots, read once (the sink reconnects with the same store); the
+/// Mozilla roots of `webpki-roots` when the system has none that rustls accepts.
+fn system_roots() -> RootCertStore {
+    static ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::debug!(error = %e, "a system certificate store could not be read");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::info!(
+                    ignored,
+                    "no usable system root certificate: the Postgres sink verifies against the \
+                     Mozilla roots built in"
+                );
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            }
+            roots
+        })
+        .clone()
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PgError> {
@@ -339,6 +418,47 @@ mod tests {
     }
 
     #[test]
+    fn without_sslmode_a_remote_host_gets_verify_full_and_a_loopback_host_prefer() {
+        for url in [
+            "postgres://u:pw@db.example.com:6543/postgres",
+            "host=db.example.com user=u dbname=d",
+            "postgres://u@127.0.0.1,db.example.com/d",
+            "postgres://u@10.0.0.5/d",
+            "host=localhost hostaddr=10.0.0.5 user=u dbname=d",
+        ] {
+            let t = parse_url(url).unwrap();
+            assert_eq!(
+                (t.verify, t.config.get_ssl_mode()),
+                (Verify::Full, SslMode::Require),
+                "{url}"
+            );
+        }
+        for url in [
+            "postgres://u@localhost/d",
+            "postgres://u@127.0.0.1:5432/d",
+            "postgres://u@[::1]:5432/d",
+            "host=/var/run/postgresql user=u dbname=d",
+        ] {
+            let t = parse_url(url).unwrap();
+            assert_eq!(
+                (t.verify, t.config.get_ssl_mode()),
+                (Verify::None, SslMode::Prefer),
+                "{url}"
+            );
+        }
+        // Plaintext or an unchecked certificate to a remote host only when the URL says so.
+        for (mode, expect) in [
+            ("disable", (Verify::None, SslMode::Disable)),
+            ("prefer", (Verify::None, SslMode::Prefer)),
+            ("require", (Verify::None, SslMode::Require)),
+            ("verify-ca", (Verify::Ca, SslMode::Require)),
+        ] {
+            let t = parse_url(&format!("postgres://u@db.example.com/d?sslmode={mode}")).unwrap();
+            assert_eq!((t.verify, t.config.get_ssl_mode()), expect, "{mode}");
+        }
+    }
+
+    #[test]
     fn a_bad_url_is_refused_without_repeating_it() {
         for bad in [
             "postgres://u:secretpw@h/db?sslmode=maybe",
@@ -349,3 +469,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "connect_tests.rs"]
+mod tls_tests;
