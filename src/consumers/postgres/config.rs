@@ -19,8 +19,10 @@ pub const NAME: &str = "postgres";
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresConfig {
-    /// Connection URL, e.g. `postgres://postgres.<ref>:<password>@<pooler host>:6543/postgres?sslmode=require`.
+    /// Connection URL, e.g. `postgres://postgres.<ref>:<password>@<pooler host>:6543/postgres`.
     /// A secret (it carries the password): prefer `url_file` or `HOOKLOG_POSTGRES_URL_FILE`.
+    /// Without `sslmode`, a host off this machine gets `verify-full` (see
+    /// [`connect`](mod@super::connect)).
     #[serde(deserialize_with = "crate::config::de::opt_parsed")]
     pub url: Option<Secret>,
     /// Most records per transaction.
@@ -31,7 +33,8 @@ pub struct PostgresConfig {
     #[serde(deserialize_with = "crate::config::de::parsed")]
     pub migrate_on_start: bool,
     /// PEM file of the CA that signed the server's certificate (Supabase: `prod-ca-2021.crt`).
-    /// With it, the server's certificate is verified (`sslmode=require` becomes `verify-ca`).
+    /// With it, the server's certificate is verified against it (`sslmode=require` becomes
+    /// `verify-ca`; `verify-full`, the default to a remote host, checks the name too).
     #[serde(deserialize_with = "crate::config::de::opt_parsed")]
     pub ca_file: Option<PathBuf>,
     /// Seconds the sink may keep failing before an alert is raised.
