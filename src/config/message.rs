@@ -82,6 +82,43 @@ fn key_at(text: &str, index: usize) -> Option<String> {
     })
 }
 
+/// Where `key` (a dotted path; none inside an array of tables) is set in `text`: the 1-based
+/// line and column of its value, for an error about a value that came from the file.
+pub(super) fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
+    if key.contains('[') {
+        return None;
+    }
+    let mut section = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            let inner = trimmed
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or_default();
+            section = as_key(inner).unwrap_or_default();
+            continue;
+        }
+        let Some((name, value)) = split_at_equals(line) else {
+            continue;
+        };
+        let Some(name) = as_key(name) else {
+            continue;
+        };
+        let full = if section.is_empty() {
+            name
+        } else {
+            format!("{section}.{name}")
+        };
+        if full == key {
+            let value_at = line.len() - value.trim_start().len();
+            return Some((i + 1, line[..value_at].chars().count() + 1));
+        }
+    }
+    None
+}
+
 /// `line` split at its first `=` outside quotes (a list's item may hold one).
 fn split_at_equals(line: &str) -> Option<(&str, &str)> {
     let mut quote = None;

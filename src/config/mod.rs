@@ -155,6 +155,8 @@ impl Config {
             origins: BTreeMap::new(),
         };
         let mut root = toml::Table::new();
+        // The file's text, to give the line of a bad value that came from it.
+        let mut file_text: Option<(String, String)> = None;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_owned(),
@@ -165,6 +167,7 @@ impl Config {
                 .map_err(|e| message::syntax_error(path, &text, &e))?;
             let origin = format!("file {}", path.display());
             record_origins(&root, "", &origin, &mut prov.origins);
+            file_text = Some((origin, text));
         }
         let mut env: Vec<(String, String)> = env
             .into_iter()
@@ -196,11 +199,21 @@ impl Config {
         // Kept to recognise the value in an error message (the deserializer consumes `root`).
         let values = root.clone();
         let de = serde_path_to_error::Deserializer::new(toml::Value::Table(root), &mut track);
+        // "file F" becomes "file F, line L, column C" when the key is found in it.
+        let at_line = |key: &str, origin: String| match &file_text {
+            Some((file_origin, text)) if *file_origin == origin => {
+                match message::locate(text, key) {
+                    Some((line, column)) => format!("{origin}, line {line}, column {column}"),
+                    None => origin,
+                }
+            }
+            _ => origin,
+        };
         let config = Config::deserialize(de).map_err(|e| {
             let key = track.path().to_string();
             let message = message::value_message(&e.to_string(), &message::leaves(&values, &key));
             ConfigError::Invalid {
-                origin: prov.origin(&key),
+                origin: at_line(&key, prov.origin(&key)),
                 key,
                 message,
             }
@@ -213,8 +226,8 @@ impl Config {
                 message,
             } => ConfigError::Invalid {
                 message: message::scrub(&message, &message::leaves(&values, &key)),
+                origin: at_line(&key, origin),
                 key,
-                origin,
             },
             other => other,
         })?;

@@ -358,6 +358,37 @@ fn a_value_of_the_wrong_type_or_form_is_told_without_the_value() {
 }
 
 #[test]
+fn a_bad_value_from_the_file_is_told_with_its_line_and_column() {
+    let f = file(
+        "data_dir = \"./d\"\n\n[openphone]\n# the clock\ntolerance_secs = \"hunter2secret\"\n",
+    );
+    let err = Config::load_from(Some(f.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    let origin = format!("(from file {}, line 5, column 18)", f.path().display());
+    says_without(
+        &err,
+        &[
+            "`openphone.tolerance_secs`",
+            &origin,
+            "expected a whole number",
+        ],
+        &["hunter2"],
+    );
+    // A validation error too; a value from the environment names its variable instead.
+    let f = file("[server]\nmax_body_bytes = 0\n");
+    let err = Config::load_from(Some(f.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(", line 2, column 18)"), "{err}");
+    assert_eq!(super::message::locate("[a]\nb = 1\n", "b"), None);
+    assert_eq!(
+        super::message::locate("b = 1\n[a]\n  b=2\n", "a.b"),
+        Some((3, 5))
+    );
+}
+
+#[test]
 fn secret_lists_split_on_newlines_only_and_other_lists_on_commas_too() {
     let (c, _) = Config::load_from(
         None,
