@@ -418,6 +418,14 @@ pub async fn run_with_log(
     }
 
     let ready = Arc::new(AtomicBool::new(false));
+    let replays = Arc::new(edge::replay::ReplayCache::new(
+        config.server.replay_cache_entries,
+        edge::replay::ReplayCache::window_for(
+            config.openphone.tolerance_secs,
+            config.dedup.ttl_hours,
+        ),
+        metrics.replay_cache_evicted.clone(),
+    ));
     let edge = Arc::new(edge::Edge::new(
         verifier,
         log.clone(),
@@ -425,7 +433,21 @@ pub async fn run_with_log(
         config.server.max_body_bytes,
         &config.twilio.voice,
         ready.clone(),
+        replays,
     ));
+    // Before the listeners: a replay of what the log already holds must not be stored again.
+    let rebuilding = edge.clone();
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        edge::replay::rebuild_logged(
+            &rebuilding.replays,
+            rebuilding.log.as_ref(),
+            &rebuilding.verifier,
+        )
+    })
+    .await;
+    if let Err(e) = rebuilt {
+        tracing::warn!(error = %e, "the replay cache was not rebuilt from the log");
+    }
     let admin = Arc::new(admin::Admin::new(
         tokens,
         log.clone(),

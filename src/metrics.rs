@@ -23,6 +23,12 @@ pub struct Metrics {
     pub batch_size: prometheus::Histogram,
     /// Failed group commits (each answers 503 to every request in it).
     pub append_failures: prometheus::IntCounter,
+    /// Verified webhooks that repeat a stored one, by provider: answered as that one was and
+    /// not stored again ([`crate::edge::replay`]).
+    pub replays: IntCounterVec,
+    /// Remembered webhooks the replay cache forgot before their window ended because it was
+    /// full (`[server] replay_cache_entries`).
+    pub replay_cache_evicted: prometheus::IntCounter,
     /// The last durable sequence number.
     pub last_seq: IntGauge,
     /// 1 while this process runs the consumers (always on sled; the holder of the consumers'
@@ -124,6 +130,19 @@ impl Metrics {
             let append_failures = prometheus::IntCounter::new(
                 "hooklog_append_failures_total",
                 "Group commits that failed (every request in them got a 503)",
+            )
+            .expect("valid metric");
+            let replays = IntCounterVec::new(
+                Opts::new(
+                    "hooklog_replays_total",
+                    "Verified webhooks that repeat a stored one, answered without a new record",
+                ),
+                &["provider"],
+            )
+            .expect("valid metric");
+            let replay_cache_evicted = prometheus::IntCounter::new(
+                "hooklog_replay_cache_evicted_total",
+                "Remembered webhooks forgotten before their window ended because the replay cache was full",
             )
             .expect("valid metric");
             let last_seq = IntGauge::new(
@@ -301,6 +320,12 @@ impl Metrics {
             registry
                 .register(Box::new(log_pruned.clone()))
                 .expect("registered once");
+            registry
+                .register(Box::new(replays.clone()))
+                .expect("registered once");
+            registry
+                .register(Box::new(replay_cache_evicted.clone()))
+                .expect("registered once");
             Metrics {
                 registry,
                 requests,
@@ -308,6 +333,8 @@ impl Metrics {
                 append_latency,
                 batch_size,
                 append_failures,
+                replays,
+                replay_cache_evicted,
                 last_seq,
                 consumers_leader,
                 log_records,

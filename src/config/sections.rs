@@ -105,6 +105,10 @@ pub struct ServerConfig {
     /// kernel's backlog until one closes (src/http/listener.rs).
     #[serde(deserialize_with = "de::parsed")]
     pub max_connections: usize,
+    /// How many stored webhooks the edge remembers to answer their replays without storing
+    /// them again (the oldest are forgotten first).
+    #[serde(deserialize_with = "de::parsed")]
+    pub replay_cache_entries: usize,
 }
 
 impl Default for ServerConfig {
@@ -132,6 +136,9 @@ impl Default for ServerConfig {
             // held connections (hyper's buffers: up to ~max_header_bytes each, 128 MiB at most
             // with the default 32 KiB).
             max_connections: 4096,
+            // About 40-70 bytes each, so 33-66 MB once full (docs/configuration.md); a million
+            // covers a dedup window (72 h) of ~4 webhooks/s.
+            replay_cache_entries: 1_000_000,
         }
     }
 }

@@ -79,6 +79,15 @@ impl Config {
                     .into(),
             ));
         }
+        if !(1_000..=100_000_000).contains(&self.server.replay_cache_entries) {
+            return Err(bad(
+                "server.replay_cache_entries",
+                format!(
+                    "{} is outside 1000..=100000000",
+                    self.server.replay_cache_entries
+                ),
+            ));
+        }
         for url in &self.server.public_urls {
             validate_public_url(url).map_err(|m| bad("server.public_urls", m))?;
         }

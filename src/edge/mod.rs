@@ -3,7 +3,8 @@
 //! For a webhook the order is fixed and is the whole point of hooklog:
 //! read the body (capped) → verify ([`verifier`]) → append and wait for the group commit →
 //! answer 2xx. A request that fails verification never reaches the log; a request whose
-//! append fails gets a 503 and is not acknowledged. A request without the header (SalesMsg:
+//! append fails gets a 503 and is not acknowledged. A request that repeats a stored one is
+//! answered as that one was and not appended again ([`replay`]). A request without the header (SalesMsg:
 //! the query parameter) its provider signs with is refused before its body is read
 //! ([`verifier::presents_signature`]). `/healthz` and `/readyz` are served on the same
 //! listeners; nothing else is (`/metrics` is on the admin listener, behind the operator token).
@@ -14,6 +15,7 @@
 //! (`hooklog_verify_failures_total`) but logged sampled, at most one line per provider and
 //! reason a second ([`http::sampled`]): the rate of rejections is the sender's to choose.
 
+pub mod replay;
 pub mod twiml;
 pub mod verifier;
 
@@ -28,7 +30,7 @@ use crate::error::ApiError;
 use crate::event::Micros;
 use crate::http::sampled::Sampler;
 use crate::http::{self, BodyStream, RawRequest};
-use crate::log::Log;
+use crate::log::{Log, LogError};
 use crate::metrics::Metrics;
 use crate::signature::Rejection;
 use verifier::{IncomingRequest, Verifier, WebhookRoute, KEPT_HEADERS};
@@ -51,6 +53,8 @@ pub struct Edge {
     rejections_log: Sampler<(&'static str, &'static str)>,
     /// The "not ready" lines, by reason.
     readiness_log: Sampler<&'static str>,
+    /// The stored webhooks whose replays are answered without a new record.
+    pub replays: Arc<replay::ReplayCache>,
 }
 
 /// At most one log line per provider and reason (rejections), or per reason (not ready), in
@@ -66,6 +70,7 @@ impl Edge {
         max_body_bytes: u64,
         voice: &VoiceConfig,
         ready: Arc<std::sync::atomic::AtomicBool>,
+        replays: Arc<replay::ReplayCache>,
     ) -> Edge {
         Edge {
             verifier,
@@ -76,6 +81,7 @@ impl Edge {
             ready,
             rejections_log: Sampler::new(LOG_PERIOD),
             readiness_log: Sampler::new(LOG_PERIOD),
+            replays,
         }
     }
 
@@ -144,16 +150,36 @@ impl Edge {
             .verify(route, incoming, received_at)
             .inspect_err(|rejection| self.count_rejection(rejection))?;
         let source = verified.source();
-        let seq = self
-            .log
-            .append(verified)
+        let seq = match self
+            .replays
+            .append_once(&self.verifier, self.log.as_ref(), verified)
             .await
-            .map_err(ApiError::AppendFailed)?;
-        self.metrics
-            .append_latency
-            .with_label_values(&[source.as_str()])
-            .observe(started.elapsed().as_secs_f64());
-        tracing::debug!(seq = seq.0, source = source.as_str(), "appended");
+        {
+            Ok(replay::Appended::New(seq)) => {
+                self.metrics
+                    .append_latency
+                    .with_label_values(&[source.as_str()])
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::debug!(seq = seq.0, source = source.as_str(), "appended");
+                seq
+            }
+            Ok(replay::Appended::Replay(seq)) => {
+                self.metrics
+                    .replays
+                    .with_label_values(&[provider.as_str()])
+                    .inc();
+                tracing::debug!(
+                    seq = seq.0,
+                    source = source.as_str(),
+                    "replay: not stored again"
+                );
+                seq
+            }
+            Err(replay::ReplayError::Append(e)) => return Err(ApiError::AppendFailed(e)),
+            Err(e @ replay::ReplayError::TwinStillPending) => {
+                return Err(ApiError::AppendFailed(LogError::Storage(e.to_string())))
+            }
+        };
         Ok(match route {
             WebhookRoute::TwilioVoice => {
                 http::reply(StatusCode::OK, "text/xml", self.voice_twiml.clone())

@@ -188,6 +188,12 @@ impl Verifier {
         })
     }
 
+    /// The decoded Quo signing keys, in configured order (the replay key of a legacy header
+    /// with several entries is the entry one of them verifies: [`super::replay`]).
+    pub(crate) fn quo_keys(&self) -> &[HmacKey] {
+        &self.quo_keys
+    }
+
     /// Whether a provider has keys to verify with.
     pub fn is_configured(&self, provider: Provider) -> bool {
         match provider {

@@ -48,15 +48,19 @@ fn fixtures_flow_through_dedup_and_compliance_and_a_rewind_to_zero_reproduces_th
     for f in &accepted {
         assert_eq!(s.send_fixture(f).status, 200, "{}", f.description);
     }
-    // Provider retries: every Quo fixture again (same envelope, new signature), and the Twilio
-    // STOP again byte for byte.
+    // Provider retries: every Quo fixture again (same envelope, signed two seconds later, so a
+    // new signature), and the Twilio STOP again byte for byte, which is a replay of the
+    // stored one: answered, not stored again.
     let retried: Vec<&&Fixture> = accepted
         .iter()
         .filter(|f| f.provider == "openphone" || f.body.contains("OptOutType=STOP"))
         .collect();
+    let before_retries = s.status().log.count;
     for f in &retried {
-        assert_eq!(s.send_fixture(f).status, 200);
+        assert_eq!(s.send_fixture_at(f, util::now() + 2).status, 200);
     }
+    let resigned = retried.iter().filter(|f| f.provider == "openphone").count() as u64;
+    assert_eq!(s.status().log.count, before_retries + resigned);
     caught_up(&s);
 
     let events = s.events();

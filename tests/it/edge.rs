@@ -567,11 +567,13 @@ fn an_append_that_fails_answers_503_without_internal_detail_and_acknowledges_not
     handle.join().unwrap().unwrap();
 }
 
-/// The real sled log behind a switch: while `full`, every append fails as a full disk makes
-/// it fail, and the log says it cannot write.
-struct FillableLog {
-    inner: Arc<dyn Log>,
-    full: Arc<std::sync::atomic::AtomicBool>,
+/// A real log behind a switch: while `full`, every append fails as a full disk makes it
+/// fail, and the log says it cannot write.
+pub struct FillableLog {
+    /// The log the appends go to while not full.
+    pub inner: Arc<dyn Log>,
+    /// The switch.
+    pub full: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Log for FillableLog {
@@ -612,6 +614,12 @@ impl Log for FillableLog {
     }
     fn state(&self) -> Arc<dyn hooklog::state::StateStore> {
         self.inner.state()
+    }
+    fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.inner.failure()
+    }
+    fn leadership(&self) -> watch::Receiver<hooklog::log::Leadership> {
+        self.inner.leadership()
     }
 }
 

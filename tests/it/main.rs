@@ -36,6 +36,7 @@ mod nats_cluster;
 mod ops;
 mod outbound;
 mod postgres;
+mod replays;
 mod send_providers;
 mod sender;
 mod startup;

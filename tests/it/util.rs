@@ -226,7 +226,12 @@ impl TestServer {
 
     /// Sends a fixture, signed now, to the webhook listener.
     pub fn send_fixture(&self, f: &hooklog::fixture::Fixture) -> Response {
-        let req = f.request_at(now()).expect("fixture request");
+        self.send_fixture_at(f, now())
+    }
+
+    /// Sends a fixture signed at `unix_secs` (those it can re-sign: Quo's).
+    pub fn send_fixture_at(&self, f: &hooklog::fixture::Fixture, unix_secs: i64) -> Response {
+        let req = f.request_at(unix_secs).expect("fixture request");
         let headers: Vec<(&str, &str)> = req
             .headers
             .iter()
