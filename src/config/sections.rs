@@ -136,8 +136,8 @@ impl Default for ServerConfig {
             // held connections (hyper's buffers: up to ~max_header_bytes each, 128 MiB at most
             // with the default 32 KiB).
             max_connections: 4096,
-            // About 40-70 bytes each, so 33-66 MB once full (docs/configuration.md); a million
-            // covers a dedup window (72 h) of ~4 webhooks/s.
+            // About 100 bytes each, ~95 MB once full (docs/configuration.md); a million covers
+            // a dedup window (72 h) of ~4 webhooks/s.
             replay_cache_entries: 1_000_000,
         }
     }

@@ -487,10 +487,25 @@ impl ReplayCache {
             return;
         }
         let nth = (self.shard_bound / 8).min(expiries.len() - 1);
-        let (_, cutoff, _) = expiries.select_nth_unstable(nth);
+        let (older, cutoff, _) = expiries.select_nth_unstable(nth);
         let cutoff = *cutoff;
+        // Everything older than the cutoff goes, and of the entries that expire exactly at
+        // it only as many as make up the eighth: many keys can share one expiry (a rebuild
+        // of records received in the same microsecond), and a tie must not empty the shard.
+        let mut ties = nth + 1 - older.iter().filter(|&&x| x < cutoff).count();
         let before = e.slots.len();
-        e.slots.retain(|_, s| s.expires > cutoff || s.is_pending());
+        e.slots.retain(|_, s| {
+            if s.is_pending() || s.expires > cutoff {
+                return true;
+            }
+            if s.expires == cutoff && ties == 0 {
+                return true;
+            }
+            if s.expires == cutoff {
+                ties -= 1;
+            }
+            false
+        });
         self.evicted.inc_by((before - e.slots.len()) as u64);
     }
 

@@ -357,6 +357,16 @@ fn a_full_cache_forgets_its_oldest_keys_first_and_counts_them() {
 }
 
 #[test]
+fn keys_that_expire_at_the_same_moment_are_evicted_an_eighth_at_a_time_not_all_at_once() {
+    let c = cache(SHARDS * 64, 3600);
+    for i in 0..10_000u64 {
+        c.remember(k(i), Seq(i + 1), secs(NOW), secs(NOW));
+    }
+    assert!(c.len() >= SHARDS * 64 * 3 / 4, "{} keys held", c.len());
+    assert!(c.len() <= SHARDS * 64, "{} keys held", c.len());
+}
+
+#[test]
 fn a_key_is_remembered_for_the_window_of_event_time_and_no_longer() {
     let c = cache(100_000, 300);
     c.remember(k(1), Seq(5), secs(NOW), secs(NOW));
@@ -392,10 +402,13 @@ fn a_key_is_pending_until_its_append_resolves_and_forgotten_if_it_failed() {
     assert!(matches!(c.step(&k(1), now), Step::Stored(Seq(9))));
 }
 
+/// An append a [`Held`] log holds: the request and the sender of its ticket.
+type HeldAppend = (Verified, oneshot::Sender<Result<Seq, LogError>>);
+
 /// A log that holds every append until the test resolves it.
 struct Held {
     inner: Arc<dyn Log>,
-    waiting: Mutex<Vec<(Verified, oneshot::Sender<Result<Seq, LogError>>)>>,
+    waiting: Mutex<Vec<HeldAppend>>,
 }
 
 impl Held {
