@@ -65,9 +65,28 @@ fn on_jetstream_webhooks_are_acknowledged_deduplicated_and_kept_across_a_restart
     let stream = Stream::on(&machine_nats());
     let dir = crate::engine::tempdir();
     let s = start(dir.path(), &stream);
-    for sid in ["SMj1", "SMj2", "SMj1"] {
-        assert_eq!(send(s.public, sid), 200);
-    }
+    assert_eq!(send(s.public, "SMj1"), 200);
+    assert_eq!(send(s.public, "SMj2"), 200);
+    // The same message again, signed anew (a byte-identical copy would be a replay, not
+    // stored): dedup marks it.
+    let (path, mut headers, mut body) = twilio_sms("SMj1");
+    body.extend_from_slice(b"&NumSegments=1");
+    let sig = hooklog::signature::twilio::sign(
+        &hooklog::signature::HmacKey::from_utf8(TOKEN),
+        &format!("{BASE}{path}"),
+        Some("application/x-www-form-urlencoded"),
+        &body,
+    );
+    headers.retain(|(k, _)| k != "x-twilio-signature");
+    headers.push(("x-twilio-signature".into(), sig));
+    let h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        util::request(s.public, "POST", &path, &h, &body).status,
+        200
+    );
     wait_until("dedup caught up", 10, || {
         s.status()
             .consumers
