@@ -556,10 +556,15 @@ impl Run<'_> {
             }
             Err(e) => return Err(e.into()),
         };
-        // A single fetch answers `{"data": {…}}`; keep the resource itself.
+        // A single fetch answers `{"data": {…}}`; keep the resource itself. Any other answer
+        // is kept as sent only if it is JSON: a record's body is the resource's JSON, and a
+        // 200 that is not (a proxy's HTML page) stops the run like a list that is not.
         let resource = match serde_json::from_slice::<Single>(&body) {
             Ok(single) => single.data.get().as_bytes().to_vec(),
-            Err(_) => body,
+            Err(_) => {
+                super::decode::<serde::de::IgnoredAny>(&url, &body)?;
+                body
+            }
         };
         self.put(what, format!("/v1/{what}/{call_id}"), &resource)
     }

@@ -408,6 +408,28 @@ fn an_interrupted_quo_run_resumes_from_its_checkpoint_and_fetches_only_the_rest(
     assert_eq!(all, expected_quo_routes());
 }
 
+#[test]
+fn a_call_summary_answered_with_something_that_is_not_json_stops_the_run_and_is_not_stored() {
+    let mut state = fake_providers::quo_day();
+    state.raw_answers.push((
+        "/v1/call-summaries/ACc1".into(),
+        "<html>502 Bad Gateway</html>".into(),
+    ));
+    let fake = FakeApi::start(state);
+    let opts = quo_opts(&fake, QUO_KEY);
+    let mut checkpoint = memory_checkpoint(&opts);
+    let (sink, result) = run_quo(&opts, &mut checkpoint);
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("/v1/call-summaries/ACc1"), "{err}");
+    assert!(!sink.routes().contains("/v1/call-summaries/ACc1"));
+    for (_, route, body) in &sink.items {
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(body).is_ok(),
+            "{route} is not JSON"
+        );
+    }
+}
+
 fn twilio_opts(fake: &FakeApi, token: &str) -> twilio::Options {
     let sid = fake.with(|st| st.twilio_sid.clone());
     twilio::Options {

@@ -85,6 +85,9 @@ pub struct State {
     /// When set, every Twilio page that has a next page names this `next_page_uri` instead
     /// of its own (a hostile or broken API).
     pub twilio_next_page_uri: Option<String>,
+    /// Requests whose target contains the first string get the second as their body, as is
+    /// (not JSON, say), in place of the fake's own; the status stays the fake's.
+    pub raw_answers: Vec<(String, String)>,
     pub seen: Vec<Seen>,
 }
 
@@ -163,7 +166,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
     let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let (status, retry_after, answer) = {
+    let (status, retry_after, body) = {
         let mut st = state.lock().unwrap();
         let (status, retry_after, answer) = match st.faults.pop_front() {
             Some(f) => (f.status, f.retry_after, json!({"message": "injected"})),
@@ -196,9 +199,17 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             authorization: authorization.clone(),
             status,
         });
-        (status, retry_after, answer)
+        let raw = st
+            .raw_answers
+            .iter()
+            .find(|(s, _)| target.contains(s.as_str()))
+            .map(|(_, body)| body.clone());
+        (
+            status,
+            retry_after,
+            raw.unwrap_or_else(|| answer.to_string()),
+        )
     };
-    let body = answer.to_string();
     let extra = retry_after
         .map(|r| format!("Retry-After: {r}\r\n"))
         .unwrap_or_default();
@@ -594,6 +605,7 @@ pub fn quo_day() -> State {
         faults: VecDeque::new(),
         fail_matching: Vec::new(),
         twilio_next_page_uri: None,
+        raw_answers: Vec::new(),
         seen: Vec::new(),
     }
 }
