@@ -52,6 +52,9 @@ fn api() -> &'static FakeApi {
 
 /// HTTP/1.1 with keep-alive: GET requests (no body), one answer each from the queue.
 fn serve(conn: TcpStream, queue: &Answers) {
+    // One write per answer, sent at once: otherwise Nagle's algorithm and the client's delayed
+    // ACK hold each answer back for 40 ms.
+    let _ = conn.set_nodelay(true);
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
@@ -76,11 +79,13 @@ fn serve(conn: TcpStream, queue: &Answers) {
             Some(body) => ("200 OK", body),
             None => ("404 Not Found", b"{\"message\":\"not found\"}".to_vec()),
         };
-        let head = format!(
+        let mut answer = format!(
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
             body.len()
-        );
-        if out.write_all(head.as_bytes()).is_err() || out.write_all(&body).is_err() {
+        )
+        .into_bytes();
+        answer.extend_from_slice(&body);
+        if out.write_all(&answer).is_err() {
             return;
         }
     }
