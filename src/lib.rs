@@ -436,6 +436,7 @@ pub async fn run_with_log(
         replays,
     ));
     // Before the listeners: a replay of what the log already holds must not be stored again.
+    // From the snapshot of the last stop and the log after it, or from the log's tail.
     let rebuilding = edge.clone();
     let rebuilt = tokio::task::spawn_blocking(move || {
         edge::replay::rebuild_logged(
@@ -597,6 +598,17 @@ pub async fn run_with_log(
             tracing::warn!("consumers still busy after the grace period; stopping them");
             consumer_tasks.abort_all();
         }
+    }
+    // After the drain, so that no key settles after it: the next start loads this instead
+    // of reading the window's records. Also after a failure, which may still leave the log
+    // readable (a failed save is only a slower next start).
+    let saving = edge.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || {
+        edge::replay::save_logged(&saving.replays, saving.log.as_ref())
+    })
+    .await
+    {
+        tracing::warn!(error = %e, "the replay cache was not saved");
     }
     alerter.flush(Duration::from_secs(5)).await;
     // Everything acknowledged is already flushed; this commits any append still queued

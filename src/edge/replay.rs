@@ -46,6 +46,40 @@
 //!   shard drops its expired entries, then its oldest eighth by expiry (counted in
 //!   `hooklog_replay_cache_evicted_total`). A replay of a forgotten record is stored again
 //!   and dedup marks it. Pending entries are never dropped.
+//!
+//! # The snapshot
+//!
+//! Rebuilding from the log reads every record of the window, and reading ~100 000 records
+//! through sled raises the process's resident memory for good. So a graceful stop (and a
+//! stop for a failure, when the log can still be read) writes the cache's stored entries to
+//! the consumer state store ([`Log::state`], tree `consumer/edge/replay`), and the next start
+//! loads them and reads from the log only the records after the snapshot's sequence
+//! ([`ReplayCache::restore`]). Layout:
+//!
+//! | key | value |
+//! |---|---|
+//! | `c` + chunk number (`u32` big-endian) | format byte `1`, entry count (`u32` BE), then per entry: key (16 bytes), expiry (µs, `i64` BE), sequence (`u64` BE) — [`SNAPSHOT_CHUNK`] entries at most |
+//! | `h` (written last) | format byte `1`, the log's last sequence when it was taken (`u64` BE), the window (µs, `i64` BE), chunk count (`u32` BE), entry count (`u64` BE) |
+//!
+//! Invariants:
+//! - **Correctness does not depend on the snapshot's freshness.** The log's last sequence is
+//!   read before the entries are collected, so every record up to it was stored (and its key
+//!   settled) by then, except an append still unresolved at the stop (its key is pending, not
+//!   saved; a replay of it is stored again and dedup marks it). Keys of records after that
+//!   sequence come from the log at the next start, within the window and the bound, as a
+//!   rebuild reads them.
+//! - **A snapshot is whole or absent.** Writing one clears the tree, writes the chunks, then
+//!   the header, then flushes; a start finds the header last written, and checks that every
+//!   chunk it names is there and decodes. A missing header means no snapshot; anything that
+//!   does not decode, a sequence beyond the log's last (another log), or another window (the
+//!   configuration changed) is ignored with a warning and the cache is rebuilt from the log:
+//!   a snapshot never stops a start.
+//! - **It is kept after loading.** A crash later finds it again and reads the log from its
+//!   sequence on, which is the tail a rebuild would read anyway (bounded by the window and
+//!   the bound), and its expired entries are dropped; the next graceful stop replaces it.
+//! - On JetStream the state store is the replica's own: the snapshot holds the keys this
+//!   replica stored or rebuilt, as its cache did while it ran. Records another replica
+//!   appended up to the snapshot's sequence are not read again; dedup marks a replay of one.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -58,6 +92,7 @@ use tokio::sync::Notify;
 use crate::event::{Event, Micros, Seq, Source, Verification, Verified};
 use crate::log::{AppendTicket, Log, LogError};
 use crate::signature::{self, HmacKey};
+use crate::state::StateError;
 
 use super::verifier::Verifier;
 
@@ -71,6 +106,22 @@ pub const TWIN_WAIT: Duration = Duration::from_secs(10);
 
 /// Records read per batch when the cache is rebuilt from the log.
 const REBUILD_BATCH: usize = 1024;
+
+/// Entries per chunk of the snapshot (32 bytes each: a value of ~128 KiB).
+pub const SNAPSHOT_CHUNK: usize = 4096;
+
+/// The snapshot's owner and tree in the state store (`consumer/edge/replay`).
+const SNAPSHOT_OWNER: &str = "edge";
+const SNAPSHOT_TREE: &str = "replay";
+
+/// The snapshot's format byte, first in the header and in every chunk.
+const SNAPSHOT_FORMAT: u8 = 1;
+
+/// Bytes of one snapshot entry: key, expiry, sequence.
+const SNAPSHOT_ENTRY: usize = 16 + 8 + 8;
+
+/// Bytes of the snapshot's header value.
+const SNAPSHOT_HEADER: usize = 1 + 8 + 8 + 4 + 8;
 
 /// What the provider signed, in 128 bits (see the module docs for the fields).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -337,6 +388,43 @@ pub enum ReplayError {
     TwinStillPending,
 }
 
+/// Why a snapshot could not be written or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The log's statistics could not be read (the snapshot needs its last sequence).
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The stored snapshot does not decode, or belongs to another log or window; it is
+    /// ignored and the cache rebuilt from the log.
+    #[error("replay cache snapshot unusable: {0}")]
+    Unusable(String),
+}
+
+/// What [`ReplayCache::save_snapshot`] wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    /// Entries written.
+    pub entries: u64,
+    /// The log's last sequence it covers.
+    pub seq: u64,
+}
+
+/// What [`ReplayCache::restore`] did.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Entries loaded from the snapshot (expired ones not counted); 0 without one.
+    pub loaded: u64,
+    /// The snapshot's sequence, if one was used.
+    pub snapshot_seq: Option<u64>,
+    /// Why a stored snapshot was not used (the cache was rebuilt from the log instead).
+    pub ignored: Option<SnapshotError>,
+    /// What was read from the log after the snapshot (or the whole window without one).
+    pub rebuilt: Rebuilt,
+}
+
 /// What a rebuild from the log found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rebuilt {
@@ -445,7 +533,11 @@ impl ReplayCache {
     /// Remembers a stored record (a rebuild): `received_at` is its receipt time. A key
     /// already held keeps its first record.
     pub fn remember(&self, key: ReplayKey, seq: Seq, received_at: Micros, now: Micros) {
-        let expires = received_at.0.saturating_add(self.window);
+        self.remember_until(key, seq, received_at.0.saturating_add(self.window), now);
+    }
+
+    /// [`ReplayCache::remember`] by expiry (µs of event time) rather than receipt time.
+    fn remember_until(&self, key: ReplayKey, seq: Seq, expires: i64, now: Micros) {
         if expires <= now.0 {
             return;
         }
@@ -571,6 +663,18 @@ impl ReplayCache {
         verifier: &Verifier,
         now: Micros,
     ) -> Result<Rebuilt, LogError> {
+        self.rebuild_after(log, verifier, now, Seq(0))
+    }
+
+    /// [`ReplayCache::rebuild`] reading only the records after `known` (those up to it are
+    /// in the cache already).
+    fn rebuild_after(
+        &self,
+        log: &dyn Log,
+        verifier: &Verifier,
+        now: Micros,
+        known: Seq,
+    ) -> Result<Rebuilt, LogError> {
         let mut report = Rebuilt::default();
         let stats = log.stats()?;
         if stats.count == 0 {
@@ -585,7 +689,8 @@ impl ReplayCache {
             .0
             .max(newest)
             .max(stats.first_seq)
-            .saturating_sub(1));
+            .saturating_sub(1)
+            .max(known.0));
         while after.0 < stats.last_seq {
             let batch = match log.read(after, REBUILD_BATCH) {
                 Ok(batch) => batch,
@@ -606,6 +711,182 @@ impl ReplayCache {
         Ok(report)
     }
 
+    /// Writes the stored entries and the log's last sequence to the state store (blocking),
+    /// replacing any earlier snapshot (see the module docs). Run it once the listeners have
+    /// drained, so that nothing settles after it.
+    pub fn save_snapshot(&self, log: &dyn Log) -> Result<Saved, SnapshotError> {
+        // First the sequence, then the entries: every record up to it is settled by now.
+        let seq = log.stats()?.last_seq;
+        let tree = log.state().tree(SNAPSHOT_OWNER, SNAPSHOT_TREE)?;
+        tree.clear()?;
+        let mut chunk = Vec::with_capacity(5 + SNAPSHOT_CHUNK * SNAPSHOT_ENTRY);
+        let mut in_chunk = 0u32;
+        let mut chunks = 0u32;
+        let mut entries = 0u64;
+        let mut flush_chunk = |chunk: &mut Vec<u8>, in_chunk: &mut u32| {
+            if *in_chunk == 0 {
+                return Ok::<(), SnapshotError>(());
+            }
+            chunk[1..5].copy_from_slice(&in_chunk.to_be_bytes());
+            tree.insert(&chunk_key(chunks), chunk)?;
+            chunks += 1;
+            *in_chunk = 0;
+            Ok(())
+        };
+        for shard in self.shards.iter() {
+            // Copied out so that the lock is not held across the store's writes.
+            let stored: Vec<([u8; 16], Slot)> = lock(&shard.entries)
+                .slots
+                .iter()
+                .filter(|(_, s)| !s.is_pending())
+                .map(|(k, s)| (*k, *s))
+                .collect();
+            for (key, slot) in stored {
+                if in_chunk == 0 {
+                    chunk.clear();
+                    chunk.push(SNAPSHOT_FORMAT);
+                    chunk.extend_from_slice(&[0; 4]);
+                }
+                chunk.extend_from_slice(&key);
+                chunk.extend_from_slice(&slot.expires.to_be_bytes());
+                chunk.extend_from_slice(&slot.state.to_be_bytes());
+                in_chunk += 1;
+                entries += 1;
+                if in_chunk as usize == SNAPSHOT_CHUNK {
+                    flush_chunk(&mut chunk, &mut in_chunk)?;
+                }
+            }
+        }
+        flush_chunk(&mut chunk, &mut in_chunk)?;
+        let mut header = Vec::with_capacity(SNAPSHOT_HEADER);
+        header.push(SNAPSHOT_FORMAT);
+        header.extend_from_slice(&seq.to_be_bytes());
+        header.extend_from_slice(&self.window.to_be_bytes());
+        header.extend_from_slice(&chunks.to_be_bytes());
+        header.extend_from_slice(&entries.to_be_bytes());
+        tree.insert(HEADER_KEY, &header)?;
+        tree.flush()?;
+        Ok(Saved { entries, seq })
+    }
+
+    /// Fills the cache at start (blocking): from the snapshot plus the log's records after
+    /// it when a usable snapshot exists, else from the log's tail as [`ReplayCache::rebuild`]
+    /// does. A snapshot that cannot be used is reported in [`Restored::ignored`], never an
+    /// error; only a log that cannot be read is.
+    pub fn restore(
+        &self,
+        log: &dyn Log,
+        verifier: &Verifier,
+        now: Micros,
+    ) -> Result<Restored, LogError> {
+        let mut restored = Restored::default();
+        let mut known = Seq(0);
+        match self.load_snapshot(log, now) {
+            Ok(None) => {}
+            Ok(Some((seq, loaded))) => {
+                restored.snapshot_seq = Some(seq);
+                restored.loaded = loaded;
+                known = Seq(seq);
+            }
+            Err(e) => {
+                // Whatever was loaded before the fault is dropped: a rebuild starts clean.
+                self.clear();
+                restored.ignored = Some(e);
+            }
+        }
+        restored.rebuilt = self.rebuild_after(log, verifier, now, known)?;
+        Ok(restored)
+    }
+
+    /// Loads the snapshot, if there is one: its sequence and the entries loaded.
+    fn load_snapshot(
+        &self,
+        log: &dyn Log,
+        now: Micros,
+    ) -> Result<Option<(u64, u64)>, SnapshotError> {
+        let tree = log.state().tree(SNAPSHOT_OWNER, SNAPSHOT_TREE)?;
+        let Some(header) = tree.get(HEADER_KEY)? else {
+            return Ok(None);
+        };
+        let unusable = |m: String| SnapshotError::Unusable(m);
+        if header.len() != SNAPSHOT_HEADER || header[0] != SNAPSHOT_FORMAT {
+            return Err(unusable(format!(
+                "header of {} bytes, format {:?} (expected {SNAPSHOT_HEADER} bytes, format \
+                 {SNAPSHOT_FORMAT})",
+                header.len(),
+                header.first()
+            )));
+        }
+        let seq = be_u64(&header[1..9]);
+        let window = be_u64(&header[9..17]) as i64;
+        let chunks = be_u32(&header[17..21]);
+        let entries = be_u64(&header[21..29]);
+        if window != self.window {
+            return Err(unusable(format!(
+                "taken with a window of {} s, now {} s (the configuration changed)",
+                window / 1_000_000,
+                self.window / 1_000_000
+            )));
+        }
+        let last = log.stats()?.last_seq;
+        if seq > last {
+            return Err(unusable(format!(
+                "it covers the log up to sequence {seq}, but the log ends at {last} (another \
+                 log, or one restored from an older copy)"
+            )));
+        }
+        let mut read = 0u64;
+        let mut loaded = 0u64;
+        for c in 0..chunks {
+            let Some(chunk) = tree.get(&chunk_key(c))? else {
+                return Err(unusable(format!("chunk {c} of {chunks} is missing")));
+            };
+            if chunk.len() < 5 || chunk[0] != SNAPSHOT_FORMAT {
+                return Err(unusable(format!(
+                    "chunk {c} has a bad format byte or length"
+                )));
+            }
+            let n = be_u32(&chunk[1..5]) as usize;
+            let body = &chunk[5..];
+            if n == 0 || n > SNAPSHOT_CHUNK || body.len() != n * SNAPSHOT_ENTRY {
+                return Err(unusable(format!(
+                    "chunk {c} says {n} entries in {} bytes",
+                    body.len()
+                )));
+            }
+            for e in body.chunks_exact(SNAPSHOT_ENTRY) {
+                let mut key = [0u8; 16];
+                key.copy_from_slice(&e[..16]);
+                let expires = be_u64(&e[16..24]) as i64;
+                let state = be_u64(&e[24..32]);
+                // A stored entry's sequence is a record of the log it covers.
+                if state == PENDING || state == PENDING_WAITED || state > seq {
+                    return Err(unusable(format!(
+                        "chunk {c} holds sequence {state}, outside 1..={seq}"
+                    )));
+                }
+                read += 1;
+                if expires > now.0 {
+                    self.remember_until(ReplayKey(key), Seq(state), expires, now);
+                    loaded += 1;
+                }
+            }
+        }
+        if read != entries {
+            return Err(unusable(format!(
+                "{read} entries in its chunks, {entries} in its header"
+            )));
+        }
+        Ok(Some((seq, loaded)))
+    }
+
+    /// Forgets every entry (a snapshot that failed halfway through loading).
+    fn clear(&self) {
+        for shard in self.shards.iter() {
+            lock(&shard.entries).slots.clear();
+        }
+    }
+
     fn remember_all(&self, events: &[Event], verifier: &Verifier, now: Micros, r: &mut Rebuilt) {
         for e in events {
             r.read += 1;
@@ -619,18 +900,73 @@ impl ReplayCache {
     }
 }
 
-/// [`ReplayCache::rebuild`] at start, logged. A log that cannot be read does not stop the
+/// The key of a snapshot chunk.
+fn chunk_key(n: u32) -> [u8; 5] {
+    let mut k = [b'c'; 5];
+    k[1..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// The key of the snapshot's header.
+const HEADER_KEY: &[u8] = b"h";
+
+/// Callers pass exactly eight bytes (slices of checked lengths).
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+/// Callers pass exactly four bytes (slices of checked lengths).
+fn be_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_be_bytes(a)
+}
+
+/// [`ReplayCache::save_snapshot`] at a stop, logged. A snapshot that cannot be written does
+/// not fail the stop: the next start rebuilds from the log instead (or from an older
+/// snapshot and the log after it, which is as correct).
+pub fn save_logged(cache: &ReplayCache, log: &dyn Log) {
+    let started = std::time::Instant::now();
+    match cache.save_snapshot(log) {
+        Ok(s) => tracing::info!(
+            entries = s.entries,
+            seq = s.seq,
+            ms = started.elapsed().as_millis() as u64,
+            "replay cache saved for the next start"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "the replay cache could not be saved: the next start rebuilds it from the log"
+        ),
+    }
+}
+
+/// [`ReplayCache::restore`] at start, logged. A log that cannot be read does not stop the
 /// start: the cache then holds only what this process stores, and dedup still marks replays.
 pub fn rebuild_logged(cache: &ReplayCache, log: &dyn Log, verifier: &Verifier) {
     let started = std::time::Instant::now();
-    match cache.rebuild(log, verifier, Micros::now()) {
-        Ok(r) => tracing::info!(
-            read = r.read,
-            remembered = r.remembered,
-            corrupt = r.corrupt,
-            ms = started.elapsed().as_millis() as u64,
-            "replay cache rebuilt from the log's tail"
-        ),
+    match cache.restore(log, verifier, Micros::now()) {
+        Ok(r) => {
+            if let Some(e) = &r.ignored {
+                tracing::warn!(
+                    error = %e,
+                    "the replay cache's snapshot was ignored: rebuilding it from the log's \
+                     tail instead (a slower start, nothing lost)"
+                );
+            }
+            let r_seq = r.snapshot_seq.unwrap_or(0);
+            tracing::info!(
+                snapshot_loaded = r.loaded,
+                snapshot_seq = r_seq,
+                read = r.rebuilt.read,
+                remembered = r.rebuilt.remembered,
+                corrupt = r.rebuilt.corrupt,
+                ms = started.elapsed().as_millis() as u64,
+                "replay cache restored (snapshot, then the log after it)"
+            );
+        }
         Err(e) => tracing::warn!(
             error = %e,
             "the replay cache could not be rebuilt from the log: replays of records stored \

@@ -640,6 +640,232 @@ fn a_rebuild_remembers_the_webhooks_of_the_window_from_the_log() {
     );
 }
 
+fn sled_log(dir: &std::path::Path) -> crate::log::sled::SledLog {
+    crate::log::sled::SledLog::open(
+        dir,
+        &crate::log::sled::SledOptions::default(),
+        crate::metrics::Metrics::new(),
+    )
+    .unwrap()
+}
+
+/// Distinct Standard Webhooks requests received at `at`.
+fn webhooks(v: &Verifier, tag: &str, n: usize, at: Micros) -> Vec<Verified> {
+    (0..n)
+        .map(|i| {
+            let mut r = standard(v, &format!("msg_{tag}_{i}"), &NOW.to_string(), b"{}");
+            r.received_at = at;
+            r
+        })
+        .collect()
+}
+
+fn append_all(log: &dyn Log, records: &[Verified]) -> Vec<Seq> {
+    records
+        .iter()
+        .map(|r| log.append(r.clone()).wait_blocking().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_snapshot_loaded_at_start_answers_as_the_cache_it_was_taken_from_without_reading_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = sled_log(dir.path());
+    let v = verifier();
+    // More than one chunk, so that chunking is exercised.
+    let records = webhooks(&v, "a", SNAPSHOT_CHUNK + 10, secs(NOW));
+    let seqs = append_all(&log, &records);
+    let before = cache(100_000, 3600);
+    before.rebuild(&log, &v, secs(NOW + 10)).unwrap();
+    let saved = before.save_snapshot(&log).unwrap();
+    assert_eq!(saved.entries, records.len() as u64);
+    assert_eq!(saved.seq, seqs.last().unwrap().0);
+
+    let after = cache(100_000, 3600);
+    let r = after.restore(&log, &v, secs(NOW + 20)).unwrap();
+    assert!(r.ignored.is_none(), "{:?}", r.ignored);
+    assert_eq!(r.snapshot_seq, Some(saved.seq));
+    assert_eq!(r.loaded, records.len() as u64);
+    assert_eq!(r.rebuilt.read, 0, "nothing after the snapshot to read");
+    for (rec, seq) in records.iter().zip(&seqs) {
+        assert_eq!(
+            after.step(&key(&v, rec), secs(NOW + 20)).stored(),
+            Some(*seq)
+        );
+    }
+    let fresh = webhooks(&v, "fresh", 1, secs(NOW + 20));
+    assert!(matches!(
+        after.step(&key(&v, &fresh[0]), secs(NOW + 20)),
+        Step::Reserved
+    ));
+}
+
+#[test]
+fn entries_of_a_snapshot_that_expired_since_are_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = sled_log(dir.path());
+    let v = verifier();
+    let old = webhooks(&v, "old", 3, secs(NOW - 3000));
+    let new = webhooks(&v, "new", 2, secs(NOW));
+    append_all(&log, &old);
+    let new_seqs = append_all(&log, &new);
+    let c = cache(1000, 3600);
+    c.rebuild(&log, &v, secs(NOW)).unwrap();
+    assert_eq!(c.len(), 5);
+    c.save_snapshot(&log).unwrap();
+
+    // 700 s later the old ones (received 3000 s before NOW, window 3600 s) have expired.
+    let later = secs(NOW + 700);
+    let restored = cache(1000, 3600);
+    let r = restored.restore(&log, &v, later).unwrap();
+    assert!(r.ignored.is_none(), "{:?}", r.ignored);
+    assert_eq!(r.loaded, 2);
+    assert_eq!(restored.len(), 2);
+    for rec in &old {
+        assert!(matches!(
+            restored.step(&key(&v, rec), later),
+            Step::Reserved
+        ));
+    }
+    for (rec, seq) in new.iter().zip(&new_seqs) {
+        assert_eq!(restored.step(&key(&v, rec), later).stored(), Some(*seq));
+    }
+}
+
+#[test]
+fn a_corrupt_or_foreign_snapshot_is_ignored_and_the_cache_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = sled_log(dir.path());
+    let v = verifier();
+    let records = webhooks(&v, "a", 20, secs(NOW));
+    let seqs = append_all(&log, &records);
+    let check = |what: &str, c: &ReplayCache, r: &Restored| {
+        assert!(r.ignored.is_some(), "{what}: the snapshot was used");
+        assert_eq!(r.snapshot_seq, None, "{what}");
+        assert_eq!(r.rebuilt.read, 20, "{what}: {r:?}");
+        for (rec, seq) in records.iter().zip(&seqs) {
+            assert_eq!(
+                c.step(&key(&v, rec), secs(NOW + 10)).stored(),
+                Some(*seq),
+                "{what}"
+            );
+        }
+    };
+    let tree = log.state().tree(SNAPSHOT_OWNER, SNAPSHOT_TREE).unwrap();
+    let save = || {
+        let c = cache(1000, 3600);
+        c.rebuild(&log, &v, secs(NOW)).unwrap();
+        c.save_snapshot(&log).unwrap();
+    };
+
+    // A chunk cut short.
+    save();
+    let chunk = tree.get(&chunk_key(0)).unwrap().unwrap();
+    tree.insert(&chunk_key(0), &chunk[..chunk.len() - 7])
+        .unwrap();
+    let c = cache(1000, 3600);
+    check(
+        "short chunk",
+        &c,
+        &c.restore(&log, &v, secs(NOW + 10)).unwrap(),
+    );
+
+    // A sequence the log never had in a chunk: the whole snapshot is dropped, not half of it.
+    save();
+    let mut chunk = tree.get(&chunk_key(0)).unwrap().unwrap();
+    let last = chunk.len();
+    chunk[last - 8..].copy_from_slice(&u64::MAX.to_be_bytes());
+    tree.insert(&chunk_key(0), &chunk).unwrap();
+    let c = cache(1000, 3600);
+    check("bad seq", &c, &c.restore(&log, &v, secs(NOW + 10)).unwrap());
+
+    // A header of another format.
+    save();
+    let mut header = tree.get(HEADER_KEY).unwrap().unwrap();
+    header[0] = 9;
+    tree.insert(HEADER_KEY, &header).unwrap();
+    let c = cache(1000, 3600);
+    check("format", &c, &c.restore(&log, &v, secs(NOW + 10)).unwrap());
+
+    // A missing chunk.
+    save();
+    tree.remove(&chunk_key(0)).unwrap();
+    let c = cache(1000, 3600);
+    check(
+        "missing chunk",
+        &c,
+        &c.restore(&log, &v, secs(NOW + 10)).unwrap(),
+    );
+
+    // Taken with another window (the configuration changed).
+    save();
+    let c = cache(1000, 7200);
+    check("window", &c, &c.restore(&log, &v, secs(NOW + 10)).unwrap());
+
+    // Beyond the log's end: another log.
+    save();
+    let mut header = tree.get(HEADER_KEY).unwrap().unwrap();
+    header[1..9].copy_from_slice(&1000u64.to_be_bytes());
+    tree.insert(HEADER_KEY, &header).unwrap();
+    let c = cache(1000, 3600);
+    check("foreign", &c, &c.restore(&log, &v, secs(NOW + 10)).unwrap());
+}
+
+#[test]
+fn records_after_the_snapshots_sequence_come_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = sled_log(dir.path());
+    let v = verifier();
+    let first = webhooks(&v, "first", 5, secs(NOW));
+    let first_seqs = append_all(&log, &first);
+    let c = cache(1000, 3600);
+    c.rebuild(&log, &v, secs(NOW)).unwrap();
+    let saved = c.save_snapshot(&log).unwrap();
+    // Stored after the snapshot (another process, or this one after a crash).
+    let second = webhooks(&v, "second", 3, secs(NOW + 5));
+    let second_seqs = append_all(&log, &second);
+
+    let restored = cache(1000, 3600);
+    let r = restored.restore(&log, &v, secs(NOW + 10)).unwrap();
+    assert_eq!(r.snapshot_seq, Some(saved.seq));
+    assert_eq!(r.loaded, 5);
+    assert_eq!(
+        r.rebuilt.read, 3,
+        "only the records after the snapshot: {r:?}"
+    );
+    for (rec, seq) in first
+        .iter()
+        .zip(&first_seqs)
+        .chain(second.iter().zip(&second_seqs))
+    {
+        assert_eq!(
+            restored.step(&key(&v, rec), secs(NOW + 10)).stored(),
+            Some(*seq)
+        );
+    }
+}
+
+#[test]
+fn a_snapshot_holds_no_pending_key_and_a_second_one_replaces_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = sled_log(dir.path());
+    let v = verifier();
+    let records = webhooks(&v, "a", 3, secs(NOW));
+    append_all(&log, &records);
+    let c = cache(1000, 3600);
+    c.rebuild(&log, &v, secs(NOW)).unwrap();
+    assert!(matches!(c.step(&k(1), secs(NOW)), Step::Reserved));
+    assert_eq!(c.save_snapshot(&log).unwrap().entries, 3);
+    let small = cache(1000, 3600);
+    assert_eq!(small.save_snapshot(&log).unwrap().entries, 0);
+    let tree = log.state().tree(SNAPSHOT_OWNER, SNAPSHOT_TREE).unwrap();
+    assert_eq!(
+        tree.len().unwrap(),
+        1,
+        "the header only: old chunks are gone"
+    );
+}
+
 impl Step {
     fn stored(self) -> Option<Seq> {
         match self {

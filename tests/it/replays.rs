@@ -217,6 +217,84 @@ fn a_replay_after_a_restart_on_the_same_data_directory_is_not_stored() {
     assert_eq!(replays_counted(&s, "salesmsg"), 3);
 }
 
+/// The log sequence the replay cache's snapshot covers (`None` without one), read with the
+/// daemon stopped.
+fn snapshot_seq(dir: &std::path::Path) -> Option<u64> {
+    let cfg = util::config(
+        None,
+        dir,
+        &[
+            ("HOOKLOG_TWILIO_AUTH_TOKENS", TOKEN),
+            ("HOOKLOG_SERVER_PUBLIC_URLS", BASE),
+            ("HOOKLOG_OPENPHONE_SIGNING_KEYS", QUO_KEY),
+            ("HOOKLOG_SALESMSG_SECRETS", SALESMSG),
+        ],
+    );
+    let log = hooklog::open_daemon_log(&cfg, hooklog::metrics::Metrics::new()).unwrap();
+    let header = log
+        .state()
+        .tree("edge", "replay")
+        .unwrap()
+        .get(b"h")
+        .unwrap();
+    log.close().unwrap();
+    header.map(|h| u64::from_be_bytes(h[1..9].try_into().unwrap()))
+}
+
+/// Sends each request three times and checks that each is answered as `first` and stored
+/// once.
+fn replays_answered_as_before(s: &TestServer, requests: &[Signed], first: &[String], when: &str) {
+    for (r, first) in requests.iter().zip(first) {
+        for _ in 0..3 {
+            let a = r.send(s);
+            assert_eq!(a.status, 200, "{when}, {}: {}", r.provider, a.body);
+            assert_eq!(&a.body, first, "{when}, {}: answered as before", r.provider);
+        }
+        assert_eq!(records_of(s, r), 1, "{when}, {}: one record", r.provider);
+    }
+}
+
+#[test]
+fn replays_of_webhooks_stored_before_and_after_a_graceful_restart_are_not_stored() {
+    let dir = crate::engine::tempdir();
+    let before = one_of_each("snap-before");
+    let before_answers: Vec<String> = {
+        let s = server(dir.path());
+        let answers = before.iter().map(|r| r.send(&s).body).collect();
+        s.stop().unwrap();
+        answers
+    };
+    // The graceful stop saved the cache, covering the four records.
+    assert_eq!(snapshot_seq(dir.path()), Some(4));
+
+    let after = one_of_each("snap-after");
+    let after_answers: Vec<String> = {
+        let s = server(dir.path());
+        replays_answered_as_before(&s, &before, &before_answers, "first restart");
+        let answers: Vec<String> = after
+            .iter()
+            .map(|r| {
+                let a = r.send(&s);
+                assert_eq!(a.status, 200, "{}: {}", r.provider, a.body);
+                a.body
+            })
+            .collect();
+        replays_answered_as_before(&s, &after, &answers, "first restart");
+        s.stop().unwrap();
+        answers
+    };
+    assert_eq!(snapshot_seq(dir.path()), Some(8));
+
+    let s = server(dir.path());
+    replays_answered_as_before(&s, &before, &before_answers, "second restart");
+    replays_answered_as_before(&s, &after, &after_answers, "second restart");
+    assert_eq!(
+        s.events().len(),
+        8,
+        "nothing but the eight webhooks was stored"
+    );
+}
+
 #[test]
 fn a_request_whose_first_try_got_503_is_stored_on_its_retry() {
     let dir = crate::engine::tempdir();
