@@ -138,7 +138,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             // About 100 bytes each, ~95 MB once full (docs/configuration.md); a million covers
             // a dedup window (72 h) of ~4 webhooks/s.
-            replay_cache_entries: 1_000_000,
+            replay_cache_entries: 500_000,
         }
     }
 }
