@@ -9,18 +9,14 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Runs `hooklog <args>` with only `env` (and PATH), in `cwd`.
+/// Runs `hooklog <args>` with only `env` (and PATH), in `cwd`, logging at debug: a secret
+/// must be in no output, debug lines included.
 fn hooklog(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hooklog"))
-        .args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "debug")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("the hooklog binary runs")
+    let env: Vec<(&str, &str)> = [("RUST_LOG", "debug")]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
+    crate::ops::hooklog(cwd, args, &env)
 }
 
 /// stdout and stderr together.

@@ -19,8 +19,9 @@ use crate::crash::{free_port, load, spawn_daemon_with, stored_sids, Daemon};
 use crate::outbound::{outbound_config, BODY};
 use crate::util::{request, TestServer};
 
-/// Runs the real binary with `args` in `cwd`, with only `env` (and `PATH`) in its environment.
-fn hooklog(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+/// Runs the real binary with `args` in `cwd`, with only `env` (and `PATH`) in its environment
+/// (`RUST_LOG=warn` unless `env` sets it).
+pub(crate) fn hooklog(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hooklog"))
         .args(args)
         .current_dir(cwd)
