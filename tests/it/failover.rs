@@ -252,7 +252,7 @@ fn text_request(n: u32) -> (String, String) {
 }
 
 /// Every record in the log, through a replica's admin API.
-fn events(r: &Replica) -> Vec<hooklog::admin::api::EventJson> {
+pub(crate) fn events(r: &Replica) -> Vec<hooklog::admin::api::EventJson> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {

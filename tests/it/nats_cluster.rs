@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::crash::free_port;
 use crate::edge::twilio_sms;
-use crate::failover::{poll, Replica};
+use crate::failover::{events, poll, Replica};
 
 /// How long hooklog may go without acknowledging anything once the node it is connected to
 /// is killed: the client's reconnection (at once, to another seed), and, when the stream's
@@ -259,26 +259,14 @@ fn load(
 
 /// The Twilio MessageSids of every record, through the daemon's admin API.
 fn stored_sids(replica: &Replica) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let (code, v) = replica.admin_json(
-            "GET",
-            &format!("/admin/events?after={after}&limit=1000"),
-            "",
-        );
-        assert_eq!(code, 200, "{v}");
-        let page: hooklog::admin::api::EventPage = serde_json::from_value(v).expect("page JSON");
-        if page.events.is_empty() {
-            return out;
-        }
-        after = page.next_after;
-        out.extend(page.events.iter().filter_map(|e| {
+    events(replica)
+        .iter()
+        .filter_map(|e| {
             form_urlencoded::parse(e.body.as_bytes())
                 .find(|(k, _)| k == "MessageSid")
                 .map(|(_, v)| v.into_owned())
-        }));
-    }
+        })
+        .collect()
 }
 
 #[test]
