@@ -90,6 +90,10 @@ pub enum ApiError {
     /// replica runs the consumers; its admin API answers) → 503.
     #[error("this replica is a standby; ask the replica that runs the consumers ({0})")]
     NotLeader(String),
+    /// A reload (`POST /admin/reload`) found the new configuration invalid and applied none
+    /// of it: the message names the file, line and key, never a value.
+    #[error("configuration not reloaded, the running one stays: {0}")]
+    ReloadRefused(String),
 }
 
 /// Consumer state (the suppression list, outbound messages) that cannot be read is a storage
@@ -118,6 +122,7 @@ impl ApiError {
             ApiError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotReady(_) | ApiError::NotLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RedeliveryRefused { .. } => StatusCode::CONFLICT,
+            ApiError::ReloadRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -139,6 +144,7 @@ impl ApiError {
             ApiError::NotReady(_) => "not_ready",
             ApiError::NotLeader(_) => "not_leader",
             ApiError::RedeliveryRefused { kind, .. } => kind,
+            ApiError::ReloadRefused(_) => "reload_refused",
         }
     }
 
@@ -176,6 +182,7 @@ impl ApiError {
                 StatusCode::REQUEST_TIMEOUT => "request timeout\n",
                 StatusCode::SERVICE_UNAVAILABLE => "unavailable, retry\n",
                 StatusCode::CONFLICT => "conflict\n",
+                StatusCode::UNPROCESSABLE_ENTITY => "unprocessable\n",
                 _ => "internal error\n",
             },
         }
@@ -238,6 +245,7 @@ mod tests {
             "request timeout\n",
             "unavailable, retry\n",
             "conflict\n",
+            "unprocessable\n",
             "internal error\n",
         ];
         for e in [
@@ -248,6 +256,7 @@ mod tests {
             ApiError::Log(LogError::Storage(secret.into())),
             ApiError::NotReady(secret.into()),
             ApiError::NotLeader(secret.into()),
+            ApiError::ReloadRefused(secret.into()),
             ApiError::PayloadTooLarge(1),
             ApiError::BodyTimeout(std::time::Duration::from_secs(1)),
         ] {

@@ -25,7 +25,9 @@
 //!    providers' REST APIs).
 //! 5. Faces: [`edge`] (the public webhook listener), [`admin`] (the admin API and the
 //!    agents' outbound API), [`fixture`] (signed request files for tests and smoke tests).
-//! 6. This file: [`run`], the daemon. It binds nothing itself (the caller passes bound
+//! 6. [`reload`]: SIGHUP and `POST /admin/reload` put a new configuration in force in the
+//!    components above (each reads its reloadable settings from a [`live`] cell, a leaf).
+//!    This file: [`run`], the daemon. It binds nothing itself (the caller passes bound
 //!    listeners, so tests use `127.0.0.1:0`) and returns after a graceful shutdown.
 //!
 //! The design in prose, with the guarantees and the provider facts the code relies on, is in
@@ -50,12 +52,14 @@ pub mod event;
 pub mod fixture;
 pub mod gates;
 pub mod http;
+pub mod live;
 pub mod log;
 pub mod metrics;
 pub mod parse;
 pub mod phone;
 pub mod provenance;
 pub mod provider;
+pub mod reload;
 pub mod retry;
 pub mod send;
 pub mod signature;
@@ -205,6 +209,26 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    run_reloading(config, None, listeners, shutdown).await
+}
+
+/// How a daemon reloads its configuration ([`reload`]): where from, and the requests to do
+/// it (SIGHUP; `POST /admin/reload` calls the same reloader directly).
+pub struct Reloading {
+    /// The sources to read again.
+    pub source: reload::Source,
+    /// One message per request (the daemon's SIGHUP handler sends them).
+    pub requests: tokio::sync::mpsc::Receiver<()>,
+}
+
+/// [`run`] with reloads: without `reloading`, `POST /admin/reload` answers 422 (nothing to
+/// read again).
+pub async fn run_reloading(
+    config: Config,
+    reloading: Option<Reloading>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
     prepare_data_dir(&config.data_dir)?;
     let metrics = Metrics::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -212,7 +236,7 @@ pub async fn run(
         tracing::info!("stopped while waiting for the log; hooklog stopped");
         return Ok(());
     };
-    run_with_log(config, listeners, log, metrics, shutdown).await
+    run_on_log(config, reloading, listeners, log, metrics, shutdown).await
 }
 
 /// The first wait after a transient failure to open the log at start.
@@ -357,6 +381,17 @@ pub async fn run_with_log(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    run_on_log(config, None, listeners, log, metrics, shutdown).await
+}
+
+async fn run_on_log(
+    config: Config,
+    reloading: Option<Reloading>,
+    listeners: Listeners,
+    log: Arc<dyn Log>,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
     prepare_data_dir(&config.data_dir)?;
     let token = admin::load_or_create_token(&config)?;
     // Before anything starts: a generated operator token may equal an agent's.
@@ -372,6 +407,15 @@ pub async fn run_with_log(
         }
     }
     let alerter = alerts::Alerter::new(&config.alerts, Some(&metrics));
+    // The consumers' reloadable settings: what they start with, and what a reload replaces.
+    let live = ConsumerCells {
+        gates: live::Live::new(reload::gate_settings(&config)),
+        send_clients: live::Live::new(consumers::sender::SendClients::from_config(&config)),
+        dispatch: live::Live::new(
+            reload::dispatch_of(&config).map_err(|e| RunError::Consumer(e.to_string()))?,
+        ),
+        trust_opt_in: live::Live::new(config.salesmsg.trust_opt_in),
+    };
     let registry = Arc::new(consumers::Registry::default());
     let (consumers_stop, consumers_rx) = watch::channel(false);
     let (retention_stop, retention_rx) = watch::channel(false);
@@ -381,6 +425,7 @@ pub async fn run_with_log(
     let start_leading = || -> Result<Leading, RunError> {
         let tasks = start_consumers(
             &config,
+            &live,
             &log,
             &metrics,
             &alerter,
@@ -442,21 +487,45 @@ pub async fn run_with_log(
         edge::replay::rebuild_logged(
             &rebuilding.replays,
             rebuilding.log.as_ref(),
-            &rebuilding.verifier,
+            &rebuilding.verifier.get(),
         )
     })
     .await;
     if let Err(e) = rebuilt {
         tracing::warn!(error = %e, "the replay cache was not rebuilt from the log");
     }
-    let admin = Arc::new(admin::Admin::new(
+    let mut admin = admin::Admin::new(
         tokens,
         log.clone(),
         metrics.clone(),
         registry.clone(),
         &config.lines,
         config.compliance.kill_switch,
-    )?);
+    )?;
+    let (reloader, mut reload_requests) = match reloading {
+        Some(Reloading { source, requests }) => {
+            let cells = reload::Cells {
+                verifier: edge.verifier.clone(),
+                voice_twiml: edge.voice_twiml.clone(),
+                admin: admin.live_settings(),
+                gates: live.gates.clone(),
+                send_clients: live.send_clients.clone(),
+                dispatch: live.dispatch.clone(),
+                trust_opt_in: live.trust_opt_in.clone(),
+            };
+            let reloader = Arc::new(reload::Reloader::new(
+                source,
+                config.clone(),
+                cells,
+                alerter.clone(),
+                metrics.clone(),
+            ));
+            admin = admin.with_reloader(reloader.clone());
+            (Some(reloader), Some(requests))
+        }
+        None => (None, None),
+    };
+    let admin = Arc::new(admin);
 
     let limits = http::Limits::from_config(&config.server);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -510,6 +579,12 @@ pub async fn run_with_log(
             _ = &mut shutdown => break None,
             failure = log_failure(log.failure()) => break Some(Failure::Log(failure)),
             (listener, reason) = servers.ended() => break Some(Failure::Listener { listener, reason }),
+            Some(()) = next_request(&mut reload_requests) => {
+                if let Some(reloader) = reloader.clone() {
+                    // Logged, counted and alerted by the reloader; the answer is for the admin route.
+                    let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+                }
+            }
             changed = leadership.changed(), if leading.is_none() && electable => {
                 if changed.is_err() {
                     electable = false;
@@ -631,6 +706,25 @@ pub async fn run_with_log(
     Ok(())
 }
 
+/// The next reload request, pending forever without a channel (or once it closed).
+async fn next_request(requests: &mut Option<tokio::sync::mpsc::Receiver<()>>) -> Option<()> {
+    match requests {
+        Some(rx) => match rx.recv().await {
+            Some(()) => Some(()),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The consumers' reloadable settings ([`reload`]).
+struct ConsumerCells {
+    gates: live::Live<consumers::outbound::GateSettings>,
+    send_clients: live::Live<consumers::sender::SendClients>,
+    dispatch: live::Live<Option<consumers::dispatch::Reloadable>>,
+    trust_opt_in: live::Live<bool>,
+}
+
 /// Why the daemon stops on its own.
 enum Failure {
     /// The log failed for good.
@@ -745,6 +839,7 @@ async fn log_failure(mut rx: watch::Receiver<Option<String>>) -> String {
 /// send credentials), agent dispatch (when `dispatch.url` is set), and the staleness monitor.
 fn start_consumers(
     config: &Config,
+    live: &ConsumerCells,
     log: &Arc<dyn Log>,
     metrics: &Metrics,
     alerter: &alerts::Alerter,
@@ -792,7 +887,8 @@ fn start_consumers(
         stop.clone(),
     ));
     let compliance = consumers::compliance::Compliance::new(store.as_ref(), alerter.clone())?
-        .trusting_salesmsg_opt_in(config.salesmsg.trust_opt_in);
+        .trusting_salesmsg_opt_in(config.salesmsg.trust_opt_in)
+        .reloading_from(&live.trust_opt_in);
     threads.push(consumers::driver::spawn_on_thread(
         compliance,
         ctx.clone(),
@@ -805,7 +901,8 @@ fn start_consumers(
         config.clock.clone(),
         alerter.clone(),
         metrics.clone(),
-    )?;
+    )?
+    .reloading_from(&live.gates);
     threads.push(consumers::driver::spawn_on_thread(
         outbound,
         ctx.clone(),
@@ -832,7 +929,8 @@ fn start_consumers(
         tracing::info!("no postgres.url: the Postgres sync is off (its cursor waits)");
     }
 
-    let clients = consumers::sender::SendClients::from_config(config);
+    // As a reload left them (the sender takes later ones between batches).
+    let clients = (*live.send_clients.get()).clone();
     if !config.sender.enabled {
         tracing::info!("sender.enabled = false: the sender is off (its cursor waits)");
     } else if clients.is_empty() {
@@ -852,7 +950,8 @@ fn start_consumers(
             Arc::new(alerter.clone()),
             metrics.clone(),
         )?
-        .with_clock(config.clock.clone());
+        .with_clock(config.clock.clone())
+        .reloading_from(&live.gates, &live.send_clients);
         threads.push(consumers::driver::spawn_on_thread(
             sender,
             ctx.clone(),
@@ -860,22 +959,15 @@ fn start_consumers(
         ));
     }
 
-    if config.dispatch.enabled() {
-        let settings = consumers::dispatch::Settings::from_config(&config.dispatch)
-            .map_err(|e| RunError::Consumer(format!("dispatch: {e}")))?;
-        let token = config
-            .dispatch
-            .token
-            .clone()
-            .ok_or_else(|| RunError::Consumer("dispatch: token: not set".into()))?;
-        let client = consumers::dispatch::Client::new(token, &config.dispatch.gateway_options());
+    if let Some(dispatch) = live.dispatch.get().as_ref() {
         let consumer = consumers::dispatch::Dispatch::new(
-            settings,
-            Arc::new(client),
+            dispatch.settings.clone(),
+            dispatch.gateway.clone(),
             log.clone(),
             alerter.clone(),
             metrics.clone(),
-        )?;
+        )?
+        .reloading_from(&live.dispatch);
         threads.push(consumers::driver::spawn_on_thread(
             consumer,
             ctx.clone(),

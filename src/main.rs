@@ -33,7 +33,7 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon until SIGTERM or SIGINT.
+    /// Run the daemon until SIGTERM or SIGINT (SIGHUP reloads the configuration).
     Serve,
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
@@ -119,8 +119,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 for warning in config.warnings() {
                     tracing::warn!("{warning}");
                 }
+                // Before anything else: SIGHUP's default action would stop the daemon.
+                let reloading = hooklog::Reloading {
+                    source: hooklog::reload::Source {
+                        file: prov.file.clone(),
+                    },
+                    requests: reload_signal()?,
+                };
                 let listeners = hooklog::Listeners::bind(&config).await?;
-                hooklog::run(config, listeners, shutdown_signal()).await?;
+                hooklog::run_reloading(config, Some(reloading), listeners, shutdown_signal())
+                    .await?;
                 Ok(())
             })
         }
@@ -156,6 +164,27 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// One message per SIGHUP: a request to reload the configuration ([`hooklog::reload`]).
+/// Requests that arrive during a reload are kept (a few); a burst beyond them is one reload.
+fn reload_signal() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    #[cfg(unix)]
+    {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot watch SIGHUP (the reload signal)")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                // A full queue already holds a reload that will read the newest files.
+                let _ = tx.try_send(());
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    Ok(rx)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -67,6 +67,9 @@ pub struct Metrics {
     pub accept_errors: IntCounterVec,
     /// Connections open on each listener (at most `server.max_connections`).
     pub open_connections: IntGaugeVec,
+    /// Configuration reloads (SIGHUP, `POST /admin/reload`) by result: `ok` (applied) or
+    /// `refused` (invalid: nothing applied).
+    pub reloads: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -326,6 +329,21 @@ impl Metrics {
             registry
                 .register(Box::new(replay_cache_evicted.clone()))
                 .expect("registered once");
+            let reloads = IntCounterVec::new(
+                Opts::new(
+                    "hooklog_reloads_total",
+                    "Configuration reloads by result (ok: applied, refused: invalid, nothing applied)",
+                ),
+                &["result"],
+            )
+            .expect("valid metric");
+            for result in ["ok", "refused"] {
+                // Both series exist from the start, so a first refusal is a change from 0.
+                reloads.with_label_values(&[result]);
+            }
+            registry
+                .register(Box::new(reloads.clone()))
+                .expect("registered once");
             Metrics {
                 registry,
                 requests,
@@ -353,6 +371,7 @@ impl Metrics {
                 dispatch_outcomes,
                 accept_errors,
                 open_connections,
+                reloads,
             }
         };
         m

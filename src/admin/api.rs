@@ -55,6 +55,18 @@ pub struct PauseRequest {
     pub reason: Option<String>,
 }
 
+/// The answer to `POST /admin/reload` (and what SIGHUP logs): the keys whose new values are
+/// in force, and the keys that changed but wait for a restart. Keys only, never values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// Always true: a refused reload is an error answer instead.
+    pub reloaded: bool,
+    /// The keys (`section.key`, or `lines`) whose new values were applied.
+    pub changed: Vec<String>,
+    /// The keys that changed but are read only at start: kept for the next start.
+    pub restart_required: Vec<String>,
+}
+
 /// The answer to a stop (`POST /admin/kill-switch`, `…/pause`, `…/resume`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StopAnswer {

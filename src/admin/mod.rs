@@ -32,6 +32,7 @@ use crate::consumers::{self, compliance, Registry};
 use crate::error::ApiError;
 use crate::event::{Micros, Seq, Source, Verification, Verified};
 use crate::http::{self, BodyStream, RawRequest};
+use crate::live::Live;
 use crate::log::Log;
 use crate::metrics::Metrics;
 use api::{AppendRequest, Appended, EventJson, EventPage, Status};
@@ -106,16 +107,52 @@ pub fn load_or_create_token(config: &Config) -> Result<Secret, TokenError> {
     }
 }
 
+/// Re-reads the configuration and applies it to the running daemon: what
+/// `POST /admin/reload` calls (`crate::reload` implements it, and SIGHUP calls the same).
+pub trait Reload: Send + Sync {
+    /// Applies the configuration as the sources say now, or refuses all of it: the error
+    /// says why (file, line, key; never a value).
+    fn reload(&self) -> Result<api::Reloaded, String>;
+}
+
+/// The admin API's settings a reload replaces: each is swapped whole, so a request sees the
+/// old tokens or the new ones, never a mix.
+#[derive(Clone)]
+pub struct LiveSettings {
+    /// The operator and agent tokens.
+    pub tokens: Live<routes::Tokens>,
+    /// The ids of `[[lines]]` (what an unblock may name).
+    pub lines: Live<Vec<String>>,
+    /// `[compliance] kill_switch`.
+    pub kill_switch: Live<bool>,
+}
+
+impl LiveSettings {
+    /// Puts a reloaded configuration's tokens, lines and kill switch in force.
+    pub fn set(
+        &self,
+        tokens: routes::Tokens,
+        lines: &[crate::gates::LineConfig],
+        kill_switch: bool,
+    ) {
+        self.tokens.set(tokens);
+        self.lines.set(outbound::line_ids(lines));
+        self.kill_switch.set(kill_switch);
+    }
+}
+
 /// What the admin handlers share.
 pub struct Admin {
-    tokens: routes::Tokens,
+    tokens: Live<routes::Tokens>,
     log: Arc<dyn Log>,
     metrics: Metrics,
     registry: Arc<Registry>,
     outbound: outbound::OutboundApi,
     controls: Controls,
     /// `[compliance] kill_switch`: on whatever the records say.
-    kill_switch_in_config: bool,
+    kill_switch_in_config: Live<bool>,
+    /// What `POST /admin/reload` calls; without one the route answers 422.
+    reloader: Option<Arc<dyn Reload>>,
 }
 
 impl Admin {
@@ -132,12 +169,28 @@ impl Admin {
         Ok(Admin {
             outbound: outbound::OutboundApi::new(log.as_ref(), lines)?,
             controls: Controls::open(log.clone())?,
-            kill_switch_in_config: kill_switch,
-            tokens,
+            kill_switch_in_config: Live::new(kill_switch),
+            tokens: Live::new(tokens),
             log,
             metrics,
             registry,
+            reloader: None,
         })
+    }
+
+    /// The cells a reload replaces the tokens, lines and kill switch in.
+    pub fn live_settings(&self) -> LiveSettings {
+        LiveSettings {
+            tokens: self.tokens.clone(),
+            lines: self.outbound.lines(),
+            kill_switch: self.kill_switch_in_config.clone(),
+        }
+    }
+
+    /// Serves `POST /admin/reload` with `reloader`.
+    pub fn with_reloader(mut self, reloader: Arc<dyn Reload>) -> Admin {
+        self.reloader = Some(reloader);
+        self
     }
 
     /// Answers one request.
@@ -164,6 +217,7 @@ impl Admin {
         }
         let caller = self
             .tokens
+            .get()
             .authenticate(req.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
             .ok_or(ApiError::Unauthorized)?;
         let forbidden = |caller: &routes::Caller| match caller {
@@ -255,6 +309,20 @@ impl Admin {
                 Ok(http::json(code, &answer))
             }
             Route::KillSwitch => Ok(http::json(StatusCode::OK, &self.kill_switch()?)),
+            Route::Reload => {
+                let Some(reloader) = self.reloader.clone() else {
+                    return Err(ApiError::ReloadRefused(
+                        "this daemon was started without a configuration source to read again"
+                            .into(),
+                    ));
+                };
+                // Reading files and decoding keys blocks; off the async threads.
+                let answer = tokio::task::spawn_blocking(move || reloader.reload())
+                    .await
+                    .map_err(|e| ApiError::ReloadRefused(format!("the reload task failed: {e}")))?
+                    .map_err(ApiError::ReloadRefused)?;
+                Ok(http::json(StatusCode::OK, &answer))
+            }
             Route::AppendEvent => {
                 let body = http::read_body(&req.headers, req.body, MAX_ADMIN_BODY).await?;
                 let appended = self.append(&body).await?;
@@ -504,9 +572,10 @@ impl Admin {
     /// The kill switch as this replica sees it: the configuration and the projected record.
     fn kill_switch(&self) -> Result<api::KillSwitchStatus, ApiError> {
         let record = self.controls.kill_switch()?;
+        let in_config = *self.kill_switch_in_config.get();
         Ok(api::KillSwitchStatus {
-            on: self.kill_switch_in_config || record.as_ref().is_some_and(|k| k.on),
-            config: self.kill_switch_in_config,
+            on: in_config || record.as_ref().is_some_and(|k| k.on),
+            config: in_config,
             record,
         })
     }

@@ -24,6 +24,7 @@ use crate::consumers::outbound::{
 use crate::error::ApiError;
 use crate::event::{Micros, Seq};
 use crate::gates::Reason;
+use crate::live::Live;
 use crate::log::Log;
 
 /// Longest `content` accepted into the log (the content gate's limit is lower; this only
@@ -127,13 +128,19 @@ impl From<Message> for MessageView {
     }
 }
 
+/// The ids of `[[lines]]`, as the outbound API keeps them.
+pub fn line_ids(lines: &[crate::gates::LineConfig]) -> Vec<String> {
+    lines.iter().map(|l| l.id.clone()).collect()
+}
+
 /// The outbound API's state.
 pub struct OutboundApi {
     store: OutboundStore,
     /// One request at a time: check a key, note it, append.
     lock: tokio::sync::Mutex<()>,
     /// The ids of `[[lines]]`: an unblock must name one (or a line a record blocked).
-    lines: Vec<String>,
+    /// Replaced by a reload.
+    lines: Live<Vec<String>>,
 }
 
 fn required(field: &str, value: Option<String>, what: &str) -> Result<String, ApiError> {
@@ -154,8 +161,13 @@ impl OutboundApi {
         Ok(OutboundApi {
             store: OutboundStore::open(log.state().as_ref())?,
             lock: tokio::sync::Mutex::new(()),
-            lines: lines.iter().map(|l| l.id.clone()).collect(),
+            lines: Live::new(line_ids(lines)),
         })
+    }
+
+    /// The cell a reload replaces the line ids in ([`line_ids`]).
+    pub fn lines(&self) -> Live<Vec<String>> {
+        self.lines.clone()
     }
 
     /// The message `id` as projected, or as requested when the projection has not read it.
@@ -289,7 +301,7 @@ impl OutboundApi {
         line_id: &str,
         reason: Option<String>,
     ) -> Result<u64, ApiError> {
-        if !self.lines.iter().any(|l| l == line_id) && self.store.line(line_id)?.is_none() {
+        if !self.lines.get().iter().any(|l| l == line_id) && self.store.line(line_id)?.is_none() {
             return Err(ApiError::NoSuch(format!(
                 "no line `{line_id}`: unblock takes the id of a [[lines]] entry"
             )));

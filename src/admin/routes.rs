@@ -71,11 +71,13 @@ pub enum Route {
     /// `GET /metrics`: the Prometheus exposition (it names consumers, agents, listeners and
     /// error rates, so only the operator reads it).
     Metrics,
+    /// `POST /admin/reload`: re-read the configuration and apply it (`crate::reload`).
+    Reload,
 }
 
 impl Route {
     /// Every route the router serves.
-    pub const ALL: [Route; 18] = [
+    pub const ALL: [Route; 19] = [
         Route::SendMessage,
         Route::GetMessage,
         Route::UnblockLine,
@@ -94,6 +96,7 @@ impl Route {
         Route::AddOptOut,
         Route::RemoveOptOut,
         Route::Metrics,
+        Route::Reload,
     ];
 
     /// Who may call it.
@@ -115,7 +118,8 @@ impl Route {
             | Route::ListOptOuts
             | Route::AddOptOut
             | Route::RemoveOptOut
-            | Route::Metrics => Role::Operator,
+            | Route::Metrics
+            | Route::Reload => Role::Operator,
         }
     }
 
@@ -139,7 +143,8 @@ impl Route {
             | Route::Pause
             | Route::Resume
             | Route::Redrive
-            | Route::AddOptOut => Method::POST,
+            | Route::AddOptOut
+            | Route::Reload => Method::POST,
         }
     }
 
@@ -161,6 +166,7 @@ impl Route {
             Route::ListOptOuts | Route::AddOptOut => "/admin/optouts",
             Route::RemoveOptOut => "/admin/optouts/{number}",
             Route::Metrics => "/metrics",
+            Route::Reload => "/admin/reload",
         }
     }
 
@@ -187,7 +193,8 @@ impl Route {
             | Route::GetEvent
             | Route::AddOptOut
             | Route::RemoveOptOut
-            | Route::Metrics => false,
+            | Route::Metrics
+            | Route::Reload => false,
         }
     }
 

@@ -61,6 +61,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
+use crate::live::Live;
 use crate::metrics::Metrics;
 
 pub use alert::{Alert, Severity};
@@ -100,11 +101,16 @@ impl fmt::Debug for AlerterOptions {
     }
 }
 
-/// Raises operator alerts. Cheap to clone (one `Arc`); `Send + Sync`.
+/// Raises operator alerts. Cheap to clone; `Send + Sync`. Clones share one Discord side,
+/// which [`Alerter::reconfigure`] replaces for all of them (a reload of `[alerts]`).
 #[derive(Clone)]
 pub struct Alerter {
     /// `None`: log only (no webhook configured, or no runtime to send from).
-    discord: Option<Arc<Discord>>,
+    discord: Live<Option<Arc<Discord>>>,
+    /// `hooklog_alerts_total`, registered once and kept across reconfigurations.
+    counters: Counters,
+    /// The clock and backoff a reconfigured Discord side is built with.
+    options: AlerterOptions,
     /// In tests, every alert raised, before the throttle (see [`Alerter::raised`]).
     #[cfg(test)]
     raised: Arc<Mutex<Vec<Alert>>>,
@@ -120,12 +126,56 @@ struct Discord {
     counters: Counters,
 }
 
+impl Discord {
+    /// The Discord side for `config`, its poster spawned on the current runtime; `None` (log
+    /// only) without a webhook or outside a runtime.
+    fn start(
+        config: &AlertsConfig,
+        counters: &Counters,
+        options: &AlerterOptions,
+    ) -> Option<Arc<Discord>> {
+        let Some(url) = config.discord_webhook_url.clone() else {
+            tracing::info!("no alerts.discord_webhook_url: alerts go to the log only");
+            return None;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                "alerter created outside a tokio runtime: Discord alerts are off, alerts go to the log only"
+            );
+            return None;
+        };
+        let gate = Arc::new(Mutex::new(Throttle::new(config)));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let sender = Poster {
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(config.timeout_secs.max(1)))
+                .user_agent(concat!("hooklog/", env!("CARGO_PKG_VERSION")))
+                .build(),
+            url,
+            backoff: options.retry_backoff,
+            gate: gate.clone(),
+            clock: options.clock.clone(),
+            pending: pending.clone(),
+            counters: counters.clone(),
+        };
+        runtime.spawn(sender.run(rx));
+        Some(Arc::new(Discord {
+            gate,
+            clock: options.clock.clone(),
+            queue,
+            pending,
+            counters: counters.clone(),
+        }))
+    }
+}
+
 impl fmt::Debug for Alerter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Alerter")
             .field(
                 "discord",
-                &if self.discord.is_some() {
+                &if self.discord.get().is_some() {
                     "webhook <redacted>"
                 } else {
                     "off (log only)"
@@ -150,40 +200,11 @@ impl Alerter {
         options: AlerterOptions,
     ) -> Alerter {
         let counters = Counters::register(metrics);
-        let Some(url) = config.discord_webhook_url.clone() else {
-            tracing::info!("no alerts.discord_webhook_url: alerts go to the log only");
-            return Alerter::disabled();
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                "alerter created outside a tokio runtime: Discord alerts are off, alerts go to the log only"
-            );
-            return Alerter::disabled();
-        };
-        let gate = Arc::new(Mutex::new(Throttle::new(config)));
-        let pending = Arc::new(AtomicUsize::new(0));
-        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let sender = Poster {
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(config.timeout_secs.max(1)))
-                .user_agent(concat!("hooklog/", env!("CARGO_PKG_VERSION")))
-                .build(),
-            url,
-            backoff: options.retry_backoff,
-            gate: gate.clone(),
-            clock: options.clock.clone(),
-            pending: pending.clone(),
-            counters: counters.clone(),
-        };
-        runtime.spawn(sender.run(rx));
+        let discord = Discord::start(config, &counters, &options);
         Alerter {
-            discord: Some(Arc::new(Discord {
-                gate,
-                clock: options.clock,
-                queue,
-                pending,
-                counters,
-            })),
+            discord: Live::new(discord),
+            counters,
+            options,
             #[cfg(test)]
             raised: Arc::default(),
         }
@@ -192,10 +213,20 @@ impl Alerter {
     /// An alerter that only logs.
     pub fn disabled() -> Alerter {
         Alerter {
-            discord: None,
+            discord: Live::new(None),
+            counters: Counters::default(),
+            options: AlerterOptions::default(),
             #[cfg(test)]
             raised: Arc::default(),
         }
+    }
+
+    /// Puts a reloaded `[alerts]` in force for this alerter and every clone: a new Discord
+    /// side (webhook, throttle, timeout) replaces the old one at once. The old poster
+    /// finishes the messages already queued to the old webhook, then ends.
+    pub fn reconfigure(&self, config: &AlertsConfig) {
+        self.discord
+            .set(Discord::start(config, &self.counters, &self.options));
     }
 
     /// Every alert raised through this alerter or its clones so far, in order, before
@@ -218,7 +249,8 @@ impl Alerter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(alert.clone());
-        let Some(discord) = &self.discord else {
+        let discord = self.discord.get();
+        let Some(discord) = discord.as_ref() else {
             return;
         };
         let now = discord.clock.now();
@@ -257,7 +289,8 @@ impl Alerter {
     /// Waits until every queued message was sent or given up, at most `within`. Returns
     /// whether the queue drained. For shutdown (deliver what was raised last) and tests.
     pub async fn flush(&self, within: Duration) -> bool {
-        let Some(discord) = &self.discord else {
+        let discord = self.discord.get();
+        let Some(discord) = discord.as_ref() else {
             return true;
         };
         let deadline = tokio::time::Instant::now() + within;

@@ -212,7 +212,7 @@ fn outside_a_runtime_the_alerter_logs_only_and_raise_still_works() {
     };
     let metrics = Metrics::new();
     let alerter = Alerter::new(&config, Some(&metrics));
-    assert!(alerter.discord.is_none());
+    assert!(alerter.discord.get().is_none());
     alerter.raise(alert("x"));
     assert!(metrics
         .render()

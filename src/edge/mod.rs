@@ -30,6 +30,7 @@ use crate::error::ApiError;
 use crate::event::Micros;
 use crate::http::sampled::Sampler;
 use crate::http::{self, BodyStream, RawRequest};
+use crate::live::Live;
 use crate::log::{Log, LogError};
 use crate::metrics::Metrics;
 use crate::signature::Rejection;
@@ -37,16 +38,17 @@ use verifier::{IncomingRequest, Verifier, WebhookRoute, KEPT_HEADERS};
 
 /// What the edge handlers share.
 pub struct Edge {
-    /// Decoded keys.
-    pub verifier: Verifier,
+    /// Decoded keys. A reload replaces them whole: a request is verified against the keys
+    /// in force when its body was read, all of one configuration.
+    pub verifier: Live<Verifier>,
     /// Where verified requests go.
     pub log: Arc<dyn Log>,
     /// Counters and histograms.
     pub metrics: Metrics,
     /// Body size limit.
     pub max_body_bytes: u64,
-    /// Pre-rendered TwiML for voice routes.
-    pub voice_twiml: String,
+    /// Pre-rendered TwiML for voice routes (`[twilio.voice]`; a reload replaces it).
+    pub voice_twiml: Live<String>,
     /// Whether the daemon is ready (every listener up, not shutting down).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// The "webhook rejected" lines, by provider and reason.
@@ -73,11 +75,11 @@ impl Edge {
         replays: Arc<replay::ReplayCache>,
     ) -> Edge {
         Edge {
-            verifier,
+            verifier: Live::new(verifier),
             log,
             metrics,
             max_body_bytes,
-            voice_twiml: twiml::voice(voice),
+            voice_twiml: Live::new(twiml::voice(voice)),
             ready,
             rejections_log: Sampler::new(LOG_PERIOD),
             readiness_log: Sampler::new(LOG_PERIOD),
@@ -123,7 +125,8 @@ impl Edge {
             return Err(ApiError::MethodNotAllowed("POST"));
         }
         let provider = route.provider();
-        if !self.verifier.is_configured(provider) {
+        let keys = self.verifier.get();
+        if !keys.is_configured(provider) {
             // Do not read a body we cannot verify; the provider retries after configuration.
             return Err(Rejection::NotConfigured(provider).into());
         }
@@ -145,14 +148,13 @@ impl Edge {
             headers: kept_headers(&req.headers),
             body,
         };
-        let verified = self
-            .verifier
+        let verified = keys
             .verify(route, incoming, received_at)
             .inspect_err(|rejection| self.count_rejection(rejection))?;
         let source = verified.source();
         let seq = match self
             .replays
-            .append_once(&self.verifier, self.log.as_ref(), verified)
+            .append_once(&keys, self.log.as_ref(), verified)
             .await
         {
             Ok(replay::Appended::New(seq)) => {
@@ -181,9 +183,11 @@ impl Edge {
             }
         };
         Ok(match route {
-            WebhookRoute::TwilioVoice => {
-                http::reply(StatusCode::OK, "text/xml", self.voice_twiml.clone())
-            }
+            WebhookRoute::TwilioVoice => http::reply(
+                StatusCode::OK,
+                "text/xml",
+                self.voice_twiml.get().to_string(),
+            ),
             WebhookRoute::TwilioCallback => http::reply(StatusCode::OK, "text/xml", twiml::empty()),
             WebhookRoute::Quo | WebhookRoute::SalesMsg => http::json(
                 StatusCode::OK,

@@ -43,6 +43,7 @@ use crate::alerts::{Alert, Alerter, Severity};
 use crate::consumers::dedup::{self, RangeVerdicts, Verdicts};
 use crate::consumers::{Batch, BatchError, Consumer, Record};
 use crate::event::{Event, Micros, Source};
+use crate::live::{Live, Watch};
 use crate::parse::{Data, Direction, Kind, Message};
 use crate::phone::normalize_e164;
 use crate::state::{KvTree, StateError, StateStore};
@@ -62,6 +63,8 @@ pub struct Compliance {
     alerter: Alerter,
     /// `[salesmsg] trust_opt_in`: whether a SalesMsg START may lift an opt-out.
     trust_salesmsg_opt_in: bool,
+    /// A reloaded `trust_opt_in`, taken between batches.
+    reloads: Option<Watch<bool>>,
 }
 
 impl Compliance {
@@ -72,7 +75,15 @@ impl Compliance {
             verdicts: Verdicts::open(store)?,
             alerter,
             trust_salesmsg_opt_in: false,
+            reloads: None,
         })
+    }
+
+    /// Takes `[salesmsg] trust_opt_in` from `live` between batches (a reload).
+    pub fn reloading_from(mut self, live: &Live<bool>) -> Compliance {
+        self.reloads = Some(live.watch());
+        self.trust_salesmsg_opt_in = *live.get();
+        self
     }
 
     /// Lets a SalesMsg opt-in lift an opt-out (`[salesmsg] trust_opt_in`; off by default,
@@ -286,6 +297,9 @@ impl Consumer for Compliance {
     }
 
     async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+        if let Some(trust) = self.reloads.as_mut().and_then(Watch::changed) {
+            self.trust_salesmsg_opt_in = *trust;
+        }
         let verdicts = self.verdicts.of_batch(batch.events())?;
         for record in batch.records() {
             // On a poison record the earlier ones are applied; the driver records that one.

@@ -102,6 +102,7 @@ use crate::consumers::{
     compliance, Batch, BatchError, Consumer, RedeliveryPlan, RewindMode, DEAD_LETTERS,
 };
 use crate::event::{Event, Micros, Seq, Source};
+use crate::live::{Live, Watch};
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::parse::{Data, Direction, Parsed};
@@ -178,6 +179,16 @@ impl Settings {
 /// A gateway shared with the blocking call's thread.
 pub type SharedGateway = Arc<dyn Gateway + Send + Sync>;
 
+/// What a reload of `[dispatch]` replaces together: the settings and the gateway client
+/// (its token and timeouts). The circuit breaker keeps its state (and its settings).
+#[derive(Clone)]
+pub struct Reloadable {
+    /// The settings.
+    pub settings: Settings,
+    /// The gateway client.
+    pub gateway: SharedGateway,
+}
+
 /// The dispatch consumer.
 pub struct Dispatch {
     settings: Settings,
@@ -191,6 +202,8 @@ pub struct Dispatch {
     verdicts: Verdicts,
     alerter: Alerter,
     metrics: Metrics,
+    /// Reloaded settings and client, taken between batches.
+    reloads: Option<Watch<Option<Reloadable>>>,
 }
 
 /// The line and the contact of an event, as far as its payload tells.
@@ -296,7 +309,32 @@ impl Dispatch {
             store,
             alerter,
             metrics,
+            reloads: None,
         })
+    }
+
+    /// Takes the settings and the gateway client from `live` between batches (a reload of
+    /// `[dispatch]`), from the next batch on. `None` there (dispatch turned off) changes
+    /// nothing: a running consumer stops only with a restart.
+    pub fn reloading_from(mut self, live: &Live<Option<Reloadable>>) -> Dispatch {
+        self.reloads = Some(live.watch());
+        if let Some(now) = live.get().as_ref() {
+            self.settings = now.settings.clone();
+            self.gateway = now.gateway.clone();
+        }
+        self
+    }
+
+    /// The reloaded settings, if a reload replaced them since the last batch.
+    fn take_reloaded(&mut self) {
+        let Some(new) = self.reloads.as_mut().and_then(Watch::changed) else {
+            return;
+        };
+        if let Some(new) = new.as_ref() {
+            self.settings = new.settings.clone();
+            self.gateway = new.gateway.clone();
+            tracing::info!(consumer = NAME, "reloaded [dispatch] in force");
+        }
     }
 
     /// The ledger entry of `seq` for `agent`, if any.
@@ -694,6 +732,7 @@ impl Consumer for Dispatch {
     }
 
     async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+        self.take_reloaded();
         let events = batch.events();
         let verdicts = self.verdicts.of_batch(events)?;
         let window = self.window()?;

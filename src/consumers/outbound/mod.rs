@@ -76,6 +76,7 @@ use crate::consumers::{compliance, Batch, BatchError, Consumer, Record};
 use crate::event::{Micros, Seq};
 use crate::gates::blast_safety::content_hash;
 use crate::gates::{self, ComplianceConfig, Decision, LineConfig, Reason};
+use crate::live::{Live, Watch};
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::parse::{Data, Direction};
@@ -92,6 +93,16 @@ use store::SentEntry;
 
 /// The consumer's name.
 pub const NAME: &str = store::CONSUMER;
+
+/// The settings the gates read, which a reload replaces together (`[compliance]` and
+/// `[[lines]]`): the outbound gates and the sender's last-moment checks watch one cell.
+#[derive(Clone, Debug)]
+pub struct GateSettings {
+    /// `[compliance]`.
+    pub compliance: ComplianceConfig,
+    /// `[[lines]]`.
+    pub lines: Vec<LineConfig>,
+}
 
 /// The gates and the message projection.
 pub struct Outbound {
@@ -111,6 +122,8 @@ pub struct Outbound {
     /// Whether deciding waits for that projection to have read the whole log (off only in
     /// tests that run no `controls` consumer).
     wait_for_controls: bool,
+    /// Reloaded gate settings, taken between batches.
+    reloads: Option<Watch<GateSettings>>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -141,7 +154,30 @@ impl Outbound {
             alerter,
             metrics,
             in_flight: HashMap::new(),
+            reloads: None,
         })
+    }
+
+    /// Takes `[compliance]` and `[[lines]]` from `live` between batches (a reload), from
+    /// the next batch or tick on.
+    pub fn reloading_from(mut self, live: &Live<GateSettings>) -> Outbound {
+        self.reloads = Some(live.watch());
+        let now = live.get();
+        self.config = now.compliance.clone();
+        self.lines = now.lines.clone();
+        self
+    }
+
+    /// The reloaded settings, if a reload replaced them since the last batch.
+    fn take_reloaded(&mut self) {
+        if let Some(new) = self.reloads.as_mut().and_then(Watch::changed) {
+            self.config = new.compliance.clone();
+            self.lines = new.lines.clone();
+            tracing::info!(
+                consumer = NAME,
+                "reloaded [compliance] and [[lines]] in force"
+            );
+        }
     }
 
     /// For tests that run no `controls` consumer: deciding does not wait for its projection
@@ -438,6 +474,7 @@ impl Consumer for Outbound {
     }
 
     async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+        self.take_reloaded();
         let verdicts = self.verdicts.of_batch(batch.events())?;
         for record in batch.records() {
             if verdicts.is_original(record.event.seq)? {
@@ -448,6 +485,7 @@ impl Consumer for Outbound {
     }
 
     async fn tick(&mut self) -> Result<(), BatchError> {
+        self.take_reloaded();
         self.decide_due().await
     }
 }

@@ -120,13 +120,14 @@ use crate::clock::Clock;
 use crate::consumers::compliance::OptOutChange;
 use crate::consumers::controls::Controls;
 use crate::consumers::outbound::{
-    GateDecision, GateVerdict, Message, MessageId, OutboundRecord, OutboundStore, RecordError,
-    SendResult, SendStatus,
+    GateDecision, GateSettings, GateVerdict, Message, MessageId, OutboundRecord, OutboundStore,
+    RecordError, SendResult, SendStatus,
 };
 use crate::consumers::redelivery::{scan, Redelivery, RedeliveryWindow};
 use crate::consumers::{Batch, BatchError, Consumer, RedeliveryPlan, RewindMode};
 use crate::event::Seq;
 use crate::gates::{ComplianceConfig, LineConfig};
+use crate::live::{Live, Watch};
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::provenance;
@@ -251,6 +252,10 @@ pub struct Sender {
     wait_for_controls: bool,
     /// The end of the log when the batch in hand started.
     batch_end: Seq,
+    /// Reloaded gate settings and provider clients, taken between batches.
+    reloads: Option<(Watch<GateSettings>, Watch<SendClients>)>,
+    /// The rates a provider's limiter starts with when a reload gives it a client.
+    rates: (Rate, Rate),
 }
 
 fn transient(e: impl std::fmt::Display) -> BatchError {
@@ -283,6 +288,14 @@ impl Sender {
                 limiter: Arc::new(Limiter::new(rate)),
             })
         };
+        let quo_rate = Rate {
+            per_second: config.quo_per_second,
+            burst: config.quo_per_second,
+        };
+        let twilio_rate = Rate {
+            per_second: config.twilio_per_second,
+            burst: 1,
+        };
         Ok(Sender {
             log,
             state,
@@ -292,20 +305,8 @@ impl Sender {
             window,
             compliance,
             lines,
-            openphone: route(
-                clients.openphone,
-                Rate {
-                    per_second: config.quo_per_second,
-                    burst: config.quo_per_second,
-                },
-            ),
-            twilio: route(
-                clients.twilio,
-                Rate {
-                    per_second: config.twilio_per_second,
-                    burst: 1,
-                },
-            ),
+            openphone: route(clients.openphone, quo_rate),
+            twilio: route(clients.twilio, twilio_rate),
             alerts,
             metrics,
             retry: RetryPolicy {
@@ -321,7 +322,64 @@ impl Sender {
             controls,
             wait_for_controls: true,
             batch_end: Seq(0),
+            reloads: None,
+            rates: (quo_rate, twilio_rate),
         })
+    }
+
+    /// Takes `[compliance]`, `[[lines]]` and the provider clients (API keys, Twilio's
+    /// account and first auth token, endpoints and timeouts) from the cells a reload replaces,
+    /// from the next batch on. A provider keeps its limiter across a reload.
+    pub fn reloading_from(
+        mut self,
+        gates: &Live<GateSettings>,
+        clients: &Live<SendClients>,
+    ) -> Sender {
+        self.reloads = Some((gates.watch(), clients.watch()));
+        let now = gates.get();
+        self.compliance = now.compliance.clone();
+        self.lines = now.lines.clone();
+        self.set_clients(&clients.get());
+        self
+    }
+
+    fn set_clients(&mut self, clients: &SendClients) {
+        let swap = |route: &mut Option<Route>, client: &Option<SharedClient>, rate: Rate| {
+            *route = match (route.take(), client) {
+                // Fail closed: a provider whose credentials were removed cannot send.
+                (_, None) => None,
+                (Some(old), Some(client)) => Some(Route {
+                    client: client.clone(),
+                    limiter: old.limiter,
+                }),
+                (None, Some(client)) => Some(Route {
+                    client: client.clone(),
+                    limiter: Arc::new(Limiter::new(rate)),
+                }),
+            };
+        };
+        swap(&mut self.openphone, &clients.openphone, self.rates.0);
+        swap(&mut self.twilio, &clients.twilio, self.rates.1);
+    }
+
+    /// The reloaded settings, if a reload replaced them since the last batch.
+    fn take_reloaded(&mut self) {
+        let Some((gates, clients)) = self.reloads.as_mut() else {
+            return;
+        };
+        let (gates, clients) = (gates.changed(), clients.changed());
+        if let Some(new) = gates {
+            self.compliance = new.compliance.clone();
+            self.lines = new.lines.clone();
+            tracing::info!(
+                consumer = NAME,
+                "reloaded [compliance] and [[lines]] in force"
+            );
+        }
+        if let Some(new) = clients {
+            self.set_clients(&new);
+            tracing::info!(consumer = NAME, providers = ?new.providers(), "reloaded provider credentials in force");
+        }
     }
 
     /// For tests that run no `controls` consumer: a call does not wait for its projection
@@ -543,6 +601,7 @@ impl Consumer for Sender {
     }
 
     async fn handle_batch(&mut self, batch: &Arc<Batch>) -> Result<(), BatchError> {
+        self.take_reloaded();
         // A stop appended before this point must be projected before any call of the batch.
         self.batch_end = *self.log.watch_last_seq().borrow();
         for event in batch.events() {
