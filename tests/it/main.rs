@@ -36,6 +36,7 @@ mod nats_cluster;
 mod ops;
 mod outbound;
 mod postgres;
+mod reload;
 mod replays;
 mod send_providers;
 mod sender;
