@@ -37,23 +37,44 @@ enum Command {
     Serve,
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
-    /// Apply the Postgres migrations of `schema/` to `postgres.url` (idempotent).
-    Migrate,
+    /// Apply the Postgres migrations of `schema/` to `postgres.url` (idempotent). Refused,
+    /// changing nothing, when the schema holds a table or index a pending migration would
+    /// create (hooklog never touches tables it did not create).
+    Migrate {
+        /// Change nothing: print what would be created, what is present, every conflict and
+        /// any applied migration whose file changed. Exit 0 when nothing is to do or only
+        /// creations are pending, 1 on a conflict or a changed migration, 2 when the check
+        /// could not run (configuration, connection).
+        #[arg(long)]
+        check: bool,
+        /// With --check: the plan as one JSON object.
+        #[arg(long, requires = "check")]
+        json: bool,
+    },
 }
+
+/// `hooklog migrate --check` exits with this when the check itself could not run, so that 1
+/// keeps meaning "migrate would refuse".
+const CHECK_FAILED: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    let checking = matches!(cli.command, Command::Migrate { check: true, .. });
     match real_main(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("hooklog: {e:#}");
-            ExitCode::FAILURE
+            if checking {
+                ExitCode::from(CHECK_FAILED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-fn real_main(cli: Cli) -> anyhow::Result<()> {
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let (config, prov) = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::CheckConfig => {
@@ -67,14 +88,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 .map(|w| format!("# warning: {w}\n"))
                 .collect();
             let text = format!("{source}\n{}{warnings}# ok\n", config.to_redacted_toml());
-            let mut out = std::io::stdout().lock();
-            match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                // A closed pipe (`| head`) is the reader's choice, not an error.
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(()),
-            }
+            print(&text)?;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate => {
+        Command::Migrate { check, json } => {
             let url = config
                 .postgres
                 .url
@@ -85,13 +102,38 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             let pg = &config.postgres;
-            let report = runtime.block_on(async {
-                let mut connected = hooklog::consumers::postgres::connect(
+            let connect = || {
+                hooklog::consumers::postgres::connect(
                     url.expose(),
                     pg.ca_file.as_deref(),
                     std::time::Duration::from_secs(pg.timeout_secs),
                 )
-                .await?;
+            };
+            if check {
+                let plan = runtime.block_on(async {
+                    let mut connected = connect().await?;
+                    hooklog::consumers::postgres::migrate::plan(&mut connected.client, &pg.schema)
+                        .await
+                })?;
+                let text = if json {
+                    let mut text = serde_json::to_string_pretty(&plan)?;
+                    text.push('\n');
+                    text
+                } else {
+                    format!(
+                        "hooklog migrate --check (nothing was changed)\n{}",
+                        plan.to_text()
+                    )
+                };
+                print(&text)?;
+                return Ok(if plan.is_blocked() {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                });
+            }
+            let report = runtime.block_on(async {
+                let mut connected = connect().await?;
                 hooklog::consumers::postgres::migrate::migrate(&mut connected.client, &pg.schema)
                     .await
             })?;
@@ -99,8 +141,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 "schema {}: applied {:?}, already present {:?}\n",
                 pg.schema, report.applied, report.present
             );
-            std::io::stdout().lock().write_all(text.as_bytes())?;
-            Ok(())
+            print(&text)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Serve => {
             #[cfg(debug_assertions)]
@@ -129,9 +171,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 let listeners = hooklog::Listeners::bind(&config).await?;
                 hooklog::run_reloading(config, Some(reloading), listeners, shutdown_signal())
                     .await?;
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             })
         }
+    }
+}
+
+/// Writes `text` to stdout. A closed pipe (`| head`) is the reader's choice, not an error.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 

@@ -36,6 +36,7 @@ mod nats_cluster;
 mod ops;
 mod outbound;
 mod postgres;
+mod postgres_schema;
 mod reload;
 mod replays;
 mod send_providers;

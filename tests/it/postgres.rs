@@ -95,6 +95,16 @@ impl Db {
             .collect()
     }
 
+    /// The schema's name.
+    pub(crate) fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// A runtime and a client of the test database, for calling the library directly.
+    pub(crate) fn client(&self) -> (&tokio::runtime::Runtime, &tokio_postgres::Client) {
+        (&self.rt, &self.client)
+    }
+
     pub(crate) fn one(&self, sql: &str) -> Option<String> {
         let rows = self.rows(sql);
         assert_eq!(rows.len(), 1, "{sql}: {rows:?}");

@@ -25,6 +25,7 @@ pub(super) struct Sql {
     pub(super) load_messages: String,
     pub(super) advance: String,
     pub(super) rewind: String,
+    pub(super) expire: String,
 }
 
 impl Sql {
@@ -49,6 +50,7 @@ impl Sql {
                 "update {q}.hooklog_cursors set seq = $2, epoch = epoch + 1, updated_at = now() \
                  where name = $1 returning seq, epoch"
             ),
+            expire: super::expire::statement(q),
         }
     }
 }

@@ -40,11 +40,18 @@ pub struct PostgresConfig {
     /// Seconds the sink may keep failing before an alert is raised.
     #[serde(deserialize_with = "crate::config::de::parsed")]
     pub alert_after_secs: u64,
-    /// Schema of the tables (created by the migrations if missing).
+    /// Schema of hooklog's own tables (created by the migrations if missing). `hooklog` by
+    /// default: the Node handlers' tables in `public` have the same names and other columns,
+    /// and the migrations refuse a schema holding tables they did not create. A deployment
+    /// that ran with `public` before sets `schema = "public"` to keep its rows.
     pub schema: String,
     /// Seconds to wait for a connection, and for each batch's transaction.
     #[serde(deserialize_with = "crate::config::de::parsed")]
     pub timeout_secs: u64,
+    /// Seconds between two passes deleting the `processed_webhook_events` rows past their
+    /// `expires_at` (in small statements, each its own transaction); 0: never.
+    #[serde(deserialize_with = "crate::config::de::parsed")]
+    pub expire_interval_secs: u64,
 }
 
 impl Default for PostgresConfig {
@@ -55,8 +62,9 @@ impl Default for PostgresConfig {
             migrate_on_start: true,
             ca_file: None,
             alert_after_secs: 300,
-            schema: "public".into(),
+            schema: "hooklog".into(),
             timeout_secs: 30,
+            expire_interval_secs: 300,
         }
     }
 }
@@ -72,6 +80,12 @@ impl PostgresConfig {
             return Err(format!(
                 "timeout_secs: {} is outside 1..=3600",
                 self.timeout_secs
+            ));
+        }
+        if self.expire_interval_secs > 7 * 24 * 3600 {
+            return Err(format!(
+                "expire_interval_secs: {} is more than a week (604800); 0 turns expiry off",
+                self.expire_interval_secs
             ));
         }
         if self.alert_after_secs == 0 {
@@ -147,5 +161,21 @@ mod tests {
             ..PostgresConfig::default()
         };
         assert!(c.validate().unwrap_err().starts_with("schema:"));
+        let c = PostgresConfig {
+            expire_interval_secs: 604_801,
+            ..PostgresConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("expire_interval_secs:"));
+    }
+
+    #[test]
+    fn hooklog_writes_into_a_schema_of_its_own_by_default_and_expires_every_five_minutes() {
+        let c = PostgresConfig::default();
+        assert_eq!(c.schema, "hooklog");
+        assert_eq!(c.expire_interval_secs, 300);
+        assert!(c.validate().is_ok());
     }
 }

@@ -47,6 +47,15 @@ pub enum PgError {
     /// The configured schema name cannot be used.
     #[error("postgres.schema `{0}`: use lower-case letters, digits and `_`, starting with a letter or `_`, at most 63 characters")]
     Schema(String),
+    /// Objects the pending migrations would create are already in the schema: they are not
+    /// hooklog's (the migration that would create them never ran). Nothing was changed.
+    #[error("postgres.schema `{schema}` already holds {} object(s) that hooklog's pending migrations would create: {}. hooklog never touches tables it did not create, so nothing was changed. Set `[postgres] schema` to hooklog's own schema (the default `hooklog`) or another schema without these names; to fill existing tables, map them with `[[postgres.mirror]]`.", conflicts.len(), conflicts.join("; "))]
+    Conflicts {
+        /// The schema.
+        schema: String,
+        /// Each conflicting object, with the migration that would create it.
+        conflicts: Vec<String>,
+    },
 }
 
 impl From<tokio_postgres::Error> for PgError {

@@ -1,7 +1,7 @@
 //! The sink's own metrics: batch commit time, rows by table, the cursor committed in Postgres,
-//! and failures by kind.
+//! failures by kind, and the expired dedup rows it deleted.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 use crate::metrics::Metrics;
 
@@ -18,6 +18,8 @@ pub struct SinkMetrics {
     pub batch_seconds: Histogram,
     /// Rows upserted, by table.
     pub rows: IntCounterVec,
+    /// `processed_webhook_events` rows deleted past their `expires_at`.
+    pub expired_rows: IntCounter,
 }
 
 impl SinkMetrics {
@@ -59,13 +61,19 @@ impl SinkMetrics {
                 &["table"],
             )
             .expect("valid metric"),
+            expired_rows: IntCounter::new(
+                "hooklog_postgres_expired_rows_total",
+                "processed_webhook_events rows deleted by the Postgres sink past their expires_at",
+            )
+            .expect("valid metric"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 6] = [
             Box::new(m.connected.clone()),
             Box::new(m.committed_seq.clone()),
             Box::new(m.failing_seconds.clone()),
             Box::new(m.batch_seconds.clone()),
             Box::new(m.rows.clone()),
+            Box::new(m.expired_rows.clone()),
         ];
         for c in collectors {
             // Already registered: a second sink on the same registry (tests) shares them.

@@ -9,12 +9,15 @@
 //!   it (`sslmode=require` encrypts, `verify-ca`/`verify-full` or a `ca_file` also
 //!   authenticate the server), and the connection task spawned on the caller's runtime.
 //! - [`migrate`]: the numbered files of `schema/`, embedded in the binary, applied once each
-//!   and recorded in `hooklog_schema_migrations`.
+//!   and recorded in `hooklog_schema_migrations`, refused when an object a pending one would
+//!   create is already there (not hooklog's); [`objects`]: what each file creates, parsed from
+//!   its SQL;
 //! - [`rows`]: what each record becomes (pure: no I/O, no clock), [`tables`]: the upsert
 //!   statements with the merge rule of each column, and [`cells`]: a row's values and a
 //!   batch's parameters;
 //! - `plan.rs`: the rows of a batch, planned on a blocking thread; `commit.rs`: one batch's
 //!   transaction and how its failures are classified;
+//! - [`expire`]: the deletion of the `processed_webhook_events` rows past their `expires_at`;
 //! - [`error`]: [`PgError`], one enum for all of the above.
 //!
 //! # Statement mode
@@ -83,6 +86,14 @@
 //! nothing new. A record for a message whose request was never projected is skipped with a
 //! warning, as is an outbound record whose body cannot be read (its `omni_events` row stays).
 //!
+//! # Expiry
+//!
+//! Every `postgres.expire_interval_secs` (0: never) the sink deletes the
+//! `processed_webhook_events` rows past their `expires_at` ([`expire`]): between two batches
+//! (no transaction in flight on the connection, so each statement is its own transaction), or
+//! while idle ([`Consumer::tick`]), a bounded number of small statements per pass. A failed
+//! pass is logged and tried again at the next interval; it never fails a batch.
+//!
 //! # Failures
 //!
 //! A connection or server error fails the batch transiently: the driver backs off
@@ -97,8 +108,10 @@ mod commit;
 pub mod config;
 pub mod connect;
 pub mod error;
+pub mod expire;
 pub mod metrics;
 pub mod migrate;
+pub mod objects;
 mod plan;
 pub mod rows;
 pub mod tables;
@@ -155,6 +168,8 @@ pub struct PostgresSink {
     metrics: SinkMetrics,
     failing_since: Option<Instant>,
     alerted: bool,
+    /// When the next expiry pass is due (never when expiry is off).
+    expire_due: Option<Instant>,
 }
 
 impl PostgresSink {
@@ -191,6 +206,8 @@ impl PostgresSink {
             metrics: SinkMetrics::new(metrics),
             failing_since: None,
             alerted: false,
+            // The first pass runs once connected.
+            expire_due: (config.expire_interval_secs > 0).then(Instant::now),
         })
     }
 
@@ -380,6 +397,8 @@ impl PostgresSink {
             .map_err(transient)?;
         self.settle().await?;
         let committed = self.conn().await.map_err(transient)?.seq;
+        // Between two batches: nothing is in flight on the connection.
+        self.expire_if_due().await;
         // A batch at or below the committed cursor is a redrive: its outcome is wanted now. A
         // batch that overlaps one refused in flight is run carefully (record by record on a
         // data error), whatever its length now.
@@ -472,6 +491,52 @@ impl PostgresSink {
     }
 }
 
+impl PostgresSink {
+    fn expire_is_due(&self) -> bool {
+        self.expire_due.is_some_and(|due| Instant::now() >= due)
+    }
+
+    /// Runs an expiry pass if one is due, on the live connection, which must have no
+    /// transaction in flight. A failure is logged, never returned: the rows wait for the next
+    /// pass, the batches go on (a broken connection is seen by the next batch).
+    async fn expire_if_due(&mut self) {
+        if !self.expire_is_due() || self.in_flight.is_some() {
+            return;
+        }
+        let Some(conn) = self.conn.as_ref().filter(|c| !c.client.is_closed()) else {
+            // Not connected: the pass waits for a connection (the next batch makes one).
+            return;
+        };
+        let client = conn.client.clone();
+        let interval = Duration::from_secs(self.config.expire_interval_secs);
+        self.expire_due = Some(Instant::now() + interval);
+        match expire::expire_with(
+            &client,
+            &self.sql.expire,
+            expire::ROWS_PER_STATEMENT,
+            expire::STATEMENTS_PER_PASS,
+            self.timeout(),
+        )
+        .await
+        {
+            Ok(done) => {
+                self.metrics.expired_rows.inc_by(done.rows);
+                if done.rows > 0 {
+                    tracing::info!(
+                        rows = done.rows,
+                        statements = done.statements,
+                        more_left = done.bounded,
+                        "expired processed_webhook_events rows deleted"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "expired processed_webhook_events rows not deleted; trying again at the next pass");
+            }
+        }
+    }
+}
+
 fn transient(f: Failure) -> BatchError {
     match f {
         Failure::Transient(e) | Failure::Data(e) => BatchError::Transient(e),
@@ -510,6 +575,18 @@ impl Consumer for PostgresSink {
 
     async fn finish(&mut self) -> Result<(), BatchError> {
         self.settle().await
+    }
+
+    async fn tick(&mut self) -> Result<(), BatchError> {
+        if !self.expire_is_due() {
+            return Ok(());
+        }
+        // Idle: the batch in flight (if any) commits first, so the deletes are not in it.
+        let settled = self.settle().await;
+        self.observe(&settled);
+        settled?;
+        self.expire_if_due().await;
+        Ok(())
     }
 
     async fn move_committed_cursor(&mut self, to: Seq) -> Result<(), BatchError> {
