@@ -471,15 +471,18 @@ async fn run_on_log(
         ),
         metrics.replay_cache_evicted.clone(),
     ));
-    let edge = Arc::new(edge::Edge::new(
-        verifier,
-        log.clone(),
-        metrics.clone(),
-        config.server.max_body_bytes,
-        &config.twilio.voice,
-        ready.clone(),
-        replays,
-    ));
+    let edge = Arc::new(
+        edge::Edge::new(
+            verifier,
+            log.clone(),
+            metrics.clone(),
+            config.server.max_body_bytes,
+            &config.twilio.voice,
+            ready.clone(),
+            replays,
+        )
+        .with_consumers(registry.clone()),
+    );
     // Before the listeners: a replay of what the log already holds must not be stored again.
     // From the snapshot of the last stop and the log after it, or from the log's tail.
     let rebuilding = edge.clone();

@@ -89,6 +89,8 @@ pub fn spawn_on_thread<C: Consumer>(
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<oneshot::Receiver<()>> {
     let name = consumer.name();
+    // A consumer started on its thread is one this replica runs: readiness requires it.
+    ctx.registry.expect(name);
     let driver = spawn_driver(consumer, ctx, shutdown);
     let (done, finished) = oneshot::channel();
     std::thread::Builder::new()
@@ -136,6 +138,12 @@ pub fn spawn_driver<C: Consumer>(
             control: tx,
         },
     );
+    let ended = Ended {
+        name: consumer.name(),
+        info: info.clone(),
+        shutdown: shutdown.clone(),
+        alerter: ctx.alerter.clone(),
+    };
     Driver {
         consumer,
         ctx,
@@ -144,8 +152,56 @@ pub fn spawn_driver<C: Consumer>(
         shutdown,
         paused,
         failures: 0,
+        _ended: ended,
     }
     .run()
+}
+
+/// Dropped with its driver, however the driver ends: a driver that ends before shutdown (its
+/// consumer panicked, or its runtime could not start) is marked stopped, so that status and
+/// `/readyz` say so ([`Registry::not_running`]), and a critical alert is raised.
+struct Ended {
+    name: &'static str,
+    info: Arc<Mutex<ConsumerInfo>>,
+    shutdown: watch::Receiver<bool>,
+    alerter: Alerter,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let mut info = self.info.lock().unwrap_or_else(|p| p.into_inner());
+        let why = if std::thread::panicking() {
+            "its task panicked"
+        } else if info.state != RunState::Stopped {
+            "its task ended"
+        } else {
+            return;
+        };
+        info.state = RunState::Stopped;
+        if *self.shutdown.borrow() {
+            return;
+        }
+        info.last_error = Some(why.to_owned());
+        drop(info);
+        let name = self.name;
+        tracing::error!(
+            consumer = name,
+            why,
+            "consumer stopped while the daemon runs: /readyz says not ready"
+        );
+        self.alerter.raise(Alert {
+            key: format!("consumer_stopped_{name}"),
+            severity: Severity::Critical,
+            title: format!("Consumer {name} stopped"),
+            reason: format!(
+                "{why}; its cursor stays where it was and nothing after it is processed by it \
+                 (or by the consumers downstream of it). /readyz answers 503."
+            ),
+            next_step: "read the log lines before this one (the panic's message), then restart \
+                        hooklog: the consumer resumes from its cursor"
+                .into(),
+        });
+    }
 }
 
 struct Driver<C: Consumer> {
@@ -156,6 +212,8 @@ struct Driver<C: Consumer> {
     shutdown: watch::Receiver<bool>,
     paused: bool,
     failures: u32,
+    /// Marks the consumer stopped when the driver is dropped (a panic unwinds through it).
+    _ended: Ended,
 }
 
 enum Step {
@@ -232,6 +290,15 @@ impl<C: Consumer> Driver<C> {
         }
         if let Err(e) = self.consumer.finish().await {
             tracing::warn!(consumer = name, error = %e, "the last batch did not complete; it is handled again at the next start");
+        }
+        if !*self.shutdown.borrow() {
+            // Only a closed control channel ends the loop before shutdown.
+            self.set_info(
+                RunState::Stopped,
+                Some(Some("its control channel closed".into())),
+            );
+            tracing::error!(consumer = name, "consumer stopped while the daemon runs");
+            return;
         }
         self.set_info(RunState::Stopped, None);
         tracing::info!(consumer = name, "consumer stopped");

@@ -28,7 +28,7 @@ pub enum RunState {
     Paused,
     /// Backing off after a transient failure.
     Retrying,
-    /// Stopped (shutdown).
+    /// Stopped: shutdown, or its task ended (a panic); the last error says which.
     Stopped,
 }
 
@@ -230,6 +230,9 @@ pub struct Registry {
     pub(super) retention: tokio::sync::Mutex<()>,
     /// Where the pauses are read (none: nothing is ever paused).
     pauses: Mutex<Option<PauseSource>>,
+    /// The consumers this replica started (on the leader only), which `/readyz` requires to be
+    /// registered and running.
+    expected: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Why an operator command could not be carried out.
@@ -357,6 +360,39 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Notes that this replica runs `name`: from now on readiness requires it registered
+    /// and not stopped ([`Self::not_running`]).
+    pub fn expect(&self, name: &str) {
+        self.expected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned());
+    }
+
+    /// The expected consumers that are not running, each with why: not registered, or
+    /// stopped (its task ended). Empty on a replica that runs no consumers (a standby).
+    pub fn not_running(&self) -> Vec<String> {
+        let expected = self
+            .expected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let map = self.lock();
+        expected
+            .into_iter()
+            .filter_map(|name| match map.get(&name) {
+                None => Some(format!("{name} (not registered)")),
+                Some(e) => {
+                    let info = e.info.lock().unwrap_or_else(|p| p.into_inner());
+                    (info.state == RunState::Stopped).then(|| match &info.last_error {
+                        Some(error) => format!("{name} (stopped: {error})"),
+                        None => format!("{name} (stopped)"),
+                    })
+                }
+            })
+            .collect()
     }
 
     /// Wakes every driver, so that each reads its pause again (the projection changed one).

@@ -26,6 +26,7 @@ use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 
 use crate::config::VoiceConfig;
+use crate::consumers::registry::Registry;
 use crate::error::ApiError;
 use crate::event::Micros;
 use crate::http::sampled::Sampler;
@@ -57,6 +58,8 @@ pub struct Edge {
     readiness_log: Sampler<&'static str>,
     /// The stored webhooks whose replays are answered without a new record.
     pub replays: Arc<replay::ReplayCache>,
+    /// The consumers this replica runs: one that is not running makes it not ready.
+    consumers: Arc<Registry>,
 }
 
 /// At most one log line per provider and reason (rejections), or per reason (not ready), in
@@ -84,7 +87,15 @@ impl Edge {
             rejections_log: Sampler::new(LOG_PERIOD),
             readiness_log: Sampler::new(LOG_PERIOD),
             replays,
+            consumers: Arc::new(Registry::default()),
         }
+    }
+
+    /// Readiness also requires the consumers `registry` expects to be running (the daemon's
+    /// registry; without it, none are required).
+    pub fn with_consumers(mut self, registry: Arc<Registry>) -> Edge {
+        self.consumers = registry;
+        self
     }
 
     /// Answers one request.
@@ -219,17 +230,34 @@ impl Edge {
     }
 
     fn readiness(&self) -> Result<Response, ApiError> {
+        let mut detail = String::new();
         let reason = if !self.ready.load(std::sync::atomic::Ordering::Acquire) {
             "starting, shutting down, or a listener stopped"
         } else if !self.log.is_writable() {
             "the log is not writable"
         } else {
-            return Ok(http::reply(StatusCode::OK, "text/plain", "ready\n"));
+            let stopped = self.consumers.not_running();
+            if stopped.is_empty() {
+                return Ok(http::reply(StatusCode::OK, "text/plain", "ready\n"));
+            }
+            detail = stopped.join(", ");
+            "a consumer is not running"
         };
         if let Some(suppressed) = self.readiness_log.admit(reason, Instant::now()) {
-            tracing::info!(reason, times_since_last_line = suppressed, "not ready");
+            tracing::info!(
+                reason,
+                consumers = %detail,
+                times_since_last_line = suppressed,
+                "not ready"
+            );
         }
-        Err(ApiError::NotReady(reason.into()))
+        // The public answer is the fixed `not ready`; the consumers' names are in the log
+        // line above and in the admin status.
+        Err(ApiError::NotReady(if detail.is_empty() {
+            reason.into()
+        } else {
+            format!("{reason}: {detail}")
+        }))
     }
 }
 

@@ -37,6 +37,7 @@ mod ops;
 mod outbound;
 mod postgres;
 mod postgres_schema;
+mod readiness;
 mod reload;
 mod replays;
 mod send_providers;
