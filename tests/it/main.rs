@@ -32,6 +32,7 @@ mod failover;
 mod fixtures;
 mod hostile;
 mod jetstream;
+mod mirror;
 mod nats_cluster;
 mod ops;
 mod outbound;

@@ -50,8 +50,8 @@ pub(crate) fn url_via(addr: Option<SocketAddr>, params: &str) -> String {
 
 /// A schema of this test's own on the test database, with a client to inspect it.
 pub(crate) struct Db {
-    schema: String,
-    rt: tokio::runtime::Runtime,
+    pub(crate) schema: String,
+    pub(crate) rt: tokio::runtime::Runtime,
     client: tokio_postgres::Client,
 }
 
@@ -165,7 +165,7 @@ impl Drop for Db {
     }
 }
 
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -173,7 +173,7 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn accepted_fixtures() -> Vec<(String, Fixture)> {
+pub(crate) fn accepted_fixtures() -> Vec<(String, Fixture)> {
     Fixture::load_dir(&util::fixtures_dir())
         .unwrap()
         .into_iter()
@@ -197,7 +197,7 @@ fn fixture_server(db: &Db, url: &str, dir: &Path, extra: &[(&str, &str)]) -> Tes
     TestServer::start(cfg, None)
 }
 
-fn synced(s: &TestServer, db: &Db) {
+pub(crate) fn synced(s: &TestServer, db: &Db) {
     wait_until("the sink to catch up", 60, || {
         let last = s.status().log.last_seq;
         last > 0 && db.cursor() == last
@@ -205,7 +205,7 @@ fn synced(s: &TestServer, db: &Db) {
 }
 
 /// Sends every accepted fixture once; returns (name, seq) in order.
-fn send_all(s: &TestServer) -> Vec<(String, u64)> {
+pub(crate) fn send_all(s: &TestServer) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     for (name, f) in accepted_fixtures() {
         assert_eq!(s.send_fixture(&f).status, 200, "{name}");
@@ -688,14 +688,14 @@ pub(crate) fn pg_addr() -> SocketAddr {
 }
 
 /// A fake Discord webhook that records the content of every POST.
-struct FakeDiscord {
-    url: String,
+pub(crate) struct FakeDiscord {
+    pub(crate) url: String,
     posts: Arc<Mutex<Vec<String>>>,
     _rt: std::thread::JoinHandle<()>,
 }
 
 impl FakeDiscord {
-    fn start() -> FakeDiscord {
+    pub(crate) fn start() -> FakeDiscord {
         use warp::Filter;
         let posts: Arc<Mutex<Vec<String>>> = Arc::default();
         let p = posts.clone();
@@ -729,12 +729,12 @@ impl FakeDiscord {
         }
     }
 
-    fn posts(&self) -> Vec<String> {
+    pub(crate) fn posts(&self) -> Vec<String> {
         self.posts.lock().unwrap().clone()
     }
 }
 
-fn send_sms(s: &TestServer, sid: &str) -> u16 {
+pub(crate) fn send_sms(s: &TestServer, sid: &str) -> u16 {
     let (path, headers, body) = twilio_sms(sid);
     let headers: Vec<(&str, &str)> = headers
         .iter()
@@ -743,7 +743,7 @@ fn send_sms(s: &TestServer, sid: &str) -> u16 {
     s.send("POST", &path, &headers, &body).status
 }
 
-fn sms_server(db: &Db, url: &str, dir: &Path, extra: &[(&str, &str)]) -> TestServer {
+pub(crate) fn sms_server(db: &Db, url: &str, dir: &Path, extra: &[(&str, &str)]) -> TestServer {
     let mut env = db.env(url);
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -914,13 +914,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Daemon {
-    child: Child,
-    public: SocketAddr,
-    admin: SocketAddr,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) public: SocketAddr,
+    pub(crate) admin: SocketAddr,
 }
 
 fn spawn_daemon(dir: &Path, db: &Db) -> Daemon {
+    spawn_daemon_with(dir, db, &[])
+}
+
+/// [`spawn_daemon`] with more environment (e.g. `HOOKLOG_CONFIG`).
+pub(crate) fn spawn_daemon_with(dir: &Path, db: &Db, extra: &[(&str, &str)]) -> Daemon {
     for _attempt in 0..5 {
         let (public, admin) = (free_port(), free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooklog"));
@@ -941,6 +946,7 @@ fn spawn_daemon(dir: &Path, db: &Db) -> Daemon {
             cmd.env(k, v);
         }
         cmd.envs(crate::engine::env_for(dir));
+        cmd.envs(extra.iter().copied());
         let mut child = cmd.spawn().expect("the hooklog binary starts");
         let public = SocketAddr::from(([127, 0, 0, 1], public));
         let admin = SocketAddr::from(([127, 0, 0, 1], admin));
@@ -963,7 +969,7 @@ fn spawn_daemon(dir: &Path, db: &Db) -> Daemon {
     panic!("the daemon could not start on five pairs of ports");
 }
 
-fn daemon_status(d: &Daemon, dir: &Path) -> hooklog::admin::api::Status {
+pub(crate) fn daemon_status(d: &Daemon, dir: &Path) -> hooklog::admin::api::Status {
     let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
     let r = util::request(
         d.admin,
@@ -1109,7 +1115,7 @@ fn the_cursor_committed_in_postgres_wins_over_the_one_in_the_log() {
 // ---------------------------------------------------------------------------------------------
 // The sink driven directly, without a server
 
-fn sms_event(seq: u64, sid: &str, body: &str) -> hooklog::event::Event {
+pub(crate) fn sms_event(seq: u64, sid: &str, body: &str) -> hooklog::event::Event {
     let form = form_urlencoded::Serializer::new(String::new())
         .append_pair("MessageSid", sid)
         .append_pair("SmsStatus", "received")
@@ -1132,7 +1138,7 @@ fn sms_event(seq: u64, sid: &str, body: &str) -> hooklog::event::Event {
 }
 
 /// A sink on `db`'s schema with dedup verdicts for `events` already in its state store.
-fn direct_sink(
+pub(crate) fn direct_sink(
     db: &Db,
     events: &[hooklog::event::Event],
 ) -> hooklog::consumers::postgres::PostgresSink {

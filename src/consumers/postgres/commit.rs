@@ -1,20 +1,23 @@
 //! One batch's transaction: the statements (built once with the schema written in), the upserts
-//! of every planned row, the stored outbound messages folded with the batch's records, and the
-//! fenced cursor update; and how a failure is classified (data, or transient).
+//! of every planned row, the stored outbound messages folded with the batch's records, the
+//! `[[postgres.mirror]]` statements for the rows the batch touched (after the upserts, so they
+//! read the rows as this batch leaves them), and the fenced cursor update; and how a failure is
+//! classified (data, or transient).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::types::{ToSql, Type};
 
-use super::cells::{self, Params, Row};
+use super::cells::{self, Cell, Params, Row};
 use super::config::NAME;
 use super::error::{Failure, PgError};
 use super::metrics::SinkMetrics;
+use super::mirror;
 use super::plan::Planned;
 use super::rows;
-use super::tables::{self, Table};
+use super::tables::{self, Table, Ty};
 use crate::consumers::outbound::{Message, OutboundRecord};
 
 /// Statements, built once with the schema written in.
@@ -65,6 +68,56 @@ pub(super) struct Commit {
     pub(super) epoch: i64,
     pub(super) timeout: Duration,
     pub(super) metrics: SinkMetrics,
+    /// The mirror's statements, checked against the database on this connection.
+    pub(super) mirror: Arc<Vec<mirror::Statement>>,
+}
+
+/// The keys of the source rows a batch touched, as the mirror statement's `$1`.
+enum Keys {
+    Text(Vec<String>),
+    Int8(Vec<i64>),
+}
+
+impl Keys {
+    fn of(statement: &mirror::Statement, rows: &[&Row]) -> Keys {
+        let name = statement.source_key.name;
+        match statement.source_key.ty {
+            Ty::Int8 => Keys::Int8(
+                rows.iter()
+                    .filter_map(|r| match r.get(name) {
+                        Some(Cell::Int8(Some(n))) => Some(*n),
+                        _ => None,
+                    })
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            ),
+            _ => Keys::Text(
+                rows.iter()
+                    .filter_map(|r| match r.get(name) {
+                        Some(Cell::Text(Some(s))) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            ),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Keys::Text(v) => v.is_empty(),
+            Keys::Int8(v) => v.is_empty(),
+        }
+    }
+
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Keys::Text(v) => v,
+            Keys::Int8(v) => v,
+        }
+    }
 }
 
 impl Commit {
@@ -167,6 +220,22 @@ impl Commit {
                 )
             })
             .collect();
+        let mirrors: Vec<(&mirror::Statement, Keys)> = self
+            .mirror
+            .iter()
+            .filter_map(|m| {
+                let keys = Keys::of(m, by_table.get(m.from.name)?);
+                (!keys.is_empty()).then_some((m, keys))
+            })
+            .collect();
+        let mirror_refs: Vec<(&str, Vec<Param>)> = mirrors
+            .iter()
+            .map(|(m, keys)| {
+                let values = std::iter::once(keys.as_sql())
+                    .chain(m.pointers.iter().map(|p| p as &(dyn ToSql + Sync)));
+                (m.sql.as_str(), values.zip(m.types()).collect())
+            })
+            .collect();
         let fence: [Param; 4] = [
             (&NAME, Type::TEXT),
             (&self.last, Type::INT8),
@@ -178,8 +247,14 @@ impl Commit {
         let upserts = futures_util::future::try_join_all(
             refs.iter().map(|(q, p)| client.execute_typed(q, p)),
         );
+        let mirrored = futures_util::future::try_join_all(
+            mirror_refs
+                .iter()
+                .map(|(q, p)| client.query_typed_one(q, p)),
+        );
         let fenced = client.execute_typed(&self.sql.advance, &fence);
-        let (_, moved) = futures_util::future::try_join(upserts, fenced).await?;
+        let (_, mirrored, moved) =
+            futures_util::future::try_join3(upserts, mirrored, fenced).await?;
         if moved == 0 {
             client.batch_execute("rollback").await?;
             // Someone else moved the cursor; the caller reads it again before retrying.
@@ -194,6 +269,14 @@ impl Commit {
                 .rows
                 .with_label_values(&[table])
                 .inc_by(n as u64);
+        }
+        for ((m, _), row) in mirrors.iter().zip(&mirrored) {
+            // count(*) + count(*): a bigint, never null.
+            let n: i64 = row.try_get(0).unwrap_or(0);
+            self.metrics
+                .mirror_rows
+                .with_label_values(&[&m.target])
+                .inc_by(n.max(0) as u64);
         }
         Ok(self.expected.max(self.last))
     }

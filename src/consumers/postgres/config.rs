@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::connect;
 use super::error::PgError;
+use super::mirror::MirrorConfig;
 use crate::config::secret::Secret;
 
 /// The consumer's name: its cursor's in the log, its row's in `hooklog_cursors`, its section's.
@@ -52,6 +53,9 @@ pub struct PostgresConfig {
     /// `expires_at` (in small statements, each its own transaction); 0: never.
     #[serde(deserialize_with = "crate::config::de::parsed")]
     pub expire_interval_secs: u64,
+    /// `[[postgres.mirror]]`: existing tables (the Node handlers') filled from hooklog's
+    /// projection in the same transaction (see [`mirror`](mod@super::mirror)). File only.
+    pub mirror: Vec<MirrorConfig>,
 }
 
 impl Default for PostgresConfig {
@@ -65,6 +69,7 @@ impl Default for PostgresConfig {
             schema: "hooklog".into(),
             timeout_secs: 30,
             expire_interval_secs: 300,
+            mirror: Vec::new(),
         }
     }
 }
@@ -95,6 +100,7 @@ impl PostgresConfig {
         if let Some(url) = &self.url {
             connect::parse_url(url.expose()).map_err(|e| format!("url: {e}"))?;
         }
+        super::mirror::validate_config(&self.mirror)?;
         if let Some(path) = &self.ca_file {
             std::fs::metadata(path)
                 .map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;

@@ -1,5 +1,5 @@
-//! The sink's own metrics: batch commit time, rows by table, the cursor committed in Postgres,
-//! failures by kind, and the expired dedup rows it deleted.
+//! The sink's own metrics: batch commit time, rows by table (and by mirror table), the cursor
+//! committed in Postgres, failures by kind, and the expired dedup rows it deleted.
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
@@ -20,6 +20,8 @@ pub struct SinkMetrics {
     pub rows: IntCounterVec,
     /// `processed_webhook_events` rows deleted past their `expires_at`.
     pub expired_rows: IntCounter,
+    /// Rows written into `[[postgres.mirror]]` tables, by target (`schema.table`).
+    pub mirror_rows: IntCounterVec,
 }
 
 impl SinkMetrics {
@@ -66,14 +68,23 @@ impl SinkMetrics {
                 "processed_webhook_events rows deleted by the Postgres sink past their expires_at",
             )
             .expect("valid metric"),
+            mirror_rows: IntCounterVec::new(
+                Opts::new(
+                    "hooklog_postgres_mirror_rows_total",
+                    "Rows written (updated or inserted) into postgres.mirror tables, by target table",
+                ),
+                &["table"],
+            )
+            .expect("valid metric"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 6] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
             Box::new(m.connected.clone()),
             Box::new(m.committed_seq.clone()),
             Box::new(m.failing_seconds.clone()),
             Box::new(m.batch_seconds.clone()),
             Box::new(m.rows.clone()),
             Box::new(m.expired_rows.clone()),
+            Box::new(m.mirror_rows.clone()),
         ];
         for c in collectors {
             // Already registered: a second sink on the same registry (tests) shares them.

@@ -18,6 +18,8 @@
 //! - `plan.rs`: the rows of a batch, planned on a blocking thread; `commit.rs`: one batch's
 //!   transaction and how its failures are classified;
 //! - [`expire`]: the deletion of the `processed_webhook_events` rows past their `expires_at`;
+//! - [`mirror`]: `[[postgres.mirror]]`, the existing tables (the Node handlers') filled from the
+//!   projection in the same transaction, checked against the database before the sink writes;
 //! - [`error`]: [`PgError`], one enum for all of the above.
 //!
 //! # Statement mode
@@ -111,6 +113,7 @@ pub mod error;
 pub mod expire;
 pub mod metrics;
 pub mod migrate;
+pub mod mirror;
 pub mod objects;
 mod plan;
 pub mod rows;
@@ -136,6 +139,7 @@ pub use connect::{connect, Connected};
 use error::Failure;
 pub use error::{describe, PgError};
 pub use metrics::SinkMetrics;
+pub use mirror::{MirrorConfig, MirrorProblem};
 use plan::{Planned, Planner};
 
 /// A live connection and what this process knows of the cursor row.
@@ -152,12 +156,40 @@ struct InFlight {
     task: tokio::task::JoinHandle<Result<i64, Failure>>,
 }
 
+/// Sets the sink's `[[postgres.mirror]]` while it runs (a configuration reload): cheap and
+/// non-blocking; the sink takes the new mappings before its next batch and checks them against
+/// the database before it writes with them (a refusal stops the sink, as at start).
+#[derive(Clone, Default)]
+pub struct MirrorSetter(Arc<std::sync::Mutex<Option<Vec<MirrorConfig>>>>);
+
+impl MirrorSetter {
+    /// Replaces the mappings after the static checks (the message names the key, as
+    /// `check-config` does); on an error the running mappings stay.
+    pub fn set(&self, mirrors: Vec<MirrorConfig>) -> Result<(), String> {
+        mirror::validate_config(&mirrors).map_err(|e| format!("postgres.{e}"))?;
+        // A panic while holding this lock cannot leave the Option half written.
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(mirrors);
+        Ok(())
+    }
+
+    fn take(&self) -> Option<Vec<MirrorConfig>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 /// The Postgres sink.
 pub struct PostgresSink {
     url: crate::config::secret::Secret,
     config: PostgresConfig,
+    /// The schema, quoted.
+    schema: String,
     sql: Arc<Sql>,
     conn: Option<Conn>,
+    /// The mirror's statements, checked on the live connection; `None`: check before writing.
+    mirror: Option<Arc<Vec<mirror::Statement>>>,
+    mirror_setter: MirrorSetter,
+    /// The last refusal logged (each distinct one is logged once).
+    mirror_refused: Option<String>,
     migrated: bool,
     planner: Planner,
     in_flight: Option<InFlight>,
@@ -192,7 +224,11 @@ impl PostgresSink {
             url,
             config: config.clone(),
             sql: Arc::new(Sql::new(&q)),
+            schema: q,
             conn: None,
+            mirror: None,
+            mirror_setter: MirrorSetter::default(),
+            mirror_refused: None,
             migrated: false,
             planner: Planner {
                 verdicts,
@@ -211,14 +247,76 @@ impl PostgresSink {
         })
     }
 
+    /// Sets `[[postgres.mirror]]` (see [`MirrorSetter`]): checked against the database before
+    /// the next batch is written.
+    pub fn set_mirror(&mut self, mirrors: Vec<MirrorConfig>) -> Result<(), String> {
+        self.mirror_setter.set(mirrors)
+    }
+
+    /// A handle that sets the mirror from elsewhere (the reload), after the sink moved into
+    /// its driver.
+    pub fn mirror_setter(&self) -> MirrorSetter {
+        self.mirror_setter.clone()
+    }
+
+    /// Checks the mirror against the database `client` is connected to. A refusal is logged
+    /// (once per distinct refusal) and fails the attempt: nothing is written until it is fixed.
+    async fn check_mirror(
+        &mut self,
+        client: &tokio_postgres::Client,
+    ) -> Result<Arc<Vec<mirror::Statement>>, Failure> {
+        if self.config.mirror.is_empty() {
+            self.mirror_refused = None;
+            return Ok(Arc::default());
+        }
+        match mirror::prepare(client, &self.schema, &self.config.mirror).await {
+            Ok(statements) => {
+                if self.mirror_refused.take().is_some() {
+                    tracing::info!("postgres.mirror accepted: the sink writes again");
+                }
+                let targets: Vec<&str> = statements.iter().map(|s| s.target.as_str()).collect();
+                tracing::info!(?targets, "postgres.mirror checked against the database");
+                Ok(Arc::new(statements))
+            }
+            Err(e @ mirror::MirrorError::Db(_)) => Err(Failure::Transient(e.to_string())),
+            Err(e) => {
+                let message = e.to_string();
+                if self.mirror_refused.as_deref() != Some(message.as_str()) {
+                    tracing::error!(error = %message, "postgres sink stopped: the mirror does not fit its tables");
+                    self.mirror_refused = Some(message.clone());
+                }
+                Err(Failure::Transient(message))
+            }
+        }
+    }
+
     fn timeout(&self) -> Duration {
         Duration::from_secs(self.config.timeout_secs)
     }
 
-    /// The live connection, connecting (and migrating, once) if there is none.
+    /// The live connection, connecting (and migrating, once) if there is none, with the
+    /// mirror checked on it.
     async fn conn(&mut self) -> Result<&mut Conn, Failure> {
         if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
             self.drop_conn();
+        }
+        if let Some(mirrors) = self.mirror_setter.take() {
+            tracing::info!(
+                mappings = mirrors.len(),
+                "postgres.mirror set: checking it before the next batch"
+            );
+            self.config.mirror = mirrors;
+            self.mirror = None;
+        }
+        if let (Some(c), None) = (&self.conn, &self.mirror) {
+            let client = c.client.clone();
+            match self.check_mirror(&client).await {
+                Ok(statements) => self.mirror = Some(statements),
+                Err(f) => {
+                    self.drop_conn();
+                    return Err(f);
+                }
+            }
         }
         if self.conn.is_none() {
             let mut connected = connect(
@@ -227,6 +325,9 @@ impl PostgresSink {
                 self.timeout(),
             )
             .await?;
+            // Before anything is written (migrations included): a refused mirror stops the
+            // sink here, and every new connection checks the tables again.
+            self.mirror = Some(self.check_mirror(&connected.client).await?);
             if self.config.migrate_on_start && !self.migrated {
                 let report = migrate::migrate(&mut connected.client, &self.config.schema).await?;
                 if !report.applied.is_empty() {
@@ -264,6 +365,7 @@ impl PostgresSink {
     }
 
     fn drop_conn(&mut self) {
+        self.mirror = None;
         if self.conn.take().is_some() {
             self.metrics.connected.set(0);
         }
@@ -349,7 +451,12 @@ impl PostgresSink {
     async fn commit_of(&mut self, planned: Vec<Planned>, last: Seq) -> Result<Commit, Failure> {
         let conn = self.conn().await?;
         let (client, expected, epoch) = (conn.client.clone(), conn.seq, conn.epoch);
+        let Some(mirror) = self.mirror.clone() else {
+            // `conn` checks the mirror before it returns a connection.
+            return Err(Failure::Transient("the mirror is not checked yet".into()));
+        };
         Ok(Commit {
+            mirror,
             client,
             sql: self.sql.clone(),
             planned,
