@@ -19,7 +19,7 @@
 //! - Identifiers from the configuration are letters, digits and `_` only and always quoted, so
 //!   no configuration can inject SQL; pointers travel as bind parameters, never in the text.
 //! - A mapping is checked twice: statically ([`validate_config`], at config load: unknown
-//!   `from`, unknown field, key not mapped, bad names), and against the database ([`check`],
+//!   `from`, unknown field, key not mapped, bad names), and against the database ([`prepare`],
 //!   whenever the sink connects and whenever the mirror is set again): the table and every
 //!   column must exist, each column's type must hold its field's type ([`conversion`]), and a
 //!   `NOT NULL` column without default must be mapped. A refusal stops the sink (nothing is
