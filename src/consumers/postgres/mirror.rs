@@ -598,6 +598,14 @@ pub fn statement(
     mapping: &Mapping,
     conversions: &[Conversion],
 ) -> Result<Statement, String> {
+    if mapping.columns.is_empty() || mapping.columns.len() != conversions.len() {
+        return Err(format!(
+            "{}: {} columns and {} conversions (fit the mapping first)",
+            mapping.target(),
+            mapping.columns.len(),
+            conversions.len()
+        ));
+    }
     let from = mapping.from;
     let source_key =
         key_column(from).ok_or_else(|| format!("{} has no single key column", from.name))?;

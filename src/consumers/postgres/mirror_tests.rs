@@ -397,3 +397,37 @@ fn a_setter_refuses_an_invalid_mirror_and_keeps_nothing_of_it() {
     assert_eq!(setter.take(), Some(vec![messages()]));
     assert_eq!(setter.take(), None, "taken once");
 }
+
+#[test]
+fn the_file_s_mappings_load_and_a_bad_one_is_named_with_its_file() {
+    use std::io::Write;
+    let load = |text: &str| {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        crate::config::Config::load_from(Some(f.path()), Vec::<(String, String)>::new())
+    };
+    let good = "[[postgres.mirror]]\ntable = \"public.openphone_messages\"\nfrom = \"openphone_messages\"\nkey = \"id\"\n[postgres.mirror.columns]\nid = \"id\"\npayload = \"payload:/data/object\"\n";
+    let (c, _) = load(good).unwrap();
+    assert_eq!(
+        c.postgres.mirror,
+        vec![mapping(
+            "public.openphone_messages",
+            "openphone_messages",
+            "id",
+            &[("id", "id"), ("payload", "payload:/data/object")]
+        )]
+    );
+    // The effective configuration shows it, and reads back the same.
+    let shown = c.to_redacted_toml();
+    assert!(shown.contains("[[postgres.mirror]]"), "{shown}");
+
+    let bad = good.replace("from = \"openphone_messages\"", "from = \"messages\"");
+    let e = load(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("postgres.mirror[0].from") && e.contains("file "),
+        "{e}"
+    );
+    let unknown = good.replace("key = \"id\"", "key = \"id\"\nwhere = \"x\"");
+    let e = load(&unknown).unwrap_err().to_string();
+    assert!(e.contains("where"), "{e}");
+}
