@@ -415,6 +415,7 @@ async fn run_on_log(
             reload::dispatch_of(&config).map_err(|e| RunError::Consumer(e.to_string()))?,
         ),
         trust_opt_in: live::Live::new(config.salesmsg.trust_opt_in),
+        postgres_mirror: consumers::postgres::MirrorSetter::new(config.postgres.mirror.clone()),
     };
     let registry = Arc::new(consumers::Registry::default());
     let (consumers_stop, consumers_rx) = watch::channel(false);
@@ -515,6 +516,7 @@ async fn run_on_log(
                 send_clients: live.send_clients.clone(),
                 dispatch: live.dispatch.clone(),
                 trust_opt_in: live.trust_opt_in.clone(),
+                postgres_mirror: live.postgres_mirror.clone(),
             };
             let reloader = Arc::new(reload::Reloader::new(
                 source,
@@ -726,6 +728,7 @@ struct ConsumerCells {
     send_clients: live::Live<consumers::sender::SendClients>,
     dispatch: live::Live<Option<consumers::dispatch::Reloadable>>,
     trust_opt_in: live::Live<bool>,
+    postgres_mirror: consumers::postgres::MirrorSetter,
 }
 
 /// Why the daemon stops on its own.
@@ -920,7 +923,9 @@ fn start_consumers(
             alerter.clone(),
             metrics,
         )
-        .map_err(|e| RunError::Consumer(format!("postgres: {e}")))?;
+        .map_err(|e| RunError::Consumer(format!("postgres: {e}")))?
+        // As a reload left it (the sink takes later ones between batches).
+        .sharing_mirror(live.postgres_mirror.clone());
         let mut sink_ctx = ctx.clone();
         sink_ctx.config.batch_size = config.postgres.batch;
         threads.push(consumers::driver::spawn_on_thread(

@@ -40,6 +40,8 @@ pub const RELOADABLE: &[&str] = &[
     "sender.connect_timeout_secs",
     // The compliance consumer.
     "salesmsg.trust_opt_in",
+    // The Postgres sink's mirror (checked against the database before its next batch).
+    "postgres.mirror",
     // The outbound gates, the sender's last-moment checks, the admin API's lines and kill
     // switch.
     "compliance.",
@@ -302,6 +304,7 @@ mod tests {
         assert!(is_reloadable("lines"));
         assert!(!is_reloadable("dispatch.failure_threshold"));
         assert!(!is_reloadable("postgres.url"));
+        assert!(is_reloadable("postgres.mirror"));
         assert!(!is_reloadable("openphone.tolerance_secs"));
         assert!(!is_reloadable("some.key_added_later"));
     }

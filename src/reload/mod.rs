@@ -8,7 +8,7 @@
 //! every provider (`openphone.signing_keys`, `twilio.auth_tokens`, `salesmsg.secrets`, with
 //! `server.public_urls`), the admin and agent tokens, the providers' API credentials, the
 //! dispatch token and routes, `[alerts]`, `[[lines]]` and `[compliance]`. Everything else
-//! (listeners, the data directory, the log engine and its settings, Postgres, the consumers'
+//! (listeners, the data directory, the log engine and its settings, Postgres but its mirror, the consumers'
 //! pacing, `openphone.tolerance_secs`, which sizes the replay window) is read at start only:
 //! a change is logged and answered as `restart_required` and waits for the next start. So
 //! does starting or stopping a consumer (dispatch turned on, send credentials where the
@@ -36,10 +36,7 @@
 //! | sender | [`SendClients`] (API keys, Twilio account) | between batches |
 //! | dispatch | [`dispatch::Reloadable`] (settings, gateway client) | between batches |
 //! | compliance | `salesmsg.trust_opt_in` | between batches |
-//!
-//! The `[postgres] mirror` of the Postgres sink is not part of this release's configuration;
-//! when it is, its key joins [`diff::RELOADABLE`] and [`Reloader::reload`] hands it to the
-//! sink's runtime setter, as for the cells above.
+//! | postgres | [`MirrorSetter`] (`[[postgres.mirror]]`) | between batches, checked against the database first |
 //!
 //! Counted in `hooklog_reloads_total{result="ok|refused"}`; logged as `config reloaded`
 //! with the changed keys (never values).
@@ -55,6 +52,7 @@ use crate::alerts::{Alert, Alerter, Severity};
 use crate::config::Config;
 use crate::consumers::dispatch;
 use crate::consumers::outbound::GateSettings;
+use crate::consumers::postgres::MirrorSetter;
 use crate::consumers::sender::SendClients;
 use crate::edge::twiml;
 use crate::edge::verifier::Verifier;
@@ -93,6 +91,8 @@ pub struct Cells {
     pub dispatch: Live<Option<dispatch::Reloadable>>,
     /// `[salesmsg] trust_opt_in` for the compliance consumer.
     pub trust_opt_in: Live<bool>,
+    /// The Postgres sink's `[[postgres.mirror]]`.
+    pub postgres_mirror: MirrorSetter,
 }
 
 /// `[compliance]` and `[[lines]]` as the gates read them.
@@ -277,6 +277,12 @@ impl Reloader {
         }
         if touched(&["salesmsg.trust_opt_in"]) {
             self.cells.trust_opt_in.set(new.salesmsg.trust_opt_in);
+        }
+        if touched(&["postgres.mirror"]) {
+            // Validated with the configuration above: the same static checks.
+            if let Err(error) = self.cells.postgres_mirror.set(new.postgres.mirror.clone()) {
+                tracing::warn!(%error, "postgres.mirror not applied");
+            }
         }
     }
 }

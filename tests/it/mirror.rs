@@ -585,3 +585,71 @@ fn a_mirror_set_at_runtime_is_checked_before_the_next_batch_and_fills_rows_from_
         (4..=9).map(|s| format!("SMset{s}")).collect()
     );
 }
+
+/// `hooklog_reloads_total{result="ok"}` of a daemon.
+fn reloads_ok(daemon: &crate::postgres::Daemon, dir: &Path) -> u64 {
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    let (_, text) = util::metrics(daemon.admin, token.trim());
+    text.lines()
+        .find_map(|l| l.strip_prefix("hooklog_reloads_total{result=\"ok\"} "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+fn sms(daemon: &crate::postgres::Daemon, sid: &str) {
+    let (path, headers, body) = crate::edge::twilio_sms(sid);
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let r = util::request(daemon.public, "POST", &path, &headers, &body);
+    assert_eq!(r.status, 200, "{sid}");
+}
+
+#[test]
+fn a_mirror_added_by_sighup_fills_its_table_from_the_next_batch_without_a_restart() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let db = Db::new();
+    let node = Node::new(
+        &db,
+        "create table $N.twilio_sms (sid text primary key, payload jsonb);",
+    );
+    let dir = crate::engine::tempdir();
+    let conf_dir = crate::engine::tempdir();
+    let config = write_config(conf_dir.path(), &[]);
+    let config_env = config.display().to_string();
+    let mut daemon = spawn_daemon_with(dir.path(), &db, &[("HOOKLOG_CONFIG", &config_env)]);
+    for i in 0..3 {
+        sms(&daemon, &format!("SMbefore{i}"));
+    }
+    let last = daemon_status(&daemon, dir.path()).log.last_seq;
+    wait_until("the sink", 60, || db.cursor() == last);
+    assert_eq!(node.count("select count(*) from $N.twilio_sms"), 0);
+
+    write_config(
+        conf_dir.path(),
+        &[node.mapping(
+            "twilio_sms",
+            "twilio_sms",
+            "sid",
+            &[("sid", "sid"), ("payload", "payload")],
+        )],
+    );
+    let before = reloads_ok(&daemon, dir.path());
+    kill(Pid::from_raw(daemon.child.id() as i32), Signal::SIGHUP).unwrap();
+    wait_until("the reload", 10, || {
+        reloads_ok(&daemon, dir.path()) > before
+    });
+    for i in 0..3 {
+        sms(&daemon, &format!("SMafter{i}"));
+    }
+    let last = daemon_status(&daemon, dir.path()).log.last_seq;
+    wait_until("the sink", 60, || db.cursor() == last);
+    assert_eq!(
+        node.set("select sid from $N.twilio_sms"),
+        (0..3).map(|i| format!("SMafter{i}")).collect(),
+        "the records after the reload, in the same transactions"
+    );
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+}

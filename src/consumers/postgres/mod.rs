@@ -130,6 +130,7 @@ use crate::consumers::compliance;
 use crate::consumers::dedup::{self, Verdicts};
 use crate::consumers::{Batch, BatchError, Consumer, RewindMode};
 use crate::event::Seq;
+use crate::live::{Live, Watch};
 use crate::metrics::Metrics;
 use crate::state::StateStore;
 
@@ -156,24 +157,31 @@ struct InFlight {
     task: tokio::task::JoinHandle<Result<i64, Failure>>,
 }
 
-/// Sets the sink's `[[postgres.mirror]]` while it runs (a configuration reload): cheap and
-/// non-blocking; the sink takes the new mappings before its next batch and checks them against
-/// the database before it writes with them (a refusal stops the sink, as at start).
-#[derive(Clone, Default)]
-pub struct MirrorSetter(Arc<std::sync::Mutex<Option<Vec<MirrorConfig>>>>);
+/// Sets the sink's `[[postgres.mirror]]` while it runs (a configuration reload): one shared
+/// cell ([`Live`]), cheap and non-blocking. A sink sharing it ([`PostgresSink::sharing_mirror`])
+/// takes the new mappings before its next batch and checks them against the database before it
+/// writes with them (a refusal stops the sink, as at start); a sink started later (a new
+/// leader) starts on them.
+#[derive(Clone, Debug)]
+pub struct MirrorSetter(Live<Vec<MirrorConfig>>);
 
 impl MirrorSetter {
+    /// A cell holding `mirrors` (already validated with the configuration).
+    pub fn new(mirrors: Vec<MirrorConfig>) -> MirrorSetter {
+        MirrorSetter(Live::new(mirrors))
+    }
+
     /// Replaces the mappings after the static checks (the message names the key, as
     /// `check-config` does); on an error the running mappings stay.
     pub fn set(&self, mirrors: Vec<MirrorConfig>) -> Result<(), String> {
         mirror::validate_config(&mirrors).map_err(|e| format!("postgres.{e}"))?;
-        // A panic while holding this lock cannot leave the Option half written.
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(mirrors);
+        self.0.set(mirrors);
         Ok(())
     }
 
-    fn take(&self) -> Option<Vec<MirrorConfig>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// The mappings now.
+    pub fn get(&self) -> Arc<Vec<MirrorConfig>> {
+        self.0.get()
     }
 }
 
@@ -188,6 +196,8 @@ pub struct PostgresSink {
     /// The mirror's statements, checked on the live connection; `None`: check before writing.
     mirror: Option<Arc<Vec<mirror::Statement>>>,
     mirror_setter: MirrorSetter,
+    /// Tells when the setter's mappings changed.
+    mirror_watch: Watch<Vec<MirrorConfig>>,
     /// The last refusal logged (each distinct one is logged once).
     mirror_refused: Option<String>,
     migrated: bool,
@@ -220,6 +230,7 @@ impl PostgresSink {
             .ok_or_else(|| PgError::Url("not set".into()))?;
         let q = quote_schema(&config.schema)?;
         let verdicts = Verdicts::open(store.as_ref()).map_err(|e| PgError::Db(e.to_string()))?;
+        let mirror_setter = MirrorSetter::new(config.mirror.clone());
         Ok(PostgresSink {
             url,
             config: config.clone(),
@@ -227,7 +238,8 @@ impl PostgresSink {
             schema: q,
             conn: None,
             mirror: None,
-            mirror_setter: MirrorSetter::default(),
+            mirror_watch: mirror_setter.0.watch(),
+            mirror_setter,
             mirror_refused: None,
             migrated: false,
             planner: Planner {
@@ -253,10 +265,20 @@ impl PostgresSink {
         self.mirror_setter.set(mirrors)
     }
 
-    /// A handle that sets the mirror from elsewhere (the reload), after the sink moved into
-    /// its driver.
+    /// A handle that sets this sink's mirror from elsewhere, after the sink moved into its
+    /// driver.
     pub fn mirror_setter(&self) -> MirrorSetter {
         self.mirror_setter.clone()
+    }
+
+    /// The sink takes its mirror from `setter` (the daemon's, which a reload sets), starting
+    /// with the mappings it holds now.
+    pub fn sharing_mirror(mut self, setter: MirrorSetter) -> PostgresSink {
+        self.config.mirror = setter.get().as_ref().clone();
+        self.mirror_watch = setter.0.watch();
+        self.mirror_setter = setter;
+        self.mirror = None;
+        self
     }
 
     /// Checks the mirror against the database `client` is connected to. A refusal is logged
@@ -300,12 +322,12 @@ impl PostgresSink {
         if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
             self.drop_conn();
         }
-        if let Some(mirrors) = self.mirror_setter.take() {
+        if let Some(mirrors) = self.mirror_watch.changed() {
             tracing::info!(
                 mappings = mirrors.len(),
                 "postgres.mirror set: checking it before the next batch"
             );
-            self.config.mirror = mirrors;
+            self.config.mirror = mirrors.as_ref().clone();
             self.mirror = None;
         }
         if let (Some(c), None) = (&self.conn, &self.mirror) {
