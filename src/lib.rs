@@ -24,7 +24,8 @@
 //!    its driver shell and the read model others use; [`backfill`] (gap recovery from the
 //!    providers' REST APIs).
 //! 5. Faces: [`edge`] (the public webhook listener), [`admin`] (the admin API and the
-//!    agents' outbound API), [`fixture`] (signed request files for tests and smoke tests).
+//!    agents' outbound API), [`fixture`] (signed request files for tests and smoke tests),
+//!    [`doctor`] (`hooklog doctor`: the deployment's checks and the webhook drift audit).
 //! 6. [`reload`]: SIGHUP and `POST /admin/reload` put a new configuration in force in the
 //!    components above (each reads its reloadable settings from a [`live`] cell, a leaf).
 //!    This file: [`run`], the daemon. It binds nothing itself (the caller passes bound
@@ -46,6 +47,7 @@ pub mod backfill;
 pub mod clock;
 pub mod config;
 pub mod consumers;
+pub mod doctor;
 pub mod edge;
 pub mod error;
 pub mod event;

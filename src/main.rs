@@ -51,6 +51,17 @@ enum Command {
         #[arg(long, requires = "check")]
         json: bool,
     },
+    /// Check the deployment and audit the providers' webhook URLs; say what to fix.
+    ///
+    /// Exit code: 0 every check ok, 1 warnings, 2 failures (docs/operations.md#doctor).
+    Doctor {
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Send the webhook drift findings (warnings and failures) to Discord as one alert.
+        #[arg(long)]
+        alert: bool,
+    },
 }
 
 /// `hooklog migrate --check` exits with this when the check itself could not run, so that 1
@@ -60,6 +71,13 @@ const CHECK_FAILED: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    if let Command::Doctor { json, alert } = cli.command {
+        // The doctor reports a configuration that does not load as one of its findings.
+        return hooklog::doctor::main(
+            cli.config.as_deref(),
+            hooklog::doctor::Options { json, alert },
+        );
+    }
     let checking = matches!(cli.command, Command::Migrate { check: true, .. });
     match real_main(cli) {
         Ok(code) => code,
@@ -144,6 +162,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             print(&text)?;
             Ok(ExitCode::SUCCESS)
         }
+        // Handled in main, before the configuration is loaded (a failure to load is a finding).
+        Command::Doctor { .. } => Ok(ExitCode::SUCCESS),
         Command::Serve => {
             #[cfg(debug_assertions)]
             let config = debug_clock(config)?;

@@ -31,6 +31,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "alerts",
     "server",
     "twilio",
+    "doctor",
     "dedup",
     "log",
 ];

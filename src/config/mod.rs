@@ -47,6 +47,7 @@ use crate::consumers::dispatch::config::DispatchConfig;
 use crate::consumers::postgres::config::PostgresConfig;
 use crate::consumers::sender::config::SenderConfig;
 use crate::consumers::staleness::config::StalenessConfig;
+use crate::doctor::config::DoctorConfig;
 use crate::gates::config::{ComplianceConfig, LineConfig};
 use crate::log::config::LogConfig;
 
@@ -97,6 +98,8 @@ pub struct Config {
     pub clock: Clock,
     /// The outbound sender.
     pub sender: SenderConfig,
+    /// `hooklog doctor`: the approved webhook URLs and the drift audit's thresholds.
+    pub doctor: DoctorConfig,
 }
 
 impl Default for Config {
@@ -118,6 +121,7 @@ impl Default for Config {
             lines: Vec::new(),
             clock: Clock::system(),
             sender: SenderConfig::default(),
+            doctor: DoctorConfig::default(),
         }
     }
 }

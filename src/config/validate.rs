@@ -172,6 +172,7 @@ impl Config {
             ("dispatch", self.dispatch.validate()),
             ("compliance", self.compliance.validate()),
             ("sender", self.sender.validate()),
+            ("doctor", self.doctor.validate()),
         ] {
             if let Err(message) = result {
                 // The sections' messages start with the bare key name.

@@ -123,7 +123,7 @@ pub fn parse_url(url: &str) -> Result<Target, PgError> {
 
 /// Whether every host of `config` is this machine: a Unix socket or a loopback host (and every
 /// `hostaddr`, which is where a named host is really reached, a loopback address).
-fn all_local(config: &tokio_postgres::Config) -> bool {
+pub fn all_local(config: &tokio_postgres::Config) -> bool {
     let hosts = config.get_hosts().iter().all(|h| match h {
         tokio_postgres::config::Host::Tcp(name) => crate::config::url::is_loopback_host(name),
         #[cfg(unix)]

@@ -1,5 +1,6 @@
 //! Reaching NATS and the stream: the connection with its credentials, and the stream created
 //! or checked against what hooklog needs (a mismatch is refused with every difference named).
+//! [`inspect`] makes the same check without creating or changing anything (`hooklog doctor`).
 
 use std::time::Duration;
 
@@ -13,6 +14,63 @@ use crate::log::LogError;
 pub(super) async fn connect(
     o: &JetStreamOptions,
 ) -> Result<(async_nats::Client, jetstream::Context, stream::Stream), LogError> {
+    let (client, js) = client(o).await?;
+    let stream = ensure_stream(&js, o).await?;
+    Ok((client, js, stream))
+}
+
+/// What [`inspect`] found of the stream.
+#[derive(Clone, Debug)]
+pub struct StreamReport {
+    /// Records stored.
+    pub messages: u64,
+    /// The stream's last sequence.
+    pub last_seq: u64,
+    /// Its replicas.
+    pub replicas: usize,
+    /// Each way it differs from what `log.jetstream` needs (empty: it matches).
+    pub mismatches: Vec<String>,
+}
+
+/// Looks at the configured stream without changing anything (`hooklog doctor`): connects,
+/// looks the stream up and compares it with what `log.jetstream` needs. A stream that does
+/// not exist is [`LogError::Incompatible`] saying so (the daemon would create it; this never
+/// does).
+pub async fn inspect(o: &JetStreamOptions) -> Result<StreamReport, LogError> {
+    let (client, js) = client(o).await?;
+    let wanted = wanted_config(o);
+    let report = match js.get_stream(&o.stream).await {
+        Ok(mut existing) => {
+            let info = existing
+                .info()
+                .await
+                .map_err(|e| unavailable("stream info", e))?;
+            Ok(StreamReport {
+                messages: info.state.messages,
+                last_seq: info.state.last_sequence,
+                replicas: info.config.num_replicas,
+                mismatches: mismatches(&info.config, &wanted),
+            })
+        }
+        Err(e)
+            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            Err(LogError::Incompatible(format!(
+                "JetStream stream {} does not exist (the daemon creates it at its first start)",
+                o.stream
+            )))
+        }
+        Err(e) => Err(unavailable("stream lookup", e)),
+    };
+    drop(client);
+    report
+}
+
+/// The connection and the JetStream context, with the configured credentials and TLS.
+async fn client(
+    o: &JetStreamOptions,
+) -> Result<(async_nats::Client, jetstream::Context), LogError> {
     let seeds =
         seed_urls(&o.url).map_err(|m| LogError::Config(format!("log.jetstream.nats_url: {m}")))?;
     let mut connect = async_nats::ConnectOptions::new()
@@ -42,8 +100,20 @@ pub(super) async fn connect(
     let js = jetstream::ContextBuilder::new()
         .timeout(o.ack_timeout)
         .build(client.clone());
-    let stream = ensure_stream(&js, o).await?;
-    Ok((client, js, stream))
+    Ok((client, js))
+}
+
+/// The stream hooklog needs for `o`.
+fn wanted_config(o: &JetStreamOptions) -> stream::Config {
+    stream::Config {
+        name: o.stream.clone(),
+        subjects: vec![o.subject.clone(), leader_subject(&o.subject)],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        num_replicas: o.replicas,
+        duplicate_window: o.duplicate_window,
+        ..Default::default()
+    }
 }
 
 /// A failed connection, classified: no seed answering (connection refused, a timeout, a name
@@ -71,15 +141,7 @@ pub(super) async fn ensure_stream(
     js: &jetstream::Context,
     o: &JetStreamOptions,
 ) -> Result<stream::Stream, LogError> {
-    let wanted = stream::Config {
-        name: o.stream.clone(),
-        subjects: vec![o.subject.clone(), leader_subject(&o.subject)],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        num_replicas: o.replicas,
-        duplicate_window: o.duplicate_window,
-        ..Default::default()
-    };
+    let wanted = wanted_config(o);
     match js.get_stream(&o.stream).await {
         Ok(mut existing) => {
             let info = existing

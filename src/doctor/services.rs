@@ -1,0 +1,280 @@
+//! The services hooklog writes to: Postgres (reachable, TLS, migrations current), the agent
+//! gateway and the Discord webhook (reachable, without posting anything).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::report::{cut, Finding};
+use crate::config::Config;
+use crate::consumers::postgres::{config::quote_schema, connect, migrate};
+
+/// 4. Postgres, when `[postgres] url` is set.
+pub(super) fn postgres(config: &Config, runtime: &tokio::runtime::Runtime, out: &mut Vec<Finding>) {
+    const CHECK: &str = "postgres";
+    let pg = &config.postgres;
+    let Some(url) = &pg.url else {
+        out.push(Finding::ok(
+            CHECK,
+            "postgres.url is not set: the sync is off",
+        ));
+        return;
+    };
+    let timeout = Duration::from_secs(pg.timeout_secs.min(config.doctor.timeout_secs));
+    let local = connect::parse_url(url.expose())
+        .map(|t| connect::all_local(&t.config))
+        .unwrap_or(false);
+    let result = runtime.block_on(async {
+        let connected = tokio::time::timeout(
+            timeout,
+            connect::connect(url.expose(), pg.ca_file.as_deref(), timeout),
+        )
+        .await
+        .map_err(|_| format!("no answer within {} s", timeout.as_secs()))?
+        .map_err(|e| e.to_string())?;
+        let applied = tokio::time::timeout(timeout, applied(&connected.client, &pg.schema))
+            .await
+            .map_err(|_| {
+                format!(
+                    "the migrations table did not answer within {} s",
+                    timeout.as_secs()
+                )
+            })?;
+        Ok::<_, String>((connected.tls, applied))
+    });
+    let (tls, applied) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            out.push(Finding::fail(
+                CHECK,
+                format!("cannot connect: {}", cut(&e, 300)),
+                "check postgres.url (host, port, password, sslmode) and postgres.ca_file; the \
+                 sync retries meanwhile and alerts after postgres.alert_after_secs",
+            ));
+            return;
+        }
+    };
+    match (tls, local) {
+        (true, _) => out.push(Finding::ok(CHECK, "reachable, over TLS")),
+        (false, true) => out.push(Finding::ok(CHECK, "reachable (loopback, without TLS)")),
+        (false, false) => out.push(Finding::warn(
+            CHECK,
+            "reachable, but without TLS to a host off this machine: the password and the rows \
+             cross the network in clear",
+            "add sslmode=verify-full to postgres.url (Supabase: with postgres.ca_file set to its CA)",
+        )),
+    }
+    let how = if pg.migrate_on_start {
+        "the daemon applies them when the sync connects (postgres.migrate_on_start); or run \
+         `hooklog migrate` now"
+    } else {
+        "run `hooklog migrate` (postgres.migrate_on_start is off)"
+    };
+    let pending = |what: String| {
+        if pg.migrate_on_start {
+            Finding::warn(CHECK, what, how)
+        } else {
+            Finding::fail(CHECK, what, how)
+        }
+    };
+    match applied {
+        Err(e) => out.push(Finding::fail(
+            CHECK,
+            format!(
+                "cannot read the applied migrations in schema {}: {}",
+                pg.schema,
+                cut(&e, 300)
+            ),
+            "check that the user of postgres.url may read the schema",
+        )),
+        Ok(None) => out.push(pending(format!(
+            "schema {} has no hooklog migrations applied",
+            pg.schema
+        ))),
+        Ok(Some(done)) => {
+            let mut missing = Vec::new();
+            for m in migrate::MIGRATIONS {
+                match done.get(&m.version) {
+                    None => missing.push(m.name),
+                    Some(sum) if *sum != m.checksum() => out.push(Finding::fail(
+                        CHECK,
+                        format!(
+                            "migration {} was applied with another checksum than this build's file",
+                            m.name
+                        ),
+                        "released migrations are never edited: run the build that applied it, \
+                         or restore the file",
+                    )),
+                    Some(_) => {}
+                }
+            }
+            if missing.is_empty() {
+                out.push(Finding::ok(
+                    CHECK,
+                    format!(
+                        "schema {}: every migration applied ({})",
+                        pg.schema,
+                        migrate::MIGRATIONS.len()
+                    ),
+                ));
+            } else {
+                out.push(pending(format!(
+                    "schema {}: migration(s) not applied: {}",
+                    pg.schema,
+                    missing.join(", ")
+                )));
+            }
+        }
+    }
+}
+
+/// The applied migrations (version → checksum) of `schema`, `None` when it has no
+/// migrations table. Reads only.
+async fn applied(
+    client: &tokio_postgres::Client,
+    schema: &str,
+) -> Result<Option<BTreeMap<i32, String>>, String> {
+    let q = quote_schema(schema).map_err(|e| e.to_string())?;
+    let exists = client
+        .query_one(
+            "select to_regclass($1) is not null",
+            &[&format!("{q}.hooklog_schema_migrations")],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !exists.try_get::<_, bool>(0).map_err(|e| e.to_string())? {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            &format!("select version, checksum from {q}.hooklog_schema_migrations"),
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut done = BTreeMap::new();
+    for row in rows {
+        let version: i32 = row.try_get(0).map_err(|e| e.to_string())?;
+        let checksum: String = row.try_get(1).map_err(|e| e.to_string())?;
+        done.insert(version, checksum);
+    }
+    Ok(Some(done))
+}
+
+/// 5a. The agent gateway: a `GET` of each configured gateway's base (scheme, host, port; no
+/// token, no path), so nothing is dispatched. Any HTTP answer means it is reachable.
+pub(super) fn gateway(config: &Config, timeout: Duration, out: &mut Vec<Finding>) {
+    const CHECK: &str = "gateway";
+    let mut urls: Vec<(String, String)> = Vec::new();
+    if let Some(u) = &config.dispatch.url {
+        urls.push(("dispatch.url".into(), u.clone()));
+    }
+    for (i, r) in config.dispatch.routes.iter().enumerate() {
+        if let Some(u) = &r.url {
+            urls.push((format!("dispatch.routes[{i}].url"), u.clone()));
+        }
+    }
+    if urls.is_empty() {
+        out.push(Finding::ok(
+            CHECK,
+            "dispatch.url is not set: dispatch is off",
+        ));
+        return;
+    }
+    let agent = ureq::AgentBuilder::new()
+        .timeout(timeout)
+        .redirects(0)
+        .user_agent(concat!("hooklog-doctor/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, u) in urls {
+        let Some(base) = url::Url::parse(&u).ok().and_then(|p| {
+            p.host_str().map(|h| {
+                let port = p.port().map(|p| format!(":{p}")).unwrap_or_default();
+                format!("{}://{h}{port}/", p.scheme())
+            })
+        }) else {
+            out.push(Finding::fail(
+                CHECK,
+                format!("{key} is not a URL"),
+                format!("fix {key}"),
+            ));
+            continue;
+        };
+        if !seen.insert(base.clone()) {
+            continue;
+        }
+        match agent.get(&base).call() {
+            Ok(r) => out.push(Finding::ok(
+                CHECK,
+                format!("{base} ({key}) answers {}", r.status()),
+            )),
+            Err(ureq::Error::Status(code, _)) => out.push(Finding::ok(
+                CHECK,
+                format!("{base} ({key}) answers {code} (reachable)"),
+            )),
+            Err(ureq::Error::Transport(t)) => out.push(Finding::fail(
+                CHECK,
+                format!("{base} ({key}) is unreachable: {}", t.kind()),
+                format!(
+                    "start the gateway or fix {key}; dispatch retries and dead-letters after \
+                     dispatch.dead_letter_after_secs"
+                ),
+            )),
+        }
+    }
+}
+
+/// 5b. The Discord webhook: a `GET` of its URL returns the webhook's JSON and posts nothing.
+/// The URL holds the webhook's token: it is never shown.
+pub(super) fn discord(config: &Config, timeout: Duration, out: &mut Vec<Finding>) {
+    const CHECK: &str = "discord";
+    let Some(url) = &config.alerts.discord_webhook_url else {
+        out.push(Finding::warn(
+            CHECK,
+            "alerts.discord_webhook_url is not set: alerts go to the log only",
+            "create a webhook in the Discord channel's settings (Integrations → Webhooks) and set \
+             alerts.discord_webhook_url_file",
+        ));
+        return;
+    };
+    let agent = ureq::AgentBuilder::new()
+        .timeout(timeout)
+        .redirects(0)
+        .user_agent(concat!("hooklog-doctor/", env!("CARGO_PKG_VERSION")))
+        .build();
+    match agent.get(url.expose()).call() {
+        Ok(resp) => {
+            let json: Option<serde_json::Value> = resp.into_json().ok();
+            let name = json
+                .as_ref()
+                .and_then(|v| v.get("name"))
+                .and_then(serde_json::Value::as_str)
+                .map(|n| format!(" (`{}`)", cut(n, 60)))
+                .unwrap_or_default();
+            if json.as_ref().and_then(|v| v.get("id")).is_some() {
+                out.push(Finding::ok(CHECK, format!("the webhook answers{name}")));
+            } else {
+                out.push(Finding::warn(
+                    CHECK,
+                    "the webhook URL answers, but not with a Discord webhook",
+                    "check alerts.discord_webhook_url is a https://discord.com/api/webhooks/… URL",
+                ));
+            }
+        }
+        Err(ureq::Error::Status(code @ (401 | 404), _)) => out.push(Finding::fail(
+            CHECK,
+            format!("the webhook answers {code}: it was deleted or its token is wrong"),
+            "create a new webhook in the channel's settings and set alerts.discord_webhook_url",
+        )),
+        Err(ureq::Error::Status(code, _)) => out.push(Finding::warn(
+            CHECK,
+            format!("the webhook answers {code}"),
+            "try again later; alerts are retried and always in the log",
+        )),
+        Err(ureq::Error::Transport(t)) => out.push(Finding::fail(
+            CHECK,
+            format!("Discord is unreachable: {}", t.kind()),
+            "check this machine's outbound HTTPS (DNS, firewall)",
+        )),
+    }
+}
