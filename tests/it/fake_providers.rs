@@ -13,6 +13,11 @@
 //!   (`StartTime>`, `StartTime<`), whole-day inclusive bounds, `PageSize`, a relative
 //!   `next_page_uri` with a `PageToken`; HTTP Basic auth.
 //!
+//! For `hooklog doctor`: Quo `GET /v1/webhooks` (`{"data": [...]}`, the legacy list) and the
+//! dated `GET /webhooks` (the same shape; `Quo-Api-Version: 2026-03-30` required), Twilio
+//! `GET /2010-04-01/Accounts/{Sid}.json` (the account, `status`) and
+//! `IncomingPhoneNumbers.json` (paged like the other Twilio lists, `incoming_phone_numbers`).
+//!
 //! Faults: [`State::twilio_next_page_uri`] replaces every Twilio `next_page_uri`;
 //! [`State::faults`] answers the next requests with a status (and an optional
 //! `Retry-After`) before any real handling; [`State::fail_matching`] answers every request
@@ -78,6 +83,12 @@ pub struct State {
     pub twilio_token: String,
     pub twilio_messages: Vec<Value>,
     pub twilio_calls: Vec<Value>,
+    /// `IncomingPhoneNumbers.json` items.
+    pub twilio_numbers: Vec<Value>,
+    /// Quo's legacy `GET /v1/webhooks` items.
+    pub quo_webhooks_v1: Vec<Value>,
+    /// Quo's dated `GET /webhooks` items.
+    pub quo_webhooks: Vec<Value>,
     /// Items per page at most, whatever `maxResults`/`PageSize` asks.
     pub page_cap: usize,
     pub faults: VecDeque<Fault>,
@@ -184,6 +195,8 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                             authorization.as_deref(),
                             api_version.as_deref(),
                         )
+                    } else if path == "/webhooks" {
+                        dated_webhooks(&st, authorization.as_deref(), api_version.as_deref())
                     } else {
                         route(&st, &path, &params, authorization.as_deref())
                     };
@@ -283,6 +296,18 @@ fn workspace_messages(
     )
 }
 
+/// The 2026-03-30 `GET /webhooks`: every webhook of the workspace, `{"data": [...]}`;
+/// `Quo-Api-Version` is required.
+fn dated_webhooks(st: &State, auth: Option<&str>, version: Option<&str>) -> (u16, Value) {
+    if auth != Some(st.quo_key.as_str()) {
+        return (401, json!({"message": "Unauthorized", "status": 401}));
+    }
+    if version != Some("2026-03-30") {
+        return bad("Quo-Api-Version is required");
+    }
+    (200, json!({"data": st.quo_webhooks}))
+}
+
 fn get<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params
         .iter()
@@ -329,6 +354,7 @@ fn quo(st: &State, path: &str, params: &[(String, String)]) -> (u16, Value) {
         |v: &Value, key: &str, p: &str| param_time(params, p).is_none_or(|t| time(v, key) < t);
     match path {
         "/v1/phone-numbers" => (200, json!({"data": st.phone_numbers})),
+        "/v1/webhooks" => (200, json!({"data": st.quo_webhooks_v1})),
         "/v1/conversations" => {
             let Some(_) = get(params, "maxResults") else {
                 return bad("maxResults is required");
@@ -416,11 +442,20 @@ fn others<'a>(st: &'a State, m: &'a Value) -> Vec<&'a str> {
 }
 
 fn twilio(st: &State, rest: &str, params: &[(String, String)]) -> (u16, Value) {
+    if rest == format!("{}.json", st.twilio_sid) {
+        return (
+            200,
+            json!({"sid": st.twilio_sid, "status": "active", "friendly_name": "test account"}),
+        );
+    }
     let Some((account, file)) = rest.split_once('/') else {
         return (404, json!({"message": "no such route"}));
     };
     if account != st.twilio_sid {
         return (404, json!({"message": "no such account"}));
+    }
+    if file == "IncomingPhoneNumbers.json" {
+        return twilio_numbers(st, account, params);
     }
     let (list, key, lo, hi, field) = match file {
         "Messages.json" => (
@@ -481,6 +516,36 @@ fn twilio(st: &State, rest: &str, params: &[(String, String)]) -> (u16, Value) {
         200,
         json!({
             key: items[offset.min(end)..end],
+            "page": offset / size,
+            "page_size": size,
+            "next_page_uri": next,
+        }),
+    )
+}
+
+/// `IncomingPhoneNumbers.json`: `PageSize` (capped by `page_cap`), a relative
+/// `next_page_uri` with a `PageToken`, null on the last page.
+fn twilio_numbers(st: &State, account: &str, params: &[(String, String)]) -> (u16, Value) {
+    let size: usize = get(params, "PageSize")
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(50)
+        .min(st.page_cap)
+        .max(1);
+    let offset: usize = get(params, "PageToken")
+        .map(|t| t.trim_start_matches("PN").parse().unwrap())
+        .unwrap_or(0);
+    let items = &st.twilio_numbers;
+    let end = (offset + size).min(items.len());
+    let next = (end < items.len()).then(|| {
+        format!(
+            "/2010-04-01/Accounts/{account}/IncomingPhoneNumbers.json?PageSize={size}&Page={}&PageToken=PN{end}",
+            end / size
+        )
+    });
+    (
+        200,
+        json!({
+            "incoming_phone_numbers": items[offset.min(end)..end],
             "page": offset / size,
             "page_size": size,
             "next_page_uri": next,
@@ -601,6 +666,9 @@ pub fn quo_day() -> State {
         twilio_token: "twilio-test-token".into(),
         twilio_messages: Vec::new(),
         twilio_calls: Vec::new(),
+        twilio_numbers: Vec::new(),
+        quo_webhooks_v1: Vec::new(),
+        quo_webhooks: Vec::new(),
         page_cap: 2,
         faults: VecDeque::new(),
         fail_matching: Vec::new(),

@@ -26,6 +26,7 @@ mod crash;
 mod diskfull;
 mod dispatch;
 mod dispatch_gateway;
+mod doctor;
 mod edge;
 mod edge_survival;
 mod failover;
