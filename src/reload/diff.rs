@@ -61,6 +61,9 @@ pub const RELOADABLE: &[&str] = &[
     "dispatch.retry_max_ms",
     "dispatch.retry_max_elapsed_secs",
     "dispatch.max_redeliver",
+    // `hooklog doctor`'s section: the daemon never reads it, so there is nothing to restart
+    // for (the next doctor run reads the new value).
+    "doctor.",
 ];
 
 /// Whether a reload applies `key` ([`RELOADABLE`]).

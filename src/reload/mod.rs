@@ -37,6 +37,7 @@
 //! | dispatch | [`dispatch::Reloadable`] (settings, gateway client) | between batches |
 //! | compliance | `salesmsg.trust_opt_in` | between batches |
 //! | postgres | [`MirrorSetter`] (`[[postgres.mirror]]`) | between batches, checked against the database first |
+//! | (none) | `[doctor]`: read by `hooklog doctor` only | at its next run |
 //!
 //! Counted in `hooklog_reloads_total{result="ok|refused"}`; logged as `config reloaded`
 //! with the changed keys (never values).
