@@ -164,6 +164,16 @@ business_name = "Acme Homes"
 
     /// Runs `hooklog doctor` with `args`; `daemon`: the running daemon's addresses.
     fn doctor(&self, args: &[&str], daemon: Option<(SocketAddr, SocketAddr)>) -> Run {
+        self.doctor_with(args, daemon, &[])
+    }
+
+    /// [`Deployment::doctor`] with more environment.
+    fn doctor_with(
+        &self,
+        args: &[&str],
+        daemon: Option<(SocketAddr, SocketAddr)>,
+        more_env: &[(&str, &str)],
+    ) -> Run {
         // Ports nobody listens on when no daemon runs: bound, then let go.
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -179,7 +189,10 @@ business_name = "Acme Homes"
                 ("HOOKLOG_DATA_DIR", self.data_dir().to_str().unwrap()),
                 ("HOOKLOG_SERVER_LISTEN", &public.to_string()),
                 ("HOOKLOG_SERVER_ADMIN_LISTEN", &admin.to_string()),
-            ],
+            ]
+            .into_iter()
+            .chain(more_env.iter().copied())
+            .collect::<Vec<_>>(),
         );
         Run::from(out)
     }
@@ -600,4 +613,107 @@ fn a_configuration_that_does_not_load_fails_and_every_other_check_says_it_was_sk
         "skipped: the configuration did not load",
     );
     assert!(d.api.seen().is_empty(), "no provider was asked");
+}
+
+#[test]
+fn postgres_migrations_not_applied_are_named_and_once_applied_the_check_is_ok() {
+    let d = Deployment::new(healthy(), "twilio-test-token", QUO_KEY);
+    let schema = format!("hl_it_doctor_{}_{}", std::process::id(), util::now());
+    let url = crate::postgres::base_url();
+    let env = [
+        ("HOOKLOG_POSTGRES_URL", url.as_str()),
+        ("HOOKLOG_POSTGRES_SCHEMA", schema.as_str()),
+    ];
+    let run = d.doctor_with(&["--json"], None, &env);
+    let reachable = run.findings("postgres", "ok");
+    assert!(
+        reachable.iter().any(|(w, _)| w.starts_with("reachable")),
+        "{}",
+        run.stdout
+    );
+    let (_, fix) = run.finding("postgres", "warn", "has no hooklog migrations applied");
+    assert!(fix.contains("hooklog migrate"), "{fix}");
+    assert!(
+        !run.stdout.contains(&url),
+        "the URL (a secret) is never printed"
+    );
+
+    let migrated = doctor_binary(
+        &d.root,
+        &["migrate", "--config", d.file.to_str().unwrap()],
+        &[
+            &[("HOOKLOG_DATA_DIR", d.data_dir().to_str().unwrap())],
+            &env[..],
+        ]
+        .concat(),
+    );
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let run = d.doctor_with(&["--json"], None, &env);
+    run.finding("postgres", "ok", "every migration applied");
+    assert!(
+        run.findings("postgres", "warn").is_empty(),
+        "{}",
+        run.stdout
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c =
+            hooklog::consumers::postgres::connect(&url, None, std::time::Duration::from_secs(10))
+                .await
+                .unwrap();
+        c.client
+            .simple_query(&format!("drop schema if exists \"{schema}\" cascade"))
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_jetstream_stream_is_looked_up_and_never_created_and_a_mismatch_fails() {
+    let d = Deployment::new(healthy(), "twilio-test-token", QUO_KEY);
+    let stream = crate::jetstream_stream::Stream::on_machine();
+    let env = [
+        ("HOOKLOG_LOG_BACKEND", "jetstream"),
+        ("HOOKLOG_LOG_JETSTREAM_NATS_URL", stream.url.as_str()),
+        ("HOOKLOG_LOG_JETSTREAM_STREAM", stream.name.as_str()),
+        ("HOOKLOG_LOG_JETSTREAM_SUBJECT", stream.subject.as_str()),
+    ];
+    let run = d.doctor_with(&["--json"], None, &env);
+    let (what, _) = run.finding("log", "warn", "does not exist");
+    assert!(what.contains(&stream.name), "{what}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async {
+        async_nats::jetstream::new(async_nats::connect(stream.url.as_str()).await.unwrap())
+    });
+    assert!(
+        rt.block_on(js.get_stream(&stream.name)).is_err(),
+        "the doctor created the stream"
+    );
+    // A stream with an age limit would delete records no consumer has read.
+    rt.block_on(js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.name.clone(),
+        subjects: vec![stream.subject.clone(), format!("{}.leader", stream.subject)],
+        max_age: std::time::Duration::from_secs(3600),
+        duplicate_window: std::time::Duration::from_secs(120),
+        ..Default::default()
+    }))
+    .unwrap();
+    let run = d.doctor_with(&["--json"], None, &env);
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    let (_, fix) = run.finding("log", "fail", "age limits");
+    assert!(
+        fix.contains(&format!("nats stream edit {}", stream.name)),
+        "{fix}"
+    );
 }
