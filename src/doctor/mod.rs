@@ -11,7 +11,8 @@
 //!    private to its owner; the log opens (sled) or is held by a running daemon, the JetStream
 //!    stream exists as configured; the running daemon answers `/readyz` and, with the
 //!    operator token, `/admin/status`.
-//! 3. **postgres**, **gateway**, **discord** (`services.rs`): reachable, TLS, migrations current;
+//! 3. **postgres**, **gateway**, **discord** (`services.rs`): reachable, TLS, migrations current
+//!    (`migrate --check`'s read-only plan);
 //!    the gateway answers a `GET` of its base (no token, nothing dispatched); Discord's webhook
 //!    answers a `GET` (which returns the webhook and posts nothing).
 //! 4. **quo api**, **twilio api**, and the drift audit (`providers.rs`): a read-only call with

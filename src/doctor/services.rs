@@ -1,12 +1,11 @@
 //! The services hooklog writes to: Postgres (reachable, TLS, migrations current), the agent
 //! gateway and the Discord webhook (reachable, without posting anything).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::report::{cut, Finding};
 use crate::config::Config;
-use crate::consumers::postgres::{config::quote_schema, connect, migrate};
+use crate::consumers::postgres::{connect, migrate};
 
 /// 4. Postgres, when `[postgres] url` is set.
 pub(super) fn postgres(config: &Config, runtime: &tokio::runtime::Runtime, out: &mut Vec<Finding>) {
@@ -31,7 +30,9 @@ pub(super) fn postgres(config: &Config, runtime: &tokio::runtime::Runtime, out: 
         .await
         .map_err(|_| format!("no answer within {} s", timeout.as_secs()))?
         .map_err(|e| e.to_string())?;
-        let applied = tokio::time::timeout(timeout, applied(&connected.client, &pg.schema))
+        let mut client = connected.client;
+        // `migrate --check`'s plan: read in a read-only transaction, nothing created.
+        let plan = tokio::time::timeout(timeout, migrate::plan(&mut client, &pg.schema))
             .await
             .map_err(|_| {
                 format!(
@@ -39,9 +40,9 @@ pub(super) fn postgres(config: &Config, runtime: &tokio::runtime::Runtime, out: 
                     timeout.as_secs()
                 )
             })?;
-        Ok::<_, String>((connected.tls, applied))
+        Ok::<_, String>((connected.tls, plan.map_err(|e| e.to_string())))
     });
-    let (tls, applied) = match result {
+    let (tls, plan) = match result {
         Ok(r) => r,
         Err(e) => {
             out.push(Finding::fail(
@@ -76,88 +77,80 @@ pub(super) fn postgres(config: &Config, runtime: &tokio::runtime::Runtime, out: 
             Finding::fail(CHECK, what, how)
         }
     };
-    match applied {
-        Err(e) => out.push(Finding::fail(
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => {
+            out.push(Finding::fail(
+                CHECK,
+                format!(
+                    "cannot read the migrations of schema {}: {}",
+                    pg.schema,
+                    cut(&e, 300)
+                ),
+                "check that the user of postgres.url may read the schema",
+            ));
+            return;
+        }
+    };
+    for c in &plan.changed {
+        out.push(Finding::fail(
             CHECK,
             format!(
-                "cannot read the applied migrations in schema {}: {}",
-                pg.schema,
-                cut(&e, 300)
+                "migration {} ({}) was applied with another checksum than this build's file",
+                c.version,
+                cut(&c.name, 80)
             ),
-            "check that the user of postgres.url may read the schema",
-        )),
-        Ok(None) => out.push(pending(format!(
+            "released migrations are never edited: run the build that applied it, or restore \
+             the file",
+        ));
+    }
+    for c in &plan.conflicts {
+        out.push(Finding::fail(
+            CHECK,
+            format!("schema {}: {}", pg.schema, cut(&c.to_string(), 200)),
+            "hooklog migrate refuses to touch it: set postgres.schema to a schema of hooklog's \
+             own (docs/configuration.md), or move that object (hooklog migrate --check lists \
+             every conflict)",
+        ));
+    }
+    if !plan.unknown.is_empty() {
+        let names: Vec<String> = plan.unknown.iter().map(|a| cut(&a.name, 80)).collect();
+        out.push(Finding::warn(
+            CHECK,
+            format!(
+                "schema {} has migration(s) this build does not know: {} (a newer hooklog \
+                 applied them)",
+                pg.schema,
+                names.join(", ")
+            ),
+            "run the hooklog that migrated the schema, or a newer one",
+        ));
+    }
+    if plan.is_blocked() {
+        return;
+    }
+    if plan.present.is_empty() && (plan.create_schema || plan.create_migrations_table) {
+        out.push(pending(format!(
             "schema {} has no hooklog migrations applied",
             pg.schema
-        ))),
-        Ok(Some(done)) => {
-            let mut missing = Vec::new();
-            for m in migrate::MIGRATIONS {
-                match done.get(&m.version) {
-                    None => missing.push(m.name),
-                    Some(sum) if *sum != m.checksum() => out.push(Finding::fail(
-                        CHECK,
-                        format!(
-                            "migration {} was applied with another checksum than this build's file",
-                            m.name
-                        ),
-                        "released migrations are never edited: run the build that applied it, \
-                         or restore the file",
-                    )),
-                    Some(_) => {}
-                }
-            }
-            if missing.is_empty() {
-                out.push(Finding::ok(
-                    CHECK,
-                    format!(
-                        "schema {}: every migration applied ({})",
-                        pg.schema,
-                        migrate::MIGRATIONS.len()
-                    ),
-                ));
-            } else {
-                out.push(pending(format!(
-                    "schema {}: migration(s) not applied: {}",
-                    pg.schema,
-                    missing.join(", ")
-                )));
-            }
-        }
+        )));
+    } else if !plan.pending.is_empty() {
+        let names: Vec<&str> = plan.pending.iter().map(|p| p.name).collect();
+        out.push(pending(format!(
+            "schema {}: migration(s) not applied: {}",
+            pg.schema,
+            names.join(", ")
+        )));
+    } else if plan.is_current() {
+        out.push(Finding::ok(
+            CHECK,
+            format!(
+                "schema {}: every migration applied ({})",
+                pg.schema,
+                plan.present.len()
+            ),
+        ));
     }
-}
-
-/// The applied migrations (version → checksum) of `schema`, `None` when it has no
-/// migrations table. Reads only.
-async fn applied(
-    client: &tokio_postgres::Client,
-    schema: &str,
-) -> Result<Option<BTreeMap<i32, String>>, String> {
-    let q = quote_schema(schema).map_err(|e| e.to_string())?;
-    let exists = client
-        .query_one(
-            "select to_regclass($1) is not null",
-            &[&format!("{q}.hooklog_schema_migrations")],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    if !exists.try_get::<_, bool>(0).map_err(|e| e.to_string())? {
-        return Ok(None);
-    }
-    let rows = client
-        .query(
-            &format!("select version, checksum from {q}.hooklog_schema_migrations"),
-            &[],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut done = BTreeMap::new();
-    for row in rows {
-        let version: i32 = row.try_get(0).map_err(|e| e.to_string())?;
-        let checksum: String = row.try_get(1).map_err(|e| e.to_string())?;
-        done.insert(version, checksum);
-    }
-    Ok(Some(done))
 }
 
 /// 5a. The agent gateway: a `GET` of each configured gateway's base (scheme, host, port; no

@@ -616,7 +616,7 @@ fn a_configuration_that_does_not_load_fails_and_every_other_check_says_it_was_sk
 }
 
 #[test]
-fn postgres_migrations_not_applied_are_named_and_once_applied_the_check_is_ok() {
+fn postgres_migrations_not_applied_warn_once_applied_are_ok_and_a_conflict_fails() {
     let d = Deployment::new(healthy(), "twilio-test-token", QUO_KEY);
     let schema = format!("hl_it_doctor_{}_{}", std::process::id(), util::now());
     let url = crate::postgres::base_url();
@@ -660,19 +660,41 @@ fn postgres_migrations_not_applied_are_named_and_once_applied_the_check_is_ok() 
         run.stdout
     );
 
+    // Another schema holding a table of the Node handlers' names: migrate would refuse.
+    let theirs = format!("{schema}_node");
+    sql(
+        &url,
+        &format!("create schema \"{theirs}\"; create table \"{theirs}\".omni_events (id text)"),
+    );
+    let env = [
+        ("HOOKLOG_POSTGRES_URL", url.as_str()),
+        ("HOOKLOG_POSTGRES_SCHEMA", theirs.as_str()),
+    ];
+    let run = d.doctor_with(&["--json"], None, &env);
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    let (what, fix) = run.finding("postgres", "fail", "omni_events");
+    assert!(what.contains("already there"), "{what}");
+    assert!(fix.contains("postgres.schema"), "{fix}");
+    sql(
+        &url,
+        &format!(
+            "drop schema if exists \"{schema}\" cascade; drop schema if exists \"{theirs}\" cascade"
+        ),
+    );
+}
+
+/// Runs `statements` on the test database.
+fn sql(url: &str, statements: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         let c =
-            hooklog::consumers::postgres::connect(&url, None, std::time::Duration::from_secs(10))
+            hooklog::consumers::postgres::connect(url, None, std::time::Duration::from_secs(10))
                 .await
                 .unwrap();
-        c.client
-            .simple_query(&format!("drop schema if exists \"{schema}\" cascade"))
-            .await
-            .unwrap();
+        c.client.batch_execute(statements).await.unwrap();
     });
 }
 
