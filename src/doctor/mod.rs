@@ -12,7 +12,8 @@
 //!    stream exists as configured; the running daemon answers `/readyz` and, with the
 //!    operator token, `/admin/status`.
 //! 3. **postgres**, **gateway**, **discord** (`services.rs`): reachable, TLS, migrations current
-//!    (`migrate --check`'s read-only plan);
+//!    (`migrate --check`'s read-only plan), the `[[postgres.mirror]]` mappings fitting their
+//!    tables ([`crate::consumers::postgres::mirror::validate`]);
 //!    the gateway answers a `GET` of its base (no token, nothing dispatched); Discord's webhook
 //!    answers a `GET` (which returns the webhook and posts nothing).
 //! 4. **quo api**, **twilio api**, and the drift audit (`providers.rs`): a read-only call with

@@ -1,10 +1,12 @@
-//! The services hooklog writes to: Postgres (reachable, TLS, migrations current), the agent
-//! gateway and the Discord webhook (reachable, without posting anything).
+//! The services hooklog writes to: Postgres (reachable, TLS, migrations current, the
+//! `[[postgres.mirror]]` mappings fitting their tables), the agent gateway and the Discord
+//! webhook (reachable, without posting anything).
 
 use std::time::Duration;
 
 use super::report::{cut, Finding};
 use crate::config::Config;
+use crate::consumers::postgres::mirror::{self, MirrorProblem};
 use crate::consumers::postgres::{connect, migrate};
 
 /// 4. Postgres, when `[postgres] url` is set.
@@ -40,9 +42,23 @@ pub(super) fn postgres(config: &Config, runtime: &tokio::runtime::Runtime, out: 
                     timeout.as_secs()
                 )
             })?;
-        Ok::<_, String>((connected.tls, plan.map_err(|e| e.to_string())))
+        let mirrors = if pg.mirror.is_empty() {
+            None
+        } else {
+            let checked = tokio::time::timeout(timeout, mirror::validate(&client, &pg.mirror))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(vec![MirrorProblem {
+                        table: "postgres.mirror".into(),
+                        column: None,
+                        message: format!("no answer within {} s", timeout.as_secs()),
+                    }])
+                });
+            Some(checked)
+        };
+        Ok::<_, String>((connected.tls, plan.map_err(|e| e.to_string()), mirrors))
     });
-    let (tls, plan) = match result {
+    let (tls, plan, mirrors) = match result {
         Ok(r) => r,
         Err(e) => {
             out.push(Finding::fail(
@@ -63,6 +79,9 @@ pub(super) fn postgres(config: &Config, runtime: &tokio::runtime::Runtime, out: 
              cross the network in clear",
             "add sslmode=verify-full to postgres.url (Supabase: with postgres.ca_file set to its CA)",
         )),
+    }
+    if let Some(checked) = mirrors {
+        check_mirror(pg.mirror.len(), checked, out);
     }
     let how = if pg.migrate_on_start {
         "the daemon applies them when the sync connects (postgres.migrate_on_start); or run \
@@ -150,6 +169,29 @@ pub(super) fn postgres(config: &Config, runtime: &tokio::runtime::Runtime, out: 
                 plan.present.len()
             ),
         ));
+    }
+}
+
+/// The `[[postgres.mirror]]` mappings against the database (the sink's own check,
+/// [`mirror::validate`]: each target table and column exists and holds its field's type, every
+/// `NOT NULL` column without default is mapped). A mapping that does not fit stops the sink.
+fn check_mirror(mappings: usize, checked: Result<(), Vec<MirrorProblem>>, out: &mut Vec<Finding>) {
+    const CHECK: &str = "postgres";
+    match checked {
+        Ok(()) => out.push(Finding::ok(
+            CHECK,
+            format!("postgres.mirror: every mapping ({mappings}) fits its table"),
+        )),
+        Err(problems) => {
+            for p in problems {
+                out.push(Finding::fail(
+                    CHECK,
+                    format!("postgres.mirror: {}", cut(&p.to_string(), 300)),
+                    "fix the table or its [[postgres.mirror]] mapping: the sink writes nothing \
+                     until they fit (docs/configuration.md)",
+                ));
+            }
+        }
     }
 }
 

@@ -616,7 +616,8 @@ fn a_configuration_that_does_not_load_fails_and_every_other_check_says_it_was_sk
 }
 
 #[test]
-fn postgres_migrations_not_applied_warn_once_applied_are_ok_and_a_conflict_fails() {
+fn postgres_migrations_not_applied_warn_once_applied_are_ok_and_a_conflict_or_an_unfit_mirror_fails(
+) {
     let d = Deployment::new(healthy(), "twilio-test-token", QUO_KEY);
     let schema = format!("hl_it_doctor_{}_{}", std::process::id(), util::now());
     let url = crate::postgres::base_url();
@@ -670,11 +671,24 @@ fn postgres_migrations_not_applied_warn_once_applied_are_ok_and_a_conflict_fails
         ("HOOKLOG_POSTGRES_URL", url.as_str()),
         ("HOOKLOG_POSTGRES_SCHEMA", theirs.as_str()),
     ];
+    // And a mirror into that table that does not fit it (it has no `payload` column).
+    let mut text = std::fs::read_to_string(&d.file).unwrap();
+    text.push_str(&format!(
+        "\n[[postgres.mirror]]\ntable = \"{theirs}.omni_events\"\nfrom = \"openphone_messages\"\n\
+         key = \"id\"\n[postgres.mirror.columns]\nid = \"id\"\npayload = \"payload\"\n"
+    ));
+    std::fs::write(&d.file, text).unwrap();
     let run = d.doctor_with(&["--json"], None, &env);
     assert_eq!(run.code, Some(2), "{}", run.stdout);
-    let (what, fix) = run.finding("postgres", "fail", "omni_events");
-    assert!(what.contains("already there"), "{what}");
+    let (what, fix) = run.finding("postgres", "fail", "would create it");
+    assert!(
+        what.contains("omni_events") && what.contains("already there"),
+        "{what}"
+    );
     assert!(fix.contains("postgres.schema"), "{fix}");
+    let (what, fix) = run.finding("postgres", "fail", "postgres.mirror:");
+    assert!(what.contains("payload"), "{what}");
+    assert!(fix.contains("[[postgres.mirror]]"), "{fix}");
     sql(
         &url,
         &format!(
