@@ -264,12 +264,40 @@ pub struct LineConfig {
     pub ten_dlc: TenDlc,
     /// The business the line texts for; a first message must name it.
     pub business_name: String,
+    /// Quo only: the line's phone-number id (`PN…`). When set, the sender names the line by
+    /// it in `from` (Quo takes "PN id or E.164"; the id stays right if the number is ported
+    /// or renamed in Quo). `hooklog-replay lines import --from quo` fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number_id: Option<String>,
+}
+
+impl LineConfig {
+    /// What the line is called in a provider's `from`: the Quo `PN…` id when one is
+    /// configured, else the number.
+    pub fn sender_id(&self) -> &str {
+        match (&self.provider, &self.phone_number_id) {
+            (SendProvider::Quo, Some(pn)) => pn,
+            _ => &self.number,
+        }
+    }
+}
+
+/// Longest `phone_number_id` accepted (Quo's ids are about a dozen characters).
+const MAX_PHONE_NUMBER_ID: usize = 64;
+
+/// Whether `s` has the shape of a Quo phone-number id: `PN` then 1 to 62 ASCII letters or
+/// digits (nothing that could change the meaning of a URL or a JSON body).
+pub fn is_phone_number_id(s: &str) -> bool {
+    s.len() <= MAX_PHONE_NUMBER_ID
+        && s.strip_prefix("PN")
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// Checks the `[[lines]]` entries. Errors are `(key, message)` with key `lines[i].field`.
 pub fn validate_lines(lines: &[LineConfig]) -> Result<(), (String, String)> {
     let mut ids = std::collections::BTreeSet::new();
     let mut numbers = std::collections::BTreeSet::new();
+    let mut phone_number_ids = std::collections::BTreeSet::new();
     for (i, line) in lines.iter().enumerate() {
         let key = |field: &str| format!("lines[{i}].{field}");
         if line.id.trim().is_empty() {
@@ -298,6 +326,33 @@ pub fn validate_lines(lines: &[LineConfig]) -> Result<(), (String, String)> {
                 key("business_name"),
                 "must name the business (a first message has to identify it)".into(),
             ));
+        }
+        if let Some(pn) = &line.phone_number_id {
+            if line.provider != SendProvider::Quo {
+                return Err((
+                    key("phone_number_id"),
+                    format!(
+                        "is a Quo phone-number id, but this line sends through {}: remove the key",
+                        line.provider.as_str()
+                    ),
+                ));
+            }
+            if !is_phone_number_id(pn) {
+                return Err((
+                    key("phone_number_id"),
+                    format!(
+                        "`{}` is not a Quo phone-number id (PN followed by letters and digits, \
+                         as `hooklog-replay lines import --from quo` prints)",
+                        pn.escape_debug()
+                    ),
+                ));
+            }
+            if !phone_number_ids.insert(pn.as_str()) {
+                return Err((
+                    key("phone_number_id"),
+                    format!("`{pn}` is used by two lines"),
+                ));
+            }
         }
     }
     Ok(())
@@ -443,6 +498,72 @@ business_name = "Acme Homes"
                 .to_string();
             assert!(err.contains(key), "expected `{key}` in: {err}");
         }
+    }
+
+    #[test]
+    fn a_quo_phone_number_id_loads_and_names_the_line_in_from() {
+        let text = LINES.replace(
+            "provider = \"openphone\"\n",
+            "provider = \"openphone\"\nphone_number_id = \"PNa1B2c3\"\n",
+        );
+        let f = file(&text);
+        let (c, _) = Config::load_from(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(c.lines[0].phone_number_id.as_deref(), Some("PNa1B2c3"));
+        assert_eq!(c.lines[0].sender_id(), "PNa1B2c3");
+        assert_eq!(c.lines[1].phone_number_id, None);
+        assert_eq!(c.lines[1].sender_id(), "+15555550101");
+        // It survives check-config's rendering.
+        let rendered = file(&c.to_redacted_toml());
+        let (back, _) = Config::load_from(Some(rendered.path()), env(&[])).unwrap();
+        assert_eq!(back.lines[0].phone_number_id.as_deref(), Some("PNa1B2c3"));
+    }
+
+    #[test]
+    fn a_bad_phone_number_id_is_an_error_naming_the_entry_and_never_echoing_controls() {
+        let with = |line: usize, value: &str| {
+            let marker = if line == 0 {
+                "\"openphone\""
+            } else {
+                "\"twilio\""
+            };
+            LINES.replacen(
+                &format!("provider = {marker}\n"),
+                &format!("provider = {marker}\nphone_number_id = {value}\n"),
+                1,
+            )
+        };
+        let cases = [
+            (with(0, "\"+15555550100\""), "not a Quo phone-number id"),
+            (with(0, "\"PN\""), "not a Quo phone-number id"),
+            (with(0, "\"pn123\""), "not a Quo phone-number id"),
+            (with(0, "\"PN12/../x\""), "not a Quo phone-number id"),
+            (with(0, "\"PN1\\n2\""), "PN1\\n2"),
+            (with(0, &format!("\"PN{}\"", "a".repeat(63))), "not a Quo"),
+            (with(0, "\"\""), "not a Quo phone-number id"),
+            (with(1, "\"PNabc\""), "sends through twilio"),
+        ];
+        for (text, says) in cases {
+            let f = file(&text);
+            let err = Config::load_from(Some(f.path()), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(".phone_number_id"), "{err}");
+            assert!(err.contains(says), "expected `{says}` in: {err}");
+            assert!(!err.contains('\n'), "a control character is escaped: {err}");
+        }
+        let two = format!(
+            "{}[[lines]]\nid = \"quo-2\"\nnumber = \"+15555550102\"\nprovider = \"openphone\"\n\
+             ten_dlc = \"pending\"\nbusiness_name = \"Acme\"\nphone_number_id = \"PNsame\"\n",
+            with(0, "\"PNsame\"")
+        );
+        let f = file(&two);
+        let err = Config::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lines[2].phone_number_id") && err.contains("used by two lines"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -65,6 +65,7 @@ mod tests {
             provider,
             ten_dlc,
             business_name: "Acme Homes".into(),
+            phone_number_id: None,
         }
     }
 

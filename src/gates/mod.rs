@@ -267,6 +267,7 @@ mod tests {
                 provider: SendProvider::Quo,
                 ten_dlc: TenDlc::Approved,
                 business_name: "Acme Homes".into(),
+                phone_number_id: None,
             },
             LineConfig {
                 id: "twilio-2".into(),
@@ -274,6 +275,7 @@ mod tests {
                 provider: SendProvider::Twilio,
                 ten_dlc: TenDlc::Approved,
                 business_name: "Acme Homes".into(),
+                phone_number_id: None,
             },
             LineConfig {
                 id: "twilio-new".into(),
@@ -281,6 +283,7 @@ mod tests {
                 provider: SendProvider::Twilio,
                 ten_dlc: TenDlc::Pending,
                 business_name: "Acme Homes".into(),
+                phone_number_id: None,
             },
         ]
     }

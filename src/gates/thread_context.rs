@@ -80,6 +80,7 @@ mod tests {
             provider: SendProvider::Twilio,
             ten_dlc: TenDlc::Approved,
             business_name: "Acme Homes".into(),
+            phone_number_id: None,
         }
     }
 

@@ -45,6 +45,7 @@ fn lines() -> Vec<LineConfig> {
             provider: SendProvider::Quo,
             ten_dlc: TenDlc::Approved,
             business_name: "Acme".into(),
+            phone_number_id: None,
         },
         LineConfig {
             id: "tw-main".into(),
@@ -52,6 +53,7 @@ fn lines() -> Vec<LineConfig> {
             provider: SendProvider::Twilio,
             ten_dlc: TenDlc::Approved,
             business_name: "Acme".into(),
+            phone_number_id: None,
         },
     ]
 }
@@ -77,11 +79,15 @@ fn world() -> World {
 }
 
 fn sender(w: &World, clients: SendClients) -> Sender {
+    sender_with_lines(w, clients, lines())
+}
+
+fn sender_with_lines(w: &World, clients: SendClients, lines: Vec<LineConfig>) -> Sender {
     Sender::new(
         w.log.clone(),
         w.outbound.clone(),
         ComplianceConfig::default(),
-        lines(),
+        lines,
         clients,
         &SenderConfig::default(),
         w.alerts.clone(),
@@ -333,4 +339,40 @@ async fn a_quo_a2p_400_over_http_blocks_the_line_with_a_critical_alert() {
         .taken()
         .iter()
         .any(|a| a.severity == Severity::Critical && a.key.starts_with("send:line_blocked")));
+}
+
+#[tokio::test]
+async fn a_quo_line_with_a_phone_number_id_sends_from_that_id_on_the_wire() {
+    let w = world();
+    let fake = FakeServer::start(answer(202, r#"{"data":{"id":"AC77","status":"queued"}}"#));
+    let (id, _) = allowed(&w, "quo-main", SendProvider::Quo, "+12125550199").await;
+    let mut lines = lines();
+    lines[0].phone_number_id = Some("PNmain01".into());
+    let mut s = sender_with_lines(
+        &w,
+        SendClients {
+            openphone: Some(quo_client(&fake)),
+            twilio: None,
+        },
+        lines,
+    );
+    let events: Vec<Event> = w.log.read(Seq(0), 100).unwrap();
+    s.handle(&events).await.unwrap();
+
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].path, "/v1/messages");
+    assert_eq!(requests[0].header("authorization"), Some("quo-key"));
+    let body: serde_json::Value = serde_json::from_str(&requests[0].body).unwrap();
+    assert_eq!(body["from"], "PNmain01", "{body}");
+    assert_eq!(body["to"], serde_json::json!([TO]));
+    // Quo calls a separate `phoneNumberId` field deprecated: the id goes in `from` only.
+    assert!(body.get("phoneNumberId").is_none(), "{body}");
+
+    // The records keep the number: caps, opt-outs and reports go by number.
+    let recs = records(&w);
+    assert!(recs.iter().any(|r| matches!(r,
+        OutboundRecord::Attempt(a) if a.id == id && a.from == "+12125550199")));
+    assert!(recs.iter().any(|r| matches!(r,
+        OutboundRecord::Result(x) if x.id == id && x.status == SendStatus::Sent)));
 }

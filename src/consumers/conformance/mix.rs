@@ -103,6 +103,7 @@ pub(super) fn lines() -> Vec<LineConfig> {
         provider,
         ten_dlc,
         business_name: "Acme Homes".into(),
+        phone_number_id: None,
     };
     vec![
         line(

@@ -25,6 +25,7 @@ fn lines() -> Vec<LineConfig> {
             provider: SendProvider::Quo,
             ten_dlc: TenDlc::Approved,
             business_name: "Acme Homes".into(),
+            phone_number_id: None,
         },
         LineConfig {
             id: "tw-pending".into(),
@@ -32,6 +33,7 @@ fn lines() -> Vec<LineConfig> {
             provider: SendProvider::Twilio,
             ten_dlc: TenDlc::Pending,
             business_name: "Acme Homes".into(),
+            phone_number_id: None,
         },
     ]
 }

@@ -16,6 +16,7 @@ use crate::consumers::outbound::{
 };
 use crate::consumers::BatchError;
 use crate::event::{Micros, Verification, Verified};
+use crate::gates::LineConfig;
 use crate::provider::SendProvider;
 use crate::retry::RetryPolicy;
 use crate::send::{
@@ -67,6 +68,18 @@ impl SendClients {
     pub fn is_empty(&self) -> bool {
         self.openphone.is_none() && self.twilio.is_none()
     }
+}
+
+/// The `from` the provider is sent for line `line_id`, whose number the decision gave as
+/// `number`: the line's Quo `PN…` id when it has one and its configured number is still that
+/// number (a line renumbered since the decision keeps the number the gates cleared), else the
+/// number. The attempt record keeps the number either way: caps and opt-outs go by number.
+pub(super) fn wire_from(lines: &[LineConfig], line_id: &str, number: &str) -> String {
+    lines
+        .iter()
+        .find(|l| l.id == line_id && l.number == number)
+        .map_or(number, LineConfig::sender_id)
+        .to_owned()
 }
 
 /// What the blocking half of a send brings back.
@@ -274,7 +287,7 @@ impl Sender {
         }
 
         let outbound = OutboundMessage {
-            from,
+            from: wire_from(&self.lines, &line_id, &from),
             to: to.clone(),
             content: msg.content.clone(),
         };

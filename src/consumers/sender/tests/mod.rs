@@ -123,6 +123,7 @@ fn lines() -> Vec<LineConfig> {
         provider,
         ten_dlc: TenDlc::Approved,
         business_name: "Acme".into(),
+        phone_number_id: None,
     };
     vec![
         line(QUO_LINE, "+12125550199", SendProvider::Quo),
@@ -416,6 +417,28 @@ async fn a_batch_handled_twice_inside_one_redelivery_window_sends_once_more_not_
     restarted.handle(&events).await.unwrap();
     restarted.handle(&events).await.unwrap();
     assert_eq!(w.quo.calls(), 3);
+}
+
+#[test]
+fn a_quo_line_with_a_phone_number_id_is_named_by_it_and_every_other_line_by_its_number() {
+    let mut lines = lines();
+    lines[0].phone_number_id = Some("PNq1".into());
+    assert_eq!(deliver::wire_from(&lines, QUO_LINE, "+12125550199"), "PNq1");
+    assert_eq!(
+        deliver::wire_from(&lines, TWILIO_LINE, "+12125550198"),
+        "+12125550198"
+    );
+    // A decision made for another number than the line has now keeps that number: the id
+    // would send from the line's new number, which the gates did not clear.
+    assert_eq!(
+        deliver::wire_from(&lines, QUO_LINE, "+12125550100"),
+        "+12125550100"
+    );
+    // A line gone from the configuration: the number.
+    assert_eq!(
+        deliver::wire_from(&lines, "gone", "+12125550199"),
+        "+12125550199"
+    );
 }
 
 mod outcomes;
