@@ -9,6 +9,8 @@
 //! - [`twilio`]: Twilio 2010-04-01 `Messages.json` and `Calls.json`.
 //! - This module: the HTTP fetch loop both use ([`Client`]), the [`Sink`] trait, progress
 //!   counters, and the [`Checkpoint`].
+//! - The same clients list a workspace's or an account's phone numbers for
+//!   `hooklog-replay lines import` ([`quo::phone_numbers`], [`twilio::incoming_phone_numbers`]).
 //!
 //! Everything here is blocking (ureq on the caller's thread): the CLI runs it on its main
 //! thread, the tests against in-process fake servers.
@@ -100,6 +102,18 @@ pub trait Sink {
 
     /// Called after every request and every resource with the counts so far.
     fn progress(&mut self, _progress: &Progress) {}
+}
+
+/// The sink of a listing that stores nothing: the line import lists numbers through the same
+/// [`Client`] (limiter, retries, errors) and gives no resource to a sink. One given anyway is
+/// refused, so a caller that mixes the two up stops instead of dropping records.
+#[derive(Debug, Default)]
+pub struct NoRecords;
+
+impl Sink for NoRecords {
+    fn put(&mut self, _source: Source, route: &str, _body: &[u8]) -> Result<(), SinkError> {
+        Err(format!("{route}: this listing stores no records").into())
+    }
 }
 
 /// What a run has done so far.

@@ -155,7 +155,47 @@ struct PhoneNumber {
     #[serde(default)]
     number: Option<String>,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     users: Vec<User>,
+}
+
+/// A line of the workspace as `GET /v1/phone-numbers` lists it, unchecked: the caller
+/// validates what it keeps (the answer is the provider's, not ours).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuoLine {
+    /// `PN…`.
+    pub id: String,
+    /// E.164, if given.
+    pub number: Option<String>,
+    /// The name the workspace gave the line, if any.
+    pub name: Option<String>,
+}
+
+/// The workspace's lines: `GET /v1/phone-numbers` (not paginated) with the key's limiter and
+/// the retries of `retry` (429, 5xx and connection errors; a refused key stops at once).
+pub fn phone_numbers(
+    api_base: &str,
+    api_key: &str,
+    retry: RetryPolicy,
+    limiter: Arc<Limiter>,
+) -> Result<Vec<QuoLine>, QuoError> {
+    let key = api_key.trim();
+    if key.is_empty() {
+        return Err(QuoError::NoKey);
+    }
+    let mut client = Client::new(key.to_owned(), limiter, fingerprint(key), retry);
+    let url = format!("{}/v1/phone-numbers", base(api_base));
+    let numbers: PhoneNumbers = client.get_as(&url, &[], &mut super::NoRecords)?;
+    Ok(numbers
+        .data
+        .into_iter()
+        .map(|pn| QuoLine {
+            id: pn.id,
+            number: pn.number,
+            name: pn.name,
+        })
+        .collect())
 }
 
 #[derive(Deserialize)]

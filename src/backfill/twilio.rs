@@ -18,6 +18,9 @@
 //! account SID and the first of `[twilio] auth_tokens`. Each message or call goes to the
 //! sink as one record of source `backfill-twilio`, route `/2010-04-01/Messages/{sid}` or
 //! `/2010-04-01/Calls/{sid}`, body the item's JSON exactly as the API sent it.
+//!
+//! [`incoming_phone_numbers`] lists the account's numbers (`IncomingPhoneNumbers.json`, paged
+//! and checked the same way) for `hooklog-replay lines import --from twilio`.
 
 use std::sync::Arc;
 
@@ -81,6 +84,18 @@ pub enum TwilioError {
         why: String,
         /// Resources given to the sink by this run before it stopped.
         resources: u64,
+    },
+    /// The same refusal while listing the account's numbers (`lines import`): nothing is
+    /// imported.
+    #[error(
+        "refused to follow the IncomingPhoneNumbers listing's next_page_uri `{uri}`: {why}; \
+         nothing was imported"
+    )]
+    NumbersPageRefused {
+        /// The URI, cut to 200 characters and with control characters escaped.
+        uri: String,
+        /// What is wrong with it.
+        why: String,
     },
 }
 
@@ -150,13 +165,7 @@ pub fn backfill(
     if sid.is_empty() || token.is_empty() {
         return Err(TwilioError::NotConfigured);
     }
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{sid}:{token}"));
-    let mut client = Client::new(
-        format!("Basic {basic}"),
-        limiter,
-        fingerprint(&format!("{sid}:{token}")),
-        opts.retry,
-    );
+    let mut client = basic_client(sid, token, limiter, opts.retry);
     client.progress.units_done = checkpoint.done_count();
     client.progress.units_total = 2;
     let base = opts.api_base.trim_end_matches('/');
@@ -234,6 +243,86 @@ pub fn backfill(
     client.progress.stage = "done".into();
     sink.progress(&client.progress);
     Ok(client.progress)
+}
+
+/// A client that signs in with HTTP Basic `sid:token` (both already trimmed, not empty).
+fn basic_client(sid: &str, token: &str, limiter: Arc<Limiter>, retry: RetryPolicy) -> Client {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{sid}:{token}"));
+    Client::new(
+        format!("Basic {basic}"),
+        limiter,
+        fingerprint(&format!("{sid}:{token}")),
+        retry,
+    )
+}
+
+/// A number of the account as `IncomingPhoneNumbers.json` lists it, unchecked: the caller
+/// validates what it keeps.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct TwilioNumber {
+    /// `PN…` (Twilio's resource id; the sender names a Twilio line by its number).
+    pub sid: String,
+    /// E.164, if given.
+    #[serde(default)]
+    pub phone_number: Option<String>,
+    /// The account's name for it, if any.
+    #[serde(default)]
+    pub friendly_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NumbersPage {
+    #[serde(default)]
+    incoming_phone_numbers: Vec<TwilioNumber>,
+    #[serde(default)]
+    next_page_uri: Option<String>,
+}
+
+/// Most pages of numbers followed (a million numbers at 1000 a page): an API that keeps
+/// answering with a next page stops the listing instead of running forever.
+const MAX_NUMBER_PAGES: usize = 1000;
+
+/// The account's numbers: `GET /2010-04-01/Accounts/{AC}/IncomingPhoneNumbers.json`, pages
+/// of at most `page_size` (≤ 1000) followed by `next_page_uri` under the same rule as the
+/// backfill's ([`check_next_page`]: never off the listing), with the retries of `retry`.
+pub fn incoming_phone_numbers(
+    api_base: &str,
+    account_sid: &str,
+    auth_token: &str,
+    page_size: u32,
+    retry: RetryPolicy,
+    limiter: Arc<Limiter>,
+) -> Result<Vec<TwilioNumber>, TwilioError> {
+    let (sid, token) = (account_sid.trim(), auth_token.trim());
+    if sid.is_empty() || token.is_empty() {
+        return Err(TwilioError::NotConfigured);
+    }
+    let mut client = basic_client(sid, token, limiter, retry);
+    let base = api_base.trim_end_matches('/');
+    let account = form_urlencoded::byte_serialize(sid.as_bytes()).collect::<String>();
+    let listing = format!("/2010-04-01/Accounts/{account}/IncomingPhoneNumbers.json");
+    let page_size = page_size.clamp(1, 1000).to_string();
+    let mut url = format!(
+        "{base}{listing}?{}",
+        query(&[("PageSize", page_size.as_str())])
+    );
+    let mut numbers = Vec::new();
+    for _ in 0..MAX_NUMBER_PAGES {
+        let page: NumbersPage = client.get_as(&url, &[], &mut super::NoRecords)?;
+        numbers.extend(page.incoming_phone_numbers);
+        let Some(uri) = page.next_page_uri.filter(|u| !u.is_empty()) else {
+            return Ok(numbers);
+        };
+        check_next_page(&uri, &listing).map_err(|why| TwilioError::NumbersPageRefused {
+            uri: uri.chars().take(200).flat_map(char::escape_debug).collect(),
+            why,
+        })?;
+        url = format!("{base}{uri}");
+    }
+    Err(TwilioError::Fetch(FetchError::Decode {
+        url,
+        detail: format!("more than {MAX_NUMBER_PAGES} pages of numbers: the listing never ends"),
+    }))
 }
 
 /// Whether `uri` may be fetched as the next page of `listing`
