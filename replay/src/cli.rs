@@ -155,6 +155,60 @@ pub enum Command {
     /// data directory only (the daemon's drivers own the cursors while it runs).
     #[command(name = "drop-cursor")]
     DropCursor(ConsumerArg),
+    /// Work on the configuration's `[[lines]]`: `lines import` fills them from a provider.
+    Lines(LinesArgs),
+}
+
+/// `lines`.
+#[derive(Debug, Args)]
+pub struct LinesArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: LinesCommand,
+}
+
+/// The `lines` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LinesCommand {
+    /// Print `[[lines]]` entries for the numbers a provider lists, or merge them into a
+    /// configuration file.
+    ///
+    /// Reads Quo's `GET /v1/phone-numbers` (`[openphone]` api_key, api_base) or Twilio's
+    /// `IncomingPhoneNumbers.json` (`[twilio]` account_sid, the first auth_tokens entry,
+    /// api_base). Each entry has the number, the provider, Quo's `phone_number_id`, an id made
+    /// from the provider's name for the line, `ten_dlc = "pending"` (nothing is sent until you
+    /// approve the line) and a business name to check. With `--merge FILE` the file is edited
+    /// in place, comments and layout kept: a line it already has (same number) keeps every
+    /// setting and only gets a missing `phone_number_id`; a differing one and lines the
+    /// provider no longer lists are reported, never changed or deleted. The old file is kept
+    /// as FILE.bak.
+    Import(LinesImportArgs),
+}
+
+/// `lines import`.
+#[derive(Debug, Args)]
+pub struct LinesImportArgs {
+    /// The provider whose numbers are read.
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub from: LineProvider,
+
+    /// Merge into this configuration file instead of printing the entries.
+    #[arg(long, value_name = "FILE")]
+    pub merge: Option<PathBuf>,
+
+    /// With --merge: print the change as a diff and the report, write nothing.
+    #[arg(long, requires = "merge")]
+    pub dry_run: bool,
+}
+
+/// The providers whose numbers `lines import` reads.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LineProvider {
+    /// Quo (formerly OpenPhone).
+    #[value(alias = "openphone")]
+    Quo,
+    /// Twilio.
+    Twilio,
 }
 
 /// `export`.
@@ -427,6 +481,35 @@ mod tests {
             Cli::try_parse_from(["r", "backfill", "salesmsg", "--since", "2026-03-02"]).is_err()
         );
         assert!(Cli::try_parse_from(["r", "backfill", "twilio", "--since", "March"]).is_err());
+    }
+
+    #[test]
+    fn lines_import_takes_a_provider_a_file_and_a_dry_run_only_with_the_file() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map_err(|e| e.to_string());
+        let Ok(Cli {
+            command:
+                Command::Lines(LinesArgs {
+                    command: LinesCommand::Import(args),
+                }),
+            ..
+        }) = parse(&[
+            "r",
+            "lines",
+            "import",
+            "--from",
+            "openphone",
+            "--merge",
+            "h.toml",
+        ])
+        else {
+            panic!("not parsed");
+        };
+        assert!(matches!(args.from, LineProvider::Quo));
+        assert_eq!(args.merge.as_deref(), Some(std::path::Path::new("h.toml")));
+        assert!(parse(&["r", "lines", "import", "--from", "twilio"]).is_ok());
+        assert!(parse(&["r", "lines", "import"]).is_err());
+        assert!(parse(&["r", "lines", "import", "--from", "salesmsg"]).is_err());
+        assert!(parse(&["r", "lines", "import", "--from", "quo", "--dry-run"]).is_err());
     }
 
     #[test]

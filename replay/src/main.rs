@@ -12,7 +12,9 @@
 //!   (`rewind`, `redrive`, `pause`, `resume`); [`backfill`] fetches from the providers' REST
 //!   APIs and appends (through the admin API, or directly when the daemon is stopped);
 //!   [`export`] and [`import`] copy the log out as JSON lines and into a stopped, empty data
-//!   directory; [`fire`] signs a fixture with the configured keys and sends it.
+//!   directory; [`fire`] signs a fixture with the configured keys and sends it; [`lines`]
+//!   makes `[[lines]]` entries from a provider's numbers and merges them into a
+//!   configuration file.
 //! - [`output`] (stdout that ends quietly when the reader goes away, tables, previews),
 //!   [`signals`] (SIGINT/SIGTERM while following).
 //!
@@ -29,6 +31,7 @@ mod drop_cursor;
 mod export;
 mod fire;
 mod import;
+mod lines;
 mod optouts;
 mod output;
 mod show;
@@ -74,5 +77,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(args) => import::run(&ctx, args),
         Command::Fire(args) => fire::run(&ctx, args),
         Command::DropCursor(args) => drop_cursor::run(&ctx, args),
+        Command::Lines(args) => lines::run(&ctx, args),
     }
 }

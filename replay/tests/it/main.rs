@@ -9,5 +9,6 @@ mod support;
 
 mod backfill;
 mod cli;
+mod lines;
 mod migrate;
 mod retention;
