@@ -17,13 +17,14 @@
 //! # Writing
 //!
 //! The new text goes to a temporary file beside the target (the target of a symbolic link),
-//! with the original's permissions (a configuration file holds secrets), is flushed to disk,
+//! with the original's permissions, owner and group (a configuration file holds secrets, and
+//! the daemon may read it through its group), is flushed to disk,
 //! and is renamed over the original after the original was copied to `FILE.bak`. A reader
 //! sees the old file or the new one, never half of one.
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use hooklog::gates::config::{validate_lines, LineConfig};
@@ -48,6 +49,17 @@ pub enum MergeError {
         /// The file.
         path: PathBuf,
         /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The new file cannot be given the old one's owner and group.
+    #[error(
+        "cannot give the new {path} the owner and group of the old one ({source}): run the \
+         import as the file's owner or as root; nothing was written"
+    )]
+    Owner {
+        /// The file.
+        path: PathBuf,
+        /// The error of fchown.
         source: std::io::Error,
     },
     /// The file is not TOML.
@@ -367,9 +379,8 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(PathBuf, PathBuf), M
         move |source| MergeError::Io { path: p, source }
     };
     let target = std::fs::canonicalize(path).map_err(io(path))?;
-    let permissions = std::fs::metadata(&target)
-        .map_err(io(&target))?
-        .permissions();
+    let meta = std::fs::metadata(&target).map_err(io(&target))?;
+    let permissions = meta.permissions();
     let with_suffix = |suffix: &str| {
         let mut s = target.clone().into_os_string();
         s.push(suffix);
@@ -391,6 +402,14 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(PathBuf, PathBuf), M
             .open(&tmp)
             .map_err(io(&tmp))?;
         f.set_permissions(permissions).map_err(io(&tmp))?;
+        // The daemon may read the file through its group (root:hooklog 0640): the new file
+        // keeps the old one's owner and group, or is not written at all.
+        std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid())).map_err(|source| {
+            MergeError::Owner {
+                path: target.clone(),
+                source,
+            }
+        })?;
         f.write_all(text.as_bytes()).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         std::fs::copy(&target, &bak).map_err(io(&bak))?;

@@ -1,7 +1,7 @@
 //! The line import's pure parts: the listing checked, ids, the merge rules and the write.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use hooklog::backfill::quo::QuoLine;
@@ -423,6 +423,7 @@ fn the_write_is_atomic_keeps_a_backup_and_the_files_permissions_and_follows_a_li
     let link = dir.path().join("hooklog.toml");
     std::os::unix::fs::symlink(&real, &link).unwrap();
 
+    let old_meta = std::fs::metadata(&real).unwrap();
     let (written, bak) = merge::write_atomically(&link, "new = 2\n").unwrap();
     assert_eq!(written, std::fs::canonicalize(&real).unwrap());
     assert_eq!(std::fs::read_to_string(&real).unwrap(), "new = 2\n");
@@ -431,8 +432,12 @@ fn the_write_is_atomic_keeps_a_backup_and_the_files_permissions_and_follows_a_li
         .unwrap()
         .file_type()
         .is_symlink());
-    let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o640);
+    let new_meta = std::fs::metadata(&real).unwrap();
+    assert_eq!(new_meta.permissions().mode() & 0o777, 0o640);
+    assert_eq!(
+        (new_meta.uid(), new_meta.gid()),
+        (old_meta.uid(), old_meta.gid())
+    );
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
