@@ -304,7 +304,7 @@ fn twilio_numbers_over_two_pages_merge_beside_an_approved_line_that_keeps_its_se
     assert!(seen
         .iter()
         .all(|s| s.path == format!("/2010-04-01/Accounts/{sid}/IncomingPhoneNumbers.json")));
-    assert_eq!(seen[1].param("PageToken"), Some("PA2"));
+    assert_eq!(seen[1].param("PageToken"), Some("PN2"));
     assert!(seen.iter().all(|s| s
         .authorization
         .as_deref()
