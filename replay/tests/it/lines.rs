@@ -222,6 +222,33 @@ fn lines_imported_from_quo_after_a_429_merge_into_the_file_and_hooklog_check_con
     assert!(checked.contains("phone_number_id = \"PN1\""), "{checked}");
     assert!(checked.trim_end().ends_with("# ok"), "{checked}");
 
+    // What the sender makes of the imported lines: hooklog loads the merged file, and a Quo
+    // send from each line names it by its PN id in `from` (the sender's own test shows the
+    // request going out with it).
+    let (loaded, _) = hooklog::config::Config::load_from(Some(&config), std::iter::empty())
+        .expect("hooklog loads the merged file");
+    for (number, pn) in [(LINE_1, "PN1"), (LINE_2, "PN2"), ("+15550000003", "PN3")] {
+        let line = loaded
+            .lines
+            .iter()
+            .find(|l| l.number == number)
+            .unwrap_or_else(|| panic!("no line {number}"));
+        assert_eq!(line.sender_id(), pn);
+        let request = hooklog::send::quo::build_request(
+            &fake.base(),
+            &hooklog::config::secret::Secret::new(QUO_KEY),
+            &hooklog::send::OutboundMessage {
+                from: line.sender_id().to_owned(),
+                to: "+12125550100".into(),
+                content: "Hi from Acme Homes. Reply STOP to opt out".into(),
+            },
+        )
+        .unwrap();
+        let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+        assert_eq!(body["from"], pn, "{body}");
+        assert!(body.get("phoneNumberId").is_none(), "{body}");
+    }
+
     // Once more: nothing changes and nothing is written.
     fake.with(|st| st.seen.clear());
     let stdout = ok(&import(
