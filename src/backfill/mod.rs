@@ -104,9 +104,11 @@ pub trait Sink {
     fn progress(&mut self, _progress: &Progress) {}
 }
 
-/// The sink of a listing that stores nothing: the line import lists numbers through the same
-/// [`Client`] (limiter, retries, errors) and gives no resource to a sink. One given anyway is
-/// refused, so a caller that mixes the two up stops instead of dropping records.
+/// The sink of a request that stores nothing: the line import's listings of numbers
+/// ([`quo::phone_numbers`], [`twilio::incoming_phone_numbers`]) and every read-only call of
+/// `hooklog doctor` (the credential checks, the webhook lists) go through the same [`Client`]
+/// (limiter, retries, errors), which gives a sink only its progress. A resource given anyway
+/// is refused, so a caller that mixes the two up stops instead of dropping records.
 #[derive(Debug, Default)]
 pub struct NoRecords;
 

@@ -20,7 +20,8 @@
 //! `/2010-04-01/Calls/{sid}`, body the item's JSON exactly as the API sent it.
 //!
 //! [`incoming_phone_numbers`] lists the account's numbers (`IncomingPhoneNumbers.json`, paged
-//! and checked the same way) for `hooklog-replay lines import --from twilio`.
+//! and checked the same way) for `hooklog-replay lines import --from twilio` and for
+//! `hooklog doctor`'s audit of each number's webhook URLs (the one listing of both).
 
 use std::sync::Arc;
 
@@ -96,6 +97,16 @@ pub enum TwilioError {
         uri: String,
         /// What is wrong with it.
         why: String,
+    },
+    /// The account's numbers did not end within [`MAX_NUMBER_PAGES`] pages (an API that
+    /// keeps answering with a next page): the listing stops, nothing is returned.
+    #[error(
+        "the IncomingPhoneNumbers listing has more than {pages} pages: it never ends; \
+         nothing was listed (check [twilio] api_base)"
+    )]
+    NumbersPagesUnending {
+        /// The pages followed before stopping.
+        pages: usize,
     },
 }
 
@@ -257,8 +268,9 @@ fn basic_client(sid: &str, token: &str, limiter: Arc<Limiter>, retry: RetryPolic
 }
 
 /// A number of the account as `IncomingPhoneNumbers.json` lists it, unchecked: the caller
-/// validates what it keeps.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// validates what it keeps. The line import reads the first three fields, the doctor's audit
+/// the webhook URLs and methods.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct TwilioNumber {
     /// `PN…` (Twilio's resource id; the sender names a Twilio line by its number).
     pub sid: String,
@@ -268,6 +280,21 @@ pub struct TwilioNumber {
     /// The account's name for it, if any.
     #[serde(default)]
     pub friendly_name: Option<String>,
+    /// Where Twilio sends its calls (`VoiceUrl`), if set.
+    #[serde(default)]
+    pub voice_url: Option<String>,
+    /// The method of `voice_url` (`POST` or `GET`).
+    #[serde(default)]
+    pub voice_method: Option<String>,
+    /// Where Twilio sends its messages (`SmsUrl`), if set.
+    #[serde(default)]
+    pub sms_url: Option<String>,
+    /// The method of `sms_url`.
+    #[serde(default)]
+    pub sms_method: Option<String>,
+    /// Where Twilio reports how its calls end (`StatusCallback`), if set.
+    #[serde(default)]
+    pub status_callback: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -280,7 +307,7 @@ struct NumbersPage {
 
 /// Most pages of numbers followed (a million numbers at 1000 a page): an API that keeps
 /// answering with a next page stops the listing instead of running forever.
-const MAX_NUMBER_PAGES: usize = 1000;
+pub const MAX_NUMBER_PAGES: usize = 1000;
 
 /// The account's numbers: `GET /2010-04-01/Accounts/{AC}/IncomingPhoneNumbers.json`, pages
 /// of at most `page_size` (≤ 1000) followed by `next_page_uri` under the same rule as the
@@ -319,10 +346,9 @@ pub fn incoming_phone_numbers(
         })?;
         url = format!("{base}{uri}");
     }
-    Err(TwilioError::Fetch(FetchError::Decode {
-        url,
-        detail: format!("more than {MAX_NUMBER_PAGES} pages of numbers: the listing never ends"),
-    }))
+    Err(TwilioError::NumbersPagesUnending {
+        pages: MAX_NUMBER_PAGES,
+    })
 }
 
 /// Whether `uri` may be fetched as the next page of `listing`

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::facts::{Accounts, Seen};
+use super::facts::{quo_lines, Accounts, QuoLine, Seen};
 use super::local::{AdminApi, LogAccess};
 use super::report::{summarize, Finding, MAX_WINDOW_RECORDS};
 use crate::admin::api::{EventJson, EventPage, Status as AdminStatus};
@@ -201,18 +201,40 @@ fn quo_kind_and_line(body: &[u8]) -> Option<(String, Option<String>)> {
 /// 7c. The verdict of the window: every Quo line heard from within `[doctor] quiet_days`.
 pub(super) fn judge(config: &Config, accounts: &Accounts, seen: &Seen, out: &mut Vec<Finding>) {
     const CHECK: &str = "quo activity";
-    let configured: Vec<&str> = config
-        .lines
-        .iter()
-        .filter(|l| l.provider == SendProvider::Quo)
-        .map(|l| l.number.as_str())
-        .collect();
-    let quo_used = !config.openphone.signing_keys.is_empty() || !configured.is_empty();
+    let quo_used = !config.openphone.signing_keys.is_empty()
+        || config.lines.iter().any(|l| l.provider == SendProvider::Quo);
     if !quo_used {
         return;
     }
-    let from = match &seen.from {
-        Ok(from) => from,
+    let window = config.doctor.window_days;
+    let quiet = config.doctor.quiet_days;
+    let now = Utc::now();
+    let read = match &seen.from {
+        Ok(from) => {
+            let types: Vec<String> = seen
+                .by_type
+                .iter()
+                .map(|(k, t)| format!("{k} {}", ago(now, *t)))
+                .collect();
+            out.push(Finding::ok(
+                CHECK,
+                format!(
+                    "read {} record(s) of the last {window} day(s) from {from}{}; last Quo webhook by type: {}",
+                    seen.records,
+                    if seen.truncated {
+                        format!(" (only the newest {MAX_WINDOW_RECORDS})")
+                    } else {
+                        String::new()
+                    },
+                    if types.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        types.join(", ")
+                    }
+                ),
+            ));
+            true
+        }
         Err(why) => {
             out.push(Finding::warn(
                 CHECK,
@@ -220,67 +242,33 @@ pub(super) fn judge(config: &Config, accounts: &Accounts, seen: &Seen, out: &mut
                 "run hooklog doctor as the daemon's user with the daemon running (it reads \
                  through the admin API with the operator token)",
             ));
-            return;
+            false
         }
     };
-    let window = config.doctor.window_days;
-    let quiet = config.doctor.quiet_days;
-    let now = Utc::now();
-    let types: Vec<String> = seen
-        .by_type
-        .iter()
-        .map(|(k, t)| format!("{k} {}", ago(now, *t)))
-        .collect();
-    out.push(Finding::ok(
-        CHECK,
-        format!(
-            "read {} record(s) of the last {window} day(s) from {from}{}; last Quo webhook by type: {}",
-            seen.records,
-            if seen.truncated {
-                format!(" (only the newest {MAX_WINDOW_RECORDS})")
-            } else {
-                String::new()
-            },
-            if types.is_empty() {
-                "none".to_owned()
-            } else {
-                types.join(", ")
-            }
-        ),
-    ));
     let Some(numbers) = &accounts.quo_numbers else {
-        out.push(Finding::warn(
-            CHECK,
-            "the lines cannot be judged: their PN ids come from the Quo API, which did not answer \
-             (see quo api)",
-            "fix the quo api line first",
-        ));
+        if read {
+            out.push(Finding::warn(
+                CHECK,
+                "the lines cannot be judged: their PN ids come from the Quo API, which did not \
+                 answer (see quo api)",
+                "fix the quo api line first",
+            ));
+        }
         return;
     };
-    // The configured Quo lines, else every line of the workspace.
-    let mut lines: Vec<(String, String)> = Vec::new();
-    for number in &configured {
-        match numbers
-            .iter()
-            .find(|n| n.number.as_deref() == Some(*number))
-        {
-            Some(n) => lines.push((n.id.clone(), (*number).to_owned())),
-            None => out.push(Finding::warn(
-                CHECK,
-                format!("configured Quo line {number} is not a number of the workspace"),
-                "fix lines[].number, or openphone.api_key if it is another workspace's",
-            )),
-        }
+    // The configured Quo lines (by phone_number_id, else by number), else every line of the
+    // workspace. Their problems are reported here even when the log cannot be read: a wrong
+    // phone_number_id misdirects the sender whatever the log says.
+    let (lines, problems) = quo_lines(config, numbers);
+    for (what, fix) in problems {
+        out.push(Finding::warn(CHECK, what, fix));
     }
-    if configured.is_empty() {
-        lines = numbers
-            .iter()
-            .map(|n| (n.id.clone(), n.number.clone().unwrap_or_default()))
-            .collect();
+    if !read {
+        return;
     }
     let quiet_since = now - chrono::Duration::days(quiet as i64);
     let mut silent = Vec::new();
-    for (pn, number) in &lines {
+    for QuoLine { pn, number } in &lines {
         match seen.by_line.get(pn) {
             Some(t) if *t >= quiet_since => {}
             Some(t) => silent.push(format!("{number} ({pn}) last {}", ago(now, *t))),

@@ -36,8 +36,14 @@
 //!   provider answers are shown without user-info or query ([`shown_url`]); the Discord
 //!   webhook's URL is never shown.
 //! - **Provider answers are hostile input.** Every list is decoded into the few fields used,
-//!   paging is bounded ([`MAX_PAGES`]) and follows only the listing's own path, and text taken
-//!   from an answer is cut and escaped before it is printed.
+//!   paging is bounded ([`MAX_PAGES`] for Quo's webhook lists; the Twilio numbers are listed by
+//!   [`crate::backfill::twilio::incoming_phone_numbers`], the line import's listing, with its
+//!   own bound) and follows only the listing's own path, and text taken from an answer is cut
+//!   and escaped before it is printed.
+//! - **One listing of each kind.** The Twilio numbers come from the backfill's listing and the
+//!   doctor's requests give their progress to [`crate::backfill::NoRecords`]; the Quo lines to
+//!   judge are resolved once (`facts::quo_lines`: `phone_number_id` first, else the number)
+//!   for both Quo checks.
 
 mod activity;
 pub mod config;

@@ -3,7 +3,9 @@
 //!
 //! The requests go through the backfill's HTTP client ([`crate::backfill::Client`]: its rate
 //! limit, its retries of 429 and 5xx, its refusal of 401/403), with fewer retries: a doctor run
-//! reports a throttled API as a warning rather than waiting minutes.
+//! reports a throttled API as a warning rather than waiting minutes. The Twilio numbers are
+//! the line import's listing ([`backfill::twilio::incoming_phone_numbers`]); every request
+//! gives its progress to [`NoRecords`] (none of them yields a record).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -12,12 +14,12 @@ use std::time::Duration;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::facts::{Accounts, QuoNumber, Seen};
+use super::facts::{quo_lines, Accounts, QuoNumber, Seen};
 use super::report::{cut, shown_url, summarize, Finding, Status, MAX_PAGES};
 use super::urls::{Field, Registry, Verdict};
-use crate::backfill::{self, Client, FetchError, Progress, Sink, SinkError};
+use crate::backfill::twilio::TwilioError;
+use crate::backfill::{self, Client, FetchError, NoRecords};
 use crate::config::Config;
-use crate::event::Source;
 use crate::provider::SendProvider;
 use crate::retry::RetryPolicy;
 use crate::send::limiter::Limiter;
@@ -32,16 +34,6 @@ const DOCTOR_RETRY: RetryPolicy = RetryPolicy {
 
 /// The dated API version of Quo's `GET /webhooks`.
 const QUO_API_VERSION: &str = "2026-03-30";
-
-/// The client needs a sink for its progress; the doctor fetches, it stores nothing.
-struct NoSink;
-
-impl Sink for NoSink {
-    fn put(&mut self, _: Source, _: &str, _: &[u8]) -> Result<(), SinkError> {
-        Ok(())
-    }
-    fn progress(&mut self, _: &Progress) {}
-}
 
 fn quo_client(config: &Config, limiter: &Arc<Limiter>) -> Option<(Client, String)> {
     let key = config
@@ -140,7 +132,7 @@ pub(super) fn credentials(config: &Config, out: &mut Vec<Finding>) -> Accounts {
                 data: Vec<QuoNumber>,
             }
             let url = format!("{base}/v1/phone-numbers");
-            match client.get_as::<Numbers>(&url, &[], &mut NoSink) {
+            match client.get_as::<Numbers>(&url, &[], &mut NoRecords) {
                 Ok(n) => {
                     out.push(Finding::ok(
                         QUO,
@@ -177,7 +169,7 @@ pub(super) fn credentials(config: &Config, out: &mut Vec<Finding>) -> Accounts {
             }
             let account = form_urlencoded::byte_serialize(sid.as_bytes()).collect::<String>();
             let url = format!("{base}/2010-04-01/Accounts/{account}.json");
-            match client.get_as::<Account>(&url, &[], &mut NoSink) {
+            match client.get_as::<Account>(&url, &[], &mut NoRecords) {
                 Ok(a) => {
                     let status = a.status.unwrap_or_default();
                     if status.is_empty() || status == "active" {
@@ -208,33 +200,6 @@ pub(super) fn credentials(config: &Config, out: &mut Vec<Finding>) -> Accounts {
     accounts
 }
 
-/// One number of `IncomingPhoneNumbers.json`: only the fields the audit reads.
-#[derive(Deserialize)]
-struct TwilioNumber {
-    #[serde(default)]
-    sid: String,
-    #[serde(default)]
-    phone_number: String,
-    #[serde(default)]
-    voice_url: Option<String>,
-    #[serde(default)]
-    voice_method: Option<String>,
-    #[serde(default)]
-    sms_url: Option<String>,
-    #[serde(default)]
-    sms_method: Option<String>,
-    #[serde(default)]
-    status_callback: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct TwilioNumbers {
-    #[serde(default)]
-    incoming_phone_numbers: Vec<TwilioNumber>,
-    #[serde(default)]
-    next_page_uri: Option<String>,
-}
-
 /// 7a. Every incoming number of the Twilio account: its voice URL, SMS URL and status
 /// callback in the registry, its methods POST; every configured Twilio line on the account.
 pub(super) fn twilio_drift(config: &Config, accounts: &Accounts, out: &mut Vec<Finding>) {
@@ -258,58 +223,38 @@ pub(super) fn twilio_drift(config: &Config, accounts: &Accounts, out: &mut Vec<F
             "set server.public_urls to the public base URL, e.g. https://hooks.example.com",
         ));
     }
-    let limiter = limiter();
-    let Some((mut client, base, sid)) = twilio_client(config, &limiter) else {
+    let (Some(sid), Some(token)) = (
+        config.twilio.account_sid.as_deref(),
+        config.twilio.auth_tokens.first(),
+    ) else {
         return;
     };
+    let sid = sid.trim();
     let account = form_urlencoded::byte_serialize(sid.as_bytes()).collect::<String>();
-    let listing = format!("/2010-04-01/Accounts/{account}/IncomingPhoneNumbers.json");
-    let mut url = format!("{base}{listing}?PageSize=100");
-    let mut numbers = Vec::new();
-    for page in 0.. {
-        if page == MAX_PAGES {
-            out.push(Finding::warn(
-                CHECK,
-                format!("the account has more than {MAX_PAGES} pages of numbers: the rest were not read"),
-                "",
-            ));
-            break;
+    // The line import's listing (pages of 1000, `next_page_uri` followed only on the
+    // listing's own path), with the doctor's quick retries.
+    let numbers = match backfill::twilio::incoming_phone_numbers(
+        &config.twilio.api_base,
+        sid,
+        token.expose(),
+        1000,
+        DOCTOR_RETRY,
+        limiter(),
+    ) {
+        Ok(numbers) => numbers,
+        Err(e) => {
+            out.push(listing_finding(CHECK, &e));
+            return;
         }
-        let got: TwilioNumbers = match client.get_as(&url, &[], &mut NoSink) {
-            Ok(p) => p,
-            Err(e) => {
-                out.push(fetch_finding(
-                    CHECK,
-                    &e,
-                    "see the twilio api line",
-                    "twilio.api_base",
-                ));
-                return;
-            }
-        };
-        numbers.extend(got.incoming_phone_numbers);
-        match got.next_page_uri.filter(|u| !u.is_empty()) {
-            None => break,
-            Some(next) => {
-                if let Err(why) = backfill::twilio::check_next_page(&next, &listing) {
-                    out.push(Finding::warn(
-                        CHECK,
-                        format!("refused to follow the listing's next_page_uri: {why}; the rest were not read"),
-                        "",
-                    ));
-                    break;
-                }
-                url = format!("{base}{next}");
-            }
-        }
-    }
+    };
     let mut good = 0usize;
     for n in &numbers {
-        let who = format!("{} ({})", cut(&n.phone_number, 20), cut(&n.sid, 40));
+        let number = n.phone_number.as_deref().unwrap_or_default();
+        let who = format!("{} ({})", cut(number, 20), cut(&n.sid, 40));
         let path = format!(
             "Twilio console → Phone Numbers → {}, or POST \
              /2010-04-01/Accounts/{account}/IncomingPhoneNumbers/{}.json",
-            cut(&n.phone_number, 20),
+            cut(number, 20),
             cut(&n.sid, 40)
         );
         let mut clean = true;
@@ -389,7 +334,10 @@ pub(super) fn twilio_drift(config: &Config, accounts: &Accounts, out: &mut Vec<F
             good += 1;
         }
     }
-    let on_account: BTreeSet<&str> = numbers.iter().map(|n| n.phone_number.as_str()).collect();
+    let on_account: BTreeSet<&str> = numbers
+        .iter()
+        .filter_map(|n| n.phone_number.as_deref())
+        .collect();
     for (i, line) in config.lines.iter().enumerate() {
         if line.provider == SendProvider::Twilio && !on_account.contains(line.number.as_str()) {
             out.push(Finding::fail(
@@ -398,7 +346,7 @@ pub(super) fn twilio_drift(config: &Config, accounts: &Accounts, out: &mut Vec<F
                     "lines[{i}] ({}, {}) is not an incoming number of account {}",
                     line.id,
                     line.number,
-                    cut(&sid, 40)
+                    cut(sid, 40)
                 ),
                 "fix lines[].number, or twilio.account_sid if the number is on another account",
             ));
@@ -417,6 +365,53 @@ pub(super) fn twilio_drift(config: &Config, accounts: &Accounts, out: &mut Vec<F
                 numbers.len()
             ),
         ));
+    }
+}
+
+/// Why the account's numbers could not be listed, as the audit's finding.
+///
+/// The shared listing returns every number or an error, never the pages read before it
+/// stopped: a refused `next_page_uri` or a listing that never ends is a warning that no number
+/// was judged (the audit never judges part of an account, so a line on an unread page is
+/// never reported missing).
+fn listing_finding(check: &str, e: &TwilioError) -> Finding {
+    match e {
+        TwilioError::CredentialsRefused { status } => Finding::fail(
+            check,
+            format!("the credentials were refused ({status})"),
+            "see the twilio api line",
+        ),
+        TwilioError::Fetch(e) => {
+            fetch_finding(check, e, "see the twilio api line", "twilio.api_base")
+        }
+        TwilioError::NumbersPageRefused { why, .. } => Finding::warn(
+            check,
+            format!(
+                "refused to follow the IncomingPhoneNumbers listing's next_page_uri: {}; no \
+                 number was judged",
+                cut(why, 200)
+            ),
+            "run hooklog doctor again later; if it stays, check twilio.api_base (the API \
+             answered a page outside the listing)",
+        ),
+        TwilioError::NumbersPagesUnending { pages } => Finding::warn(
+            check,
+            format!("the account's numbers did not end within {pages} pages: no number was judged"),
+            "check twilio.api_base (an API that keeps answering a next page)",
+        ),
+        TwilioError::NotConfigured => Finding::warn(
+            check,
+            "twilio.account_sid or twilio.auth_tokens is empty: the numbers cannot be audited",
+            "set twilio.account_sid and twilio.auth_tokens_file",
+        ),
+        // Not answers of the listing (it stores nothing and keeps no checkpoint).
+        TwilioError::Sink { .. }
+        | TwilioError::Checkpoint(_)
+        | TwilioError::NextPageRefused { .. } => Finding::fail(
+            check,
+            cut(&e.to_string(), 300),
+            "report this: the numbers listing failed in a way it should not",
+        ),
     }
 }
 
@@ -486,7 +481,7 @@ pub(super) fn quo_drift(config: &Config, accounts: &Accounts, seen: &Seen, out: 
             if page == MAX_PAGES {
                 break;
             }
-            match client.get_as::<QuoWebhooks>(&next, &headers, &mut NoSink) {
+            match client.get_as::<QuoWebhooks>(&next, &headers, &mut NoRecords) {
                 Ok(got) => {
                     hooks.extend(got.data.into_iter().map(|w| (list.to_owned(), w)));
                     match got.next_cursor.filter(|c| !c.is_empty()) {
@@ -519,19 +514,10 @@ pub(super) fn quo_drift(config: &Config, accounts: &Accounts, seen: &Seen, out: 
             ),
         ));
     }
-    // The lines whose coverage counts: the configured Quo lines, else every workspace line.
+    // The lines whose coverage counts: the configured Quo lines (by phone_number_id, else by
+    // number), else every workspace line. Their problems are the quo activity check's to report.
     let numbers = accounts.quo_numbers.as_deref().unwrap_or_default();
-    let configured: Vec<&str> = config
-        .lines
-        .iter()
-        .filter(|l| l.provider == SendProvider::Quo)
-        .map(|l| l.number.as_str())
-        .collect();
-    let lines: Vec<(&str, &str)> = numbers
-        .iter()
-        .filter_map(|n| n.number.as_deref().map(|num| (n.id.as_str(), num)))
-        .filter(|(_, num)| configured.is_empty() || configured.contains(num))
-        .collect();
+    let (lines, _) = quo_lines(config, numbers);
 
     let mut ours: Vec<&QuoWebhook> = Vec::new();
     for (list, w) in &hooks {
@@ -616,8 +602,8 @@ pub(super) fn quo_drift(config: &Config, accounts: &Accounts, seen: &Seen, out: 
         } else {
             lines
                 .iter()
-                .filter(|(pn, _)| !ours.iter().any(|w| covers(w, Some(pn))))
-                .map(|(pn, num)| format!("{num} ({pn})"))
+                .filter(|l| !ours.iter().any(|w| covers(w, Some(&l.pn))))
+                .map(|l| format!("{} ({})", l.number, cut(&l.pn, 40)))
                 .collect()
         };
         if uncovered.is_empty() {
@@ -675,4 +661,32 @@ fn quo_url_drift(
             expected.unwrap_or_else(|| "server.public_urls + /webhook/quo".into())
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_or_unending_numbers_listing_warns_that_no_number_was_judged_and_refused_credentials_fail(
+    ) {
+        for e in [
+            TwilioError::NumbersPageRefused {
+                uri: "https://evil.example/x".into(),
+                why: "it is not a path on the API host".into(),
+            },
+            TwilioError::NumbersPagesUnending { pages: 1000 },
+        ] {
+            let f = listing_finding("twilio webhooks", &e);
+            assert_eq!(f.status, Status::Warn, "{e}");
+            assert!(f.what.contains("no number was judged"), "{}", f.what);
+            assert!(!f.what.contains("evil.example"), "the URI is not printed");
+        }
+        let f = listing_finding(
+            "twilio webhooks",
+            &TwilioError::CredentialsRefused { status: 401 },
+        );
+        assert_eq!(f.status, Status::Fail);
+        assert!(f.what.contains("refused (401)"), "{}", f.what);
+    }
 }

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::alerts::{Alert, Severity};
 
-/// The most pages of one provider listing the doctor follows.
+/// The most pages of one Quo webhook list the doctor follows (the Twilio numbers are listed
+/// with the line import's bound, [`crate::backfill::twilio::MAX_NUMBER_PAGES`]).
 pub const MAX_PAGES: usize = 50;
 
 /// The most log records the activity check reads (the newest of the window).

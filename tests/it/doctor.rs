@@ -368,6 +368,67 @@ fn a_healthy_deployment_exits_0_with_every_finding_ok_and_json_that_parses() {
     server.stop().unwrap();
 }
 
+#[test]
+fn a_quo_lines_phone_number_id_is_what_the_doctor_judges_and_one_quo_lists_for_another_number_is_warned(
+) {
+    let d = Deployment::new(healthy(), "twilio-test-token", QUO_KEY);
+    let server = d.start_daemon();
+    quo_webhook(&server, "PN1", "3");
+    let text = std::fs::read_to_string(&d.file).unwrap();
+    let with_id = |pn: &str| {
+        let edited = text.replacen(
+            "id = \"quo-main\"\n",
+            &format!("id = \"quo-main\"\nphone_number_id = \"{pn}\"\n"),
+            1,
+        );
+        assert_ne!(edited, text);
+        std::fs::write(&d.file, edited).unwrap();
+        d.doctor(&["--json"], Some((server.public, server.admin)))
+    };
+
+    // The id Quo lists for the line's number: used, nothing to say.
+    let run = with_id("PN1");
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    run.finding(
+        "quo activity",
+        "ok",
+        "every Quo line (1) received a webhook",
+    );
+
+    // Another line of the workspace: the sender would send from it. The line is judged by the
+    // configured id (PN2 heard nothing), not by the number (PN1 did).
+    let run = with_id("PN2");
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let (what, fix) = run.finding("quo activity", "warn", "phone_number_id PN2");
+    assert!(
+        what.contains(&format!("is not the id Quo lists for {LINE_1} (PN1)"))
+            && what.contains("the sender would send from another line"),
+        "{what}"
+    );
+    assert!(
+        fix.starts_with("set lines[0].phone_number_id to PN1"),
+        "{fix}"
+    );
+    let (what, _) = run.finding("quo activity", "warn", "received no webhook");
+    assert!(what.contains(&format!("{LINE_1} (PN2)")), "{what}");
+
+    // An id the workspace does not have: warned, and not judged.
+    let run = with_id("PN9");
+    let (what, _) = run.finding("quo activity", "warn", "phone_number_id PN9");
+    assert!(
+        what.contains("a line the workspace does not have"),
+        "{what}"
+    );
+    assert!(
+        run.findings("quo activity", "warn")
+            .iter()
+            .all(|(w, _)| !w.contains("received no webhook")),
+        "{}",
+        run.stdout
+    );
+    server.stop().unwrap();
+}
+
 /// The healthy state with each kind of Twilio drift on its own number.
 fn twilio_drift() -> State {
     let mut st = healthy();

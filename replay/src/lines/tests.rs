@@ -145,6 +145,7 @@ fn listed_items_with_a_bad_number_or_id_or_listed_twice_are_skipped_with_the_rea
         sid: "PNtw1".into(),
         phone_number: Some("+15550000009".into()),
         friendly_name: Some("(555) 000-0009".into()),
+        ..TwilioNumber::default()
     }]);
     assert_eq!((ok.len(), skipped.len()), (1, 0));
     assert_eq!(ok[0].phone_number_id, None, "Twilio lines go by number");
