@@ -247,13 +247,16 @@ fn mirror_server(db: &Db, node: &Node, dir: &Path, extra: &[(&str, &str)]) -> Te
     TestServer::start(cfg, None)
 }
 
-fn resend_quo_fixtures(s: &TestServer) {
-    // Re-signed deliveries of the same events: stored, flagged duplicates by dedup.
+/// Re-signed deliveries of the same events: stored, flagged duplicates by dedup. Signed one
+/// second before `first_sent` (when the originals began to be signed, each at its own second):
+/// a delivery signed in the same second as its original would be byte for byte the same
+/// request, a replay the edge answers without storing.
+fn resend_quo_fixtures(s: &TestServer, first_sent: i64) {
     for (name, f) in accepted_fixtures()
         .iter()
         .filter(|(_, f)| f.provider == "openphone")
     {
-        assert_eq!(s.send_fixture(f).status, 200, "{name}");
+        assert_eq!(s.send_fixture_at(f, first_sent - 1).status, 200, "{name}");
     }
 }
 
@@ -264,6 +267,7 @@ fn the_mirror_fills_the_node_tables_one_row_per_event_and_resource_and_a_resent_
     let node = Node::new(&db, NODE_TABLES);
     let dir = crate::engine::tempdir();
     let s = mirror_server(&db, &node, dir.path(), &[("HOOKLOG_POSTGRES_BATCH", "5")]);
+    let first_sent = util::now();
     send_all(&s);
     synced(&s, &db);
     node.assert_exact();
@@ -308,7 +312,7 @@ fn the_mirror_fills_the_node_tables_one_row_per_event_and_resource_and_a_resent_
     // Resent webhooks: duplicates in hooklog's log and omni_events, no new Node row.
     let before = node.hashes();
     let duplicates = db.count("select count(*) from $S.omni_events where duplicate");
-    resend_quo_fixtures(&s);
+    resend_quo_fixtures(&s, first_sent);
     synced(&s, &db);
     assert!(
         db.count("select count(*) from $S.omni_events where duplicate") > duplicates,
@@ -324,8 +328,9 @@ fn a_rewind_rewrites_the_mirrored_rows_in_place_and_brings_back_a_deleted_one() 
     let node = Node::new(&db, NODE_TABLES);
     let dir = crate::engine::tempdir();
     let s = mirror_server(&db, &node, dir.path(), &[("HOOKLOG_POSTGRES_BATCH", "7")]);
+    let first_sent = util::now();
     send_all(&s);
-    resend_quo_fixtures(&s);
+    resend_quo_fixtures(&s, first_sent);
     synced(&s, &db);
     let last = s.status().log.last_seq;
     let before = node.hashes();
