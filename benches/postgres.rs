@@ -10,8 +10,13 @@
 //! rows are updates), with one record in ten a provider retry (flagged duplicate: an
 //! `omni_events` row only). Dedup runs on each iteration's records before the clock starts.
 //!
+//! `sink_10k_events_batch_1000_mirrored` is the same sink with `[[postgres.mirror]]` filling
+//! three tables shaped like the Node handlers' (`omni_events` keyed on a text `event_id` without a
+//! unique constraint, `openphone_messages` and `twilio_sms` keyed on their ids, each with a `jsonb`
+//! payload), in the same run as the baseline, so the ratio between the two is the mirror's cost.
+//!
 //! The database is `$HOOKLOG_BENCH_PG_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`), in a fresh schema dropped at the end.
+//! `postgres://postgres@127.0.0.1:5432/test`), in fresh schemas dropped at the end.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +25,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hooklog::alerts::Alerter;
 use hooklog::config::secret::Secret;
 use hooklog::consumers::dedup::Dedup;
+use hooklog::consumers::postgres::mirror::MirrorConfig;
 use hooklog::consumers::postgres::PostgresConfig;
 use hooklog::consumers::postgres::PostgresSink;
 use hooklog::consumers::Consumer;
@@ -124,31 +130,124 @@ fn records_one(seq: u64) -> Event {
     }
 }
 
-fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let schema = format!("hl_bench_{}", std::process::id());
-    let store = Arc::new(MemState::default());
-    let mut dedup = Dedup::new(store.as_ref(), 72).expect("dedup");
+/// The Node handlers' tables, in `schema` (created here: the mirror never creates a table).
+const NODE_TABLES: &str = "
+    create table omni_events (id bigserial primary key, source text, type text, event_id text,
+        payload jsonb, received_at timestamptz);
+    create index on omni_events (event_id);
+    create table openphone_messages (id text primary key, payload jsonb);
+    create table twilio_sms (sid text primary key, payload jsonb);";
+
+fn mirrors(schema: &str) -> Vec<MirrorConfig> {
+    let map = |table: &str, from: &str, key: &str, columns: &[(&str, &str)]| MirrorConfig {
+        table: format!("{schema}.{table}"),
+        from: from.into(),
+        key: key.into(),
+        columns: columns
+            .iter()
+            .map(|(c, f)| (c.to_string(), f.to_string()))
+            .collect(),
+    };
+    vec![
+        map(
+            "omni_events",
+            "omni_events",
+            "event_id",
+            &[
+                ("event_id", "dedup_key"),
+                ("source", "source"),
+                ("type", "kind"),
+                ("payload", "payload"),
+                ("received_at", "received_at"),
+            ],
+        ),
+        map(
+            "openphone_messages",
+            "openphone_messages",
+            "id",
+            &[("id", "id"), ("payload", "payload")],
+        ),
+        map(
+            "twilio_sms",
+            "twilio_sms",
+            "sid",
+            &[("sid", "sid"), ("payload", "payload")],
+        ),
+    ]
+}
+
+fn sink(schema: &str, mirror: Vec<MirrorConfig>, store: &Arc<MemState>) -> PostgresSink {
     let config = PostgresConfig {
         url: Some(Secret::new(url())),
-        schema: schema.clone(),
+        schema: schema.to_owned(),
         batch: BATCH,
+        mirror,
         ..PostgresConfig::default()
     };
-    let mut sink = PostgresSink::new(
+    PostgresSink::new(
         &config,
         72,
         store.clone(),
         Alerter::disabled(),
         &Metrics::new(),
     )
-    .expect("sink");
-    rt.block_on(sink.committed_cursor())
-        .expect("the bench database answers (is PostgreSQL running?)");
+    .expect("sink")
+}
 
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pid = std::process::id();
+    let (schema, mirrored, node) = (
+        format!("hl_bench_{pid}"),
+        format!("hl_bench_{pid}_m"),
+        format!("hl_bench_{pid}_node"),
+    );
+    let drop_all = || {
+        rt.block_on(async {
+            if let Ok(c) =
+                hooklog::consumers::postgres::connect(&url(), None, Duration::from_secs(10)).await
+            {
+                for s in [&schema, &mirrored, &node] {
+                    let _ = c
+                        .client
+                        .simple_query(&format!("drop schema if exists \"{s}\" cascade"))
+                        .await;
+                }
+            }
+        })
+    };
+    rt.block_on(async {
+        let c = hooklog::consumers::postgres::connect(&url(), None, Duration::from_secs(10))
+            .await
+            .expect("the bench database answers (is PostgreSQL running?)");
+        c.client
+            .batch_execute(&format!(
+                "create schema \"{node}\"; set search_path to \"{node}\"; {NODE_TABLES}"
+            ))
+            .await
+            .expect("the Node-shaped tables");
+    });
+    let store = Arc::new(MemState::default());
+    let mut dedup = Dedup::new(store.as_ref(), 72).expect("dedup");
+    let mut sinks = [
+        (
+            "sink_10k_events_batch_1000",
+            sink(&schema, Vec::new(), &store),
+        ),
+        (
+            "sink_10k_events_batch_1000_mirrored",
+            sink(&mirrored, mirrors(&node), &store),
+        ),
+    ];
+    for (_, sink) in &mut sinks {
+        rt.block_on(sink.committed_cursor())
+            .expect("the bench database answers (is PostgreSQL running?)");
+    }
+
+    // Both sinks take fresh records from one counter (dedup's verdicts are per record).
     let mut next = 1u64;
     let mut group = c.benchmark_group("postgres");
     group
@@ -156,36 +255,29 @@ fn bench(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(20))
         .throughput(Throughput::Elements(PER_ITER));
-    group.bench_function("sink_10k_events_batch_1000", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let events = records(next);
-                next += PER_ITER;
-                rt.block_on(dedup.handle(&events)).expect("dedup");
-                let started = Instant::now();
-                for chunk in events.chunks(BATCH) {
-                    rt.block_on(sink.handle(chunk)).expect("sink batch");
+    for (name, sink) in &mut sinks {
+        group.bench_function(*name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let events = records(next);
+                    next += PER_ITER;
+                    rt.block_on(dedup.handle(&events)).expect("dedup");
+                    let started = Instant::now();
+                    for chunk in events.chunks(BATCH) {
+                        rt.block_on(sink.handle(chunk)).expect("sink batch");
+                    }
+                    // The last transaction is still in flight: the clock stops when it committed.
+                    rt.block_on(sink.flush()).expect("sink commit");
+                    total += started.elapsed();
                 }
-                // The last transaction is still in flight: the clock stops when it committed.
-                rt.block_on(sink.flush()).expect("sink commit");
-                total += started.elapsed();
-            }
-            total
-        })
-    });
+                total
+            })
+        });
+    }
     group.finish();
-    drop(sink);
-    rt.block_on(async {
-        if let Ok(c) =
-            hooklog::consumers::postgres::connect(&url(), None, Duration::from_secs(10)).await
-        {
-            let _ = c
-                .client
-                .simple_query(&format!("drop schema if exists \"{schema}\" cascade"))
-                .await;
-        }
-    });
+    drop(sinks);
+    drop_all();
 }
 
 criterion_group!(benches, bench);
