@@ -239,10 +239,7 @@ pub(super) fn log_and_daemon(
     timeout: Duration,
     out: &mut Vec<Finding>,
 ) -> LogAccess {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(timeout)
-        .user_agent(concat!("hooklog-doctor/", env!("CARGO_PKG_VERSION")))
-        .build();
+    let agent = super::agent(timeout);
     let public = config.server.listen.first().copied().map(reachable);
     let daemon = match public {
         None => Daemon::Down("server.listen is empty".into()),

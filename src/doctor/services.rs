@@ -215,11 +215,7 @@ pub(super) fn gateway(config: &Config, timeout: Duration, out: &mut Vec<Finding>
         ));
         return;
     }
-    let agent = ureq::AgentBuilder::new()
-        .timeout(timeout)
-        .redirects(0)
-        .user_agent(concat!("hooklog-doctor/", env!("CARGO_PKG_VERSION")))
-        .build();
+    let agent = super::agent(timeout);
     let mut seen = std::collections::BTreeSet::new();
     for (key, u) in urls {
         let Some(base) = url::Url::parse(&u).ok().and_then(|p| {
@@ -272,11 +268,7 @@ pub(super) fn discord(config: &Config, timeout: Duration, out: &mut Vec<Finding>
         ));
         return;
     };
-    let agent = ureq::AgentBuilder::new()
-        .timeout(timeout)
-        .redirects(0)
-        .user_agent(concat!("hooklog-doctor/", env!("CARGO_PKG_VERSION")))
-        .build();
+    let agent = super::agent(timeout);
     match agent.get(url.expose()).call() {
         Ok(resp) => {
             let json: Option<serde_json::Value> = resp.into_json().ok();
