@@ -239,7 +239,7 @@ pub(super) fn log_and_daemon(
     timeout: Duration,
     out: &mut Vec<Finding>,
 ) -> LogAccess {
-    let agent = super::agent(timeout);
+    let agent = super::services::agent(timeout);
     let public = config.server.listen.first().copied().map(reachable);
     let daemon = match public {
         None => Daemon::Down("server.listen is empty".into()),

@@ -103,17 +103,6 @@ pub fn main(config_file: Option<&Path>, options: Options) -> ExitCode {
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is the reader's choice.
-/// The HTTP agent of every check that calls out (the daemon, the gateway, Discord): `timeout`
-/// per request, and no redirect followed: a redirect is an answer worth reporting, and
-/// following one could carry the operator token elsewhere.
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(timeout)
-        .redirects(0)
-        .user_agent(concat!("hooklog-doctor/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
 fn print(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();

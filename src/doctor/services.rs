@@ -9,6 +9,17 @@ use crate::config::Config;
 use crate::consumers::postgres::mirror::{self, MirrorProblem};
 use crate::consumers::postgres::{connect, migrate};
 
+/// The HTTP agent of every check that calls out (the daemon, the gateway, Discord): `timeout`
+/// per request, and no redirect followed: a redirect is an answer worth reporting, and
+/// following one could carry the operator token elsewhere.
+pub(super) fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(timeout)
+        .redirects(0)
+        .user_agent(concat!("hooklog-doctor/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// 4. Postgres, when `[postgres] url` is set.
 pub(super) fn postgres(config: &Config, runtime: &tokio::runtime::Runtime, out: &mut Vec<Finding>) {
     const CHECK: &str = "postgres";
@@ -215,7 +226,7 @@ pub(super) fn gateway(config: &Config, timeout: Duration, out: &mut Vec<Finding>
         ));
         return;
     }
-    let agent = super::agent(timeout);
+    let agent = agent(timeout);
     let mut seen = std::collections::BTreeSet::new();
     for (key, u) in urls {
         let Some(base) = url::Url::parse(&u).ok().and_then(|p| {
@@ -268,7 +279,7 @@ pub(super) fn discord(config: &Config, timeout: Duration, out: &mut Vec<Finding>
         ));
         return;
     };
-    let agent = super::agent(timeout);
+    let agent = agent(timeout);
     match agent.get(url.expose()).call() {
         Ok(resp) => {
             let json: Option<serde_json::Value> = resp.into_json().ok();
