@@ -4,8 +4,8 @@
 //! URL to set, and the exit code says how bad the worst finding is.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Output;
 
 use serde_json::{json, Value};
 
@@ -182,7 +182,7 @@ business_name = "Acme Homes"
                 .unwrap()
         };
         let (public, admin) = daemon.unwrap_or_else(|| (free(), free()));
-        let out = doctor_binary(
+        let out = crate::ops::hooklog(
             &self.root,
             &[&["doctor", "--config", self.file.to_str().unwrap()], args].concat(),
             &[
@@ -196,19 +196,6 @@ business_name = "Acme Homes"
         );
         Run::from(out)
     }
-}
-
-fn doctor_binary(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hooklog"))
-        .args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("the hooklog binary runs")
 }
 
 struct Run {
@@ -700,7 +687,7 @@ fn postgres_migrations_not_applied_warn_once_applied_are_ok_and_a_conflict_or_an
         "the URL (a secret) is never printed"
     );
 
-    let migrated = doctor_binary(
+    let migrated = crate::ops::hooklog(
         &d.root,
         &["migrate", "--config", d.file.to_str().unwrap()],
         &[
